@@ -1,0 +1,98 @@
+//! The one error type of the crate.
+
+use core::fmt;
+
+use crate::Isa;
+
+/// Which tensor an [`Error`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tensor {
+    /// The queries.
+    Q,
+    /// The keys.
+    K,
+    /// The values.
+    V,
+    /// The output.
+    Out,
+    /// The log-sum-exp output.
+    Lse,
+    /// The additive bias.
+    Bias,
+}
+
+/// Which dimension of a [`Shape`](crate::Shape) an [`Error`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// `q_heads`.
+    QHeads,
+    /// `kv_heads`.
+    KvHeads,
+    /// `head_dim`.
+    HeadDim,
+    /// `v_dim`.
+    VDim,
+}
+
+/// Why an attention call was refused.
+///
+/// Every check runs before anything is written: on `Err`, `out` and `lse` are untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Error {
+    /// A dimension that must be at least 1 is 0. (`q_len = 0` and `kv_len = 0` are allowed;
+    /// see [`Shape`](crate::Shape).)
+    ZeroDim(Dim),
+    /// `q_heads` is not a multiple of `kv_heads`.
+    HeadsNotDivisible {
+        /// The number of query heads.
+        q_heads: usize,
+        /// The number of key/value heads.
+        kv_heads: usize,
+    },
+    /// The slice is shorter than the last element that the shape and strides reach.
+    TooShort {
+        /// The tensor whose slice is too short.
+        tensor: Tensor,
+        /// Elements the shape and strides reach.
+        needed: usize,
+        /// Elements the slice holds.
+        len: usize,
+    },
+    /// Computing the extent of a tensor overflowed `usize`.
+    Overflow(Tensor),
+    /// The strides of an output tensor make two of its elements share memory.
+    Overlap(Tensor),
+    /// `scale` is NaN or infinite.
+    InvalidScale,
+    /// The requested instruction set is not usable on this CPU (or not compiled in).
+    Unsupported(Isa),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::ZeroDim(d) => write!(f, "dimension {d:?} is 0; it must be at least 1"),
+            Error::HeadsNotDivisible { q_heads, kv_heads } => {
+                write!(
+                    f,
+                    "q_heads ({q_heads}) is not a multiple of kv_heads ({kv_heads})"
+                )
+            }
+            Error::TooShort {
+                tensor,
+                needed,
+                len,
+            } => write!(
+                f,
+                "{tensor:?} holds {len} elements but its shape and strides reach {needed}"
+            ),
+            Error::Overflow(t) => write!(f, "the extent of {t:?} overflows usize"),
+            Error::Overlap(t) => write!(f, "the strides of {t:?} make elements overlap"),
+            Error::InvalidScale => f.write_str("scale is NaN or infinite"),
+            Error::Unsupported(isa) => write!(f, "{} is not available on this CPU", isa.name()),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,304 @@
+//! Run-time dispatch: which instance of the kernel runs.
+//!
+//! The kernel is written once over [`pulp::Simd`]; [`Isa`] names the instances compiled for
+//! real hardware and [`Emulated`] the portable instances of 4, 8 and 16 lanes that let the
+//! logic of every vector width be tested on any machine.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use pulp::{Simd, WithSimd};
+
+use crate::{Error, Params, kernel};
+
+/// An instruction set the kernel is compiled for.
+///
+/// [`Isa::detect`] picks the best one this CPU (and OS) can run; [`Isa::attention`] runs the
+/// kernel at a level of your choice, so tests and benchmarks can force each one.
+/// The discriminants are stable (the C ABI uses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Isa {
+    /// Plain `f32` code, one lane: every target (Cortex-M, RISC-V, wasm, old x86).
+    Scalar = 0,
+    /// x86-64 AVX2 + FMA (pulp `V3`), 8 lanes.
+    Avx2 = 1,
+    /// x86-64 AVX-512 F/BW/CD/DQ/VL (pulp `V4`), 16 lanes; needs the `x86-v4` feature.
+    Avx512 = 2,
+    /// aarch64 NEON, 4 lanes.
+    Neon = 3,
+}
+
+impl Isa {
+    /// Every level, in order of discriminant.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// The best level usable here, detected once and cached.
+    ///
+    /// On x86 this checks both the CPU (CPUID) and that the OS saves the wide registers
+    /// (OSXSAVE and XCR0), so firmware or kernels that never enabled AVX state get `Scalar`
+    /// rather than a fault.
+    pub fn detect() -> Isa {
+        static DETECTED: AtomicU8 = AtomicU8::new(u8::MAX);
+        match DETECTED.load(Ordering::Relaxed) {
+            u8::MAX => {
+                let best = Isa::available().last().unwrap_or(Isa::Scalar);
+                DETECTED.store(best as u8, Ordering::Relaxed);
+                best
+            }
+            n => Isa::from_u8(n).unwrap_or(Isa::Scalar),
+        }
+    }
+
+    /// Every level usable here, from the slowest (`Scalar`) to the best.
+    pub fn available() -> impl Iterator<Item = Isa> {
+        [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| i.is_available())
+    }
+
+    /// Whether this level is compiled in and this CPU and OS can run it.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => arch::v3().is_some(),
+            Isa::Avx512 => arch::v4().is_some(),
+            Isa::Neon => arch::neon().is_some(),
+        }
+    }
+
+    /// The level with this discriminant, if any.
+    pub const fn from_u8(n: u8) -> Option<Isa> {
+        match n {
+            0 => Some(Isa::Scalar),
+            1 => Some(Isa::Avx2),
+            2 => Some(Isa::Avx512),
+            3 => Some(Isa::Neon),
+            _ => None,
+        }
+    }
+
+    /// A short lowercase name: `scalar`, `avx2`, `avx512`, `neon`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Number of `f32` lanes of this level's vectors.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Isa::Scalar => 1,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+            Isa::Neon => 4,
+        }
+    }
+
+    /// Runs [`attention`](crate::attention) at this level.
+    ///
+    /// Returns [`Error::Unsupported`] if this level is not [available](Isa::is_available),
+    /// and otherwise exactly what [`attention`](crate::attention) returns.
+    pub fn attention(
+        self,
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        let unsupported = Err(Error::Unsupported(self));
+        params.validate(q, k, v, out, lse.as_deref())?;
+        let job = kernel::Job {
+            params,
+            q,
+            k,
+            v,
+            out,
+            lse,
+        };
+        match self {
+            Isa::Scalar => pulp::Scalar::new().vectorize(job),
+            Isa::Avx2 => match arch::v3() {
+                Some(simd) => arch::run_v3(simd, job),
+                None => return unsupported,
+            },
+            Isa::Avx512 => match arch::v4() {
+                Some(simd) => arch::run_v4(simd, job),
+                None => return unsupported,
+            },
+            Isa::Neon => match arch::neon() {
+                Some(simd) => arch::run_neon(simd, job),
+                None => return unsupported,
+            },
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Display for Isa {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Portable instances of the kernel with 4, 8 or 16 lanes (pulp's `Scalar128b`, `Scalar256b`,
+/// `Scalar512b`): plain Rust that runs anywhere and follows the same code paths as NEON, AVX2
+/// and AVX-512. They exist so those widths are tested (and fuzzed, and run under Miri) on
+/// every machine; they are slow and never chosen by [`Isa::detect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Emulated {
+    /// 4 lanes, the width of NEON.
+    Lanes4,
+    /// 8 lanes, the width of AVX2.
+    Lanes8,
+    /// 16 lanes, the width of AVX-512.
+    Lanes16,
+}
+
+impl Emulated {
+    /// All three widths.
+    pub const ALL: [Emulated; 3] = [Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16];
+
+    /// Number of `f32` lanes.
+    pub const fn lanes(self) -> usize {
+        match self {
+            Emulated::Lanes4 => 4,
+            Emulated::Lanes8 => 8,
+            Emulated::Lanes16 => 16,
+        }
+    }
+
+    /// Runs [`attention`](crate::attention) on this portable instance; same contract.
+    pub fn attention(
+        self,
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        params.validate(q, k, v, out, lse.as_deref())?;
+        let job = kernel::Job {
+            params,
+            q,
+            k,
+            v,
+            out,
+            lse,
+        };
+        match self {
+            Emulated::Lanes4 => pulp::Scalar128b.vectorize(job),
+            Emulated::Lanes8 => pulp::Scalar256b.vectorize(job),
+            Emulated::Lanes16 => pulp::Scalar512b.vectorize(job),
+        }
+        Ok(())
+    }
+}
+
+/// Per-architecture detection. Each function returns the SIMD token only when the level is
+/// compiled in and usable; the `run_*` functions exist so the other architectures compile.
+mod arch {
+    #[allow(unused_imports)]
+    use super::{Simd, WithSimd};
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use core::arch::x86_64::{__cpuid, _xgetbv};
+
+        /// XCR0 bits 1 (SSE) and 2 (AVX): the OS saves the YMM registers.
+        pub const YMM_STATE: u64 = 0b0000_0110;
+        /// Also bits 5 (opmask), 6 (ZMM_Hi256) and 7 (Hi16_ZMM): the OS saves the ZMM state.
+        pub const ZMM_STATE: u64 = 0b1110_0110;
+
+        /// Whether the OS has enabled saving of every state component in `bits`.
+        ///
+        /// pulp without `std` reads CPUID only; CPUID says what the CPU can do, XCR0 what the
+        /// OS lets it do. An AVX instruction with the state disabled faults.
+        pub fn os_saves(bits: u64) -> bool {
+            if cfg!(miri) {
+                return false;
+            }
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
+            let leaf1 = unsafe { __cpuid(1) };
+            const OSXSAVE: u32 = 1 << 27;
+            if leaf1.ecx & OSXSAVE == 0 {
+                return false;
+            }
+            // SAFETY: OSXSAVE set means the OS enabled XGETBV (and the CPU has XSAVE).
+            let xcr0 = unsafe { read_xcr0() };
+            xcr0 & bits == bits
+        }
+
+        #[target_feature(enable = "xsave")]
+        unsafe fn read_xcr0() -> u64 {
+            // SAFETY: the caller checked OSXSAVE, so XGETBV with ECX = 0 is valid.
+            unsafe { _xgetbv(0) }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub fn v3() -> Option<pulp::x86::V3> {
+        if cfg!(miri) {
+            return None;
+        }
+        pulp::x86::V3::try_new().filter(|_| x86::os_saves(x86::YMM_STATE))
+    }
+    #[cfg(target_arch = "x86_64")]
+    pub fn run_v3(simd: pulp::x86::V3, job: impl WithSimd<Output = ()>) {
+        Simd::vectorize(simd, job)
+    }
+
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    pub fn v4() -> Option<pulp::x86::V4> {
+        if cfg!(miri) {
+            return None;
+        }
+        pulp::x86::V4::try_new().filter(|_| x86::os_saves(x86::ZMM_STATE))
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
+    pub fn run_v4(simd: pulp::x86::V4, job: impl WithSimd<Output = ()>) {
+        Simd::vectorize(simd, job)
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    pub fn neon() -> Option<pulp::aarch64::Neon> {
+        if cfg!(target_feature = "neon") {
+            // SAFETY: NEON is enabled at compile time, so every CPU this binary runs on has it.
+            Some(unsafe { pulp::aarch64::Neon::new_unchecked() })
+        } else {
+            None
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    pub fn run_neon(simd: pulp::aarch64::Neon, job: impl WithSimd<Output = ()>) {
+        Simd::vectorize(simd, job)
+    }
+
+    /// A level that is not compiled for this target: never available, never run.
+    #[allow(dead_code)]
+    #[derive(Clone, Copy)]
+    pub enum Absent {}
+
+    #[allow(dead_code)]
+    pub fn run_absent(simd: Absent, _job: impl WithSimd<Output = ()>) {
+        match simd {}
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub use self::{run_absent as run_v3, v_absent as v3};
+    #[cfg(not(all(target_arch = "x86_64", feature = "x86-v4")))]
+    pub use self::{run_absent as run_v4, v_absent as v4};
+    #[cfg(not(target_arch = "aarch64"))]
+    pub use self::{run_absent as run_neon, v_absent as neon};
+
+    #[allow(dead_code)]
+    pub fn v_absent() -> Option<Absent> {
+        None
+    }
+}

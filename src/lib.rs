@@ -1,0 +1,82 @@
+//! # qkv
+//!
+//! Scaled dot-product attention for CPUs, `out = softmax(scale · Q·Kᵀ + bias) · V`, over plain
+//! `f32` slices: `#![no_std]`, no allocation, no panics on any input.
+//!
+//! - **One kernel**, written once over [`pulp::Simd`] and dispatched at run time to AVX-512,
+//!   AVX2+FMA, NEON or plain scalar code ([`Isa`]).
+//! - **Streaming softmax**: one pass over K/V with a running max and sum, so any score
+//!   magnitude is stable and the `q_len × kv_len` score matrix never exists.
+//! - **Masks as loop bounds**: causal (any alignment), sliding windows and `-inf` bias entries
+//!   skip keys instead of multiplying them by zero.
+//! - **A reference** ([`reference::attention`]) computing the same function in `f64`, against
+//!   which every level is tested and fuzzed.
+//!
+//! ```
+//! use qkv::{Mask, Params, Shape};
+//!
+//! let shape = Shape::new(2, 3, 5, 4); // 2 heads, 3 queries, 5 keys, head_dim 4
+//! let q = vec![0.1f32; 2 * 3 * 4];
+//! let k = vec![0.2f32; 2 * 5 * 4];
+//! let v = vec![1.0f32; 2 * 5 * 4];
+//! let mut out = vec![0.0f32; 2 * 3 * 4];
+//! let params = Params::new(shape).with_mask(Mask::causal());
+//! qkv::attention(&params, &q, &k, &v, &mut out, None)?;
+//! assert!(out.iter().all(|&x| (x - 1.0).abs() < 1e-6));
+//! # Ok::<(), qkv::Error>(())
+//! ```
+//!
+//! ## Semantics
+//! For query head `h`, row `i` and the kv head `g = h / (q_heads / kv_heads)`, the keys `j`
+//! that row `i` *includes* are those inside its [`Mask`] band whose bias is not `-inf` and whose
+//! score `s_j = scale · q[h][i]·k[g][j] + bias[h][i][j]` is not `-inf`. Then
+//! `out[h][i] = Σ_j e^(s_j) v[g][j] / Σ_j e^(s_j)` and `lse[h][i] = ln Σ_j e^(s_j)` over the
+//! included keys.
+//! - A row that includes no key gets `out = 0` and `lse = -inf`, never NaN.
+//! - A NaN score makes its row and lse NaN; a NaN in an included `v` row makes the output
+//!   columns it touches NaN. Excluded keys are never read, so NaN there never leaks.
+//! - Scores of any magnitude representable in `f32` give the right softmax.
+//! - Bad input returns an [`Error`] before anything is written.
+//!
+//! ## Accuracy
+//! Scores and sums are accumulated in `f32`; [`tolerance`] documents and justifies the bound
+//! the tests hold every level to.
+
+#![no_std]
+#![deny(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod error;
+pub mod exp;
+mod isa;
+pub mod kernel;
+mod params;
+pub mod reference;
+pub mod tolerance;
+
+pub use error::{Dim, Error, Tensor};
+pub use isa::{Emulated, Isa};
+pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
+
+/// Computes attention with the best [`Isa`] this CPU supports.
+///
+/// `q`, `k`, `v` and `out` are laid out as `params` says; `lse`, if given, receives the
+/// natural log of each row's softmax denominator, `[q_heads][q_len]`. See the crate docs for
+/// the exact semantics. Returns an [`Error`] (and writes nothing) if the slices do not match
+/// the shape and strides.
+pub fn attention(
+    params: &Params,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    Isa::detect().attention(params, q, k, v, out, lse)
+}

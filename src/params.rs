@@ -1,0 +1,464 @@
+//! What an attention call computes: shape, memory layout, scale, mask and bias,
+//! and the validation every entry point runs before touching `out`.
+
+use crate::error::{Dim, Error, Tensor};
+
+/// The sizes of one attention call.
+///
+/// `q` is `[q_heads][q_len][head_dim]`, `k` is `[kv_heads][kv_len][head_dim]`,
+/// `v` is `[kv_heads][kv_len][v_dim]` and `out` is `[q_heads][q_len][v_dim]`, each laid out in
+/// memory as its [`Layout`] says.
+///
+/// `q_heads`, `kv_heads`, `head_dim` and `v_dim` must be at least 1 ([`Error::ZeroDim`]).
+/// `q_len = 0` is a no-op that returns `Ok` and writes nothing. `kv_len = 0` leaves every row
+/// without a key: each output row is 0 and each log-sum-exp is `-inf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Number of query (and output) heads; a multiple of `kv_heads`.
+    pub q_heads: usize,
+    /// Number of key/value heads. Query head `h` reads kv head `h / (q_heads / kv_heads)`
+    /// (grouped-query attention; `kv_heads = 1` is multi-query attention).
+    pub kv_heads: usize,
+    /// Number of query rows per head.
+    pub q_len: usize,
+    /// Number of keys (and values) per kv head.
+    pub kv_len: usize,
+    /// Length of each query and key vector.
+    pub head_dim: usize,
+    /// Length of each value and output vector.
+    pub v_dim: usize,
+}
+
+impl Shape {
+    /// A shape with `q_heads = kv_heads = heads` and `v_dim = head_dim`.
+    pub const fn new(heads: usize, q_len: usize, kv_len: usize, head_dim: usize) -> Shape {
+        Shape {
+            q_heads: heads,
+            kv_heads: heads,
+            q_len,
+            kv_len,
+            head_dim,
+            v_dim: head_dim,
+        }
+    }
+
+    /// Grouped-query attention: `q_heads` query heads share `kv_heads` key/value heads.
+    pub const fn gqa(self, q_heads: usize, kv_heads: usize) -> Shape {
+        Shape {
+            q_heads,
+            kv_heads,
+            ..self
+        }
+    }
+
+    /// Sets `v_dim`, the length of value and output vectors, when it differs from `head_dim`.
+    pub const fn with_v_dim(self, v_dim: usize) -> Shape {
+        Shape { v_dim, ..self }
+    }
+
+    /// The number of floating-point operations the call performs without a mask:
+    /// `2·head_dim` for each score and `2·v_dim` for each weighted value, per head.
+    pub fn flops(&self) -> f64 {
+        let pairs = self.q_heads as f64 * self.q_len as f64 * self.kv_len as f64;
+        pairs * 2.0 * (self.head_dim + self.v_dim) as f64
+    }
+}
+
+/// Where a tensor's elements live in its slice, in elements (not bytes).
+///
+/// Element `[head][row][col]` is at `head * head_stride + row * row_stride + col`: the last
+/// dimension is contiguous, the other two may be strided any way, so both the planar
+/// `[heads][seq][dim]` layout and the interleaved `[seq][heads][dim]` layout of most KV caches
+/// work without copying. Input strides may overlap (a stride of 0 broadcasts); output strides
+/// may not ([`Error::Overlap`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Layout {
+    /// Elements between the starts of consecutive heads.
+    pub head_stride: usize,
+    /// Elements between the starts of consecutive rows of one head.
+    pub row_stride: usize,
+}
+
+impl Layout {
+    /// `[heads][rows][dim]`, densely packed.
+    pub const fn planar(rows: usize, dim: usize) -> Layout {
+        Layout {
+            head_stride: rows * dim,
+            row_stride: dim,
+        }
+    }
+
+    /// `[rows][heads][dim]`, densely packed: the usual KV-cache layout.
+    pub const fn interleaved(heads: usize, dim: usize) -> Layout {
+        Layout {
+            head_stride: dim,
+            row_stride: heads * dim,
+        }
+    }
+
+    /// The index of element `[head][row][0]`. Only valid after validation.
+    #[inline(always)]
+    pub(crate) fn at(&self, head: usize, row: usize) -> usize {
+        head * self.head_stride + row * self.row_stride
+    }
+}
+
+/// Where query row `i` sits among the keys, for the causal and window masks.
+///
+/// Query `i` has the absolute position `offset + i`, compared with key positions `0..kv_len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum QueryPos {
+    /// `offset = kv_len - q_len`: the queries are the last `q_len` positions. This is the
+    /// KV-cache convention (a decoded token sees the whole cache) and the default.
+    #[default]
+    BottomRight,
+    /// `offset = 0`: query `i` sits at position `i`.
+    TopLeft,
+    /// An explicit offset; it may be negative.
+    Offset(i64),
+}
+
+/// Which keys each query row may attend to: the band `pos - left ..= pos + right` of key
+/// positions, where `pos` is the row's position ([`QueryPos`]).
+///
+/// `None` leaves a side unbounded. Keys outside the band are skipped (they are loop bounds,
+/// never multiplied by zero), so their `k` and `v` rows are never read for that query row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Mask {
+    /// Keys at most this many positions before the query; `None`: no limit.
+    pub left: Option<usize>,
+    /// Keys at most this many positions after the query; `Some(0)` is causal; `None`: no limit.
+    pub right: Option<usize>,
+    /// Where the query rows sit.
+    pub query_pos: QueryPos,
+}
+
+impl Mask {
+    /// Every key is visible to every query.
+    pub const NONE: Mask = Mask {
+        left: None,
+        right: None,
+        query_pos: QueryPos::BottomRight,
+    };
+
+    /// Causal: query `i` sees keys up to its own position, bottom-right aligned.
+    pub const fn causal() -> Mask {
+        Mask {
+            left: None,
+            right: Some(0),
+            query_pos: QueryPos::BottomRight,
+        }
+    }
+
+    /// Causal sliding window: query at `pos` sees keys `pos - window ..= pos`.
+    pub const fn sliding_window(window: usize) -> Mask {
+        Mask {
+            left: Some(window),
+            right: Some(0),
+            query_pos: QueryPos::BottomRight,
+        }
+    }
+
+    /// The same mask with keys up to `right` positions after the query visible.
+    pub const fn with_right(self, right: Option<usize>) -> Mask {
+        Mask { right, ..self }
+    }
+
+    /// The same mask with the queries aligned as `query_pos` says.
+    pub const fn aligned(self, query_pos: QueryPos) -> Mask {
+        Mask { query_pos, ..self }
+    }
+}
+
+/// An additive bias `[q_len][kv_len]` added to the scaled scores (after `scale`), per head.
+///
+/// Element `[head][i][j]` is at `head * head_stride + i * row_stride + j`. A `head_stride` of 0
+/// broadcasts one matrix over all heads (padding masks); a per-head bias expresses ALiBi.
+/// An entry of `-inf` masks that key for that row: it is skipped exactly like a key outside
+/// the [`Mask`] band.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bias<'a> {
+    /// The bias values.
+    pub data: &'a [f32],
+    /// Elements between heads; 0 to share one matrix across heads.
+    pub head_stride: usize,
+    /// Elements between rows.
+    pub row_stride: usize,
+}
+
+impl<'a> Bias<'a> {
+    /// One dense `[q_len][kv_len]` matrix shared by every head.
+    pub const fn broadcast(data: &'a [f32], kv_len: usize) -> Bias<'a> {
+        Bias {
+            data,
+            head_stride: 0,
+            row_stride: kv_len,
+        }
+    }
+}
+
+/// Everything an attention call needs besides the data: [`Shape`], one [`Layout`] per tensor,
+/// `scale`, [`Mask`] and an optional [`Bias`].
+///
+/// `Params::new(shape)` gives the planar layouts, `scale = 1/√head_dim`, no mask and no bias;
+/// the `with_*` methods change one thing each.
+///
+/// The log-sum-exp output, when asked for, is `[q_heads][q_len]`, dense.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params<'a> {
+    /// The sizes.
+    pub shape: Shape,
+    /// Layout of `q`.
+    pub q: Layout,
+    /// Layout of `k`.
+    pub k: Layout,
+    /// Layout of `v`.
+    pub v: Layout,
+    /// Layout of `out`.
+    pub out: Layout,
+    /// Factor applied to every `q·k`; `None` means `1/√head_dim`.
+    pub scale: Option<f32>,
+    /// Which keys each row sees.
+    pub mask: Mask,
+    /// Added to the scaled scores.
+    pub bias: Option<Bias<'a>>,
+}
+
+impl<'a> Params<'a> {
+    /// Planar layouts, default scale, no mask, no bias.
+    pub const fn new(shape: Shape) -> Params<'a> {
+        Params {
+            shape,
+            q: Layout::planar(shape.q_len, shape.head_dim),
+            k: Layout::planar(shape.kv_len, shape.head_dim),
+            v: Layout::planar(shape.kv_len, shape.v_dim),
+            out: Layout::planar(shape.q_len, shape.v_dim),
+            scale: None,
+            mask: Mask::NONE,
+            bias: None,
+        }
+    }
+
+    /// The interleaved `[seq][heads][dim]` layout for every tensor.
+    pub const fn interleaved(self) -> Params<'a> {
+        let s = self.shape;
+        Params {
+            q: Layout::interleaved(s.q_heads, s.head_dim),
+            k: Layout::interleaved(s.kv_heads, s.head_dim),
+            v: Layout::interleaved(s.kv_heads, s.v_dim),
+            out: Layout::interleaved(s.q_heads, s.v_dim),
+            ..self
+        }
+    }
+
+    /// Sets the layouts of `q`, `k`, `v` and `out`.
+    pub const fn with_layouts(self, q: Layout, k: Layout, v: Layout, out: Layout) -> Params<'a> {
+        Params {
+            q,
+            k,
+            v,
+            out,
+            ..self
+        }
+    }
+
+    /// Overrides the default scale `1/√head_dim`.
+    pub const fn with_scale(self, scale: f32) -> Params<'a> {
+        Params {
+            scale: Some(scale),
+            ..self
+        }
+    }
+
+    /// Sets the mask.
+    pub const fn with_mask(self, mask: Mask) -> Params<'a> {
+        Params { mask, ..self }
+    }
+
+    /// Adds a bias.
+    pub const fn with_bias(self, bias: Bias<'a>) -> Params<'a> {
+        Params {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
+    /// The scale in use: the override, or `1/√head_dim`.
+    pub fn scale(&self) -> f32 {
+        match self.scale {
+            Some(s) => s,
+            None => 1.0 / libm::sqrtf(self.shape.head_dim as f32),
+        }
+    }
+
+    /// The absolute position of query row 0 (see [`QueryPos`]).
+    pub fn query_offset(&self) -> i128 {
+        match self.mask.query_pos {
+            QueryPos::BottomRight => self.shape.kv_len as i128 - self.shape.q_len as i128,
+            QueryPos::TopLeft => 0,
+            QueryPos::Offset(o) => o as i128,
+        }
+    }
+
+    /// Whether the [`Mask`] lets query row `i` see key `j`. The kernel uses [`Params::key_range`];
+    /// the reference uses this, so the two are checked against each other.
+    pub fn is_visible(&self, i: usize, j: usize) -> bool {
+        let pos = self.query_offset() + i as i128;
+        let j = j as i128;
+        let after_left = self.mask.left.is_none_or(|l| j >= pos - l as i128);
+        let before_right = self.mask.right.is_none_or(|r| j <= pos + r as i128);
+        after_left && before_right
+    }
+
+    /// The keys query row `i` may see, as a range `lo..hi` within `0..kv_len` (possibly empty).
+    ///
+    /// Both ends are non-decreasing in `i`, which is what lets the kernel skip whole blocks.
+    pub fn key_range(&self, i: usize) -> (usize, usize) {
+        let kv_len = self.shape.kv_len as i128;
+        let pos = self.query_offset() + i as i128;
+        let lo = match self.mask.left {
+            Some(l) => (pos - l as i128).clamp(0, kv_len),
+            None => 0,
+        };
+        let hi = match self.mask.right {
+            Some(r) => (pos + r as i128 + 1).clamp(0, kv_len),
+            None => kv_len,
+        };
+        (lo as usize, hi.max(lo) as usize)
+    }
+
+    /// Checks every input against the shape and strides; nothing is read or written.
+    ///
+    /// This is the single validation all entry points share: the reference, every kernel
+    /// level and the C ABI.
+    pub fn validate(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &[f32],
+        lse: Option<&[f32]>,
+    ) -> Result<(), Error> {
+        let s = &self.shape;
+        for (n, d) in [
+            (s.q_heads, Dim::QHeads),
+            (s.kv_heads, Dim::KvHeads),
+            (s.head_dim, Dim::HeadDim),
+            (s.v_dim, Dim::VDim),
+        ] {
+            if n == 0 {
+                return Err(Error::ZeroDim(d));
+            }
+        }
+        if !s.q_heads.is_multiple_of(s.kv_heads) {
+            return Err(Error::HeadsNotDivisible {
+                q_heads: s.q_heads,
+                kv_heads: s.kv_heads,
+            });
+        }
+        let scale = self.scale();
+        if !scale.is_finite() {
+            return Err(Error::InvalidScale);
+        }
+        check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
+        check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, s.head_dim)?;
+        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, s.v_dim)?;
+        check_extent(
+            Tensor::Out,
+            out.len(),
+            self.out,
+            s.q_heads,
+            s.q_len,
+            s.v_dim,
+        )?;
+        check_disjoint(Tensor::Out, self.out, s.q_heads, s.q_len, s.v_dim)?;
+        if let Some(b) = &self.bias {
+            let layout = Layout {
+                head_stride: b.head_stride,
+                row_stride: b.row_stride,
+            };
+            check_extent(
+                Tensor::Bias,
+                b.data.len(),
+                layout,
+                s.q_heads,
+                s.q_len,
+                s.kv_len,
+            )?;
+        }
+        if let Some(lse) = lse {
+            let needed = s
+                .q_heads
+                .checked_mul(s.q_len)
+                .ok_or(Error::Overflow(Tensor::Lse))?;
+            if lse.len() < needed {
+                return Err(Error::TooShort {
+                    tensor: Tensor::Lse,
+                    needed,
+                    len: lse.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every element `[h][r][c]` for `h < heads, r < rows, c < cols` must be inside a slice of
+/// `len` elements. Nothing is reached when `rows` or `cols` is 0.
+fn check_extent(
+    tensor: Tensor,
+    len: usize,
+    layout: Layout,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    if heads == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let overflow = Error::Overflow(tensor);
+    let last_head = (heads - 1)
+        .checked_mul(layout.head_stride)
+        .ok_or(overflow)?;
+    let last_row = (rows - 1).checked_mul(layout.row_stride).ok_or(overflow)?;
+    let needed = last_head
+        .checked_add(last_row)
+        .and_then(|x| x.checked_add(cols))
+        .ok_or(overflow)?;
+    if len < needed {
+        return Err(Error::TooShort {
+            tensor,
+            needed,
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// The rows of an output must not share memory: with the smaller stride `a` (count `na`) and
+/// the larger `b` (count `nb`), rows of `cols` elements are disjoint when `a ≥ cols` and
+/// `b ≥ (na - 1)·a + cols`; a dimension of count 1 imposes nothing. Called after
+/// [`check_extent`], whose sum bounds this one, so nothing here overflows.
+fn check_disjoint(
+    tensor: Tensor,
+    layout: Layout,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    let (mut a, mut b) = ((layout.head_stride, heads), (layout.row_stride, rows));
+    if a.0 > b.0 {
+        core::mem::swap(&mut a, &mut b);
+    }
+    let ok = match (a.1 > 1, b.1 > 1) {
+        (false, false) => true,
+        (true, false) => a.0 >= cols,
+        (false, true) => b.0 >= cols,
+        (true, true) => a.0 >= cols && b.0 >= (a.1 - 1) * a.0 + cols,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Overlap(tensor))
+    }
+}
