@@ -340,10 +340,15 @@ impl Block {
         }
 
         let old_max = scratch.max[r];
-        let new_max = old_max.max(simd.reduce_max_f32s(max));
+        let mut new_max = old_max.max(simd.reduce_max_f32s(max));
         if new_max == f32::NEG_INFINITY {
-            // Every visible score so far is -inf: nothing is included yet.
-            return RowBlock::SKIP;
+            // `max` ignores NaN on some levels: a row of NaN and -inf scores lands here.
+            let visible = &scratch.scores[r * BLOCK_K..][jl..jh];
+            if !visible.iter().any(|s| s.is_nan()) {
+                // Every visible score so far is -inf: nothing is included yet.
+                return RowBlock::SKIP;
+            }
+            new_max = f32::NAN; // poisons the row's sum, as a NaN score must
         }
         let whole = jl == 0 && jh == cols && simd.reduce_min_f32s(min_visible) != f32::NEG_INFINITY;
         let mut keys = 0u64;

@@ -446,6 +446,9 @@ fn check_disjoint(
     rows: usize,
     cols: usize,
 ) -> Result<(), Error> {
+    if heads == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
     let (mut a, mut b) = ((layout.head_stride, heads), (layout.row_stride, rows));
     if a.0 > b.0 {
         core::mem::swap(&mut a, &mut b);

@@ -1,0 +1,321 @@
+//! The documented semantics, case by case, at every level and emulated width:
+//! masks and alignments, GQA, strides, extreme scores, empty rows, NaN rules.
+
+mod common;
+use common::{Case, Rng, Runner, check};
+use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
+
+/// Shapes on either side of lane widths (4, 8, 16) and tiles (MR 4, BLOCK_Q 32, BLOCK_K 64,
+/// DIM_PANEL 64, V_PANEL 128).
+fn edge_shapes() -> Vec<Shape> {
+    let mut v = vec![];
+    let lens: &[usize] = if cfg!(miri) {
+        &[1, 5]
+    } else {
+        &[1, 3, 4, 5, 31, 33, 64, 65, 97]
+    };
+    let dims: &[(usize, usize)] = if cfg!(miri) {
+        &[(3, 5)]
+    } else {
+        &[
+            (1, 1),
+            (3, 5),
+            (8, 8),
+            (16, 17),
+            (63, 64),
+            (65, 129),
+            (128, 128),
+        ]
+    };
+    for (n, &q_len) in lens.iter().enumerate() {
+        let kv_len = lens[(n * 3 + 1) % lens.len()];
+        for &(d, dv) in dims {
+            v.push(Shape::new(1, q_len, kv_len, d).with_v_dim(dv));
+        }
+    }
+    v
+}
+
+fn masks(s: &Shape) -> Vec<Mask> {
+    let kv = s.kv_len;
+    let mut m = vec![Mask::NONE];
+    for pos in [
+        QueryPos::BottomRight,
+        QueryPos::TopLeft,
+        QueryPos::Offset(3),
+        QueryPos::Offset(-2),
+    ] {
+        m.push(Mask::causal().aligned(pos));
+        m.push(Mask::sliding_window(kv / 3).aligned(pos));
+        m.push(Mask::sliding_window(2).with_right(Some(1)).aligned(pos));
+        m.push(Mask {
+            left: None,
+            right: Some(kv / 2),
+            query_pos: pos,
+        });
+    }
+    m
+}
+
+#[test]
+fn every_mask_and_alignment_matches_reference() {
+    let mut rng = Rng(10);
+    for shape in edge_shapes() {
+        for mask in masks(&shape) {
+            let mut case = Case::dense(&mut rng, shape, 1.0);
+            case.mask = mask;
+            for runner in Runner::all() {
+                check(&case, runner);
+            }
+        }
+    }
+}
+
+#[test]
+fn gqa_ratios_and_layouts_match_reference() {
+    let mut rng = Rng(11);
+    let len = if cfg!(miri) { 3 } else { 37 };
+    for (q_heads, kv_heads) in [(1, 1), (2, 1), (4, 2), (6, 3), (8, 1), (8, 8)] {
+        let shape = Shape::new(1, len, len + 5, 12)
+            .gqa(q_heads, kv_heads)
+            .with_v_dim(9);
+        for relayout in [false, true, true] {
+            let mut case = Case::dense(&mut rng, shape, 1.0);
+            if relayout {
+                case.relayout(&mut rng);
+            }
+            case.mask = Mask::causal();
+            for runner in Runner::all() {
+                check(&case, runner);
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_per_head_and_broadcast_match_reference() {
+    let mut rng = Rng(12);
+    let shape = Shape::new(2, 19, 70, 8);
+    for per_head in [false, true] {
+        let mut case = Case::dense(&mut rng, shape, 1.0);
+        let row_stride = 73;
+        let heads = if per_head { 2 } else { 1 };
+        let mut data = rng.fill(heads * 19 * row_stride, 3.0);
+        for (n, x) in data.iter_mut().enumerate() {
+            if n % 7 == 0 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        case.bias = Some((data, if per_head { 19 * row_stride } else { 0 }, row_stride));
+        for runner in Runner::all() {
+            check(&case, runner);
+        }
+    }
+}
+
+/// Runs every runner on `case` and returns (runner, out, lse) for exact assertions.
+fn outputs(case: &Case) -> Vec<(Runner, Vec<f32>, Vec<f32>)> {
+    let s = case.shape;
+    let p = case.params();
+    let mut all = vec![];
+    for runner in Runner::all() {
+        let mut out = vec![f32::NAN; case.out_len];
+        let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+        runner
+            .run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
+            .unwrap();
+        all.push((runner, out, lse));
+    }
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+    qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)).unwrap();
+    all.push((Runner::Isa(qkv::Isa::Scalar), out, lse));
+    all
+}
+
+#[test]
+fn scores_of_any_magnitude_do_not_overflow() {
+    // q = (1e15, 0), k_j = (c_j·1e15, 0), scale 1: scores c_j · 1e30.
+    let shape = Shape::new(1, 1, 3, 2).with_v_dim(3);
+    let v = vec![1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 100.0, 200.0, 300.0];
+    for (c, want, lse) in [
+        ([-1.0, 1.0, -1.0], [10.0, 20.0, 30.0], 1e30),
+        ([1.0, 1.0, 1.0], [37.0, 74.0, 111.0], 1e30),
+        ([-1.0, -1.0, -1.0], [37.0, 74.0, 111.0], -1e30),
+    ] {
+        let mut case = Case::dense(&mut Rng(0), shape, 1.0);
+        case.scale = Some(1.0);
+        case.q = vec![1e15, 0.0];
+        case.k = c.iter().flat_map(|&c| [c * 1e15, 0.0]).collect();
+        case.v = v.clone();
+        for (runner, out, l) in outputs(&case) {
+            for (o, w) in out.iter().zip(want) {
+                assert!((o - w).abs() <= 1e-4 * w, "{runner:?}: {out:?} != {want:?}");
+            }
+            assert!(
+                (l[0] - lse).abs() <= 1e-6 * 1e30,
+                "{runner:?}: lse {} != {lse}",
+                l[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn rows_without_keys_give_zero_and_neg_inf_lse() {
+    let mut rng = Rng(13);
+    // Bottom-right with q_len > kv_len: the first q_len - kv_len rows see no key.
+    let mut case = Case::dense(&mut rng, Shape::new(2, 40, 5, 8), 1.0);
+    case.mask = Mask::causal();
+    for (runner, out, lse) in outputs(&case) {
+        for h in 0..2 {
+            for i in 0..40 {
+                let row = &out[(h * 40 + i) * 8..][..8];
+                if i < 35 {
+                    assert!(row.iter().all(|&x| x == 0.0), "{runner:?} row {i}: {row:?}");
+                    assert_eq!(lse[h * 40 + i], f32::NEG_INFINITY, "{runner:?} row {i}");
+                } else {
+                    assert!(row.iter().all(|x| x.is_finite()) && lse[h * 40 + i].is_finite());
+                }
+            }
+        }
+    }
+    // A bias row of -inf, and a window entirely past the keys.
+    let mut case = Case::dense(&mut rng, Shape::new(1, 3, 70, 8), 1.0);
+    let mut bias = vec![0.0; 3 * 70];
+    bias[70..140].fill(f32::NEG_INFINITY);
+    case.bias = Some((bias, 0, 70));
+    for (runner, out, lse) in outputs(&case) {
+        assert!(out[8..16].iter().all(|&x| x == 0.0), "{runner:?}");
+        assert_eq!(lse[1], f32::NEG_INFINITY, "{runner:?}");
+        assert!(lse[0].is_finite() && lse[2].is_finite(), "{runner:?}");
+    }
+    let mut case = Case::dense(&mut rng, Shape::new(1, 3, 10, 4), 1.0);
+    case.mask = Mask::sliding_window(0).aligned(QueryPos::Offset(100));
+    for (runner, out, lse) in outputs(&case) {
+        assert!(out.iter().all(|&x| x == 0.0), "{runner:?}");
+        assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY), "{runner:?}");
+    }
+}
+
+#[test]
+fn empty_lengths_are_defined() {
+    let p = Params::new(Shape::new(2, 0, 4, 8));
+    let (q, k, v) = ([0.0f32; 0], [1.0f32; 64], [1.0f32; 64]);
+    let mut out = [7.0f32; 3];
+    for runner in Runner::all() {
+        runner.run(&p, &q, &k, &v, &mut out, Some(&mut [])).unwrap();
+        assert_eq!(out, [7.0; 3], "q_len = 0 writes nothing");
+    }
+    let p = Params::new(Shape::new(2, 3, 0, 4));
+    let q = [1.0f32; 24];
+    for runner in Runner::all() {
+        let mut out = [7.0f32; 24];
+        let mut lse = [7.0f32; 6];
+        runner
+            .run(&p, &q, &[], &[], &mut out, Some(&mut lse))
+            .unwrap();
+        assert_eq!(out, [0.0; 24], "{runner:?}: kv_len = 0 gives zero rows");
+        assert_eq!(lse, [f32::NEG_INFINITY; 6], "{runner:?}");
+    }
+}
+
+#[test]
+fn nan_propagates_where_included_and_never_leaks_where_excluded() {
+    let mut rng = Rng(14);
+    let shape = Shape::new(1, 6, 70, 5).with_v_dim(3);
+    // NaN in q row 2: that row (and its lse) is NaN, no other.
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.q[2 * 5 + 1] = f32::NAN;
+    for (runner, out, lse) in outputs(&case) {
+        for i in 0..6 {
+            let nan = i == 2;
+            assert!(
+                out[i * 3..][..3].iter().all(|x| x.is_nan() == nan),
+                "{runner:?} row {i}"
+            );
+            assert_eq!(lse[i].is_nan(), nan, "{runner:?} row {i}");
+        }
+    }
+    // NaN in k of key 66 with a causal mask (bottom-right: row i sees keys ≤ 64 + i):
+    // rows 2.. include it and are NaN; rows 0 and 1 exclude it and stay finite.
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.mask = Mask::causal();
+    case.k[66 * 5] = f32::NAN;
+    for (runner, out, _) in outputs(&case) {
+        for i in 0..6 {
+            let nan = i >= 2;
+            assert!(
+                out[i * 3..][..3].iter().all(|x| x.is_nan() == nan),
+                "{runner:?} row {i}"
+            );
+        }
+    }
+    // NaN in v[66][1]: only column 1 of rows that include key 66.
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.mask = Mask::causal();
+    case.v[66 * 3 + 1] = f32::NAN;
+    for (runner, out, lse) in outputs(&case) {
+        for i in 0..6 {
+            for c in 0..3 {
+                let nan = i >= 2 && c == 1;
+                assert_eq!(out[i * 3 + c].is_nan(), nan, "{runner:?} row {i} col {c}");
+            }
+            assert!(lse[i].is_finite(), "{runner:?}");
+        }
+    }
+    // NaN and inf in k and v of keys excluded by a -inf bias (and outside a window).
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.mask = Mask::sliding_window(40);
+    let mut bias = vec![0.0; 6 * 70];
+    for i in 0..6 {
+        bias[i * 70 + 50] = f32::NEG_INFINITY;
+    }
+    case.bias = Some((bias, 0, 70));
+    for j in [50, 3] {
+        case.k[j * 5..][..5].fill(f32::NAN);
+        case.v[j * 3..][..3].copy_from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
+    }
+    for (runner, out, lse) in outputs(&case) {
+        assert!(
+            out.iter().chain(&lse).all(|x| x.is_finite()),
+            "{runner:?}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn strided_views_into_bigger_buffers() {
+    // q/k/v as views into a fused [seq][3][heads][dim] QKV buffer, out interleaved.
+    let (heads, len, dim) = (3, 21, 16);
+    let mut rng = Rng(15);
+    let qkv = rng.fill(len * 3 * heads * dim, 1.0);
+    let layout = Layout {
+        head_stride: dim,
+        row_stride: 3 * heads * dim,
+    };
+    let shape = Shape::new(heads, len, len, dim);
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.q = qkv.clone();
+    case.k = qkv[heads * dim..].to_vec();
+    case.v = qkv[2 * heads * dim..].to_vec();
+    let out = Layout::interleaved(heads, dim);
+    case.layouts = [layout, layout, layout, out];
+    case.mask = Mask::causal();
+    for runner in Runner::all() {
+        check(&case, runner);
+    }
+    // A stride-0 head broadcast of K and V is a legal input layout.
+    let mut case = Case::dense(&mut rng, Shape::new(1, 9, 13, 8).gqa(2, 2), 1.0);
+    case.layouts[1].head_stride = 0;
+    case.layouts[2].head_stride = 0;
+    for runner in Runner::all() {
+        check(&case, runner);
+    }
+}
+
+#[test]
+fn bias_struct_broadcast_helper() {
+    let b = Bias::broadcast(&[0.0; 6], 3);
+    assert_eq!((b.head_stride, b.row_stride), (0, 3));
+}
