@@ -80,3 +80,8 @@ pub fn attention(
 ) -> Result<(), Error> {
     Isa::detect().attention(params, q, k, v, out, lse)
 }
+
+/// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
