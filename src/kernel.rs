@@ -3,13 +3,14 @@
 //! For each query head and each block of [`BLOCK_Q`] query rows, one pass over the keys the
 //! mask lets any row of the block see, [`BLOCK_K`] keys at a time:
 //! 1. **Q·Kᵀ**: the K block is packed (per [`DIM_PANEL`] columns of `head_dim`) so that SIMD
-//!    lanes run along keys; a register tile of [`MR`] query rows × [`NR`] vectors of keys
+//!    lanes run along keys; a register tile of [`MR`] query rows × [`NR_WIDE`] (or
+//!    [`NR_NARROW`]) vectors of keys
 //!    accumulates the dot products.
 //! 2. **Online softmax**, per row: scale, bias and mask the scores (keys outside the row's band
 //!    become `-inf`), move the running max, rescale the accumulator only if the max moved, and
 //!    turn scores into weights `exp(s − max)` with the vectorised [`exp`](crate::exp).
 //! 3. **P·V**: rows whose weights cover the whole block go through a register tile of [`MR`]
-//!    rows × [`NV`] vectors of `v_dim`, broadcasting weights and streaming V rows; rows with
+//!    rows × [`NV_WIDE`] (or [`NV_NARROW`]) vectors of `v_dim`, broadcasting weights and streaming V rows; rows with
 //!    excluded keys (the mask's edge, `-inf` bias) go one at a time and skip those keys, so a
 //!    NaN in an excluded key's V never reaches the output.
 //!
@@ -22,25 +23,39 @@ use crate::Params;
 use crate::exp::{exp, exp1};
 
 /// Query rows per block: each packed K block is reused by this many rows.
-pub const BLOCK_Q: usize = 32;
-/// Keys per block. A multiple of the widest key tile ([`NR`] × 16 lanes).
+pub const BLOCK_Q: usize = 64;
+/// Keys per block: a multiple of the widest key tile ([`NR_WIDE`] × 16 lanes), and at most
+/// 64 so a block's included keys fit in a `u64` bit set.
 pub const BLOCK_K: usize = 64;
 /// Columns of `head_dim` packed at a time; larger `head_dim` accumulates over panels.
-pub const DIM_PANEL: usize = 64;
+pub const DIM_PANEL: usize = 32;
 /// Columns of `v_dim` accumulated per pass; a multiple of every lane count.
 pub const V_PANEL: usize = 128;
 /// Query rows of a register tile (Q·Kᵀ and P·V).
 pub const MR: usize = 4;
-/// Vectors of keys of the Q·Kᵀ register tile: `MR × NR` accumulators.
-pub const NR: usize = 2;
-/// Vectors of `v_dim` of the P·V register tile: `MR × NV` accumulators.
-pub const NV: usize = 2;
+/// Vectors of keys of the Q·Kᵀ register tile (`MR × NR` accumulators) on levels with 32
+/// vector registers (AVX-512, NEON): 16 accumulators, 4 key loads and a broadcast.
+pub const NR_WIDE: usize = 4;
+/// The same with 16 registers (AVX2, scalar): 8 accumulators, enough to cover FMA latency.
+pub const NR_NARROW: usize = 2;
+/// Vectors of `v_dim` of the P·V register tile on levels with 32 registers.
+pub const NV_WIDE: usize = 4;
+/// The same with 16 registers.
+pub const NV_NARROW: usize = 2;
 
-/// The kernel's working memory, all of it on the stack, in bytes (about 41 KiB).
+/// Whether this level has 32 vector registers, so the wide register tiles fit.
+#[inline(always)]
+const fn wide<S: Simd>() -> bool {
+    S::REGISTER_COUNT >= 32
+}
+
+/// The kernel's working memory, all of it on the stack, in bytes (57.5 KiB).
 pub const STACK_BYTES: usize = core::mem::size_of::<Scratch>();
 
 const _: () = assert!(
-    BLOCK_K.is_multiple_of(NR * 16) && V_PANEL.is_multiple_of(16) && BLOCK_K <= u64::BITS as usize
+    BLOCK_K.is_multiple_of(NR_WIDE * 16)
+        && V_PANEL.is_multiple_of(16)
+        && BLOCK_K <= u64::BITS as usize
 );
 
 /// One call of the kernel: validated inputs, ready to run at any level.
@@ -110,11 +125,6 @@ impl RowBlock {
 const IOTA: [f32; 16] = [
     0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.,
 ];
-
-#[inline(always)]
-fn vectors<S: Simd>(s: &[f32]) -> &[S::f32s] {
-    S::as_simd_f32s(s).0
-}
 
 #[inline(always)]
 fn vectors_mut<S: Simd>(s: &mut [f32]) -> &mut [S::f32s] {
@@ -221,70 +231,128 @@ impl Block {
         cols: usize,
         scratch: &mut Scratch,
     ) {
+        if wide::<S>() {
+            self.scores_nr::<S, { NR_WIDE }>(simd, p, q, k, k0, cols, scratch)
+        } else {
+            self.scores_nr::<S, { NR_NARROW }>(simd, p, q, k, k0, cols, scratch)
+        }
+    }
+
+    /// [`Block::scores`] with key tiles of `NR` vectors.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn scores_nr<S: Simd, const NR: usize>(
+        self,
+        simd: S,
+        p: &Params,
+        q: &[f32],
+        k: &[f32],
+        k0: usize,
+        cols: usize,
+        scratch: &mut Scratch,
+    ) {
         let head_dim = p.shape.head_dim;
         let tile = NR * S::F32_LANES;
         let tiles = cols.div_ceil(tile);
         for d0 in (0..head_dim).step_by(DIM_PANEL) {
             let dw = DIM_PANEL.min(head_dim - d0);
-            // Pack: k_pack[t][d][j] = k[g][k0 + t·tile + j][d0 + d].
-            for j in 0..cols {
-                let row = &k[p.k.at(self.g, k0 + j) + d0..][..dw];
-                let (t, jj) = (j / tile, j % tile);
-                let panel = &mut scratch.k_pack[t * dw * tile..][..dw * tile];
-                for (d, &x) in row.iter().enumerate() {
-                    panel[d * tile + jj] = x;
-                }
-            }
+            self.pack_k::<S, NR>(simd, p, k, k0, cols, d0, dw, &mut scratch.k_pack);
             let mut r0 = 0;
             while r0 < self.rows {
                 let m = MR.min(self.rows - r0);
-                let args = (p, q, d0, dw, tiles, r0, d0 == 0);
+                let rows = (p, q, d0, dw, tiles, r0);
                 match m {
-                    4 => self.qk_tile::<S, 4>(simd, args, scratch),
-                    3 => self.qk_tile::<S, 3>(simd, args, scratch),
-                    2 => self.qk_tile::<S, 2>(simd, args, scratch),
-                    _ => self.qk_tile::<S, 1>(simd, args, scratch),
+                    4 => self.qk_rows::<S, 4, NR>(simd, rows, scratch),
+                    3 => self.qk_rows::<S, 3, NR>(simd, rows, scratch),
+                    2 => self.qk_rows::<S, 2, NR>(simd, rows, scratch),
+                    _ => self.qk_rows::<S, 1, NR>(simd, rows, scratch),
                 }
                 r0 += m;
             }
         }
     }
 
-    /// `M` query rows against every packed key tile, over one panel of `head_dim`.
+    /// Packs keys `k0..k0 + cols`, columns `d0..d0 + dw` of `head_dim`, as
+    /// `k_pack[t][d][j] = k[g][k0 + t·tile + j][d0 + d]` with `tile = NR · lanes` keys, so
+    /// lanes run along keys. Whole `lanes × lanes` squares are transposed in registers; the
+    /// edges are copied one element at a time. Keys past `cols` in the last tile keep stale
+    /// values: their scores are masked to -inf.
     #[inline(always)]
-    #[allow(clippy::type_complexity)]
-    fn qk_tile<S: Simd, const M: usize>(
+    #[allow(clippy::too_many_arguments)]
+    fn pack_k<S: Simd, const NR: usize>(
         self,
         simd: S,
-        (p, q, d0, dw, tiles, r0, first): (&Params, &[f32], usize, usize, usize, usize, bool),
-        scratch: &mut Scratch,
+        p: &Params,
+        k: &[f32],
+        k0: usize,
+        cols: usize,
+        d0: usize,
+        dw: usize,
+        k_pack: &mut [f32],
     ) {
         let lanes = S::F32_LANES;
         let tile = NR * lanes;
-        let q_rows: [&[f32]; M] =
-            core::array::from_fn(|m| &q[p.q.at(self.h, self.q0 + r0 + m) + d0..][..dw]);
+        let (square_keys, square_dims) = (cols / lanes * lanes, dw / lanes * lanes);
+        let at = |j: usize| p.k.at(self.g, k0 + j) + d0;
+        for j0 in (0..square_keys).step_by(lanes) {
+            let panel = &mut k_pack[j0 / tile * dw * tile + j0 % tile..];
+            for dc in (0..square_dims).step_by(lanes) {
+                let mut x = [simd.splat_f32s(0.0); 16];
+                for (i, x) in x.iter_mut().take(lanes).enumerate() {
+                    *x = load(simd, &k[at(j0 + i) + dc..][..lanes]);
+                }
+                transpose(simd, &mut x);
+                for (d, x) in x.iter().take(lanes).enumerate() {
+                    vectors_mut::<S>(&mut panel[(dc + d) * tile..][..lanes])[0] = *x;
+                }
+            }
+            for i in 0..lanes {
+                let row = &k[at(j0 + i)..][..dw];
+                for d in square_dims..dw {
+                    panel[d * tile + i] = row[d];
+                }
+            }
+        }
+        for j in square_keys..cols {
+            let row = &k[at(j)..][..dw];
+            let dst = k_pack[j / tile * dw * tile + j % tile..]
+                .iter_mut()
+                .step_by(tile);
+            for (d, &x) in dst.zip(row) {
+                *d = x;
+            }
+        }
+    }
+
+    /// `M` query rows from `r0` against every packed key tile, over one panel of `head_dim`.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn qk_rows<S: Simd, const M: usize, const NR: usize>(
+        self,
+        simd: S,
+        (p, q, d0, dw, tiles, r0): (&Params, &[f32], usize, usize, usize, usize),
+        scratch: &mut Scratch,
+    ) {
+        let tile = NR * S::F32_LANES;
+        let rs = p.q.row_stride;
+        let start = p.q.at(self.h, self.q0 + r0) + d0;
+        // Validation guarantees these rows are inside `q`; slicing checks it once per call.
+        let q_rows = &q[start..start + (M - 1) * rs + dw];
         for t in 0..tiles {
-            let packed = vectors::<S>(&scratch.k_pack[t * dw * tile..][..dw * tile]);
-            let mut acc = [[simd.splat_f32s(0.0); NR]; M];
-            if !first {
-                for (m, acc) in acc.iter_mut().enumerate() {
-                    let s = vectors::<S>(&scratch.scores[(r0 + m) * BLOCK_K + t * tile..][..tile]);
-                    acc.copy_from_slice(&s[..NR]);
-                }
-            }
-            for d in 0..dw {
-                let kv = &packed[d * NR..][..NR];
-                for m in 0..M {
-                    let qb = simd.splat_f32s(q_rows[m][d]);
-                    for c in 0..NR {
-                        acc[m][c] = simd.mul_add_f32s(qb, kv[c], acc[m][c]);
-                    }
-                }
-            }
-            for (m, acc) in acc.iter().enumerate() {
-                let s =
-                    vectors_mut::<S>(&mut scratch.scores[(r0 + m) * BLOCK_K + t * tile..][..tile]);
-                s[..NR].copy_from_slice(acc);
+            let packed = &scratch.k_pack[t * dw * tile..][..dw * tile];
+            let s = &mut scratch.scores[r0 * BLOCK_K + t * tile..][..(M - 1) * BLOCK_K + tile];
+            // SAFETY: `q_rows` holds rows m < M at m·rs of `dw` floats, `packed` holds `dw`
+            // groups of NR vectors, `s` holds rows m < M at m·BLOCK_K of NR vectors.
+            unsafe {
+                qk_kernel::<S, M, NR>(
+                    simd,
+                    q_rows.as_ptr(),
+                    rs,
+                    packed.as_ptr(),
+                    dw,
+                    s.as_mut_ptr(),
+                    d0 == 0,
+                )
             }
         }
     }
@@ -404,12 +472,12 @@ impl Block {
                 while m < MR && r + m < self.rows && scratch.rows[r + m].whole {
                     m += 1;
                 }
-                let args = (p, v, k0, cols, r);
+                let rows = (p, v, k0, cols, r);
                 match m {
-                    4 => self.pv_tile::<S, 4>(simd, args, scratch),
-                    3 => self.pv_tile::<S, 3>(simd, args, scratch),
-                    2 => self.pv_tile::<S, 2>(simd, args, scratch),
-                    _ => self.pv_tile::<S, 1>(simd, args, scratch),
+                    4 => self.pv_rows::<S, 4>(simd, rows, scratch),
+                    3 => self.pv_rows::<S, 3>(simd, rows, scratch),
+                    2 => self.pv_rows::<S, 2>(simd, rows, scratch),
+                    _ => self.pv_rows::<S, 1>(simd, rows, scratch),
                 }
                 r += m;
             } else {
@@ -421,42 +489,60 @@ impl Block {
         }
     }
 
-    /// `M` rows whose weights cover keys `0..cols` of the block, `NV` vectors of `v` at a time.
+    /// `M` rows from `r0` whose weights cover keys `0..cols` of the block.
     #[inline(always)]
-    fn pv_tile<S: Simd, const M: usize>(
+    fn pv_rows<S: Simd, const M: usize>(
         self,
         simd: S,
         (p, v, k0, cols, r0): (&Params, &[f32], usize, usize, usize),
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
-        let n_vec = self.vw.div_ceil(lanes);
-        let mut c0 = 0;
-        while c0 < n_vec {
-            let nc = NV.min(n_vec - c0);
-            let mut acc = [[simd.splat_f32s(0.0); NV]; M];
-            for (m, acc) in acc.iter_mut().enumerate() {
-                let a = vectors::<S>(&scratch.acc[(r0 + m) * V_PANEL..][..V_PANEL]);
-                acc[..nc].copy_from_slice(&a[c0..c0 + nc]);
-            }
-            for j in 0..cols {
-                let v_row = &v[p.v.at(self.g, k0 + j) + self.v0..][..self.vw];
-                let mut vv = [simd.splat_f32s(0.0); NV];
-                for (c, x) in vv.iter_mut().enumerate().take(nc) {
-                    *x = load(simd, &v_row[(c0 + c) * lanes..]);
-                }
-                for (m, acc) in acc.iter_mut().enumerate() {
-                    let w = simd.splat_f32s(scratch.scores[(r0 + m) * BLOCK_K + j]);
-                    for c in 0..nc {
-                        acc[c] = simd.mul_add_f32s(w, vv[c], acc[c]);
+        let rs = p.v.row_stride;
+        let start = p.v.at(self.g, k0) + self.v0;
+        // Validation guarantees these rows are inside `v`; slicing checks it once per call.
+        let v_rows = &v[start..start + (cols - 1) * rs + self.vw];
+        let w = &scratch.scores[r0 * BLOCK_K..][..(M - 1) * BLOCK_K + cols];
+        let acc = &mut scratch.acc[r0 * V_PANEL..][..M * V_PANEL];
+        let full = self.vw / lanes;
+        let (vp, wp, ap) = (v_rows.as_ptr(), w.as_ptr(), acc.as_mut_ptr());
+        let mut c = 0;
+        while c < full {
+            let n = match full - c {
+                left if wide::<S>() && left >= NV_WIDE => NV_WIDE,
+                left if left >= NV_NARROW => NV_NARROW,
+                _ => 1,
+            };
+            // SAFETY: `v_rows` holds `cols` rows at j·rs with `vw` floats from column
+            // `c·lanes`, and `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows m < M at
+            // m·BLOCK_K of `cols` weights; `acc` holds rows m < M of V_PANEL ≥ vw floats.
+            unsafe {
+                match n {
+                    NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, vp, rs, wp, ap, cols, c * lanes),
+                    NV_NARROW => {
+                        pv_kernel::<S, M, NV_NARROW>(simd, vp, rs, wp, ap, cols, c * lanes)
                     }
+                    _ => pv_kernel::<S, M, 1>(simd, vp, rs, wp, ap, cols, c * lanes),
                 }
             }
-            for (m, acc) in acc.iter().enumerate() {
-                let a = vectors_mut::<S>(&mut scratch.acc[(r0 + m) * V_PANEL..][..V_PANEL]);
-                a[c0..c0 + nc].copy_from_slice(&acc[..nc]);
+            c += n;
+        }
+        // The last partial vector of `v_dim`, if any.
+        let col = full * lanes;
+        if col < self.vw {
+            for m in 0..M {
+                let acc = &mut acc[m * V_PANEL + col..][..lanes];
+                let mut a = load(simd, acc);
+                for j in 0..cols {
+                    let wb = simd.splat_f32s(w[m * BLOCK_K + j]);
+                    a = simd.mul_add_f32s(
+                        wb,
+                        load(simd, &v_rows[j * rs + col..][..self.vw - col]),
+                        a,
+                    );
+                }
+                vectors_mut::<S>(acc)[0] = a;
             }
-            c0 += nc;
         }
     }
 
@@ -505,6 +591,127 @@ impl Block {
             if let Some(lse) = lse.as_deref_mut() {
                 lse[self.h * p.shape.q_len + i] = row_lse;
             }
+        }
+    }
+}
+
+/// Transposes the `lanes × lanes` square in `x[..lanes]` (vector `i` holds row `i`) as a
+/// recursive block transpose: for block sizes `b = lanes/2, lanes/4, …, 1`, rows `i` and
+/// `i + b` (with bit `b` of `i` clear) swap their off-diagonal `b`-lane blocks, using one
+/// lane rotation and one select per row.
+#[inline(always)]
+fn transpose<S: Simd>(simd: S, x: &mut [S::f32s; 16]) {
+    let lanes = S::F32_LANES;
+    let iota = S::as_simd_u32s(&IOTA_U32[..lanes]).0[0];
+    let mut b = lanes / 2;
+    while b > 0 {
+        // Lanes whose bit `b` is set: the upper half of every 2b-lane block.
+        let upper = simd.not_m32s(simd.equal_u32s(
+            simd.and_u32s(iota, simd.splat_u32s(b as u32)),
+            simd.splat_u32s(0),
+        ));
+        for i in (0..lanes).filter(|i| i & b == 0) {
+            let (top, bottom) = (x[i], x[i + b]);
+            x[i] = simd.select_f32s(upper, simd.rotate_right_f32s(bottom, b), top);
+            x[i + b] = simd.select_f32s(upper, bottom, simd.rotate_left_f32s(top, b));
+        }
+        b /= 2;
+    }
+}
+
+/// Lane indices as integers, for the transpose's lane masks.
+const IOTA_U32: [u32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// The Q·Kᵀ register tile: `M` query rows × `N` vectors of packed keys, over `dw` columns.
+/// Adds to the scores in `s` unless `first`.
+///
+/// # Safety
+/// For `m < M`, `d < dw`, `n < N`: `q + m·q_stride + d` is readable, the `N·lanes` floats at
+/// `packed + d·N·lanes` are readable, and the `N·lanes` floats at `s + m·BLOCK_K` are
+/// readable and writable.
+#[inline(always)]
+unsafe fn qk_kernel<S: Simd, const M: usize, const N: usize>(
+    simd: S,
+    q: *const f32,
+    q_stride: usize,
+    packed: *const f32,
+    dw: usize,
+    s: *mut f32,
+    first: bool,
+) {
+    let lanes = S::F32_LANES;
+    let vec = |p: *const f32| -> S::f32s {
+        // SAFETY: the caller guarantees `lanes` readable floats at every `p` used below.
+        unsafe { (p as *const S::f32s).read_unaligned() }
+    };
+    let mut acc = [[simd.splat_f32s(0.0); N]; M];
+    if !first {
+        for (m, acc) in acc.iter_mut().enumerate() {
+            for (n, a) in acc.iter_mut().enumerate() {
+                *a = vec(s.wrapping_add(m * BLOCK_K + n * lanes));
+            }
+        }
+    }
+    for d in 0..dw {
+        let kv: [S::f32s; N] =
+            core::array::from_fn(|n| vec(packed.wrapping_add((d * N + n) * lanes)));
+        for (m, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: m < M and d < dw.
+            let qb = simd.splat_f32s(unsafe { *q.add(m * q_stride + d) });
+            for n in 0..N {
+                acc[n] = simd.mul_add_f32s(qb, kv[n], acc[n]);
+            }
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for (n, &a) in acc.iter().enumerate() {
+            // SAFETY: writable by the caller's guarantee.
+            unsafe { (s.add(m * BLOCK_K + n * lanes) as *mut S::f32s).write_unaligned(a) };
+        }
+    }
+}
+
+/// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[m][j] · v[j][col..]`
+/// for `m < M`, broadcasting weights and streaming value rows.
+///
+/// # Safety
+/// For `m < M`, `j < cols`: `w + m·BLOCK_K + j` is readable, the `N·lanes` floats at
+/// `v + j·v_stride + col` are readable, and those at `acc + m·V_PANEL + col` are readable
+/// and writable.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
+    simd: S,
+    v: *const f32,
+    v_stride: usize,
+    w: *const f32,
+    acc: *mut f32,
+    cols: usize,
+    col: usize,
+) {
+    let lanes = S::F32_LANES;
+    let vec = |p: *const f32| -> S::f32s {
+        // SAFETY: the caller guarantees `lanes` readable floats at every `p` used below.
+        unsafe { (p as *const S::f32s).read_unaligned() }
+    };
+    let mut a: [[S::f32s; N]; M] = core::array::from_fn(|m| {
+        core::array::from_fn(|n| vec(acc.wrapping_add(m * V_PANEL + col + n * lanes)))
+    });
+    for j in 0..cols {
+        let row = v.wrapping_add(j * v_stride + col);
+        let vv: [S::f32s; N] = core::array::from_fn(|n| vec(row.wrapping_add(n * lanes)));
+        for (m, a) in a.iter_mut().enumerate() {
+            // SAFETY: m < M and j < cols.
+            let wb = simd.splat_f32s(unsafe { *w.add(m * BLOCK_K + j) });
+            for n in 0..N {
+                a[n] = simd.mul_add_f32s(wb, vv[n], a[n]);
+            }
+        }
+    }
+    for (m, a) in a.iter().enumerate() {
+        for (n, &x) in a.iter().enumerate() {
+            // SAFETY: writable by the caller's guarantee.
+            unsafe { (acc.add(m * V_PANEL + col + n * lanes) as *mut S::f32s).write_unaligned(x) };
         }
     }
 }

@@ -74,3 +74,10 @@ fn names_and_codes_round_trip() {
     }
     assert_eq!(Isa::from_u8(4), None);
 }
+
+/// The kernel's stack tiles stay within a firmware-friendly budget.
+#[test]
+fn stack_use_is_under_64_kib() {
+    println!("kernel stack tiles: {} bytes", qkv::kernel::STACK_BYTES);
+    const { assert!(qkv::kernel::STACK_BYTES < 64 * 1024) };
+}

@@ -5,14 +5,14 @@ mod common;
 use common::{Case, Rng, Runner, check};
 use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
-/// Shapes on either side of lane widths (4, 8, 16) and tiles (MR 4, BLOCK_Q 32, BLOCK_K 64,
-/// DIM_PANEL 64, V_PANEL 128).
+/// Shapes on either side of lane widths (4, 8, 16) and tiles (MR 4, BLOCK_Q 64, BLOCK_K 64,
+/// DIM_PANEL 32, V_PANEL 128).
 fn edge_shapes() -> Vec<Shape> {
     let mut v = vec![];
     let lens: &[usize] = if cfg!(miri) {
         &[1, 5]
     } else {
-        &[1, 3, 4, 5, 31, 33, 64, 65, 97]
+        &[1, 3, 4, 5, 31, 33, 63, 64, 65, 129]
     };
     let dims: &[(usize, usize)] = if cfg!(miri) {
         &[(3, 5)]
