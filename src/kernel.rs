@@ -473,21 +473,33 @@ impl Block {
 
         let mut max = neg_inf;
         let mut min_visible = simd.splat_f32s(f32::INFINITY);
-        for (vi, s) in row.iter_mut().enumerate() {
-            let mut x = simd.mul_f32s(*s, scale);
-            if let Some(bias) = bias {
-                let b = load(simd, &bias[vi * lanes..]);
-                x = simd.select_f32s(simd.equal_f32s(b, neg_inf), neg_inf, simd.add_f32s(x, b));
+        if bias.is_none() && jl == 0 && jh == cols && cols.is_multiple_of(lanes) {
+            // Every lane is a visible key: no masks to build.
+            for s in row.iter_mut() {
+                let x = simd.mul_f32s(*s, scale);
+                min_visible = simd.min_f32s(min_visible, x);
+                max = simd.max_f32s(max, x);
+                *s = x;
             }
-            let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
-            let visible = simd.and_m32s(
-                simd.greater_than_or_equal_f32s(j, simd.splat_f32s(jl as f32)),
-                simd.less_than_f32s(j, simd.splat_f32s(jh as f32)),
-            );
-            x = simd.select_f32s(visible, x, neg_inf);
-            min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, x, scale));
-            max = simd.max_f32s(max, x);
-            *s = x;
+        } else {
+            let pos_inf = simd.splat_f32s(f32::INFINITY);
+            for (vi, s) in row.iter_mut().enumerate() {
+                let mut x = simd.mul_f32s(*s, scale);
+                if let Some(bias) = bias {
+                    let b = load(simd, &bias[vi * lanes..]);
+                    let masked = simd.equal_f32s(b, neg_inf);
+                    x = simd.select_f32s(masked, neg_inf, simd.add_f32s(x, b));
+                }
+                let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
+                let visible = simd.and_m32s(
+                    simd.greater_than_or_equal_f32s(j, simd.splat_f32s(jl as f32)),
+                    simd.less_than_f32s(j, simd.splat_f32s(jh as f32)),
+                );
+                x = simd.select_f32s(visible, x, neg_inf);
+                min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, x, pos_inf));
+                max = simd.max_f32s(max, x);
+                *s = x;
+            }
         }
 
         let old_max = scratch.max[r];

@@ -96,10 +96,13 @@ impl Layout {
         }
     }
 
-    /// The index of element `[head][row][0]`. Only valid after validation.
+    /// The index of element `[head][row][0]`: `head · head_stride + row · row_stride`.
+    ///
+    /// It wraps instead of overflowing; for a head and row inside a shape that passed
+    /// [`Params::validate`] it is exact and inside the slice.
     #[inline(always)]
-    pub(crate) fn at(&self, head: usize, row: usize) -> usize {
-        head * self.head_stride + row * self.row_stride
+    pub const fn at(&self, head: usize, row: usize) -> usize {
+        head.wrapping_mul(self.head_stride).wrapping_add(row.wrapping_mul(self.row_stride))
     }
 }
 

@@ -315,15 +315,15 @@ pub fn compare(
         for i in 0..s.q_len {
             let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
             for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
-                let qr = &case.q[p.q.at_pub(h, i)..][..s.head_dim];
-                let kr = &case.k[p.k.at_pub(g, j)..][..s.head_dim];
+                let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
+                let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
                 let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
                 score_abs = score_abs.max(scale * a);
-                let vr = &case.v[p.v.at_pub(g, j)..][..s.v_dim];
+                let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
                 v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
             }
             let bound = qkv::tolerance::output_bound(score_abs, v_abs, s.head_dim, s.kv_len);
-            let row = p.out.at_pub(h, i);
+            let row = p.out.at(h, i);
             for c in 0..s.v_dim {
                 let (w, g) = (want[row + c], got[row + c]);
                 let ok = if w.is_nan() {
@@ -358,7 +358,7 @@ pub fn compare(
     let mut inside = vec![false; got.len()];
     for h in 0..s.q_heads {
         for i in 0..s.q_len {
-            let start = p.out.at_pub(h, i);
+            let start = p.out.at(h, i);
             inside[start..start + s.v_dim].fill(true);
         }
     }
@@ -367,15 +367,5 @@ pub fn compare(
             inside[idx] || x.is_nan(),
             "{who}: wrote outside the output rows at {idx}"
         );
-    }
-}
-
-/// `Layout::at` is crate-private; tests compute the same index.
-pub trait At {
-    fn at_pub(&self, head: usize, row: usize) -> usize;
-}
-impl At for Layout {
-    fn at_pub(&self, head: usize, row: usize) -> usize {
-        head * self.head_stride + row * self.row_stride
     }
 }
