@@ -567,7 +567,7 @@ impl Block {
                 while m < MR && r + m < self.rows && scratch.rows[r + m].whole {
                     m += 1;
                 }
-                let rows = (p, v, k0, cols, r);
+                let rows = (p, v, k0, (0, cols), r);
                 match m {
                     4 => self.pv_rows::<S, 4>(simd, rows, scratch),
                     3 => self.pv_rows::<S, 3>(simd, rows, scratch),
@@ -576,28 +576,37 @@ impl Block {
                 }
                 r += m;
             } else {
-                if row.keys != 0 {
-                    self.pv_row_masked(simd, p, v, k0, r, row.keys, scratch);
+                // A mask edge usually leaves one run of keys: the register tile takes it.
+                let first = row.keys.trailing_zeros();
+                let run = (row.keys >> first.min(63)).trailing_ones();
+                match row.keys {
+                    0 => {}
+                    keys if run == keys.count_ones() => {
+                        let keys = (first as usize, (first + run) as usize);
+                        self.pv_rows::<S, 1>(simd, (p, v, k0, keys, r), scratch);
+                    }
+                    keys => self.pv_row_masked(simd, p, v, k0, r, keys, scratch),
                 }
                 r += 1;
             }
         }
     }
 
-    /// `M` rows from `r0` whose weights cover keys `0..cols` of the block.
+    /// `M` rows from `r0` that include exactly the keys `j0..j1` of the block.
     #[inline(always)]
     fn pv_rows<S: Simd, const M: usize>(
         self,
         simd: S,
-        (p, v, k0, cols, r0): (&Params, &[f32], usize, usize, usize),
+        (p, v, k0, (j0, j1), r0): (&Params, &[f32], usize, (usize, usize), usize),
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let rs = p.v.row_stride;
-        let start = p.v.at(self.g, k0) + self.v0;
+        let cols = j1 - j0;
+        let start = p.v.at(self.g, k0 + j0) + self.v0;
         // Validation guarantees these rows are inside `v`; slicing checks it once per call.
         let v_rows = &v[start..start + (cols - 1) * rs + self.vw];
-        let w = &scratch.scores[r0 * BLOCK_K..][..(M - 1) * BLOCK_K + cols];
+        let w = &scratch.scores[r0 * BLOCK_K + j0..][..(M - 1) * BLOCK_K + cols];
         let acc = &mut scratch.acc[r0 * V_PANEL..][..M * V_PANEL];
         let full = self.vw / lanes;
         let (vp, wp, ap) = (v_rows.as_ptr(), w.as_ptr(), acc.as_mut_ptr());

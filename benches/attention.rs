@@ -1,0 +1,86 @@
+//! Criterion benchmarks over the issue-3 shapes: `cargo bench` (a few minutes), or
+//! `cargo bench -- decode` for one group.
+//!
+//! Groups:
+//! - `prefill`: `q_len = kv_len` ∈ {1024, 4096}, `head_dim` ∈ {128, 64}, unmasked and causal,
+//!   and a sliding window of 256 at 16384, one head each; plus `prefill-256-d64-causal`, the
+//!   small shape on which `qkv::reference` (the `f64` two-pass reference) is timed too;
+//! - `decode`: `q_len = 1`, `kv_len` ∈ {4096, 32768}, 32 query heads over 8 kv heads,
+//!   `head_dim` 128 (the reference is timed on the 4096 one).
+//!
+//! One entry per available level (`scalar`, `avx2`, `avx512`, `neon`) plus `baseline`, the
+//! three-pass SGEMM attention of `examples/common/baseline.rs`. The scalar level runs only
+//! where one call takes under about a second (the 1024 and decode shapes), so that the whole
+//! suite stays within minutes.
+//!
+//! Throughput is `Throughput::Elements(flops)`, so criterion's **"elem/s" means flop/s**
+//! (`Gelem/s` = GFLOP/s), counted as `2·(head_dim + v_dim)` per visible query·key pair:
+//! `4·q_len·kv_len·head_dim` per head unmasked, half of it causal. For the ceilings, the
+//! share of them and the errors, run `cargo run --release --example bench`.
+
+#[path = "../examples/common/baseline.rs"]
+mod baseline;
+#[path = "../examples/common/cases.rs"]
+mod cases;
+
+use std::time::Duration;
+
+use cases::{Case, Data, Kind};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
+use qkv::Isa;
+
+/// Flops above which the scalar level is left out (it runs at well under 1 GFLOP/s).
+const SCALAR_MAX_FLOPS: f64 = 1.2e9;
+
+fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, case: &Case, with_reference: bool) {
+    let params = case.params();
+    let mut d = Data::new(case.shape, 1);
+    group.throughput(Throughput::Elements(case.flops() as u64));
+    // Few samples for the slow entries, so the suite stays short.
+    let big = case.flops() > 2e9;
+    group.sample_size(10);
+    // Every call is at least a millisecond: the same iteration count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(if big { 4 } else { 2 }));
+
+    let mut base = baseline::Baseline::new();
+    let Data { q, k, v, out } = &mut d;
+    group.bench_function(format!("{}/baseline", case.name), |b| {
+        b.iter(|| base.run(&params, q, k, v, out))
+    });
+    for isa in Isa::available() {
+        if isa == Isa::Scalar && case.flops() > SCALAR_MAX_FLOPS {
+            continue;
+        }
+        group.bench_function(format!("{}/{}", case.name, isa.name()), |b| {
+            b.iter(|| isa.attention(&params, q, k, v, out, None).unwrap())
+        });
+    }
+    if with_reference {
+        group.bench_function(format!("{}/reference", case.name), |b| {
+            b.iter(|| qkv::reference::attention(&params, q, k, v, out, None).unwrap())
+        });
+    }
+}
+
+fn prefill(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefill");
+    group.warm_up_time(Duration::from_millis(500));
+    bench_case(&mut group, &cases::small_case(), true);
+    for case in cases::cases(1).iter().filter(|c| c.kind == Kind::Prefill) {
+        bench_case(&mut group, case, false);
+    }
+    group.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    group.warm_up_time(Duration::from_millis(500));
+    for case in cases::cases(1).iter().filter(|c| c.kind == Kind::Decode) {
+        bench_case(&mut group, case, case.shape.kv_len <= 4096);
+    }
+    group.finish();
+}
+
+criterion::criterion_group!(benches, prefill, decode);
+criterion::criterion_main!(benches);
