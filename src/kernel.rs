@@ -1,21 +1,29 @@
 //! The attention kernel, written once over [`pulp::Simd`] and instantiated for every level.
 //!
-//! For each query head and each block of [`BLOCK_Q`] query rows, one pass over the keys the
-//! mask lets any row of the block see, [`BLOCK_K`] keys at a time:
-//! 1. **Q·Kᵀ**: the K block is packed (per [`DIM_PANEL`] columns of `head_dim`) so that SIMD
-//!    lanes run along keys; a register tile of [`MR`] query rows × [`NR_WIDE`] (or
-//!    [`NR_NARROW`]) vectors of keys
-//!    accumulates the dot products.
-//! 2. **Online softmax**, per row: scale, bias and mask the scores (keys outside the row's band
-//!    become `-inf`), move the running max, rescale the accumulator only if the max moved, and
-//!    turn scores into weights `exp(s − max)` with the vectorised [`exp`](crate::exp).
-//! 3. **P·V**: rows whose weights cover the whole block go through a register tile of [`MR`]
-//!    rows × [`NV_WIDE`] (or [`NV_NARROW`]) vectors of `v_dim`, broadcasting weights and streaming V rows; rows with
-//!    excluded keys (the mask's edge, `-inf` bias) go one at a time and skip those keys, so a
-//!    NaN in an excluded key's V never reaches the output.
+//! Query rows are taken in blocks of at most [`BLOCK_Q`]: up to `BLOCK_Q` rows of one head,
+//! or, for short queries (decode), the same rows of several heads of one GQA group, so each
+//! K/V row is read once per group. Each block makes one pass over the keys that the mask lets
+//! any of its rows see (blocks of keys outside the band are skipped), [`BLOCK_K`] keys at a
+//! time:
+//! 1. **Q·Kᵀ**: the K block is packed per [`DIM_PANEL`] columns of `head_dim` so that SIMD
+//!    lanes run along keys (`lanes × lanes` squares transposed in registers), and a register
+//!    tile of [`MR`] rows × [`NR_WIDE`] (32 registers) or [`NR_NARROW`] (16) vectors of keys
+//!    accumulates the dot products. Blocks of at most `MR` rows skip the pack and dot each K
+//!    row straight from memory, with prefetching ([`PREFETCH_KEYS`]).
+//! 2. **Online softmax**, per row: scale, bias and mask the scores (excluded keys become
+//!    `-inf`), move the running max, rescale the accumulator only if the max moved, and turn
+//!    scores into weights `exp(s − max)` with the vectorised [`exp`](crate::exp).
+//! 3. **P·V**: a register tile of `MR` rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of `v_dim`
+//!    broadcasts weights and streams V rows. A row cut by a mask edge takes its run of keys
+//!    through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V row
+//!    of an excluded key is never read for that row and NaN there cannot leak.
 //!
-//! Working memory is a fixed [`Scratch`] on the stack ([`STACK_BYTES`]); `v_dim` wider than
+//! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
+//!
+//! K and V elements are read in three places only: `Block::pack_k`, `Block::scores_dot` and
+//! the P·V loads (`pv_kernel` and its edges). Another element type (f16, bf16) is a conversion
+//! to `f32` vectors at those loads; the tiles, softmax and accumulators stay `f32`.
 
 use pulp::{Simd, WithSimd};
 

@@ -34,7 +34,8 @@
 //! included keys.
 //! - A row that includes no key gets `out = 0` and `lse = -inf`, never NaN.
 //! - A NaN score makes its row and lse NaN; a NaN in an included `v` row makes the output
-//!   columns it touches NaN. Excluded keys are never read, so NaN there never leaks.
+//!   columns it touches NaN. An excluded key's score is discarded (not multiplied by zero)
+//!   and its `v` row is not read for that row, so NaN or garbage there never leaks.
 //! - Scores of any magnitude representable in `f32` give the right softmax.
 //! - Bad input returns an [`Error`] before anything is written.
 //!
@@ -52,12 +53,16 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "capi")]
+pub mod capi;
 mod error;
 pub mod exp;
 mod isa;
 pub mod kernel;
 mod params;
 pub mod reference;
+pub mod split;
+pub mod stream;
 pub mod tolerance;
 
 pub use error::{Dim, Error, Tensor};

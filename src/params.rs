@@ -102,7 +102,8 @@ impl Layout {
     /// [`Params::validate`] it is exact and inside the slice.
     #[inline(always)]
     pub const fn at(&self, head: usize, row: usize) -> usize {
-        head.wrapping_mul(self.head_stride).wrapping_add(row.wrapping_mul(self.row_stride))
+        head.wrapping_mul(self.head_stride)
+            .wrapping_add(row.wrapping_mul(self.row_stride))
     }
 }
 
@@ -125,7 +126,8 @@ pub enum QueryPos {
 /// positions, where `pos` is the row's position ([`QueryPos`]).
 ///
 /// `None` leaves a side unbounded. Keys outside the band are skipped (they are loop bounds,
-/// never multiplied by zero), so their `k` and `v` rows are never read for that query row.
+/// never multiplied by zero): whole blocks outside every row's band are not read at all, and
+/// inside a block an excluded key's score is discarded and its `v` row not read for that row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Mask {
     /// Keys at most this many positions before the query; `None`: no limit.
