@@ -67,6 +67,16 @@ pub enum Error {
     InvalidScale,
     /// The requested instruction set is not usable on this CPU (or not compiled in).
     Unsupported(Isa),
+    /// A range of keys (split-KV partials, streaming chunks) is not within `0..=kv_len`, or
+    /// its start is after its end.
+    KeyRange {
+        /// First key of the range.
+        start: usize,
+        /// One past the last key of the range.
+        end: usize,
+        /// The number of keys of the problem.
+        kv_len: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -91,6 +101,10 @@ impl fmt::Display for Error {
             Error::Overlap(t) => write!(f, "the strides of {t:?} make elements overlap"),
             Error::InvalidScale => f.write_str("scale is NaN or infinite"),
             Error::Unsupported(isa) => write!(f, "{} is not available on this CPU", isa.name()),
+            Error::KeyRange { start, end, kv_len } => write!(
+                f,
+                "the key range {start}..{end} is not within the {kv_len} keys of the problem"
+            ),
         }
     }
 }

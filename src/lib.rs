@@ -63,6 +63,8 @@ mod params;
 pub mod reference;
 pub mod split;
 pub mod stream;
+pub mod split;
+pub mod stream;
 pub mod tolerance;
 
 pub use error::{Dim, Error, Tensor};

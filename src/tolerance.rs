@@ -37,3 +37,84 @@ pub fn lse_bound(score_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32) -
     let ds = (head_dim as f32 + 2.0) * EPS * score_abs + 4.0 * EPS;
     4.0 * (ds + (kv_len as f32 + 2.0) * EPS + lse_abs * EPS) + 1e-6
 }
+
+/// The bound on `|out − reference|` for a result merged by [`split::merge`](crate::split::merge)
+/// from partials, each of which passed through at most `depth` merges (the depth of the merge
+/// tree: 1 for two partials, `n − 1` for a chain of `n`).
+///
+/// A merge computes its weights and mean in `f64` and rounds once, so it adds `ε` to `out`
+/// and `|lse|·ε` to `lse` per level. Its output is a weighted mean of the partials' outputs,
+/// so the partials' own errors carry over unchanged ([`output_bound`] over the whole `kv_len`
+/// bounds each of them), and an error `δ` in a partial's lse is a relative error `≈ δ` of its
+/// weight, which moves a weighted mean of values within `±v_abs` by at most `2·δ·v_abs`.
+/// With `η = lse_bound + 2·depth·(lse_abs + 1)·ε` (the lse error of a partial after the
+/// roundings of `depth` levels): `output_bound + 4·v_abs·(η + depth·ε)`, the 4 covering the
+/// first-order approximations.
+///
+/// `lse_abs` is the largest `|lse|` of a partial with a weight that matters: the merged
+/// `|lse|` plus 20 (a weight below `e^−20` contributes less than its rounding) is safe.
+pub fn merged_output_bound(
+    score_abs: f32,
+    v_abs: f32,
+    head_dim: usize,
+    kv_len: usize,
+    lse_abs: f32,
+    depth: usize,
+) -> f32 {
+    let d = depth as f32;
+    let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * d * (lse_abs + 1.0) * EPS;
+    output_bound(score_abs, v_abs, head_dim, kv_len) + 4.0 * v_abs * (eta + d * EPS)
+}
+
+/// The bound on `|lse − reference lse|` for a result of merges of depth `depth`: a merged
+/// lse is a smooth maximum of the partials' (Lipschitz 1), so their error carries over, plus
+/// one rounding per level.
+pub fn merged_lse_bound(
+    score_abs: f32,
+    head_dim: usize,
+    kv_len: usize,
+    lse_abs: f32,
+    depth: usize,
+) -> f32 {
+    lse_bound(score_abs, head_dim, kv_len, lse_abs)
+        + 4.0 * (depth as f32 + 1.0) * (lse_abs + 1.0) * EPS
+}
+
+/// The bound on `|out − reference|` for a [`stream::Stream`](crate::stream::Stream) fed in
+/// `chunks` updates.
+///
+/// Each chunk is a partial (error within [`output_bound`] and [`lse_bound`] for the whole
+/// `kv_len`); the state keeps the running max exactly (it is one of the chunks' lse), so the
+/// weight `e^(lse_c − max)` of chunk `c` has relative error `η = lse_bound + 2·(chunks + 2)·ε`
+/// (its lse, one `f64` exponential rounded to `f32`, and at most one rescale per later chunk),
+/// the `f32` running sums add `(chunks + 2)·ε`, and the result is a weighted mean:
+/// `output_bound + 4·v_abs·(η + (chunks + 2)·ε)`. Unlike a merge tree it does not grow with
+/// `|lse|·chunks`: the max is never rounded.
+///
+/// `lse_abs` as in [`merged_output_bound`].
+pub fn stream_output_bound(
+    score_abs: f32,
+    v_abs: f32,
+    head_dim: usize,
+    kv_len: usize,
+    lse_abs: f32,
+    chunks: usize,
+) -> f32 {
+    let n = chunks as f32 + 2.0;
+    let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * n * EPS;
+    output_bound(score_abs, v_abs, head_dim, kv_len) + 4.0 * v_abs * (eta + n * EPS)
+}
+
+/// The bound on `|lse − reference lse|` for a stream of `chunks` updates: the chunks' lse
+/// error, the relative error of the running sum (`2·(chunks + 2)·ε`, as a log) and the final
+/// rounding.
+pub fn stream_lse_bound(
+    score_abs: f32,
+    head_dim: usize,
+    kv_len: usize,
+    lse_abs: f32,
+    chunks: usize,
+) -> f32 {
+    let n = chunks as f32 + 2.0;
+    lse_bound(score_abs, head_dim, kv_len, lse_abs) + 4.0 * (2.0 * n + lse_abs) * EPS
+}

@@ -1,0 +1,319 @@
+//! Split-KV (flash-decoding): attention over a range of keys as a *partial* result, and the
+//! merge that joins partials into the exact full result.
+//!
+//! A partial over keys `a..b` is the attention of the full problem restricted to those keys:
+//! its `out` is normalised over the included keys of that range and its `lse` is the log of
+//! their softmax denominator. Partials over disjoint ranges that cover `0..kv_len` merge (in
+//! any order and grouping) into the one-shot result, because
+//! `out = Σ_r e^(lse_r) out_r / Σ_r e^(lse_r)` and `lse = ln Σ_r e^(lse_r)`.
+//!
+//! ```
+//! use qkv::{Mask, Params, Shape, split};
+//!
+//! let shape = Shape::new(2, 1, 100, 8); // one decoded token, 100 keys
+//! let params = Params::new(shape).with_mask(Mask::causal());
+//! let q = vec![0.3f32; 2 * 8];
+//! let k: Vec<f32> = (0..2 * 100 * 8).map(|x| (x % 7) as f32 * 0.1).collect();
+//! let v: Vec<f32> = (0..2 * 100 * 8).map(|x| (x % 5) as f32).collect();
+//! // Two halves, e.g. on two cores.
+//! let (mut out_a, mut lse_a) = (vec![0.0; 16], vec![0.0; 2]);
+//! let (mut out_b, mut lse_b) = (vec![0.0; 16], vec![0.0; 2]);
+//! split::partial(&params, &q, &k, &v, 0..60, &mut out_a, &mut lse_a)?;
+//! split::partial(&params, &q, &k, &v, 60..100, &mut out_b, &mut lse_b)?;
+//! split::merge(&params, &mut out_a, &mut lse_a, &out_b, &lse_b)?;
+//!
+//! let (mut out, mut lse) = (vec![0.0; 16], vec![0.0; 2]);
+//! qkv::attention(&params, &q, &k, &v, &mut out, Some(&mut lse))?;
+//! assert!(out.iter().zip(&out_a).all(|(x, y)| (x - y).abs() < 1e-5));
+//! # Ok::<(), qkv::Error>(())
+//! ```
+//!
+//! ## Exactness
+//! The merge is exact in real arithmetic; in floating point it computes the weights
+//! `e^(lse − max)` and the weighted mean in `f64` and rounds once to `f32`, so a merge adds at
+//! most about one `f32` rounding to `out` and to `lse`. What it cannot remove is the error of
+//! its inputs: a partial's `lse` error becomes a relative error of its weight. The bound the
+//! tests hold merged results to is [`tolerance::merged_output_bound`] and
+//! [`tolerance::merged_lse_bound`](crate::tolerance::merged_lse_bound).
+//!
+//! [`tolerance::merged_output_bound`]: crate::tolerance::merged_output_bound
+
+use core::ops::Range;
+
+use crate::{Bias, Emulated, Error, Isa, Layout, Params, QueryPos, Shape, Tensor};
+
+/// Which instance of the kernel a split, streaming or parallel call runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Level {
+    /// The best level of this CPU, [`Isa::detect`].
+    #[default]
+    Detect,
+    /// A hardware level; [`Error::Unsupported`] if it is not available.
+    Isa(Isa),
+    /// A portable emulated width (for tests).
+    Emulated(Emulated),
+}
+
+impl From<Isa> for Level {
+    fn from(isa: Isa) -> Level {
+        Level::Isa(isa)
+    }
+}
+
+impl From<Emulated> for Level {
+    fn from(e: Emulated) -> Level {
+        Level::Emulated(e)
+    }
+}
+
+impl Level {
+    /// Runs [`attention`](crate::attention) on this level; same contract.
+    pub fn attention(
+        self,
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        match self {
+            Level::Detect => Isa::detect().attention(params, q, k, v, out, lse),
+            Level::Isa(i) => i.attention(params, q, k, v, out, lse),
+            Level::Emulated(e) => e.attention(params, q, k, v, out, lse),
+        }
+    }
+}
+
+/// The absolute position of query row 0 of `params`, shifted by `-shift`, as the
+/// [`QueryPos`] of a sub-problem. When the mask has no bound the position does not matter.
+///
+/// Errors with [`Error::Overflow`]`(`[`Tensor::Q`]`)` when the shifted position does not fit
+/// in `i64` (only reachable with `kv_len` beyond `2⁶³`, i.e. broadcast K and V).
+pub(crate) fn shifted_query_pos(params: &Params, shift: i128) -> Result<QueryPos, Error> {
+    if params.mask.left.is_none() && params.mask.right.is_none() {
+        return Ok(QueryPos::Offset(0));
+    }
+    let offset = params.query_offset() - shift;
+    i64::try_from(offset)
+        .map(QueryPos::Offset)
+        .map_err(|_| Error::Overflow(Tensor::Q))
+}
+
+/// Checks `keys` against `0..=kv_len`.
+pub(crate) fn check_keys(keys: &Range<usize>, kv_len: usize) -> Result<(), Error> {
+    if keys.start > keys.end || keys.end > kv_len {
+        return Err(Error::KeyRange {
+            start: keys.start,
+            end: keys.end,
+            kv_len,
+        });
+    }
+    Ok(())
+}
+
+/// The sub-problem of `params` restricted to the keys `keys`, whose K and V rows start at row
+/// 0 of the slices passed with it: `kv_len = keys.len()`, the query position shifted so every
+/// key keeps its absolute position, the bias sliced from column `keys.start`. Layouts (and so
+/// strides) are unchanged. `keys` must already be checked against `params`.
+pub(crate) fn range_params<'a>(
+    params: &Params<'a>,
+    keys: &Range<usize>,
+) -> Result<Params<'a>, Error> {
+    let mut sub = *params;
+    sub.shape.kv_len = keys.end - keys.start;
+    sub.mask.query_pos = shifted_query_pos(params, keys.start as i128)?;
+    if let Some(b) = params.bias {
+        sub.bias = Some(Bias {
+            data: b.data.get(keys.start..).unwrap_or(&[]),
+            ..b
+        });
+    }
+    Ok(sub)
+}
+
+/// The rows `keys` of a K or V slice laid out as `layout`: everything from row `keys.start`
+/// of head 0 on (the head stride is unchanged). Empty when that is past the end, which only
+/// happens for an empty range.
+pub(crate) fn key_rows<'s>(data: &'s [f32], layout: Layout, keys: &Range<usize>) -> &'s [f32] {
+    keys.start
+        .checked_mul(layout.row_stride)
+        .and_then(|off| data.get(off..))
+        .unwrap_or(&[])
+}
+
+/// Attention over the keys `keys` of the problem `params` describes, with the best level.
+///
+/// `q`, `k`, `v`, `out` and `lse` are those of the full problem (K and V rows are indexed by
+/// absolute key position; only rows in `keys` are read). `out` receives the output
+/// normalised over the included keys of the range, `lse` (`[q_heads][q_len]`, dense, required)
+/// the log of their softmax denominator. A row that includes no key of the range gets
+/// `out = 0` and `lse = -inf`, which [`merge`] treats as "no contribution". Masks keep their
+/// absolute positions, so a causal or window mask means the same as in the one-shot call;
+/// a bias is read at columns `keys`.
+///
+/// Errors: the same as [`attention`](crate::attention) for the full problem, then
+/// [`Error::KeyRange`] if `keys` is not within `0..=kv_len`, and [`Error::Overflow`]
+/// `(`[`Tensor::Q`]`)` if a query position relative to `keys.start` does not fit in `i64`.
+/// Nothing is written on error.
+pub fn partial(
+    params: &Params,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: Range<usize>,
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<(), Error> {
+    partial_at(Level::Detect, params, q, k, v, keys, out, lse)
+}
+
+/// [`partial`] on a chosen [`Level`].
+#[allow(clippy::too_many_arguments)]
+pub fn partial_at(
+    level: Level,
+    params: &Params,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: Range<usize>,
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<(), Error> {
+    params.validate(q, k, v, out, Some(lse))?;
+    check_keys(&keys, params.shape.kv_len)?;
+    let sub = range_params(params, &keys)?;
+    let k = key_rows(k, params.k, &keys);
+    let v = key_rows(v, params.v, &keys);
+    level.attention(&sub, q, k, v, out, Some(lse))
+}
+
+/// Checks an output slice laid out as `params.out` and an lse slice of `[q_heads][q_len]`
+/// with the crate's own validation (extent, overlap, lse length).
+pub(crate) fn validate_out(params: &Params, out: &[f32], lse: Option<&[f32]>) -> Result<(), Error> {
+    // A problem with no keys and a one-element q reaches only `out` and `lse`.
+    let s = params.shape;
+    let probe = Params {
+        shape: Shape {
+            kv_len: 0,
+            head_dim: 1,
+            ..s
+        },
+        q: Layout {
+            head_stride: 0,
+            row_stride: 0,
+        },
+        scale: Some(1.0),
+        bias: None,
+        ..*params
+    };
+    probe.validate(&[0.0], &[], &[], out, lse)
+}
+
+/// Joins the partial `(out_b, lse_b)` into `(out_a, lse_a)`: afterwards `a` holds the result
+/// over the union of both key ranges (which must be disjoint).
+///
+/// Both outputs are laid out as `params.out` (only `params.shape` and `params.out` are used);
+/// both lse slices are `[q_heads][q_len]`, dense. Per row, with `m = max(lse_a, lse_b)`,
+/// `w_a = e^(lse_a − m)`, `w_b = e^(lse_b − m)`:
+/// `out = (w_a·out_a + w_b·out_b) / (w_a + w_b)` and `lse = m + ln(w_a + w_b)`; see
+/// [`merge_rows`] for empty and NaN rows. The merge is commutative and associative up to
+/// rounding (see the [module docs](self)).
+///
+/// Errors (nothing written): [`Error::TooShort`], [`Error::Overflow`] or [`Error::Overlap`]
+/// for `out_a`/`out_b` (reported as [`Tensor::Out`]) and the lse slices ([`Tensor::Lse`]),
+/// [`Error::ZeroDim`] and [`Error::HeadsNotDivisible`] as for the shape.
+pub fn merge(
+    params: &Params,
+    out_a: &mut [f32],
+    lse_a: &mut [f32],
+    out_b: &[f32],
+    lse_b: &[f32],
+) -> Result<(), Error> {
+    validate_out(params, out_a, Some(lse_a))?;
+    validate_out(params, out_b, Some(lse_b))?;
+    let s = params.shape;
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let row = params.out.at(h, i);
+            let l = h * s.q_len + i;
+            let (Some(oa), Some(ob), Some(la), Some(&lb)) = (
+                out_a.get_mut(row..row + s.v_dim),
+                out_b.get(row..row + s.v_dim),
+                lse_a.get_mut(l),
+                lse_b.get(l),
+            ) else {
+                // Unreachable after validation.
+                continue;
+            };
+            merge_row(oa, la, ob, lb);
+        }
+    }
+    Ok(())
+}
+
+/// [`merge`] for one row: joins `(out_b, lse_b)` into `(out_a, lse_a)`.
+///
+/// - If either lse is NaN, the row and its lse become NaN.
+/// - An lse of `-inf` means "no key": that side contributes nothing (its `out` is not read);
+///   if both are `-inf`, `out_a` becomes 0 and `lse_a` stays `-inf`.
+/// - Otherwise the weighted mean, computed in `f64` and rounded once. A NaN in a contributing
+///   `out` stays NaN (even with a weight that underflows to 0), as in the one-shot call.
+///
+/// Errors with [`Error::TooShort`]`(`[`Tensor::Out`]`)` (nothing written) when the rows differ
+/// in length.
+pub fn merge_rows(
+    out_a: &mut [f32],
+    lse_a: &mut f32,
+    out_b: &[f32],
+    lse_b: f32,
+) -> Result<(), Error> {
+    if out_a.len() != out_b.len() {
+        return Err(Error::TooShort {
+            tensor: Tensor::Out,
+            needed: out_a.len().max(out_b.len()),
+            len: out_a.len().min(out_b.len()),
+        });
+    }
+    merge_row(out_a, lse_a, out_b, lse_b);
+    Ok(())
+}
+
+/// `e^(x − m)` for `x ≤ m`, with `x == m` giving exactly 1 (also for infinite `m`).
+#[inline]
+pub(crate) fn weight(x: f32, m: f32) -> f64 {
+    if x == m {
+        1.0
+    } else {
+        libm::exp(x as f64 - m as f64)
+    }
+}
+
+/// The row merge; the rows have the same length.
+fn merge_row(oa: &mut [f32], la: &mut f32, ob: &[f32], lb: f32) {
+    let a = *la;
+    if a.is_nan() || lb.is_nan() {
+        oa.fill(f32::NAN);
+        *la = f32::NAN;
+        return;
+    }
+    if lb == f32::NEG_INFINITY {
+        if a == f32::NEG_INFINITY {
+            oa.fill(0.0);
+        }
+        return;
+    }
+    if a == f32::NEG_INFINITY {
+        oa.copy_from_slice(ob);
+        *la = lb;
+        return;
+    }
+    let m = a.max(lb);
+    let (wa, wb) = (weight(a, m), weight(lb, m));
+    let total = wa + wb;
+    let (wa, wb) = (wa / total, wb / total);
+    for (x, &y) in oa.iter_mut().zip(ob) {
+        *x = (wa * *x as f64 + wb * y as f64) as f32;
+    }
+    *la = (m as f64 + libm::log(total)) as f32;
+}

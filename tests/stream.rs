@@ -1,0 +1,358 @@
+//! Streaming: random chunkings (single tokens, pages, empty and fully masked chunks, any
+//! order) at every level and emulated width, against the one-shot call and the reference
+//! under `tolerance::stream_*_bound`.
+
+mod common;
+use common::{Case, Rng, Runner, extent};
+use qkv::split::Level;
+use qkv::stream::Stream;
+use qkv::{Error, Layout, Mask, Params, Shape, Tensor};
+use std::ops::Range;
+
+fn level(r: Runner) -> Level {
+    match r {
+        Runner::Isa(i) => Level::Isa(i),
+        Runner::Emulated(e) => Level::Emulated(e),
+    }
+}
+
+/// The rows `keys` of a K or V tensor copied into a fresh buffer with the same strides,
+/// row 0 being key `keys.start`; everything else NaN, so reading outside the chunk shows.
+fn chunk(data: &[f32], l: Layout, heads: usize, dim: usize, keys: &Range<usize>) -> Vec<f32> {
+    let n = keys.len();
+    let mut buf = vec![f32::NAN; extent(l, heads, n, dim)];
+    for h in 0..heads {
+        for r in 0..n {
+            let src = l.at(h, keys.start + r);
+            let dst = l.at(h, r);
+            buf[dst..dst + dim].copy_from_slice(&data[src..src + dim]);
+        }
+    }
+    buf
+}
+
+/// A random chunking of `0..n`: runs of single tokens, pages of a random size, empty chunks.
+fn chunking(rng: &mut Rng, n: usize) -> Vec<Range<usize>> {
+    let mut out = vec![];
+    let mut start = 0;
+    let page = rng.range(1, 20);
+    while start < n {
+        let len = match rng.range(0, 4) {
+            0 => 1,
+            1 => 0,
+            2 => page,
+            _ => rng.range(1, n - start),
+        };
+        let end = (start + len).min(n);
+        out.push(start..end);
+        start = end;
+    }
+    if rng.coin(1, 4) {
+        // Any order.
+        for i in (1..out.len()).rev() {
+            let j = rng.range(0, i);
+            out.swap(i, j);
+        }
+    }
+    out
+}
+
+fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> (Vec<f32>, Vec<f32>) {
+    let p = case.params();
+    let s = case.shape;
+    let mut state = vec![f32::NAN; Stream::state_len(&s)];
+    let mut stream = Stream::new(&p, &mut state).unwrap().with_level(lvl);
+    for keys in chunks {
+        let k = chunk(&case.k, p.k, s.kv_heads, s.head_dim, keys);
+        let v = chunk(&case.v, p.v, s.kv_heads, s.v_dim, keys);
+        stream
+            .update(&case.q, &k, &v, keys.clone())
+            .expect("update accepts the chunk");
+    }
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+    stream.finish(&mut out, Some(&mut lse)).unwrap();
+    (out, lse)
+}
+
+fn one_shot(case: &Case, runner: Option<Runner>) -> (Vec<f32>, Vec<f32>) {
+    let s = case.shape;
+    let p = case.params();
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+    match runner {
+        Some(r) => r.run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
+        None => qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
+    }
+    .unwrap();
+    (out, lse)
+}
+
+/// Compares under the stream bound for `chunks` updates, times `slack`.
+#[allow(clippy::too_many_arguments)]
+fn compare_stream(
+    case: &Case,
+    want: &(Vec<f32>, Vec<f32>),
+    got: &(Vec<f32>, Vec<f32>),
+    chunks: usize,
+    slack: f32,
+    who: &str,
+) {
+    let p = case.params();
+    let s = case.shape;
+    let g_of = |h: usize| h / (s.q_heads / s.kv_heads);
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let g = g_of(h);
+            let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
+            for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
+                let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
+                let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
+                let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
+                score_abs = score_abs.max(p.scale().abs() * a);
+                let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
+                v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
+            }
+            let w_lse = want.1[h * s.q_len + i];
+            let lse_abs = if w_lse.is_finite() {
+                w_lse.abs() + 20.0
+            } else {
+                0.0
+            };
+            let bound = slack
+                * qkv::tolerance::stream_output_bound(
+                    score_abs, v_abs, s.head_dim, s.kv_len, lse_abs, chunks,
+                );
+            let row = p.out.at(h, i);
+            for c in 0..s.v_dim {
+                let (w, g) = (want.0[row + c], got.0[row + c]);
+                let ok = if w.is_nan() {
+                    g.is_nan()
+                } else {
+                    w == g || (w - g).abs() <= bound
+                };
+                assert!(
+                    ok,
+                    "{who}: out[{h}][{i}][{c}] = {g}, want {w}, bound {bound}\n{s:?} {:?}",
+                    case.mask
+                );
+            }
+            let g_lse = got.1[h * s.q_len + i];
+            let lb = slack
+                * qkv::tolerance::stream_lse_bound(
+                    score_abs, s.head_dim, s.kv_len, lse_abs, chunks,
+                );
+            let ok = if w_lse.is_nan() {
+                g_lse.is_nan()
+            } else {
+                w_lse == g_lse || (w_lse - g_lse).abs() <= lb
+            };
+            assert!(
+                ok,
+                "{who}: lse[{h}][{i}] = {g_lse}, want {w_lse}, bound {lb}"
+            );
+        }
+    }
+    // Nothing written outside the output rows.
+    let mut inside = vec![false; got.0.len()];
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let start = p.out.at(h, i);
+            inside[start..start + s.v_dim].fill(true);
+        }
+    }
+    assert!(got.0.iter().zip(inside).all(|(x, ins)| ins || x.is_nan()));
+}
+
+#[test]
+fn random_chunkings_match_one_shot_and_reference() {
+    let mut rng = Rng(60);
+    let cases = if cfg!(miri) { 2 } else { 120 };
+    for n in 0..cases {
+        let max_len = if n % 6 == 0 { 140 } else { 40 };
+        let case = Case::random(&mut rng, max_len, 24);
+        let want = one_shot(&case, None);
+        for runner in Runner::all() {
+            let chunks = chunking(&mut rng, case.shape.kv_len);
+            let got = run_stream(&case, level(runner), &chunks);
+            let who = format!("{runner:?} {chunks:?}");
+            compare_stream(&case, &want, &got, chunks.len(), 1.0, &who);
+            let same = one_shot(&case, Some(runner));
+            compare_stream(&case, &same, &got, chunks.len(), 2.0, &who);
+        }
+    }
+}
+
+#[test]
+fn token_by_token_decode_with_sliding_window() {
+    // GQA decode of 4 tokens at the end of the cache, fed one key at a time, interleaved
+    // layouts; many single-token chunks are entirely outside the window.
+    let mut rng = Rng(61);
+    let kv = if cfg!(miri) { 9 } else { 300 };
+    let shape = Shape::new(1, 4, kv, 32).gqa(8, 2);
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.mask = Mask::sliding_window(17);
+    case.relayout(&mut rng);
+    let chunks: Vec<_> = (0..kv).map(|t| t..t + 1).collect();
+    let want = one_shot(&case, None);
+    for runner in Runner::all() {
+        let got = run_stream(&case, level(runner), &chunks);
+        compare_stream(
+            &case,
+            &want,
+            &got,
+            chunks.len(),
+            1.0,
+            &format!("{runner:?}"),
+        );
+    }
+}
+
+#[test]
+fn one_chunk_is_the_one_shot_call_exactly() {
+    let mut rng = Rng(62);
+    for _ in 0..if cfg!(miri) { 2 } else { 40 } {
+        let case = Case::random(&mut rng, 60, 20);
+        for runner in Runner::all() {
+            let all = 0..case.shape.kv_len;
+            let got = run_stream(&case, level(runner), std::slice::from_ref(&all));
+            let want = one_shot(&case, Some(runner));
+            for (x, y) in got.0.iter().zip(&want.0).chain(got.1.iter().zip(&want.1)) {
+                assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+            }
+        }
+    }
+}
+
+#[test]
+fn finish_can_be_called_at_any_time_and_streaming_goes_on() {
+    let mut rng = Rng(63);
+    let shape = Shape::new(2, 3, 20, 8);
+    let case = Case::dense(&mut rng, shape, 1.0);
+    let p = case.params();
+    let mut state = vec![0.0f32; Stream::state_len(&shape)];
+    let mut stream = Stream::new(&p, &mut state).unwrap();
+    let (mut out, mut lse) = (vec![9.0f32; case.out_len], vec![9.0f32; 6]);
+    // No key yet: zeros and -inf.
+    stream.finish(&mut out, Some(&mut lse)).unwrap();
+    assert!(out.iter().all(|&x| x == 0.0) && lse.iter().all(|&x| x == f32::NEG_INFINITY));
+    let rows = |r: Range<usize>| r.start * 8..r.end * 8;
+    let (k0, k1) = (&case.k, &case.k);
+    // Head stride is kv_len·head_dim, so slicing from the first row keeps the layout.
+    stream
+        .update(
+            &case.q,
+            &k0[rows(0..12).start..],
+            &case.v[rows(0..12).start..],
+            0..12,
+        )
+        .unwrap();
+    stream.finish(&mut out, None).unwrap();
+    stream
+        .update(
+            &case.q,
+            &k1[rows(12..20).start..],
+            &case.v[rows(12..20).start..],
+            12..20,
+        )
+        .unwrap();
+    stream.finish(&mut out, Some(&mut lse)).unwrap();
+    let want = one_shot(&case, None);
+    compare_stream(&case, &want, &(out.clone(), lse.clone()), 2, 1.0, "two");
+    // reset forgets.
+    stream.reset();
+    stream.finish(&mut out, Some(&mut lse)).unwrap();
+    assert!(out.iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn nan_rules_match_the_one_shot_call() {
+    let mut rng = Rng(64);
+    let shape = Shape::new(1, 3, 16, 4);
+    let mut case = Case::dense(&mut rng, shape, 1.0);
+    case.mask = Mask::causal();
+    case.v[5 * 4 + 2] = f32::NAN; // key 5, column 2: visible to every row
+    case.q[2 * 4 + 1] = f32::NAN; // row 2: NaN scores
+    let want = one_shot(&case, None);
+    for runner in Runner::all() {
+        let chunks = [0..3, 3..4, 4..10, 10..16];
+        let got = run_stream(&case, level(runner), &chunks);
+        for (idx, (w, g)) in want.0.iter().zip(&got.0).enumerate() {
+            assert_eq!(w.is_nan(), g.is_nan(), "{runner:?} out[{idx}]: {w} vs {g}");
+        }
+        for (w, g) in want.1.iter().zip(&got.1) {
+            assert_eq!(w.is_nan(), g.is_nan());
+        }
+    }
+}
+
+#[test]
+fn errors_leave_the_state_unchanged() {
+    let shape = Shape::new(2, 3, 10, 4);
+    let p = Params::new(shape);
+    let need = Stream::state_len(&shape);
+    assert_eq!(need, 2 * 3 * (3 + 2 * 4));
+    let mut small = vec![0.0f32; need - 1];
+    assert!(matches!(
+        Stream::new(&p, &mut small),
+        Err(Error::TooShort {
+            tensor: Tensor::Out,
+            ..
+        })
+    ));
+    let mut zero = Params::new(Shape::new(2, 3, 10, 4).with_v_dim(0));
+    let mut st = vec![0.0f32; 100];
+    assert_eq!(
+        Stream::new(&zero, &mut st).unwrap_err(),
+        Error::ZeroDim(qkv::Dim::VDim)
+    );
+    zero = p.with_scale(f32::NAN);
+    assert_eq!(
+        Stream::new(&zero, &mut st).unwrap_err(),
+        Error::InvalidScale
+    );
+    assert_eq!(
+        Stream::state_len(&Shape::new(usize::MAX, 2, 1, 1)),
+        usize::MAX
+    );
+
+    let q = vec![0.5f32; 2 * 3 * 4];
+    let k = vec![0.25f32; 2 * 10 * 4];
+    let mut state = vec![0.0f32; need];
+    let mut stream = Stream::new(&p, &mut state).unwrap();
+    stream.update(&q, &k, &k, 0..10).unwrap();
+    let (mut out, mut lse) = (vec![0.0f32; 24], vec![0.0f32; 6]);
+    stream.finish(&mut out, Some(&mut lse)).unwrap();
+    assert_eq!(
+        stream.update(&q, &k, &k, 8..11),
+        Err(Error::KeyRange {
+            start: 8,
+            end: 11,
+            kv_len: 10
+        })
+    );
+    assert!(matches!(
+        stream.update(&q, &k[..10], &k, 0..3),
+        Err(Error::TooShort {
+            tensor: Tensor::K,
+            ..
+        })
+    ));
+    assert!(matches!(
+        stream.update(&q[..3], &k, &k, 0..3),
+        Err(Error::TooShort {
+            tensor: Tensor::Q,
+            ..
+        })
+    ));
+    assert!(matches!(
+        stream.finish(&mut out[..23], None),
+        Err(Error::TooShort {
+            tensor: Tensor::Out,
+            ..
+        })
+    ));
+    let (mut out2, mut lse2) = (vec![0.0f32; 24], vec![0.0f32; 6]);
+    stream.finish(&mut out2, Some(&mut lse2)).unwrap();
+    assert_eq!((out, lse), (out2, lse2));
+}
