@@ -59,6 +59,8 @@ mod error;
 pub mod exp;
 mod isa;
 pub mod kernel;
+#[cfg(feature = "parallel")]
+pub mod parallel;
 mod params;
 pub mod reference;
 pub mod split;
