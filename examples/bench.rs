@@ -125,53 +125,92 @@ struct Budget {
     max_runs: usize,
 }
 
-/// Runs `f` once to warm up, then repeatedly, and returns the median time, the number of
-/// timed runs and how much of the time this thread actually ran. A warm-up run longer than a second is itself the only sample (such a run is
-/// far past any cold-cache effect).
+/// Runs `f` once to warm up, then repeatedly, and returns the median time.
+///
+/// On a shared machine another process may take the core in the middle of a run. Linux
+/// counts the time a thread waits on the run queue (`/proc/thread-self/schedstat`, updated
+/// each time the thread gets the CPU back), so each run is classed as *clean* (waited under
+/// 1% of its time) or not, and the median is taken over the clean runs when there are at
+/// least 3 (runs are repeated, within 3× the budget, to get them). Elsewhere, or if too few
+/// runs were clean, it is the median of all runs, and [`Timing::clean`] says so. A warm-up
+/// run longer than a second is itself the only sample (far past any cold-cache effect).
 fn measure(budget: &Budget, mut f: impl FnMut()) -> Timing {
-    let t = Instant::now();
-    let cpu0 = on_cpu_ns();
-    f();
-    let first = t.elapsed().as_secs_f64();
-    let share = |t0: Instant, cpu0: Option<u64>| {
-        let wall = t0.elapsed().as_secs_f64();
-        Some((on_cpu_ns()? - cpu0?) as f64 * 1e-9 / wall)
-    };
-    if first > 1.0 {
-        return Timing {
-            median: first,
-            runs: 1,
-            cpu_share: share(t, cpu0),
+    let mut run = || {
+        let w0 = waited_ns();
+        let t = Instant::now();
+        f();
+        let dt = t.elapsed().as_secs_f64();
+        let waited = match (w0, waited_ns()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1e-9),
+            _ => None,
         };
+        (dt, waited)
+    };
+    let first = run();
+    if first.0 > 1.0 {
+        return Timing::of(vec![first]);
     }
-    let t = Instant::now();
-    let cpu0 = on_cpu_ns();
-    let runs =
-        ((budget.seconds / first.max(1e-9)) as usize).clamp(budget.min_runs, budget.max_runs);
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    let cpu_share = share(t, cpu0);
-    times.sort_by(f64::total_cmp);
-    Timing {
-        median: times[times.len() / 2],
-        runs,
-        cpu_share,
+    let target =
+        ((budget.seconds / first.0.max(1e-9)) as usize).clamp(budget.min_runs, budget.max_runs);
+    let start = Instant::now();
+    let mut runs = Vec::new();
+    loop {
+        runs.push(run());
+        let clean = runs.iter().filter(|r| is_clean(r)).count();
+        let more_for_clean = clean < 3
+            && start.elapsed().as_secs_f64() < 3.0 * budget.seconds
+            && runs.len() < 3 * budget.max_runs;
+        if runs.len() >= target && !more_for_clean {
+            break;
+        }
     }
+    Timing::of(runs)
+}
+
+/// A run during which this thread waited for the CPU less than 1% of the time.
+fn is_clean(run: &(f64, Option<f64>)) -> bool {
+    run.1.is_some_and(|w| w <= 0.01 * run.0)
 }
 
 /// What [`measure`] found.
 struct Timing {
-    /// Median seconds of one run.
+    /// Median seconds of one run: over the clean runs if there were 3, else over all.
     median: f64,
+    /// Runs timed.
     runs: usize,
-    /// Share of the timed wall-clock time this thread was on a CPU: below ~0.95, other
-    /// processes took the core for part of it and the time is inflated.
+    /// Runs in which this thread kept the CPU, if the OS says; the median is over these when
+    /// there are at least 3.
+    clean: Option<usize>,
+    /// Share of all the timed wall-clock time this thread was on a CPU (not waiting).
     cpu_share: Option<f64>,
+}
+
+impl Timing {
+    fn of(runs: Vec<(f64, Option<f64>)>) -> Timing {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let clean: Vec<f64> = runs.iter().filter(|r| is_clean(r)).map(|r| r.0).collect();
+        let known = runs.iter().all(|r| r.1.is_some());
+        let wall: f64 = runs.iter().map(|r| r.0).sum();
+        let waited: f64 = runs.iter().filter_map(|r| r.1).sum();
+        Timing {
+            median: if clean.len() >= 3 || (runs.len() == 1 && clean.len() == 1) {
+                median(clean.clone())
+            } else {
+                median(runs.iter().map(|r| r.0).collect())
+            },
+            runs: runs.len(),
+            clean: known.then_some(clean.len()),
+            cpu_share: known.then(|| (1.0 - waited / wall).max(0.0)),
+        }
+    }
+
+    /// Whether the median comes from runs that kept the CPU.
+    fn is_clean(&self) -> bool {
+        self.clean.is_some_and(|c| c >= 3.min(self.runs))
+    }
 }
 
 /// The shortest time: a ceiling is a property of the core, and sharing the core with other
@@ -180,13 +219,13 @@ fn best(v: Vec<f64>) -> f64 {
     v.into_iter().fold(f64::INFINITY, f64::min)
 }
 
-/// Nanoseconds this thread has spent on a CPU (Linux `/proc/thread-self/schedstat`), to tell
-/// how much of a measurement's wall time other processes took; `None` elsewhere.
-fn on_cpu_ns() -> Option<u64> {
+/// Nanoseconds this thread has spent waiting for a CPU while runnable (Linux
+/// `/proc/thread-self/schedstat`, second field); `None` elsewhere.
+fn waited_ns() -> Option<u64> {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()?
         .split_whitespace()
-        .next()?
+        .nth(1)?
         .parse()
         .ok()
 }
@@ -218,7 +257,9 @@ impl WithSimd for FmaProbe {
         }
         for _ in 0..self.iters {
             for x in acc.iter_mut() {
-                *x = simd.mul_add_f32s(*x, a, b);
+                // Fused where the level has FMA; on `Scalar` a multiply and an add, which is
+                // what scalar code compiled for baseline x86-64 (no FMA) can do fastest.
+                *x = simd.mul_add_e_f32s(*x, a, b);
             }
         }
         let mut s = simd.splat_f32s(0.0);
@@ -244,12 +285,15 @@ fn run_fma(isa: Isa, probe: FmaProbe) -> Option<f32> {
     }
 }
 
-/// Peak single-core GFLOP/s of `isa`'s fused multiply-add (2 flops per lane), measured.
+/// Peak single-core GFLOP/s of `isa`'s multiply-add (2 flops per lane), measured: fused on
+/// the SIMD levels; on `Scalar` a separate multiply and add, the best plain scalar code can
+/// do on a target without FMA (pulp's `Scalar::mul_add_f32s` instead calls `fmaf`, a libm
+/// function call per element on such targets).
 fn fma_ceiling(isa: Isa, quick: bool) -> Option<f64> {
     let lanes = isa.lanes() as f64;
     // Short runs (a few ms at any width), many of them: on a shared core, some run whole
     // time slices without being preempted, and the best of them is the ceiling.
-    let iters: usize = if isa == Isa::Scalar { 1 << 17 } else { 1 << 20 };
+    let iters: usize = if isa == Isa::Scalar { 1 << 19 } else { 1 << 20 };
     let probe = || FmaProbe {
         iters: std::hint::black_box(iters),
         a: std::hint::black_box(0.999_999),
@@ -540,7 +584,10 @@ fn main() {
 
     if !o.csv {
         println!("qkv bench: {}, single thread", cpu_name());
-        print!("ceilings measured now: FMA ({CHAINS} independent chains)");
+        print!(
+            "ceilings measured now: multiply-add, {CHAINS} independent chains (fused on SIMD \
+             levels, mul+add on scalar)"
+        );
         for (isa, g) in &ceil.fma {
             print!(", {} {:.1} GFLOP/s", isa.name(), g);
         }
@@ -566,9 +613,13 @@ fn main() {
             );
         }
         println!(
-            "cpu: share of the timed wall time this thread was on a CPU (< 95%: the core was \
-             shared with other processes, times inflated); levels estimated over {SKIP_SECONDS} \
-             s a run at their ceiling are skipped unless --full"
+            "runs: clean/timed, a clean run kept the CPU (waited < 1% on the run queue); the \
+             median is over the clean runs (* : fewer than 3 clean, median of all, inflated by \
+             other processes); cpu: share of all timed wall time on a CPU"
+        );
+        println!(
+            "levels estimated over {SKIP_SECONDS} s a run at their ceiling are skipped unless \
+             --full"
         );
         println!(
             "err: max |out - qkv::reference| over the checked heads×rows (each recomputed as a \
@@ -576,11 +627,11 @@ fn main() {
         );
         println!();
         println!(
-            "{:24} {:8} {:>10} {:>3} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9} {:>6} {:>7}",
+            "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9} {:>6} {:>7}",
             "shape",
             "level",
             "time ms",
-            "n",
+            "runs",
             "cpu",
             "rate",
             "%peak",
@@ -594,7 +645,7 @@ fn main() {
         println!(
             "shape,level,q_heads,kv_heads,q_len,kv_len,head_dim,mask,time_s,runs,flops,gflops,\
              kv_gbps,ceiling_gflops,avx2_ceiling_gflops,stream_gbps,pct_peak,pct_avx2,\
-             speedup_vs_baseline,max_abs_err,err_over_tolerance,checked_heads,checked_rows,cpu_share"
+             speedup_vs_baseline,max_abs_err,err_over_tolerance,checked_heads,checked_rows,clean_runs,cpu_share"
         );
     }
 
@@ -683,7 +734,7 @@ fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
             _ => "band".to_string(),
         };
         println!(
-            "{},{},{},{},{},{},{},{},{:.6e},{},{:.0},{:.3},{:.3},{},{},{:.3},{},{},{},{:.3e},{:.4},{},{},{}",
+            "{},{},{},{},{},{},{},{},{:.6e},{},{:.0},{:.3},{:.3},{},{},{:.3},{},{},{},{:.3e},{:.4},{},{},{},{}",
             r.case.name,
             r.runner.name(),
             s.q_heads,
@@ -707,6 +758,7 @@ fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
             r.check.worst_ratio,
             r.check.heads,
             r.check.rows,
+            r.timing.clean.map(|c| c.to_string()).unwrap_or_default(),
             opt(r.timing.cpu_share),
         );
         return;
@@ -729,11 +781,18 @@ fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
         format!("{:.1}!", r.check.worst_ratio)
     };
     println!(
-        "{:24} {:8} {:>10.3} {:>3} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9.1e} {:>6} {:>7}",
+        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9.1e} {:>6} {:>7}",
         r.case.name,
         r.runner.name(),
-        time * 1e3,
-        r.timing.runs,
+        format!(
+            "{:.3}{}",
+            time * 1e3,
+            if r.timing.is_clean() { "" } else { "*" }
+        ),
+        match r.timing.clean {
+            Some(c) => format!("{c}/{}", r.timing.runs),
+            None => r.timing.runs.to_string(),
+        },
         r.timing
             .cpu_share
             .map(|x| format!("{:.0}%", 100.0 * x.min(1.0)))
