@@ -596,7 +596,7 @@ fn main() {
             ceil.stream
         );
         println!(
-            "prefill/window shapes use {} head(s) (--heads N); time = median of n runs after a \
+            "prefill/window shapes use {} head(s) (--heads N); time = median of the runs after a \
              warm-up; flops = 4·q·kv·d per head over visible pairs (causal ≈ half)",
             o.heads
         );
