@@ -1,0 +1,325 @@
+/**
+ * @file qkv.h
+ * @brief C interface of qkv: scaled dot-product attention over float arrays,
+ *        out = softmax(scale * Q K^T + bias) V, without allocating.
+ *
+ * C99 and C++ (any version from C++98 on). Link the static library built by
+ *   cargo rustc --release --lib --features capi --crate-type staticlib
+ * (see docs/c-api.md for the no_std, firmware and shared builds).
+ *
+ * Semantics are those of the Rust crate (`qkv::attention`): for query head h, row i and
+ * kv head g = h / (q_heads / kv_heads), the keys j that row i includes are those inside its
+ * mask band whose bias is not -inf and whose score
+ * s_j = scale * dot(q[h][i], k[g][j]) + bias[h][i][j] is not -inf; then
+ * out[h][i] = sum_j e^(s_j) v[g][j] / sum_j e^(s_j) and lse[h][i] = ln sum_j e^(s_j).
+ * A row with no key gets out = 0 and lse = -inf. Every check runs before anything is
+ * written: on an error status, out and lse are untouched.
+ *
+ * Tensor layout: element [head][row][col] of a tensor lives at
+ * head * head_stride + row * row_stride + col (in floats, not bytes).
+ * q is [q_heads][q_len][head_dim], k is [kv_heads][kv_len][head_dim],
+ * v is [kv_heads][kv_len][v_dim], out is [q_heads][q_len][v_dim],
+ * bias is [q_heads][q_len][kv_len] and lse is [q_heads][q_len], dense.
+ *
+ * POINTER CONTRACT. Each tensor pointer must point to at least `len` floats, aligned to
+ * 4 bytes, where `len` is the tensor's count field (q_count, ...) when that is nonzero and
+ * otherwise its extent:
+ *   q    (q_heads-1)*q.head_stride    + (q_len-1)*q.row_stride    + head_dim
+ *   k    (kv_heads-1)*k.head_stride   + (kv_len-1)*k.row_stride   + head_dim
+ *   v    (kv_heads-1)*v.head_stride   + (kv_len-1)*v.row_stride   + v_dim
+ *   out  (q_heads-1)*out.head_stride  + (q_len-1)*out.row_stride  + v_dim
+ *   bias (q_heads-1)*bias_layout.head_stride + (q_len-1)*bias_layout.row_stride + kv_len
+ *   lse  q_heads*q_len
+ * An extent is 0 when any of its heads, rows or last dimension is 0; a pointer whose len
+ * is 0 is never read and may be NULL. Extents are computed with checked arithmetic: one
+ * that overflows size_t, or a len over PTRDIFF_MAX bytes, is QKV_ERR_OVERFLOW; a nonzero
+ * count smaller than the extent is QKV_ERR_TOO_SHORT. q, k, v and bias are only read and
+ * may overlap each other (a stride of 0 broadcasts); out and lse are only written and must
+ * not overlap each other or any input (QKV_ERR_ALIASING). Nobody else may write the inputs
+ * or touch the outputs during a call. The descriptor needs no particular alignment and
+ * must hold struct_size readable bytes.
+ *
+ * All functions are thread-safe and never abort, panic or unwind on any input.
+ */
+#ifndef QKV_H
+#define QKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Major version of the library this header describes. */
+#define QKV_VERSION_MAJOR 0
+/** Minor version of the library this header describes. */
+#define QKV_VERSION_MINOR 1
+/** Patch version of the library this header describes. */
+#define QKV_VERSION_PATCH 0
+/** Packs a version as qkv_version() returns it: (major << 16) | (minor << 8) | patch. */
+#define QKV_MAKE_VERSION(major, minor, patch) \
+    ((uint32_t)(((uint32_t)(major) << 16) | ((uint32_t)(minor) << 8) | (uint32_t)(patch)))
+/** This header's version, packed; compare with qkv_version() at run time. */
+#define QKV_VERSION QKV_MAKE_VERSION(QKV_VERSION_MAJOR, QKV_VERSION_MINOR, QKV_VERSION_PATCH)
+
+/** Returned by every fallible function: QKV_OK or one of the QKV_ERR_* codes. */
+typedef int32_t qkv_status;
+
+/** Status codes. Values are stable; new ones are only ever appended. */
+enum qkv_status_code {
+    /** Success. */
+    QKV_OK = 0,
+    /** q_heads, kv_heads, head_dim or v_dim is 0 (q_len = 0 and kv_len = 0 are fine). */
+    QKV_ERR_ZERO_DIM = 1,
+    /** q_heads is not a multiple of kv_heads. */
+    QKV_ERR_HEADS_NOT_DIVISIBLE = 2,
+    /** A nonzero count field is smaller than the extent its shape and strides reach. */
+    QKV_ERR_TOO_SHORT = 3,
+    /** An extent overflows size_t, or a length exceeds PTRDIFF_MAX bytes. */
+    QKV_ERR_OVERFLOW = 4,
+    /** The strides of out make two of its elements share memory. */
+    QKV_ERR_OVERLAP = 5,
+    /** The scale in use is NaN or infinite. */
+    QKV_ERR_INVALID_SCALE = 6,
+    /** The requested instruction set is not available on this CPU or in this build. */
+    QKV_ERR_UNSUPPORTED = 7,
+    /** desc is NULL, or a tensor pointer is NULL while its length is not 0. */
+    QKV_ERR_NULL_POINTER = 8,
+    /** A tensor pointer whose length is not 0 is not aligned to float (4 bytes). */
+    QKV_ERR_MISALIGNED = 9,
+    /** out or lse overlaps another buffer of the call. */
+    QKV_ERR_ALIASING = 10,
+    /** struct_size is below QKV_DESC_SIZE_V1, above QKV_DESC_MAX_SIZE, or larger than
+     *  this library's qkv_desc with a nonzero byte past its end. */
+    QKV_ERR_STRUCT_SIZE = 11,
+    /** flags has a bit this library does not know. */
+    QKV_ERR_UNKNOWN_FLAGS = 12,
+    /** mask is not a QKV_MASK_* value. */
+    QKV_ERR_UNKNOWN_MASK = 13,
+    /** query_pos is not a QKV_QUERY_POS_* value. */
+    QKV_ERR_UNKNOWN_QUERY_POS = 14,
+    /** The isa argument is not a QKV_ISA_* value. */
+    QKV_ERR_UNKNOWN_ISA = 15,
+    /** A bug in the library; never returned by a correct build. */
+    QKV_ERR_INTERNAL = 16
+};
+
+/** Values of qkv_desc.mask: which keys each query row sees. */
+enum qkv_mask_kind {
+    /** Every key is visible to every query; window and query position fields are ignored. */
+    QKV_MASK_NONE = 0,
+    /** Causal: the query at position pos sees keys 0..=pos; window fields are ignored. */
+    QKV_MASK_CAUSAL = 1,
+    /** The band pos - window_left ..= pos + window_right; a side equal to QKV_UNBOUNDED
+     *  has no limit (left = w, right = 0 is a causal sliding window). */
+    QKV_MASK_BAND = 2
+};
+
+/** Values of qkv_desc.query_pos: the position pos of query row i among keys 0..kv_len. */
+enum qkv_query_pos {
+    /** pos = kv_len - q_len + i: the queries are the last q_len positions (KV cache). */
+    QKV_QUERY_POS_BOTTOM_RIGHT = 0,
+    /** pos = i. */
+    QKV_QUERY_POS_TOP_LEFT = 1,
+    /** pos = query_offset + i; query_offset may be negative. */
+    QKV_QUERY_POS_OFFSET = 2
+};
+
+/** Instruction sets the kernel is compiled for (the values of Rust's qkv::Isa). */
+enum qkv_isa {
+    /** Plain float code, one lane: every target. */
+    QKV_ISA_SCALAR = 0,
+    /** x86-64 AVX2 + FMA, 8 lanes. */
+    QKV_ISA_AVX2 = 1,
+    /** x86-64 AVX-512 F/BW/CD/DQ/VL, 16 lanes (needs the x86-v4 feature). */
+    QKV_ISA_AVX512 = 2,
+    /** aarch64 NEON, 4 lanes. */
+    QKV_ISA_NEON = 3
+};
+
+/** qkv_desc.flags bit: use qkv_desc.scale; without it the scale is 1/sqrt(head_dim). */
+#define QKV_FLAG_SCALE 1u
+
+/** window_left / window_right value meaning "no limit on this side". */
+#define QKV_UNBOUNDED SIZE_MAX
+
+/** Size of the first version of qkv_desc: 26 size_t-sized fields, then 24 bytes. */
+#define QKV_DESC_SIZE_V1 (26 * sizeof(size_t) + 24)
+
+/** The largest struct_size the library accepts (nothing past it is ever read). */
+#define QKV_DESC_MAX_SIZE 4096
+
+/** Where a tensor's elements live: [head][row][col] is at
+ *  head * head_stride + row * row_stride + col, in floats. */
+typedef struct qkv_layout {
+    /** Floats between the starts of consecutive heads. */
+    size_t head_stride;
+    /** Floats between the starts of consecutive rows of one head. */
+    size_t row_stride;
+} qkv_layout;
+
+/**
+ * Everything an attention call needs besides the tensor pointers.
+ *
+ * Start from qkv_desc_planar(), or zero it and set struct_size = sizeof(qkv_desc): all-zero
+ * fields mean default scale, no mask, bottom-right alignment, no bias, lengths derived from
+ * the shape. Later versions only append fields, whose zero value keeps the old behaviour;
+ * the library accepts any struct_size from QKV_DESC_SIZE_V1 to its own sizeof, and a larger
+ * one (up to QKV_DESC_MAX_SIZE) when every byte past its own sizeof is zero.
+ */
+typedef struct qkv_desc {
+    /** sizeof(qkv_desc) as the caller compiled it. */
+    size_t struct_size;
+    /** Number of query (and output) heads; a multiple of kv_heads. */
+    size_t q_heads;
+    /** Number of key/value heads; query head h reads kv head h / (q_heads / kv_heads). */
+    size_t kv_heads;
+    /** Query rows per head (0 is a no-op). */
+    size_t q_len;
+    /** Keys (and values) per kv head (0: every out row is 0, every lse is -inf). */
+    size_t kv_len;
+    /** Length of each query and key vector. */
+    size_t head_dim;
+    /** Length of each value and output vector. */
+    size_t v_dim;
+    /** Layout of q. */
+    qkv_layout q;
+    /** Layout of k. */
+    qkv_layout k;
+    /** Layout of v. */
+    qkv_layout v;
+    /** Layout of out; its elements must not share memory (QKV_ERR_OVERLAP). */
+    qkv_layout out;
+    /** QKV_MASK_BAND only: keys at most this many positions before the query, or
+     *  QKV_UNBOUNDED. */
+    size_t window_left;
+    /** QKV_MASK_BAND only: keys at most this many positions after the query, or
+     *  QKV_UNBOUNDED; 0 is causal. */
+    size_t window_right;
+    /** Additive bias [q_heads][q_len][kv_len] laid out as bias_layout says, added after
+     *  scaling; -inf masks a key. NULL for none. */
+    const float *bias;
+    /** Strides of bias; a head stride of 0 shares one matrix across heads. */
+    qkv_layout bias_layout;
+    /** Floats q points to, or 0 to use its extent. */
+    size_t q_count;
+    /** Floats k points to, or 0 to use its extent. */
+    size_t k_count;
+    /** Floats v points to, or 0 to use its extent. */
+    size_t v_count;
+    /** Floats out points to, or 0 to use its extent. */
+    size_t out_count;
+    /** Floats lse points to, or 0 to use q_heads * q_len; ignored when lse is NULL. */
+    size_t lse_count;
+    /** Floats bias points to, or 0 to use its extent; ignored when bias is NULL. */
+    size_t bias_count;
+    /** QKV_QUERY_POS_OFFSET only: the position of query row 0. */
+    int64_t query_offset;
+    /** Factor applied to every q.k; used only when flags has QKV_FLAG_SCALE. */
+    float scale;
+    /** QKV_FLAG_* bits; an unknown bit is QKV_ERR_UNKNOWN_FLAGS. */
+    uint32_t flags;
+    /** A QKV_MASK_* value. */
+    int32_t mask;
+    /** A QKV_QUERY_POS_* value (used by QKV_MASK_CAUSAL and QKV_MASK_BAND). */
+    int32_t query_pos;
+} qkv_desc;
+
+/** Compile-time check (C99 and C++) that this compiler lays qkv_desc out without padding,
+ *  as the library does; a negative array size fails the build. */
+typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V1) ? 1 : -1];
+
+/**
+ * A descriptor for planar [heads][rows][dim] tensors, packed densely: default scale
+ * 1/sqrt(head_dim), no mask, no bias, lengths derived from the shape.
+ */
+static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q_len,
+                                       size_t kv_len, size_t head_dim, size_t v_dim) {
+    qkv_desc d;
+    d.struct_size = sizeof(qkv_desc);
+    d.q_heads = q_heads;
+    d.kv_heads = kv_heads;
+    d.q_len = q_len;
+    d.kv_len = kv_len;
+    d.head_dim = head_dim;
+    d.v_dim = v_dim;
+    d.q.head_stride = q_len * head_dim;
+    d.q.row_stride = head_dim;
+    d.k.head_stride = kv_len * head_dim;
+    d.k.row_stride = head_dim;
+    d.v.head_stride = kv_len * v_dim;
+    d.v.row_stride = v_dim;
+    d.out.head_stride = q_len * v_dim;
+    d.out.row_stride = v_dim;
+    d.window_left = 0;
+    d.window_right = 0;
+    d.bias = NULL;
+    d.bias_layout.head_stride = 0;
+    d.bias_layout.row_stride = 0;
+    d.q_count = 0;
+    d.k_count = 0;
+    d.v_count = 0;
+    d.out_count = 0;
+    d.lse_count = 0;
+    d.bias_count = 0;
+    d.query_offset = 0;
+    d.scale = 0.0f;
+    d.flags = 0;
+    d.mask = QKV_MASK_NONE;
+    d.query_pos = QKV_QUERY_POS_BOTTOM_RIGHT;
+    return d;
+}
+
+/**
+ * Attention with the best instruction set this CPU supports (qkv_detected_isa()).
+ *
+ * @param desc the call's descriptor; not kept after the call.
+ * @param q, k, v the inputs, each following the pointer contract (see the top of this file).
+ * @param out receives [q_heads][q_len][v_dim] as desc->out says.
+ * @param lse NULL, or receives the natural log of each row's softmax denominator,
+ *            [q_heads][q_len], dense.
+ * @return QKV_OK, or an error status and nothing written.
+ */
+qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q, const float *k,
+                             const float *v, float *out, float *lse);
+
+/**
+ * qkv_attention_f32() forced to the instruction set isa (a QKV_ISA_* value), for tests and
+ * benchmarks. QKV_ERR_UNKNOWN_ISA for a value that is no QKV_ISA_*, QKV_ERR_UNSUPPORTED
+ * (after every other check) for a level this CPU or build lacks.
+ */
+qkv_status qkv_attention_f32_isa(int32_t isa, const qkv_desc *desc, const float *q,
+                                 const float *k, const float *v, float *out, float *lse);
+
+/**
+ * The reference implementation: the same function computed in double precision, two-pass,
+ * with the same arguments, checks and statuses as qkv_attention_f32(). Slow; for tests.
+ */
+qkv_status qkv_reference_f32(const qkv_desc *desc, const float *q, const float *k,
+                             const float *v, float *out, float *lse);
+
+/** The QKV_ISA_* level qkv_attention_f32() uses on this CPU (detected once, cached). */
+int32_t qkv_detected_isa(void);
+
+/** 1 if the level isa is compiled in and this CPU and OS can run it, else 0 (also for an
+ *  unknown value). */
+int32_t qkv_isa_available(int32_t isa);
+
+/** The lowercase name of isa ("scalar", "avx2", "avx512", "neon"), or "unknown".
+ *  Static, NUL-terminated, never NULL. */
+const char *qkv_isa_name(int32_t isa);
+
+/** A short English description of status, or "unknown status". Static, NUL-terminated,
+ *  never NULL. */
+const char *qkv_status_str(qkv_status status);
+
+/** The version of the linked library, packed as QKV_MAKE_VERSION does; compare with
+ *  QKV_VERSION. */
+uint32_t qkv_version(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* QKV_H */

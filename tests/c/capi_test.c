@@ -1,0 +1,408 @@
+/* The C ABI from C: results against qkv_reference_f32 at every available level, and every
+ * status code reached (with out and lse left untouched on error). Run by tests/capi.rs;
+ * prints "reached <status>" for each status it saw and "PASS" at the end, exits 1 on any
+ * failure. */
+#include "qkv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+static int reached[64];
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fprintf(stderr, "\n");                                                         \
+            failures++;                                                                    \
+        }                                                                                  \
+    } while (0)
+
+static void note(qkv_status s) {
+    if (s >= 0 && s < 64) reached[s] = 1;
+}
+
+static uint32_t rng = 12345u;
+static float rnd(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((rng >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void fill(float *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) p[i] = rnd();
+}
+
+static void fill_value(float *p, size_t n, float x) {
+    size_t i;
+    for (i = 0; i < n; i++) p[i] = x;
+}
+
+static int all_equal(const float *p, size_t n, float x) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] != x) return 0;
+    return 1;
+}
+
+/* Buffers large enough for every case below. */
+#define BIG 65536
+static float Q[BIG], K[BIG], V[BIG], B[BIG];
+static float OUT[BIG], REF[BIG], LSE[4096], REF_LSE[4096];
+
+static int close_enough(float a, float b) {
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    if (isinf(a) || isinf(b)) return a == b;
+    return fabsf(a - b) <= 1e-4f + 1e-4f * fabsf(b);
+}
+
+/* Runs desc at the detected level and at every available one; compares out and lse with
+ * the reference element by element over the whole buffers (padding included). */
+static void compare(const char *name, const qkv_desc *d, int with_lse) {
+    size_t i;
+    int isa;
+    qkv_status s;
+    fill_value(REF, BIG, 3.0f);
+    fill_value(REF_LSE, 4096, 3.0f);
+    s = qkv_reference_f32(d, Q, K, V, REF, with_lse ? REF_LSE : NULL);
+    note(s);
+    CHECK(s == QKV_OK, "%s: reference: %s", name, qkv_status_str(s));
+    for (isa = -1; isa <= QKV_ISA_NEON; isa++) {
+        if (isa >= 0 && !qkv_isa_available(isa)) continue;
+        fill_value(OUT, BIG, 3.0f);
+        fill_value(LSE, 4096, 3.0f);
+        s = isa < 0 ? qkv_attention_f32(d, Q, K, V, OUT, with_lse ? LSE : NULL)
+                    : qkv_attention_f32_isa(isa, d, Q, K, V, OUT, with_lse ? LSE : NULL);
+        note(s);
+        CHECK(s == QKV_OK, "%s at %s: %s", name, isa < 0 ? "detected" : qkv_isa_name(isa),
+              qkv_status_str(s));
+        for (i = 0; i < BIG; i++) {
+            if (!close_enough(OUT[i], REF[i])) {
+                CHECK(0, "%s at %s: out[%zu] = %g, reference %g", name,
+                      isa < 0 ? "detected" : qkv_isa_name(isa), i, OUT[i], REF[i]);
+                break;
+            }
+        }
+        for (i = 0; i < 4096; i++) {
+            if (!close_enough(LSE[i], REF_LSE[i])) {
+                CHECK(0, "%s at %s: lse[%zu] = %g, reference %g", name,
+                      isa < 0 ? "detected" : qkv_isa_name(isa), i, LSE[i], REF_LSE[i]);
+                break;
+            }
+        }
+    }
+}
+
+static void results(void) {
+    qkv_desc d;
+    size_t i;
+    fill(Q, BIG);
+    fill(K, BIG);
+    fill(V, BIG);
+    fill(B, BIG);
+
+    d = qkv_desc_planar(2, 2, 7, 13, 16, 16);
+    compare("planar", &d, 1);
+
+    /* A hand-checked value: one query, keys with equal scores -> mean of the values. */
+    {
+        float q1[2] = {1.0f, 0.0f}, k1[6] = {1.0f, 5.0f, 1.0f, -5.0f, 1.0f, 0.0f};
+        float v1[6] = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}, o1[2], l1[1];
+        qkv_status s;
+        d = qkv_desc_planar(1, 1, 1, 3, 2, 2);
+        s = qkv_attention_f32(&d, q1, k1, v1, o1, l1);
+        note(s);
+        CHECK(s == QKV_OK, "mean: %s", qkv_status_str(s));
+        CHECK(fabsf(o1[0] - 3.0f) < 1e-6f && fabsf(o1[1] - 4.0f) < 1e-6f, "mean: %g %g",
+              o1[0], o1[1]);
+        CHECK(fabsf(l1[0] - (1.0f / sqrtf(2.0f) + logf(3.0f))) < 1e-5f, "mean lse: %g", l1[0]);
+    }
+
+    /* Grouped-query, causal, explicit scale, different v_dim. */
+    d = qkv_desc_planar(8, 2, 9, 21, 32, 24);
+    d.mask = QKV_MASK_CAUSAL;
+    d.flags = QKV_FLAG_SCALE;
+    d.scale = 0.3f;
+    compare("gqa causal scaled", &d, 1);
+
+    /* Interleaved [seq][heads][dim] layouts, sliding window aligned top-left. */
+    d = qkv_desc_planar(4, 4, 11, 11, 8, 8);
+    d.q.head_stride = 8;
+    d.q.row_stride = 4 * 8;
+    d.k = d.q;
+    d.v = d.q;
+    d.out = d.q;
+    d.mask = QKV_MASK_BAND;
+    d.window_left = 3;
+    d.window_right = 0;
+    d.query_pos = QKV_QUERY_POS_TOP_LEFT;
+    compare("interleaved window", &d, 1);
+
+    /* Band with an explicit negative offset, unbounded on the left, and a per-head bias
+     * with padded rows and -inf entries. */
+    d = qkv_desc_planar(3, 3, 6, 17, 12, 12);
+    d.mask = QKV_MASK_BAND;
+    d.window_left = QKV_UNBOUNDED;
+    d.window_right = 2;
+    d.query_pos = QKV_QUERY_POS_OFFSET;
+    d.query_offset = -2;
+    d.bias = B;
+    d.bias_layout.head_stride = 6 * 20;
+    d.bias_layout.row_stride = 20;
+    for (i = 0; i < 3 * 6 * 20; i += 7) B[i] = -INFINITY;
+    compare("offset band bias", &d, 1);
+
+    /* Broadcast bias, no lse, counts given explicitly (larger than needed). */
+    d = qkv_desc_planar(2, 1, 5, 9, 4, 4);
+    d.bias = B;
+    d.bias_layout.head_stride = 0;
+    d.bias_layout.row_stride = 9;
+    d.q_count = d.k_count = d.v_count = d.out_count = d.bias_count = 1000;
+    compare("broadcast bias counts", &d, 0);
+
+    /* kv_len = 0: out is 0, lse is -inf; k and v may be NULL. */
+    {
+        float o[8], l[2];
+        qkv_status s;
+        d = qkv_desc_planar(2, 2, 1, 0, 4, 4);
+        s = qkv_attention_f32(&d, Q, NULL, NULL, o, l);
+        note(s);
+        CHECK(s == QKV_OK && all_equal(o, 8, 0.0f) && isinf(l[0]) && l[0] < 0, "kv_len 0: %s",
+              qkv_status_str(s));
+    }
+    /* q_len = 0: a no-op; every pointer may be NULL. */
+    d = qkv_desc_planar(2, 2, 0, 5, 4, 4);
+    {
+        qkv_status s = qkv_attention_f32(&d, NULL, K, V, NULL, NULL);
+        note(s);
+        CHECK(s == QKV_OK, "q_len 0: %s", qkv_status_str(s));
+    }
+}
+
+/* Expects status want from every entry point (attention, reference, and each available
+ * level), with out and lse untouched. */
+static void expect_at(int line, qkv_status want, const qkv_desc *d, const float *q,
+                      const float *k, const float *v, float *out, float *lse) {
+    int isa;
+    for (isa = -2; isa <= QKV_ISA_NEON; isa++) {
+        qkv_status s;
+        if (isa >= 0 && !qkv_isa_available(isa)) continue;
+        fill_value(OUT, BIG, 7.0f);
+        fill_value(LSE, 4096, 7.0f);
+        s = isa == -2   ? qkv_reference_f32(d, q, k, v, out, lse)
+            : isa == -1 ? qkv_attention_f32(d, q, k, v, out, lse)
+                        : qkv_attention_f32_isa(isa, d, q, k, v, out, lse);
+        note(s);
+        CHECK(s == want, "line %d, entry %d: got %d (%s), want %d (%s)", line, isa, (int)s,
+              qkv_status_str(s), (int)want, qkv_status_str(want));
+        if (want != QKV_OK)
+            CHECK(all_equal(OUT, BIG, 7.0f) && all_equal(LSE, 4096, 7.0f),
+                  "line %d: an error wrote its output", line);
+    }
+}
+#define EXPECT(want, d, q, k, v, out, lse) expect_at(__LINE__, want, d, q, k, v, out, lse)
+
+static void statuses(void) {
+    qkv_desc base = qkv_desc_planar(4, 2, 5, 6, 8, 8), d;
+    int isa;
+    /* A descriptor from a "newer" caller: ours plus a tail the library does not know. */
+    struct {
+        qkv_desc d;
+        uint64_t extra[2];
+    } newer;
+
+    EXPECT(QKV_OK, &base, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.head_dim = 0;
+    EXPECT(QKV_ERR_ZERO_DIM, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.kv_heads = 0;
+    EXPECT(QKV_ERR_ZERO_DIM, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.kv_heads = 3;
+    EXPECT(QKV_ERR_HEADS_NOT_DIVISIBLE, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.q_count = 4 * 5 * 8 - 1;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.lse_count = 4 * 5 - 1;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.bias = B;
+    d.bias_layout.row_stride = 6;
+    d.bias_layout.head_stride = 30;
+    d.bias_count = 3 * 30 + 4 * 6 + 6 - 1;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.k.head_stride = SIZE_MAX / 2 + 1; /* (kv_heads - 1) * stride wraps */
+    EXPECT(QKV_ERR_OVERFLOW, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.v.row_stride = SIZE_MAX; /* (kv_len - 1) * stride overflows */
+    EXPECT(QKV_ERR_OVERFLOW, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.q.head_stride = SIZE_MAX / 8; /* fits size_t, but is more than PTRDIFF_MAX bytes */
+    EXPECT(QKV_ERR_OVERFLOW, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.out_count = SIZE_MAX; /* a count that no buffer can hold */
+    EXPECT(QKV_ERR_OVERFLOW, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.q_heads = SIZE_MAX; /* lse extent q_heads * q_len overflows */
+    d.kv_heads = 1;
+    d.q.head_stride = d.out.head_stride = 0;
+    EXPECT(QKV_ERR_OVERFLOW, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.out.row_stride = 4; /* rows of 8 floats, 4 apart */
+    EXPECT(QKV_ERR_OVERLAP, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.out.head_stride = 0;
+    EXPECT(QKV_ERR_OVERLAP, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.flags = QKV_FLAG_SCALE;
+    d.scale = INFINITY;
+    EXPECT(QKV_ERR_INVALID_SCALE, &d, Q, K, V, OUT, LSE);
+    d.scale = NAN;
+    EXPECT(QKV_ERR_INVALID_SCALE, &d, Q, K, V, OUT, LSE);
+
+    /* Some level is always missing: NEON on x86, AVX2 and AVX-512 elsewhere. */
+    for (isa = QKV_ISA_SCALAR; isa <= QKV_ISA_NEON; isa++) {
+        if (!qkv_isa_available(isa)) {
+            qkv_status s;
+            fill_value(OUT, BIG, 7.0f);
+            s = qkv_attention_f32_isa(isa, &base, Q, K, V, OUT, LSE);
+            note(s);
+            CHECK(s == QKV_ERR_UNSUPPORTED && all_equal(OUT, BIG, 7.0f), "%s: %s",
+                  qkv_isa_name(isa), qkv_status_str(s));
+            /* Other errors come first. */
+            d = base;
+            d.head_dim = 0;
+            s = qkv_attention_f32_isa(isa, &d, Q, K, V, OUT, LSE);
+            note(s);
+            CHECK(s == QKV_ERR_ZERO_DIM, "%s: %s", qkv_isa_name(isa), qkv_status_str(s));
+        }
+    }
+
+    EXPECT(QKV_ERR_NULL_POINTER, NULL, Q, K, V, OUT, LSE);
+    EXPECT(QKV_ERR_NULL_POINTER, &base, NULL, K, V, OUT, LSE);
+    EXPECT(QKV_ERR_NULL_POINTER, &base, Q, NULL, V, OUT, LSE);
+    EXPECT(QKV_ERR_NULL_POINTER, &base, Q, K, NULL, OUT, LSE);
+    EXPECT(QKV_ERR_NULL_POINTER, &base, Q, K, V, NULL, LSE);
+
+    EXPECT(QKV_ERR_MISALIGNED, &base, (const float *)((const char *)Q + 1), K, V, OUT, LSE);
+    EXPECT(QKV_ERR_MISALIGNED, &base, Q, K, V, (float *)((char *)OUT + 2), LSE);
+    EXPECT(QKV_ERR_MISALIGNED, &base, Q, K, V, OUT, (float *)((char *)LSE + 3));
+
+    EXPECT(QKV_ERR_ALIASING, &base, OUT, K, V, OUT, LSE);      /* in place: out = q */
+    EXPECT(QKV_ERR_ALIASING, &base, Q, K, OUT + 100, OUT, LSE); /* v inside out */
+    EXPECT(QKV_ERR_ALIASING, &base, Q, K, V, OUT, OUT + 4 * 5 * 8 - 1); /* lse meets out */
+    EXPECT(QKV_ERR_ALIASING, &base, Q, K, V, OUT, K);
+    d = base;
+    d.bias = OUT;
+    d.bias_layout.row_stride = 6;
+    EXPECT(QKV_ERR_ALIASING, &d, Q, K, V, OUT, LSE);
+    /* Inputs may share memory. */
+    EXPECT(QKV_OK, &base, Q, Q, Q, OUT, LSE);
+
+    d = base;
+    d.struct_size = 0;
+    EXPECT(QKV_ERR_STRUCT_SIZE, &d, Q, K, V, OUT, LSE);
+    d.struct_size = QKV_DESC_SIZE_V1 - 1;
+    EXPECT(QKV_ERR_STRUCT_SIZE, &d, Q, K, V, OUT, LSE);
+    d.struct_size = QKV_DESC_MAX_SIZE + 1;
+    EXPECT(QKV_ERR_STRUCT_SIZE, &d, Q, K, V, OUT, LSE);
+    d.struct_size = SIZE_MAX;
+    EXPECT(QKV_ERR_STRUCT_SIZE, &d, Q, K, V, OUT, LSE);
+    newer.d = base;
+    newer.d.struct_size = sizeof newer;
+    newer.extra[0] = 0;
+    newer.extra[1] = 0;
+    EXPECT(QKV_OK, &newer.d, Q, K, V, OUT, LSE); /* unknown tail, all zero: accepted */
+    newer.extra[1] = 1;
+    EXPECT(QKV_ERR_STRUCT_SIZE, &newer.d, Q, K, V, OUT, LSE); /* nonzero: refused */
+    /* The descriptor need not be aligned. */
+    {
+        static unsigned char raw[sizeof(qkv_desc) + 1];
+        memcpy(raw + 1, &base, sizeof base);
+        EXPECT(QKV_OK, (const qkv_desc *)(const void *)(raw + 1), Q, K, V, OUT, LSE);
+    }
+
+    d = base;
+    d.flags = 2;
+    EXPECT(QKV_ERR_UNKNOWN_FLAGS, &d, Q, K, V, OUT, LSE);
+    d.flags = 0x80000000u | QKV_FLAG_SCALE;
+    EXPECT(QKV_ERR_UNKNOWN_FLAGS, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.mask = 3;
+    EXPECT(QKV_ERR_UNKNOWN_MASK, &d, Q, K, V, OUT, LSE);
+    d.mask = -1;
+    EXPECT(QKV_ERR_UNKNOWN_MASK, &d, Q, K, V, OUT, LSE);
+
+    d = base;
+    d.mask = QKV_MASK_CAUSAL;
+    d.query_pos = 3;
+    EXPECT(QKV_ERR_UNKNOWN_QUERY_POS, &d, Q, K, V, OUT, LSE);
+    d.query_pos = INT32_MIN;
+    EXPECT(QKV_ERR_UNKNOWN_QUERY_POS, &d, Q, K, V, OUT, LSE);
+
+    {
+        int32_t bad[4] = {-1, 4, 255, INT32_MAX};
+        int j;
+        for (j = 0; j < 4; j++) {
+            qkv_status s;
+            fill_value(OUT, BIG, 7.0f);
+            s = qkv_attention_f32_isa(bad[j], &base, Q, K, V, OUT, LSE);
+            note(s);
+            CHECK(s == QKV_ERR_UNKNOWN_ISA && all_equal(OUT, BIG, 7.0f), "isa %d: %s",
+                  (int)bad[j], qkv_status_str(s));
+            CHECK(!qkv_isa_available(bad[j]), "isa %d available", (int)bad[j]);
+            CHECK(strcmp(qkv_isa_name(bad[j]), "unknown") == 0, "isa %d named", (int)bad[j]);
+        }
+    }
+
+    /* QKV_ERR_INTERNAL is unreachable by design; it and every other code has a text. */
+    {
+        int s;
+        for (s = QKV_OK; s <= QKV_ERR_INTERNAL; s++)
+            CHECK(strcmp(qkv_status_str(s), "unknown status") != 0, "status %d", s);
+        CHECK(strcmp(qkv_status_str(QKV_ERR_INTERNAL + 1), "unknown status") == 0, "17");
+        CHECK(strcmp(qkv_status_str(-1), "unknown status") == 0, "-1");
+    }
+}
+
+static void isas(void) {
+    int32_t best = qkv_detected_isa();
+    CHECK(qkv_isa_available(best), "detected %d not available", (int)best);
+    CHECK(qkv_isa_available(QKV_ISA_SCALAR), "scalar not available");
+    CHECK(strcmp(qkv_isa_name(QKV_ISA_SCALAR), "scalar") == 0, "scalar name");
+    CHECK(strcmp(qkv_isa_name(QKV_ISA_AVX2), "avx2") == 0, "avx2 name");
+    CHECK(strcmp(qkv_isa_name(QKV_ISA_AVX512), "avx512") == 0, "avx512 name");
+    CHECK(strcmp(qkv_isa_name(QKV_ISA_NEON), "neon") == 0, "neon name");
+    printf("detected isa: %s\n", qkv_isa_name(best));
+}
+
+int main(void) {
+    int s;
+    CHECK(qkv_version() == QKV_VERSION, "library %x, header %x", (unsigned)qkv_version(),
+          (unsigned)QKV_VERSION);
+    isas();
+    results();
+    statuses();
+    for (s = 0; s < 64; s++)
+        if (reached[s]) printf("reached %d\n", s);
+    if (failures) {
+        printf("FAILED: %d checks\n", failures);
+        return 1;
+    }
+    printf("PASS\n");
+    return 0;
+}

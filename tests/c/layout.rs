@@ -1,0 +1,107 @@
+//! Prints the ABI facts of `qkv::capi` as Rust sees them, in the format of `layout.c`.
+//! Compiled by tests/capi.rs with `rustc --extern qkv=...` against the rlib built with the
+//! `capi` feature; the two outputs must be identical.
+
+use core::mem::{align_of, offset_of, size_of, size_of_val};
+use qkv::capi::*;
+
+macro_rules! desc {
+    ($($f:ident),* $(,)?) => {{
+        let d = QkvDesc::default();
+        $(
+            println!("offset qkv_desc.{} {}", stringify!($f), offset_of!(QkvDesc, $f));
+            println!("fieldsize qkv_desc.{} {}", stringify!($f), size_of_val(&d.$f));
+        )*
+    }};
+}
+
+macro_rules! value {
+    ($($v:ident),* $(,)?) => {
+        $( println!("value {} {}", stringify!($v), $v as i64); )*
+    };
+}
+
+fn main() {
+    println!("size qkv_layout {}", size_of::<QkvLayout>());
+    println!("align qkv_layout {}", align_of::<QkvLayout>());
+    println!(
+        "offset qkv_layout.head_stride {}",
+        offset_of!(QkvLayout, head_stride)
+    );
+    println!(
+        "offset qkv_layout.row_stride {}",
+        offset_of!(QkvLayout, row_stride)
+    );
+
+    println!("size qkv_desc {}", size_of::<QkvDesc>());
+    println!("align qkv_desc {}", align_of::<QkvDesc>());
+    desc!(
+        struct_size,
+        q_heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        head_dim,
+        v_dim,
+        q,
+        k,
+        v,
+        out,
+        window_left,
+        window_right,
+        bias,
+        bias_layout,
+        q_count,
+        k_count,
+        v_count,
+        out_count,
+        lse_count,
+        bias_count,
+        query_offset,
+        scale,
+        flags,
+        mask,
+        query_pos,
+    );
+    println!("size qkv_status {}", size_of::<QkvStatus>());
+
+    value!(
+        QKV_OK,
+        QKV_ERR_ZERO_DIM,
+        QKV_ERR_HEADS_NOT_DIVISIBLE,
+        QKV_ERR_TOO_SHORT,
+        QKV_ERR_OVERFLOW,
+        QKV_ERR_OVERLAP,
+        QKV_ERR_INVALID_SCALE,
+        QKV_ERR_UNSUPPORTED,
+        QKV_ERR_NULL_POINTER,
+        QKV_ERR_MISALIGNED,
+        QKV_ERR_ALIASING,
+        QKV_ERR_STRUCT_SIZE,
+        QKV_ERR_UNKNOWN_FLAGS,
+        QKV_ERR_UNKNOWN_MASK,
+        QKV_ERR_UNKNOWN_QUERY_POS,
+        QKV_ERR_UNKNOWN_ISA,
+        QKV_ERR_INTERNAL,
+        QKV_MASK_NONE,
+        QKV_MASK_CAUSAL,
+        QKV_MASK_BAND,
+        QKV_QUERY_POS_BOTTOM_RIGHT,
+        QKV_QUERY_POS_TOP_LEFT,
+        QKV_QUERY_POS_OFFSET,
+        QKV_ISA_SCALAR,
+        QKV_ISA_AVX2,
+        QKV_ISA_AVX512,
+        QKV_ISA_NEON,
+        QKV_FLAG_SCALE,
+    );
+    println!(
+        "value QKV_UNBOUNDED == SIZE_MAX {}",
+        (QKV_UNBOUNDED == usize::MAX) as i64
+    );
+    value!(QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE, QKV_VERSION);
+    // QKV_VERSION comes from Cargo.toml's version, so this checks the header's macros too.
+    println!("value QKV_VERSION_MAJOR {}", QKV_VERSION >> 16);
+    println!("value QKV_VERSION_MINOR {}", (QKV_VERSION >> 8) & 0xff);
+    println!("value QKV_VERSION_PATCH {}", QKV_VERSION & 0xff);
+}
