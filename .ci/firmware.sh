@@ -53,5 +53,7 @@ base=$(text "$out/baseline.elf")
 echo "== largest symbols"
 arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/firmware.elf" |
 	awk '$3 ~ /[tTwW]/' | tail -8
-echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf, release): $((full - base)) bytes of .text" \
+profile="release${CARGO_PROFILE_RELEASE_OPT_LEVEL:+, opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL}"
+profile+="${CARGO_PROFILE_RELEASE_LTO:+, lto $CARGO_PROFILE_RELEASE_LTO}"
+echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf, $profile): $((full - base)) bytes of .text" \
 	"($full with the C program, $base without qkv)"
