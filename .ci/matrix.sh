@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# The verification matrix of qkv (issue 6), the part that .ci/run does not run itself:
+#
+#   fuzz/<target>  every fuzz target (`cargo fuzz list`) for QKV_FUZZ_SECONDS (default 60)
+#                  on nightly, from its seed corpus fuzz/corpus/<target>
+#   x86-scalar     the test suite under `qemu-x86_64 -cpu Nehalem` (no AVX): dispatch falls
+#                  back to the scalar path (CROSS_EXPECT_ARCH=scalar), via cross-check
+#   miri           the test suite under Miri (scalar and emulated-lane paths), via cross-check
+#   avx512-exec    tests/avx512.rs, built static for x86_64-unknown-linux-musl, executed on an
+#                  emulated Skylake-X (Bochs) by avx512-emu, with the AVX-512 level forced and
+#                  required (CROSS_REQUIRE_AVX512=1, CROSS_EXPECT_ARCH=x86-v4)
+#
+# .ci/run runs cross-check's default steps (NEON under qemu, no_std builds, the AVX-512
+# compile check) itself; they are not repeated here.
+#
+# Runs from the repository root (any cwd works) on a fresh Debian 12 machine as root,
+# installing what it needs; ../shared must be beside the checkout (or set QKV_SHARED).
+# Every step runs even if an earlier one failed; each prints its time, a summary comes
+# last, and the exit status is 1 if any step failed.
+#
+# Environment:
+#   QKV_FUZZ_SECONDS   seconds per fuzz target (default 60)
+#   QKV_MATRIX_STEPS   steps to run, comma-separated, of: fuzz x86-scalar miri avx512-exec
+#                      (default: all four)
+#   QKV_SHARED         the shared tools folder (default ../shared)
+#   AVX512EMU_TIMEOUT  limit for the emulator run in seconds (default 600)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+FUZZ_SECONDS=${QKV_FUZZ_SECONDS:-60}
+STEPS=${QKV_MATRIX_STEPS:-fuzz,x86-scalar,miri,avx512-exec}
+SHARED=$(cd "${QKV_SHARED:-../shared}" && pwd)
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/qkv-matrix.XXXXXX")
+trap 'rm -rf "$LOGS"' EXIT
+
+SUDO=
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi
+
+say() { printf 'matrix: %s\n' "$*"; }
+
+# ------------------------------------------------------------------ installs
+need_apt() {
+	local p missing=()
+	for p in "$@"; do
+		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	say "apt-get install ${missing[*]}"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_target() {
+	local t
+	for t in "$@"; do
+		if ! rustup target list --installed | grep -qx "$t"; then
+			say "rustup target add $t"
+			rustup target add "$t"
+		fi
+	done
+}
+
+need_nightly() {
+	if ! cargo +nightly --version >/dev/null 2>&1; then
+		say "rustup toolchain install nightly"
+		rustup toolchain install nightly --profile minimal
+	fi
+}
+
+need_cargo_fuzz() {
+	need_nightly
+	if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+		say "cargo install cargo-fuzz --locked"
+		cargo install cargo-fuzz --locked
+	fi
+}
+
+# ------------------------------------------------------------------ steps
+# One fuzz target for FUZZ_SECONDS from its seed corpus. New corpus entries land in
+# fuzz/corpus/<target>/ (git-ignored); a crash leaves fuzz/artifacts/<target>/crash-* and
+# fails the step.
+step_fuzz() {
+	local t=$1
+	need_cargo_fuzz
+	mkdir -p "fuzz/corpus/$t"
+	cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
+		-max_total_time="$FUZZ_SECONDS" -timeout=30 -print_final_stats=1 2>&1 |
+		grep -Ev '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)|NEW_FUNC' |
+		tee "$LOGS/fuzz-$t.log"
+	grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$LOGS/fuzz-$t.log" |
+		sed "s/^/matrix: fuzz\/$t /"
+}
+
+step_x86_scalar() {
+	CROSS_STEPS=x86-scalar "$SHARED/tools/cross-check"
+}
+
+step_miri() {
+	CROSS_STEPS=miri "$SHARED/tools/cross-check"
+}
+
+# tests/avx512.rs on an emulated AVX-512 CPU. Its tests all have `avx512` in their names,
+# force Isa::Avx512, fail (rather than skip) under CROSS_REQUIRE_AVX512=1 when the level is
+# unavailable, and assert under CROSS_EXPECT_ARCH=x86-v4 that detection picked it.
+step_avx512_exec() {
+	local target=x86_64-unknown-linux-musl bin log=$LOGS/avx512-emu.log
+	need_target "$target"
+	cargo test --release --no-run --target "$target" --test avx512 2>&1 | tee "$LOGS/avx512-build.log"
+	bin=$(sed -n 's/^ *Executable tests\/avx512\.rs (\(.*\))$/\1/p' "$LOGS/avx512-build.log" | tail -1)
+	if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+		say "no executable for tests/avx512.rs in the cargo output"
+		return 1
+	fi
+	say "running $bin on the emulated AVX-512 CPU"
+	# The guest gets only the variables AVX512EMU_PASSENV names.
+	AVX512EMU_PASSENV="RUST_BACKTRACE RUST_TEST_THREADS CROSS_REQUIRE_AVX512 CROSS_EXPECT_ARCH" \
+		AVX512EMU_TIMEOUT=${AVX512EMU_TIMEOUT:-600} \
+		RUST_BACKTRACE=1 RUST_TEST_THREADS=1 \
+		CROSS_REQUIRE_AVX512=1 CROSS_EXPECT_ARCH=x86-v4 \
+		"$SHARED/tools/avx512-emu" "$bin" avx512 --test-threads=1 2>&1 | tee "$log"
+	# avx512-emu exits with the binary's status; also check that the guest really had
+	# AVX-512 and that tests ran and passed (a filter matching nothing would pass too).
+	grep -q '^AVX512EMU-BEGIN.*avx512f' "$log" || {
+		say "the guest CPU did not report avx512f"
+		return 1
+	}
+	local passed
+	passed=$(sed -n 's/^test result: ok\. \([0-9]*\) passed; 0 failed.*/\1/p' "$log" | tail -1)
+	if [ -z "$passed" ] || [ "$passed" -lt 1 ]; then
+		say "no passing avx512 tests in the guest output"
+		return 1
+	fi
+	if grep -q 'skipped: no AVX-512 here' "$log"; then
+		say "a test skipped for lack of AVX-512"
+		return 1
+	fi
+	say "avx512: $passed tests passed on the emulated AVX-512 CPU"
+}
+
+# ------------------------------------------------------------------ driver
+SUMMARY=()
+FAILED=0
+START=$(date +%s)
+run_step() {
+	local name=$1 start rc status
+	shift
+	start=$(date +%s)
+	printf '\n======== matrix: %s ========\n' "$name"
+	set +e
+	(
+		set -euo pipefail
+		"$@"
+	)
+	rc=$?
+	set -e
+	if [ $rc -eq 0 ]; then status=PASS; else
+		status="FAIL (exit $rc)"
+		FAILED=$((FAILED + 1))
+	fi
+	SUMMARY+=("$(printf '%-22s %-14s %4ss' "$name" "$status" "$(($(date +%s) - start))")")
+	say "$name: $status in $(($(date +%s) - start))s"
+}
+
+IFS=', ' read -r -a STEP_LIST <<<"$STEPS"
+for s in "${STEP_LIST[@]}"; do
+	case $s in
+	fuzz)
+		if need_cargo_fuzz; then
+			mapfile -t targets < <(cargo +nightly fuzz list)
+		else
+			targets=()
+			SUMMARY+=("fuzz: FAIL (no cargo-fuzz)")
+			FAILED=$((FAILED + 1))
+		fi
+		for t in "${targets[@]}"; do run_step "fuzz/$t" step_fuzz "$t"; done
+		;;
+	x86-scalar) run_step x86-scalar step_x86_scalar ;;
+	miri) run_step miri step_miri ;;
+	avx512-exec) run_step avx512-exec step_avx512_exec ;;
+	*)
+		say "unknown step '$s' (known: fuzz x86-scalar miri avx512-exec)"
+		exit 2
+		;;
+	esac
+done
+
+printf '\n======== matrix summary (%ss in all) ========\n' "$(($(date +%s) - START))"
+for l in "${SUMMARY[@]}"; do printf '  %s\n' "$l"; done
+say "$FAILED failed"
+[ "$FAILED" -eq 0 ]

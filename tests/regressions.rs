@@ -1,0 +1,196 @@
+//! Every input the fuzz targets (`fuzz/`) ever failed on, replayed through the same checks,
+//! plus each bug they found written out as a plain test.
+//!
+//! The checks are the fuzz crate's own modules, included by path: `fuzz/src/differential.rs`
+//! (every level against the reference), `fuzz/src/api.rs` (arbitrary shapes, strides and
+//! lengths give `Ok` or a typed error and write nothing outside the output rows) and
+//! `fuzz/src/exp_check.rs` (`exp` within its documented bound). The replayed inputs are the
+//! seed corpus `fuzz/corpus/<target>/seed-*` and `fuzz/regressions/<target>/*`.
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/bytes.rs"]
+mod bytes;
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/differential.rs"]
+mod differential;
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/api.rs"]
+mod api;
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/exp_check.rs"]
+mod exp_check;
+
+#[cfg(feature = "capi")]
+#[allow(dead_code)]
+#[path = "../fuzz/src/capi_check.rs"]
+mod capi_check;
+
+use std::path::Path;
+
+use qkv::{Bias, Emulated, Isa, Params, Shape};
+
+/// Runs `check` on every seed and every recorded failure of `target`; returns how many.
+fn replay(target: &str, check: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for (dir, prefix) in [("corpus", "seed-"), ("regressions", "")] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries
+            .map(|e| e.expect("readable directory").path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(prefix) && !f.starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let data = std::fs::read(&path).expect("readable input");
+            println!("{}", path.display());
+            check(&data);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
+fn differential_seeds_and_regressions() {
+    assert!(replay("differential", differential::run) > 0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
+fn api_seeds_and_regressions() {
+    assert!(replay("api", api::run) > 0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
+fn exp_seeds_and_regressions() {
+    assert!(replay("exp", exp_check::run) > 0);
+}
+
+#[test]
+#[cfg(feature = "capi")]
+#[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
+fn capi_seeds_and_regressions() {
+    assert!(replay("capi", capi_check::run) > 0);
+}
+
+/// Every level and emulated width on `p`, with `lse`.
+fn outputs(p: &Params, q: &[f32], k: &[f32], v: &[f32], out_len: usize) -> Vec<(String, Vec<f32>)> {
+    let mut r = vec![];
+    let lse_len = p.shape.q_heads * p.shape.q_len;
+    for isa in Isa::available() {
+        let (mut out, mut lse) = (vec![0.0; out_len], vec![0.0; lse_len]);
+        isa.attention(p, q, k, v, &mut out, Some(&mut lse)).unwrap();
+        r.push((format!("{isa}"), out));
+    }
+    for e in Emulated::ALL {
+        let (mut out, mut lse) = (vec![0.0; out_len], vec![0.0; lse_len]);
+        e.attention(p, q, k, v, &mut out, Some(&mut lse)).unwrap();
+        r.push((format!("{e:?}"), out));
+    }
+    r
+}
+
+/// Found by the differential target (`fuzz/regressions/differential/bias-1e10`).
+///
+/// `tolerance::output_bound` takes `score_abs` = the largest `|scale|·Σ|q_d k_d|`, but the
+/// kernel's `f32` score `scale·q·k + bias` also rounds against `|bias|`: here both scores are
+/// `1e10` in `f32` (its ulp is 1024), so every `f32` kernel gives the two keys equal weights
+/// (0.5) where the reference gives `e/(1 + e)` = 0.731, far outside the documented bound
+/// (about 1e-6). Scores of 1e10 are well inside "representable in f32". The fix is in the
+/// bound's documentation (count `|bias|` in `score_abs`), not in the kernel.
+#[test]
+#[ignore = "tolerance::output_bound omits |bias| from score_abs; un-ignore when fixed"]
+fn bias_magnitude_is_not_in_the_documented_bound() {
+    let q = [1.0f32];
+    let k = [0.0f32, 1.0];
+    let v = [0.0f32, 1.0];
+    let bias = [1e10f32, 1e10];
+    let p = Params::new(Shape::new(1, 1, 2, 1))
+        .with_scale(1.0)
+        .with_bias(Bias::broadcast(&bias, 2));
+    let mut want = [0.0f32];
+    qkv::reference::attention(&p, &q, &k, &v, &mut want, None).unwrap();
+    // score_abs = |scale|·max_j |q·k_j| = 1, v_abs = 1.
+    let bound = qkv::tolerance::output_bound(1.0, 1.0, 1, 2);
+    for (who, got) in outputs(&p, &q, &k, &v, 1) {
+        assert!(
+            (got[0] - want[0]).abs() <= bound,
+            "{who}: {} vs reference {}, documented bound {bound}",
+            got[0],
+            want[0]
+        );
+    }
+}
+
+/// Found by the api target (`fuzz/regressions/api/params-new-overflow`).
+///
+/// `Params::new` (through `Layout::planar`) and `Params::interleaved` (through
+/// `Layout::interleaved`) multiply sizes unchecked, so with overflow checks on (debug builds,
+/// `cargo test`) a huge shape panics instead of reaching `validate`'s `Error::Overflow`;
+/// in release the stride silently wraps. The crate promises no panics on any input.
+#[test]
+#[ignore = "Layout::planar/interleaved overflow on huge shapes; un-ignore when fixed"]
+fn params_new_with_huge_shape_does_not_panic() {
+    let shape = Shape::new(1, usize::MAX, 2, 2);
+    let p = Params::new(shape);
+    assert!(p.validate(&[], &[], &[], &[], None).is_err());
+    let shape = Shape::new(usize::MAX / 2, 3, 3, 4);
+    let p = Params::new(Shape::new(1, 1, 1, 1)).interleaved();
+    let p = Params { shape, ..p }.interleaved();
+    assert!(p.validate(&[], &[], &[], &[], None).is_err());
+}
+
+/// Found by the capi target (`fuzz/regressions/capi/huge-q-len`).
+///
+/// The same overflow through the C ABI: `run` in `src/capi.rs` builds `Params::new(shape)`
+/// before setting the caller's layouts, so with overflow checks on (debug builds, `cargo
+/// test`) a descriptor with `q_len · head_dim` beyond `usize::MAX` panics there; the panic is
+/// caught and returned as `QKV_ERR_INTERNAL` ("never returned by a correct build") instead of
+/// `QKV_ERR_OVERFLOW`. Without `std` (firmware) it reaches the panic handler.
+#[test]
+#[cfg(feature = "capi")]
+#[ignore = "Params::new overflows inside the C ABI; un-ignore when fixed"]
+fn capi_huge_shape_is_not_an_internal_error() {
+    use qkv::capi::*;
+    let zero = QkvLayout {
+        head_stride: 0,
+        row_stride: 0,
+    };
+    let d = QkvDesc {
+        q: zero,
+        k: zero,
+        v: zero,
+        out: zero,
+        q_count: 4,
+        k_count: 4,
+        v_count: 4,
+        out_count: 4,
+        ..QkvDesc::planar(1, 1, usize::MAX, 1, 2, 2)
+    };
+    let (q, k, v) = ([0.0f32; 4], [0.0f32; 4], [0.0f32; 4]);
+    let mut out = [0.0f32; 4];
+    // SAFETY: every buffer holds the 4 floats its count field says.
+    let status = unsafe {
+        qkv_attention_f32(
+            &d,
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            out.as_mut_ptr(),
+            core::ptr::null_mut(),
+        )
+    };
+    // `out` rows of 2 floats at a row stride of 0 overlap.
+    assert_eq!(status, QKV_ERR_OVERLAP);
+}
