@@ -144,8 +144,14 @@ fn random_splits_merge_to_one_shot_and_reference() {
     let mut rng = Rng(50);
     let cases = if cfg!(miri) { 2 } else { 150 };
     for n in 0..cases {
-        let max_len = if n % 5 == 0 { 140 } else { 40 };
-        let case = Case::random(&mut rng, max_len, 24);
+        let (max_len, max_dim) = if cfg!(miri) {
+            (6, 6)
+        } else if n % 5 == 0 {
+            (140, 24)
+        } else {
+            (40, 24)
+        };
+        let case = Case::random(&mut rng, max_len, max_dim);
         let want = one_shot(&case, None);
         for runner in Runner::all() {
             let parts = rng.range(1, 5);
@@ -187,7 +193,7 @@ fn one_partial_over_everything_is_the_one_shot_call_exactly() {
     let mut rng = Rng(51);
     let cases = if cfg!(miri) { 2 } else { 60 };
     for _ in 0..cases {
-        let case = Case::random(&mut rng, 70, 20);
+        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 70 }, 20);
         for runner in Runner::all() {
             let got = partial(&case, level(runner), 0..case.shape.kv_len);
             let want = one_shot(&case, Some(runner));
@@ -207,7 +213,7 @@ fn merge_is_commutative_exactly_and_associative_within_tolerance() {
     let mut rng = Rng(52);
     let cases = if cfg!(miri) { 2 } else { 80 };
     for _ in 0..cases {
-        let case = Case::random(&mut rng, 50, 16);
+        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 50 }, 16);
         let lvl = level(rng.pick(&Runner::all()));
         let r = split_points(&mut rng, case.shape.kv_len, 3);
         let (a, b, c) = (
