@@ -318,6 +318,32 @@ const char *qkv_status_str(qkv_status status);
  *  QKV_VERSION. */
 uint32_t qkv_version(void);
 
+/* ---- Split-KV (flash-decoding): src/capi_split.rs, docs/streaming.md ---------------- */
+
+/**
+ * Attention over the keys key_start..key_end (end excluded) of the problem desc describes:
+ * out is normalised over the included keys of that range and lse (required,
+ * [q_heads][q_len]) receives their log-sum-exp; a row with no key in the range gets out 0
+ * and lse -INFINITY. Masks keep absolute key positions and the bias is read at the range's
+ * columns. q, k, v, bias and out are those of the whole problem (same pointer contract as
+ * qkv_attention_f32(), lse treated like out). A range outside 0..kv_len, or with
+ * key_start > key_end, is QKV_ERR_TOO_SHORT. Nothing is written on error.
+ */
+qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q, const float *k,
+                           const float *v, size_t key_start, size_t key_end, float *out,
+                           float *lse);
+
+/**
+ * Joins the partial (out_b, lse_b) into (out_a, lse_a), so that a holds the result over
+ * both (disjoint) key ranges: with m = max(lse_a, lse_b), w = exp(lse - m),
+ * out = (w_a out_a + w_b out_b) / (w_a + w_b), lse = m + log(w_a + w_b). A -INFINITY lse
+ * contributes nothing; NaN propagates. Only desc's shape, out layout, out_count and
+ * lse_count are used: both outs have the out layout, both lse are [q_heads][q_len].
+ * out_a and lse_a must not overlap each other or out_b/lse_b. Nothing is written on error.
+ */
+qkv_status qkv_merge_f32(const qkv_desc *desc, float *out_a, float *lse_a,
+                         const float *out_b, const float *lse_b);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

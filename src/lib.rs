@@ -55,6 +55,8 @@ extern crate std;
 
 #[cfg(feature = "capi")]
 pub mod capi;
+#[cfg(feature = "capi")]
+pub mod capi_split;
 mod error;
 pub mod exp;
 mod isa;

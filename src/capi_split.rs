@@ -1,0 +1,371 @@
+//! The C ABI of split-KV (feature `capi`): [`qkv_partial_f32`] and [`qkv_merge_f32`], declared
+//! at the end of `include/qkv.h`. They take the same [`QkvDesc`], return the same
+//! [`QkvStatus`] codes and follow the same [pointer contract](crate::capi#the-pointer-contract)
+//! as [`qkv_attention_f32`](crate::capi::qkv_attention_f32), so a `no_std` caller can spread
+//! one long decode over its own threads or cores: one partial per key range, then merges.
+//!
+//! A key range outside `0..=kv_len` (or with `key_start > key_end`) is reported as
+//! [`QKV_ERR_TOO_SHORT`]: the keys it names are not in the tensors the descriptor describes.
+
+use core::mem::size_of;
+use core::ptr;
+
+use crate::capi::{
+    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_ERR_ALIASING, QKV_ERR_INTERNAL, QKV_ERR_MISALIGNED,
+    QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_STRUCT_SIZE, QKV_ERR_TOO_SHORT,
+    QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK, QKV_ERR_UNKNOWN_QUERY_POS, QKV_FLAG_SCALE,
+    QKV_KNOWN_FLAGS, QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_OK,
+    QKV_QUERY_POS_BOTTOM_RIGHT, QKV_QUERY_POS_OFFSET, QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED,
+    QkvDesc, QkvLayout, QkvStatus, error_status,
+};
+use crate::{Bias, Error, Layout, Mask, Params, QueryPos, Shape, split};
+
+/// The status of an [`Error`], with [`Error::KeyRange`] as [`QKV_ERR_TOO_SHORT`].
+fn status(e: Error) -> QkvStatus {
+    match e {
+        Error::KeyRange { .. } => QKV_ERR_TOO_SHORT,
+        e => error_status(e),
+    }
+}
+
+/// Copies the caller's descriptor, whatever its version, as `qkv_attention_f32` does.
+///
+/// # Safety
+/// `desc` is NULL or points to at least `struct_size` readable bytes (any alignment).
+unsafe fn read_desc(desc: *const QkvDesc) -> Result<QkvDesc, QkvStatus> {
+    if desc.is_null() {
+        return Err(QKV_ERR_NULL_POINTER);
+    }
+    // SAFETY: every version begins with `struct_size` and holds at least that many bytes;
+    // `read_unaligned` needs no alignment.
+    let size = unsafe { ptr::read_unaligned(desc.cast::<usize>()) };
+    if !(QKV_DESC_SIZE_V1..=QKV_DESC_MAX_SIZE).contains(&size) {
+        return Err(QKV_ERR_STRUCT_SIZE);
+    }
+    let known = size_of::<QkvDesc>();
+    let mut d = QkvDesc::default();
+    // SAFETY: `desc` holds `size` readable bytes, `d` is `known` bytes, so both are valid for
+    // `min(size, known)` bytes; every field is an integer, float or raw pointer, for which
+    // any initialized bytes are valid; `d` is local, so they do not overlap.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            desc.cast::<u8>(),
+            (&raw mut d).cast::<u8>(),
+            size.min(known),
+        )
+    };
+    for i in known..size {
+        // SAFETY: `i < size`, and the caller guarantees `size` readable bytes.
+        if unsafe { desc.cast::<u8>().add(i).read() } != 0 {
+            return Err(QKV_ERR_STRUCT_SIZE);
+        }
+    }
+    Ok(d)
+}
+
+fn layout(l: QkvLayout) -> Layout {
+    Layout {
+        head_stride: l.head_stride,
+        row_stride: l.row_stride,
+    }
+}
+
+fn shape(d: &QkvDesc) -> Shape {
+    Shape {
+        q_heads: d.q_heads,
+        kv_heads: d.kv_heads,
+        q_len: d.q_len,
+        kv_len: d.kv_len,
+        head_dim: d.head_dim,
+        v_dim: d.v_dim,
+    }
+}
+
+/// The mask the descriptor describes, checking flags, mask kind and query position.
+fn mask(d: &QkvDesc) -> Result<Mask, QkvStatus> {
+    if d.flags & !QKV_KNOWN_FLAGS != 0 {
+        return Err(QKV_ERR_UNKNOWN_FLAGS);
+    }
+    let query_pos = match d.query_pos {
+        QKV_QUERY_POS_BOTTOM_RIGHT => QueryPos::BottomRight,
+        QKV_QUERY_POS_TOP_LEFT => QueryPos::TopLeft,
+        QKV_QUERY_POS_OFFSET => QueryPos::Offset(d.query_offset),
+        _ => return Err(QKV_ERR_UNKNOWN_QUERY_POS),
+    };
+    let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
+    match d.mask {
+        QKV_MASK_NONE => Ok(Mask::NONE),
+        QKV_MASK_CAUSAL => Ok(Mask::causal().aligned(query_pos)),
+        QKV_MASK_BAND => Ok(Mask {
+            left: side(d.window_left),
+            right: side(d.window_right),
+            query_pos,
+        }),
+        _ => Err(QKV_ERR_UNKNOWN_MASK),
+    }
+}
+
+/// `(heads-1)·head_stride + (rows-1)·row_stride + cols`, 0 if any count is 0, `None` on
+/// overflow.
+fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
+    if heads == 0 || rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (heads - 1)
+        .checked_mul(l.head_stride)?
+        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
+        .checked_add(cols)
+}
+
+/// The most `f32`s one buffer can hold: `PTRDIFF_MAX` bytes.
+const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
+
+/// One tensor argument and the number of floats it is taken to hold.
+#[derive(Clone, Copy)]
+struct Buf {
+    ptr: *const f32,
+    len: usize,
+}
+
+impl Buf {
+    /// `len` is `count` if nonzero, else the extent; checks it, then the pointer.
+    fn new(ptr: *const f32, count: usize, extent: Option<usize>) -> Result<Buf, QkvStatus> {
+        let len = match count {
+            0 => extent.ok_or(QKV_ERR_OVERFLOW)?,
+            n => n,
+        };
+        if len > MAX_LEN {
+            return Err(QKV_ERR_OVERFLOW);
+        }
+        if len != 0 {
+            if ptr.is_null() {
+                return Err(QKV_ERR_NULL_POINTER);
+            }
+            if !ptr.is_aligned() {
+                return Err(QKV_ERR_MISALIGNED);
+            }
+        }
+        Ok(Buf { ptr, len })
+    }
+
+    /// Whether the two buffers share a byte.
+    fn overlaps(self, other: Buf) -> bool {
+        if self.len == 0 || other.len == 0 {
+            return false;
+        }
+        let (a, b) = (self.ptr as usize, other.ptr as usize);
+        let a_end = a.saturating_add(self.len * size_of::<f32>());
+        let b_end = b.saturating_add(other.len * size_of::<f32>());
+        a < b_end && b < a_end
+    }
+
+    /// # Safety
+    /// `ptr` points to `len` initialized floats that nothing writes during `'a`.
+    unsafe fn slice<'a>(self) -> &'a [f32] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: non-NULL and aligned (checked in `new`), `len` floats readable and not
+        // written while the slice lives (the caller's contract), `len·4 ≤ isize::MAX`.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// # Safety
+    /// `ptr` points to `len` writable floats that nothing else accesses during `'a`.
+    unsafe fn slice_mut<'a>(self) -> &'a mut [f32] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: non-NULL and aligned (checked in `new`), writable and unaliased for `len`
+        // floats (the caller's contract; the call's other buffers were checked disjoint).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast_mut(), self.len) }
+    }
+}
+
+/// Runs `f`, turning a panic into [`QKV_ERR_INTERNAL`] where `std` can catch it.
+fn guard(f: impl FnOnce() -> QkvStatus) -> QkvStatus {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).unwrap_or(QKV_ERR_INTERNAL)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f()
+    }
+}
+
+/// Whether any of `writes` overlaps another write or any of `reads`.
+fn aliased(writes: &[Buf], reads: &[Option<Buf>]) -> bool {
+    writes.iter().enumerate().any(|(n, &w)| {
+        writes[n + 1..].iter().any(|&x| w.overlaps(x))
+            || reads.iter().flatten().any(|&r| w.overlaps(r))
+    })
+}
+
+/// # Safety
+/// The contract of [`qkv_partial_f32`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn partial(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    // SAFETY: the caller's contract for `desc`.
+    let d = match unsafe { read_desc(desc) } {
+        Ok(d) => d,
+        Err(s) => return s,
+    };
+    let mask = match mask(&d) {
+        Ok(m) => m,
+        Err(s) => return s,
+    };
+    let s = shape(&d);
+    let bufs = (|| {
+        let q = Buf::new(q, d.q_count, extent(d.q, s.q_heads, s.q_len, s.head_dim))?;
+        let k = Buf::new(k, d.k_count, extent(d.k, s.kv_heads, s.kv_len, s.head_dim))?;
+        let v = Buf::new(v, d.v_count, extent(d.v, s.kv_heads, s.kv_len, s.v_dim))?;
+        let out = Buf::new(out, d.out_count, extent(d.out, s.q_heads, s.q_len, s.v_dim))?;
+        let bias = match d.bias.is_null() {
+            true => None,
+            false => Some(Buf::new(
+                d.bias,
+                d.bias_count,
+                extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
+            )?),
+        };
+        let lse = Buf::new(lse, d.lse_count, s.q_heads.checked_mul(s.q_len))?;
+        if aliased(&[out, lse], &[Some(q), Some(k), Some(v), bias]) {
+            return Err(QKV_ERR_ALIASING);
+        }
+        Ok((q, k, v, out, bias, lse))
+    })();
+    let (q, k, v, out, bias, lse) = match bufs {
+        Ok(b) => b,
+        Err(s) => return s,
+    };
+    // SAFETY: (all six) the caller's pointer contract for the lengths `Buf::new` derived;
+    // `out` and `lse` were checked disjoint from each other and every input.
+    let (q, k, v) = unsafe { (q.slice(), k.slice(), v.slice()) };
+    // SAFETY: as above.
+    let bias = bias.map(|b| unsafe { b.slice() });
+    // SAFETY: as above.
+    let (out, lse) = unsafe { (out.slice_mut(), lse.slice_mut()) };
+    let mut params = Params::new(s)
+        .with_layouts(layout(d.q), layout(d.k), layout(d.v), layout(d.out))
+        .with_mask(mask);
+    if d.flags & QKV_FLAG_SCALE != 0 {
+        params = params.with_scale(d.scale);
+    }
+    if let Some(data) = bias {
+        params = params.with_bias(Bias {
+            data,
+            head_stride: d.bias_layout.head_stride,
+            row_stride: d.bias_layout.row_stride,
+        });
+    }
+    match split::partial(&params, q, k, v, key_start..key_end, out, lse) {
+        Ok(()) => QKV_OK,
+        Err(e) => status(e),
+    }
+}
+
+/// `qkv_partial_f32`: attention over the keys `key_start..key_end` of the problem `desc`
+/// describes, as [`split::partial`]: `out` is normalised over the range's included keys and
+/// `lse` (required, `[q_heads][q_len]`) receives their log-sum-exp; a row with no key in the
+/// range gets `out = 0`, `lse = -inf`. Masks keep absolute positions and the bias is read at
+/// the range's columns. `q`, `k`, `v`, `bias` and `out` are those of the whole problem.
+///
+/// Returns [`QKV_OK`] or the status `qkv_attention_f32` would return for the same
+/// arguments, or [`QKV_ERR_TOO_SHORT`] for a key range outside `0..=kv_len`; nothing is
+/// written on error.
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`](crate::capi::qkv_attention_f32), with `lse`
+/// treated like `out`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_partial_f32(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { partial(desc, q, k, v, key_start, key_end, out, lse) })
+}
+
+/// # Safety
+/// The contract of [`qkv_merge_f32`].
+unsafe fn merge(
+    desc: *const QkvDesc,
+    out_a: *mut f32,
+    lse_a: *mut f32,
+    out_b: *const f32,
+    lse_b: *const f32,
+) -> QkvStatus {
+    // SAFETY: the caller's contract for `desc`.
+    let d = match unsafe { read_desc(desc) } {
+        Ok(d) => d,
+        Err(s) => return s,
+    };
+    let s = shape(&d);
+    let bufs = (|| {
+        let out_len = extent(d.out, s.q_heads, s.q_len, s.v_dim);
+        let lse_len = s.q_heads.checked_mul(s.q_len);
+        let oa = Buf::new(out_a, d.out_count, out_len)?;
+        let la = Buf::new(lse_a, d.lse_count, lse_len)?;
+        let ob = Buf::new(out_b, d.out_count, out_len)?;
+        let lb = Buf::new(lse_b, d.lse_count, lse_len)?;
+        if aliased(&[oa, la], &[Some(ob), Some(lb)]) {
+            return Err(QKV_ERR_ALIASING);
+        }
+        Ok((oa, la, ob, lb))
+    })();
+    let (oa, la, ob, lb) = match bufs {
+        Ok(b) => b,
+        Err(s) => return s,
+    };
+    // SAFETY: (all four) the caller's pointer contract for the lengths `Buf::new` derived;
+    // `out_a` and `lse_a` were checked disjoint from each other and from `b`.
+    let (oa, la) = unsafe { (oa.slice_mut(), la.slice_mut()) };
+    // SAFETY: as above.
+    let (ob, lb) = unsafe { (ob.slice(), lb.slice()) };
+    let params = Params::new(s).with_layouts(layout(d.q), layout(d.k), layout(d.v), layout(d.out));
+    match split::merge(&params, oa, la, ob, lb) {
+        Ok(()) => QKV_OK,
+        Err(e) => status(e),
+    }
+}
+
+/// `qkv_merge_f32`: joins the partial `(out_b, lse_b)` into `(out_a, lse_a)`, as
+/// [`split::merge`]: afterwards `a` holds the result over both key ranges. Only the shape,
+/// `out` layout and the `out_count`/`lse_count` fields of `desc` are used (both outputs have
+/// the `out` layout, both lse are `[q_heads][q_len]`). Exact up to one rounding; `-inf`
+/// partials contribute nothing and NaN propagates.
+///
+/// Returns [`QKV_OK`] or a status as `qkv_attention_f32` would for `out`/`lse`; nothing is
+/// written on error.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](crate::capi::qkv_attention_f32); `out_a` and
+/// `lse_a` follow the contract of `out` and `lse`, `out_b` and `lse_b` that of inputs.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_merge_f32(
+    desc: *const QkvDesc,
+    out_a: *mut f32,
+    lse_a: *mut f32,
+    out_b: *const f32,
+    lse_b: *const f32,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { merge(desc, out_a, lse_a, out_b, lse_b) })
+}
