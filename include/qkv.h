@@ -344,6 +344,33 @@ qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q, const float *k,
 qkv_status qkv_merge_f32(const qkv_desc *desc, float *out_a, float *lse_a,
                          const float *out_b, const float *lse_b);
 
+/* ---- Streaming: a caller-owned state fed K/V chunks (pages, single tokens) ------------ */
+
+/** Writes to *len the number of floats a stream state for desc needs:
+ *  q_heads * q_len * (3 + 2 * v_dim). */
+qkv_status qkv_stream_state_len(const qkv_desc *desc, size_t *len);
+
+/** Starts a stream with no key in state (state_len floats, at least
+ *  qkv_stream_state_len()). Pass the same desc to every later call on this state. */
+qkv_status qkv_stream_init(const qkv_desc *desc, float *state, size_t state_len);
+
+/**
+ * Feeds the keys at absolute positions key_start..key_end (end excluded): k and v hold
+ * only those keys' rows (row 0 is key key_start) with the strides of desc->k and desc->v
+ * and are taken to hold that many rows (k_count and v_count are ignored); q and bias are
+ * those of the whole problem. Chunks may have any size and come in any order; masks and
+ * bias use absolute positions. A range outside 0..kv_len is QKV_ERR_TOO_SHORT. The state
+ * is unchanged on error.
+ */
+qkv_status qkv_stream_update(const qkv_desc *desc, float *state, size_t state_len,
+                             const float *q, const float *k, const float *v,
+                             size_t key_start, size_t key_end);
+
+/** Writes the attention over every key fed so far to out and, unless NULL, lse (rows that
+ *  saw no key: 0 and -INFINITY). The state is left as it was; streaming can go on. */
+qkv_status qkv_stream_finish(const qkv_desc *desc, float *state, size_t state_len,
+                             float *out, float *lse);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -1,5 +1,7 @@
-//! The C ABI of split-KV (feature `capi`): [`qkv_partial_f32`] and [`qkv_merge_f32`], declared
-//! at the end of `include/qkv.h`. They take the same [`QkvDesc`], return the same
+//! The C ABI of split-KV and streaming (feature `capi`): [`qkv_partial_f32`] and
+//! [`qkv_merge_f32`], and the caller-owned stream state of [`qkv_stream_state_len`],
+//! [`qkv_stream_init`], [`qkv_stream_update`] and [`qkv_stream_finish`], declared at the end
+//! of `include/qkv.h`. They take the same [`QkvDesc`], return the same
 //! [`QkvStatus`] codes and follow the same [pointer contract](crate::capi#the-pointer-contract)
 //! as [`qkv_attention_f32`](crate::capi::qkv_attention_f32), so a `no_std` caller can spread
 //! one long decode over its own threads or cores: one partial per key range, then merges.
@@ -368,4 +370,246 @@ pub unsafe extern "C" fn qkv_merge_f32(
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe { merge(desc, out_a, lse_a, out_b, lse_b) })
+}
+
+// ---- Streaming -----------------------------------------------------------------------
+
+/// The [`Params`] of a decoded descriptor, with `bias` as its bias data.
+fn params_of<'a>(d: &QkvDesc, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
+    let mut params = Params::new(shape(d))
+        .with_layouts(layout(d.q), layout(d.k), layout(d.v), layout(d.out))
+        .with_mask(mask);
+    if d.flags & QKV_FLAG_SCALE != 0 {
+        params = params.with_scale(d.scale);
+    }
+    if let Some(data) = bias {
+        params = params.with_bias(Bias {
+            data,
+            head_stride: d.bias_layout.head_stride,
+            row_stride: d.bias_layout.row_stride,
+        });
+    }
+    params
+}
+
+/// `qkv_stream_state_len`: writes to `*len` the number of floats a stream state for `desc`
+/// needs ([`Stream::state_len`](crate::stream::Stream::state_len):
+/// `q_heads·q_len·(3 + 2·v_dim)`).
+///
+/// Returns [`QKV_OK`], [`QKV_ERR_NULL_POINTER`] (`desc` or `len` NULL, nothing written),
+/// [`QKV_ERR_STRUCT_SIZE`] or [`QKV_ERR_OVERFLOW`].
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](crate::capi::qkv_attention_f32); `len` is NULL or
+/// points to a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_state_len(desc: *const QkvDesc, len: *mut usize) -> QkvStatus {
+    guard(|| {
+        // SAFETY: the caller's contract for `desc`.
+        let d = match unsafe { read_desc(desc) } {
+            Ok(d) => d,
+            Err(s) => return s,
+        };
+        if len.is_null() {
+            return QKV_ERR_NULL_POINTER;
+        }
+        let n = crate::stream::Stream::state_len(&shape(&d));
+        if n == usize::MAX {
+            return QKV_ERR_OVERFLOW;
+        }
+        // SAFETY: non-NULL, and the caller's contract makes it a writable `size_t`;
+        // `write_unaligned` needs no alignment.
+        unsafe { len.write_unaligned(n) };
+        QKV_OK
+    })
+}
+
+/// Which stream operation [`stream_op`] runs.
+enum StreamOp {
+    Init,
+    Update {
+        q: *const f32,
+        k: *const f32,
+        v: *const f32,
+        keys: core::ops::Range<usize>,
+    },
+    Finish {
+        out: *mut f32,
+        lse: *mut f32,
+    },
+}
+
+/// # Safety
+/// The contracts of the `qkv_stream_*` functions.
+unsafe fn stream_op(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    op: StreamOp,
+) -> QkvStatus {
+    use crate::stream::Stream;
+    // SAFETY: the caller's contract for `desc`.
+    let d = match unsafe { read_desc(desc) } {
+        Ok(d) => d,
+        Err(s) => return s,
+    };
+    let mask = match mask(&d) {
+        Ok(m) => m,
+        Err(s) => return s,
+    };
+    let s = shape(&d);
+    let st = match Buf::new(state, state_len, Some(0)) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
+    let result = match op {
+        StreamOp::Init => {
+            // SAFETY: `state_len` writable floats (the caller's contract), no other buffer.
+            let state = unsafe { st.slice_mut() };
+            Stream::new(&params_of(&d, mask, None), state).map(|_| ())
+        }
+        StreamOp::Update { q, k, v, keys } => {
+            let bufs = (|| {
+                let n = keys.end.checked_sub(keys.start).ok_or(QKV_ERR_TOO_SHORT)?;
+                let q = Buf::new(q, d.q_count, extent(d.q, s.q_heads, s.q_len, s.head_dim))?;
+                let k = Buf::new(k, 0, extent(d.k, s.kv_heads, n, s.head_dim))?;
+                let v = Buf::new(v, 0, extent(d.v, s.kv_heads, n, s.v_dim))?;
+                let bias = match d.bias.is_null() {
+                    true => None,
+                    false => Some(Buf::new(
+                        d.bias,
+                        d.bias_count,
+                        extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
+                    )?),
+                };
+                if aliased(&[st], &[Some(q), Some(k), Some(v), bias]) {
+                    return Err(QKV_ERR_ALIASING);
+                }
+                Ok((q, k, v, bias))
+            })();
+            let (q, k, v, bias) = match bufs {
+                Ok(b) => b,
+                Err(s) => return s,
+            };
+            // SAFETY: the caller's pointer contract for the lengths `Buf::new` derived; the
+            // state was checked disjoint from every input.
+            let (q, k, v) = unsafe { (q.slice(), k.slice(), v.slice()) };
+            // SAFETY: as above.
+            let bias = bias.map(|b| unsafe { b.slice() });
+            // SAFETY: as above.
+            let state = unsafe { st.slice_mut() };
+            let params = params_of(&d, mask, bias);
+            Stream::resume(&params, state).and_then(|mut stream| stream.update(q, k, v, keys))
+        }
+        StreamOp::Finish { out, lse } => {
+            let bufs = (|| {
+                let out = Buf::new(out, d.out_count, extent(d.out, s.q_heads, s.q_len, s.v_dim))?;
+                let lse = match lse.is_null() {
+                    true => None,
+                    false => Some(Buf::new(lse, d.lse_count, s.q_heads.checked_mul(s.q_len))?),
+                };
+                let writes: &[Buf] = match lse {
+                    Some(l) => &[st, out, l],
+                    None => &[st, out],
+                };
+                if aliased(writes, &[]) {
+                    return Err(QKV_ERR_ALIASING);
+                }
+                Ok((out, lse))
+            })();
+            let (out, lse) = match bufs {
+                Ok(b) => b,
+                Err(s) => return s,
+            };
+            // SAFETY: the caller's pointer contract; state, out and lse checked disjoint.
+            let (state, out) = unsafe { (st.slice_mut(), out.slice_mut()) };
+            // SAFETY: as above.
+            let lse = lse.map(|l| unsafe { l.slice_mut() });
+            Stream::resume(&params_of(&d, mask, None), state)
+                .and_then(|mut stream| stream.finish(out, lse))
+        }
+    };
+    match result {
+        Ok(()) => QKV_OK,
+        Err(e) => status(e),
+    }
+}
+
+/// `qkv_stream_init`: starts a stream (no key seen yet) in `state`, `state_len` floats of
+/// at least [`qkv_stream_state_len`]. The state is plain floats owned by the caller; the
+/// same `desc` must be passed to every later call on it.
+///
+/// Returns [`QKV_OK`] or a status ([`QKV_ERR_TOO_SHORT`] for a short state, the shape
+/// checks of `qkv_attention_f32`); nothing is written on error.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](crate::capi::qkv_attention_f32); `state` points to
+/// `state_len` writable floats (or `state_len` is 0) that nothing else accesses during the
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_init(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Init) })
+}
+
+/// `qkv_stream_update`: feeds the keys at absolute positions `key_start..key_end`, as
+/// [`Stream::update`](crate::stream::Stream::update): `k` and `v` hold only those keys' rows
+/// (row 0 is key `key_start`) with the strides of `desc->k` and `desc->v`, and are taken to
+/// hold the extent of `key_end − key_start` rows (`k_count` and `v_count` are ignored);
+/// `q` and `bias` are those of the whole problem. Chunks may have any size and come in any
+/// order; masks and bias use the absolute positions.
+///
+/// Returns [`QKV_OK`] or a status ([`QKV_ERR_TOO_SHORT`] also for a range outside
+/// `0..=kv_len`); the state is unchanged on error.
+///
+/// # Safety
+/// As [`qkv_stream_init`] for `desc` and `state` (a state that `qkv_stream_init` set up with
+/// the same `desc`); `q`, `k`, `v` and `bias` follow the contract of inputs, none
+/// overlapping `state`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_stream_update(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+) -> QkvStatus {
+    let op = StreamOp::Update {
+        q,
+        k,
+        v,
+        keys: key_start..key_end,
+    };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, op) })
+}
+
+/// `qkv_stream_finish`: writes the attention over every key fed so far to `out` (the `out`
+/// layout) and, unless NULL, `lse`; rows that saw no key get 0 and `-INFINITY`. The state
+/// is left as it was, so streaming can go on.
+///
+/// Returns [`QKV_OK`] or a status as `qkv_attention_f32` would for `out`/`lse`; nothing is
+/// written on error.
+///
+/// # Safety
+/// As [`qkv_stream_update`] for `desc` and `state`; `out` and `lse` follow the contract of
+/// outputs and overlap neither each other nor `state`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_finish(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Finish { out, lse }) })
 }

@@ -1,6 +1,7 @@
-//! The split-KV C ABI (`qkv_partial_f32`, `qkv_merge_f32`) from C: builds the static
-//! library with the `capi` feature (a subprocess `cargo rustc`, as tests/capi.rs does),
-//! compiles `tests/c/split_test.c` against `include/qkv.h` with the system `cc`, runs it.
+//! The split-KV and streaming C ABI (`qkv_partial_f32`, `qkv_merge_f32`, `qkv_stream_*`)
+//! from C: builds the static library with the `capi` feature (a subprocess `cargo rustc`,
+//! as tests/capi.rs does), compiles `tests/c/split_test.c` against `include/qkv.h` with the
+//! system `cc`, and runs it.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -24,7 +25,7 @@ fn run(cmd: &mut Command) -> Output {
 
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
-fn c_partials_merge_to_the_one_shot_call() {
+fn c_partials_merges_and_streams_match_the_one_shot_call() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi_split");
     let target_dir = work.join("target");
     let out = run(

@@ -81,6 +81,46 @@ int main(void) {
         expect(ok, "fully masked partial is (0, -inf)");
     }
 
+    /* Streaming: pages of 7, then single tokens, in a shuffled-ish order. */
+    {
+        size_t n = 0;
+        expect(qkv_stream_state_len(&d, &n) == QKV_OK, "state_len");
+        expect(n == (size_t)QH * QL * (3 + 2 * D), "state_len value");
+        float *state = malloc(n * sizeof(float));
+        float want[OUT_N], want_lse[LSE_N], got[OUT_N], got_lse[LSE_N];
+        expect(qkv_attention_f32(&band, q, k, v, want, want_lse) == QKV_OK, "one-shot band");
+        expect(qkv_stream_init(&band, state, n - 1) == QKV_ERR_TOO_SHORT, "short state");
+        expect(qkv_stream_init(&band, state, n) == QKV_OK, "init");
+        /* Chunk buffers holding only their own rows (planar: [kv_heads][rows][D]). */
+        size_t starts[] = {28, 0, 7, 14, 21, 35, 42, 49};
+        size_t ends[] = {35, 7, 14, 21, 28, 42, 49, 50};
+        for (int c = 0; c < 8; c++) {
+            size_t s0 = starts[c], rows = ends[c] - starts[c];
+            float *kc = malloc(KVH * rows * D * sizeof(float));
+            float *vc = malloc(KVH * rows * D * sizeof(float));
+            for (size_t h = 0; h < KVH; h++) {
+                memcpy(kc + h * rows * D, k + (h * KVL + s0) * D, rows * D * sizeof(float));
+                memcpy(vc + h * rows * D, v + (h * KVL + s0) * D, rows * D * sizeof(float));
+            }
+            qkv_desc chunk = band; /* k/v strides of the chunk buffers */
+            chunk.k.head_stride = chunk.v.head_stride = rows * D;
+            expect(qkv_stream_update(&chunk, state, n, q, kc, vc, s0, ends[c]) == QKV_OK,
+                   "update");
+            free(kc);
+            free(vc);
+        }
+        expect(qkv_stream_update(&band, state, n, q, k, v, 40, KVL + 1) == QKV_ERR_TOO_SHORT,
+               "update past kv_len");
+        expect(qkv_stream_finish(&band, state, n, got, got_lse) == QKV_OK, "finish");
+        int ok = 1;
+        for (int i = 0; i < OUT_N; i++) ok &= close_to(got[i], want[i]);
+        for (int i = 0; i < LSE_N; i++) ok &= close_to(got_lse[i], want_lse[i]);
+        expect(ok, "streamed == one-shot");
+        expect(qkv_stream_finish(&band, state, n, state, NULL) == QKV_ERR_ALIASING,
+               "finish into the state");
+        free(state);
+    }
+
     /* Errors leave out and lse untouched. */
     float o[OUT_N], l[LSE_N], o2[OUT_N], l2[LSE_N];
     for (int i = 0; i < OUT_N; i++) o[i] = o2[i] = 7.0f;
