@@ -67,8 +67,6 @@ mod params;
 pub mod reference;
 pub mod split;
 pub mod stream;
-pub mod split;
-pub mod stream;
 pub mod tolerance;
 
 pub use error::{Dim, Error, Tensor};
