@@ -80,19 +80,21 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// `[heads][rows][dim]`, densely packed.
+    /// `[heads][rows][dim]`, densely packed. Saturates instead of overflowing, so a shape too
+    /// big for memory is refused by validation ([`Error::Overflow`]) rather than panicking.
     pub const fn planar(rows: usize, dim: usize) -> Layout {
         Layout {
-            head_stride: rows * dim,
+            head_stride: rows.saturating_mul(dim),
             row_stride: dim,
         }
     }
 
-    /// `[rows][heads][dim]`, densely packed: the usual KV-cache layout.
+    /// `[rows][heads][dim]`, densely packed: the usual KV-cache layout. Saturates like
+    /// [`Layout::planar`].
     pub const fn interleaved(heads: usize, dim: usize) -> Layout {
         Layout {
             head_stride: dim,
-            row_stride: heads * dim,
+            row_stride: heads.saturating_mul(dim),
         }
     }
 

@@ -16,8 +16,8 @@ pub const EPS: f32 = f32::EPSILON / 2.0;
 
 /// The bound on `|out − reference|` for one output row.
 ///
-/// - `score_abs`: the largest `|scale| · Σ_d |q_d · k_d|` over the row's included keys (the
-///   magnitude the dot products round against);
+/// - `score_abs`: the largest `|scale| · Σ_d |q_d · k_d| + |bias_j|` over the row's included
+///   keys (the magnitude the score rounds against: the dot product, then the added bias);
 /// - `v_abs`: the largest `|v|` over the included keys and this column panel;
 /// - `head_dim`, `kv_len`: the lengths summed over.
 ///

@@ -318,7 +318,15 @@ pub fn compare(
                 let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
                 let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
                 let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-                score_abs = score_abs.max(scale * a);
+                let bias = p
+                    .bias
+                    .map_or(0.0, |b| b.data[h * b.head_stride + i * b.row_stride + j]);
+                let bias = if bias == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    bias.abs()
+                };
+                score_abs = score_abs.max(scale * a + bias);
                 let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
                 v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
             }
