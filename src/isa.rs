@@ -213,6 +213,7 @@ mod arch {
         /// XCR0 bits 1 (SSE) and 2 (AVX): the OS saves the YMM registers.
         pub const YMM_STATE: u64 = 0b0000_0110;
         /// Also bits 5 (opmask), 6 (ZMM_Hi256) and 7 (Hi16_ZMM): the OS saves the ZMM state.
+        #[cfg_attr(not(feature = "x86-v4"), allow(dead_code))]
         pub const ZMM_STATE: u64 = 0b1110_0110;
 
         /// Whether the OS has enabled saving of every state component in `bits`.
