@@ -365,7 +365,7 @@ pub const fn error_status(e: Error) -> QkvStatus {
 /// # Safety
 /// `desc` is NULL or points to at least `struct_size` readable bytes (any alignment),
 /// `struct_size` being its first `size_t`.
-unsafe fn read_desc(desc: *const QkvDesc) -> Result<QkvDesc, QkvStatus> {
+pub(crate) unsafe fn read_desc(desc: *const QkvDesc) -> Result<QkvDesc, QkvStatus> {
     if desc.is_null() {
         return Err(QKV_ERR_NULL_POINTER);
     }
@@ -399,7 +399,7 @@ unsafe fn read_desc(desc: *const QkvDesc) -> Result<QkvDesc, QkvStatus> {
 
 /// `(heads-1)·head_stride + (rows-1)·row_stride + cols`, 0 if any count is 0, `None` on
 /// overflow: the same extent [`Params::validate`] checks slices against.
-fn extent(layout: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
+pub(crate) fn extent(layout: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
     if heads == 0 || rows == 0 || cols == 0 {
         return Some(0);
     }
@@ -410,18 +410,22 @@ fn extent(layout: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<u
 }
 
 /// The most `f32`s one buffer can hold: `PTRDIFF_MAX` bytes.
-const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
+pub(crate) const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
 
 /// One tensor argument: its pointer and the number of floats it is taken to hold.
 #[derive(Clone, Copy)]
-struct Buf {
-    ptr: *const f32,
-    len: usize,
+pub(crate) struct Buf {
+    pub(crate) ptr: *const f32,
+    pub(crate) len: usize,
 }
 
 impl Buf {
     /// `len` is `count` if nonzero, else the extent; checks it, then the pointer.
-    fn new(ptr: *const f32, count: usize, extent: Option<usize>) -> Result<Buf, QkvStatus> {
+    pub(crate) fn new(
+        ptr: *const f32,
+        count: usize,
+        extent: Option<usize>,
+    ) -> Result<Buf, QkvStatus> {
         let len = match count {
             0 => extent.ok_or(QKV_ERR_OVERFLOW)?,
             n => n,
@@ -441,7 +445,7 @@ impl Buf {
     }
 
     /// Whether the two buffers share a byte.
-    fn overlaps(self, other: Buf) -> bool {
+    pub(crate) fn overlaps(self, other: Buf) -> bool {
         if self.len == 0 || other.len == 0 {
             return false;
         }
@@ -456,7 +460,7 @@ impl Buf {
     /// # Safety
     /// The pointer contract: `ptr` points to `len` initialized, readable floats that nothing
     /// writes during `'a` (checked non-NULL and aligned by [`Buf::new`]).
-    unsafe fn slice<'a>(self) -> &'a [f32] {
+    pub(crate) unsafe fn slice<'a>(self) -> &'a [f32] {
         if self.len == 0 {
             return &[];
         }
@@ -468,7 +472,7 @@ impl Buf {
     /// # Safety
     /// The pointer contract: `ptr` points to `len` writable floats that nothing else reads or
     /// writes during `'a` (checked non-NULL, aligned and disjoint from the other buffers).
-    unsafe fn slice_mut<'a>(self) -> &'a mut [f32] {
+    pub(crate) unsafe fn slice_mut<'a>(self) -> &'a mut [f32] {
         if self.len == 0 {
             return &mut [];
         }
@@ -480,7 +484,7 @@ impl Buf {
 }
 
 /// Runs `f`, turning a panic into [`QKV_ERR_INTERNAL`] where `std` can catch it.
-fn guard(f: impl FnOnce() -> QkvStatus) -> QkvStatus {
+pub(crate) fn guard(f: impl FnOnce() -> QkvStatus) -> QkvStatus {
     #[cfg(feature = "std")]
     {
         std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).unwrap_or(QKV_ERR_INTERNAL)

@@ -9,12 +9,9 @@
 //! A key range outside `0..=kv_len` (or with `key_start > key_end`) is reported as
 //! [`QKV_ERR_TOO_SHORT`]: the keys it names are not in the tensors the descriptor describes.
 
-use core::mem::size_of;
-use core::ptr;
-
+use crate::capi::{Buf, extent, guard, read_desc};
 use crate::capi::{
-    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_ERR_ALIASING, QKV_ERR_INTERNAL, QKV_ERR_MISALIGNED,
-    QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_STRUCT_SIZE, QKV_ERR_TOO_SHORT,
+    QKV_ERR_ALIASING, QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_TOO_SHORT,
     QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK, QKV_ERR_UNKNOWN_QUERY_POS, QKV_FLAG_SCALE,
     QKV_KNOWN_FLAGS, QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_OK,
     QKV_QUERY_POS_BOTTOM_RIGHT, QKV_QUERY_POS_OFFSET, QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED,
@@ -28,41 +25,6 @@ fn status(e: Error) -> QkvStatus {
         Error::KeyRange { .. } => QKV_ERR_TOO_SHORT,
         e => error_status(e),
     }
-}
-
-/// Copies the caller's descriptor, whatever its version, as `qkv_attention_f32` does.
-///
-/// # Safety
-/// `desc` is NULL or points to at least `struct_size` readable bytes (any alignment).
-unsafe fn read_desc(desc: *const QkvDesc) -> Result<QkvDesc, QkvStatus> {
-    if desc.is_null() {
-        return Err(QKV_ERR_NULL_POINTER);
-    }
-    // SAFETY: every version begins with `struct_size` and holds at least that many bytes;
-    // `read_unaligned` needs no alignment.
-    let size = unsafe { ptr::read_unaligned(desc.cast::<usize>()) };
-    if !(QKV_DESC_SIZE_V1..=QKV_DESC_MAX_SIZE).contains(&size) {
-        return Err(QKV_ERR_STRUCT_SIZE);
-    }
-    let known = size_of::<QkvDesc>();
-    let mut d = QkvDesc::default();
-    // SAFETY: `desc` holds `size` readable bytes, `d` is `known` bytes, so both are valid for
-    // `min(size, known)` bytes; every field is an integer, float or raw pointer, for which
-    // any initialized bytes are valid; `d` is local, so they do not overlap.
-    unsafe {
-        ptr::copy_nonoverlapping(
-            desc.cast::<u8>(),
-            (&raw mut d).cast::<u8>(),
-            size.min(known),
-        )
-    };
-    for i in known..size {
-        // SAFETY: `i < size`, and the caller guarantees `size` readable bytes.
-        if unsafe { desc.cast::<u8>().add(i).read() } != 0 {
-            return Err(QKV_ERR_STRUCT_SIZE);
-        }
-    }
-    Ok(d)
 }
 
 fn layout(l: QkvLayout) -> Layout {
@@ -104,95 +66,6 @@ fn mask(d: &QkvDesc) -> Result<Mask, QkvStatus> {
             query_pos,
         }),
         _ => Err(QKV_ERR_UNKNOWN_MASK),
-    }
-}
-
-/// `(heads-1)·head_stride + (rows-1)·row_stride + cols`, 0 if any count is 0, `None` on
-/// overflow.
-fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Some(0);
-    }
-    (heads - 1)
-        .checked_mul(l.head_stride)?
-        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
-        .checked_add(cols)
-}
-
-/// The most `f32`s one buffer can hold: `PTRDIFF_MAX` bytes.
-const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
-
-/// One tensor argument and the number of floats it is taken to hold.
-#[derive(Clone, Copy)]
-struct Buf {
-    ptr: *const f32,
-    len: usize,
-}
-
-impl Buf {
-    /// `len` is `count` if nonzero, else the extent; checks it, then the pointer.
-    fn new(ptr: *const f32, count: usize, extent: Option<usize>) -> Result<Buf, QkvStatus> {
-        let len = match count {
-            0 => extent.ok_or(QKV_ERR_OVERFLOW)?,
-            n => n,
-        };
-        if len > MAX_LEN {
-            return Err(QKV_ERR_OVERFLOW);
-        }
-        if len != 0 {
-            if ptr.is_null() {
-                return Err(QKV_ERR_NULL_POINTER);
-            }
-            if !ptr.is_aligned() {
-                return Err(QKV_ERR_MISALIGNED);
-            }
-        }
-        Ok(Buf { ptr, len })
-    }
-
-    /// Whether the two buffers share a byte.
-    fn overlaps(self, other: Buf) -> bool {
-        if self.len == 0 || other.len == 0 {
-            return false;
-        }
-        let (a, b) = (self.ptr as usize, other.ptr as usize);
-        let a_end = a.saturating_add(self.len * size_of::<f32>());
-        let b_end = b.saturating_add(other.len * size_of::<f32>());
-        a < b_end && b < a_end
-    }
-
-    /// # Safety
-    /// `ptr` points to `len` initialized floats that nothing writes during `'a`.
-    unsafe fn slice<'a>(self) -> &'a [f32] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: non-NULL and aligned (checked in `new`), `len` floats readable and not
-        // written while the slice lives (the caller's contract), `len·4 ≤ isize::MAX`.
-        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    /// # Safety
-    /// `ptr` points to `len` writable floats that nothing else accesses during `'a`.
-    unsafe fn slice_mut<'a>(self) -> &'a mut [f32] {
-        if self.len == 0 {
-            return &mut [];
-        }
-        // SAFETY: non-NULL and aligned (checked in `new`), writable and unaliased for `len`
-        // floats (the caller's contract; the call's other buffers were checked disjoint).
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast_mut(), self.len) }
-    }
-}
-
-/// Runs `f`, turning a panic into [`QKV_ERR_INTERNAL`] where `std` can catch it.
-fn guard(f: impl FnOnce() -> QkvStatus) -> QkvStatus {
-    #[cfg(feature = "std")]
-    {
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).unwrap_or(QKV_ERR_INTERNAL)
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        f()
     }
 }
 
