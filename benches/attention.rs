@@ -6,7 +6,9 @@
 //!   and a sliding window of 256 at 16384, one head each; plus `prefill-256-d64-causal`, the
 //!   small shape on which `qkv::reference` (the `f64` two-pass reference) is timed too;
 //! - `decode`: `q_len = 1`, `kv_len` ∈ {4096, 32768}, 32 query heads over 8 kv heads,
-//!   `head_dim` 128 (the reference is timed on the 4096 one).
+//!   `head_dim` 128 (the reference is timed on the 4096 one), plus `split-1t` and `split-2t`:
+//!   split-KV decode at the detected level, two `qkv::split::partial` key ranges on one
+//!   thread or on two, then `qkv::split::merge` (`examples/common/split_kv.rs`).
 //!
 //! One entry per available level (`scalar`, `avx2`, `avx512`, `neon`) plus `baseline`, the
 //! three-pass SGEMM attention of `examples/common/baseline.rs`. The scalar level runs only
@@ -22,6 +24,8 @@
 mod baseline;
 #[path = "../examples/common/cases.rs"]
 mod cases;
+#[path = "../examples/common/split_kv.rs"]
+mod split_kv;
 
 use std::time::Duration;
 
@@ -55,6 +59,14 @@ fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, case: &Case, with_refere
         group.bench_function(format!("{}/{}", case.name, isa.name()), |b| {
             b.iter(|| isa.attention(&params, q, k, v, out, None).unwrap())
         });
+    }
+    if case.kind == Kind::Decode {
+        for threads in 1..=split_kv::SPLITS {
+            let mut split = split_kv::SplitKv::new(&params, threads);
+            group.bench_function(format!("{}/split-{threads}t", case.name), |b| {
+                b.iter(|| split.run(&params, q, k, v, out))
+            });
+        }
     }
     if with_reference {
         group.bench_function(format!("{}/reference", case.name), |b| {

@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Flags: `--shape NAME` (substring of a shape name), `--level NAME` (`scalar`, `avx2`,
-//! `avx512`, `neon`, or `baseline` alone; the baseline always runs, for the speed-up),
-//! `--heads N` (prefill heads, default 1; 8 with `--full`), `--full` (also the levels that
+//! `avx512`, `neon`, `split` (both split-KV rows), `split-1t`, `split-2t`, or `baseline`
+//! alone; the baseline always runs, for the speed-up), `--heads N` (prefill heads, default 1; 8 with `--full`), `--full` (also the levels that
 //! would take seconds per call, and more runs), `--quick` (fewer runs), `--csv`, `--list`.
 //!
 //! Per level and shape it prints the median time of several runs (after a warm-up run), the
@@ -21,11 +21,19 @@
 //! each recomputed by the reference as a one-row sub-problem with the same mask position).
 //! Flops are counted as `2·(head_dim + v_dim)` per visible query·key pair: `4·q·kv·d` per
 //! head unmasked, half of that causal.
+//!
+//! Decode shapes also get two split-KV rows, `split-1t` and `split-2t`: the detected level
+//! through `qkv::split::partial` over two key ranges, on one thread or one each on two
+//! threads, then `qkv::split::merge` (see `common/split_kv.rs`); the time includes the merge.
+//! Their `%peak` is of the one-core streaming probe, so above 100% means the second core's
+//! share of memory bandwidth; `runs`/`cpu` see only the calling thread.
 
 #[path = "common/baseline.rs"]
 mod baseline;
 #[path = "common/cases.rs"]
 mod cases;
+#[path = "common/split_kv.rs"]
+mod split_kv;
 
 use std::time::Instant;
 
@@ -38,6 +46,9 @@ use qkv::{Isa, Mask, Params, QueryPos, Shape};
 enum Runner {
     Level(Isa),
     Baseline,
+    /// Split-KV decode at the detected level: [`split_kv::SPLITS`] key ranges as
+    /// `qkv::split::partial`s on this many threads, then `qkv::split::merge` (decode only).
+    Split(usize),
 }
 
 impl Runner {
@@ -45,6 +56,8 @@ impl Runner {
         match self {
             Runner::Level(isa) => isa.name(),
             Runner::Baseline => "baseline",
+            Runner::Split(1) => "split-1t",
+            Runner::Split(_) => "split-2t",
         }
     }
 }
@@ -98,7 +111,7 @@ fn options() -> Options {
                 println!(
                     "usage: bench [--shape NAME] [--level NAME] [--heads N] [--full] [--quick] \
                      [--csv] [--list]\n\
-                     levels: scalar avx2 avx512 neon baseline (those available here run)\n\
+                     levels: scalar avx2 avx512 neon (those available here run), split-1t split-2t (decode), baseline\n\
                      shapes (substring match): {}",
                     cases::cases(1)
                         .iter()
@@ -494,6 +507,7 @@ impl Ceilings {
         match r {
             Runner::Level(isa) => self.fma.iter().find(|(i, _)| *i == isa).map(|x| x.1),
             Runner::Baseline => self.widest.map(|x| x.1),
+            Runner::Split(_) => None,
         }
     }
 }
@@ -534,12 +548,16 @@ fn main() {
     let levels: Vec<Isa> = Isa::available()
         .filter(|i| o.level.as_deref().is_none_or(|l| l == i.name()))
         .collect();
+    let splits: Vec<Runner> = [Runner::Split(1), Runner::Split(2)]
+        .into_iter()
+        .filter(|r| o.level.as_deref().is_none_or(|l| r.name().starts_with(l)))
+        .collect();
     // The baseline always runs: the speed-up column needs it.
     let baseline = true;
-    if levels.is_empty() && o.level.as_deref() != Some("baseline") {
+    if levels.is_empty() && splits.is_empty() && o.level.as_deref() != Some("baseline") {
         let names: Vec<_> = Isa::available().map(|i| i.name()).collect();
         eprintln!(
-            "level {} is not available here; available: {} baseline",
+            "level {} is not available here; available: {} baseline split-1t split-2t",
             o.level.as_deref().unwrap_or_default(),
             names.join(" ")
         );
@@ -655,6 +673,7 @@ fn main() {
         runners.push(Runner::Baseline);
     }
     runners.extend(levels.iter().map(|&i| Runner::Level(i)));
+    runners.extend(splits);
 
     let mut base = baseline::Baseline::new();
     let mut over_stream = false;
@@ -665,6 +684,9 @@ fn main() {
         let mut data = Data::new(case.shape, 1);
         let mut base_time = None;
         for &runner in &runners {
+            if matches!(runner, Runner::Split(_)) && case.kind != Kind::Decode {
+                continue;
+            }
             let seen = slowest.iter().find(|x| x.0 == runner.name()).map(|x| x.1);
             if let (false, Kind::Prefill, Some(rate)) =
                 (o.full, case.kind, seen.or(ceil.of(runner).map(|c| 0.1 * c)))
@@ -692,6 +714,10 @@ fn main() {
                         isa.attention(&params, q, k, v, out, None)
                             .expect("valid inputs")
                     }),
+                    Runner::Split(threads) => {
+                        let mut split = split_kv::SplitKv::new(&params, threads);
+                        measure(&budget, || split.run(&params, q, k, v, out))
+                    }
                 }
             };
             if runner == Runner::Baseline {
