@@ -4,15 +4,18 @@
 //! or, for short queries (decode), the same rows of several heads of one GQA group, so each
 //! K/V row is read once per group. Each block makes one pass over the keys that the mask lets
 //! any of its rows see (blocks of keys outside the band are skipped), [`BLOCK_K`] keys at a
-//! time:
-//! 1. **Q·Kᵀ**: the K block is packed per [`DIM_PANEL`] columns of `head_dim` so that SIMD
-//!    lanes run along keys (`lanes × lanes` squares transposed in registers), and a register
-//!    tile of [`MR`] rows × [`NR_WIDE`] (32 registers) or [`NR_NARROW`] (16) vectors of keys
-//!    accumulates the dot products. Blocks of at most `MR` rows skip the pack and dot each K
-//!    row straight from memory, with prefetching ([`PREFETCH_KEYS`]).
-//! 2. **Online softmax**, per row: scale, bias and mask the scores (excluded keys become
-//!    `-inf`), move the running max, rescale the accumulator only if the max moved, and turn
-//!    scores into weights `exp(s − max)` with the vectorised [`exp`](crate::exp).
+//! time. The score tile is kept transposed, `[key][query row]`, so SIMD lanes run along the
+//! block's query rows:
+//! 1. **Q·Kᵀ**: the block's Q is packed once as `[dim][row]` (up to [`Q_DIM`] columns of
+//!    `head_dim`; wider heads are packed per panel), and a register tile of [`KR_WIDE`] keys
+//!    × [`QR_WIDE`] vectors of rows (32 registers; [`KR_NARROW`] × [`QR_NARROW`] with 16)
+//!    broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
+//!    at most [`MR`] rows (decode) dot each K row with the rows instead, streaming K from
+//!    memory with prefetching ([`PREFETCH_KEYS`]).
+//! 2. **Online softmax**, vertically: every lane is one row, so the row max and sum are
+//!    element-wise over keys, with no horizontal reductions. Scores are scaled, biased and
+//!    masked (excluded keys become `-inf`), weights become `exp(s − max)` with the vectorised
+//!    [`exp`](crate::exp), and a row's accumulator is rescaled only if its max moved.
 //! 3. **P·V**: a register tile of `MR` rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of `v_dim`
 //!    broadcasts weights and streams V rows. A row cut by a mask edge takes its run of keys
 //!    through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V row
@@ -21,31 +24,41 @@
 //! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
 //!
-//! K and V elements are read in three places only: `Block::pack_k`, `Block::scores_dot` and
-//! the P·V loads (`pv_kernel` and its edges). Another element type (f16, bf16) is a conversion
-//! to `f32` vectors at those loads; the tiles, softmax and accumulators stay `f32`.
+//! K and V elements are read in three places only: `qk_kernel`, `Block::scores_dot` and the
+//! P·V loads (`pv_kernel` and its edges). Another element type (f16, bf16) is a conversion
+//! to `f32` at those loads; the tiles, softmax and accumulators stay `f32`.
 
 use pulp::{Simd, WithSimd};
 
 use crate::Params;
 use crate::exp::{exp, exp1};
 
-/// Query rows per block: each packed K block is reused by this many rows.
-pub const BLOCK_Q: usize = 64;
-/// Keys per block: a multiple of the widest key tile ([`NR_WIDE`] × 16 lanes), and at most
-/// 64 so a block's included keys fit in a `u64` bit set.
-pub const BLOCK_K: usize = 64;
-/// Columns of `head_dim` packed at a time; larger `head_dim` accumulates over panels.
-pub const DIM_PANEL: usize = 32;
+/// Query rows per block: the lanes of the score tile, and the rows that share each K and V
+/// block read. A multiple of every lane count (1, 4, 8, 16), and small enough that the
+/// packed Q, score and accumulator tiles stay under 64 KiB of stack.
+pub const BLOCK_Q: usize = 48;
+/// Keys per block: a multiple of both key tiles ([`KR_WIDE`], [`KR_NARROW`]), and at most
+/// 64 so a row's included keys fit in a `u64` bit set.
+pub const BLOCK_K: usize = 48;
+/// Columns of `head_dim` in the packed Q block. Up to this, Q is packed once per block of
+/// rows and the scores of a key tile are summed in registers over the whole head; beyond it
+/// the head is done in panels, and Q is re-packed per key block.
+pub const Q_DIM: usize = 128;
 /// Columns of `v_dim` accumulated per pass; a multiple of every lane count.
 pub const V_PANEL: usize = 128;
-/// Query rows of a register tile (Q·Kᵀ and P·V).
+/// Query rows of the P·V register tile; blocks of at most this many rows (decode) take the
+/// unpacked Q·Kᵀ path.
 pub const MR: usize = 4;
-/// Vectors of keys of the Q·Kᵀ register tile (`MR × NR` accumulators) on levels with 32
-/// vector registers (AVX-512, NEON): 16 accumulators, 4 key loads and a broadcast.
-pub const NR_WIDE: usize = 4;
-/// The same with 16 registers (AVX2, scalar): 8 accumulators, enough to cover FMA latency.
-pub const NR_NARROW: usize = 2;
+/// Keys of the Q·Kᵀ register tile on levels with 32 vector registers (AVX-512, NEON):
+/// `KR_WIDE × QR_WIDE` = 24 accumulators, 3 row loads and a broadcast.
+pub const KR_WIDE: usize = 8;
+/// Vectors of query rows of the Q·Kᵀ register tile with 32 registers (48 rows on AVX-512).
+pub const QR_WIDE: usize = 3;
+/// Keys of the Q·Kᵀ register tile with 16 registers (AVX2, scalar): `KR_NARROW × QR_NARROW`
+/// = 12 accumulators, more than FMA latency × throughput, plus 2 loads and a broadcast.
+pub const KR_NARROW: usize = 6;
+/// Vectors of query rows of the Q·Kᵀ register tile with 16 registers.
+pub const QR_NARROW: usize = 2;
 /// Vectors of `v_dim` of the P·V register tile on levels with 32 registers.
 pub const NV_WIDE: usize = 4;
 /// The same with 16 registers.
@@ -62,11 +75,13 @@ const fn wide<S: Simd>() -> bool {
     S::REGISTER_COUNT >= 32
 }
 
-/// The kernel's working memory, all of it on the stack, in bytes (57.5 KiB).
+/// The kernel's working memory, all of it on the stack, in bytes (about 58 KiB).
 pub const STACK_BYTES: usize = core::mem::size_of::<Scratch>();
 
 const _: () = assert!(
-    BLOCK_K.is_multiple_of(NR_WIDE * 16)
+    BLOCK_K.is_multiple_of(KR_WIDE)
+        && BLOCK_K.is_multiple_of(KR_NARROW)
+        && BLOCK_Q.is_multiple_of(16 * 3)
         && V_PANEL.is_multiple_of(16)
         && BLOCK_K <= u64::BITS as usize
 );
@@ -93,26 +108,37 @@ impl WithSimd for Job<'_, '_> {
 
 /// Fixed-size tiles; rows are padded to whole vectors of any width.
 struct Scratch {
-    /// The K block, `[tile][dim][NR·lanes keys]`.
-    k_pack: [f32; BLOCK_K * DIM_PANEL],
-    /// Scores, then weights, `[BLOCK_Q][BLOCK_K]`.
-    scores: [f32; BLOCK_Q * BLOCK_K],
-    /// Unnormalised outputs, `[BLOCK_Q][V_PANEL]`.
+    /// The block's Q, `[dim][row]`, one panel of `Q_DIM` columns.
+    q_pack: [f32; Q_DIM * BLOCK_Q],
+    /// Scores, then weights, `[key][row]`.
+    scores: [f32; BLOCK_K * BLOCK_Q],
+    /// Unnormalised outputs, `[row][V_PANEL]`.
     acc: [f32; BLOCK_Q * V_PANEL],
-    /// Per row: running max, running sum, and what this block means for it.
+    /// Per row: running max and sum.
     max: [f32; BLOCK_Q],
     sum: [f32; BLOCK_Q],
+    /// Per row, for the current key block: the visible keys `first..end` (as `f32`, for
+    /// lane compares), then the block's max and sum of weights.
+    first: [f32; BLOCK_Q],
+    end: [f32; BLOCK_Q],
+    block_max: [f32; BLOCK_Q],
+    block_sum: [f32; BLOCK_Q],
+    /// Per row, what the current key block means for it.
     rows: [RowBlock; BLOCK_Q],
 }
 
 impl Scratch {
     fn new() -> Scratch {
         Scratch {
-            k_pack: [0.0; BLOCK_K * DIM_PANEL],
-            scores: [0.0; BLOCK_Q * BLOCK_K],
+            q_pack: [0.0; Q_DIM * BLOCK_Q],
+            scores: [0.0; BLOCK_K * BLOCK_Q],
             acc: [0.0; BLOCK_Q * V_PANEL],
             max: [0.0; BLOCK_Q],
             sum: [0.0; BLOCK_Q],
+            first: [0.0; BLOCK_Q],
+            end: [0.0; BLOCK_Q],
+            block_max: [0.0; BLOCK_Q],
+            block_sum: [0.0; BLOCK_Q],
             rows: [RowBlock::SKIP; BLOCK_Q],
         }
     }
@@ -133,11 +159,6 @@ impl RowBlock {
         keys: 0,
     };
 }
-
-/// Lane indices, to build masks of visible keys.
-const IOTA: [f32; 16] = [
-    0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.,
-];
 
 #[inline(always)]
 fn vectors_mut<S: Simd>(s: &mut [f32]) -> &mut [S::f32s] {
@@ -233,47 +254,122 @@ impl Block {
         scratch.max = [f32::NEG_INFINITY; BLOCK_Q];
         scratch.sum = [0.0; BLOCK_Q];
         scratch.acc = [0.0; BLOCK_Q * V_PANEL];
+        let packed = self.rows > MR;
+        if packed && p.shape.head_dim <= Q_DIM {
+            self.pack_q::<S>(p, q, 0, p.shape.head_dim, &mut scratch.q_pack);
+        }
         for k0 in (keys.0..keys.1).step_by(BLOCK_K) {
             let cols = BLOCK_K.min(keys.1 - k0);
-            self.scores(simd, p, q, k, v, k0, cols, scratch);
-            for r in 0..self.rows {
-                scratch.rows[r] = self.softmax_row(simd, p, r, k0, cols, scratch);
+            if packed {
+                self.scores_tiled(simd, p, q, k, k0, cols, scratch);
+            } else {
+                match self.rows {
+                    4 => self.scores_dot::<S, 4>(simd, p, q, k, v, k0, cols, scratch),
+                    3 => self.scores_dot::<S, 3>(simd, p, q, k, v, k0, cols, scratch),
+                    2 => self.scores_dot::<S, 2>(simd, p, q, k, v, k0, cols, scratch),
+                    _ => self.scores_dot::<S, 1>(simd, p, q, k, v, k0, cols, scratch),
+                }
             }
+            self.softmax(simd, p, k0, cols, scratch);
             self.weighted_values(simd, p, v, k0, cols, scratch);
         }
     }
 
-    /// `scratch.scores[r][j] = q[h][q0 + r] · k[g][k0 + j]` for the block.
+    /// Vectors of query rows in the block (the last one padded).
+    #[inline(always)]
+    fn row_vectors<S: Simd>(self) -> usize {
+        self.rows.div_ceil(S::F32_LANES)
+    }
+
+    /// Packs columns `d0..d0 + dw` of the block's Q rows as `q_pack[d][r]`, with zeros in
+    /// the padding rows of the last vector.
+    #[inline(always)]
+    fn pack_q<S: Simd>(self, p: &Params, q: &[f32], d0: usize, dw: usize, q_pack: &mut [f32]) {
+        for r in 0..self.rows {
+            let (h, i) = self.row(r);
+            strided_copy(&mut q_pack[r..], BLOCK_Q, &q[p.q.at(h, i) + d0..][..dw]);
+        }
+        for r in self.rows..self.row_vectors::<S>() * S::F32_LANES {
+            for d in 0..dw {
+                q_pack[d * BLOCK_Q + r] = 0.0;
+            }
+        }
+    }
+
+    /// `scratch.scores[j][r] = q[row r] · k[g][k0 + j]` for blocks of more than `MR` rows,
+    /// with the register tile of the level.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn scores<S: Simd>(
+    fn scores_tiled<S: Simd>(
         self,
         simd: S,
         p: &Params,
         q: &[f32],
         k: &[f32],
-        v: &[f32],
         k0: usize,
         cols: usize,
         scratch: &mut Scratch,
     ) {
-        if self.rows <= MR {
-            // Few rows (decode): packing K would cost more than it saves.
-            match self.rows {
-                4 => self.scores_dot::<S, 4>(simd, p, q, k, v, k0, cols, scratch),
-                3 => self.scores_dot::<S, 3>(simd, p, q, k, v, k0, cols, scratch),
-                2 => self.scores_dot::<S, 2>(simd, p, q, k, v, k0, cols, scratch),
-                _ => self.scores_dot::<S, 1>(simd, p, q, k, v, k0, cols, scratch),
-            }
-        } else if wide::<S>() {
-            self.scores_nr::<S, { NR_WIDE }>(simd, p, q, k, k0, cols, scratch)
+        if wide::<S>() {
+            self.scores_kr::<S, KR_WIDE, QR_WIDE>(simd, p, q, k, k0, cols, scratch)
         } else {
-            self.scores_nr::<S, { NR_NARROW }>(simd, p, q, k, k0, cols, scratch)
+            self.scores_kr::<S, KR_NARROW, QR_NARROW>(simd, p, q, k, k0, cols, scratch)
         }
     }
 
-    /// [`Block::scores`] for a block of `M ≤ MR` rows: each K row is streamed once, straight
-    /// from memory, and dotted with every query row, lanes along `head_dim`.
+    /// [`Block::scores_tiled`] with tiles of `KR` keys × `QR` vectors of rows.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn scores_kr<S: Simd, const KR: usize, const QR: usize>(
+        self,
+        simd: S,
+        p: &Params,
+        q: &[f32],
+        k: &[f32],
+        k0: usize,
+        cols: usize,
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let head_dim = p.shape.head_dim;
+        let row_vectors = self.row_vectors::<S>();
+        for d0 in (0..head_dim).step_by(Q_DIM) {
+            let dw = Q_DIM.min(head_dim - d0);
+            if head_dim > Q_DIM {
+                self.pack_q::<S>(p, q, d0, dw, &mut scratch.q_pack);
+            }
+            for j0 in (0..cols).step_by(KR) {
+                // A tile past the last key repeats it; those scores are never read.
+                let k_rows: [*const f32; KR] = core::array::from_fn(|x| {
+                    let j = k0 + (j0 + x).min(cols - 1);
+                    // Validation guarantees every key row is inside `k`; checked per tile.
+                    k[p.k.at(self.g, j) + d0..][..dw].as_ptr()
+                });
+                let mut c = 0;
+                while c < row_vectors {
+                    let n = QR.min(row_vectors - c);
+                    let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * BLOCK_Q + n * lanes];
+                    let s = &mut scratch.scores[j0 * BLOCK_Q + c * lanes..]
+                        [..(KR - 1) * BLOCK_Q + n * lanes];
+                    let (qp, sp, first) = (packed.as_ptr(), s.as_mut_ptr(), d0 == 0);
+                    // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
+                    // of `n` vectors at d·BLOCK_Q; `s` holds `KR` rows of `n` vectors at
+                    // x·BLOCK_Q (`j0 + KR ≤ BLOCK_K` as KR divides BLOCK_K).
+                    unsafe {
+                        match n {
+                            3 => qk_kernel::<S, KR, 3>(simd, k_rows, qp, dw, sp, first),
+                            2 => qk_kernel::<S, KR, 2>(simd, k_rows, qp, dw, sp, first),
+                            _ => qk_kernel::<S, KR, 1>(simd, k_rows, qp, dw, sp, first),
+                        }
+                    }
+                    c += n;
+                }
+            }
+        }
+    }
+
+    /// `scratch.scores[j][m]` for a block of `M ≤ MR` rows: each K row is streamed once,
+    /// straight from memory, and dotted with every query row, lanes along `head_dim`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn scores_dot<S: Simd, const M: usize>(
@@ -329,223 +425,151 @@ impl Block {
             }
             for (x, acc) in acc.iter().enumerate().take(nk) {
                 for (m, acc) in acc.iter().enumerate() {
-                    scratch.scores[m * BLOCK_K + j + x] = simd.reduce_sum_f32s(*acc);
+                    scratch.scores[(j + x) * BLOCK_Q + m] = simd.reduce_sum_f32s(*acc);
                 }
             }
             j += nk;
         }
     }
 
-    /// [`Block::scores`] with key tiles of `NR` vectors.
+    /// The online softmax step for key block `k0..k0 + cols`: scales, biases and masks the
+    /// scores, moves each row's running max and sum, rescales a row's accumulator if its max
+    /// moved, leaves the weights in `scratch.scores` and what the block means for each row in
+    /// `scratch.rows`. The per-key work is vertical (a lane per row); the per-row decisions
+    /// (empty rows, NaN, mask edges) are scalar, once per row and block.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn scores_nr<S: Simd, const NR: usize>(
-        self,
-        simd: S,
-        p: &Params,
-        q: &[f32],
-        k: &[f32],
-        k0: usize,
-        cols: usize,
-        scratch: &mut Scratch,
-    ) {
-        let head_dim = p.shape.head_dim;
-        let tile = NR * S::F32_LANES;
-        let tiles = cols.div_ceil(tile);
-        for d0 in (0..head_dim).step_by(DIM_PANEL) {
-            let dw = DIM_PANEL.min(head_dim - d0);
-            self.pack_k::<S, NR>(simd, p, k, k0, cols, d0, dw, &mut scratch.k_pack);
-            let mut r0 = 0;
-            while r0 < self.rows {
-                let m = MR.min(self.rows - r0);
-                let rows = (p, q, d0, dw, tiles, r0);
-                match m {
-                    4 => self.qk_rows::<S, 4, NR>(simd, rows, scratch),
-                    3 => self.qk_rows::<S, 3, NR>(simd, rows, scratch),
-                    2 => self.qk_rows::<S, 2, NR>(simd, rows, scratch),
-                    _ => self.qk_rows::<S, 1, NR>(simd, rows, scratch),
-                }
-                r0 += m;
-            }
-        }
-    }
-
-    /// Packs keys `k0..k0 + cols`, columns `d0..d0 + dw` of `head_dim`, as
-    /// `k_pack[t][d][j] = k[g][k0 + t·tile + j][d0 + d]` with `tile = NR · lanes` keys, so
-    /// lanes run along keys. Whole `lanes × lanes` squares are transposed in registers; the
-    /// edges are copied one element at a time. Keys past `cols` in the last tile keep stale
-    /// values: their scores are masked to -inf.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn pack_k<S: Simd, const NR: usize>(
-        self,
-        simd: S,
-        p: &Params,
-        k: &[f32],
-        k0: usize,
-        cols: usize,
-        d0: usize,
-        dw: usize,
-        k_pack: &mut [f32],
-    ) {
+    fn softmax<S: Simd>(self, simd: S, p: &Params, k0: usize, cols: usize, scratch: &mut Scratch) {
         let lanes = S::F32_LANES;
-        let tile = NR * lanes;
-        let (square_keys, square_dims) = (cols / lanes * lanes, dw / lanes * lanes);
-        let at = |j: usize| p.k.at(self.g, k0 + j) + d0;
-        for j0 in (0..square_keys).step_by(lanes) {
-            let panel = &mut k_pack[j0 / tile * dw * tile + j0 % tile..];
-            for dc in (0..square_dims).step_by(lanes) {
-                let mut x = [simd.splat_f32s(0.0); 16];
-                for (i, x) in x.iter_mut().take(lanes).enumerate() {
-                    *x = load(simd, &k[at(j0 + i) + dc..][..lanes]);
-                }
-                transpose(simd, &mut x);
-                for (d, x) in x.iter().take(lanes).enumerate() {
-                    vectors_mut::<S>(&mut panel[(dc + d) * tile..][..lanes])[0] = *x;
-                }
-            }
-            for i in (0..lanes).filter(|_| square_dims < dw) {
-                let row = &k[at(j0 + i) + square_dims..dw + at(j0 + i)];
-                strided_copy(&mut panel[square_dims * tile + i..], tile, row);
-            }
-        }
-        for j in square_keys..cols {
-            let row = &k[at(j)..][..dw];
-            strided_copy(&mut k_pack[j / tile * dw * tile + j % tile..], tile, row);
-        }
-    }
-
-    /// `M` query rows from `r0` against every packed key tile, over one panel of `head_dim`.
-    #[inline(always)]
-    #[allow(clippy::type_complexity)]
-    fn qk_rows<S: Simd, const M: usize, const NR: usize>(
-        self,
-        simd: S,
-        (p, q, d0, dw, tiles, r0): (&Params, &[f32], usize, usize, usize, usize),
-        scratch: &mut Scratch,
-    ) {
-        let tile = NR * S::F32_LANES;
-        // Validation guarantees every row is inside `q`; slicing checks it once per row.
-        let q_rows: [*const f32; M] = core::array::from_fn(|m| {
-            let (h, i) = self.row(r0 + m);
-            q[p.q.at(h, i) + d0..][..dw].as_ptr()
-        });
-        for t in 0..tiles {
-            let packed = &scratch.k_pack[t * dw * tile..][..dw * tile];
-            let s = &mut scratch.scores[r0 * BLOCK_K + t * tile..][..(M - 1) * BLOCK_K + tile];
-            // SAFETY: each of `q_rows` points at `dw` floats, `packed` holds `dw` groups of NR
-            // vectors, `s` holds rows m < M at m·BLOCK_K of NR vectors.
-            unsafe {
-                qk_kernel::<S, M, NR>(simd, q_rows, packed.as_ptr(), dw, s.as_mut_ptr(), d0 == 0)
-            }
-        }
-    }
-
-    /// Scales, biases and masks row `r`'s scores, moves its running max and sum, rescales its
-    /// accumulator if the max moved, and leaves the weights in `scratch.scores`.
-    #[inline(always)]
-    fn softmax_row<S: Simd>(
-        self,
-        simd: S,
-        p: &Params,
-        r: usize,
-        k0: usize,
-        cols: usize,
-        scratch: &mut Scratch,
-    ) -> RowBlock {
-        let lanes = S::F32_LANES;
-        let (h, i) = self.row(r);
-        let (lo, hi) = p.key_range(i);
-        let (jl, jh) = (
-            lo.saturating_sub(k0).min(cols),
-            hi.saturating_sub(k0).min(cols),
-        );
-        if jl >= jh {
-            return RowBlock::SKIP;
-        }
-        let scale = simd.splat_f32s(p.scale());
-        let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
-        let iota = load(simd, &IOTA[..lanes]);
-        let bias = p
-            .bias
-            .map(|b| &b.data[h * b.head_stride + i * b.row_stride + k0..][..cols]);
-        let n_vec = cols.div_ceil(lanes);
-        let row = &mut vectors_mut::<S>(&mut scratch.scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
-
-        let mut max = neg_inf;
-        let mut min_visible = simd.splat_f32s(f32::INFINITY);
-        if bias.is_none() && jl == 0 && jh == cols && cols.is_multiple_of(lanes) {
-            // Every lane is a visible key: no masks to build.
-            for s in row.iter_mut() {
-                let x = simd.mul_f32s(*s, scale);
-                min_visible = simd.min_f32s(min_visible, x);
-                max = simd.max_f32s(max, x);
-                *s = x;
-            }
-        } else {
-            let pos_inf = simd.splat_f32s(f32::INFINITY);
-            for (vi, s) in row.iter_mut().enumerate() {
-                let mut x = simd.mul_f32s(*s, scale);
-                if let Some(bias) = bias {
-                    let b = load(simd, &bias[vi * lanes..]);
-                    let masked = simd.equal_f32s(b, neg_inf);
-                    x = simd.select_f32s(masked, neg_inf, simd.add_f32s(x, b));
-                }
-                let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
-                let visible = simd.and_m32s(
-                    simd.greater_than_or_equal_f32s(j, simd.splat_f32s(jl as f32)),
-                    simd.less_than_f32s(j, simd.splat_f32s(jh as f32)),
+        let row_vectors = self.row_vectors::<S>();
+        // Each row's visible keys in this block; a bias is applied here, scaled, per row.
+        let mut all_visible = p.bias.is_none();
+        for r in 0..row_vectors * lanes {
+            let (jl, jh) = if r < self.rows {
+                let (h, i) = self.row(r);
+                let (lo, hi) = p.key_range(i);
+                let (jl, jh) = (
+                    lo.saturating_sub(k0).min(cols),
+                    hi.saturating_sub(k0).min(cols),
                 );
-                x = simd.select_f32s(visible, x, neg_inf);
-                min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, x, pos_inf));
+                if let (Some(b), true) = (p.bias, jl < jh) {
+                    let bias = &b.data[h * b.head_stride + i * b.row_stride + k0..][jl..jh];
+                    let scale = p.scale();
+                    for (j, &b) in (jl..jh).zip(bias) {
+                        let s = &mut scratch.scores[j * BLOCK_Q + r];
+                        *s = if b == f32::NEG_INFINITY {
+                            f32::NEG_INFINITY
+                        } else {
+                            core::hint::black_box(*s * scale + b)
+                        };
+                    }
+                }
+                (jl, jh.max(jl))
+            } else {
+                (0, 0)
+            };
+            all_visible &= r >= self.rows || (jl == 0 && jh == cols);
+            scratch.first[r] = jl as f32;
+            scratch.end[r] = jh as f32;
+        }
+        let scale = simd.splat_f32s(if p.bias.is_some() { 1.0 } else { p.scale() });
+        let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
+        let pos_inf = simd.splat_f32s(f32::INFINITY);
+
+        // Scale and mask; per row, the block's max and the least visible score.
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let (jl, jh) = (
+                load(simd, &scratch.first[at..]),
+                load(simd, &scratch.end[at..]),
+            );
+            let mut max = neg_inf;
+            let mut min_visible = pos_inf;
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let mut x = simd.mul_f32s(*s, scale);
+                if all_visible {
+                    min_visible = simd.min_f32s(min_visible, x);
+                } else {
+                    let jv = simd.splat_f32s(j as f32);
+                    let visible = simd.and_m32s(
+                        simd.greater_than_or_equal_f32s(jv, jl),
+                        simd.less_than_f32s(jv, jh),
+                    );
+                    x = simd.select_f32s(visible, x, neg_inf);
+                    min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, x, pos_inf));
+                }
                 max = simd.max_f32s(max, x);
                 *s = x;
             }
+            vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
+            // Parked in `block_sum` until the rows are decided.
+            vectors_mut::<S>(&mut scratch.block_sum[at..][..lanes])[0] = min_visible;
         }
 
-        let old_max = scratch.max[r];
-        let mut new_max = old_max.max(simd.reduce_max_f32s(max));
-        if new_max == f32::NEG_INFINITY {
-            // `max` ignores NaN on some levels: a row of NaN and -inf scores lands here.
-            let visible = &scratch.scores[r * BLOCK_K..][jl..jh];
-            if !visible.iter().any(|s| s.is_nan()) {
-                // Every visible score so far is -inf: nothing is included yet.
-                return RowBlock::SKIP;
+        // Per row: the new max, and which keys the row includes.
+        for r in 0..self.rows {
+            let (jl, jh) = (scratch.first[r] as usize, scratch.end[r] as usize);
+            let (old_max, block_max) = (scratch.max[r], scratch.block_max[r]);
+            // A skipped row keeps its max (its weights are never read).
+            scratch.block_max[r] = old_max;
+            scratch.rows[r] = RowBlock::SKIP;
+            if jl >= jh {
+                continue;
             }
-            new_max = f32::NAN; // poisons the row's sum, as a NaN score must
-        }
-        let whole = jl == 0 && jh == cols && simd.reduce_min_f32s(min_visible) != f32::NEG_INFINITY;
-        let mut keys = 0u64;
-        if !whole {
-            // Bit j: key k0 + j is visible and its score is not -inf.
-            let scores = &scratch.scores[r * BLOCK_K..][..cols];
-            for (j, &s) in scores.iter().enumerate().take(jh).skip(jl) {
-                keys |= ((s != f32::NEG_INFINITY) as u64) << j;
+            let column = |scores: &[f32; BLOCK_K * BLOCK_Q], j: usize| scores[j * BLOCK_Q + r];
+            // `max` ignores NaN on some levels: test a row of NaN and -inf scores.
+            let mut new_max = old_max.max(block_max);
+            if new_max == f32::NEG_INFINITY {
+                if !(jl..jh).any(|j| column(&scratch.scores, core::hint::black_box(j)).is_nan()) {
+                    // Every visible score so far is -inf: nothing is included yet.
+                    continue;
+                }
+                new_max = f32::NAN; // poisons the row's sum, as a NaN score must
             }
+            let whole = jl == 0 && jh == cols && scratch.block_sum[r] != f32::NEG_INFINITY;
+            let mut keys = u64::MAX;
+            if !whole {
+                // Bit j: key k0 + j is visible and its score is not -inf.
+                keys = 0;
+                for j in jl..jh {
+                    let s = column(&scratch.scores, core::hint::black_box(j));
+                    keys |= ((s != f32::NEG_INFINITY) as u64) << j;
+                }
+            }
+            scratch.block_max[r] = new_max;
+            scratch.rows[r] = RowBlock { whole, keys };
         }
 
-        let m = simd.splat_f32s(new_max);
-        let mut sum = simd.splat_f32s(0.0);
-        for s in vectors_mut::<S>(&mut scratch.scores[r * BLOCK_K..][..BLOCK_K])[..n_vec].iter_mut()
-        {
-            let w = exp(simd, simd.sub_f32s(*s, m));
-            sum = simd.add_f32s(sum, w);
-            *s = w;
-        }
-        let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
-        if new_max != old_max {
-            let alpha = exp1(old_max - new_max);
-            scratch.sum[r] *= alpha;
-            let alpha = simd.splat_f32s(alpha);
-            for a in vectors_mut::<S>(acc) {
-                *a = simd.mul_f32s(*a, alpha);
+        // Weights and their sums.
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let m = load(simd, &scratch.block_max[at..]);
+            let mut sum = simd.splat_f32s(0.0);
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let w = exp(simd, simd.sub_f32s(*s, m));
+                sum = simd.add_f32s(sum, w);
+                *s = w;
             }
+            vectors_mut::<S>(&mut scratch.block_sum[at..][..lanes])[0] = sum;
         }
-        scratch.sum[r] += simd.reduce_sum_f32s(sum);
-        scratch.max[r] = new_max;
-        RowBlock {
-            whole,
-            keys: if whole { u64::MAX } else { keys },
+
+        // Per row: move the running max and sum, rescaling the accumulator if the max moved.
+        for r in 0..self.rows {
+            if scratch.rows[r].keys == 0 {
+                continue;
+            }
+            let (old_max, new_max) = (scratch.max[r], scratch.block_max[r]);
+            if new_max != old_max {
+                let alpha = exp1(old_max - new_max);
+                scratch.sum[r] *= alpha;
+                let alpha = simd.splat_f32s(alpha);
+                for a in vectors_mut::<S>(&mut scratch.acc[r * V_PANEL..][..V_PANEL]) {
+                    *a = simd.mul_f32s(*a, alpha);
+                }
+            }
+            scratch.sum[r] += scratch.block_sum[r];
+            scratch.max[r] = new_max;
         }
     }
 
@@ -607,7 +631,7 @@ impl Block {
         let start = p.v.at(self.g, k0 + j0) + self.v0;
         // Validation guarantees these rows are inside `v`; slicing checks it once per call.
         let v_rows = &v[start..start + (cols - 1) * rs + self.vw];
-        let w = &scratch.scores[r0 * BLOCK_K + j0..][..(M - 1) * BLOCK_K + cols];
+        let w = &scratch.scores[j0 * BLOCK_Q + r0..][..(cols - 1) * BLOCK_Q + M];
         let acc = &mut scratch.acc[r0 * V_PANEL..][..M * V_PANEL];
         let full = self.vw / lanes;
         let (vp, wp, ap) = (v_rows.as_ptr(), w.as_ptr(), acc.as_mut_ptr());
@@ -620,7 +644,7 @@ impl Block {
             };
             // SAFETY: `v_rows` holds `cols` rows at j·rs with `vw` floats from column
             // `c·lanes`, and `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows m < M at
-            // m·BLOCK_K of `cols` weights; `acc` holds rows m < M of V_PANEL ≥ vw floats.
+            // j·BLOCK_Q + m for j < cols, m < M; `acc` holds rows m < M of V_PANEL ≥ vw floats.
             unsafe {
                 match n {
                     NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, vp, rs, wp, ap, cols, c * lanes),
@@ -639,7 +663,7 @@ impl Block {
                 let acc = &mut acc[m * V_PANEL + col..][..lanes];
                 let mut a = load(simd, acc);
                 for j in 0..cols {
-                    let wb = simd.splat_f32s(w[m * BLOCK_K + j]);
+                    let wb = simd.splat_f32s(w[j * BLOCK_Q + m]);
                     a = simd.mul_add_f32s(
                         wb,
                         load(simd, &v_rows[j * rs + col..][..self.vw - col]),
@@ -670,7 +694,7 @@ impl Block {
         while keys != 0 {
             let j = keys.trailing_zeros() as usize;
             keys &= keys - 1;
-            let w = simd.splat_f32s(scratch.scores[r * BLOCK_K + j]);
+            let w = simd.splat_f32s(scratch.scores[j * BLOCK_Q + r]);
             let v_row = &v[p.v.at(self.g, k0 + j) + self.v0..][..self.vw];
             for (c, a) in acc.iter_mut().enumerate() {
                 *a = simd.mul_add_f32s(w, load(simd, &v_row[c * lanes..]), *a);
@@ -702,7 +726,7 @@ impl Block {
 
 /// `dst[i · stride] = src[i]`, one element at a time. Left to itself LLVM vectorises this
 /// into scatters, which are slow on AMD and which the Bochs AVX-512 emulator used in CI
-/// cannot execute (index in zmm16–31); these are only the edges of the pack.
+/// cannot execute (index in zmm16–31); the Q pack is done once per block of rows.
 #[inline(always)]
 fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
     for (d, &x) in dst.iter_mut().step_by(stride).zip(src) {
@@ -710,45 +734,19 @@ fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
     }
 }
 
-/// Transposes the `lanes × lanes` square in `x[..lanes]` (vector `i` holds row `i`) as a
-/// recursive block transpose: for block sizes `b = lanes/2, lanes/4, …, 1`, rows `i` and
-/// `i + b` (with bit `b` of `i` clear) swap their off-diagonal `b`-lane blocks, using one
-/// lane rotation and one select per row.
-#[inline(always)]
-fn transpose<S: Simd>(simd: S, x: &mut [S::f32s; 16]) {
-    let lanes = S::F32_LANES;
-    let iota = S::as_simd_u32s(&IOTA_U32[..lanes]).0[0];
-    let mut b = lanes / 2;
-    while b > 0 {
-        // Lanes whose bit `b` is set: the upper half of every 2b-lane block.
-        let upper = simd.not_m32s(simd.equal_u32s(
-            simd.and_u32s(iota, simd.splat_u32s(b as u32)),
-            simd.splat_u32s(0),
-        ));
-        for i in (0..lanes).filter(|i| i & b == 0) {
-            let (top, bottom) = (x[i], x[i + b]);
-            x[i] = simd.select_f32s(upper, simd.rotate_right_f32s(bottom, b), top);
-            x[i + b] = simd.select_f32s(upper, bottom, simd.rotate_left_f32s(top, b));
-        }
-        b /= 2;
-    }
-}
-
-/// Lane indices as integers, for the transpose's lane masks.
-const IOTA_U32: [u32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-
-/// The Q·Kᵀ register tile: `M` query rows × `N` vectors of packed keys, over `dw` columns.
-/// Adds to the scores in `s` unless `first`.
+/// The Q·Kᵀ register tile: `KR` keys × `N` vectors of packed query rows, over `dw` columns
+/// of `head_dim`: `s[x][..] (+)= Σ_d k[x][d] · q_pack[d][..]`, broadcasting K elements from
+/// the caller's rows. Adds to the scores in `s` unless `first`.
 ///
 /// # Safety
-/// For `m < M`, `d < dw`, `n < N`: `q[m] + d` is readable, the `N·lanes` floats at
-/// `packed + d·N·lanes` are readable, and the `N·lanes` floats at `s + m·BLOCK_K` are
+/// For `x < KR`, `d < dw`, `n < N`: `k[x] + d` is readable, the `lanes` floats at
+/// `q_pack + d·BLOCK_Q + n·lanes` are readable, and those at `s + x·BLOCK_Q + n·lanes` are
 /// readable and writable.
 #[inline(always)]
-unsafe fn qk_kernel<S: Simd, const M: usize, const N: usize>(
+unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     simd: S,
-    q: [*const f32; M],
-    packed: *const f32,
+    k: [*const f32; KR],
+    q_pack: *const f32,
     dw: usize,
     s: *mut f32,
     first: bool,
@@ -758,29 +756,29 @@ unsafe fn qk_kernel<S: Simd, const M: usize, const N: usize>(
         // SAFETY: the caller guarantees `lanes` readable floats at every `p` used below.
         unsafe { (p as *const S::f32s).read_unaligned() }
     };
-    let mut acc = [[simd.splat_f32s(0.0); N]; M];
+    let mut acc = [[simd.splat_f32s(0.0); N]; KR];
     if !first {
-        for (m, acc) in acc.iter_mut().enumerate() {
+        for (x, acc) in acc.iter_mut().enumerate() {
             for (n, a) in acc.iter_mut().enumerate() {
-                *a = vec(s.wrapping_add(m * BLOCK_K + n * lanes));
+                *a = vec(s.wrapping_add(x * BLOCK_Q + n * lanes));
             }
         }
     }
     for d in 0..dw {
-        let kv: [S::f32s; N] =
-            core::array::from_fn(|n| vec(packed.wrapping_add((d * N + n) * lanes)));
-        for (m, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: m < M and d < dw.
-            let qb = simd.splat_f32s(unsafe { *q[m].add(d) });
+        let qv: [S::f32s; N] =
+            core::array::from_fn(|n| vec(q_pack.wrapping_add(d * BLOCK_Q + n * lanes)));
+        for (x, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: x < KR and d < dw.
+            let kb = simd.splat_f32s(unsafe { *k[x].add(d) });
             for n in 0..N {
-                acc[n] = simd.mul_add_f32s(qb, kv[n], acc[n]);
+                acc[n] = simd.mul_add_f32s(kb, qv[n], acc[n]);
             }
         }
     }
-    for (m, acc) in acc.iter().enumerate() {
+    for (x, acc) in acc.iter().enumerate() {
         for (n, &a) in acc.iter().enumerate() {
             // SAFETY: writable by the caller's guarantee.
-            unsafe { (s.add(m * BLOCK_K + n * lanes) as *mut S::f32s).write_unaligned(a) };
+            unsafe { (s.add(x * BLOCK_Q + n * lanes) as *mut S::f32s).write_unaligned(a) };
         }
     }
 }
@@ -789,7 +787,7 @@ unsafe fn qk_kernel<S: Simd, const M: usize, const N: usize>(
 /// for `m < M`, broadcasting weights and streaming value rows.
 ///
 /// # Safety
-/// For `m < M`, `j < cols`: `w + m·BLOCK_K + j` is readable, the `N·lanes` floats at
+/// For `m < M`, `j < cols`: `w + j·BLOCK_Q + m` is readable, the `N·lanes` floats at
 /// `v + j·v_stride + col` are readable, and those at `acc + m·V_PANEL + col` are readable
 /// and writable.
 #[inline(always)]
@@ -816,7 +814,7 @@ unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
         let vv: [S::f32s; N] = core::array::from_fn(|n| vec(row.wrapping_add(n * lanes)));
         for (m, a) in a.iter_mut().enumerate() {
             // SAFETY: m < M and j < cols.
-            let wb = simd.splat_f32s(unsafe { *w.add(m * BLOCK_K + j) });
+            let wb = simd.splat_f32s(unsafe { *w.add(j * BLOCK_Q + m) });
             for n in 0..N {
                 a[n] = simd.mul_add_f32s(wb, vv[n], a[n]);
             }
