@@ -158,6 +158,10 @@ impl RowBlock {
         whole: false,
         keys: 0,
     };
+    const WHOLE: RowBlock = RowBlock {
+        whole: true,
+        keys: u64::MAX,
+    };
 }
 
 #[inline(always)]
@@ -197,6 +201,8 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
                 let qn = BLOCK_Q.min(shape.q_len - q0);
                 // Ends of the row ranges are monotonic: the union is first.lo .. last.hi.
                 let keys = (p.key_range(q0).0, p.key_range(q0 + qn - 1).1);
+                // And the keys every row sees: the intersection.
+                let inner = (p.key_range(q0 + qn - 1).0, p.key_range(q0).1);
                 for v0 in (0..shape.v_dim).step_by(V_PANEL) {
                     let vw = V_PANEL.min(shape.v_dim - v0);
                     let block = Block {
@@ -205,6 +211,7 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
                         q0,
                         qn,
                         rows: nh * qn,
+                        inner,
                         v0,
                         vw,
                     };
@@ -227,6 +234,8 @@ struct Block {
     q0: usize,
     qn: usize,
     rows: usize,
+    /// Keys `inner.0..inner.1` are visible to every row (empty if `inner.0 ≥ inner.1`).
+    inner: (usize, usize),
     v0: usize,
     vw: usize,
 }
@@ -439,6 +448,100 @@ impl Block {
     /// (empty rows, NaN, mask edges) are scalar, once per row and block.
     #[inline(always)]
     fn softmax<S: Simd>(self, simd: S, p: &Params, k0: usize, cols: usize, scratch: &mut Scratch) {
+        let interior = p.bias.is_none() && self.inner.0 <= k0 && k0 + cols <= self.inner.1;
+        if interior && self.softmax_interior(simd, p, cols, scratch) {
+            return;
+        }
+        // The interior path leaves the scores scaled when it gives up.
+        self.softmax_edge(simd, p, k0, cols, !interior, scratch);
+    }
+
+    /// [`Block::softmax`] for a key block that every row sees whole, without a bias (most
+    /// blocks): no masks, and every per-row step vectorised. Returns `false`, with the scores
+    /// scaled and nothing else changed, if some row's scores are not all finite-or-`+inf`
+    /// (NaN, or `-inf` from infinite inputs); [`Block::softmax_edge`] then takes the block.
+    #[inline(always)]
+    fn softmax_interior<S: Simd>(
+        self,
+        simd: S,
+        p: &Params,
+        cols: usize,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let lanes = S::F32_LANES;
+        let row_vectors = self.row_vectors::<S>();
+        let scale = simd.splat_f32s(p.scale());
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let mut max = simd.splat_f32s(f32::NEG_INFINITY);
+            let mut min = simd.splat_f32s(f32::INFINITY);
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let x = simd.mul_f32s(*s, scale);
+                min = simd.min_f32s(min, x);
+                max = simd.max_f32s(max, x);
+                *s = x;
+            }
+            let old = load(simd, &scratch.max[at..]);
+            vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = simd.max_f32s(old, max);
+            vectors_mut::<S>(&mut scratch.block_sum[at..][..lanes])[0] = min;
+        }
+        // `x > -inf` is false for NaN and -inf (padding lanes are not rows: not looked at).
+        let finite = |x: &f32| *x > f32::NEG_INFINITY;
+        let rows = self.rows;
+        if !(scratch.block_max[..rows].iter().all(finite)
+            && scratch.block_sum[..rows].iter().all(finite))
+        {
+            return false;
+        }
+        let one = simd.splat_f32s(1.0);
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let new = load(simd, &scratch.block_max[at..]);
+            let mut sum = simd.splat_f32s(0.0);
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let w = exp(simd, simd.sub_f32s(*s, new));
+                sum = simd.add_f32s(sum, w);
+                *s = w;
+            }
+            let old = load(simd, &scratch.max[at..]);
+            let alpha = simd.select_f32s(
+                simd.equal_f32s(old, new),
+                one,
+                exp(simd, simd.sub_f32s(old, new)),
+            );
+            let running = simd.mul_f32s(load(simd, &scratch.sum[at..]), alpha);
+            vectors_mut::<S>(&mut scratch.sum[at..][..lanes])[0] = simd.add_f32s(running, sum);
+            vectors_mut::<S>(&mut scratch.max[at..][..lanes])[0] = new;
+            // Parked in `first` for the rescale below.
+            vectors_mut::<S>(&mut scratch.first[at..][..lanes])[0] = alpha;
+        }
+        for r in 0..rows {
+            scratch.rows[r] = RowBlock::WHOLE;
+            let alpha = scratch.first[r];
+            if alpha != 1.0 {
+                let alpha = simd.splat_f32s(alpha);
+                for a in vectors_mut::<S>(&mut scratch.acc[r * V_PANEL..][..V_PANEL]) {
+                    *a = simd.mul_f32s(*a, alpha);
+                }
+            }
+        }
+        true
+    }
+
+    /// [`Block::softmax`] for any block: mask edges, bias, and rows whose scores hold NaN or
+    /// `-inf`. Multiplies the scores by the scale only if `scale`.
+    #[inline(always)]
+    fn softmax_edge<S: Simd>(
+        self,
+        simd: S,
+        p: &Params,
+        k0: usize,
+        cols: usize,
+        scale: bool,
+        scratch: &mut Scratch,
+    ) {
         let lanes = S::F32_LANES;
         let row_vectors = self.row_vectors::<S>();
         // Each row's visible keys in this block; a bias is applied here, scaled, per row.
@@ -471,7 +574,11 @@ impl Block {
             scratch.first[r] = jl as f32;
             scratch.end[r] = jh as f32;
         }
-        let scale = simd.splat_f32s(if p.bias.is_some() { 1.0 } else { p.scale() });
+        let scale = simd.splat_f32s(if p.bias.is_some() || !scale {
+            1.0
+        } else {
+            p.scale()
+        });
         let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
         let pos_inf = simd.splat_f32s(f32::INFINITY);
 
