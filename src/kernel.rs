@@ -13,9 +13,12 @@
 //!    at most [`MR`] rows (decode) dot each K row with the rows instead, streaming K from
 //!    memory with prefetching ([`PREFETCH_KEYS`]).
 //! 2. **Online softmax**, vertically: every lane is one row, so the row max and sum are
-//!    element-wise over keys, with no horizontal reductions. Scores are scaled, biased and
-//!    masked (excluded keys become `-inf`), weights become `exp(s − max)` with the vectorised
-//!    [`exp`](crate::exp), and a row's accumulator is rescaled only if its max moved.
+//!    element-wise over keys, with no horizontal reductions; key blocks that every row sees
+//!    whole (most of them) do even the per-row bookkeeping a vector of rows at a time. Scores
+//!    are scaled, biased and masked (excluded keys become `-inf`), weights become
+//!    `exp(s − max)` with the vectorised [`exp`](crate::exp), and a row's accumulator is
+//!    rescaled only if its max moved. Blocks of at most `MR` rows would fill only `MR` lanes,
+//!    so they keep their scores `[row][key]`, lanes along keys, and copy the weights over.
 //! 3. **P·V**: a register tile of `MR` rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of `v_dim`
 //!    broadcasts weights and streams V rows. A row cut by a mask edge takes its run of keys
 //!    through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V row
@@ -65,9 +68,10 @@ pub const NV_WIDE: usize = 4;
 pub const NV_NARROW: usize = 2;
 
 /// How far ahead, in keys, the decode path asks for K rows. Without the prefetches decode ran
-/// at about half the streaming bandwidth on the Zen 5 machines here; 8, 16, 32 and 64 keys
-/// measured within noise of each other, and 16 covers memory latency at streaming speed.
-pub const PREFETCH_KEYS: usize = 16;
+/// at about half the streaming bandwidth on the Zen 5 machines here. With 64-key blocks,
+/// 8 to 64 keys measured within noise; with 48-key blocks, 32 (two thirds of the next block)
+/// measured best for AVX2 at 32k keys (16 and 48 were 4–10% slower, 64 lost in L3).
+pub const PREFETCH_KEYS: usize = 32;
 
 /// Whether this level has 32 vector registers, so the wide register tiles fit.
 #[inline(always)]
@@ -112,6 +116,9 @@ struct Scratch {
     q_pack: [f32; Q_DIM * BLOCK_Q],
     /// Scores, then weights, `[key][row]`.
     scores: [f32; BLOCK_K * BLOCK_Q],
+    /// The same for blocks of at most `MR` rows, `[row][key]`, before the weights are copied
+    /// into `scores`.
+    dot_scores: [f32; MR * BLOCK_K],
     /// Unnormalised outputs, `[row][V_PANEL]`.
     acc: [f32; BLOCK_Q * V_PANEL],
     /// Per row: running max and sum.
@@ -132,6 +139,7 @@ impl Scratch {
         Scratch {
             q_pack: [0.0; Q_DIM * BLOCK_Q],
             scores: [0.0; BLOCK_K * BLOCK_Q],
+            dot_scores: [0.0; MR * BLOCK_K],
             acc: [0.0; BLOCK_Q * V_PANEL],
             max: [0.0; BLOCK_Q],
             sum: [0.0; BLOCK_Q],
@@ -163,6 +171,11 @@ impl RowBlock {
         keys: u64::MAX,
     };
 }
+
+/// Lane indices, to build masks of visible keys.
+const IOTA: [f32; 16] = [
+    0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.,
+];
 
 #[inline(always)]
 fn vectors_mut<S: Simd>(s: &mut [f32]) -> &mut [S::f32s] {
@@ -279,7 +292,16 @@ impl Block {
                     _ => self.scores_dot::<S, 1>(simd, p, q, k, v, k0, cols, scratch),
                 }
             }
-            self.softmax(simd, p, k0, cols, scratch);
+            if packed {
+                self.softmax(simd, p, k0, cols, scratch);
+            } else {
+                for r in 0..self.rows {
+                    scratch.rows[r] = self.softmax_dot_row(simd, p, r, k0, cols, scratch);
+                    // Into the `[key][row]` tile that P·V reads.
+                    let weights = &scratch.dot_scores[r * BLOCK_K..][..cols];
+                    strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
+                }
+            }
             self.weighted_values(simd, p, v, k0, cols, scratch);
         }
     }
@@ -377,7 +399,7 @@ impl Block {
         }
     }
 
-    /// `scratch.scores[j][m]` for a block of `M ≤ MR` rows: each K row is streamed once,
+    /// `scratch.dot_scores[m][j]` for a block of `M ≤ MR` rows: each K row is streamed once,
     /// straight from memory, and dotted with every query row, lanes along `head_dim`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -434,10 +456,122 @@ impl Block {
             }
             for (x, acc) in acc.iter().enumerate().take(nk) {
                 for (m, acc) in acc.iter().enumerate() {
-                    scratch.scores[(j + x) * BLOCK_Q + m] = simd.reduce_sum_f32s(*acc);
+                    scratch.dot_scores[m * BLOCK_K + j + x] = simd.reduce_sum_f32s(*acc);
                 }
             }
             j += nk;
+        }
+    }
+
+    /// The online softmax step of row `r` of a block of at most `MR` rows, whose scores are
+    /// in `scratch.dot_scores[r]` (lanes along keys: a vertical pass would fill only `MR`
+    /// lanes of a vector). Scales, biases and masks the row's scores, moves its running max
+    /// and sum, rescales its accumulator if the max moved, and leaves the weights in
+    /// `scratch.dot_scores[r]`.
+    #[inline(always)]
+    fn softmax_dot_row<S: Simd>(
+        self,
+        simd: S,
+        p: &Params,
+        r: usize,
+        k0: usize,
+        cols: usize,
+        scratch: &mut Scratch,
+    ) -> RowBlock {
+        let lanes = S::F32_LANES;
+        let (h, i) = self.row(r);
+        let (lo, hi) = p.key_range(i);
+        let (jl, jh) = (
+            lo.saturating_sub(k0).min(cols),
+            hi.saturating_sub(k0).min(cols),
+        );
+        if jl >= jh {
+            return RowBlock::SKIP;
+        }
+        let scale = simd.splat_f32s(p.scale());
+        let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
+        let iota = load(simd, &IOTA[..lanes]);
+        let bias = p
+            .bias
+            .map(|b| &b.data[h * b.head_stride + i * b.row_stride + k0..][..cols]);
+        let n_vec = cols.div_ceil(lanes);
+        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
+
+        let mut max = neg_inf;
+        let mut min_visible = simd.splat_f32s(f32::INFINITY);
+        if bias.is_none() && jl == 0 && jh == cols && cols.is_multiple_of(lanes) {
+            // Every lane is a visible key: no masks to build.
+            for s in row.iter_mut() {
+                let x = simd.mul_f32s(*s, scale);
+                min_visible = simd.min_f32s(min_visible, x);
+                max = simd.max_f32s(max, x);
+                *s = x;
+            }
+        } else {
+            let pos_inf = simd.splat_f32s(f32::INFINITY);
+            for (vi, s) in row.iter_mut().enumerate() {
+                let mut x = simd.mul_f32s(*s, scale);
+                if let Some(bias) = bias {
+                    let b = load(simd, &bias[vi * lanes..]);
+                    let masked = simd.equal_f32s(b, neg_inf);
+                    x = simd.select_f32s(masked, neg_inf, simd.add_f32s(x, b));
+                }
+                let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
+                let visible = simd.and_m32s(
+                    simd.greater_than_or_equal_f32s(j, simd.splat_f32s(jl as f32)),
+                    simd.less_than_f32s(j, simd.splat_f32s(jh as f32)),
+                );
+                x = simd.select_f32s(visible, x, neg_inf);
+                min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, x, pos_inf));
+                max = simd.max_f32s(max, x);
+                *s = x;
+            }
+        }
+
+        let old_max = scratch.max[r];
+        let mut new_max = old_max.max(simd.reduce_max_f32s(max));
+        if new_max == f32::NEG_INFINITY {
+            // `max` ignores NaN on some levels: a row of NaN and -inf scores lands here.
+            let visible = &scratch.dot_scores[r * BLOCK_K..][jl..jh];
+            if !visible.iter().any(|s| s.is_nan()) {
+                // Every visible score so far is -inf: nothing is included yet.
+                return RowBlock::SKIP;
+            }
+            new_max = f32::NAN; // poisons the row's sum, as a NaN score must
+        }
+        let whole = jl == 0 && jh == cols && simd.reduce_min_f32s(min_visible) != f32::NEG_INFINITY;
+        let mut keys = 0u64;
+        if !whole {
+            // Bit j: key k0 + j is visible and its score is not -inf.
+            let scores = &scratch.dot_scores[r * BLOCK_K..][..cols];
+            for (j, &s) in scores.iter().enumerate().take(jh).skip(jl) {
+                keys |= ((s != f32::NEG_INFINITY) as u64) << j;
+            }
+        }
+
+        let m = simd.splat_f32s(new_max);
+        let mut sum = simd.splat_f32s(0.0);
+        for s in
+            vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec].iter_mut()
+        {
+            let w = exp(simd, simd.sub_f32s(*s, m));
+            sum = simd.add_f32s(sum, w);
+            *s = w;
+        }
+        let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
+        if new_max != old_max {
+            let alpha = exp1(old_max - new_max);
+            scratch.sum[r] *= alpha;
+            let alpha = simd.splat_f32s(alpha);
+            for a in vectors_mut::<S>(acc) {
+                *a = simd.mul_f32s(*a, alpha);
+            }
+        }
+        scratch.sum[r] += simd.reduce_sum_f32s(sum);
+        scratch.max[r] = new_max;
+        RowBlock {
+            whole,
+            keys: if whole { u64::MAX } else { keys },
         }
     }
 

@@ -5,14 +5,26 @@ mod common;
 use common::{Case, Rng, Runner, check};
 use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
-/// Shapes on either side of lane widths (4, 8, 16) and tiles (MR 4, BLOCK_Q 64, BLOCK_K 64,
-/// DIM_PANEL 32, V_PANEL 128).
+/// Shapes on either side of lane widths (4, 8, 16) and the kernel's tiles: `MR` 4 (the
+/// unpacked decode path below it), `BLOCK_Q` 48 and `BLOCK_K` 48 (and the 6- and 8-key
+/// Q·Kᵀ tiles inside them), `Q_DIM` 128 (wider heads go in panels), `V_PANEL` 128.
 fn edge_shapes() -> Vec<Shape> {
-    let mut v = vec![];
-    let lens: &[usize] = if cfg!(miri) {
-        &[1, 5]
+    let lens: &[(usize, usize)] = if cfg!(miri) {
+        &[(1, 5), (5, 1)]
     } else {
-        &[1, 3, 4, 5, 31, 33, 63, 64, 65, 129]
+        &[
+            (1, 5),
+            (3, 97),
+            (4, 48),
+            (5, 129),
+            (47, 49),
+            (48, 48),
+            (49, 47),
+            (63, 65),
+            (64, 1),
+            (97, 95),
+            (129, 33),
+        ]
     };
     let dims: &[(usize, usize)] = if cfg!(miri) {
         &[(3, 5)]
@@ -24,11 +36,14 @@ fn edge_shapes() -> Vec<Shape> {
             (16, 17),
             (63, 64),
             (65, 129),
+            (127, 130),
             (128, 128),
+            (129, 7),
+            (200, 16),
         ]
     };
-    for (n, &q_len) in lens.iter().enumerate() {
-        let kv_len = lens[(n * 3 + 1) % lens.len()];
+    let mut v = vec![];
+    for &(q_len, kv_len) in lens {
         for &(d, dv) in dims {
             v.push(Shape::new(1, q_len, kv_len, d).with_v_dim(dv));
         }
