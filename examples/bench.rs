@@ -6,6 +6,8 @@
 //! cargo run --release --example bench -- --shape decode     # shapes whose name contains "decode"
 //! cargo run --release --example bench -- --level avx2 --csv # one level, machine-readable
 //! cargo run --release --example bench -- --full             # 8 prefill heads, more runs
+//! MMTEST_FEATURE=avx2,fma cargo run --release --example bench -- --level avx2
+//!                                                # baseline on AVX2 too, as on an AVX2 CPU
 //! ```
 //!
 //! Flags: `--shape NAME` (substring of a shape name), `--level NAME` (`scalar`, `avx2`,
@@ -496,8 +498,9 @@ struct Ceilings {
     fma: Vec<(Isa, f64)>,
     /// The AVX2 FMA peak, the issue's yardstick.
     avx2: Option<f64>,
-    /// The peak of the widest level here: `matrixmultiply` picks its widest kernel at run
-    /// time (AVX-512 where the CPU has it, else AVX2+FMA), so this is the baseline's ceiling.
+    /// The peak of the widest level here that the baseline may use: `matrixmultiply` picks
+    /// its widest kernel at run time (AVX-512 where the CPU has it, else AVX2+FMA) unless
+    /// built with `MMTEST_FEATURE` (see `common/baseline.rs`); this is the baseline's ceiling.
     widest: Option<(Isa, f64)>,
     stream: f64,
 }
@@ -593,7 +596,11 @@ fn main() {
     }
     let avx2 = fma.iter().find(|(i, _)| *i == Isa::Avx2).map(|x| x.1);
     let (stream, stream_mib) = stream_bandwidth(o.quick);
-    let widest = fma.iter().copied().max_by_key(|(i, _)| i.lanes());
+    let widest = fma
+        .iter()
+        .copied()
+        .filter(|(i, _)| *i != Isa::Avx512 || baseline::avx512_allowed())
+        .max_by_key(|(i, _)| i.lanes());
     let ceil = Ceilings {
         fma,
         avx2,
@@ -626,8 +633,12 @@ fn main() {
         );
         if let Some((isa, _)) = ceil.widest {
             println!(
-                "baseline: matrixmultiply picks its widest kernel at run time; its %peak is of the \
-                 {} ceiling",
+                "baseline: matrixmultiply picks its widest kernel at run time{}; its %peak is of \
+                 the {} ceiling",
+                match baseline::MM_FEATURES {
+                    Some(f) if !f.is_empty() => format!(", among MMTEST_FEATURE={f}"),
+                    _ => String::new(),
+                },
                 isa.name()
             );
         }

@@ -22,6 +22,17 @@ use qkv::Params;
 
 use super::cases::at;
 
+/// `matrixmultiply` picks its kernel at run time, the widest the CPU has, unless
+/// `MMTEST_FEATURE` was set when it was compiled (e.g. `MMTEST_FEATURE=avx2,fma`): then
+/// only the listed instruction sets. Read here at the same build, so the baseline's softmax
+/// follows the same choice and the bench example names the right ceiling.
+pub const MM_FEATURES: Option<&str> = option_env!("MMTEST_FEATURE");
+
+/// Whether the baseline may use AVX-512 (where the CPU has it).
+pub fn avx512_allowed() -> bool {
+    MM_FEATURES.is_none_or(|f| f.is_empty() || f.split(',').any(|x| x.trim() == "avx512f"))
+}
+
 /// Query positions per block: the score block `(group · ROWS) × band` then stays within a
 /// few MiB, close to L2.
 pub const ROWS: usize = 128;
@@ -102,7 +113,7 @@ impl Baseline {
                             let row = &mut self.s[(hh * nb + r) * nk..][..nk];
                             row[..a.max(lo) - lo].fill(f32::NEG_INFINITY);
                             row[b.max(lo) - lo..].fill(f32::NEG_INFINITY);
-                            arch.dispatch(Softmax { row });
+                            softmax(arch, row);
                         }
                     }
                     // SAFETY: as above, for V and the output block.
@@ -134,6 +145,17 @@ impl Baseline {
             }
         }
     }
+}
+
+/// [`Softmax`] on the widest level allowed (see [`MM_FEATURES`]).
+fn softmax(arch: pulp::Arch, row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if !avx512_allowed() {
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            return pulp::Simd::vectorize(v3, Softmax { row });
+        }
+    }
+    arch.dispatch(Softmax { row })
 }
 
 /// In-place softmax of one row: max, `exp(x − max)` and its sum, then scale by `1/sum`.
