@@ -442,7 +442,7 @@ impl Block {
                 for (acc, k) in acc.iter_mut().zip(&k_rows) {
                     let kv = k.0[d];
                     for (acc, q) in acc.iter_mut().zip(&q_rows) {
-                        *acc = simd.mul_add_f32s(q.0[d], kv, *acc);
+                        *acc = simd.mul_add_e_f32s(q.0[d], kv, *acc);
                     }
                 }
             }
@@ -450,7 +450,7 @@ impl Block {
                 for (acc, k) in acc.iter_mut().zip(&k_rows) {
                     let kv = simd.partial_load_f32s(k.1);
                     for (acc, q) in acc.iter_mut().zip(&q_rows) {
-                        *acc = simd.mul_add_f32s(simd.partial_load_f32s(q.1), kv, *acc);
+                        *acc = simd.mul_add_e_f32s(simd.partial_load_f32s(q.1), kv, *acc);
                     }
                 }
             }
@@ -905,7 +905,7 @@ impl Block {
                 let mut a = load(simd, acc);
                 for j in 0..cols {
                     let wb = simd.splat_f32s(w[j * BLOCK_Q + m]);
-                    a = simd.mul_add_f32s(
+                    a = simd.mul_add_e_f32s(
                         wb,
                         load(simd, &v_rows[j * rs + col..][..self.vw - col]),
                         a,
@@ -938,7 +938,7 @@ impl Block {
             let w = simd.splat_f32s(scratch.scores[j * BLOCK_Q + r]);
             let v_row = &v[p.v.at(self.g, k0 + j) + self.v0..][..self.vw];
             for (c, a) in acc.iter_mut().enumerate() {
-                *a = simd.mul_add_f32s(w, load(simd, &v_row[c * lanes..]), *a);
+                *a = simd.mul_add_e_f32s(w, load(simd, &v_row[c * lanes..]), *a);
             }
         }
     }
@@ -1012,7 +1012,7 @@ unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
             // SAFETY: x < KR and d < dw.
             let kb = simd.splat_f32s(unsafe { *k[x].add(d) });
             for n in 0..N {
-                acc[n] = simd.mul_add_f32s(kb, qv[n], acc[n]);
+                acc[n] = simd.mul_add_e_f32s(kb, qv[n], acc[n]);
             }
         }
     }
@@ -1057,7 +1057,7 @@ unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
             // SAFETY: m < M and j < cols.
             let wb = simd.splat_f32s(unsafe { *w.add(j * BLOCK_Q + m) });
             for n in 0..N {
-                a[n] = simd.mul_add_f32s(wb, vv[n], a[n]);
+                a[n] = simd.mul_add_e_f32s(wb, vv[n], a[n]);
             }
         }
     }
