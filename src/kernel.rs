@@ -202,6 +202,9 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
         mut lse,
     } = job;
     let shape = p.shape;
+    if shape.q_len == 0 {
+        return; // nothing to write, however many heads
+    }
     let group = shape.q_heads / shape.kv_heads;
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
     // is read once per block of heads instead of once per head.

@@ -31,6 +31,9 @@ pub fn attention(
 ) -> Result<(), Error> {
     params.validate(q, k, v, out, lse.as_deref())?;
     let s = params.shape;
+    if s.q_len == 0 {
+        return Ok(()); // nothing to write, however many heads
+    }
     let scale = params.scale() as f64;
     let group = s.q_heads / s.kv_heads;
 

@@ -233,6 +233,9 @@ pub fn merge(
     validate_out(params, out_a, Some(lse_a))?;
     validate_out(params, out_b, Some(lse_b))?;
     let s = params.shape;
+    if s.q_len == 0 {
+        return Ok(()); // nothing to merge, however many heads
+    }
     for h in 0..s.q_heads {
         for i in 0..s.q_len {
             let row = params.out.at(h, i);

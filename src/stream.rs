@@ -216,6 +216,9 @@ impl<'p, 's> Stream<'p, 's> {
         let Some(p) = self.parts() else {
             return Err(Error::Overflow(Tensor::Out));
         };
+        if s.q_len == 0 {
+            return Ok(()); // nothing to write, however many heads
+        }
         for h in 0..s.q_heads {
             for i in 0..s.q_len {
                 let r = h * s.q_len + i;

@@ -242,6 +242,19 @@ fn empty_lengths_are_defined() {
         assert_eq!(out, [0.0; 24], "{runner:?}: kv_len = 0 gives zero rows");
         assert_eq!(lse, [f32::NEG_INFINITY; 6], "{runner:?}");
     }
+    // No rows but 2^40 heads: returns at once (it used to walk the heads doing nothing).
+    let p = Params::new(Shape::new(1, 0, 4, 8).gqa(1 << 40, 1));
+    let (k, v) = ([1.0f32; 32], [1.0f32; 32]);
+    for runner in Runner::all() {
+        runner.run(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
+    }
+    qkv::reference::attention(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
+    qkv::split::partial(&p, &[], &k, &v, 1..3, &mut [], &mut []).unwrap();
+    qkv::split::merge(&p, &mut [], &mut [], &[], &[]).unwrap();
+    let mut state = vec![0.0; qkv::stream::Stream::state_len(&p.shape)];
+    let mut stream = qkv::stream::Stream::new(&p, &mut state).unwrap();
+    stream.update(&[], &k, &v, 0..4).unwrap();
+    stream.finish(&mut [], Some(&mut [])).unwrap();
 }
 
 #[test]
