@@ -8,6 +8,8 @@
 //! cargo run --release --example bench -- --full             # 8 prefill heads, more runs
 //! MMTEST_FEATURE=avx2,fma cargo run --release --example bench -- --level avx2
 //!                                                # baseline on AVX2 too, as on an AVX2 CPU
+//! MMTEST_FEATURE=sse2 cargo run --release --example bench -- --level scalar
+//!                                                # baseline without AVX, for the scalar level
 //! ```
 //!
 //! Flags: `--shape NAME` (substring of a shape name), `--level NAME` (`scalar`, `avx2`,
@@ -599,7 +601,11 @@ fn main() {
     let widest = fma
         .iter()
         .copied()
-        .filter(|(i, _)| *i != Isa::Avx512 || baseline::avx512_allowed())
+        .filter(|(i, _)| match i {
+            Isa::Avx512 => baseline::allowed("avx512f"),
+            Isa::Avx2 => baseline::allowed("avx2") && baseline::allowed("fma"),
+            _ => true,
+        })
         .max_by_key(|(i, _)| i.lanes());
     let ceil = Ceilings {
         fma,

@@ -28,9 +28,9 @@ use super::cases::at;
 /// follows the same choice and the bench example names the right ceiling.
 pub const MM_FEATURES: Option<&str> = option_env!("MMTEST_FEATURE");
 
-/// Whether the baseline may use AVX-512 (where the CPU has it).
-pub fn avx512_allowed() -> bool {
-    MM_FEATURES.is_none_or(|f| f.is_empty() || f.split(',').any(|x| x.trim() == "avx512f"))
+/// Whether the baseline may use the x86 feature `name` (where the CPU has it).
+pub fn allowed(name: &str) -> bool {
+    MM_FEATURES.is_none_or(|f| f.is_empty() || f.split(',').any(|x| x.trim() == name))
 }
 
 /// Query positions per block: the score block `(group · ROWS) × band` then stays within a
@@ -150,10 +150,11 @@ impl Baseline {
 /// [`Softmax`] on the widest level allowed (see [`MM_FEATURES`]).
 fn softmax(arch: pulp::Arch, row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if !avx512_allowed() {
-        if let Some(v3) = pulp::x86::V3::try_new() {
-            return pulp::Simd::vectorize(v3, Softmax { row });
-        }
+    if !allowed("avx512f") {
+        return match pulp::x86::V3::try_new().filter(|_| allowed("avx2") && allowed("fma")) {
+            Some(v3) => pulp::Simd::vectorize(v3, Softmax { row }),
+            None => pulp::Simd::vectorize(pulp::Scalar::new(), Softmax { row }),
+        };
     }
     arch.dispatch(Softmax { row })
 }
