@@ -74,8 +74,73 @@ pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     simd.select_f32s(simd.equal_f32s(x, x), y, x)
 }
 
+/// `e^x` for the softmax weights, `x = score − max ≤ 0` (or NaN): [`exp`] with its results
+/// below `2^-126` flushed to 0 instead of rounded to a subnormal, which lets `2^n` be applied
+/// in one step. Such a weight is far below the rounding of the row's sum (at least 1), so the
+/// flush changes no output; results of `2^-126` and above are bit-identical to [`exp`]. NaN
+/// stays NaN; `+inf` or positive inputs give unspecified finite or infinite values (the
+/// kernel calls it only on rows whose weights it then ignores).
+#[inline(always)]
+pub(crate) fn exp_weight<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    // Below -88, n = -127 and 2^n is the zero bit pattern: the result flushes to 0.
+    let clamped = simd.max_f32s(x, simd.splat_f32s(-88.0));
+    let t = simd.mul_add_e_f32s(clamped, simd.splat_f32s(LOG2_E), simd.splat_f32s(ROUND));
+    let n = simd.sub_f32s(t, simd.splat_f32s(ROUND));
+    let r = simd.negate_mul_add_e_f32s(n, simd.splat_f32s(LN2_HI), clamped);
+    let r = simd.negate_mul_add_e_f32s(n, simd.splat_f32s(LN2_LO), r);
+    let mut p = simd.splat_f32s(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
+    }
+    // 2^n has the bits (n + 127) << 23, and n = bits(t) − bits(ROUND) (wrapping), in
+    // [-127, 0]; n = -127 gives +0.
+    let bias = simd.splat_u32s(127u32.wrapping_sub(ROUND.to_bits()));
+    let biased = simd.add_u32s(simd.transmute_u32s_f32s(t), bias);
+    let pow2 = simd.transmute_f32s_u32s(simd.mul_u32s(biased, simd.splat_u32s(1 << 23)));
+    let y = simd.mul_f32s(p, pow2);
+    simd.select_f32s(simd.equal_f32s(x, x), y, x)
+}
+
 /// Scalar `e^x` with the same algorithm, for per-row factors.
 #[inline(always)]
 pub fn exp1(x: f32) -> f32 {
     exp(pulp::Scalar::new(), x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `exp_weight` is `exp` where `exp` is at least `2^-126`, 0 or `exp` below, on every
+    /// 7th `f32` in `[-104, 0]` (on the scalar level, whose arithmetic every level shares),
+    /// and keeps NaN and -inf → 0.
+    #[test]
+    fn exp_weight_is_exp_or_a_flushed_tiny_result() {
+        let simd = pulp::Scalar::new();
+        let (lo, hi) = ((-104.0f32).to_bits(), 0x8000_0000u32);
+        let step = if cfg!(miri) { 7_000_003 } else { 7 };
+        let mut checked = 0;
+        for bits in (hi..=lo).step_by(step) {
+            let x = f32::from_bits(bits);
+            let (w, e) = (exp_weight(simd, x), exp(simd, x));
+            if e >= f32::MIN_POSITIVE {
+                assert_eq!(w.to_bits(), e.to_bits(), "x = {x:e}");
+            } else {
+                assert!(w == 0.0 || w == e, "x = {x:e}: {w:e} against {e:e}");
+            }
+            checked += 1;
+        }
+        assert!(checked > (lo - hi) as usize / step);
+        assert!(exp_weight(simd, f32::NAN).is_nan());
+        assert_eq!(exp_weight(simd, f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_weight(simd, 0.0), 1.0);
+    }
 }

@@ -16,7 +16,8 @@
 //!    element-wise over keys, with no horizontal reductions; key blocks that every row sees
 //!    whole (most of them) do even the per-row bookkeeping a vector of rows at a time. Scores
 //!    are scaled, biased and masked (excluded keys become `-inf`), weights become
-//!    `exp(s − max)` with the vectorised [`exp`](crate::exp), and a row's accumulator is
+//!    `exp(s − max)` with the vectorised [`exp`](crate::exp) (weights below `2^-126`, under
+//!    the rounding of the sum, flushed to 0), and a row's accumulator is
 //!    rescaled only if its max moved. Blocks of at most `MR` rows would fill only `MR` lanes,
 //!    so they keep their scores `[row][key]`, lanes along keys, and copy the weights over.
 //! 3. **P·V**: a register tile of `MR` rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of `v_dim`
@@ -34,7 +35,7 @@
 use pulp::{Simd, WithSimd};
 
 use crate::Params;
-use crate::exp::{exp, exp1};
+use crate::exp::{exp_weight, exp1};
 
 /// Query rows per block: the lanes of the score tile, and the rows that share each K and V
 /// block read. A multiple of every lane count (1, 4, 8, 16), and small enough that the
@@ -557,7 +558,7 @@ impl Block {
         for s in
             vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec].iter_mut()
         {
-            let w = exp(simd, simd.sub_f32s(*s, m));
+            let w = exp_weight(simd, simd.sub_f32s(*s, m));
             sum = simd.add_f32s(sum, w);
             *s = w;
         }
@@ -638,7 +639,7 @@ impl Block {
             let mut sum = simd.splat_f32s(0.0);
             for j in 0..cols {
                 let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
-                let w = exp(simd, simd.sub_f32s(*s, new));
+                let w = exp_weight(simd, simd.sub_f32s(*s, new));
                 sum = simd.add_f32s(sum, w);
                 *s = w;
             }
@@ -646,7 +647,7 @@ impl Block {
             let alpha = simd.select_f32s(
                 simd.equal_f32s(old, new),
                 one,
-                exp(simd, simd.sub_f32s(old, new)),
+                exp_weight(simd, simd.sub_f32s(old, new)),
             );
             let running = simd.mul_f32s(load(simd, &scratch.sum[at..]), alpha);
             vectors_mut::<S>(&mut scratch.sum[at..][..lanes])[0] = simd.add_f32s(running, sum);
@@ -791,7 +792,7 @@ impl Block {
             let mut sum = simd.splat_f32s(0.0);
             for j in 0..cols {
                 let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
-                let w = exp(simd, simd.sub_f32s(*s, m));
+                let w = exp_weight(simd, simd.sub_f32s(*s, m));
                 sum = simd.add_f32s(sum, w);
                 *s = w;
             }
