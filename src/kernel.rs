@@ -20,10 +20,10 @@
 //!    the rounding of the sum, flushed to 0), and a row's accumulator is
 //!    rescaled only if its max moved. Blocks of at most `MR` rows would fill only `MR` lanes,
 //!    so they keep their scores `[row][key]`, lanes along keys, and copy the weights over.
-//! 3. **P·V**: a register tile of `MR` rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of `v_dim`
-//!    broadcasts weights and streams V rows. A row cut by a mask edge takes its run of keys
-//!    through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V row
-//!    of an excluded key is never read for that row and NaN there cannot leak.
+//! 3. **P·V**: a register tile of [`PV_ROWS`] rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of
+//!    `v_dim` broadcasts weights and streams V rows. A row cut by a mask edge takes its run of
+//!    keys through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V
+//!    row of an excluded key is never read for that row and NaN there cannot leak.
 //!
 //! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
@@ -50,9 +50,12 @@ pub const BLOCK_K: usize = 48;
 pub const Q_DIM: usize = 128;
 /// Columns of `v_dim` accumulated per pass; a multiple of every lane count.
 pub const V_PANEL: usize = 128;
-/// Query rows of the P·V register tile; blocks of at most this many rows (decode) take the
-/// unpacked Q·Kᵀ path.
+/// Blocks of at most this many rows (decode with a GQA group of up to 4) take the unpacked
+/// Q·Kᵀ path and the per-row softmax.
 pub const MR: usize = 4;
+/// Query rows of the P·V register tile: `PV_ROWS × NV_WIDE` = 24 accumulators with 32
+/// registers, `PV_ROWS × NV_NARROW` = 12 with 16, plus the V loads and a broadcast.
+pub const PV_ROWS: usize = 6;
 /// Keys of the Q·Kᵀ register tile on levels with 32 vector registers (AVX-512, NEON):
 /// `KR_WIDE × QR_WIDE` = 24 accumulators, 3 row loads and a broadcast.
 pub const KR_WIDE: usize = 8;
@@ -87,6 +90,7 @@ const _: () = assert!(
     BLOCK_K.is_multiple_of(KR_WIDE)
         && BLOCK_K.is_multiple_of(KR_NARROW)
         && BLOCK_Q.is_multiple_of(16 * 3)
+        && BLOCK_Q.is_multiple_of(PV_ROWS)
         && V_PANEL.is_multiple_of(16)
         && BLOCK_K <= u64::BITS as usize
 );
@@ -834,11 +838,13 @@ impl Block {
             let row = scratch.rows[r];
             if row.whole {
                 let mut m = 1;
-                while m < MR && r + m < self.rows && scratch.rows[r + m].whole {
+                while m < PV_ROWS && r + m < self.rows && scratch.rows[r + m].whole {
                     m += 1;
                 }
                 let rows = (p, v, k0, (0, cols), r);
                 match m {
+                    6 => self.pv_rows::<S, 6>(simd, rows, scratch),
+                    5 => self.pv_rows::<S, 5>(simd, rows, scratch),
                     4 => self.pv_rows::<S, 4>(simd, rows, scratch),
                     3 => self.pv_rows::<S, 3>(simd, rows, scratch),
                     2 => self.pv_rows::<S, 2>(simd, rows, scratch),
