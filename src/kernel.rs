@@ -310,7 +310,13 @@ impl Block {
                     strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
                 }
             }
-            self.weighted_values(simd, p, v, k0, cols, scratch);
+            // While P·V reads a block's V lines it asks for the same lines of the next block
+            // (not past the keys): decode streams V from memory, prefill from L2 or L3.
+            let ahead = match k0 + 2 * BLOCK_K <= keys.1 {
+                true => BLOCK_K * p.v.row_stride,
+                false => 0,
+            };
+            self.weighted_values(simd, p, v, k0, cols, ahead, scratch);
         }
     }
 
@@ -822,8 +828,10 @@ impl Block {
         }
     }
 
-    /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes.
+    /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes; with
+    /// `ahead` > 0 the tiles prefetch the V lines `ahead` elements after those they read.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn weighted_values<S: Simd>(
         self,
         simd: S,
@@ -831,6 +839,7 @@ impl Block {
         v: &[f32],
         k0: usize,
         cols: usize,
+        ahead: usize,
         scratch: &mut Scratch,
     ) {
         let mut r = 0;
@@ -841,7 +850,7 @@ impl Block {
                 while m < PV_ROWS && r + m < self.rows && scratch.rows[r + m].whole {
                     m += 1;
                 }
-                let rows = (p, v, k0, (0, cols), r);
+                let rows = (p, v, k0, (0, cols), r, ahead);
                 match m {
                     6 => self.pv_rows::<S, 6>(simd, rows, scratch),
                     5 => self.pv_rows::<S, 5>(simd, rows, scratch),
@@ -859,7 +868,7 @@ impl Block {
                     0 => {}
                     keys if run == keys.count_ones() => {
                         let keys = (first as usize, (first + run) as usize);
-                        self.pv_rows::<S, 1>(simd, (p, v, k0, keys, r), scratch);
+                        self.pv_rows::<S, 1>(simd, (p, v, k0, keys, r, ahead), scratch);
                     }
                     keys => self.pv_row_masked(simd, p, v, k0, r, keys, scratch),
                 }
@@ -868,12 +877,14 @@ impl Block {
         }
     }
 
-    /// `M` rows from `r0` that include exactly the keys `j0..j1` of the block.
+    /// `M` rows from `r0` that include exactly the keys `j0..j1` of the block (and the V
+    /// prefetch distance of [`Block::weighted_values`]).
     #[inline(always)]
+    #[allow(clippy::type_complexity)]
     fn pv_rows<S: Simd, const M: usize>(
         self,
         simd: S,
-        (p, v, k0, (j0, j1), r0): (&Params, &[f32], usize, (usize, usize), usize),
+        (p, v, k0, (j0, j1), r0, ahead): (&Params, &[f32], usize, (usize, usize), usize, usize),
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
@@ -897,12 +908,11 @@ impl Block {
             // `c·lanes`, and `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows m < M at
             // j·BLOCK_Q + m for j < cols, m < M; `acc` holds rows m < M of V_PANEL ≥ vw floats.
             unsafe {
+                let tile = (wp, ap, cols, c * lanes, ahead);
                 match n {
-                    NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, vp, rs, wp, ap, cols, c * lanes),
-                    NV_NARROW => {
-                        pv_kernel::<S, M, NV_NARROW>(simd, vp, rs, wp, ap, cols, c * lanes)
-                    }
-                    _ => pv_kernel::<S, M, 1>(simd, vp, rs, wp, ap, cols, c * lanes),
+                    NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, vp, rs, tile),
+                    NV_NARROW => pv_kernel::<S, M, NV_NARROW>(simd, vp, rs, tile),
+                    _ => pv_kernel::<S, M, 1>(simd, vp, rs, tile),
                 }
             }
             c += n;
@@ -1035,22 +1045,19 @@ unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
 }
 
 /// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[m][j] · v[j][col..]`
-/// for `m < M`, broadcasting weights and streaming value rows.
+/// for `m < M`, broadcasting weights and streaming value rows; with `ahead` > 0, each row's
+/// lines `ahead` elements further on are prefetched (a hint: any address is allowed).
 ///
 /// # Safety
 /// For `m < M`, `j < cols`: `w + j·BLOCK_Q + m` is readable, the `N·lanes` floats at
 /// `v + j·v_stride + col` are readable, and those at `acc + m·V_PANEL + col` are readable
 /// and writable.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     simd: S,
     v: *const f32,
     v_stride: usize,
-    w: *const f32,
-    acc: *mut f32,
-    cols: usize,
-    col: usize,
+    (w, acc, cols, col, ahead): (*const f32, *mut f32, usize, usize, usize),
 ) {
     let lanes = S::F32_LANES;
     let vec = |p: *const f32| -> S::f32s {
@@ -1063,6 +1070,11 @@ unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     for j in 0..cols {
         let row = v.wrapping_add(j * v_stride + col);
         let vv: [S::f32s; N] = core::array::from_fn(|n| vec(row.wrapping_add(n * lanes)));
+        if ahead != 0 {
+            for line in (0..N * lanes).step_by(16) {
+                prefetch_at(row.wrapping_add(ahead + line));
+            }
+        }
         for (m, a) in a.iter_mut().enumerate() {
             // SAFETY: m < M and j < cols.
             let wb = simd.splat_f32s(unsafe { *w.add(j * BLOCK_Q + m) });
@@ -1077,6 +1089,19 @@ unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
             unsafe { (acc.add(m * V_PANEL + col + n * lanes) as *mut S::f32s).write_unaligned(x) };
         }
     }
+}
+
+/// Hints that the 64-byte line holding `p` will be read soon. Any address is allowed: a
+/// prefetch never faults; a no-op where Rust has no stable prefetch.
+#[inline(always)]
+fn prefetch_at(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing visible and never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Hints that `s[at..at + len]` will be read soon: one prefetch per 64-byte line. A memory
