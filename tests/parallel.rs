@@ -3,108 +3,10 @@
 #![cfg(feature = "parallel")]
 
 mod common;
-use common::{Case, Rng, Runner};
+use common::{Case, Joined, Outputs, Rng, Runner, compare_joined, one_shot, series_case};
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
 use qkv::{Error, Isa, Mask, Params, Shape, Tensor};
-
-fn level(r: Runner) -> Level {
-    match r {
-        Runner::Isa(i) => Level::Isa(i),
-        Runner::Emulated(e) => Level::Emulated(e),
-    }
-}
-
-/// Per-row magnitudes for the bound, as `common::compare` computes them.
-fn row_abs(case: &Case, h: usize, i: usize) -> (f32, f32) {
-    let p = case.params();
-    let s = case.shape;
-    let g = h / (s.q_heads / s.kv_heads);
-    let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
-    for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
-        let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
-        let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
-        let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-        score_abs = score_abs.max(p.scale().abs() * a);
-        let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
-        v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
-    }
-    (score_abs, v_abs)
-}
-
-/// Compares a merged result with `want` (the reference, or a one-shot call with `slack` 2 for
-/// the one-shot's own error) under the merged bound of `depth`.
-#[allow(clippy::too_many_arguments)]
-fn compare_merged(
-    case: &Case,
-    want: &[f32],
-    want_lse: &[f32],
-    got: &[f32],
-    got_lse: &[f32],
-    depth: usize,
-    slack: f32,
-    who: &str,
-) {
-    let p = case.params();
-    let s = case.shape;
-    for h in 0..s.q_heads {
-        for i in 0..s.q_len {
-            let (score_abs, v_abs) = row_abs(case, h, i);
-            let w_lse = want_lse[h * s.q_len + i];
-            let lse_abs = if w_lse.is_finite() {
-                w_lse.abs() + 20.0
-            } else {
-                0.0
-            };
-            let bound = slack
-                * qkv::tolerance::merged_output_bound(
-                    score_abs, v_abs, s.head_dim, s.kv_len, lse_abs, depth,
-                );
-            let row = p.out.at(h, i);
-            for c in 0..s.v_dim {
-                let (w, g) = (want[row + c], got[row + c]);
-                let ok = if w.is_nan() {
-                    g.is_nan()
-                } else {
-                    w == g || (w - g).abs() <= bound
-                };
-                assert!(
-                    ok,
-                    "{who}: out[{h}][{i}][{c}] = {g}, want {w}, bound {bound}\n{s:?} {:?}",
-                    case.mask
-                );
-            }
-            let g_lse = got_lse[h * s.q_len + i];
-            let lb = slack
-                * qkv::tolerance::merged_lse_bound(score_abs, s.head_dim, s.kv_len, lse_abs, depth);
-            let ok = if w_lse.is_nan() {
-                g_lse.is_nan()
-            } else {
-                w_lse == g_lse || (w_lse - g_lse).abs() <= lb
-            };
-            assert!(
-                ok,
-                "{who}: lse[{h}][{i}] = {g_lse}, want {w_lse}, bound {lb}\n{s:?} {:?}",
-                case.mask
-            );
-        }
-    }
-}
-
-type Outputs = (Vec<f32>, Vec<f32>);
-
-fn one_shot(case: &Case, runner: Option<Runner>) -> Outputs {
-    let s = case.shape;
-    let p = case.params();
-    let mut out = vec![f32::NAN; case.out_len];
-    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    match runner {
-        Some(r) => r.run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-        None => qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-    }
-    .unwrap();
-    (out, lse)
-}
 
 fn planned(case: &Case, lvl: Level, plan: Plan) -> Outputs {
     let s = case.shape;
@@ -129,14 +31,7 @@ fn random_plans_match_single_threaded_and_reference() {
     let mut rng = Rng(70);
     let cases = if cfg!(miri) { 1 } else { 120 };
     for n in 0..cases {
-        let (max_len, max_dim) = if cfg!(miri) {
-            (6, 6)
-        } else if n % 5 == 0 {
-            (140, 24)
-        } else {
-            (40, 24)
-        };
-        let case = Case::random(&mut rng, max_len, max_dim);
+        let case = series_case(&mut rng, n, 5);
         let s = case.shape;
         let want = one_shot(&case, None);
         for runner in Runner::all() {
@@ -146,21 +41,12 @@ fn random_plans_match_single_threaded_and_reference() {
             };
             let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
             let depth = splits.saturating_sub(1);
-            let got = planned(&case, level(runner), plan);
+            let got = planned(&case, runner.level(), plan);
             let who = format!("{runner:?} {plan:?}");
-            compare_merged(&case, &want.0, &want.1, &got.0, &got.1, depth, 1.0, &who);
+            // Each compare also checks that nothing outside the output rows is written.
+            compare_joined(&case, &want, &got, Joined::Merged(depth), 1.0, &who);
             let same = one_shot(&case, Some(runner));
-            compare_merged(&case, &same.0, &same.1, &got.0, &got.1, depth, 2.0, &who);
-            // Nothing outside the output rows is written.
-            let p = case.params();
-            let mut inside = vec![false; got.0.len()];
-            for h in 0..s.q_heads {
-                for i in 0..s.q_len {
-                    let start = p.out.at(h, i);
-                    inside[start..start + s.v_dim].fill(true);
-                }
-            }
-            assert!(got.0.iter().zip(inside).all(|(x, ins)| ins || x.is_nan()));
+            compare_joined(&case, &same, &got, Joined::Merged(depth), 2.0, &who);
         }
     }
 }
@@ -185,26 +71,8 @@ fn auto_plans_for_prefill_and_decode() {
                 let splits = shape.kv_len.div_ceil(plan.kv_block.min(shape.kv_len));
                 let got = planned(&case, Level::Detect, plan);
                 let who = format!("{plan:?}");
-                compare_merged(
-                    &case,
-                    &want.0,
-                    &want.1,
-                    &got.0,
-                    &got.1,
-                    splits - 1,
-                    1.0,
-                    &who,
-                );
-                compare_merged(
-                    &case,
-                    &single.0,
-                    &single.1,
-                    &got.0,
-                    &got.1,
-                    splits - 1,
-                    2.0,
-                    &who,
-                );
+                compare_joined(&case, &want, &got, Joined::Merged(splits - 1), 1.0, &who);
+                compare_joined(&case, &single, &got, Joined::Merged(splits - 1), 2.0, &who);
             }
             let mut out = vec![f32::NAN; case.out_len];
             parallel::attention(&case.params(), &case.q, &case.k, &case.v, &mut out, None).unwrap();

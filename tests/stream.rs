@@ -3,18 +3,11 @@
 //! under `tolerance::stream_*_bound`.
 
 mod common;
-use common::{Case, Rng, Runner, extent};
+use common::{Case, Joined, Outputs, Rng, Runner, compare_joined, extent, one_shot, series_case};
 use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{Error, Layout, Mask, Params, Shape, Tensor};
 use std::ops::Range;
-
-fn level(r: Runner) -> Level {
-    match r {
-        Runner::Isa(i) => Level::Isa(i),
-        Runner::Emulated(e) => Level::Emulated(e),
-    }
-}
 
 /// The rows `keys` of a K or V tensor copied into a fresh buffer with the same strides,
 /// row 0 being key `keys.start`; everything else NaN, so reading outside the chunk shows.
@@ -57,7 +50,7 @@ fn chunking(rng: &mut Rng, n: usize) -> Vec<Range<usize>> {
     out
 }
 
-fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> (Vec<f32>, Vec<f32>) {
+fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> Outputs {
     let p = case.params();
     let s = case.shape;
     let mut state = vec![f32::NAN; Stream::state_len(&s)];
@@ -75,116 +68,20 @@ fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> (Vec<f32>, Ve
     (out, lse)
 }
 
-fn one_shot(case: &Case, runner: Option<Runner>) -> (Vec<f32>, Vec<f32>) {
-    let s = case.shape;
-    let p = case.params();
-    let mut out = vec![f32::NAN; case.out_len];
-    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    match runner {
-        Some(r) => r.run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-        None => qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-    }
-    .unwrap();
-    (out, lse)
-}
-
-/// Compares under the stream bound for `chunks` updates, times `slack`.
-#[allow(clippy::too_many_arguments)]
-fn compare_stream(
-    case: &Case,
-    want: &(Vec<f32>, Vec<f32>),
-    got: &(Vec<f32>, Vec<f32>),
-    chunks: usize,
-    slack: f32,
-    who: &str,
-) {
-    let p = case.params();
-    let s = case.shape;
-    let g_of = |h: usize| h / (s.q_heads / s.kv_heads);
-    for h in 0..s.q_heads {
-        for i in 0..s.q_len {
-            let g = g_of(h);
-            let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
-            for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
-                let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
-                let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
-                let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-                score_abs = score_abs.max(p.scale().abs() * a);
-                let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
-                v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
-            }
-            let w_lse = want.1[h * s.q_len + i];
-            let lse_abs = if w_lse.is_finite() {
-                w_lse.abs() + 20.0
-            } else {
-                0.0
-            };
-            let bound = slack
-                * qkv::tolerance::stream_output_bound(
-                    score_abs, v_abs, s.head_dim, s.kv_len, lse_abs, chunks,
-                );
-            let row = p.out.at(h, i);
-            for c in 0..s.v_dim {
-                let (w, g) = (want.0[row + c], got.0[row + c]);
-                let ok = if w.is_nan() {
-                    g.is_nan()
-                } else {
-                    w == g || (w - g).abs() <= bound
-                };
-                assert!(
-                    ok,
-                    "{who}: out[{h}][{i}][{c}] = {g}, want {w}, bound {bound}\n{s:?} {:?}",
-                    case.mask
-                );
-            }
-            let g_lse = got.1[h * s.q_len + i];
-            let lb = slack
-                * qkv::tolerance::stream_lse_bound(
-                    score_abs, s.head_dim, s.kv_len, lse_abs, chunks,
-                );
-            let ok = if w_lse.is_nan() {
-                g_lse.is_nan()
-            } else {
-                w_lse == g_lse || (w_lse - g_lse).abs() <= lb
-            };
-            assert!(
-                ok,
-                "{who}: lse[{h}][{i}] = {g_lse}, want {w_lse}, bound {lb}"
-            );
-        }
-    }
-    // Nothing written outside the output rows.
-    let mut inside = vec![false; got.0.len()];
-    for h in 0..s.q_heads {
-        for i in 0..s.q_len {
-            let start = p.out.at(h, i);
-            inside[start..start + s.v_dim].fill(true);
-        }
-    }
-    assert!(got.0.iter().zip(inside).all(|(x, ins)| ins || x.is_nan()));
-}
-
 #[test]
 fn random_chunkings_match_one_shot_and_reference() {
     let mut rng = Rng(60);
     let cases = if cfg!(miri) { 2 } else { 120 };
     for n in 0..cases {
-        let (max_len, max_dim) = if cfg!(miri) {
-            (6, 6)
-        } else if n % 6 == 0 {
-            (140, 24)
-        } else {
-            (40, 24)
-        };
-        let case = Case::random(&mut rng, max_len, max_dim);
+        let case = series_case(&mut rng, n, 6);
         let want = one_shot(&case, None);
         for runner in Runner::all() {
             let chunks = chunking(&mut rng, case.shape.kv_len);
-            let got = run_stream(&case, level(runner), &chunks);
+            let got = run_stream(&case, runner.level(), &chunks);
             let who = format!("{runner:?} {chunks:?}");
-            compare_stream(&case, &want, &got, chunks.len(), 1.0, &who);
+            compare_joined(&case, &want, &got, Joined::Stream(chunks.len()), 1.0, &who);
             let same = one_shot(&case, Some(runner));
-            compare_stream(&case, &same, &got, chunks.len(), 2.0, &who);
+            compare_joined(&case, &same, &got, Joined::Stream(chunks.len()), 2.0, &who);
         }
     }
 }
@@ -194,21 +91,24 @@ fn token_by_token_decode_with_sliding_window() {
     // GQA decode of 4 tokens at the end of the cache, fed one key at a time, interleaved
     // layouts; many single-token chunks are entirely outside the window.
     let mut rng = Rng(61);
-    let kv = if cfg!(miri) { 9 } else { 300 };
-    let dim = if cfg!(miri) { 4 } else { 32 };
-    let shape = Shape::new(1, 4, kv, dim).gqa(8, 2);
+    let (kv, dim, q_len, q_heads) = if cfg!(miri) {
+        (6, 4, 2, 4)
+    } else {
+        (300, 32, 4, 8)
+    };
+    let shape = Shape::new(1, q_len, kv, dim).gqa(q_heads, 2);
     let mut case = Case::dense(&mut rng, shape, 1.0);
-    case.mask = Mask::sliding_window(17);
+    case.mask = Mask::sliding_window(if cfg!(miri) { 2 } else { 17 });
     case.relayout(&mut rng);
     let chunks: Vec<_> = (0..kv).map(|t| t..t + 1).collect();
     let want = one_shot(&case, None);
     for runner in Runner::all() {
-        let got = run_stream(&case, level(runner), &chunks);
-        compare_stream(
+        let got = run_stream(&case, runner.level(), &chunks);
+        compare_joined(
             &case,
             &want,
             &got,
-            chunks.len(),
+            Joined::Stream(chunks.len()),
             1.0,
             &format!("{runner:?}"),
         );
@@ -222,7 +122,7 @@ fn one_chunk_is_the_one_shot_call_exactly() {
         let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 60 }, 20);
         for runner in Runner::all() {
             let all = 0..case.shape.kv_len;
-            let got = run_stream(&case, level(runner), std::slice::from_ref(&all));
+            let got = run_stream(&case, runner.level(), std::slice::from_ref(&all));
             let want = one_shot(&case, Some(runner));
             for (x, y) in got.0.iter().zip(&want.0).chain(got.1.iter().zip(&want.1)) {
                 assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
@@ -265,7 +165,14 @@ fn finish_can_be_called_at_any_time_and_streaming_goes_on() {
         .unwrap();
     stream.finish(&mut out, Some(&mut lse)).unwrap();
     let want = one_shot(&case, None);
-    compare_stream(&case, &want, &(out.clone(), lse.clone()), 2, 1.0, "two");
+    compare_joined(
+        &case,
+        &want,
+        &(out.clone(), lse.clone()),
+        Joined::Stream(2),
+        1.0,
+        "two",
+    );
     // reset forgets.
     stream.reset();
     stream.finish(&mut out, Some(&mut lse)).unwrap();
@@ -283,7 +190,7 @@ fn nan_rules_match_the_one_shot_call() {
     let want = one_shot(&case, None);
     for runner in Runner::all() {
         let chunks = [0..3, 3..4, 4..10, 10..16];
-        let got = run_stream(&case, level(runner), &chunks);
+        let got = run_stream(&case, runner.level(), &chunks);
         for (idx, (w, g)) in want.0.iter().zip(&got.0).enumerate() {
             assert_eq!(w.is_nan(), g.is_nan(), "{runner:?} out[{idx}]: {w} vs {g}");
         }

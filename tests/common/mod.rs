@@ -2,6 +2,9 @@
 //! comparison against `qkv::reference` under `qkv::tolerance`.
 #![allow(dead_code)]
 
+pub mod exp;
+
+use qkv::split::Level;
 use qkv::{Bias, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape};
 
 /// SplitMix64: small, seedable, good enough for test data.
@@ -58,6 +61,14 @@ impl Runner {
         match self {
             Runner::Isa(i) => i.attention(p, q, k, v, out, lse),
             Runner::Emulated(e) => e.attention(p, q, k, v, out, lse),
+        }
+    }
+
+    /// The same instance as a split/stream/parallel [`Level`].
+    pub fn level(self) -> Level {
+        match self {
+            Runner::Isa(i) => Level::Isa(i),
+            Runner::Emulated(e) => Level::Emulated(e),
         }
     }
 }
@@ -236,6 +247,20 @@ impl Case {
     }
 }
 
+/// Case `n` of a random series (the split, stream and parallel tests): up to 40 rows and keys,
+/// every `big_every`-th up to 140 (past the kernel's 64-row and 64-key blocks), dims up to
+/// 24; under Miri (~1000x slower) up to 6 of each.
+pub fn series_case(rng: &mut Rng, n: usize, big_every: usize) -> Case {
+    let (max_len, max_dim) = if cfg!(miri) {
+        (6, 6)
+    } else if n.is_multiple_of(big_every) {
+        (140, 24)
+    } else {
+        (40, 24)
+    };
+    Case::random(rng, max_len, max_dim)
+}
+
 pub fn extent(l: Layout, heads: usize, rows: usize, dim: usize) -> usize {
     if heads == 0 || rows == 0 || dim == 0 {
         return 0;
@@ -308,28 +333,13 @@ pub fn compare(
 ) {
     let p = case.params();
     let s = case.shape;
-    let group = s.q_heads / s.kv_heads;
-    let scale = p.scale().abs();
     for h in 0..s.q_heads {
-        let g = h / group;
         for i in 0..s.q_len {
-            let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
-            for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
-                let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
-                let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
-                let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-                let bias = p
-                    .bias
-                    .map_or(0.0, |b| b.data[h * b.head_stride + i * b.row_stride + j]);
-                let bias = if bias == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    bias.abs()
-                };
-                score_abs = score_abs.max(scale * a + bias);
-                let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
-                v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
-            }
+            let RowAbs {
+                score: score_abs,
+                v: v_abs,
+                ..
+            } = row_abs(case, h, i);
             let bound = qkv::tolerance::output_bound(score_abs, v_abs, s.head_dim, s.kv_len);
             let row = p.out.at(h, i);
             for c in 0..s.v_dim {
@@ -362,7 +372,13 @@ pub fn compare(
             );
         }
     }
-    // Elements outside the output rows are untouched.
+    untouched_outside_rows(case, got, who);
+}
+
+/// Elements of `got` (filled with NaN before the call) outside the output rows are untouched.
+pub fn untouched_outside_rows(case: &Case, got: &[f32], who: &str) {
+    let p = case.params();
+    let s = case.shape;
     let mut inside = vec![false; got.len()];
     for h in 0..s.q_heads {
         for i in 0..s.q_len {
@@ -376,4 +392,143 @@ pub fn compare(
             "{who}: wrote outside the output rows at {idx}"
         );
     }
+}
+
+/// The magnitudes one output row's bounds are computed from, over the keys its mask lets
+/// through.
+pub struct RowAbs {
+    /// The largest `|scale|·Σ_d |q_d k_d| + |bias_j|`: `score_abs` as
+    /// `qkv::tolerance::output_bound` documents it.
+    pub score: f32,
+    /// The same without the bias: what the split, stream and parallel tests have always
+    /// passed as `score_abs` (a tighter bound where there is a bias).
+    pub dot: f32,
+    /// The largest `|v|`.
+    pub v: f32,
+}
+
+/// [`RowAbs`] of query row `i` of head `h`.
+pub fn row_abs(case: &Case, h: usize, i: usize) -> RowAbs {
+    let p = case.params();
+    let s = case.shape;
+    let g = h / (s.q_heads / s.kv_heads);
+    let scale = p.scale().abs();
+    let mut r = RowAbs {
+        score: 0.0,
+        dot: 0.0,
+        v: 0.0,
+    };
+    for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
+        let qr = &case.q[p.q.at(h, i)..][..s.head_dim];
+        let kr = &case.k[p.k.at(g, j)..][..s.head_dim];
+        let a: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
+        let bias = p
+            .bias
+            .map_or(0.0, |b| b.data[h * b.head_stride + i * b.row_stride + j]);
+        let bias = if bias == f32::NEG_INFINITY {
+            0.0
+        } else {
+            bias.abs()
+        };
+        r.score = r.score.max(scale * a + bias);
+        r.dot = r.dot.max(scale * a);
+        let vr = &case.v[p.v.at(g, j)..][..s.v_dim];
+        r.v = vr.iter().fold(r.v, |m, x| m.max(x.abs()));
+    }
+    r
+}
+
+/// `out` and `lse` of one call.
+pub type Outputs = (Vec<f32>, Vec<f32>);
+
+/// `runner` (or, for `None`, the reference) on the whole of `case`, into NaN-filled outputs.
+pub fn one_shot(case: &Case, runner: Option<Runner>) -> Outputs {
+    let s = case.shape;
+    let p = case.params();
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+    match runner {
+        Some(r) => r.run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
+        None => qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
+    }
+    .expect("one-shot accepts the case");
+    (out, lse)
+}
+
+/// How a result was joined from pieces, which picks its bound.
+#[derive(Clone, Copy, Debug)]
+pub enum Joined {
+    /// Partials merged by `split::merge`, the merge tree this deep:
+    /// `tolerance::merged_*_bound`.
+    Merged(usize),
+    /// A `stream::Stream` fed in this many updates: `tolerance::stream_*_bound`.
+    Stream(usize),
+}
+
+/// Compares a joined result `got` with `want` (the reference, or a one-shot call with
+/// `slack` 2 for the one-shot's own error) under the bound of `how`; elements outside the
+/// output rows of `got` must still be NaN.
+pub fn compare_joined(
+    case: &Case,
+    want: &Outputs,
+    got: &Outputs,
+    how: Joined,
+    slack: f32,
+    who: &str,
+) {
+    let p = case.params();
+    let s = case.shape;
+    let (hd, kv) = (s.head_dim, s.kv_len);
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let RowAbs {
+                dot: score_abs,
+                v: v_abs,
+                ..
+            } = row_abs(case, h, i);
+            let w_lse = want.1[h * s.q_len + i];
+            let lse_abs = if w_lse.is_finite() {
+                w_lse.abs() + 20.0
+            } else {
+                0.0
+            };
+            let (bound, lb) = match how {
+                Joined::Merged(depth) => (
+                    qkv::tolerance::merged_output_bound(score_abs, v_abs, hd, kv, lse_abs, depth),
+                    qkv::tolerance::merged_lse_bound(score_abs, hd, kv, lse_abs, depth),
+                ),
+                Joined::Stream(chunks) => (
+                    qkv::tolerance::stream_output_bound(score_abs, v_abs, hd, kv, lse_abs, chunks),
+                    qkv::tolerance::stream_lse_bound(score_abs, hd, kv, lse_abs, chunks),
+                ),
+            };
+            let (bound, lb) = (slack * bound, slack * lb);
+            let row = p.out.at(h, i);
+            for c in 0..s.v_dim {
+                let (w, g) = (want.0[row + c], got.0[row + c]);
+                let ok = if w.is_nan() {
+                    g.is_nan()
+                } else {
+                    w == g || (w - g).abs() <= bound
+                };
+                assert!(
+                    ok,
+                    "{who}: out[{h}][{i}][{c}] = {g}, want {w}, bound {bound}\n{s:?} {:?}",
+                    case.mask
+                );
+            }
+            let g_lse = got.1[h * s.q_len + i];
+            let ok = if w_lse.is_nan() {
+                g_lse.is_nan()
+            } else {
+                w_lse == g_lse || (w_lse - g_lse).abs() <= lb
+            };
+            assert!(
+                ok,
+                "{who}: lse[{h}][{i}] = {g_lse}, want {w_lse}, bound {lb}\n{s:?} {:?}",
+                case.mask
+            );
+        }
+    }
+    untouched_outside_rows(case, &got.0, who);
 }
