@@ -89,7 +89,10 @@ impl Level {
 /// [`QueryPos`] of a sub-problem. When the mask has no bound the position does not matter.
 ///
 /// Errors with [`Error::Overflow`]`(`[`Tensor::Q`]`)` when the shifted position does not fit
-/// in `i64` (only reachable with `kv_len` beyond `2⁶³`, i.e. broadcast K and V).
+/// in `i64`: with `kv_len` beyond `2⁶³` (broadcast K and V), or with a
+/// [`QueryPos::Offset`] less than `shift` above `i64::MIN` (found by the `capi_split` fuzz
+/// target: the one-shot call accepts such a problem, a partial or stream chunk starting past
+/// key 0 refuses it).
 pub(crate) fn shifted_query_pos(params: &Params, shift: i128) -> Result<QueryPos, Error> {
     if params.mask.left.is_none() && params.mask.right.is_none() {
         return Ok(QueryPos::Offset(0));

@@ -46,7 +46,7 @@
 use core::ops::Range;
 
 use crate::split::{Level, check_keys, range_params, validate_out, weight};
-use crate::{Error, Layout, Params, Shape, Tensor};
+use crate::{Dim, Error, Layout, Params, Shape, Tensor};
 
 /// The running state of attention over a growing set of keys, for all query rows of a
 /// problem. See the [module docs](self).
@@ -114,7 +114,12 @@ impl<'p, 's> Stream<'p, 's> {
                 len: state.len(),
             });
         }
-        // The shape checks of the crate's validation, on the accumulator.
+        // The shape checks of the crate's validation, on the accumulator. Its probe stands in
+        // a `head_dim` of 1 (the accumulator has none), so a zero `head_dim` is refused here,
+        // in the one-shot call's order: after zero q and kv heads, before a zero `v_dim`.
+        if s.q_heads != 0 && s.kv_heads != 0 && s.head_dim == 0 {
+            return Err(Error::ZeroDim(Dim::HeadDim));
+        }
         let rows = s.q_heads * s.q_len;
         let probe = Params {
             out: Layout::planar(s.q_len, s.v_dim),

@@ -3,9 +3,11 @@
 //!
 //! The checks are the fuzz crate's own modules, included by path: `fuzz/src/differential.rs`
 //! (every level against the reference), `fuzz/src/api.rs` (arbitrary shapes, strides and
-//! lengths give `Ok` or a typed error and write nothing outside the output rows) and
-//! `fuzz/src/exp_check.rs` (`exp` within its documented bound). The replayed inputs are the
-//! seed corpus `fuzz/corpus/<target>/seed-*` and `fuzz/regressions/<target>/*`.
+//! lengths give `Ok` or a typed error and write nothing outside the output rows),
+//! `fuzz/src/exp_check.rs` (`exp` within its documented bound), and with the `capi` feature
+//! `fuzz/src/capi_check.rs` and `fuzz/src/capi_split_check.rs` (the C ABI's statuses and
+//! results). The replayed inputs are the seed corpus `fuzz/corpus/<target>/seed-*` and
+//! `fuzz/regressions/<target>/*`.
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/bytes.rs"]
@@ -27,6 +29,11 @@ mod exp_check;
 #[allow(dead_code)]
 #[path = "../fuzz/src/capi_check.rs"]
 mod capi_check;
+
+#[cfg(feature = "capi")]
+#[allow(dead_code)]
+#[path = "../fuzz/src/capi_split_check.rs"]
+mod capi_split_check;
 
 use std::path::Path;
 
@@ -82,6 +89,13 @@ fn exp_seeds_and_regressions() {
 #[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
 fn capi_seeds_and_regressions() {
     assert!(replay("capi", capi_check::run) > 0);
+}
+
+#[test]
+#[cfg(feature = "capi")]
+#[cfg_attr(miri, ignore = "reads files; the cases are too big for Miri")]
+fn capi_split_seeds_and_regressions() {
+    assert!(replay("capi_split", capi_split_check::run) > 0);
 }
 
 /// Every level and emulated width on `p`, with `lse`.
@@ -191,4 +205,67 @@ fn capi_huge_shape_is_not_an_internal_error() {
     };
     // `out` rows of 2 floats at a row stride of 0 overlap.
     assert_eq!(status, QKV_ERR_OVERLAP);
+}
+
+/// Found by the capi_split target (`fuzz/regressions/capi_split/stream-zero-head-dim`).
+///
+/// `Stream::new` and `Stream::resume` check the shape through `split::validate_out`, whose
+/// probe stands in a `head_dim` of 1, so a stream over a problem with `head_dim = 0` (which
+/// the one-shot call refuses with `Error::ZeroDim(Dim::HeadDim)`) was accepted, and
+/// `finish` returned zero rows with `lse = -inf` for it; `Stream::new` documents the one-shot
+/// call's `ZeroDim` errors. The same through `qkv_stream_init` and `qkv_stream_finish`.
+#[test]
+fn stream_with_zero_head_dim_is_refused() {
+    use qkv::stream::Stream;
+    use qkv::{Dim, Error};
+    for q_len in [0, 3] {
+        let p = Params::new(Shape::new(2, q_len, 5, 0).with_v_dim(3));
+        let mut out = vec![0.0f32; 2 * q_len * 3];
+        let want = qkv::attention(&p, &[], &[], &[], &mut out, None);
+        assert_eq!(want, Err(Error::ZeroDim(Dim::HeadDim)));
+        let mut state = vec![0.0f32; Stream::state_len(&p.shape)];
+        assert_eq!(
+            Stream::new(&p, &mut state).unwrap_err(),
+            Error::ZeroDim(Dim::HeadDim)
+        );
+        assert_eq!(
+            Stream::resume(&p, &mut state).unwrap_err(),
+            Error::ZeroDim(Dim::HeadDim)
+        );
+    }
+    // The order of the one-shot call: zero heads first, then head_dim, then v_dim.
+    let mut state = vec![0.0f32; 64];
+    let p = Params::new(Shape::new(0, 3, 5, 0));
+    assert_eq!(
+        Stream::new(&p, &mut state).unwrap_err(),
+        Error::ZeroDim(Dim::QHeads)
+    );
+    let p = Params::new(Shape::new(2, 3, 5, 0));
+    assert_eq!(
+        Stream::new(&p, &mut state).unwrap_err(),
+        Error::ZeroDim(Dim::HeadDim)
+    );
+    #[cfg(feature = "capi")]
+    {
+        use qkv::capi::*;
+        use qkv::capi_split::*;
+        let d = QkvDesc::planar(2, 2, 0, 0, 0, 3);
+        let mut state = [7.0f32; 8];
+        let (mut out, mut lse) = ([7.0f32; 4], [7.0f32; 4]);
+        // SAFETY: `state` holds 8 floats; out and lse hold more than the empty problem needs.
+        unsafe {
+            assert_eq!(qkv_stream_init(&d, state.as_mut_ptr(), 8), QKV_ERR_ZERO_DIM);
+            assert_eq!(
+                qkv_stream_finish(
+                    &d,
+                    state.as_mut_ptr(),
+                    8,
+                    out.as_mut_ptr(),
+                    lse.as_mut_ptr()
+                ),
+                QKV_ERR_ZERO_DIM
+            );
+        }
+        assert!(state.iter().chain(&out).chain(&lse).all(|&x| x == 7.0));
+    }
 }

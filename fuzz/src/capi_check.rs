@@ -26,13 +26,10 @@ use crate::bytes::Bytes;
 use qkv::capi::*;
 use qkv::{Bias, Isa, Layout, Mask, Params, QueryPos, Shape};
 
-const SENTINEL: u32 = 0xffc0_5a5a;
-/// Whether the known, reported bug below is let through so that fuzzing can go on; the
-/// regression test keeps it visible.
-const KNOWN_BUGS_ALLOWED: bool = true;
-const MAX_BUF: usize = 2048;
+pub(crate) const SENTINEL: u32 = 0xffc0_5a5a;
+pub(crate) const MAX_BUF: usize = 2048;
 /// Calls whose estimated work exceeds this are made only when they are refused anyway.
-const MAX_WORK: u128 = 1_000_000;
+pub(crate) const MAX_WORK: u128 = 1_000_000;
 
 thread_local! {
     /// Set while this thread is inside a C-ABI call.
@@ -44,7 +41,7 @@ thread_local! {
 /// libFuzzer's panic hook aborts, which would hide a panic the C ABI catches (and turns into
 /// `QKV_ERR_INTERNAL`); inside a C call, record it instead (and print it only with
 /// `QKV_FUZZ_SHOW_PANICS` set). Every other panic goes to the previous hook as before.
-fn quiet_panics() {
+pub(crate) fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -62,7 +59,7 @@ fn quiet_panics() {
     });
 }
 
-fn size(b: &mut Bytes) -> usize {
+pub(crate) fn size(b: &mut Bytes) -> usize {
     match b.below(16) {
         0..=9 => b.range(0, 8),
         10 | 11 => b.range(0, 200),
@@ -78,14 +75,14 @@ fn size(b: &mut Bytes) -> usize {
     }
 }
 
-fn layout(b: &mut Bytes) -> QkvLayout {
+pub(crate) fn layout(b: &mut Bytes) -> QkvLayout {
     QkvLayout {
         head_stride: size(b),
         row_stride: size(b),
     }
 }
 
-fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
+pub(crate) fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
     if heads == 0 || rows == 0 || cols == 0 {
         return Some(0);
     }
@@ -97,7 +94,7 @@ fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize>
 
 /// How a tensor pointer is passed.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum PtrKind {
+pub(crate) enum PtrKind {
     Normal,
     Null,
     /// 1–3 bytes past an aligned address.
@@ -108,17 +105,17 @@ enum PtrKind {
 
 /// One tensor: the count field to put in the descriptor, the length the library derives,
 /// and the buffer.
-struct Tensor {
-    count: usize,
+pub(crate) struct Tensor {
+    pub(crate) count: usize,
     /// `Err(())`: the length overflows (extent) or exceeds `PTRDIFF_MAX` bytes.
-    len: Result<usize, ()>,
-    kind: PtrKind,
-    buf: Vec<f32>,
+    pub(crate) len: Result<usize, ()>,
+    pub(crate) kind: PtrKind,
+    pub(crate) buf: Vec<f32>,
 }
 
-const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
+pub(crate) const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
 
-fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alias: bool) -> Tensor {
+pub(crate) fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alias: bool) -> Tensor {
     // The count field: 0 (use the extent) or explicit, sometimes beyond PTRDIFF_MAX.
     let count = match b.below(8) {
         0..=3 => 0,
@@ -157,7 +154,7 @@ fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alias: bool) ->
 }
 
 impl Tensor {
-    fn ptr(&self) -> *const f32 {
+    pub(crate) fn ptr(&self) -> *const f32 {
         match self.kind {
             PtrKind::Null => ptr::null(),
             PtrKind::Misaligned(n) => self.buf.as_ptr().cast::<u8>().wrapping_add(n).cast(),
@@ -166,7 +163,7 @@ impl Tensor {
     }
 
     /// The C-level status of this tensor's pointer and length, if it is refused.
-    fn refusal(&self) -> Option<QkvStatus> {
+    pub(crate) fn refusal(&self) -> Option<QkvStatus> {
         match self.len {
             Err(()) => Some(QKV_ERR_OVERFLOW),
             Ok(0) => None,
@@ -179,7 +176,7 @@ impl Tensor {
     }
 
     /// The slice the library sees (only meaningful when it is not refused).
-    fn slice(&self) -> &[f32] {
+    pub(crate) fn slice(&self) -> &[f32] {
         &self.buf[..*self.len.as_ref().unwrap_or(&0)]
     }
 }
@@ -192,8 +189,176 @@ enum Entry {
     Reference,
 }
 
-fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+pub(crate) fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.1 != 0 && b.1 != 0 && a.0 < b.0 + b.1 * 4 && b.0 < a.0 + a.1 * 4
+}
+
+/// A descriptor with arbitrary shape, layouts, mask, query position, window, flags, scale
+/// and bias layout; counts, pointers and `struct_size` are left for the caller to set.
+pub(crate) fn random_desc(b: &mut Bytes) -> QkvDesc {
+    let mut d = QkvDesc::planar(size(b), size(b), size(b), size(b), size(b), size(b));
+    if b.chance(128) {
+        (d.q, d.k, d.v, d.out) = (layout(b), layout(b), layout(b), layout(b));
+    }
+    d.mask = match b.below(10) {
+        0..=2 => QKV_MASK_NONE,
+        3..=5 => QKV_MASK_CAUSAL,
+        6..=8 => QKV_MASK_BAND,
+        _ => b.u32() as i32,
+    };
+    d.query_pos = match b.below(10) {
+        0..=3 => QKV_QUERY_POS_BOTTOM_RIGHT,
+        4..=5 => QKV_QUERY_POS_TOP_LEFT,
+        6..=8 => QKV_QUERY_POS_OFFSET,
+        _ => b.u32() as i32,
+    };
+    d.query_offset = match b.below(4) {
+        0 => b.u64() as i64,
+        _ => b.range(0, 40) as i64 - 20,
+    };
+    let mut side = || if b.chance(64) { QKV_UNBOUNDED } else { size(b) };
+    (d.window_left, d.window_right) = (side(), side());
+    d.flags = match b.below(8) {
+        0..=2 => 0,
+        3..=6 => QKV_FLAG_SCALE,
+        _ => b.u32(),
+    };
+    d.scale = match b.below(4) {
+        0 => f32::from_bits(b.u32()),
+        _ => b.pick(&[0.5, 1.0, -2.0, 0.0, f32::NAN, f32::INFINITY]),
+    };
+    d.bias_layout = layout(b);
+    d
+}
+
+/// The descriptor as C passes it: `struct_size` bytes at an arbitrary offset, with a tail
+/// that may be nonzero, or a NULL pointer.
+pub(crate) struct DescArg {
+    bytes: Vec<u8>,
+    offset: usize,
+    null: bool,
+    /// `struct_size` outside the accepted range, or a nonzero byte past this version's size.
+    bad_size: bool,
+}
+
+impl DescArg {
+    /// Sets `d.struct_size` and lays the descriptor out; `d` is final when this is called.
+    pub(crate) fn new(b: &mut Bytes, d: &mut QkvDesc) -> DescArg {
+        let size_kind = b.below(8);
+        d.struct_size = match size_kind {
+            0 => b.pick(&[
+                0,
+                1,
+                QKV_DESC_SIZE_V1 - 1,
+                QKV_DESC_MAX_SIZE + 1,
+                usize::MAX,
+            ]),
+            1 | 2 => QKV_DESC_SIZE_V1 + b.range(1, 64),
+            3 => b.range(QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE),
+            _ => size_of::<QkvDesc>(),
+        };
+        let tail_nonzero = b.chance(64);
+        let offset = b.below(8);
+        let readable = d.struct_size.clamp(size_of::<QkvDesc>(), QKV_DESC_MAX_SIZE);
+        let mut bytes = vec![0u8; offset + readable];
+        // SAFETY: `bytes` holds `offset + size_of::<QkvDesc>()` bytes or more; the
+        // descriptor is plain data.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr::from_ref(d).cast::<u8>(),
+                bytes.as_mut_ptr().add(offset),
+                size_of::<QkvDesc>(),
+            )
+        };
+        let has_tail = readable > size_of::<QkvDesc>();
+        if tail_nonzero && has_tail {
+            let at = b.range(offset + size_of::<QkvDesc>(), offset + readable - 1);
+            bytes[at] = b.u8() | 1;
+        }
+        let null = b.chance(4);
+        let bad_size = !(QKV_DESC_SIZE_V1..=QKV_DESC_MAX_SIZE).contains(&d.struct_size)
+            || (tail_nonzero && has_tail);
+        DescArg {
+            bytes,
+            offset,
+            null,
+            bad_size,
+        }
+    }
+
+    /// The pointer C passes: `readable ≥ min(struct_size, ...)` bytes, or NULL.
+    pub(crate) fn ptr(&self) -> *const QkvDesc {
+        if self.null {
+            ptr::null()
+        } else {
+            self.bytes.as_ptr().wrapping_add(self.offset).cast()
+        }
+    }
+
+    /// The status of reading the descriptor, if it is refused.
+    pub(crate) fn refusal(&self) -> Option<QkvStatus> {
+        if self.null {
+            Some(QKV_ERR_NULL_POINTER)
+        } else if self.bad_size {
+            Some(QKV_ERR_STRUCT_SIZE)
+        } else {
+            None
+        }
+    }
+}
+
+/// The mask the descriptor describes, after the flags, query position and mask checks in
+/// their documented order.
+pub(crate) fn desc_mask(d: &QkvDesc) -> Result<Mask, QkvStatus> {
+    if d.flags & !QKV_KNOWN_FLAGS != 0 {
+        return Err(QKV_ERR_UNKNOWN_FLAGS);
+    }
+    let pos = match d.query_pos {
+        QKV_QUERY_POS_BOTTOM_RIGHT => QueryPos::BottomRight,
+        QKV_QUERY_POS_TOP_LEFT => QueryPos::TopLeft,
+        QKV_QUERY_POS_OFFSET => QueryPos::Offset(d.query_offset),
+        _ => return Err(QKV_ERR_UNKNOWN_QUERY_POS),
+    };
+    let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
+    match d.mask {
+        QKV_MASK_NONE => Ok(Mask::NONE),
+        QKV_MASK_CAUSAL => Ok(Mask::causal().aligned(pos)),
+        QKV_MASK_BAND => Ok(Mask {
+            left: side(d.window_left),
+            right: side(d.window_right),
+            query_pos: pos,
+        }),
+        _ => Err(QKV_ERR_UNKNOWN_MASK),
+    }
+}
+
+/// The shape of a descriptor.
+pub(crate) fn desc_shape(d: &QkvDesc) -> Shape {
+    Shape {
+        q_heads: d.q_heads,
+        kv_heads: d.kv_heads,
+        q_len: d.q_len,
+        kv_len: d.kv_len,
+        head_dim: d.head_dim,
+        v_dim: d.v_dim,
+    }
+}
+
+/// A `qkv_layout` as a [`Layout`].
+pub(crate) fn desc_layout(x: QkvLayout) -> Layout {
+    Layout {
+        head_stride: x.head_stride,
+        row_stride: x.row_stride,
+    }
+}
+
+/// Runs one C-ABI call; also returns whether it panicked inside (caught by the library).
+pub(crate) fn c_call<R>(f: impl FnOnce() -> R) -> (R, bool) {
+    PANICKED.with(|p| p.set(false));
+    IN_CALL.with(|c| c.set(true));
+    let r = f();
+    IN_CALL.with(|c| c.set(false));
+    (r, PANICKED.with(|p| p.get()))
 }
 
 /// Decodes one C call and checks it.
@@ -227,38 +392,7 @@ pub fn run(data: &[u8]) {
     }
     assert_eq!(qkv_isa_available(qkv_detected_isa()), 1);
 
-    let mut d = QkvDesc::planar(size(b), size(b), size(b), size(b), size(b), size(b));
-    if b.chance(128) {
-        (d.q, d.k, d.v, d.out) = (layout(b), layout(b), layout(b), layout(b));
-    }
-    d.mask = match b.below(10) {
-        0..=2 => QKV_MASK_NONE,
-        3..=5 => QKV_MASK_CAUSAL,
-        6..=8 => QKV_MASK_BAND,
-        _ => b.u32() as i32,
-    };
-    d.query_pos = match b.below(10) {
-        0..=3 => QKV_QUERY_POS_BOTTOM_RIGHT,
-        4..=5 => QKV_QUERY_POS_TOP_LEFT,
-        6..=8 => QKV_QUERY_POS_OFFSET,
-        _ => b.u32() as i32,
-    };
-    d.query_offset = match b.below(4) {
-        0 => b.u64() as i64,
-        _ => b.range(0, 40) as i64 - 20,
-    };
-    let mut side = || if b.chance(64) { QKV_UNBOUNDED } else { size(b) };
-    (d.window_left, d.window_right) = (side(), side());
-    d.flags = match b.below(8) {
-        0..=2 => 0,
-        3..=6 => QKV_FLAG_SCALE,
-        _ => b.u32(),
-    };
-    d.scale = match b.below(4) {
-        0 => f32::from_bits(b.u32()),
-        _ => b.pick(&[0.5, 1.0, -2.0, 0.0, f32::NAN, f32::INFINITY]),
-    };
-    d.bias_layout = layout(b);
+    let mut d = random_desc(b);
     let with_bias = b.chance(80);
     let with_lse = b.chance(128);
     let entry = match b.below(4) {
@@ -271,14 +405,7 @@ pub fn run(data: &[u8]) {
         _ => Entry::Reference,
     };
 
-    let s = Shape {
-        q_heads: d.q_heads,
-        kv_heads: d.kv_heads,
-        q_len: d.q_len,
-        kv_len: d.kv_len,
-        head_dim: d.head_dim,
-        v_dim: d.v_dim,
-    };
+    let s = desc_shape(&d);
     let q = tensor(b, extent(d.q, s.q_heads, s.q_len, s.head_dim), 0.5, false);
     let k = tensor(
         b,
@@ -320,44 +447,7 @@ pub fn run(data: &[u8]) {
     let bias = bias.filter(|t| !t.ptr().is_null());
     let mut lse = lse.filter(|t| !t.ptr().is_null());
 
-    // The descriptor as C passes it: `struct_size` bytes at an arbitrary offset, with a tail.
-    let size_kind = b.below(8);
-    d.struct_size = match size_kind {
-        0 => b.pick(&[
-            0,
-            1,
-            QKV_DESC_SIZE_V1 - 1,
-            QKV_DESC_MAX_SIZE + 1,
-            usize::MAX,
-        ]),
-        1 | 2 => QKV_DESC_SIZE_V1 + b.range(1, 64),
-        3 => b.range(QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE),
-        _ => size_of::<QkvDesc>(),
-    };
-    let tail_nonzero = b.chance(64);
-    let offset = b.below(8);
-    let readable = d.struct_size.clamp(size_of::<QkvDesc>(), QKV_DESC_MAX_SIZE);
-    let mut desc_bytes = vec![0u8; offset + readable];
-    // SAFETY: `desc_bytes` holds `offset + size_of::<QkvDesc>()` bytes or more; the
-    // descriptor is plain data.
-    unsafe {
-        ptr::copy_nonoverlapping(
-            ptr::from_ref(&d).cast::<u8>(),
-            desc_bytes.as_mut_ptr().add(offset),
-            size_of::<QkvDesc>(),
-        )
-    };
-    let has_tail = readable > size_of::<QkvDesc>();
-    if tail_nonzero && has_tail {
-        let at = b.range(offset + size_of::<QkvDesc>(), offset + readable - 1);
-        desc_bytes[at] = b.u8() | 1;
-    }
-    let null_desc = b.chance(4);
-    let desc_ptr: *const QkvDesc = if null_desc {
-        ptr::null()
-    } else {
-        desc_bytes.as_ptr().wrapping_add(offset).cast()
-    };
+    let desc = DescArg::new(b, &mut d);
 
     // The status the contract implies, check by check.
     let pre = (|| {
@@ -366,34 +456,10 @@ pub fn run(data: &[u8]) {
         {
             return Err(QKV_ERR_UNKNOWN_ISA);
         }
-        if null_desc {
-            return Err(QKV_ERR_NULL_POINTER);
+        if let Some(s) = desc.refusal() {
+            return Err(s);
         }
-        if !(QKV_DESC_SIZE_V1..=QKV_DESC_MAX_SIZE).contains(&d.struct_size)
-            || (tail_nonzero && has_tail)
-        {
-            return Err(QKV_ERR_STRUCT_SIZE);
-        }
-        if d.flags & !QKV_KNOWN_FLAGS != 0 {
-            return Err(QKV_ERR_UNKNOWN_FLAGS);
-        }
-        let pos = match d.query_pos {
-            QKV_QUERY_POS_BOTTOM_RIGHT => QueryPos::BottomRight,
-            QKV_QUERY_POS_TOP_LEFT => QueryPos::TopLeft,
-            QKV_QUERY_POS_OFFSET => QueryPos::Offset(d.query_offset),
-            _ => return Err(QKV_ERR_UNKNOWN_QUERY_POS),
-        };
-        let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
-        let mask = match d.mask {
-            QKV_MASK_NONE => Mask::NONE,
-            QKV_MASK_CAUSAL => Mask::causal().aligned(pos),
-            QKV_MASK_BAND => Mask {
-                left: side(d.window_left),
-                right: side(d.window_right),
-                query_pos: pos,
-            },
-            _ => return Err(QKV_ERR_UNKNOWN_MASK),
-        };
+        let mask = desc_mask(&d)?;
         for t in [
             Some(&q),
             Some(&k),
@@ -433,10 +499,7 @@ pub fn run(data: &[u8]) {
 
     // The Rust call on the same data, when the C checks pass.
     let rust_params = pre.map(|mask| {
-        let l = |x: QkvLayout| Layout {
-            head_stride: x.head_stride,
-            row_stride: x.row_stride,
-        };
+        let l = desc_layout;
         Params {
             shape: s,
             q: l(d.q),
@@ -506,42 +569,20 @@ pub fn run(data: &[u8]) {
     let lse_ptr = lse.as_ref().map_or(ptr::null_mut(), |l| l.ptr().cast_mut());
     let (qp, kp, vp) = (q.ptr(), k.ptr(), v.ptr());
     let q_before: Vec<u32> = q.buf.iter().map(|x| x.to_bits()).collect();
-    PANICKED.with(|p| p.set(false));
-    IN_CALL.with(|c| c.set(true));
+    let desc_ptr = desc.ptr();
     // SAFETY: every buffer holds at least the length the pointer contract derives for it,
     // except where the contract refuses the call before reading (see `tensor`); `desc_ptr`
     // points to `readable ≥ min(struct_size, ...)` bytes or is NULL.
-    let got = unsafe {
+    let (got, panicked) = c_call(|| unsafe {
         match entry {
             Entry::Best => qkv_attention_f32(desc_ptr, qp, kp, vp, out_ptr, lse_ptr),
             Entry::Isa(i) => qkv_attention_f32_isa(i, desc_ptr, qp, kp, vp, out_ptr, lse_ptr),
             Entry::Reference => qkv_reference_f32(desc_ptr, qp, kp, vp, out_ptr, lse_ptr),
         }
-    };
-    IN_CALL.with(|c| c.set(false));
-    let panicked = PANICKED.with(|p| p.get());
+    });
     static SHOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *SHOW.get_or_init(|| std::env::var_os("QKV_FUZZ_SHOW_STATUS").is_some()) {
         eprintln!("capi status {got}");
-    }
-    // Known bug (tests/regressions.rs `capi_huge_shape_is_not_an_internal_error`): the C ABI
-    // builds `Params::new(shape)`, whose planar strides `rows·dim` overflow for huge shapes;
-    // with overflow checks on that panics, and the panic comes back as QKV_ERR_INTERNAL.
-    let planar_overflows = [
-        (s.q_len, s.head_dim),
-        (s.kv_len, s.head_dim),
-        (s.kv_len, s.v_dim),
-        (s.q_len, s.v_dim),
-    ]
-    .iter()
-    .any(|&(a, b)| a.checked_mul(b).is_none());
-    if KNOWN_BUGS_ALLOWED
-        && pre.is_ok()
-        && planar_overflows
-        && cfg!(debug_assertions)
-        && got == QKV_ERR_INTERNAL
-    {
-        return;
     }
     assert!(
         !panicked && got != QKV_ERR_INTERNAL,
@@ -590,7 +631,7 @@ pub fn run(data: &[u8]) {
 }
 
 /// Work estimate, as in the api target: at least the loop over heads.
-fn work(p: &Params) -> u128 {
+pub(crate) fn work(p: &Params) -> u128 {
     let s = p.shape;
     let per = (s.head_dim as u128)
         .saturating_mul(s.v_dim.div_ceil(32) as u128 + 2)

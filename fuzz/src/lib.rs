@@ -7,5 +7,6 @@
 pub mod api;
 pub mod bytes;
 pub mod capi_check;
+pub mod capi_split_check;
 pub mod differential;
 pub mod exp_check;
