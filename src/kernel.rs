@@ -8,8 +8,8 @@
 //! block's query rows:
 //! 1. **Q·Kᵀ**: the block's Q is packed once as `[dim][row]` (up to [`Q_DIM`] columns of
 //!    `head_dim`; wider heads are packed per panel), and a register tile of [`KR_WIDE`] keys
-//!    × [`QR_WIDE`] vectors of rows (32 registers; [`KR_NARROW`] × [`QR_NARROW`] with 16)
-//!    broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
+//!    × [`QR_WIDE`] vectors of rows (32 registers; [`KR_NARROW`] × [`QR_NARROW`] with 16,
+//!    [`KR_WIDE_SCALAR`] × [`QR_WIDE_SCALAR`] on the scalar level) broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
 //!    at most [`MR`] rows (decode) dot each K row with the rows instead, streaming K from
 //!    memory with prefetching ([`PREFETCH_KEYS`]).
 //! 2. **Online softmax**, vertically: every lane is one row, so the row max and sum are
@@ -41,7 +41,8 @@ use crate::exp::{exp_weight, exp1};
 /// block read. A multiple of every lane count (1, 4, 8, 16), and small enough that the
 /// packed Q, score and accumulator tiles stay under 64 KiB of stack.
 pub const BLOCK_Q: usize = 48;
-/// Keys per block: a multiple of both key tiles ([`KR_WIDE`], [`KR_NARROW`]), and at most
+/// Keys per block: a multiple of every key tile ([`KR_WIDE`], [`KR_NARROW`],
+/// [`KR_WIDE_SCALAR`]), and at most
 /// 64 so a row's included keys fit in a `u64` bit set.
 pub const BLOCK_K: usize = 48;
 /// Columns of `head_dim` in the packed Q block. Up to this, Q is packed once per block of
@@ -61,12 +62,17 @@ pub const PV_ROWS: usize = 6;
 pub const KR_WIDE: usize = 8;
 /// Vectors of query rows of the Q·Kᵀ register tile with 32 registers (48 rows on AVX-512).
 pub const QR_WIDE: usize = 3;
-/// Keys of the Q·Kᵀ register tile with 16 registers (AVX2, scalar): `KR_NARROW × QR_NARROW`
+/// The wide Q·Kᵀ tile of the scalar level (one lane): 6 keys × 4 rows = 24 accumulators,
+/// the rows side by side so LLVM can vectorise them where the target has SIMD.
+pub const KR_WIDE_SCALAR: usize = 6;
+/// Rows of the scalar level's Q·Kᵀ tile.
+pub const QR_WIDE_SCALAR: usize = 4;
+/// Keys of the Q·Kᵀ register tile with 16 registers (AVX2): `KR_NARROW × QR_NARROW`
 /// = 12 accumulators, more than FMA latency × throughput, plus 2 loads and a broadcast.
 pub const KR_NARROW: usize = 6;
 /// Vectors of query rows of the Q·Kᵀ register tile with 16 registers.
 pub const QR_NARROW: usize = 2;
-/// Vectors of `v_dim` of the P·V register tile on levels with 32 registers.
+/// Vectors of `v_dim` of the P·V register tile on wide levels (see `wide`).
 pub const NV_WIDE: usize = 4;
 /// The same with 16 registers.
 pub const NV_NARROW: usize = 2;
@@ -77,10 +83,12 @@ pub const NV_NARROW: usize = 2;
 /// measured best for AVX2 at 32k keys (16 and 48 were 4–10% slower, 64 lost in L3).
 pub const PREFETCH_KEYS: usize = 32;
 
-/// Whether this level has 32 vector registers, so the wide register tiles fit.
+/// Whether the wide register tiles fit: levels with 32 vector registers, and the scalar
+/// level, whose targets have 32 floating-point registers (Cortex-M4F, RV32F; and on x86-64
+/// LLVM turns its rows of 4 into SSE2 vectors).
 #[inline(always)]
 const fn wide<S: Simd>() -> bool {
-    S::REGISTER_COUNT >= 32
+    S::REGISTER_COUNT >= 32 || S::F32_LANES == 1
 }
 
 /// The kernel's working memory, all of it on the stack, in bytes (about 58 KiB).
@@ -89,6 +97,8 @@ pub const STACK_BYTES: usize = core::mem::size_of::<Scratch>();
 const _: () = assert!(
     BLOCK_K.is_multiple_of(KR_WIDE)
         && BLOCK_K.is_multiple_of(KR_NARROW)
+        && BLOCK_K.is_multiple_of(KR_WIDE_SCALAR)
+        && BLOCK_Q.is_multiple_of(QR_WIDE_SCALAR)
         && BLOCK_Q.is_multiple_of(16 * 3)
         && BLOCK_Q.is_multiple_of(PV_ROWS)
         && V_PANEL.is_multiple_of(16)
@@ -355,7 +365,9 @@ impl Block {
         cols: usize,
         scratch: &mut Scratch,
     ) {
-        if wide::<S>() {
+        if S::F32_LANES == 1 {
+            self.scores_kr::<S, KR_WIDE_SCALAR, QR_WIDE_SCALAR>(simd, p, q, k, k0, cols, scratch)
+        } else if wide::<S>() {
             self.scores_kr::<S, KR_WIDE, QR_WIDE>(simd, p, q, k, k0, cols, scratch)
         } else {
             self.scores_kr::<S, KR_NARROW, QR_NARROW>(simd, p, q, k, k0, cols, scratch)
@@ -402,6 +414,7 @@ impl Block {
                     // x·BLOCK_Q (`j0 + KR ≤ BLOCK_K` as KR divides BLOCK_K).
                     unsafe {
                         match n {
+                            4 => qk_kernel::<S, KR, 4>(simd, k_rows, qp, dw, sp, first),
                             3 => qk_kernel::<S, KR, 3>(simd, k_rows, qp, dw, sp, first),
                             2 => qk_kernel::<S, KR, 2>(simd, k_rows, qp, dw, sp, first),
                             _ => qk_kernel::<S, KR, 1>(simd, k_rows, qp, dw, sp, first),
