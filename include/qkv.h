@@ -318,7 +318,7 @@ const char *qkv_status_str(qkv_status status);
  *  QKV_VERSION. */
 uint32_t qkv_version(void);
 
-/* ---- Split-KV (flash-decoding): src/capi_split.rs, docs/streaming.md ---------------- */
+/* ---- Split-KV (flash-decoding): src/capi_split.rs, README "Streaming" ----------- */
 
 /**
  * Attention over the keys key_start..key_end (end excluded) of the problem desc describes:
