@@ -6,11 +6,11 @@ use common::exp::{ExpAll, ulps};
 use pulp::Simd;
 
 fn levels(xs: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
-    let mut r = vec![
-        ("scalar", Simd::vectorize(pulp::Scalar::new(), ExpAll(xs))),
-        ("emulated4", Simd::vectorize(pulp::Scalar128b, ExpAll(xs))),
-        ("emulated16", Simd::vectorize(pulp::Scalar512b, ExpAll(xs))),
-    ];
+    let mut r = vec![("scalar", Simd::vectorize(pulp::Scalar::new(), ExpAll(xs)))];
+    if !common::under_emulator() {
+        r.push(("emulated4", Simd::vectorize(pulp::Scalar128b, ExpAll(xs))));
+        r.push(("emulated16", Simd::vectorize(pulp::Scalar512b, ExpAll(xs))));
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(s) = pulp::x86::V3::try_new() {
         r.push(("avx2", Simd::vectorize(s, ExpAll(xs))));
@@ -28,7 +28,14 @@ fn levels(xs: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
 
 #[test]
 fn exp_is_within_two_ulp_over_the_range() {
-    let step: usize = if cfg!(miri) { 1 << 22 } else { 37 };
+    // Every 37th f32 natively (about 55 million points); every 370th under an emulator.
+    let step: usize = if cfg!(miri) {
+        1 << 22
+    } else if common::under_emulator() {
+        370
+    } else {
+        37
+    };
     let neg = (0x8000_0000u32..=(-104.0f32).to_bits()).step_by(step);
     let pos = (0u32..=89.0f32.to_bits()).step_by(step);
     let xs: Vec<f32> = neg.chain(pos).map(f32::from_bits).collect();
