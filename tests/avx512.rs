@@ -50,7 +50,7 @@ fn avx512_random_problems_match_reference() {
         let case = Case::random(&mut rng, 70, 40);
         check(&case, AVX512);
     }
-    // Past the kernel's 64-row and 64-key blocks and its 32- and 128-column panels.
+    // Past the kernel's 48-row and 48-key blocks and its 128-column Q and V panels.
     for _ in 0..8 {
         let case = Case::random(&mut rng, 140, 140);
         check(&case, AVX512);

@@ -273,7 +273,7 @@ fn empty_lengths_are_defined() {
 #[test]
 fn nan_propagates_where_included_and_never_leaks_where_excluded() {
     let mut rng = Rng(14);
-    // kv keys past a 64-key block natively; under Miri a short row with the same structure.
+    // kv keys past a 48-key block natively; under Miri a short row with the same structure.
     // Bottom-right causal: row i sees keys ≤ kv - 6 + i, so key kv - 4 is seen by rows 2...
     let (kv, window, out_of_window, biased) = if cfg!(miri) {
         (10, 3, 0, 5)

@@ -11,7 +11,7 @@
 //! - on `Ok`, nothing in `out` outside the output rows and nothing in `lse` past
 //!   `q_heads · q_len` is written.
 //!
-//! A valid call is only *run* when its work is small (the kernel's keys per 64-row block,
+//! A valid call is only *run* when its work is small (the kernel's keys per 48-row block,
 //! and the reference's `q_len · kv_len`, times the dimensions, and at least `q_heads`): a
 //! stride of 0 makes `kv_len = usize::MAX` valid, and `q_len = 0` makes any `q_heads` valid
 //! (the loops over heads still run, empty), and such calls are correct but would not finish.
@@ -96,14 +96,14 @@ fn side(b: &mut Bytes) -> Option<usize> {
     if b.chance(100) { None } else { Some(size(b)) }
 }
 
-/// Multiply-adds of the kernel: per head and 64-row block, the block's rows times the union
+/// Multiply-adds of the kernel: per head and 48-row block (`BLOCK_Q`), the block's rows times the union
 /// of their key ranges, times the dimensions (scores are recomputed per 128 columns of `v`).
 fn kernel_work(p: &Params) -> u128 {
     let s = p.shape;
     let mut pairs = 0u128;
     let mut q0 = 0usize;
     while q0 < s.q_len {
-        let rows = 64.min(s.q_len - q0);
+        let rows = 48.min(s.q_len - q0);
         let (lo, hi) = (p.key_range(q0).0, p.key_range(q0 + rows - 1).1);
         pairs += rows as u128 * (hi.saturating_sub(lo) as u128).max(1);
         q0 += rows;

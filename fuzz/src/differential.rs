@@ -3,8 +3,8 @@
 //! # What a case is
 //! [`Case::decode`] turns any byte string into a valid problem: 1–3 kv heads with GQA
 //! ratios 1–4; `q_len`, `kv_len` in `0..=40` and `head_dim`, `v_dim` in `1..=40`, except that
-//! one of them may reach 70–140 so that the 64-row, 64-key, 32-column and 128-column blocks
-//! of the kernel are crossed; planar, interleaved, padded or broadcast (stride 0) layouts
+//! one of them may reach 140 so that the kernel's 48-row and 48-key blocks, its 128-column
+//! Q panel (wider heads are packed panel by panel) and its 128-column V panel are crossed; planar, interleaved, padded or broadcast (stride 0) layouts
 //! with padding filled with NaN (so any read of it shows); every mask kind (none, causal,
 //! sliding window, arbitrary band with huge sides) with every [`QueryPos`], small or extreme
 //! offsets; no bias, a broadcast bias (also with row stride 0) or a per-head one, with `-inf`
@@ -295,7 +295,7 @@ impl Case {
         };
         let mut q_len = length(b, 0, hi(0, 40, 140));
         let kv_len = length(b, 0, hi(1, 40, 140));
-        let head_dim = length(b, 1, hi(2, 40, 70));
+        let head_dim = length(b, 1, hi(2, 40, 140));
         let v_dim = if b.chance(128) {
             head_dim
         } else {

@@ -266,7 +266,7 @@ impl Case {
 }
 
 /// Case `n` of a random series (the split, stream and parallel tests): up to 40 rows and keys,
-/// every `big_every`-th up to 140 (past the kernel's 64-row and 64-key blocks), dims up to
+/// every `big_every`-th up to 140 (past the kernel's 48-row and 48-key blocks), dims up to
 /// 24; under Miri (~1000x slower) up to 6 of each.
 pub fn series_case(rng: &mut Rng, n: usize, big_every: usize) -> Case {
     let (max_len, max_dim) = if cfg!(miri) {
