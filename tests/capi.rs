@@ -295,8 +295,7 @@ fn header_layout_matches_rust() {
 /// `.ci/firmware.sh` without installing anything: skipped (with a message) when
 /// `arm-none-eabi-gcc` or the Rust target is missing; CI runs the script itself, which
 /// installs them and fails if it cannot. `.ci/run` sets `QKV_FIRMWARE_STEP` to skip this
-/// test: its installs run beside `cargo test`, and a half-installed cross compiler must not
-/// fail the run.
+/// test, so as not to build and link the firmware twice.
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a cross compiler")]
 fn firmware_links_for_cortex_m4() {
