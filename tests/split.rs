@@ -46,7 +46,7 @@ fn merge(case: &Case, a: &mut Partial, b: &Partial) {
 #[test]
 fn random_splits_merge_to_one_shot_and_reference() {
     let mut rng = Rng(50);
-    let cases = if cfg!(miri) { 2 } else { 150 };
+    let cases = if cfg!(miri) { 1 } else { 150 };
     for n in 0..cases {
         let case = series_case(&mut rng, n, 5);
         let want = one_shot(&case, None);
@@ -70,7 +70,7 @@ fn random_splits_merge_to_one_shot_and_reference() {
 #[test]
 fn one_partial_over_everything_is_the_one_shot_call_exactly() {
     let mut rng = Rng(51);
-    let cases = if cfg!(miri) { 2 } else { 60 };
+    let cases = if cfg!(miri) { 1 } else { 60 };
     for _ in 0..cases {
         let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 70 }, 20);
         for runner in Runner::all() {
@@ -90,7 +90,7 @@ fn one_partial_over_everything_is_the_one_shot_call_exactly() {
 #[test]
 fn merge_is_commutative_exactly_and_associative_within_tolerance() {
     let mut rng = Rng(52);
-    let cases = if cfg!(miri) { 2 } else { 80 };
+    let cases = if cfg!(miri) { 1 } else { 80 };
     for _ in 0..cases {
         let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 50 }, 16);
         let lvl = rng.pick(&Runner::all()).level();
