@@ -27,12 +27,14 @@ fn run(cmd: &mut Command) -> Output {
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_partials_merges_and_streams_match_the_one_shot_call() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi_split");
-    let target_dir = work.join("target");
+    // tests/capi.rs's build, same command and directory: when its tests ran first (cargo runs
+    // the test files in order), cargo finds the library fresh and does not build it again.
+    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi/std");
     let out = run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(ROOT)
             .args(["rustc", "--release", "--lib", "--features", "capi"])
-            .args(["--crate-type", "staticlib", "--target-dir"])
+            .args(["--crate-type", "rlib,staticlib,cdylib", "--target-dir"])
             .arg(&target_dir)
             .args(["--", "--print", "native-static-libs"]),
     );
