@@ -27,6 +27,7 @@ fn run(cmd: &mut Command) -> Output {
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_partials_merges_and_streams_match_the_one_shot_call() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi_split");
+    std::fs::create_dir_all(&work).expect("create the test's work directory");
     // tests/capi.rs's build, same command and directory: when its tests ran first (cargo runs
     // the test files in order), cargo finds the library fresh and does not build it again.
     let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi/std");
