@@ -1,5 +1,6 @@
-//! Criterion benchmarks over the issue-3 shapes: `cargo bench` (a few minutes), or
-//! `cargo bench -- decode` for one group.
+//! Criterion benchmarks over the issue-3 shapes: `cargo bench -p qkv-bench` (a few minutes),
+//! or `cargo bench -p qkv-bench -- decode` for one group. (`benches/` is a package of its
+//! own, so that qkv's test builds do not compile criterion.)
 //!
 //! Groups:
 //! - `prefill`: `q_len = kv_len` ∈ {1024, 4096}, `head_dim` ∈ {128, 64}, unmasked and causal,
