@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The verification matrix of qkv (issue 6), run by .ci/run after its own steps:
+# The verification matrix of qkv (issue 6), run by .ci/run (x86-scalar in its own order,
+# the rest in the background beside its other steps):
 #
 #   fuzz-build     builds every fuzz target as `cargo fuzz build` does (nightly, ASan)
-#   fuzz/<target>  every fuzz target (`cargo fuzz list`) for QKV_FUZZ_SECONDS (default 30)
+#   fuzz/<target>  every fuzz target (the bins of fuzz/Cargo.toml) for QKV_FUZZ_SECONDS (default 30)
 #                  from its seed corpus fuzz/corpus/<target>
-#   x86-scalar     the test suite under `qemu-x86_64 -cpu Nehalem` (no AVX): dispatch falls
-#                  back to the scalar path (CROSS_EXPECT_ARCH=scalar)
-#   miri           the test suite under Miri (scalar and emulated-lane paths), via cross-check
+#   x86-scalar     the native test binaries under `qemu-x86_64 -cpu Nehalem` (no AVX): dispatch
+#                  falls back to the scalar path (CROSS_EXPECT_ARCH=scalar)
+#   miri           the tests that reach the kernel's unsafe tiles under Miri (scalar and
+#                  emulated-lane paths), via cross-check
 #   avx512-exec    tests/avx512.rs, built static for x86_64-unknown-linux-musl, executed on an
 #                  emulated Skylake-X (Bochs) by avx512-emu, with the AVX-512 level forced and
 #                  required (CROSS_REQUIRE_AVX512=1, CROSS_EXPECT_ARCH=x86-v4); every test the
@@ -18,12 +20,12 @@
 # Runs from the repository root (any cwd works) on a fresh Debian 12 machine as root,
 # installing what it needs; ../shared must be beside the checkout (or set QKV_SHARED).
 # Every step runs even if an earlier one failed; each prints its time, a summary comes
-# last, and the exit status is 1 if any step failed. The fuzz steps run in a second lane
-# beside the others (see the driver below).
+# last, and the exit status is 1 if any step failed. Fuzzing and avx512-exec run in a
+# second lane beside x86-scalar and miri (see the driver below).
 #
 # Environment:
 #   QKV_FUZZ_SECONDS   seconds per fuzz target (default 30)
-#   QKV_MATRIX_LANES   2 (default): the fuzz steps run beside the others; 1: one after another
+#   QKV_MATRIX_LANES   2 (default): the two lanes side by side; 1: every step one after another
 #   QKV_MATRIX_STEPS   steps to run, comma-separated, of: fuzz x86-scalar miri avx512-exec
 #                      (default: all four)
 #   QKV_SHARED         the shared tools folder (default ../shared)
