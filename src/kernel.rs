@@ -10,8 +10,9 @@
 //!    `head_dim`; wider heads are packed per panel), and a register tile of [`KR_WIDE`] keys
 //!    × [`QR_WIDE`] vectors of rows (32 registers; [`KR_NARROW`] × [`QR_NARROW`] with 16,
 //!    [`KR_WIDE_SCALAR`] × [`QR_WIDE_SCALAR`] on the scalar level) broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
-//!    at most [`MR`] rows (decode) dot each K row with the rows instead, streaming K from
-//!    memory with prefetching ([`PREFETCH_KEYS`]).
+//!    at most [`MR`] rows (decode) dot each K row with the rows instead, [`DOT_KEYS`] rows
+//!    at a time, lanes along `head_dim`, streaming K from memory with a prefetch per line
+//!    read ([`PREFETCH_KEYS`] ahead).
 //! 2. **Online softmax**, vertically: every lane is one row, so the row max and sum are
 //!    element-wise over keys, with no horizontal reductions; key blocks that every row sees
 //!    whole (most of them) do even the per-row bookkeeping a vector of rows at a time. Scores
@@ -19,17 +20,21 @@
 //!    `exp(s − max)` with the vectorised [`exp`](crate::exp) (weights below `2^-126`, under
 //!    the rounding of the sum, flushed to 0), and a row's accumulator is
 //!    rescaled only if its max moved. Blocks of at most `MR` rows would fill only `MR` lanes,
-//!    so they keep their scores `[row][key]`, lanes along keys, and copy the weights over.
+//!    so they keep their scores `[row][key]`, lanes along keys.
 //! 3. **P·V**: a register tile of [`PV_ROWS`] rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of
 //!    `v_dim` broadcasts weights and streams V rows. A row cut by a mask edge takes its run of
 //!    keys through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V
-//!    row of an excluded key is never read for that row and NaN there cannot leak.
+//!    row of an excluded key is never read for that row and NaN there cannot leak. Decode
+//!    blocks whose rows all see the whole key block read their `[row][key]` weights in place
+//!    and walk V in memory order instead, [`PV_KEYS_WIDE`] or [`PV_KEYS_NARROW`] rows at a
+//!    time across the whole panel, prefetching a block ahead; the other decode blocks copy
+//!    their weights into the `[key][row]` tile first.
 //!
 //! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
 //!
-//! K and V elements are read in three places only: `qk_kernel`, `Block::scores_dot` and the
-//! P·V loads (`pv_kernel` and its edges). Another element type (f16, bf16) is a conversion
+//! K and V elements are read in four places only: `qk_kernel`, `dot_kernel` and the P·V
+//! loads (`pv_kernel`, `pv_keys_kernel` and their edges). Another element type (f16, bf16) is a conversion
 //! to `f32` at those loads; the tiles, softmax and accumulators stay `f32`.
 
 use pulp::{Simd, WithSimd};
@@ -77,11 +82,23 @@ pub const NV_WIDE: usize = 4;
 /// The same with 16 registers.
 pub const NV_NARROW: usize = 2;
 
-/// How far ahead, in keys, the decode path asks for K rows. Without the prefetches decode ran
-/// at about half the streaming bandwidth on the Zen 5 machines here. With 64-key blocks,
-/// 8 to 64 keys measured within noise; with 48-key blocks, 32 (two thirds of the next block)
-/// measured best for AVX2 at 32k keys (16 and 48 were 4–10% slower, 64 lost in L3).
-pub const PREFETCH_KEYS: usize = 32;
+/// Keys of the decode dot tile: `M ≤ MR` rows × 2 keys of accumulators (one key alone gets
+/// two chains per row). Three and four keys ran faster from cache but no faster from memory:
+/// rows read side by side interleave the K stream (benches/NOTES.md, entry 13).
+pub const DOT_KEYS: usize = 2;
+/// Keys of the decode P·V tile with 32 vector registers: `M ≤ MR` rows × 4 keys of
+/// broadcast weights, the accumulators read and written once per 4 keys (2 and 8 keys were
+/// 20% and 8% slower from memory on AVX-512).
+pub const PV_KEYS_WIDE: usize = 4;
+/// The same with 16 registers: `MR` × 2 broadcast weights, 2 V vectors and an accumulator.
+pub const PV_KEYS_NARROW: usize = 2;
+
+/// How far ahead, in keys, the decode path asks for K rows (V rows are asked for a block
+/// ahead, [`BLOCK_K`]). Without prefetches decode ran at about half the streaming bandwidth on
+/// the Zen 5 machines here. With the requests spread one per line read (entry 13 of
+/// benches/NOTES.md), 24 measured best at 32k keys: AVX-512 lost 10–20% at 32 and 48 and 7%
+/// at 16; AVX2 was within noise from 16 to 48 and lost 10% at 8.
+pub const PREFETCH_KEYS: usize = 24;
 
 /// Whether the wide register tiles fit: levels with 32 vector registers, and the scalar
 /// level, whose targets have 32 floating-point registers (Cortex-M4F, RV32F; and on x86-64
@@ -224,6 +241,8 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
     // is read once per block of heads instead of once per head.
     let heads_per_block = (BLOCK_Q / shape.q_len.clamp(1, BLOCK_Q)).clamp(1, group);
+    // Once per call: without std, `sqrtf` is a software loop.
+    let scale = p.scale();
     for g in 0..shape.kv_heads {
         let group_end = (g + 1) * group;
         for h0 in (g * group..group_end).step_by(heads_per_block) {
@@ -245,6 +264,7 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
                         inner,
                         v0,
                         vw,
+                        scale,
                     };
                     block.attend(simd, p, q, k, v, keys, scratch);
                     let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
@@ -269,6 +289,8 @@ struct Block {
     inner: (usize, usize),
     v0: usize,
     vw: usize,
+    /// `p.scale()`.
+    scale: f32,
 }
 
 impl Block {
@@ -304,10 +326,10 @@ impl Block {
                 self.scores_tiled(simd, p, q, k, k0, cols, scratch);
             } else {
                 match self.rows {
-                    4 => self.scores_dot::<S, 4>(simd, p, q, k, v, k0, cols, scratch),
-                    3 => self.scores_dot::<S, 3>(simd, p, q, k, v, k0, cols, scratch),
-                    2 => self.scores_dot::<S, 2>(simd, p, q, k, v, k0, cols, scratch),
-                    _ => self.scores_dot::<S, 1>(simd, p, q, k, v, k0, cols, scratch),
+                    4 => self.scores_dot::<S, 4>(simd, p, q, k, k0, cols, scratch),
+                    3 => self.scores_dot::<S, 3>(simd, p, q, k, k0, cols, scratch),
+                    2 => self.scores_dot::<S, 2>(simd, p, q, k, k0, cols, scratch),
+                    _ => self.scores_dot::<S, 1>(simd, p, q, k, k0, cols, scratch),
                 }
             }
             if packed {
@@ -315,9 +337,6 @@ impl Block {
             } else {
                 for r in 0..self.rows {
                     scratch.rows[r] = self.softmax_dot_row(simd, p, r, k0, cols, scratch);
-                    // Into the `[key][row]` tile that P·V reads.
-                    let weights = &scratch.dot_scores[r * BLOCK_K..][..cols];
-                    strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
                 }
             }
             // While P·V reads a block's V lines it asks for the same lines of the next block
@@ -436,57 +455,40 @@ impl Block {
         p: &Params,
         q: &[f32],
         k: &[f32],
-        v: &[f32],
         k0: usize,
         cols: usize,
         scratch: &mut Scratch,
     ) {
         let head_dim = p.shape.head_dim;
-        let q_rows: [(&[S::f32s], &[f32]); M] = core::array::from_fn(|m| {
+        let q_rows: [*const f32; M] = core::array::from_fn(|m| {
             let (h, i) = self.row(m);
-            S::as_simd_f32s(&q[p.q.at(h, i)..][..head_dim])
+            q[p.q.at(h, i)..][..head_dim].as_ptr()
         });
-        // Two keys at a time: two independent streams of loads keep more misses in flight.
+        // Validation guarantees these rows are inside `k`; slicing checks it once per block.
+        let ks = p.k.row_stride;
+        let k_block = &k[p.k.at(self.g, k0)..][..(cols - 1) * ks + head_dim];
+        let kp = k_block.as_ptr();
+        let out = &mut scratch.dot_scores[..M * BLOCK_K];
+        // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
+        // only (the lines are read once). A prefetch past the tensor is harmless: it never
+        // faults. (V's lines are asked for by P·V, a block ahead.)
+        let ahead = PREFETCH_KEYS * ks;
         let mut j = 0;
         while j < cols {
-            let nk = (cols - j).min(2);
-            // Decode streams K and V from memory once: ask for K rows a few keys ahead, and
-            // for the V rows of these keys, which the P·V step reads next.
-            let last = p.shape.kv_len - 1;
-            for x in 0..2 {
-                prefetch(
-                    k,
-                    p.k.at(self.g, (k0 + j + x + PREFETCH_KEYS).min(last)),
-                    head_dim,
-                );
-                prefetch(v, p.v.at(self.g, (k0 + j + x).min(last)), p.shape.v_dim);
-            }
-            let k_rows: [(&[S::f32s], &[f32]); 2] = core::array::from_fn(|x| {
-                S::as_simd_f32s(&k[p.k.at(self.g, k0 + j + x.min(nk - 1))..][..head_dim])
-            });
-            let mut acc = [[simd.splat_f32s(0.0); M]; 2];
-            for d in 0..k_rows[0].0.len() {
-                for (acc, k) in acc.iter_mut().zip(&k_rows) {
-                    let kv = k.0[d];
-                    for (acc, q) in acc.iter_mut().zip(&q_rows) {
-                        *acc = simd.mul_add_e_f32s(q.0[d], kv, *acc);
-                    }
+            let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
+            // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` floats from
+            // `kp + x·ks`; every `q_rows[m]` starts `head_dim` readable floats; and
+            // `out[m·BLOCK_K + j + x]` is in `out` for m < M, j + x < cols ≤ BLOCK_K.
+            unsafe {
+                let tile = (kp.add(j * ks), ks, q_rows, head_dim, ahead);
+                let s = out.as_mut_ptr().add(j);
+                match n {
+                    DOT_KEYS => dot_kernel::<S, M, DOT_KEYS, 1>(simd, tile, s),
+                    // One key: two chains per row keep 2·M multiply-adds in flight.
+                    _ => dot_kernel::<S, M, 1, 2>(simd, tile, s),
                 }
             }
-            if !k_rows[0].1.is_empty() {
-                for (acc, k) in acc.iter_mut().zip(&k_rows) {
-                    let kv = simd.partial_load_f32s(k.1);
-                    for (acc, q) in acc.iter_mut().zip(&q_rows) {
-                        *acc = simd.mul_add_e_f32s(simd.partial_load_f32s(q.1), kv, *acc);
-                    }
-                }
-            }
-            for (x, acc) in acc.iter().enumerate().take(nk) {
-                for (m, acc) in acc.iter().enumerate() {
-                    scratch.dot_scores[m * BLOCK_K + j + x] = simd.reduce_sum_f32s(*acc);
-                }
-            }
-            j += nk;
+            j += n;
         }
     }
 
@@ -515,7 +517,7 @@ impl Block {
         if jl >= jh {
             return RowBlock::SKIP;
         }
-        let scale = simd.splat_f32s(p.scale());
+        let scale = simd.splat_f32s(self.scale);
         let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
         let iota = load(simd, &IOTA[..lanes]);
         let bias = p
@@ -610,7 +612,7 @@ impl Block {
     #[inline(always)]
     fn softmax<S: Simd>(self, simd: S, p: &Params, k0: usize, cols: usize, scratch: &mut Scratch) {
         let interior = p.bias.is_none() && self.inner.0 <= k0 && k0 + cols <= self.inner.1;
-        if interior && self.softmax_interior(simd, p, cols, scratch) {
+        if interior && self.softmax_interior(simd, cols, scratch) {
             return;
         }
         // The interior path leaves the scores scaled when it gives up.
@@ -622,16 +624,10 @@ impl Block {
     /// scaled and nothing else changed, if some row's scores are not all finite-or-`+inf`
     /// (NaN, or `-inf` from infinite inputs); [`Block::softmax_edge`] then takes the block.
     #[inline(always)]
-    fn softmax_interior<S: Simd>(
-        self,
-        simd: S,
-        p: &Params,
-        cols: usize,
-        scratch: &mut Scratch,
-    ) -> bool {
+    fn softmax_interior<S: Simd>(self, simd: S, cols: usize, scratch: &mut Scratch) -> bool {
         let lanes = S::F32_LANES;
         let row_vectors = self.row_vectors::<S>();
-        let scale = simd.splat_f32s(p.scale());
+        let scale = simd.splat_f32s(self.scale);
         for c in 0..row_vectors {
             let at = c * lanes;
             let mut max = simd.splat_f32s(f32::NEG_INFINITY);
@@ -717,7 +713,7 @@ impl Block {
                 );
                 if let (Some(b), true) = (p.bias, jl < jh) {
                     let bias = &b.data[h * b.head_stride + i * b.row_stride + k0..][jl..jh];
-                    let scale = p.scale();
+                    let scale = self.scale;
                     for (j, &b) in (jl..jh).zip(bias) {
                         let s = &mut scratch.scores[j * BLOCK_Q + r];
                         *s = if b == f32::NEG_INFINITY {
@@ -738,7 +734,7 @@ impl Block {
         let scale = simd.splat_f32s(if p.bias.is_some() || !scale {
             1.0
         } else {
-            p.scale()
+            self.scale
         });
         let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
         let pos_inf = simd.splat_f32s(f32::INFINITY);
@@ -855,6 +851,23 @@ impl Block {
         ahead: usize,
         scratch: &mut Scratch,
     ) {
+        if self.rows <= MR && scratch.rows[..self.rows].iter().all(|r| r.whole) {
+            let rows = (p, v, k0, cols, ahead);
+            match self.rows {
+                4 => self.pv_keys::<S, 4>(simd, rows, scratch),
+                3 => self.pv_keys::<S, 3>(simd, rows, scratch),
+                2 => self.pv_keys::<S, 2>(simd, rows, scratch),
+                _ => self.pv_keys::<S, 1>(simd, rows, scratch),
+            }
+            return;
+        }
+        if self.rows <= MR {
+            // A mask edge in a decode block: the general tiles read `[key][row]` weights.
+            for r in 0..self.rows {
+                let weights = &scratch.dot_scores[r * BLOCK_K..][..cols];
+                strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
+            }
+        }
         let mut r = 0;
         while r < self.rows {
             let row = scratch.rows[r];
@@ -938,6 +951,65 @@ impl Block {
                 let mut a = load(simd, acc);
                 for j in 0..cols {
                     let wb = simd.splat_f32s(w[j * BLOCK_Q + m]);
+                    a = simd.mul_add_e_f32s(
+                        wb,
+                        load(simd, &v_rows[j * rs + col..][..self.vw - col]),
+                        a,
+                    );
+                }
+                vectors_mut::<S>(acc)[0] = a;
+            }
+        }
+    }
+
+    /// P·V for a block of `M ≤ MR` rows that all include every key `0..cols` (decode): a
+    /// few keys at a time across the whole panel, so V is read row after row in memory
+    /// order, each line once, with the lines `ahead` elements further on prefetched.
+    #[inline(always)]
+    fn pv_keys<S: Simd, const M: usize>(
+        self,
+        simd: S,
+        (p, v, k0, cols, ahead): (&Params, &[f32], usize, usize, usize),
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let rs = p.v.row_stride;
+        let start = p.v.at(self.g, k0) + self.v0;
+        // Validation guarantees these rows are inside `v`; slicing checks it once per call.
+        let v_rows = &v[start..start + (cols - 1) * rs + self.vw];
+        let w = &scratch.dot_scores[..(M - 1) * BLOCK_K + cols];
+        let acc = &mut scratch.acc[..M * V_PANEL];
+        let full = self.vw / lanes;
+        let x_max = if wide::<S>() {
+            PV_KEYS_WIDE
+        } else {
+            PV_KEYS_NARROW
+        };
+        let mut j = 0;
+        while j < cols {
+            let n = if cols - j >= x_max { x_max } else { 1 };
+            // SAFETY: keys j..j + n < cols are rows of `v_rows` (at x·rs from its start, each
+            // with `full·lanes ≤ vw` floats); `w[m·BLOCK_K + j + x]` is in `w` for m < M;
+            // `acc` holds rows m < M of V_PANEL ≥ vw floats.
+            unsafe {
+                let tile = (w.as_ptr().add(j), acc.as_mut_ptr(), full, ahead);
+                let vp = v_rows.as_ptr().add(j * rs);
+                match n {
+                    PV_KEYS_WIDE => pv_keys_kernel::<S, M, PV_KEYS_WIDE>(simd, vp, rs, tile),
+                    PV_KEYS_NARROW => pv_keys_kernel::<S, M, PV_KEYS_NARROW>(simd, vp, rs, tile),
+                    _ => pv_keys_kernel::<S, M, 1>(simd, vp, rs, tile),
+                }
+            }
+            j += n;
+        }
+        // The last partial vector of `v_dim`, if any.
+        let col = full * lanes;
+        if col < self.vw {
+            for m in 0..M {
+                let acc = &mut acc[m * V_PANEL + col..][..lanes];
+                let mut a = load(simd, acc);
+                for j in 0..cols {
+                    let wb = simd.splat_f32s(w[m * BLOCK_K + j]);
                     a = simd.mul_add_e_f32s(
                         wb,
                         load(simd, &v_rows[j * rs + col..][..self.vw - col]),
@@ -1057,6 +1129,81 @@ unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     }
 }
 
+/// The decode dot tile: `s[m·BLOCK_K + x] = Σ_d q[m][d] · k[x·k_stride + d]` for `m < M`
+/// query rows and `X` consecutive keys, lanes along `head_dim`, `C` accumulator chains per
+/// score (`M × X × C` multiply-adds in flight) and one horizontal sum per score.
+///
+/// # Safety
+/// For `x < X`, the `dim` floats at `k + x·k_stride` are readable; so are the `dim` floats at
+/// every `q[m]`; and `s + m·BLOCK_K + x` is writable for `m < M`, `x < X`.
+#[inline(always)]
+unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
+    simd: S,
+    (k, k_stride, q, dim, ahead): (*const f32, usize, [*const f32; M], usize, usize),
+    s: *mut f32,
+) {
+    let lanes = S::F32_LANES;
+    let vec = |p: *const f32| -> S::f32s {
+        // SAFETY: the caller guarantees `lanes` readable floats at every `p` used below.
+        unsafe { (p as *const S::f32s).read_unaligned() }
+    };
+    let mut acc = [[[simd.splat_f32s(0.0); C]; X]; M];
+    // Multiplies the K and Q vectors of one column block into chain `c`.
+    let mut fma = |kv: [S::f32s; X], qv: [S::f32s; M], c: usize| {
+        for (acc, qv) in acc.iter_mut().zip(qv) {
+            for (acc, kv) in acc.iter_mut().zip(kv) {
+                acc[c] = simd.mul_add_e_f32s(qv, kv, acc[c]);
+            }
+        }
+    };
+    let full = dim / lanes * lanes;
+    let mut d = 0;
+    while d < full {
+        // C chains while C whole vectors are left, then chain 0.
+        let chains = if d + C * lanes <= full { C } else { 1 };
+        for c in 0..chains {
+            let at = d + c * lanes;
+            if at % 16 == 0 {
+                // The same line of the rows `ahead` further on: one request per line read.
+                for x in 0..X {
+                    prefetch_once(k.wrapping_add(x * k_stride + at + ahead));
+                }
+            }
+            fma(
+                core::array::from_fn(|x| vec(k.wrapping_add(x * k_stride + at))),
+                core::array::from_fn(|m| vec(q[m].wrapping_add(at))),
+                c,
+            );
+        }
+        d += chains * lanes;
+    }
+    if full < dim {
+        if full % 16 == 0 {
+            for x in 0..X {
+                prefetch_once(k.wrapping_add(x * k_stride + full + ahead));
+            }
+        }
+        let part = |p: *const f32| {
+            // SAFETY: `dim - full` floats from `p = row + full` are inside the row.
+            simd.partial_load_f32s(unsafe { core::slice::from_raw_parts(p, dim - full) })
+        };
+        fma(
+            core::array::from_fn(|x| part(k.wrapping_add(x * k_stride + full))),
+            core::array::from_fn(|m| part(q[m].wrapping_add(full))),
+            0,
+        );
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        for (x, chains) in acc.iter().enumerate() {
+            let sum = chains[1..]
+                .iter()
+                .fold(chains[0], |a, &b| simd.add_f32s(a, b));
+            // SAFETY: writable by the caller's guarantee.
+            unsafe { *s.add(m * BLOCK_K + x) = simd.reduce_sum_f32s(sum) };
+        }
+    }
+}
+
 /// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[m][j] · v[j][col..]`
 /// for `m < M`, broadcasting weights and streaming value rows; with `ahead` > 0, each row's
 /// lines `ahead` elements further on are prefetched (a hint: any address is allowed).
@@ -1104,6 +1251,54 @@ unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     }
 }
 
+/// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m·BLOCK_K + x] · v[x·v_stride +
+/// c·lanes..]` for `m < M` and every whole vector `c < full` of the panel, `X` value rows read
+/// side by side in memory order; with `ahead` > 0, the lines `ahead` elements past each row
+/// are prefetched.
+///
+/// # Safety
+/// For `x < X`, the `full·lanes` floats at `v + x·v_stride` are readable; for `m < M`,
+/// `w + m·BLOCK_K + x` is readable and the `full·lanes` floats at `acc + m·V_PANEL` are
+/// readable and writable.
+#[inline(always)]
+unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
+    simd: S,
+    v: *const f32,
+    v_stride: usize,
+    (w, acc, full, ahead): (*const f32, *mut f32, usize, usize),
+) {
+    let lanes = S::F32_LANES;
+    let vec = |p: *const f32| -> S::f32s {
+        // SAFETY: the caller guarantees `lanes` readable floats at every `p` used below.
+        unsafe { (p as *const S::f32s).read_unaligned() }
+    };
+    let wb: [[S::f32s; X]; M] = core::array::from_fn(|m| {
+        core::array::from_fn(|x| {
+            // SAFETY: m < M and x < X: readable by the caller's guarantee.
+            simd.splat_f32s(unsafe { *w.add(m * BLOCK_K + x) })
+        })
+    });
+    for c in 0..full {
+        if ahead != 0 && (c * lanes) % 16 == 0 {
+            // The same line of the rows `ahead` further on: one request per line read.
+            for x in 0..X {
+                prefetch_once(v.wrapping_add(x * v_stride + c * lanes + ahead));
+            }
+        }
+        let vv: [S::f32s; X] =
+            core::array::from_fn(|x| vec(v.wrapping_add(x * v_stride + c * lanes)));
+        for (m, wb) in wb.iter().enumerate() {
+            let at = acc.wrapping_add(m * V_PANEL + c * lanes);
+            let mut a = vec(at);
+            for x in 0..X {
+                a = simd.mul_add_e_f32s(wb[x], vv[x], a);
+            }
+            // SAFETY: writable by the caller's guarantee.
+            unsafe { (at as *mut S::f32s).write_unaligned(a) };
+        }
+    }
+}
+
 /// Hints that the 64-byte line holding `p` will be read soon. Any address is allowed: a
 /// prefetch never faults; a no-op where Rust has no stable prefetch.
 #[inline(always)]
@@ -1117,22 +1312,16 @@ fn prefetch_at(p: *const f32) {
     let _ = p;
 }
 
-/// Hints that `s[at..at + len]` will be read soon: one prefetch per 64-byte line. A memory
-/// hint, not SIMD, so it sits outside pulp; a no-op where Rust has no stable prefetch.
+/// Hints that the 64-byte line holding `p` will be read once, soon: into L1, bypassing what
+/// the outer caches keep (`prefetchnta`), for the K/V lines decode streams from memory. Any
+/// address is allowed; a no-op where Rust has no stable prefetch.
 #[inline(always)]
-fn prefetch(s: &[f32], at: usize, len: usize) {
+fn prefetch_once(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let end = at.saturating_add(len).min(s.len());
-        for i in (at..end).step_by(16) {
-            // SAFETY: `i < s.len()`; a prefetch never faults and has no visible effect.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    s.as_ptr().add(i) as *const i8,
-                )
-            };
-        }
-    }
+    // SAFETY: a prefetch reads nothing visible and never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_NTA }>(p as *const i8)
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (s, at, len);
+    let _ = p;
 }
