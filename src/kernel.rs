@@ -24,11 +24,11 @@
 //! 3. **P·V**: a register tile of [`PV_ROWS`] rows × [`NV_WIDE`] or [`NV_NARROW`] vectors of
 //!    `v_dim` broadcasts weights and streams V rows. A row cut by a mask edge takes its run of
 //!    keys through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V
-//!    row of an excluded key is never read for that row and NaN there cannot leak. Decode
-//!    blocks whose rows all see the whole key block read their `[row][key]` weights in place
-//!    and walk V in memory order instead, [`PV_KEYS_WIDE`] or [`PV_KEYS_NARROW`] rows at a
-//!    time across the whole panel, prefetching a block ahead; the other decode blocks copy
-//!    their weights into the `[key][row]` tile first.
+//!    row of an excluded key is never read for that row and NaN there cannot leak. On SIMD
+//!    levels, decode blocks whose rows all see the whole key block read their `[row][key]`
+//!    weights in place and walk V in memory order instead, [`PV_KEYS_WIDE`] or
+//!    [`PV_KEYS_NARROW`] V rows at a time across the whole panel, prefetching a block ahead;
+//!    the other decode blocks copy their weights into the `[key][row]` tile first.
 //!
 //! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
@@ -851,7 +851,10 @@ impl Block {
         ahead: usize,
         scratch: &mut Scratch,
     ) {
-        if self.rows <= MR && scratch.rows[..self.rows].iter().all(|r| r.whole) {
+        // With one lane a key-major walk would load and store an accumulator per
+        // multiply-add: the scalar level keeps the register tile.
+        if S::F32_LANES > 1 && self.rows <= MR && scratch.rows[..self.rows].iter().all(|r| r.whole)
+        {
             let rows = (p, v, k0, cols, ahead);
             match self.rows {
                 4 => self.pv_keys::<S, 4>(simd, rows, scratch),
