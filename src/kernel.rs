@@ -471,8 +471,9 @@ impl Block {
         let out = &mut scratch.dot_scores[..M * BLOCK_K];
         // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
         // only (the lines are read once). A prefetch past the tensor is harmless: it never
-        // faults. (V's lines are asked for by P·V, a block ahead.)
-        let ahead = PREFETCH_KEYS * ks;
+        // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
+        // (V's lines are asked for by P·V, a block ahead.)
+        let ahead = PREFETCH_KEYS.checked_mul(ks).unwrap_or(0);
         let mut j = 0;
         while j < cols {
             let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
@@ -1169,7 +1170,7 @@ unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
             if at % 16 == 0 {
                 // The same line of the rows `ahead` further on: one request per line read.
                 for x in 0..X {
-                    prefetch_once(k.wrapping_add(x * k_stride + at + ahead));
+                    prefetch_once(k.wrapping_add(x * k_stride + at).wrapping_add(ahead));
                 }
             }
             fma(
@@ -1183,7 +1184,7 @@ unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
     if full < dim {
         if full % 16 == 0 {
             for x in 0..X {
-                prefetch_once(k.wrapping_add(x * k_stride + full + ahead));
+                prefetch_once(k.wrapping_add(x * k_stride + full).wrapping_add(ahead));
             }
         }
         let part = |p: *const f32| {
@@ -1285,7 +1286,7 @@ unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
         if ahead != 0 && (c * lanes) % 16 == 0 {
             // The same line of the rows `ahead` further on: one request per line read.
             for x in 0..X {
-                prefetch_once(v.wrapping_add(x * v_stride + c * lanes + ahead));
+                prefetch_once(v.wrapping_add(x * v_stride + c * lanes).wrapping_add(ahead));
             }
         }
         let vv: [S::f32s; X] =

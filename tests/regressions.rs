@@ -269,3 +269,44 @@ fn stream_with_zero_head_dim_is_refused() {
         assert!(state.iter().chain(&out).chain(&lse).all(|&x| x == 7.0));
     }
 }
+
+/// Found by the api, capi and capi_split targets at once
+/// (`fuzz/regressions/*/decode-prefetch-huge-k-stride`), the first run after the decode
+/// prefetch distance became `PREFETCH_KEYS · row_stride` elements.
+///
+/// With few keys, validation accepts any K row stride (only rows below `kv_len` must fit), so
+/// the distance overflowed `usize` and, with overflow checks on, panicked. A distance past
+/// `usize` now asks for nothing further on. Every level and emulated width, against the
+/// reference.
+#[test]
+fn decode_with_a_huge_k_row_stride_does_not_panic() {
+    for (kv_len, stride) in [
+        (1, usize::MAX / 2),
+        (3, usize::MAX / 64),
+        (2, usize::MAX / 40),
+    ] {
+        let shape = Shape::new(4, 1, kv_len, 3).gqa(4, 1);
+        let mut p = Params::new(shape);
+        p.k.row_stride = stride;
+        // K holds exactly the rows validation asks for: row j at j·stride, so a stride that
+        // big can only go with one key; the other cases give an error, not a panic.
+        let k = vec![0.5f32; if kv_len == 1 { 3 } else { 0 }];
+        let q = vec![0.25f32; 4 * 3];
+        let v = vec![1.0f32; kv_len * 3];
+        let mut out = vec![f32::NAN; 4 * 3];
+        for isa in Isa::available() {
+            let got = isa.attention(&p, &q, &k, &v, &mut out, None);
+            match kv_len {
+                1 => {
+                    got.unwrap();
+                    assert!(out.iter().all(|&o| o == 1.0), "{isa:?}: {out:?}");
+                }
+                _ => assert!(got.is_err(), "{isa:?}"),
+            }
+        }
+        for lanes in [Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16] {
+            let got = lanes.attention(&p, &q, &k, &v, &mut out, None);
+            assert_eq!(got.is_ok(), kv_len == 1, "{lanes:?}");
+        }
+    }
+}
