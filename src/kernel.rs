@@ -34,8 +34,8 @@
 //! [`V_PANEL`] is done in several passes (the scores are recomputed per pass).
 //!
 //! K and V elements are read in four places only: `qk_kernel`, `dot_kernel` and the P·V
-//! loads (`pv_kernel`, `pv_keys_kernel` and their edges). Another element type (f16, bf16) is a conversion
-//! to `f32` at those loads; the tiles, softmax and accumulators stay `f32`.
+//! loads (`pv_kernel`, `pv_keys_kernel` and their edges). Another element type (f16, bf16)
+//! is a conversion to `f32` at those loads; the tiles, softmax and accumulators stay `f32`.
 
 use pulp::{Simd, WithSimd};
 
@@ -1163,12 +1163,15 @@ unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
     let full = dim / lanes * lanes;
     let mut d = 0;
     while d < full {
-        // C chains while C whole vectors are left, then chain 0.
-        let chains = if d + C * lanes <= full { C } else { 1 };
-        for c in 0..chains {
+        // Chain c takes vector c of each run of C (a constant trip count keeps the chain
+        // index constant and the accumulators in registers).
+        for c in 0..C {
             let at = d + c * lanes;
+            if at >= full {
+                break;
+            }
             if at % 16 == 0 {
-                // The same line of the rows `ahead` further on: one request per line read.
+                // One prefetch per 64 bytes of K read: the same bytes `ahead` further on.
                 for x in 0..X {
                     prefetch_once(k.wrapping_add(x * k_stride + at).wrapping_add(ahead));
                 }
@@ -1179,7 +1182,7 @@ unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
                 c,
             );
         }
-        d += chains * lanes;
+        d += C * lanes;
     }
     if full < dim {
         if full % 16 == 0 {
