@@ -947,23 +947,8 @@ impl Block {
             }
             c += n;
         }
-        // The last partial vector of `v_dim`, if any.
-        let col = full * lanes;
-        if col < self.vw {
-            for m in 0..M {
-                let acc = &mut acc[m * V_PANEL + col..][..lanes];
-                let mut a = load(simd, acc);
-                for j in 0..cols {
-                    let wb = simd.splat_f32s(w[j * BLOCK_Q + m]);
-                    a = simd.mul_add_e_f32s(
-                        wb,
-                        load(simd, &v_rows[j * rs + col..][..self.vw - col]),
-                        a,
-                    );
-                }
-                vectors_mut::<S>(acc)[0] = a;
-            }
-        }
+        let tail = (v_rows, rs, full * lanes, self.vw);
+        pv_last_vector(simd, tail, cols, acc, M, |m, j| w[j * BLOCK_Q + m]);
     }
 
     /// P·V for a block of `M ≤ MR` rows that all include every key `0..cols` (decode): a
@@ -1006,23 +991,8 @@ impl Block {
             }
             j += n;
         }
-        // The last partial vector of `v_dim`, if any.
-        let col = full * lanes;
-        if col < self.vw {
-            for m in 0..M {
-                let acc = &mut acc[m * V_PANEL + col..][..lanes];
-                let mut a = load(simd, acc);
-                for j in 0..cols {
-                    let wb = simd.splat_f32s(w[m * BLOCK_K + j]);
-                    a = simd.mul_add_e_f32s(
-                        wb,
-                        load(simd, &v_rows[j * rs + col..][..self.vw - col]),
-                        a,
-                    );
-                }
-                vectors_mut::<S>(acc)[0] = a;
-            }
-        }
+        let tail = (v_rows, rs, full * lanes, self.vw);
+        pv_last_vector(simd, tail, cols, acc, M, |m, j| w[m * BLOCK_K + j]);
     }
 
     /// One row, only the keys whose bit is set in `keys`.
@@ -1071,6 +1041,31 @@ impl Block {
                 lse[h * p.shape.q_len + i] = row_lse;
             }
         }
+    }
+}
+
+/// The last partial vector of a P·V panel, the columns `col..vw` the vector tiles leave:
+/// `acc[m][col..vw] += Σ_{j < cols} w(m, j) · v[j·rs + col..vw]` for `m < rows`.
+#[inline(always)]
+fn pv_last_vector<S: Simd>(
+    simd: S,
+    (v_rows, rs, col, vw): (&[f32], usize, usize, usize),
+    cols: usize,
+    acc: &mut [f32],
+    rows: usize,
+    w: impl Fn(usize, usize) -> f32,
+) {
+    if col == vw {
+        return;
+    }
+    for m in 0..rows {
+        let acc = &mut acc[m * V_PANEL + col..][..S::F32_LANES];
+        let mut a = load(simd, acc);
+        for j in 0..cols {
+            let v = load(simd, &v_rows[j * rs + col..][..vw - col]);
+            a = simd.mul_add_e_f32s(simd.splat_f32s(w(m, j)), v, a);
+        }
+        vectors_mut::<S>(acc)[0] = a;
     }
 }
 
