@@ -341,7 +341,7 @@ impl Block {
             }
             // While P·V reads a block's V lines it asks for the same lines of the next block
             // (not past the keys): decode streams V from memory, prefill from L2 or L3.
-            let ahead = match k0 + 2 * BLOCK_K <= keys.1 {
+            let ahead = match keys.1 - k0 >= 2 * BLOCK_K {
                 true => BLOCK_K * p.v.row_stride,
                 false => 0,
             };

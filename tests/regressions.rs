@@ -310,3 +310,35 @@ fn decode_with_a_huge_k_row_stride_does_not_panic() {
         }
     }
 }
+
+/// Found by the api target after ten minutes (`fuzz/regressions/api/pv-prefetch-bound-near-usize-max`),
+/// a bug from entry 11 of benches/NOTES.md (the P·V prefetch one key block ahead).
+///
+/// With zero row strides a K/V of `usize::MAX` keys fits in a few floats, and a sliding
+/// window puts the visible keys at the very end: the test "is there a block after this
+/// one", `k0 + 2·BLOCK_K <= end`, overflowed. Every level and emulated width.
+#[test]
+fn keys_near_usize_max_do_not_overflow_the_prefetch_bound() {
+    for rows in [1, 4, 8] {
+        let shape = Shape::new(rows, 1, usize::MAX, 2);
+        let zero = qkv::Layout {
+            head_stride: 0,
+            row_stride: 0,
+        };
+        let p = Params::new(shape)
+            .with_layouts(Params::new(shape).q, zero, zero, Params::new(shape).out)
+            .with_mask(qkv::Mask::sliding_window(100));
+        let q = vec![0.5f32; rows * 2];
+        let (k, v) = ([1.0f32, -1.0], [3.0f32, 4.0]);
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; rows * 2];
+            isa.attention(&p, &q, &k, &v, &mut out, None).unwrap();
+            assert!(out.chunks(2).all(|o| o == [3.0, 4.0]), "{isa:?}: {out:?}");
+        }
+        for lanes in [Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16] {
+            let mut out = vec![f32::NAN; rows * 2];
+            lanes.attention(&p, &q, &k, &v, &mut out, None).unwrap();
+            assert!(out.chunks(2).all(|o| o == [3.0, 4.0]), "{lanes:?}: {out:?}");
+        }
+    }
+}
