@@ -1180,6 +1180,8 @@ unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
         d += C * lanes;
     }
     if full < dim {
+        // The loop's prefetch again, written out: shared through a closure it measured 10
+        // points slower on AVX-512 decode-32k (82% → 72% of the streaming read).
         if full % 16 == 0 {
             for x in 0..X {
                 prefetch_once(k.wrapping_add(x * k_stride + full).wrapping_add(ahead));
