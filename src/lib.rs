@@ -57,20 +57,21 @@ extern crate std;
 pub mod capi;
 #[cfg(feature = "capi")]
 pub mod capi_split;
+mod dispatch;
 mod error;
 pub mod exp;
-mod isa;
 pub mod kernel;
 #[cfg(feature = "parallel")]
 pub mod parallel;
 mod params;
+mod range;
 pub mod reference;
 pub mod split;
 pub mod stream;
 pub mod tolerance;
 
+pub use dispatch::{Emulated, Isa, Level};
 pub use error::{Dim, Error, Tensor};
-pub use isa::{Emulated, Isa};
 pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
 /// Computes attention with the best [`Isa`] this CPU supports.
@@ -87,7 +88,7 @@ pub fn attention(
     out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
-    Isa::detect().attention(params, q, k, v, out, lse)
+    Level::Detect.attention(params, q, k, v, out, lse)
 }
 
 /// The README's examples are compiled and run as doc tests (not under Miri: its example is a

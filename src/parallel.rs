@@ -32,8 +32,9 @@ use std::vec::Vec;
 
 use rayon::prelude::*;
 
-use crate::split::{Level, merge_rows, shifted_query_pos};
-use crate::{Bias, Error, Layout, Params, Shape};
+use crate::range::Part;
+use crate::split::merge_rows;
+use crate::{Error, Layout, Level, Params, Shape};
 
 /// How [`attention_planned`] cuts a problem into tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -119,11 +120,7 @@ pub fn attention_planned(
     mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     params.validate(q, k, v, out, lse.as_deref())?;
-    if let Level::Isa(isa) = level
-        && !isa.is_available()
-    {
-        return Err(Error::Unsupported(isa));
-    }
+    level.check()?;
     let s = params.shape;
     if s.q_len == 0 || s.kv_len == 0 {
         return level.attention(params, q, k, v, out, lse);
@@ -208,38 +205,16 @@ fn run_task(
 ) -> Result<Partial, Error> {
     let s = params.shape;
     let h0 = t.g * group;
-    let shape = Shape {
-        q_heads: group,
-        kv_heads: 1,
-        q_len: t.rows,
-        kv_len: t.keys,
-        ..s
+    let part = Part {
+        heads: h0..h0 + group,
+        rows: t.i0..t.i0 + t.rows,
+        keys: t.j0..t.j0 + t.keys,
     };
-    // Query row i of the task is row i0 + i of the problem; key j is key j0 + j.
-    let query_pos = shifted_query_pos(params, t.j0 as i128 - t.i0 as i128)?;
-    let bias = params.bias.map(|b| {
-        let off = h0
-            .wrapping_mul(b.head_stride)
-            .wrapping_add(t.i0.wrapping_mul(b.row_stride))
-            .wrapping_add(t.j0);
-        Bias {
-            data: b.data.get(off..).unwrap_or(&[]),
-            ..b
-        }
-    });
     let sub = Params {
-        shape,
         out: Layout::planar(t.rows, s.v_dim),
-        mask: crate::Mask {
-            query_pos,
-            ..params.mask
-        },
-        bias,
-        ..*params
+        ..part.params(params)?
     };
-    let q = q.get(params.q.at(h0, t.i0)..).unwrap_or(&[]);
-    let k = k.get(params.k.at(t.g, t.j0)..).unwrap_or(&[]);
-    let v = v.get(params.v.at(t.g, t.j0)..).unwrap_or(&[]);
+    let (q, k, v) = part.inputs(params, q, k, v);
     let mut out = vec![0.0f32; group * t.rows * s.v_dim];
     let mut lse = vec![0.0f32; group * t.rows];
     level.attention(&sub, q, k, v, &mut out, Some(&mut lse))?;

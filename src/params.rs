@@ -194,6 +194,15 @@ pub struct Bias<'a> {
 }
 
 impl<'a> Bias<'a> {
+    /// The bias's strides as a [`Layout`]: element `[head][i][j]` is at
+    /// `layout().at(head, i) + j`.
+    pub const fn layout(&self) -> Layout {
+        Layout {
+            head_stride: self.head_stride,
+            row_stride: self.row_stride,
+        }
+    }
+
     /// One dense `[q_len][kv_len]` matrix shared by every head.
     pub const fn broadcast(data: &'a [f32], kv_len: usize) -> Bias<'a> {
         Bias {

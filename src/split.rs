@@ -40,110 +40,12 @@
 
 use core::ops::Range;
 
-use crate::{Bias, Emulated, Error, Isa, Layout, Params, QueryPos, Shape, Tensor};
+use crate::range::{Part, check_keys};
+use crate::{Error, Layout, Params, Shape, Tensor};
 
-/// Which instance of the kernel a split, streaming or parallel call runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Level {
-    /// The best level of this CPU, [`Isa::detect`].
-    #[default]
-    Detect,
-    /// A hardware level; [`Error::Unsupported`] if it is not available.
-    Isa(Isa),
-    /// A portable emulated width (for tests).
-    Emulated(Emulated),
-}
-
-impl From<Isa> for Level {
-    fn from(isa: Isa) -> Level {
-        Level::Isa(isa)
-    }
-}
-
-impl From<Emulated> for Level {
-    fn from(e: Emulated) -> Level {
-        Level::Emulated(e)
-    }
-}
-
-impl Level {
-    /// Runs [`attention`](crate::attention) on this level; same contract.
-    pub fn attention(
-        self,
-        params: &Params,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        out: &mut [f32],
-        lse: Option<&mut [f32]>,
-    ) -> Result<(), Error> {
-        match self {
-            Level::Detect => Isa::detect().attention(params, q, k, v, out, lse),
-            Level::Isa(i) => i.attention(params, q, k, v, out, lse),
-            Level::Emulated(e) => e.attention(params, q, k, v, out, lse),
-        }
-    }
-}
-
-/// The absolute position of query row 0 of `params`, shifted by `-shift`, as the
-/// [`QueryPos`] of a sub-problem. When the mask has no bound the position does not matter.
-///
-/// Errors with [`Error::Overflow`]`(`[`Tensor::Q`]`)` when the shifted position does not fit
-/// in `i64`: with `kv_len` beyond `2⁶³` (broadcast K and V), or with a
-/// [`QueryPos::Offset`] less than `shift` above `i64::MIN` (found by the `capi_split` fuzz
-/// target: the one-shot call accepts such a problem, a partial or stream chunk starting past
-/// key 0 refuses it).
-pub(crate) fn shifted_query_pos(params: &Params, shift: i128) -> Result<QueryPos, Error> {
-    if params.mask.left.is_none() && params.mask.right.is_none() {
-        return Ok(QueryPos::Offset(0));
-    }
-    let offset = params.query_offset() - shift;
-    i64::try_from(offset)
-        .map(QueryPos::Offset)
-        .map_err(|_| Error::Overflow(Tensor::Q))
-}
-
-/// Checks `keys` against `0..=kv_len`.
-pub(crate) fn check_keys(keys: &Range<usize>, kv_len: usize) -> Result<(), Error> {
-    if keys.start > keys.end || keys.end > kv_len {
-        return Err(Error::KeyRange {
-            start: keys.start,
-            end: keys.end,
-            kv_len,
-        });
-    }
-    Ok(())
-}
-
-/// The sub-problem of `params` restricted to the keys `keys`, whose K and V rows start at row
-/// 0 of the slices passed with it: `kv_len = keys.len()`, the query position shifted so every
-/// key keeps its absolute position, the bias sliced from column `keys.start`. Layouts (and so
-/// strides) are unchanged. `keys` must already be checked against `params`.
-pub(crate) fn range_params<'a>(
-    params: &Params<'a>,
-    keys: &Range<usize>,
-) -> Result<Params<'a>, Error> {
-    let mut sub = *params;
-    sub.shape.kv_len = keys.end - keys.start;
-    sub.mask.query_pos = shifted_query_pos(params, keys.start as i128)?;
-    if let Some(b) = params.bias {
-        sub.bias = Some(Bias {
-            data: b.data.get(keys.start..).unwrap_or(&[]),
-            ..b
-        });
-    }
-    Ok(sub)
-}
-
-/// The rows `keys` of a K or V slice laid out as `layout`: everything from row `keys.start`
-/// of head 0 on (the head stride is unchanged). Empty when that is past the end, which only
-/// happens for an empty range.
-pub(crate) fn key_rows<'s>(data: &'s [f32], layout: Layout, keys: &Range<usize>) -> &'s [f32] {
-    keys.start
-        .checked_mul(layout.row_stride)
-        .and_then(|off| data.get(off..))
-        .unwrap_or(&[])
-}
+/// The instance a split, streaming or parallel call runs on (the same type as
+/// [`qkv::Level`](crate::Level)).
+pub use crate::Level;
 
 /// Attention over the keys `keys` of the problem `params` describes, with the best level.
 ///
@@ -185,9 +87,9 @@ pub fn partial_at(
 ) -> Result<(), Error> {
     params.validate(q, k, v, out, Some(lse))?;
     check_keys(&keys, params.shape.kv_len)?;
-    let sub = range_params(params, &keys)?;
-    let k = key_rows(k, params.k, &keys);
-    let v = key_rows(v, params.v, &keys);
+    let part = Part::keys(params, keys);
+    let sub = part.params(params)?;
+    let (q, k, v) = part.inputs(params, q, k, v);
     level.attention(&sub, q, k, v, out, Some(lse))
 }
 

@@ -45,8 +45,9 @@
 
 use core::ops::Range;
 
-use crate::split::{Level, check_keys, range_params, validate_out, weight};
-use crate::{Dim, Error, Layout, Params, Shape, Tensor};
+use crate::range::{Part, check_keys};
+use crate::split::{validate_out, weight};
+use crate::{Dim, Error, Layout, Level, Params, Shape, Tensor};
 
 /// The running state of attention over a growing set of keys, for all query rows of a
 /// problem. See the [module docs](self).
@@ -189,7 +190,7 @@ impl<'p, 's> Stream<'p, 's> {
     ) -> Result<(), Error> {
         check_keys(&keys, self.params.shape.kv_len)?;
         let s = self.params.shape;
-        let mut sub = range_params(&self.params, &keys)?;
+        let mut sub = Part::keys(&self.params, keys).params(&self.params)?;
         sub.out = Layout::planar(s.q_len, s.v_dim);
         let level = self.level;
         let Some(p) = self.parts() else {

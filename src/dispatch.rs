@@ -1,8 +1,10 @@
-//! Run-time dispatch: which instance of the kernel runs.
+//! Run-time dispatch: which instance of the kernel runs, decided in one place.
 //!
 //! The kernel is written once over [`pulp::Simd`]; [`Isa`] names the instances compiled for
-//! real hardware and [`Emulated`] the portable instances of 4, 8 and 16 lanes that let the
-//! logic of every vector width be tested on any machine.
+//! real hardware, [`Emulated`] the portable instances of 4, 8 and 16 lanes that let the logic
+//! of every vector width be tested on any machine, and [`Level`] is either (or "the best this
+//! CPU has"). Every entry point, whatever it computes, reaches the kernel through
+//! `Level::run`, the one `match` over instances.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -110,32 +112,7 @@ impl Isa {
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
-        let unsupported = Err(Error::Unsupported(self));
-        params.validate(q, k, v, out, lse.as_deref())?;
-        let job = kernel::Job {
-            params,
-            q,
-            k,
-            v,
-            out,
-            lse,
-        };
-        match self {
-            Isa::Scalar => pulp::Scalar::new().vectorize(job),
-            Isa::Avx2 => match arch::v3() {
-                Some(simd) => arch::run_v3(simd, job),
-                None => return unsupported,
-            },
-            Isa::Avx512 => match arch::v4() {
-                Some(simd) => arch::run_v4(simd, job),
-                None => return unsupported,
-            },
-            Isa::Neon => match arch::neon() {
-                Some(simd) => arch::run_neon(simd, job),
-                None => return unsupported,
-            },
-        }
-        Ok(())
+        Level::Isa(self).attention(params, q, k, v, out, lse)
     }
 }
 
@@ -182,19 +159,80 @@ impl Emulated {
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
+        Level::Emulated(self).attention(params, q, k, v, out, lse)
+    }
+}
+
+/// Which instance of the kernel a call runs on: the best of this CPU, a hardware level, or a
+/// portable emulated width. Every entry point (the one-shot call, split-KV, streaming,
+/// threads, the C ABI) takes its instance as a `Level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Level {
+    /// The best level of this CPU, [`Isa::detect`].
+    #[default]
+    Detect,
+    /// A hardware level; [`Error::Unsupported`] if it is not available.
+    Isa(Isa),
+    /// A portable emulated width (for tests).
+    Emulated(Emulated),
+}
+
+impl From<Isa> for Level {
+    fn from(isa: Isa) -> Level {
+        Level::Isa(isa)
+    }
+}
+
+impl From<Emulated> for Level {
+    fn from(e: Emulated) -> Level {
+        Level::Emulated(e)
+    }
+}
+
+impl Level {
+    /// Runs [`attention`](crate::attention) on this level; same contract.
+    pub fn attention(
+        self,
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
         params.validate(q, k, v, out, lse.as_deref())?;
-        let job = kernel::Job {
+        self.run(kernel::Job {
             params,
             q,
             k,
             v,
             out,
             lse,
-        };
+        })
+    }
+
+    /// [`Error::Unsupported`] if this is a hardware level this CPU or build lacks.
+    #[cfg(feature = "parallel")]
+    pub(crate) fn check(self) -> Result<(), Error> {
         match self {
-            Emulated::Lanes4 => pulp::Scalar128b.vectorize(job),
-            Emulated::Lanes8 => pulp::Scalar256b.vectorize(job),
-            Emulated::Lanes16 => pulp::Scalar512b.vectorize(job),
+            Level::Isa(isa) if !isa.is_available() => Err(Error::Unsupported(isa)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `job` on this level's instance: the one place that maps a level to a
+    /// [`pulp::Simd`] type. The job's inputs must already be validated.
+    pub(crate) fn run(self, job: impl WithSimd<Output = ()>) -> Result<(), Error> {
+        let missing = |isa| Error::Unsupported(isa);
+        match self {
+            Level::Detect => return Level::Isa(Isa::detect()).run(job),
+            Level::Isa(Isa::Scalar) => pulp::Scalar::new().vectorize(job),
+            Level::Isa(Isa::Avx2) => arch::run_v3(arch::v3().ok_or(missing(Isa::Avx2))?, job),
+            Level::Isa(Isa::Avx512) => arch::run_v4(arch::v4().ok_or(missing(Isa::Avx512))?, job),
+            Level::Isa(Isa::Neon) => arch::run_neon(arch::neon().ok_or(missing(Isa::Neon))?, job),
+            Level::Emulated(Emulated::Lanes4) => pulp::Scalar128b.vectorize(job),
+            Level::Emulated(Emulated::Lanes8) => pulp::Scalar256b.vectorize(job),
+            Level::Emulated(Emulated::Lanes16) => pulp::Scalar512b.vectorize(job),
         }
         Ok(())
     }

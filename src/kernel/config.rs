@@ -1,0 +1,80 @@
+//! The kernel's tuning constants, each documented by the loop it cuts, and the compile-time
+//! checks that keep them consistent. `benches/NOTES.md` records the measurements behind them.
+
+use pulp::Simd;
+
+/// Query rows per block: the lanes of the score tile, and the rows that share each K and V
+/// block read. A multiple of every lane count (1, 4, 8, 16), and small enough that the
+/// packed Q, score and accumulator tiles stay under 64 KiB.
+pub const BLOCK_Q: usize = 48;
+/// Keys per block: a multiple of every key tile ([`KR_WIDE`], [`KR_NARROW`],
+/// [`KR_WIDE_SCALAR`]), and at most 64 so a row's included keys fit in a `u64` bit set.
+pub(crate) const BLOCK_K: usize = 48;
+/// Columns of `head_dim` in the packed Q block. Up to this, Q is packed once per block of
+/// rows and the scores of a key tile are summed in registers over the whole head; beyond it
+/// the head is done in panels, and Q is re-packed per key block.
+pub(crate) const Q_DIM: usize = 128;
+/// Columns of `v_dim` accumulated per pass; a multiple of every lane count.
+pub(crate) const V_PANEL: usize = 128;
+/// Blocks of at most this many rows (decode with a GQA group of up to 4) take the unpacked
+/// Q·Kᵀ path and the per-row softmax.
+pub(crate) const MR: usize = 4;
+/// Query rows of the P·V register tile: `PV_ROWS × NV_WIDE` = 24 accumulators with 32
+/// registers, `PV_ROWS × NV_NARROW` = 12 with 16, plus the V loads and a broadcast.
+pub(crate) const PV_ROWS: usize = 6;
+/// Keys of the Q·Kᵀ register tile on levels with 32 vector registers (AVX-512, NEON):
+/// `KR_WIDE × QR_WIDE` = 24 accumulators, 3 row loads and a broadcast.
+pub(crate) const KR_WIDE: usize = 8;
+/// Vectors of query rows of the Q·Kᵀ register tile with 32 registers (48 rows on AVX-512).
+pub(crate) const QR_WIDE: usize = 3;
+/// The wide Q·Kᵀ tile of the scalar level (one lane): 6 keys × 4 rows = 24 accumulators,
+/// the rows side by side so LLVM can vectorise them where the target has SIMD.
+pub(crate) const KR_WIDE_SCALAR: usize = 6;
+/// Rows of the scalar level's Q·Kᵀ tile.
+pub(crate) const QR_WIDE_SCALAR: usize = 4;
+/// Keys of the Q·Kᵀ register tile with 16 registers (AVX2): `KR_NARROW × QR_NARROW`
+/// = 12 accumulators, more than FMA latency × throughput, plus 2 loads and a broadcast.
+pub(crate) const KR_NARROW: usize = 6;
+/// Vectors of query rows of the Q·Kᵀ register tile with 16 registers.
+pub(crate) const QR_NARROW: usize = 2;
+/// Vectors of `v_dim` of the P·V register tile on wide levels (see [`wide`]).
+pub(crate) const NV_WIDE: usize = 4;
+/// The same with 16 registers.
+pub(crate) const NV_NARROW: usize = 2;
+
+/// Keys of the decode dot tile: `M ≤ MR` rows × 2 keys of accumulators (one key alone gets
+/// two chains per row). Three and four keys ran faster from cache but no faster from memory:
+/// rows read side by side interleave the K stream.
+pub(crate) const DOT_KEYS: usize = 2;
+/// Keys of the decode P·V tile with 32 vector registers: `M ≤ MR` rows × 4 keys of
+/// broadcast weights, the accumulators read and written once per 4 keys (2 and 8 keys were
+/// 20% and 8% slower from memory on AVX-512).
+pub(crate) const PV_KEYS_WIDE: usize = 4;
+/// The same with 16 registers: `MR` × 2 broadcast weights, 2 V vectors and an accumulator.
+pub(crate) const PV_KEYS_NARROW: usize = 2;
+
+/// How far ahead, in keys, the decode path asks for K rows (V rows are asked for a block
+/// ahead, [`BLOCK_K`]). Without prefetches decode ran at about half the streaming bandwidth on
+/// Zen 5; with one request per line read, 24 measured best at 32k keys there: AVX-512 lost
+/// 10–20% at 32 and 48 and 7% at 16; AVX2 was within noise from 16 to 48 and lost 10% at 8.
+pub(crate) const PREFETCH_KEYS: usize = 24;
+
+/// Whether the wide register tiles fit: levels with 32 vector registers, and the scalar
+/// level, whose targets have 32 floating-point registers (Cortex-M4F, RV32F; and on x86-64
+/// LLVM turns its rows of 4 into SSE2 vectors).
+#[inline(always)]
+pub(crate) const fn wide<S: Simd>() -> bool {
+    S::REGISTER_COUNT >= 32 || S::F32_LANES == 1
+}
+
+const _: () = assert!(
+    BLOCK_K.is_multiple_of(KR_WIDE)
+        && BLOCK_K.is_multiple_of(KR_NARROW)
+        && BLOCK_K.is_multiple_of(KR_WIDE_SCALAR)
+        && BLOCK_Q.is_multiple_of(QR_WIDE_SCALAR)
+        && BLOCK_Q.is_multiple_of(16 * 3)
+        && BLOCK_Q.is_multiple_of(PV_ROWS)
+        && V_PANEL.is_multiple_of(16)
+        && BLOCK_K <= u64::BITS as usize
+        && MR <= BLOCK_Q
+);

@@ -1,0 +1,244 @@
+//! The attention kernel, written once over [`pulp::Simd`] and instantiated for every level.
+//!
+//! Query rows are taken in blocks of at most `BLOCK_Q`: up to `BLOCK_Q` rows of one head,
+//! or, for short queries (decode), the same rows of several heads of one GQA group, so each
+//! K/V row is read once per group. Each block makes one pass over the keys that the mask lets
+//! any of its rows see (blocks of keys outside the band are skipped), `BLOCK_K` keys at a
+//! time. The score tile is kept transposed, `[key][query row]`, so SIMD lanes run along the
+//! block's query rows:
+//! 1. **Q·Kᵀ**: the block's Q is packed once as `[dim][row]` (up to `Q_DIM` columns of
+//!    `head_dim`; wider heads are packed per panel), and a register tile of `KR_WIDE` keys
+//!    × `QR_WIDE` vectors of rows (32 registers; `KR_NARROW` × `QR_NARROW` with 16,
+//!    `KR_WIDE_SCALAR` × `QR_WIDE_SCALAR` on the scalar level) broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
+//!    at most `MR` rows (decode) dot each K row with the rows instead, `DOT_KEYS` rows
+//!    at a time, lanes along `head_dim`, streaming K from memory with a prefetch per line
+//!    read (`PREFETCH_KEYS` ahead).
+//! 2. **Online softmax**: a pass over the block scales, biases and masks the scores (an
+//!    excluded key becomes `-inf`) and another turns them into weights `exp(s − max)` with
+//!    the vectorised [`exp`](crate::exp) (weights below `2^-126`, under the rounding of the
+//!    sum, flushed to 0). Packed blocks do both vertically, a lane per row, so row maxima and
+//!    sums need no horizontal reductions; blocks of at most `MR` rows would fill only `MR`
+//!    lanes, so they keep their scores `[row][key]`, lanes along keys. Between the passes,
+//!    every path calls the same per-row step (`softmax::decide` and `softmax::advance`):
+//!    the row's window of visible keys, whether it includes none, a NaN, the whole block or
+//!    a set of keys, and the move of its running max, sum and accumulator (rescaled only if
+//!    its max moved).
+//! 3. **P·V**: a register tile of `PV_ROWS` rows × `NV_WIDE` or `NV_NARROW` vectors of
+//!    `v_dim` broadcasts weights and streams V rows. A row cut by a mask edge takes its run of
+//!    keys through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V
+//!    row of an excluded key is never read for that row and NaN there cannot leak. On SIMD
+//!    levels, decode blocks whose rows all see the whole key block read their `[row][key]`
+//!    weights in place and walk V in memory order instead, `PV_KEYS_WIDE` or
+//!    `PV_KEYS_NARROW` V rows at a time across the whole panel, prefetching a block ahead;
+//!    the other decode blocks copy their weights into the `[key][row]` tile first.
+//!
+//! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
+//! `V_PANEL` is done in several passes (the scores are recomputed per pass).
+//!
+//! Where each part lives:
+//! - `config`: the tuning constants and the checks that keep them consistent;
+//! - `scratch`: the working memory, one field per meaning;
+//! - `qk`: Q packing and the Q·Kᵀ tile loops (step 1);
+//! - `softmax`: the online-softmax step (step 2), written once for every path;
+//! - `pv`: the P·V tile loops (step 3);
+//! - `tiles`: the unsafe register tiles those loops call, the only raw K/V reads;
+//! - `mem`: loads, strided rows, the strided copy and cache hints.
+//!
+//! K and V elements are read in four places only: `qk_kernel`, `dot_kernel` and the P·V
+//! tiles (`pv_kernel`, `pv_keys_kernel` and the panel's last vector in `pv`).
+
+mod config;
+mod mem;
+mod pv;
+mod qk;
+mod scratch;
+mod softmax;
+mod tiles;
+
+use pulp::{Simd, WithSimd};
+
+use crate::Params;
+pub use config::BLOCK_Q;
+use config::{BLOCK_K, V_PANEL};
+use scratch::Scratch;
+
+/// The kernel's working memory, all of it on the stack of the call, in bytes (about 60 KiB).
+pub const STACK_BYTES: usize = core::mem::size_of::<Scratch>();
+
+/// One call of the kernel: validated inputs, ready to run at any level.
+pub(crate) struct Job<'p, 'a> {
+    pub params: &'p Params<'a>,
+    pub q: &'p [f32],
+    pub k: &'p [f32],
+    pub v: &'p [f32],
+    pub out: &'p mut [f32],
+    pub lse: Option<&'p mut [f32]>,
+}
+
+impl WithSimd for Job<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let mut scratch = Scratch::new();
+        run(simd, self, &mut scratch);
+    }
+}
+
+/// The read-only inputs of a call, and the scale computed once.
+#[derive(Clone, Copy)]
+struct Inputs<'p, 'a> {
+    p: &'p Params<'a>,
+    q: &'p [f32],
+    k: &'p [f32],
+    v: &'p [f32],
+    /// `p.scale()`, computed once per call: without std, `sqrtf` is a software loop.
+    scale: f32,
+}
+
+/// One block of keys, `k0..k0 + cols`, and how far ahead of its V rows the P·V tiles ask
+/// for the next block's (0: not at all).
+#[derive(Clone, Copy)]
+struct Keys {
+    k0: usize,
+    cols: usize,
+    v_ahead: usize,
+}
+
+#[inline(always)]
+fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
+    let Job {
+        params: p,
+        q,
+        k,
+        v,
+        out,
+        mut lse,
+    } = job;
+    let shape = p.shape;
+    if shape.q_len == 0 {
+        return; // nothing to write, however many heads
+    }
+    let x = Inputs {
+        p,
+        q,
+        k,
+        v,
+        scale: p.scale(),
+    };
+    let group = shape.q_heads / shape.kv_heads;
+    // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
+    // is read once per block of heads instead of once per head.
+    let heads_per_block = (BLOCK_Q / shape.q_len.clamp(1, BLOCK_Q)).clamp(1, group);
+    for g in 0..shape.kv_heads {
+        let group_end = (g + 1) * group;
+        for h0 in (g * group..group_end).step_by(heads_per_block) {
+            let nh = heads_per_block.min(group_end - h0);
+            for q0 in (0..shape.q_len).step_by(BLOCK_Q) {
+                let qn = BLOCK_Q.min(shape.q_len - q0);
+                // Ends of the row ranges are monotonic: the union is first.lo .. last.hi.
+                let keys = (p.key_range(q0).0, p.key_range(q0 + qn - 1).1);
+                // And the keys every row sees: the intersection.
+                let inner = (p.key_range(q0 + qn - 1).0, p.key_range(q0).1);
+                for v0 in (0..shape.v_dim).step_by(V_PANEL) {
+                    let block = Block {
+                        h0,
+                        g,
+                        q0,
+                        qn,
+                        rows: nh * qn,
+                        inner,
+                        v0,
+                        vw: V_PANEL.min(shape.v_dim - v0),
+                    };
+                    block.attend(simd, &x, keys, scratch);
+                    let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
+                    block.write(p, out, lse, scratch);
+                }
+            }
+        }
+    }
+}
+
+/// A block of query rows: `rows / qn` consecutive heads from `h0` (all reading kv head `g`)
+/// times the `qn` query rows from `q0`; and the panel of `v_dim` being accumulated.
+/// Row `r` of the block is query row `q0 + r % qn` of head `h0 + r / qn`.
+#[derive(Clone, Copy)]
+struct Block {
+    h0: usize,
+    g: usize,
+    q0: usize,
+    qn: usize,
+    rows: usize,
+    /// Keys `inner.0..inner.1` are visible to every row (empty if `inner.0 ≥ inner.1`).
+    inner: (usize, usize),
+    v0: usize,
+    vw: usize,
+}
+
+impl Block {
+    /// The (head, query row) of block row `r`.
+    #[inline(always)]
+    fn row(self, r: usize) -> (usize, usize) {
+        (self.h0 + r / self.qn, self.q0 + r % self.qn)
+    }
+
+    /// Vectors of query rows in the block (the last one padded).
+    #[inline(always)]
+    fn row_vectors<S: Simd>(self) -> usize {
+        self.rows.div_ceil(S::F32_LANES)
+    }
+
+    /// Whether the block takes the packed path (more than `MR` rows) rather than the decode
+    /// path.
+    #[inline(always)]
+    fn packed(self) -> bool {
+        self.rows > config::MR
+    }
+
+    /// Streams the keys `keys.0..keys.1` through the online softmax into `scratch.acc`.
+    #[inline(always)]
+    fn attend<S: Simd>(self, simd: S, x: &Inputs, keys: (usize, usize), scratch: &mut Scratch) {
+        scratch.max = [f32::NEG_INFINITY; BLOCK_Q];
+        scratch.sum = [0.0; BLOCK_Q];
+        scratch.acc = [0.0; BLOCK_Q * V_PANEL];
+        self.prepare_q::<S>(x, scratch);
+        for k0 in (keys.0..keys.1).step_by(BLOCK_K) {
+            // While P·V reads a block's V lines it asks for the same lines of the next block
+            // (not past the keys): decode streams V from memory, prefill from L2 or L3.
+            let v_ahead = match keys.1 - k0 >= 2 * BLOCK_K {
+                true => BLOCK_K * x.p.v.row_stride,
+                false => 0,
+            };
+            let kb = Keys {
+                k0,
+                cols: BLOCK_K.min(keys.1 - k0),
+                v_ahead,
+            };
+            self.scores(simd, x, kb, scratch);
+            self.softmax(simd, x, kb, scratch);
+            self.weighted_values(simd, x, kb, scratch);
+        }
+    }
+
+    /// Normalises the accumulated rows into `out` (and `lse`).
+    fn write(self, p: &Params, out: &mut [f32], mut lse: Option<&mut [f32]>, scratch: &Scratch) {
+        for r in 0..self.rows {
+            let (h, i) = self.row(r);
+            let (max, sum) = (scratch.max[r], scratch.sum[r]);
+            let dst = &mut out[p.out.at(h, i) + self.v0..][..self.vw];
+            let row_lse = if max == f32::NEG_INFINITY {
+                dst.fill(0.0);
+                f32::NEG_INFINITY
+            } else {
+                for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * V_PANEL..]) {
+                    *o = a / sum;
+                }
+                max + libm::logf(sum)
+            };
+            if let Some(lse) = lse.as_deref_mut() {
+                lse[h * p.shape.q_len + i] = row_lse;
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Step 3, P·V: each row's accumulator gains the block's weights times the V rows of the keys
+//! it includes. Rows that include the whole block share the register tile; a row cut by a
+//! mask edge takes its run of keys through the same tile; scattered exclusions go key by key,
+//! so the V row of an excluded key is never read for that row.
+
+use pulp::Simd;
+
+use super::config::{
+    BLOCK_K, BLOCK_Q, NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, V_PANEL, wide,
+};
+use super::mem::{Rows, load, strided_copy, vectors_mut, with_count};
+use super::scratch::Scratch;
+use super::tiles::{pv_kernel, pv_keys_kernel};
+use super::{Block, Inputs, Keys};
+
+/// Rows of V as a slice: row `j` starts at `j · stride`, and the slice ends with the last
+/// row's panel.
+#[derive(Clone, Copy)]
+struct VRows<'a> {
+    data: &'a [f32],
+    stride: usize,
+}
+
+impl Block {
+    /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes; the
+    /// tiles prefetch the V lines `keys.v_ahead` elements after those they read.
+    #[inline(always)]
+    pub(super) fn weighted_values<S: Simd>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        scratch: &mut Scratch,
+    ) {
+        let cols = keys.cols;
+        // With one lane a key-major walk would load and store an accumulator per
+        // multiply-add: the scalar level keeps the register tile.
+        let all_whole = scratch.rows[..self.rows].iter().all(|r| r.whole);
+        if S::F32_LANES > 1 && !self.packed() && all_whole {
+            with_count!(self.rows, [4, 3, 2], 1, M => self.pv_keys::<S, M>(simd, x, keys, scratch));
+            return;
+        }
+        if !self.packed() {
+            // Decode weights are `[row][key]`; the general tiles read `[key][row]`.
+            for r in 0..self.rows {
+                let weights = &scratch.dot_scores[r * BLOCK_K..][..cols];
+                strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
+            }
+        }
+        let mut r = 0;
+        while r < self.rows {
+            let row = scratch.rows[r];
+            if row.whole {
+                let mut m = 1;
+                while m < PV_ROWS && r + m < self.rows && scratch.rows[r + m].whole {
+                    m += 1;
+                }
+                with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, x, keys, (0, cols), r, scratch));
+                r += m;
+            } else {
+                // A mask edge usually leaves one run of keys: the register tile takes it.
+                let first = row.keys.trailing_zeros();
+                let run = (row.keys >> first.min(63)).trailing_ones();
+                match row.keys {
+                    0 => {}
+                    bits if run == bits.count_ones() => {
+                        let run = (first as usize, (first + run) as usize);
+                        self.pv_rows::<S, 1>(simd, x, keys, run, r, scratch);
+                    }
+                    bits => self.pv_row_masked(simd, x, keys, r, bits, scratch),
+                }
+                r += 1;
+            }
+        }
+    }
+
+    /// The block's panel of the V rows of keys `k0 + j0 .. k0 + j1`, checked inside `v` once.
+    #[inline(always)]
+    fn v_rows<'v>(self, x: &Inputs<'v, '_>, keys: Keys, (j0, j1): (usize, usize)) -> VRows<'v> {
+        let stride = x.p.v.row_stride;
+        let start = x.p.v.at(self.g, keys.k0 + j0) + self.v0;
+        // Validation guarantees these rows are inside `v`.
+        VRows {
+            data: &x.v[start..start + (j1 - j0 - 1) * stride + self.vw],
+            stride,
+        }
+    }
+
+    /// `M` rows from `r0` that include exactly the keys `run.0..run.1` of the block.
+    #[inline(always)]
+    fn pv_rows<S: Simd, const M: usize>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        run: (usize, usize),
+        r0: usize,
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let cols = run.1 - run.0;
+        let v = self.v_rows(x, keys, run);
+        let w = &scratch.scores[run.0 * BLOCK_Q + r0..][..(cols - 1) * BLOCK_Q + M];
+        let acc = &mut scratch.acc[r0 * V_PANEL..][..M * V_PANEL];
+        let full = self.vw / lanes;
+        let rows = Rows {
+            ptr: v.data.as_ptr(),
+            stride: v.stride,
+        };
+        let (wp, ap) = (w.as_ptr(), acc.as_mut_ptr());
+        let mut c = 0;
+        while c < full {
+            let n = match full - c {
+                left if wide::<S>() && left >= NV_WIDE => NV_WIDE,
+                left if left >= NV_NARROW => NV_NARROW,
+                _ => 1,
+            };
+            // SAFETY: `v` holds `cols` rows at j·stride with `vw` floats from column `c·lanes`,
+            // and `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows m < M at j·BLOCK_Q + m for
+            // j < cols; `acc` holds rows m < M of V_PANEL ≥ vw floats.
+            unsafe {
+                let col = c * lanes;
+                let ahead = keys.v_ahead;
+                match n {
+                    NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, rows, wp, ap, col, cols, ahead),
+                    NV_NARROW => pv_kernel::<S, M, NV_NARROW>(simd, rows, wp, ap, col, cols, ahead),
+                    _ => pv_kernel::<S, M, 1>(simd, rows, wp, ap, col, cols, ahead),
+                }
+            }
+            c += n;
+        }
+        self.pv_last_vector(simd, v, cols, acc, M, |m, j| w[j * BLOCK_Q + m]);
+    }
+
+    /// P·V for a block of `M ≤ MR` rows that all include every key of the block (decode): a
+    /// few keys at a time across the whole panel, so V is read row after row in memory
+    /// order, each line once, with the lines `keys.v_ahead` elements further on prefetched.
+    #[inline(always)]
+    fn pv_keys<S: Simd, const M: usize>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let cols = keys.cols;
+        let v = self.v_rows(x, keys, (0, cols));
+        let w = &scratch.dot_scores[..(M - 1) * BLOCK_K + cols];
+        let acc = &mut scratch.acc[..M * V_PANEL];
+        let full = self.vw / lanes;
+        let x_max = if wide::<S>() {
+            PV_KEYS_WIDE
+        } else {
+            PV_KEYS_NARROW
+        };
+        let mut j = 0;
+        while j < cols {
+            let n = if cols - j >= x_max { x_max } else { 1 };
+            // SAFETY: keys j..j + n < cols are rows of `v` (at x·stride from row j, each with
+            // `full·lanes ≤ vw` floats); `w[m·BLOCK_K + j + x]` is in `w` for m < M; `acc`
+            // holds rows m < M of V_PANEL ≥ vw floats.
+            unsafe {
+                let rows = Rows {
+                    ptr: v.data.as_ptr().add(j * v.stride),
+                    stride: v.stride,
+                };
+                let (wp, ap, ahead) = (w.as_ptr().add(j), acc.as_mut_ptr(), keys.v_ahead);
+                match n {
+                    PV_KEYS_WIDE => {
+                        pv_keys_kernel::<S, M, PV_KEYS_WIDE>(simd, rows, wp, ap, full, ahead)
+                    }
+                    PV_KEYS_NARROW => {
+                        pv_keys_kernel::<S, M, PV_KEYS_NARROW>(simd, rows, wp, ap, full, ahead)
+                    }
+                    _ => pv_keys_kernel::<S, M, 1>(simd, rows, wp, ap, full, ahead),
+                }
+            }
+            j += n;
+        }
+        self.pv_last_vector(simd, v, cols, acc, M, |m, j| w[m * BLOCK_K + j]);
+    }
+
+    /// One row, only the keys whose bit is set in `bits`.
+    #[inline(always)]
+    fn pv_row_masked<S: Simd>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        r: usize,
+        mut bits: u64,
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let acc = &mut vectors_mut::<S>(&mut scratch.acc[r * V_PANEL..][..V_PANEL])
+            [..self.vw.div_ceil(lanes)];
+        while bits != 0 {
+            let j = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let w = simd.splat_f32s(scratch.scores[j * BLOCK_Q + r]);
+            let v_row = &x.v[x.p.v.at(self.g, keys.k0 + j) + self.v0..][..self.vw];
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = simd.mul_add_e_f32s(w, load(simd, &v_row[c * lanes..]), *a);
+            }
+        }
+    }
+
+    /// The last partial vector of the panel, the columns the vector tiles leave:
+    /// `acc[m][col..vw] += Σ_{j < cols} w(m, j) · v[j][col..vw]` for `m < rows`.
+    #[inline(always)]
+    fn pv_last_vector<S: Simd>(
+        self,
+        simd: S,
+        v: VRows,
+        cols: usize,
+        acc: &mut [f32],
+        rows: usize,
+        w: impl Fn(usize, usize) -> f32,
+    ) {
+        let col = self.vw / S::F32_LANES * S::F32_LANES;
+        if col == self.vw {
+            return;
+        }
+        for m in 0..rows {
+            let acc = &mut acc[m * V_PANEL + col..][..S::F32_LANES];
+            let mut a = load(simd, acc);
+            for j in 0..cols {
+                let v = load(simd, &v.data[j * v.stride + col..][..self.vw - col]);
+                a = simd.mul_add_e_f32s(simd.splat_f32s(w(m, j)), v, a);
+            }
+            vectors_mut::<S>(acc)[0] = a;
+        }
+    }
+}

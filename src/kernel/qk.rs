@@ -1,0 +1,149 @@
+//! Step 1, Q·Kᵀ: the scores of a block of query rows against a block of keys, with the
+//! level's register tile. Packed blocks write `scratch.scores` (`[key][row]`); blocks of at
+//! most `MR` rows write `scratch.dot_scores` (`[row][key]`).
+
+use pulp::Simd;
+
+use super::config::{
+    BLOCK_K, BLOCK_Q, DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, Q_DIM,
+    QR_NARROW, QR_WIDE, QR_WIDE_SCALAR, wide,
+};
+use super::mem::{Rows, strided_copy, with_count};
+use super::scratch::Scratch;
+use super::tiles::{dot_kernel, qk_kernel};
+use super::{Block, Inputs, Keys};
+
+impl Block {
+    /// Packs the whole head's Q once per block, when it fits one panel (packed blocks only;
+    /// wider heads are packed per key block, panel by panel).
+    #[inline(always)]
+    pub(super) fn prepare_q<S: Simd>(self, x: &Inputs, scratch: &mut Scratch) {
+        let head_dim = x.p.shape.head_dim;
+        if self.packed() && head_dim <= Q_DIM {
+            self.pack_q::<S>(x, 0, head_dim, &mut scratch.q_pack);
+        }
+    }
+
+    /// Packs columns `d0..d0 + dw` of the block's Q rows as `q_pack[d][r]`, with zeros in
+    /// the padding rows of the last vector.
+    #[inline(always)]
+    fn pack_q<S: Simd>(self, x: &Inputs, d0: usize, dw: usize, q_pack: &mut [f32]) {
+        for r in 0..self.rows {
+            let (h, i) = self.row(r);
+            strided_copy(&mut q_pack[r..], BLOCK_Q, &x.q[x.p.q.at(h, i) + d0..][..dw]);
+        }
+        for r in self.rows..self.row_vectors::<S>() * S::F32_LANES {
+            for d in 0..dw {
+                q_pack[d * BLOCK_Q + r] = 0.0;
+            }
+        }
+    }
+
+    /// The scores of the key block, with the tile of the block's path and level.
+    #[inline(always)]
+    pub(super) fn scores<S: Simd>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch) {
+        if !self.packed() {
+            with_count!(self.rows, [4, 3, 2], 1, M => self.scores_dot::<S, M>(simd, x, keys, scratch))
+        } else if S::F32_LANES == 1 {
+            self.scores_tiled::<S, KR_WIDE_SCALAR, QR_WIDE_SCALAR>(simd, x, keys, scratch)
+        } else if wide::<S>() {
+            self.scores_tiled::<S, KR_WIDE, QR_WIDE>(simd, x, keys, scratch)
+        } else {
+            self.scores_tiled::<S, KR_NARROW, QR_NARROW>(simd, x, keys, scratch)
+        }
+    }
+
+    /// `scratch.scores[j][r] = q[row r] · k[g][k0 + j]` for a packed block, with tiles of
+    /// `KR` keys × `QR` vectors of rows.
+    #[inline(always)]
+    fn scores_tiled<S: Simd, const KR: usize, const QR: usize>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        scratch: &mut Scratch,
+    ) {
+        let lanes = S::F32_LANES;
+        let head_dim = x.p.shape.head_dim;
+        let row_vectors = self.row_vectors::<S>();
+        let cols = keys.cols;
+        for d0 in (0..head_dim).step_by(Q_DIM) {
+            let dw = Q_DIM.min(head_dim - d0);
+            if head_dim > Q_DIM {
+                self.pack_q::<S>(x, d0, dw, &mut scratch.q_pack);
+            }
+            for j0 in (0..cols).step_by(KR) {
+                // A tile past the last key repeats it; those scores are never read.
+                let k_rows: [*const f32; KR] = core::array::from_fn(|kx| {
+                    let j = keys.k0 + (j0 + kx).min(cols - 1);
+                    // Validation guarantees every key row is inside `k`; checked per tile.
+                    x.k[x.p.k.at(self.g, j) + d0..][..dw].as_ptr()
+                });
+                let mut c = 0;
+                while c < row_vectors {
+                    let n = QR.min(row_vectors - c);
+                    let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * BLOCK_Q + n * lanes];
+                    let s = &mut scratch.scores[j0 * BLOCK_Q + c * lanes..]
+                        [..(KR - 1) * BLOCK_Q + n * lanes];
+                    let (qp, sp, first) = (packed.as_ptr(), s.as_mut_ptr(), d0 == 0);
+                    // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
+                    // of `n` vectors at d·BLOCK_Q; `s` holds `KR` rows of `n` vectors at
+                    // x·BLOCK_Q (`j0 + KR ≤ BLOCK_K` as KR divides BLOCK_K).
+                    unsafe {
+                        with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, dw, sp, first))
+                    }
+                    c += n;
+                }
+            }
+        }
+    }
+
+    /// `scratch.dot_scores[m][j]` for a block of `M ≤ MR` rows: each K row is streamed once,
+    /// straight from memory, and dotted with every query row, lanes along `head_dim`.
+    #[inline(always)]
+    fn scores_dot<S: Simd, const M: usize>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        scratch: &mut Scratch,
+    ) {
+        let head_dim = x.p.shape.head_dim;
+        let q_rows: [*const f32; M] = core::array::from_fn(|m| {
+            let (h, i) = self.row(m);
+            x.q[x.p.q.at(h, i)..][..head_dim].as_ptr()
+        });
+        // Validation guarantees these rows are inside `k`; slicing checks it once per block.
+        let ks = x.p.k.row_stride;
+        let cols = keys.cols;
+        let k_block = &x.k[x.p.k.at(self.g, keys.k0)..][..(cols - 1) * ks + head_dim];
+        let out = &mut scratch.dot_scores[..M * BLOCK_K];
+        // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
+        // only (the lines are read once). A prefetch past the tensor is harmless: it never
+        // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
+        // (V's lines are asked for by P·V, a block ahead.)
+        let ahead = PREFETCH_KEYS.checked_mul(ks).unwrap_or(0);
+        let mut j = 0;
+        while j < cols {
+            let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
+            // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` floats at
+            // stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
+            // `out[m·BLOCK_K + j + x]` is in `out` for m < M, j + x < cols ≤ BLOCK_K.
+            unsafe {
+                let k = Rows {
+                    ptr: k_block.as_ptr().add(j * ks),
+                    stride: ks,
+                };
+                let s = out.as_mut_ptr().add(j);
+                match n {
+                    DOT_KEYS => {
+                        dot_kernel::<S, M, DOT_KEYS, 1>(simd, k, q_rows, head_dim, ahead, s)
+                    }
+                    // One key: two chains per row keep 2·M multiply-adds in flight.
+                    _ => dot_kernel::<S, M, 1, 2>(simd, k, q_rows, head_dim, ahead, s),
+                }
+            }
+            j += n;
+        }
+    }
+}

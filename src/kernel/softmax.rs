@@ -1,0 +1,328 @@
+//! Step 2, the online softmax: a key block's scores become weights, and each row's running
+//! max, sum and accumulator move to include them.
+//!
+//! The per-row step is written once, for every path: [`window`] (the keys the mask lets the
+//! row see), [`decide`] (whether the row includes none of the block's keys, a NaN, the whole
+//! block or a set of keys, and its new max) and [`advance`] (the rescale and the new sum).
+//! Around it, two passes over the scores differ only in their layout: packed blocks keep
+//! `[key][row]` scores and run a lane per row ([`Block::softmax`] on more than `MR` rows);
+//! blocks of at most `MR` rows keep `[row][key]` scores and run lanes along keys.
+
+use pulp::Simd;
+
+use super::config::{BLOCK_K, BLOCK_Q, V_PANEL};
+use super::mem::{IOTA, load, vectors_mut};
+use super::scratch::{RowBlock, Scratch};
+use super::{Block, Inputs, Keys};
+use crate::Params;
+use crate::exp::{exp_weight, exp1};
+
+/// The keys of the block `keys` that query row `i` may see under the mask, as offsets
+/// `lo..hi` into the block (`lo == hi` when it sees none).
+#[inline(always)]
+fn window(p: &Params, i: usize, keys: Keys) -> (usize, usize) {
+    let (lo, hi) = p.key_range(i);
+    let lo = lo.saturating_sub(keys.k0).min(keys.cols);
+    let hi = hi.saturating_sub(keys.k0).min(keys.cols);
+    (lo, hi.max(lo))
+}
+
+/// A row's masked scores in one key block, as the score pass leaves them.
+struct RowScores<F> {
+    /// The visible keys `lo..hi` of the block ([`window`]).
+    window: (usize, usize),
+    /// Keys in the block.
+    cols: usize,
+    /// The largest score (a NaN may be missed: `max` ignores NaN on some levels).
+    max: f32,
+    /// The smallest visible score; `-inf` means a visible key is excluded by its score.
+    min_visible: f32,
+    /// The row's score of key `j` of the block, `-inf` when excluded.
+    score: F,
+}
+
+/// The online step's decision for one row and key block: the row's new running max and the
+/// keys it includes, or `None` when it includes none (then nothing of the row changes).
+///
+/// A NaN among the visible scores makes the new max NaN, which poisons the row's sum and so
+/// its output and lse, as the crate's semantics say.
+#[inline(always)]
+fn decide(old_max: f32, s: RowScores<impl Fn(usize) -> f32>) -> Option<(f32, RowBlock)> {
+    let (lo, hi) = s.window;
+    if lo >= hi {
+        return None;
+    }
+    // `black_box` keeps these scalar scans from becoming gathers.
+    let score = |j: usize| (s.score)(core::hint::black_box(j));
+    let mut new_max = old_max.max(s.max);
+    if new_max == f32::NEG_INFINITY {
+        if !(lo..hi).any(|j| score(j).is_nan()) {
+            return None; // every visible score so far is -inf: nothing is included yet
+        }
+        new_max = f32::NAN;
+    }
+    let whole = lo == 0 && hi == s.cols && s.min_visible != f32::NEG_INFINITY;
+    let keys = match whole {
+        true => u64::MAX,
+        // Bit j: key k0 + j is visible and its score is not -inf.
+        false => (lo..hi).fold(0, |bits, j| {
+            bits | (((score(j) != f32::NEG_INFINITY) as u64) << j)
+        }),
+    };
+    Some((new_max, RowBlock { whole, keys }))
+}
+
+/// Moves a row's running `max` and `sum`, and its accumulator `acc`, to include a block whose
+/// weights were taken against `new_max` and sum to `block_sum`: the old sum and accumulator
+/// are rescaled by `e^(max − new_max)` only when the max moved.
+#[inline(always)]
+fn advance<S: Simd>(
+    simd: S,
+    max: &mut f32,
+    sum: &mut f32,
+    acc: &mut [f32],
+    new_max: f32,
+    block_sum: f32,
+) {
+    if new_max != *max {
+        let alpha = exp1(*max - new_max);
+        *sum *= alpha;
+        let alpha = simd.splat_f32s(alpha);
+        for a in vectors_mut::<S>(acc) {
+            *a = simd.mul_f32s(*a, alpha);
+        }
+    }
+    *sum += block_sum;
+    *max = new_max;
+}
+
+impl Block {
+    /// The online softmax step of every row for the key block `keys`: leaves the weights where
+    /// the scores were and what the block means for each row in `scratch.rows`.
+    #[inline(always)]
+    pub(super) fn softmax<S: Simd>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch) {
+        if self.packed() {
+            self.softmax_rows(simd, x, keys, scratch);
+        } else {
+            for r in 0..self.rows {
+                scratch.rows[r] = self.softmax_row(simd, x, keys, r, scratch);
+            }
+        }
+    }
+
+    /// [`Block::softmax`] for a packed block, a lane per row over `scratch.scores`.
+    #[inline(always)]
+    fn softmax_rows<S: Simd>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch) {
+        let (p, cols) = (x.p, keys.cols);
+        let lanes = S::F32_LANES;
+        let row_vectors = self.row_vectors::<S>();
+        // Most blocks are seen whole by every row and have no bias: no window, no mask.
+        let interior =
+            p.bias.is_none() && self.inner.0 <= keys.k0 && keys.k0 + cols <= self.inner.1;
+        let mut masked = false;
+        if !interior {
+            for r in 0..row_vectors * lanes {
+                let (lo, hi) = match r < self.rows {
+                    true => self.bias_row(x, keys, r, scratch),
+                    false => (0, 0), // padding lanes: never read
+                };
+                masked |= r < self.rows && (lo, hi) != (0, cols);
+                scratch.window_lo[r] = lo as f32;
+                scratch.window_hi[r] = hi as f32;
+            }
+        }
+        // A bias was added to scaled scores by `bias_row`.
+        let scale = simd.splat_f32s(if p.bias.is_some() { 1.0 } else { x.scale });
+        let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
+        let pos_inf = simd.splat_f32s(f32::INFINITY);
+
+        // Scale and mask; per row, the block's max and the least visible score.
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let lo = load(simd, &scratch.window_lo[at..]);
+            let hi = load(simd, &scratch.window_hi[at..]);
+            let mut max = neg_inf;
+            let mut min_visible = pos_inf;
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let mut v = simd.mul_f32s(*s, scale);
+                if masked {
+                    let jv = simd.splat_f32s(j as f32);
+                    let visible = simd.and_m32s(
+                        simd.greater_than_or_equal_f32s(jv, lo),
+                        simd.less_than_f32s(jv, hi),
+                    );
+                    v = simd.select_f32s(visible, v, neg_inf);
+                    min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, v, pos_inf));
+                } else {
+                    min_visible = simd.min_f32s(min_visible, v);
+                }
+                max = simd.max_f32s(max, v);
+                *s = v;
+            }
+            vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
+            vectors_mut::<S>(&mut scratch.min_visible[at..][..lanes])[0] = min_visible;
+        }
+
+        // The step's decision, per row.
+        for r in 0..row_vectors * lanes {
+            let old = scratch.max[r];
+            let (weight_max, row) = match r < self.rows {
+                false => (0.0, RowBlock::SKIP), // padding lanes: any finite max
+                true => {
+                    let window = match interior {
+                        true => (0, cols),
+                        false => (scratch.window_lo[r] as usize, scratch.window_hi[r] as usize),
+                    };
+                    let scores = &scratch.scores;
+                    let row = RowScores {
+                        window,
+                        cols,
+                        max: scratch.block_max[r],
+                        min_visible: scratch.min_visible[r],
+                        score: |j: usize| scores[j * BLOCK_Q + r],
+                    };
+                    // A skipped row's weights are never read.
+                    decide(old, row).unwrap_or((old, RowBlock::SKIP))
+                }
+            };
+            scratch.weight_max[r] = weight_max;
+            scratch.rows[r] = row;
+        }
+
+        // Weights and their sums.
+        for c in 0..row_vectors {
+            let at = c * lanes;
+            let m = load(simd, &scratch.weight_max[at..]);
+            let mut sum = simd.splat_f32s(0.0);
+            for j in 0..cols {
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let w = exp_weight(simd, simd.sub_f32s(*s, m));
+                sum = simd.add_f32s(sum, w);
+                *s = w;
+            }
+            vectors_mut::<S>(&mut scratch.block_sum[at..][..lanes])[0] = sum;
+        }
+
+        // The step's move of the running state, per row.
+        for r in 0..self.rows {
+            if scratch.rows[r].keys != 0 {
+                let (max, sum) = (&mut scratch.max[r], &mut scratch.sum[r]);
+                let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
+                advance(
+                    simd,
+                    max,
+                    sum,
+                    acc,
+                    scratch.weight_max[r],
+                    scratch.block_sum[r],
+                );
+            }
+        }
+    }
+
+    /// Row `r`'s window of the block; with a bias, its visible scores become
+    /// `scale · s + bias` (or `-inf` where the bias is `-inf`).
+    #[inline(always)]
+    fn bias_row(self, x: &Inputs, keys: Keys, r: usize, scratch: &mut Scratch) -> (usize, usize) {
+        let (h, i) = self.row(r);
+        let (lo, hi) = window(x.p, i, keys);
+        if let (Some(b), true) = (x.p.bias, lo < hi) {
+            let bias = &b.data[b.layout().at(h, i) + keys.k0..][lo..hi];
+            for (j, &b) in (lo..hi).zip(bias) {
+                let s = &mut scratch.scores[j * BLOCK_Q + r];
+                *s = match b == f32::NEG_INFINITY {
+                    true => f32::NEG_INFINITY,
+                    false => core::hint::black_box(*s * x.scale + b),
+                };
+            }
+        }
+        (lo, hi)
+    }
+
+    /// The online softmax step of row `r` of a block of at most `MR` rows, whose scores are
+    /// in `scratch.dot_scores[r]`, lanes along keys. Leaves the weights there.
+    #[inline(always)]
+    fn softmax_row<S: Simd>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        r: usize,
+        scratch: &mut Scratch,
+    ) -> RowBlock {
+        let lanes = S::F32_LANES;
+        let cols = keys.cols;
+        let (h, i) = self.row(r);
+        let (lo, hi) = window(x.p, i, keys);
+        if lo >= hi {
+            return RowBlock::SKIP;
+        }
+        let scale = simd.splat_f32s(x.scale);
+        let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
+        let pos_inf = simd.splat_f32s(f32::INFINITY);
+        let iota = load(simd, &IOTA[..lanes]);
+        let bias =
+            x.p.bias
+                .map(|b| &b.data[b.layout().at(h, i) + keys.k0..][..cols]);
+        let n_vec = cols.div_ceil(lanes);
+        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
+
+        // Scale, bias and mask; the block's max and the least visible score.
+        let mut max = neg_inf;
+        let mut min_visible = pos_inf;
+        if bias.is_none() && (lo, hi) == (0, cols) && cols.is_multiple_of(lanes) {
+            // Every lane is a visible key: no masks to build.
+            for s in row.iter_mut() {
+                let v = simd.mul_f32s(*s, scale);
+                min_visible = simd.min_f32s(min_visible, v);
+                max = simd.max_f32s(max, v);
+                *s = v;
+            }
+        } else {
+            for (vi, s) in row.iter_mut().enumerate() {
+                let mut v = simd.mul_f32s(*s, scale);
+                if let Some(bias) = bias {
+                    let b = load(simd, &bias[vi * lanes..]);
+                    let excluded = simd.equal_f32s(b, neg_inf);
+                    v = simd.select_f32s(excluded, neg_inf, simd.add_f32s(v, b));
+                }
+                let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
+                let visible = simd.and_m32s(
+                    simd.greater_than_or_equal_f32s(j, simd.splat_f32s(lo as f32)),
+                    simd.less_than_f32s(j, simd.splat_f32s(hi as f32)),
+                );
+                v = simd.select_f32s(visible, v, neg_inf);
+                min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, v, pos_inf));
+                max = simd.max_f32s(max, v);
+                *s = v;
+            }
+        }
+
+        let scores = &scratch.dot_scores[r * BLOCK_K..][..cols];
+        let summary = RowScores {
+            window: (lo, hi),
+            cols,
+            max: simd.reduce_max_f32s(max),
+            min_visible: simd.reduce_min_f32s(min_visible),
+            score: |j: usize| scores[j],
+        };
+        let Some((new_max, row_block)) = decide(scratch.max[r], summary) else {
+            return RowBlock::SKIP;
+        };
+
+        // Weights and their sum.
+        let m = simd.splat_f32s(new_max);
+        let mut sum = simd.splat_f32s(0.0);
+        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
+        for s in row.iter_mut() {
+            let w = exp_weight(simd, simd.sub_f32s(*s, m));
+            sum = simd.add_f32s(sum, w);
+            *s = w;
+        }
+        let (max, sum_r) = (&mut scratch.max[r], &mut scratch.sum[r]);
+        let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
+        advance(simd, max, sum_r, acc, new_max, simd.reduce_sum_f32s(sum));
+        row_block
+    }
+}
