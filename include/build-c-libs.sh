@@ -106,10 +106,12 @@ objcopy --keep-global-symbols="$work/keep" --remove-section=.llvmbc \
 rm -f "$work/libqkv.a"
 ar rcs "$work/libqkv.a" "$work/qkv.o"
 install -m 644 "$work/libqkv.a" "$prefix/lib/libqkv.a"
-if defined_globals "$prefix/lib/libqkv.a" | grep -qv '^qkv_'; then
-	echo "$0: libqkv.a still exports symbols other than qkv_*" >&2
+defined_globals "$prefix/lib/libqkv.a" | sort -u >"$work/exported"
+cmp -s "$work/keep" "$work/exported" || {
+	echo "$0: libqkv.a exports other symbols than qkv_*:" >&2
+	comm -13 "$work/keep" "$work/exported" >&2
 	exit 1
-fi
+}
 
 static_libs="-Wl,--gc-sections $native_libs"
 fill() {
