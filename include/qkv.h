@@ -3,9 +3,13 @@
  * @brief C interface of qkv: scaled dot-product attention over float arrays,
  *        out = softmax(scale * Q K^T + bias) V, without allocating.
  *
- * C99 and C++ (any version from C++98 on). Link the static library built by
- *   cargo rustc --release --lib --features capi --crate-type staticlib
- * (see docs/c-api.md for the no_std, firmware and shared builds).
+ * C99 and C++ (any version from C++98 on). include/build-c-libs.sh PREFIX builds and
+ * installs the shared and static libraries with this header, pkg-config files and a CMake
+ * package; then
+ *   cc app.c $(pkg-config --cflags --libs qkv)          (shared), or
+ *   cc app.c $(pkg-config --cflags --libs qkv-static)   (static).
+ * A static link by hand needs -Wl,--gc-sections (see docs/c-api.md, also for the no_std
+ * and firmware builds).
  *
  * Semantics are those of the Rust crate (`qkv::attention`): for query head h, row i and
  * kv head g = h / (q_heads / kv_heads), the keys j that row i includes are those inside its
@@ -268,6 +272,25 @@ static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q
     d.flags = 0;
     d.mask = QKV_MASK_NONE;
     d.query_pos = QKV_QUERY_POS_BOTTOM_RIGHT;
+    return d;
+}
+
+/**
+ * A descriptor for interleaved [seq][heads][dim] tensors (the usual KV-cache layout),
+ * packed densely: q and out have q_heads heads per row, k and v kv_heads (GQA). Otherwise
+ * as qkv_desc_planar(): default scale, no mask, no bias, lengths derived from the shape.
+ */
+static inline qkv_desc qkv_desc_interleaved(size_t q_heads, size_t kv_heads, size_t q_len,
+                                            size_t kv_len, size_t head_dim, size_t v_dim) {
+    qkv_desc d = qkv_desc_planar(q_heads, kv_heads, q_len, kv_len, head_dim, v_dim);
+    d.q.head_stride = head_dim;
+    d.q.row_stride = q_heads * head_dim;
+    d.k.head_stride = head_dim;
+    d.k.row_stride = kv_heads * head_dim;
+    d.v.head_stride = v_dim;
+    d.v.row_stride = kv_heads * v_dim;
+    d.out.head_stride = v_dim;
+    d.out.row_stride = q_heads * v_dim;
     return d;
 }
 

@@ -44,6 +44,7 @@
 //! the tests hold every level to.
 
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     missing_docs,
     unsafe_op_in_unsafe_fn,
@@ -54,14 +55,17 @@
 extern crate std;
 
 #[cfg(feature = "capi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
 pub mod capi;
 #[cfg(feature = "capi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
 pub mod capi_split;
 mod dispatch;
 mod error;
 pub mod exp;
 pub mod kernel;
 #[cfg(feature = "parallel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "parallel")))]
 pub mod parallel;
 mod params;
 mod range;

@@ -1,0 +1,513 @@
+//! The public Rust API, named item by item with its exact signature, so that a change a user
+//! would notice (a renamed or removed item, a new parameter, a lost `const`, trait or auto
+//! trait, a new variant of an exhaustive enum, a new public field) fails to compile here.
+//! A deliberate change updates this file and CHANGELOG.md together.
+//!
+//! Left out: `qkv::kernel`, whose constants are the kernel's internals and not part of the
+//! API users build on (the crate docs and README.md state the stack use). The `capi` and
+//! `parallel` parts compile with their features (`cargo test --features capi,parallel
+//! --test public_api`).
+// Spelling out every signature whole is the point of this file.
+#![allow(clippy::type_complexity)]
+
+use core::fmt::{Debug, Display};
+use core::hash::Hash;
+use core::ops::Range;
+
+use qkv::split::Level;
+use qkv::stream::Stream;
+use qkv::{Bias, Dim, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape, Tensor};
+
+type Attention =
+    fn(&Params, &[f32], &[f32], &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+/// The same call on a chosen level (`Isa`, `Emulated`, `split::Level`).
+type AttentionOn<L> =
+    fn(L, &Params, &[f32], &[f32], &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+
+/// Plain values: copied, compared, printed, shared between threads.
+fn value<T: Copy + Clone + Debug + PartialEq + Send + Sync + Unpin>() {}
+fn eq_hash<T: Eq + Hash>() {}
+fn default<T: Default>() -> T {
+    T::default()
+}
+
+// `const fn`s stay callable in constants.
+const SHAPE: Shape = Shape::new(4, 3, 5, 8).gqa(4, 2).with_v_dim(6);
+const PLANAR: Layout = Layout::planar(3, 8);
+const INTERLEAVED: Layout = Layout::interleaved(4, 8);
+const AT: usize = PLANAR.at(1, 2);
+const MASKS: [Mask; 4] = [
+    Mask::NONE,
+    Mask::causal(),
+    Mask::sliding_window(2).with_right(Some(1)),
+    Mask::causal().aligned(QueryPos::Offset(-3)),
+];
+const BIAS: Bias<'static> = Bias::broadcast(&[0.0; 5], 5);
+const PARAMS: Params<'static> = Params::new(SHAPE)
+    .interleaved()
+    .with_layouts(PLANAR, PLANAR, PLANAR, INTERLEAVED)
+    .with_scale(0.5)
+    .with_mask(Mask::causal())
+    .with_bias(BIAS);
+const ISA: (Option<Isa>, &str, usize, usize) = (
+    Isa::from_u8(0),
+    Isa::Avx2.name(),
+    Isa::Avx512.lanes(),
+    Emulated::Lanes8.lanes(),
+);
+
+fn top_level() {
+    let _: Attention = qkv::attention;
+    let _: Attention = qkv::reference::attention;
+}
+
+fn shape_and_layout() {
+    let Shape {
+        q_heads: _,
+        kv_heads: _,
+        q_len: _,
+        kv_len: _,
+        head_dim: _,
+        v_dim: _,
+    }: Shape = SHAPE;
+    let _: fn(usize, usize, usize, usize) -> Shape = Shape::new;
+    let _: fn(Shape, usize, usize) -> Shape = Shape::gqa;
+    let _: fn(Shape, usize) -> Shape = Shape::with_v_dim;
+    let _: fn(&Shape) -> f64 = Shape::flops;
+    value::<Shape>();
+    eq_hash::<Shape>();
+
+    let Layout {
+        head_stride: _,
+        row_stride: _,
+    }: Layout = PLANAR;
+    let _: fn(usize, usize) -> Layout = Layout::planar;
+    let _: fn(usize, usize) -> Layout = Layout::interleaved;
+    let _: fn(&Layout, usize, usize) -> usize = Layout::at;
+    value::<Layout>();
+    eq_hash::<Layout>();
+}
+
+fn masks() {
+    let Mask {
+        left: _,
+        right: _,
+        query_pos: _,
+    }: Mask = MASKS[0];
+    let _: Option<usize> = MASKS[0].left;
+    let _: Option<usize> = MASKS[0].right;
+    let _: Mask = Mask::NONE;
+    let _: fn() -> Mask = Mask::causal;
+    let _: fn(usize) -> Mask = Mask::sliding_window;
+    let _: fn(Mask, Option<usize>) -> Mask = Mask::with_right;
+    let _: fn(Mask, QueryPos) -> Mask = Mask::aligned;
+    value::<Mask>();
+    eq_hash::<Mask>();
+    let _: Mask = default();
+
+    match QueryPos::default() {
+        QueryPos::BottomRight | QueryPos::TopLeft => {}
+        QueryPos::Offset(n) => {
+            let _: i64 = n;
+        }
+    }
+    value::<QueryPos>();
+    eq_hash::<QueryPos>();
+}
+
+fn bias_and_params<'a>(_: Params<'a>) {
+    let Bias {
+        data,
+        head_stride: _,
+        row_stride: _,
+    }: Bias<'a> = BIAS;
+    let _: &'a [f32] = data;
+    let _: fn(&'a [f32], usize) -> Bias<'a> = Bias::broadcast;
+    value::<Bias<'a>>();
+
+    let Params {
+        shape: _,
+        q: _,
+        k: _,
+        v: _,
+        out: _,
+        scale,
+        mask: _,
+        bias,
+    }: Params<'a> = PARAMS;
+    let _: Option<f32> = scale;
+    let _: Option<Bias<'a>> = bias;
+    let _: fn(Shape) -> Params<'a> = Params::new;
+    let _: fn(Params<'a>) -> Params<'a> = Params::interleaved;
+    let _: fn(Params<'a>, Layout, Layout, Layout, Layout) -> Params<'a> = Params::with_layouts;
+    let _: fn(Params<'a>, f32) -> Params<'a> = Params::with_scale;
+    let _: fn(Params<'a>, Mask) -> Params<'a> = Params::with_mask;
+    let _: fn(Params<'a>, Bias<'a>) -> Params<'a> = Params::with_bias;
+    let _: fn(&Params<'a>) -> f32 = Params::scale;
+    let _: fn(&Params<'a>) -> i128 = Params::query_offset;
+    let _: fn(&Params<'a>, usize, usize) -> bool = Params::is_visible;
+    let _: fn(&Params<'a>, usize) -> (usize, usize) = Params::key_range;
+    let _: fn(&Params<'a>, &[f32], &[f32], &[f32], &[f32], Option<&[f32]>) -> Result<(), Error> =
+        Params::validate;
+    value::<Params<'a>>();
+}
+
+fn errors() {
+    let all = [
+        Error::ZeroDim(Dim::QHeads),
+        Error::HeadsNotDivisible {
+            q_heads: 3,
+            kv_heads: 2,
+        },
+        Error::TooShort {
+            tensor: Tensor::Q,
+            needed: 1,
+            len: 0,
+        },
+        Error::Overflow(Tensor::K),
+        Error::Overlap(Tensor::Out),
+        Error::InvalidScale,
+        Error::Unsupported(Isa::Neon),
+        Error::KeyRange {
+            start: 0,
+            end: 1,
+            kv_len: 0,
+        },
+    ];
+    // `Error` is `#[non_exhaustive]`: users match it with a wildcard arm, so a new variant
+    // is not a breaking change; the fields of the existing ones are.
+    for e in all {
+        match e {
+            Error::ZeroDim(d) => match d {
+                Dim::QHeads | Dim::KvHeads | Dim::HeadDim | Dim::VDim => {}
+            },
+            Error::HeadsNotDivisible { q_heads, kv_heads } => {
+                let _: (usize, usize) = (q_heads, kv_heads);
+            }
+            Error::TooShort {
+                tensor,
+                needed,
+                len,
+            } => {
+                let _: (Tensor, usize, usize) = (tensor, needed, len);
+            }
+            Error::Overflow(t) | Error::Overlap(t) => match t {
+                Tensor::Q | Tensor::K | Tensor::V | Tensor::Out | Tensor::Lse | Tensor::Bias => {}
+            },
+            Error::InvalidScale => {}
+            Error::Unsupported(isa) => {
+                let _: Isa = isa;
+            }
+            Error::KeyRange { start, end, kv_len } => {
+                let _: (usize, usize, usize) = (start, end, kv_len);
+            }
+            _ => {}
+        }
+    }
+    value::<Error>();
+    eq_hash::<Error>();
+    fn std_error<T: Display + core::error::Error + 'static>() {}
+    std_error::<Error>();
+    value::<Tensor>();
+    eq_hash::<Tensor>();
+    value::<Dim>();
+    eq_hash::<Dim>();
+}
+
+fn levels() -> impl Iterator<Item = Isa> {
+    match Isa::Scalar {
+        Isa::Scalar | Isa::Avx2 | Isa::Avx512 | Isa::Neon => {}
+    }
+    let _: [u8; 4] = [
+        Isa::Scalar as u8,
+        Isa::Avx2 as u8,
+        Isa::Avx512 as u8,
+        Isa::Neon as u8,
+    ];
+    let _: [Isa; 4] = Isa::ALL;
+    let _: fn() -> Isa = Isa::detect;
+    let _: fn(Isa) -> bool = Isa::is_available;
+    let _: fn(u8) -> Option<Isa> = Isa::from_u8;
+    let _: fn(Isa) -> &'static str = Isa::name;
+    let _: fn(Isa) -> usize = Isa::lanes;
+    let _: AttentionOn<Isa> = Isa::attention;
+    value::<Isa>();
+    eq_hash::<Isa>();
+    fn ordered<T: PartialOrd + Ord + Display>() {}
+    ordered::<Isa>();
+
+    match Emulated::Lanes4 {
+        Emulated::Lanes4 | Emulated::Lanes8 | Emulated::Lanes16 => {}
+    }
+    let _: [Emulated; 3] = Emulated::ALL;
+    let _: fn(Emulated) -> usize = Emulated::lanes;
+    let _: AttentionOn<Emulated> = Emulated::attention;
+    value::<Emulated>();
+    eq_hash::<Emulated>();
+
+    Isa::available()
+}
+
+fn split() {
+    match Level::default() {
+        Level::Detect => {}
+        Level::Isa(isa) => {
+            let _: Isa = isa;
+        }
+        Level::Emulated(e) => {
+            let _: Emulated = e;
+        }
+    }
+    let _: Level = Level::from(Isa::Scalar);
+    let _: Level = Level::from(Emulated::Lanes4);
+    let _: AttentionOn<Level> = Level::attention;
+    value::<Level>();
+    eq_hash::<Level>();
+
+    let _: fn(
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        Range<usize>,
+        &mut [f32],
+        &mut [f32],
+    ) -> Result<(), Error> = qkv::split::partial;
+    let _: fn(
+        Level,
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        Range<usize>,
+        &mut [f32],
+        &mut [f32],
+    ) -> Result<(), Error> = qkv::split::partial_at;
+    let _: fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error> =
+        qkv::split::merge;
+    let _: fn(&mut [f32], &mut f32, &[f32], f32) -> Result<(), Error> = qkv::split::merge_rows;
+}
+
+fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
+    let _: fn(&Shape) -> usize = Stream::state_len;
+    let _: fn(&Params<'p>, &'s mut [f32]) -> Result<Stream<'p, 's>, Error> = Stream::new;
+    let _: fn(&Params<'p>, &'s mut [f32]) -> Result<Stream<'p, 's>, Error> = Stream::resume;
+    let _: fn(&mut Stream<'p, 's>) = Stream::reset;
+    let _: fn(&mut Stream<'p, 's>, &[f32], &[f32], &[f32], Range<usize>) -> Result<(), Error> =
+        Stream::update;
+    let _: fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error> =
+        Stream::finish;
+    fn stream_traits<T: Debug + Send + Sync + Unpin>() {}
+    stream_traits::<Stream<'p, 's>>();
+    // `with_level` takes `impl Into<Level>`: each of its argument types.
+    s.with_level(Isa::Scalar)
+        .with_level(Emulated::Lanes4)
+        .with_level(Level::Detect)
+}
+
+fn exp_and_tolerance() {
+    let _: fn(pulp::Scalar, f32) -> f32 = qkv::exp::exp::<pulp::Scalar>;
+    let _: fn(f32) -> f32 = qkv::exp::exp1;
+    let _: f32 = qkv::tolerance::EPS;
+    let _: fn(f32, f32, usize, usize) -> f32 = qkv::tolerance::output_bound;
+    let _: fn(f32, usize, usize, f32) -> f32 = qkv::tolerance::lse_bound;
+    let _: fn(f32, f32, usize, usize, f32, usize) -> f32 = qkv::tolerance::merged_output_bound;
+    let _: fn(f32, usize, usize, f32, usize) -> f32 = qkv::tolerance::merged_lse_bound;
+    let _: fn(f32, f32, usize, usize, f32, usize) -> f32 = qkv::tolerance::stream_output_bound;
+    let _: fn(f32, usize, usize, f32, usize) -> f32 = qkv::tolerance::stream_lse_bound;
+}
+
+#[cfg(feature = "parallel")]
+fn parallel() {
+    use qkv::parallel::Plan;
+    let Plan {
+        q_block: _,
+        kv_block: _,
+    }: Plan = Plan::auto(&SHAPE, 2);
+    let _: fn(&Shape, usize) -> Plan = Plan::auto;
+    value::<Plan>();
+    eq_hash::<Plan>();
+    let _: Attention = qkv::parallel::attention;
+    let _: fn(
+        Level,
+        Plan,
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        &mut [f32],
+        Option<&mut [f32]>,
+    ) -> Result<(), Error> = qkv::parallel::attention_planned;
+}
+
+#[cfg(feature = "capi")]
+fn capi() {
+    use core::ffi::c_char;
+    use qkv::capi::*;
+    use qkv::capi_split::*;
+
+    // The values of the status codes and enumerations are ABI: each keeps its number.
+    for (status, value) in [
+        (QKV_OK, 0),
+        (QKV_ERR_ZERO_DIM, 1),
+        (QKV_ERR_HEADS_NOT_DIVISIBLE, 2),
+        (QKV_ERR_TOO_SHORT, 3),
+        (QKV_ERR_OVERFLOW, 4),
+        (QKV_ERR_OVERLAP, 5),
+        (QKV_ERR_INVALID_SCALE, 6),
+        (QKV_ERR_UNSUPPORTED, 7),
+        (QKV_ERR_NULL_POINTER, 8),
+        (QKV_ERR_MISALIGNED, 9),
+        (QKV_ERR_ALIASING, 10),
+        (QKV_ERR_STRUCT_SIZE, 11),
+        (QKV_ERR_UNKNOWN_FLAGS, 12),
+        (QKV_ERR_UNKNOWN_MASK, 13),
+        (QKV_ERR_UNKNOWN_QUERY_POS, 14),
+        (QKV_ERR_UNKNOWN_ISA, 15),
+        (QKV_ERR_INTERNAL, 16),
+    ] {
+        assert_eq!(status, value);
+    }
+    let _: i32 = QKV_OK;
+    let _: [QkvStatus; 17] = ALL_STATUSES;
+    for (kind, value) in [
+        (QKV_MASK_NONE, 0),
+        (QKV_MASK_CAUSAL, 1),
+        (QKV_MASK_BAND, 2),
+        (QKV_QUERY_POS_BOTTOM_RIGHT, 0),
+        (QKV_QUERY_POS_TOP_LEFT, 1),
+        (QKV_QUERY_POS_OFFSET, 2),
+        (QKV_ISA_SCALAR, 0),
+        (QKV_ISA_AVX2, 1),
+        (QKV_ISA_AVX512, 2),
+        (QKV_ISA_NEON, 3),
+    ] {
+        let _: (i32, i32) = (kind, value);
+        assert_eq!(kind, value);
+    }
+    let _: [u32; 3] = [QKV_FLAG_SCALE, QKV_KNOWN_FLAGS, QKV_VERSION];
+    let _: [usize; 3] = [QKV_UNBOUNDED, QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE];
+    const _: QkvStatus = error_status(Error::InvalidScale);
+    let _: fn(Error) -> QkvStatus = error_status;
+
+    let QkvLayout {
+        head_stride: _,
+        row_stride: _,
+    }: QkvLayout = QkvLayout::from(PLANAR);
+    let _: QkvLayout = default();
+    value::<QkvLayout>();
+    eq_hash::<QkvLayout>();
+
+    const DESC: QkvDesc = QkvDesc::planar(4, 2, 3, 5, 8, 6);
+    let _: fn(usize, usize, usize, usize, usize, usize) -> QkvDesc = QkvDesc::planar;
+    let QkvDesc {
+        struct_size: _,
+        q_heads: _,
+        kv_heads: _,
+        q_len: _,
+        kv_len: _,
+        head_dim: _,
+        v_dim: _,
+        q: _,
+        k: _,
+        v: _,
+        out: _,
+        window_left: _,
+        window_right: _,
+        bias,
+        bias_layout: _,
+        q_count: _,
+        k_count: _,
+        v_count: _,
+        out_count: _,
+        lse_count: _,
+        bias_count: _,
+        query_offset,
+        scale,
+        flags,
+        mask,
+        query_pos,
+    }: QkvDesc = DESC;
+    let _: (*const f32, i64, f32, u32, i32, i32) =
+        (bias, query_offset, scale, flags, mask, query_pos);
+    // A raw pointer inside: not Send or Sync, like the C struct.
+    fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
+    desc_traits::<QkvDesc>();
+
+    type Call = unsafe extern "C" fn(
+        *const QkvDesc,
+        *const f32,
+        *const f32,
+        *const f32,
+        *mut f32,
+        *mut f32,
+    ) -> QkvStatus;
+    let _: Call = qkv_attention_f32;
+    let _: Call = qkv_reference_f32;
+    let _: unsafe extern "C" fn(
+        i32,
+        *const QkvDesc,
+        *const f32,
+        *const f32,
+        *const f32,
+        *mut f32,
+        *mut f32,
+    ) -> QkvStatus = qkv_attention_f32_isa;
+    let _: extern "C" fn() -> i32 = qkv_detected_isa;
+    let _: extern "C" fn(i32) -> i32 = qkv_isa_available;
+    let _: extern "C" fn(i32) -> *const c_char = qkv_isa_name;
+    let _: extern "C" fn(QkvStatus) -> *const c_char = qkv_status_str;
+    let _: extern "C" fn() -> u32 = qkv_version;
+
+    let _: unsafe extern "C" fn(
+        *const QkvDesc,
+        *const f32,
+        *const f32,
+        *const f32,
+        usize,
+        usize,
+        *mut f32,
+        *mut f32,
+    ) -> QkvStatus = qkv_partial_f32;
+    let _: unsafe extern "C" fn(
+        *const QkvDesc,
+        *mut f32,
+        *mut f32,
+        *const f32,
+        *const f32,
+    ) -> QkvStatus = qkv_merge_f32;
+    let _: unsafe extern "C" fn(*const QkvDesc, *mut usize) -> QkvStatus = qkv_stream_state_len;
+    let _: unsafe extern "C" fn(*const QkvDesc, *mut f32, usize) -> QkvStatus = qkv_stream_init;
+    let _: unsafe extern "C" fn(
+        *const QkvDesc,
+        *mut f32,
+        usize,
+        *const f32,
+        *const f32,
+        *const f32,
+        usize,
+        usize,
+    ) -> QkvStatus = qkv_stream_update;
+    let _: unsafe extern "C" fn(*const QkvDesc, *mut f32, usize, *mut f32, *mut f32) -> QkvStatus =
+        qkv_stream_finish;
+}
+
+/// Runs the functions above: they only name items (no call computes anything), so a
+/// compiled test binary is the whole check.
+#[test]
+fn public_api_is_unchanged() {
+    let _ = (SHAPE, PLANAR, INTERLEAVED, AT, MASKS, PARAMS, ISA);
+    top_level();
+    shape_and_layout();
+    masks();
+    bias_and_params(PARAMS);
+    errors();
+    let _ = levels();
+    split();
+    let _: fn(Stream<'static, 'static>) -> Stream<'static, 'static> = stream;
+    exp_and_tolerance();
+    #[cfg(feature = "parallel")]
+    parallel();
+    #[cfg(feature = "capi")]
+    capi();
+}
