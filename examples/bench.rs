@@ -52,19 +52,19 @@ WHAT THE DEFAULT RUN DOES (about a minute on a 2-core VM, a few seconds per shap
       prefill-{1k,4k}-d{128,64}[-causal]  q_len = kv_len = 1024 or 4096, 1 head (--heads)
       window256-16k-d128                  causal sliding window of 256 keys, 16384², 1 head
       decode-{4k,32k}                     q_len 1, 32 query heads over 8 kv heads, d128
-    Each row: a warm-up run, then timed runs for about 0.25 s (3 to 15 runs); the time is
-    their median. A level estimated to take over 2 s a run is skipped (scalar on the big
-    prefill shapes) unless --full.
+    Each row: a warm-up run, then timed runs for about 0.25 s with their probe slots (3 to
+    15 runs); the time is their median. A level estimated to take over 2 s a run is
+    skipped (scalar on the big prefill shapes) unless --full.
 
 COLUMNS
     rate    GFLOP/s (prefill; 4·q·kv·d per head over visible pairs) or GB/s of K+V read once
             per GQA group (decode)
     %peak   the rate against a ceiling measured next to this row, on the row's threads:
             prefill: the level's own multiply-add probe (12 independent chains; fused on the
-              SIMD levels; on scalar a 4-lane mul+add, because the compiler vectorises
-              \"scalar\" code to SSE2/NEON but cannot fuse it), baseline: the widest level
-              matrixmultiply may use; decode: a streaming read of as many bytes as the
-              row's K+V (so both see the same caches).
+              SIMD levels; on scalar an unfused 4-lane mul+add, because the compiler
+              vectorises \"scalar\" code to SSE2/NEON but cannot fuse it), for baseline the
+              widest level matrixmultiply may use; decode: a streaming read of as many
+              bytes as the row's K+V (so both see the same caches).
             Every timed run is preceded by a probe slot, one more follows the last; the
             ceiling is the median of the slots. Above 100% prints as >100%! : a measurement
             error (the clock or a neighbour changed within the row), not a result.
@@ -80,7 +80,8 @@ OPTIONS
                         --shape prefill-4k-d128   prefill-4k-d128 and its -causal twin
     --shape CUSTOM    your own shape: QH[/KVH]xQ_LENxKV_LENxHEAD_DIM[,causal|,window=N]
                       (query heads, kv heads (default QH), query rows, keys, head dim; x or
-                      ×; window=N: causal sliding window of N keys before the query);
+                      ×; window=N: the query at pos sees keys pos-N ..= pos; masks are
+                      aligned bottom-right, the queries being the last q_len positions);
                       q_len 1 is reported as decode (GB/s), anything else as prefill
                         --shape 32/8x1x32768x128            Llama-style GQA decode
                         --shape 8x2048x2048x64,causal       8 heads, causal prefill
@@ -391,20 +392,20 @@ struct Budget {
 /// one more slot after the last), and returns the median time and the probes' ceilings.
 ///
 /// On a shared machine another process may take the core in the middle of a run. Linux
-/// counts the time a thread waits on the run queue (`/proc/self/task/*/schedstat`, updated
-/// each time a thread gets the CPU back), so each run is classed as *clean* (this process's
-/// threads waited under 1% of the `threads` × its wall time) or not, and the median is taken
+/// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a thread
+/// gets the CPU back), so each run is classed as *clean* (the row's threads waited under 1%
+/// of `threads` × its wall time) or not, and the median is taken
 /// over the clean runs when there are at least 3 (runs are repeated, within 3× the budget,
 /// to get them). Elsewhere, or if too few runs were clean, it is the median of all runs, and
 /// [`Timing::clean`] says so. A warm-up run longer than a second is itself the only sample
 /// (far past any cold-cache effect).
 fn measure(budget: &Budget, threads: usize, probes: &mut [Prober], mut f: impl FnMut()) -> Timing {
     let mut run = || {
-        let w0 = waited_ns();
+        let w0 = waited_ns(threads > 1);
         let t = Instant::now();
         f();
         let dt = t.elapsed().as_secs_f64();
-        let waited = match (w0, waited_ns()) {
+        let waited = match (w0, waited_ns(threads > 1)) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1e-9 / threads as f64),
             _ => None,
         };
@@ -459,10 +460,11 @@ struct Timing {
     cpu_share: Option<f64>,
 }
 
-/// The median of `v` (the upper one of an even count); `v` is not empty.
+/// The median of `v`, the mean of the two middle values of an even count; `v` is not empty.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
 impl Timing {
@@ -489,18 +491,29 @@ impl Timing {
     }
 }
 
-/// Nanoseconds the threads of this process have spent waiting for a CPU while runnable
-/// (Linux `/proc/self/task/*/schedstat`, second field: the pool's threads count too); `None`
-/// elsewhere.
-fn waited_ns() -> Option<u64> {
+/// Nanoseconds spent waiting for a CPU while runnable (Linux schedstat, second field) by
+/// this thread, or with `all` by every thread of this process (a threaded row's work runs on
+/// other threads, which may also be created and ended within a run); `None` elsewhere.
+///
+/// A one-thread row reads only its own thread: the idle threads of a `--threads` pool
+/// yield while they wait for work, and on a busy host a yielding thread waits on the run
+/// queue without the row being slowed.
+fn waited_ns(all: bool) -> Option<u64> {
+    let read = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    if !all {
+        return read("/proc/thread-self/schedstat".into());
+    }
     let mut total = 0;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path().join("schedstat");
         // A thread that ended between the listing and the read has nothing left to count.
-        let Ok(stat) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        total += stat.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+        total += read(task.ok()?.path().join("schedstat")).unwrap_or(0);
     }
     Some(total)
 }
@@ -1547,10 +1560,17 @@ impl Table {
             ("cpu", ""),
             ("date_utc", ""),
             ("detected_level", "detected "),
-            ("threads", "threads "),
         ]
         .iter()
         .filter_map(|(col, label)| self.get(row, col).map(|v| format!("{label}{v}")))
+        // The level rows' threads (the baseline always has one).
+        .chain(
+            self.rows
+                .iter()
+                .filter_map(|r| self.num(r, "threads"))
+                .reduce(f64::max)
+                .map(|t| format!("threads {t}")),
+        )
         .collect();
         if parts.is_empty() {
             "no run information (an older CSV)".to_string()
