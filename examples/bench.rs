@@ -210,7 +210,7 @@ fn options() -> Options {
                 o.compare = Some((a, b));
             }
             "--csv" => {
-                o.csv = Some(match args.next_if(|v| !v.starts_with("--")) {
+                o.csv = Some(match args.next_if(|v| !v.starts_with('-') || v == "-") {
                     Some(f) if f != "-" => CsvTo::File(f),
                     _ => CsvTo::Stdout,
                 })
@@ -974,9 +974,15 @@ fn commit() -> String {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, now, from the system clock.
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    utc_date(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of `secs` seconds after 1970-01-01T00:00:00Z.
+fn utc_date(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days + 719_468;
@@ -1672,5 +1678,75 @@ fn compare(a_path: &str, b_path: &str) {
     }
     if !only_b.is_empty() {
         println!("only in B: {}", only_b.join(" "));
+    }
+}
+
+// `cargo test --release --example bench`: the parts of the command line and the CSV that a
+// typo or a format change would break without any benchmark noticing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_shapes_parse() {
+        let c = custom_case("32/8x1x32768x128").unwrap();
+        assert_eq!(c.name, "32/8x1x32768x128");
+        assert_eq!(c.kind, Kind::Decode);
+        let s = c.shape;
+        assert_eq!(
+            (s.q_heads, s.kv_heads, s.q_len, s.kv_len),
+            (32, 8, 1, 32768)
+        );
+        assert_eq!((s.head_dim, s.v_dim), (128, 128));
+        assert_eq!(c.mask.left, None);
+        assert_eq!(c.mask.right, None);
+
+        let c = custom_case("8×2048×2048×64,causal").unwrap();
+        assert_eq!(c.name, "8x2048x2048x64-causal");
+        assert_eq!(c.kind, Kind::Prefill);
+        assert_eq!((c.shape.q_heads, c.shape.kv_heads), (8, 8));
+        assert_eq!((c.mask.left, c.mask.right), (None, Some(0)));
+
+        let c = custom_case("4/1x512x16384x128,window=4096").unwrap();
+        assert_eq!(c.name, "4/1x512x16384x128-window4096");
+        assert_eq!((c.mask.left, c.mask.right), (Some(4096), Some(0)));
+    }
+
+    #[test]
+    fn bad_custom_shapes_say_why() {
+        for (spec, why) in [
+            ("32/8x1x128", "3 field(s)"),
+            ("3/2x1x4x8", "multiple of kv heads"),
+            ("4x1x4x8,foo", "unknown option"),
+            ("4x0x4x8", "q_len must be a positive integer"),
+            ("4xax4x8", "q_len must be a positive integer"),
+            ("4x1x4x8,window=0", "window must be"),
+            ("1024x65536x65536x128", "GiB"),
+            ("4x99999999999999999999x4x8", "q_len"),
+        ] {
+            let e = custom_case(spec).err().unwrap();
+            assert!(e.contains(why), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn csv_fields_round_trip() {
+        let fields = ["plain", "a,b", "say \"hi\"", "", "x"];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        assert_eq!(csv_split(&line.join(",")), fields);
+        assert_eq!(CSV_HEADER.split(',').count(), 33);
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_date(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }
