@@ -389,14 +389,15 @@ struct Budget {
 }
 
 /// Runs `f` once to warm up, then repeatedly, each run preceded by a slot of `probes` (and
-/// one more slot after the last), and returns the median time and the probes' ceilings.
+/// one more slot after the last; each [`Prober`] keeps its slots' rates), and returns the
+/// median time of `f`.
 ///
 /// On a shared machine another process may take the core in the middle of a run. Linux
-/// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a thread
-/// gets the CPU back), so each run is classed as *clean* (the row's threads waited under 1%
-/// of `threads` × its wall time) or not, and the median is taken
-/// over the clean runs when there are at least 3 (runs are repeated, within 3× the budget,
-/// to get them). Elsewhere, or if too few runs were clean, it is the median of all runs, and
+/// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a
+/// thread gets the CPU back), so each run is classed as *clean* (the row's `threads` waited
+/// under 1% of its wall time each, on average) or not, and the median is taken over the
+/// clean runs when there are at least 3 (runs are repeated, within 3× the budget, to get
+/// them). Elsewhere, or if too few runs were clean, it is the median of all runs, and
 /// [`Timing::clean`] says so. A warm-up run longer than a second is itself the only sample
 /// (far past any cold-cache effect).
 fn measure(budget: &Budget, threads: usize, probes: &mut [Prober], mut f: impl FnMut()) -> Timing {
