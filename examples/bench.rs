@@ -1,36 +1,27 @@
-//! The main job: every available level on the issue-3 shapes, against the measured ceiling of
-//! this core and a three-pass SGEMM baseline.
+//! The main job: every available level on the issue-3 shapes (or a shape of your own), each
+//! row against a ceiling of this core measured next to it, and a three-pass SGEMM baseline.
 //!
-//! ```sh
-//! cargo run --release --example bench                       # default: about a minute
-//! cargo run --release --example bench -- --shape decode     # shapes whose name contains "decode"
-//! cargo run --release --example bench -- --level avx2 --csv # one level, machine-readable
-//! cargo run --release --example bench -- --full             # 8 prefill heads, more runs
-//! MMTEST_FEATURE=avx2,fma cargo run --release --example bench -- --level avx2
-//!                                                # baseline on AVX2 too, as on an AVX2 CPU
-//! MMTEST_FEATURE=sse2 cargo run --release --example bench -- --level scalar
-//!                                                # baseline without AVX, for the scalar level
-//! ```
-//!
-//! Flags: `--shape NAME` (substring of a shape name), `--level NAME` (`scalar`, `avx2`,
-//! `avx512`, `neon`, `split` (both split-KV rows), `split-1t`, `split-2t`, or `baseline`
-//! alone; the baseline always runs, for the speed-up), `--heads N` (prefill heads, default 1; 8 with `--full`), `--full` (also the levels that
-//! would take seconds per call, and more runs), `--quick` (fewer runs), `--csv`, `--list`.
+//! `cargo run --release --example bench -- --help` says what it runs and every option; the
+//! text is [`HELP`] below.
 //!
 //! Per level and shape it prints the median time of several runs (after a warm-up run), the
-//! rate (GFLOP/s for prefill, GB/s of K/V read for decode), that rate as a share of this
-//! core's ceiling measured in the same run (the FMA probe of the level itself, the AVX2 FMA
-//! probe, or the streaming-read probe), the speed-up over the baseline and the largest error
-//! against `qkv::reference` on the rows it checked (a sample of heads × rows for big shapes,
-//! each recomputed by the reference as a one-row sub-problem with the same mask position).
+//! rate (GFLOP/s for prefill, GB/s of K/V read for decode), that rate as a share of the
+//! row's ceiling, the speed-up over the baseline and the largest error against
+//! `qkv::reference` on the rows it checked (a sample of heads × rows for big shapes, each
+//! recomputed by the reference as a one-row sub-problem with the same mask position).
 //! Flops are counted as `2·(head_dim + v_dim)` per visible query·key pair: `4·q·kv·d` per
 //! head unmasked, half of that causal.
+//!
+//! A ceiling is a property of the core *at that moment*: the clock moves with temperature,
+//! the vector width in use and the neighbours on a shared host. So no ceiling is measured
+//! once for the whole run; every timed kernel run is preceded by a short probe slot, and one
+//! more follows the last, and the row is reported against the median of those slots (see
+//! [`measure`] and [`Probe`]). A row above 100% of that is a measurement error and is
+//! printed as one.
 //!
 //! Decode shapes also get two split-KV rows, `split-1t` and `split-2t`: the detected level
 //! through `qkv::split::partial` over two key ranges, on one thread or one each on two
 //! threads, then `qkv::split::merge` (see `common/split_kv.rs`); the time includes the merge.
-//! Their `%peak` is of the one-core streaming probe, so above 100% means the second core's
-//! share of memory bandwidth; `runs`/`cpu` see only the calling thread.
 
 #[path = "common/baseline.rs"]
 mod baseline;
@@ -44,6 +35,85 @@ use std::time::Instant;
 use cases::{Case, Data, Kind, at};
 use pulp::{Simd, WithSimd};
 use qkv::{Isa, Mask, Params, QueryPos, Shape};
+
+const HELP: &str = "\
+bench: qkv's attention levels against this core's measured ceilings and an SGEMM baseline
+
+USAGE
+    cargo run --release --example bench -- [OPTIONS]
+    cargo run --release --features parallel --example bench -- --threads N [OPTIONS]
+    cargo run --release --example bench -- --compare OLD.csv NEW.csv
+
+WHAT THE DEFAULT RUN DOES (about a minute on a 2-core VM, a few seconds per shape)
+    Every shape below, on one thread, for every level this CPU and build can run (scalar,
+    avx2, avx512 on x86-64; scalar, neon on aarch64), plus `baseline` (three-pass attention
+    on matrixmultiply's SGEMM, always run: it gives the `vs base` column) and, on decode
+    shapes, `split-1t`/`split-2t` (split-KV decode over 2 key ranges on 1 or 2 threads).
+      prefill-{1k,4k}-d{128,64}[-causal]  q_len = kv_len = 1024 or 4096, 1 head (--heads)
+      window256-16k-d128                  causal sliding window of 256 keys, 16384², 1 head
+      decode-{4k,32k}                     q_len 1, 32 query heads over 8 kv heads, d128
+    Each row: a warm-up run, then timed runs for about 0.25 s with their probe slots (3 to
+    15 runs); the time is their median. A level estimated to take over 2 s a run is
+    skipped (scalar on the big prefill shapes) unless --full.
+
+COLUMNS
+    rate    GFLOP/s (prefill; 4·q·kv·d per head over visible pairs) or GB/s of K+V read once
+            per GQA group (decode)
+    %peak   the rate against a ceiling measured next to this row, on the row's threads:
+            prefill: the level's own multiply-add probe (12 independent chains; fused on the
+              SIMD levels; on scalar an unfused 4-lane mul+add, because the compiler
+              vectorises \"scalar\" code to SSE2/NEON but cannot fuse it), for baseline the
+              widest level matrixmultiply may use; decode: a streaming read of as many
+              bytes as the row's K+V (so both see the same caches).
+            Every timed run is preceded by a probe slot, one more follows the last; the
+            ceiling is the median of the slots. Above 100% prints as >100%! : a measurement
+            error (the clock or a neighbour changed within the row), not a result.
+    %avx2   prefill rate against the AVX2 FMA probe, measured the same way (a yardstick)
+    runs    clean/timed; a clean run waited < 1% of its time on the run queue; the median
+            is over the clean runs (* on the time: fewer than 3 were clean)
+    err/tol max |out - qkv::reference| over the checked heads×rows; worst err over
+            qkv::tolerance::output_bound (<= 1 passes)
+
+OPTIONS
+    --shape NAME      named shapes whose name contains NAME; repeatable
+                        --shape decode            both decode shapes
+                        --shape prefill-4k-d128   prefill-4k-d128 and its -causal twin
+    --shape CUSTOM    your own shape: QH[/KVH]xQ_LENxKV_LENxHEAD_DIM[,causal|,window=N]
+                      (query heads, kv heads (default QH), query rows, keys, head dim; x or
+                      ×; window=N: the query at pos sees keys pos-N ..= pos; masks are
+                      aligned bottom-right, the queries being the last q_len positions);
+                      q_len 1 is reported as decode (GB/s), anything else as prefill
+                        --shape 32/8x1x32768x128            Llama-style GQA decode
+                        --shape 8x2048x2048x64,causal       8 heads, causal prefill
+                        --shape 4/1x512x16384x128,window=4096
+    --level NAME      only this row kind: scalar avx2 avx512 neon split split-1t split-2t
+                      baseline (the baseline runs anyway, for `vs base`)
+                        --level avx2
+    --heads N         heads of the named prefill and window shapes (default 1; 8 with
+                      --full). Decode shapes keep 32/8 heads; custom shapes give their own.
+                        --heads 8
+    --threads N       run the level rows with qkv::parallel::attention on a pool of N
+                      threads (the level forced, Plan::auto), and their ceilings probed on
+                      N threads; the baseline stays on one thread. Needs the build feature:
+                        cargo run --release --features parallel --example bench -- --threads 2
+    --quick           fewer, shorter runs (about 0.05 s a row, 1 to 3 runs): a smoke test
+    --full            more runs (about 1 s a row, 5 to 31), also the slow levels, 8 heads
+    --csv             print CSV to stdout instead of the table
+    --csv FILE        print the table and write CSV to FILE; columns include commit (-dirty
+                      if tracked files changed), cpu, cpu_family, cpu_model, date_utc, rustc,
+                      detected_level and threads
+                        --csv before.csv
+    --compare A B     match the rows of two CSV files by (shape, level) and print B/A of
+                      time, rate and %peak per row, with their medians (runs nothing)
+                        --compare before.csv after.csv
+    --list            list the named shapes
+    -h, --help        this text
+
+ENVIRONMENT
+    MMTEST_FEATURE=avx2,fma (or sse2) at build time limits the baseline's matrixmultiply
+    kernel, e.g. to compare the avx2 (or scalar) level with a baseline of the same width:
+      MMTEST_FEATURE=avx2,fma cargo run --release --example bench -- --level avx2
+";
 
 /// Who computes a row of the table.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,115 +134,304 @@ impl Runner {
             Runner::Split(_) => "split-2t",
         }
     }
+
+    /// Threads the row runs on: its ceiling is probed on as many.
+    fn threads(self, level_threads: usize) -> usize {
+        match self {
+            Runner::Level(_) => level_threads,
+            Runner::Baseline => 1,
+            Runner::Split(t) => t,
+        }
+    }
+}
+
+/// Where the CSV goes.
+enum CsvTo {
+    /// Instead of the table.
+    Stdout,
+    /// Besides the table.
+    File(String),
 }
 
 struct Options {
-    shape: Option<String>,
+    /// `--shape` values: named-shape substrings and custom shapes.
+    shapes: Vec<String>,
     level: Option<String>,
     heads: usize,
-    csv: bool,
+    /// `--threads N`: the level rows go through `qkv::parallel` on N threads.
+    threads: Option<usize>,
+    csv: Option<CsvTo>,
+    compare: Option<(String, String)>,
     quick: bool,
     full: bool,
     list: bool,
 }
 
+/// Prints `msg` and exits with status 2, the usage-error status (no panic, no backtrace).
+fn usage_error(msg: &str) -> ! {
+    eprintln!("bench: {msg}");
+    eprintln!("(try --help)");
+    std::process::exit(2)
+}
+
 fn options() -> Options {
     let mut o = Options {
-        shape: None,
+        shapes: Vec::new(),
         level: None,
         heads: 1,
-        csv: false,
+        threads: None,
+        csv: None,
+        compare: None,
         quick: false,
         full: false,
         list: false,
     };
     let mut heads = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let positive = |flag: &str, v: String| -> usize {
+        v.parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| usage_error(&format!("{flag} takes a positive integer, not {v:?}")))
+    };
     while let Some(a) = args.next() {
         let mut value = |flag: &str| {
-            args.next().unwrap_or_else(|| {
-                eprintln!("{flag} needs a value");
-                std::process::exit(2)
-            })
+            args.next()
+                .unwrap_or_else(|| usage_error(&format!("{flag} needs a value")))
         };
         match a.as_str() {
-            "--shape" => o.shape = Some(value("--shape")),
+            "--shape" => o.shapes.push(value("--shape")),
             "--level" => o.level = Some(value("--level")),
-            "--heads" => {
-                let v = value("--heads");
-                heads = Some(v.parse().ok().filter(|&h| h > 0).unwrap_or_else(|| {
-                    eprintln!("--heads takes a positive integer, not {v:?}");
-                    std::process::exit(2)
-                }))
+            "--heads" => heads = Some(positive("--heads", value("--heads"))),
+            "--threads" => o.threads = Some(positive("--threads", value("--threads"))),
+            "--compare" => {
+                let a = value("--compare");
+                let b = value("--compare (two files)");
+                o.compare = Some((a, b));
             }
-            "--csv" => o.csv = true,
+            "--csv" => {
+                o.csv = Some(match args.next_if(|v| !v.starts_with('-') || v == "-") {
+                    Some(f) if f != "-" => CsvTo::File(f),
+                    _ => CsvTo::Stdout,
+                })
+            }
             "--quick" => o.quick = true,
             "--full" => o.full = true,
             "--list" => o.list = true,
             // `cargo bench` passes this to every target; ignore it.
             "--bench" => {}
             "-h" | "--help" => {
-                println!(
-                    "usage: bench [--shape NAME] [--level NAME] [--heads N] [--full] [--quick] \
-                     [--csv] [--list]\n\
-                     levels: scalar avx2 avx512 neon (those available here run), split-1t split-2t (decode), baseline\n\
-                     shapes (substring match): {}",
-                    cases::cases(1)
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
+                print!("{HELP}");
                 std::process::exit(0)
             }
-            other => {
-                eprintln!("unknown argument {other:?} (try --help)");
-                std::process::exit(2)
-            }
+            other => usage_error(&format!("unknown argument {other:?}")),
         }
     }
     o.heads = heads.unwrap_or(if o.full { 8 } else { 1 });
     o
 }
 
-/// Seconds of repeated runs aimed at per (level, shape), and the bounds on their number.
+/// Parses a custom shape, `QH[/KVH]xQ_LENxKV_LENxHEAD_DIM[,causal|,window=N]` (`x` or `×`).
+fn custom_case(spec: &str) -> Result<Case, String> {
+    let (dims, opt) = match spec.split_once(',') {
+        Some((d, o)) => (d, Some(o)),
+        None => (spec, None),
+    };
+    let parts: Vec<&str> = dims.split(['x', '×']).collect();
+    let [heads, q_len, kv_len, head_dim] = parts[..] else {
+        return Err(format!(
+            "custom shape {spec:?}: expected QH[/KVH]xQ_LENxKV_LENxHEAD_DIM, e.g. \
+             32/8x1x32768x128, got {} field(s) separated by x",
+            parts.len()
+        ));
+    };
+    let num = |what: &str, v: &str| -> Result<usize, String> {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                format!("custom shape {spec:?}: {what} must be a positive integer, not {v:?}")
+            })
+    };
+    let (qh, kvh) = match heads.split_once('/') {
+        Some((q, kv)) => (num("query heads", q)?, num("kv heads", kv)?),
+        None => {
+            let h = num("heads", heads)?;
+            (h, h)
+        }
+    };
+    if !qh.is_multiple_of(kvh) {
+        return Err(format!(
+            "custom shape {spec:?}: query heads ({qh}) must be a multiple of kv heads ({kvh})"
+        ));
+    }
+    let (q_len, kv_len, d) = (
+        num("q_len", q_len)?,
+        num("kv_len", kv_len)?,
+        num("head_dim", head_dim)?,
+    );
+    let (mask, suffix) = match opt.map(str::trim) {
+        None => (Mask::NONE, String::new()),
+        Some("causal") => (Mask::causal(), "-causal".to_string()),
+        Some(w) if w.starts_with("window=") => {
+            let n = num("window", &w["window=".len()..])?;
+            (Mask::sliding_window(n), format!("-window{n}"))
+        }
+        Some(other) => {
+            return Err(format!(
+                "custom shape {spec:?}: unknown option {other:?} (causal or window=N)"
+            ));
+        }
+    };
+    // Q, K, V and the output, in f32; refuse what would not fit rather than abort on it.
+    let floats = [qh * q_len * d, 2 * kvh * kv_len * d, qh * q_len * d]
+        .iter()
+        .try_fold(0usize, |acc, &n| acc.checked_add(n));
+    const MAX_BYTES: usize = 16 << 30;
+    match floats.and_then(|f| f.checked_mul(4)) {
+        Some(bytes) if bytes <= MAX_BYTES => {}
+        _ => {
+            return Err(format!(
+                "custom shape {spec:?}: its tensors would take over {} GiB",
+                MAX_BYTES >> 30
+            ));
+        }
+    }
+    let heads_name = if qh == kvh {
+        qh.to_string()
+    } else {
+        format!("{qh}/{kvh}")
+    };
+    Ok(Case {
+        name: format!("{heads_name}x{q_len}x{kv_len}x{d}{suffix}"),
+        kind: if q_len == 1 {
+            Kind::Decode
+        } else {
+            Kind::Prefill
+        },
+        shape: Shape::new(kvh, q_len, kv_len, d).gqa(qh, kvh),
+        mask,
+    })
+}
+
+/// The rows' thread pool for `--threads`: `qkv::parallel` with the `parallel` feature.
+#[cfg(feature = "parallel")]
+mod pool {
+    use qkv::parallel::{Plan, attention_planned};
+    use qkv::split::Level;
+    use qkv::{Isa, Params};
+
+    pub struct Pool(rayon::ThreadPool);
+
+    impl Pool {
+        pub fn new(threads: usize) -> Result<Pool, String> {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map(Pool)
+                .map_err(|e| format!("cannot start {threads} threads: {e}"))
+        }
+
+        /// `qkv::parallel::attention` on this pool, with the level forced to `isa`.
+        pub fn attention(
+            &self,
+            isa: Isa,
+            params: &Params,
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            out: &mut [f32],
+        ) -> Result<(), qkv::Error> {
+            let plan = Plan::auto(&params.shape, self.0.current_num_threads());
+            self.0
+                .install(|| attention_planned(Level::Isa(isa), plan, params, q, k, v, out, None))
+        }
+    }
+}
+
+/// Without the `parallel` feature there is no pool: `--threads` is refused up front.
+#[cfg(not(feature = "parallel"))]
+mod pool {
+    use qkv::{Isa, Params};
+
+    pub enum Pool {}
+
+    impl Pool {
+        pub fn new(_threads: usize) -> Result<Pool, String> {
+            Err(
+                "--threads needs the `parallel` feature: cargo run --release --features \
+                 parallel --example bench -- --threads N"
+                    .to_string(),
+            )
+        }
+
+        pub fn attention(
+            &self,
+            _: Isa,
+            _: &Params,
+            _: &[f32],
+            _: &[f32],
+            _: &[f32],
+            _: &mut [f32],
+        ) -> Result<(), qkv::Error> {
+            match *self {}
+        }
+    }
+}
+
+/// Seconds of repeated runs aimed at per (level, shape), probe slots included, and the
+/// bounds on the number of timed runs.
 struct Budget {
     seconds: f64,
     min_runs: usize,
     max_runs: usize,
 }
 
-/// Runs `f` once to warm up, then repeatedly, and returns the median time.
+/// Runs `f` once to warm up, then repeatedly, each run preceded by a slot of `probes` (and
+/// one more slot after the last; each [`Prober`] keeps its slots' rates), and returns the
+/// median time of `f`.
 ///
 /// On a shared machine another process may take the core in the middle of a run. Linux
-/// counts the time a thread waits on the run queue (`/proc/thread-self/schedstat`, updated
-/// each time the thread gets the CPU back), so each run is classed as *clean* (waited under
-/// 1% of its time) or not, and the median is taken over the clean runs when there are at
-/// least 3 (runs are repeated, within 3× the budget, to get them). Elsewhere, or if too few
-/// runs were clean, it is the median of all runs, and [`Timing::clean`] says so. A warm-up
-/// run longer than a second is itself the only sample (far past any cold-cache effect).
-fn measure(budget: &Budget, mut f: impl FnMut()) -> Timing {
+/// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a
+/// thread gets the CPU back), so each run is classed as *clean* (the row's `threads` waited
+/// under 1% of its wall time each, on average) or not, and the median is taken over the
+/// clean runs when there are at least 3 (runs are repeated, within 3× the budget, to get
+/// them). Elsewhere, or if too few runs were clean, it is the median of all runs, and
+/// [`Timing::clean`] says so. A warm-up run longer than a second is itself the only sample
+/// (far past any cold-cache effect).
+fn measure(budget: &Budget, threads: usize, probes: &mut [Prober], mut f: impl FnMut()) -> Timing {
     let mut run = || {
-        let w0 = waited_ns();
+        let w0 = waited_ns(threads > 1);
         let t = Instant::now();
         f();
         let dt = t.elapsed().as_secs_f64();
-        let waited = match (w0, waited_ns()) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1e-9),
+        let waited = match (w0, waited_ns(threads > 1)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1e-9 / threads as f64),
             _ => None,
         };
         (dt, waited)
     };
+    let slot = |probes: &mut [Prober]| {
+        let t = Instant::now();
+        for p in probes.iter_mut() {
+            p.slot();
+        }
+        t.elapsed().as_secs_f64()
+    };
+    slot(probes);
     let first = run();
+    let slot_time = slot(probes);
     if first.0 > 1.0 {
         return Timing::of(vec![first]);
     }
-    let target =
-        ((budget.seconds / first.0.max(1e-9)) as usize).clamp(budget.min_runs, budget.max_runs);
+    let target = ((budget.seconds / (first.0 + slot_time).max(1e-9)) as usize)
+        .clamp(budget.min_runs, budget.max_runs);
     let start = Instant::now();
     let mut runs = Vec::new();
     loop {
         runs.push(run());
+        slot(probes);
         let clean = runs.iter().filter(|r| is_clean(r)).count();
         let more_for_clean = clean < 3
             && start.elapsed().as_secs_f64() < 3.0 * budget.seconds
@@ -195,19 +454,22 @@ struct Timing {
     median: f64,
     /// Runs timed.
     runs: usize,
-    /// Runs in which this thread kept the CPU, if the OS says; the median is over these when
-    /// there are at least 3.
+    /// Runs in which the threads kept their CPUs, if the OS says; the median is over these
+    /// when there are at least 3.
     clean: Option<usize>,
-    /// Share of all the timed wall-clock time this thread was on a CPU (not waiting).
+    /// Share of all the timed thread time spent on a CPU (not waiting).
     cpu_share: Option<f64>,
+}
+
+/// The median of `v`, the mean of the two middle values of an even count; `v` is not empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
 }
 
 impl Timing {
     fn of(runs: Vec<(f64, Option<f64>)>) -> Timing {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let clean: Vec<f64> = runs.iter().filter(|r| is_clean(r)).map(|r| r.0).collect();
         let known = runs.iter().all(|r| r.1.is_some());
         let wall: f64 = runs.iter().map(|r| r.0).sum();
@@ -230,67 +492,146 @@ impl Timing {
     }
 }
 
-/// The shortest time: a ceiling is a property of the core, and sharing the core with other
-/// processes can only make a probe slower, never faster.
-fn best(v: Vec<f64>) -> f64 {
-    v.into_iter().fold(f64::INFINITY, f64::min)
+/// Nanoseconds spent waiting for a CPU while runnable (Linux schedstat, second field) by
+/// this thread, or with `all` by every thread of this process (a threaded row's work runs on
+/// other threads, which may also be created and ended within a run); `None` elsewhere.
+///
+/// A one-thread row reads only its own thread: the idle threads of a `--threads` pool
+/// yield while they wait for work, and on a busy host a yielding thread waits on the run
+/// queue without the row being slowed.
+fn waited_ns(all: bool) -> Option<u64> {
+    let read = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    if !all {
+        return read("/proc/thread-self/schedstat".into());
+    }
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        // A thread that ended between the listing and the read has nothing left to count.
+        total += read(task.ok()?.path().join("schedstat")).unwrap_or(0);
+    }
+    Some(total)
 }
 
-/// Nanoseconds this thread has spent waiting for a CPU while runnable (Linux
-/// `/proc/thread-self/schedstat`, second field); `None` elsewhere.
-fn waited_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+/// Runs `f(0)` on the calling thread and `f(1)`, …, `f(threads - 1)` on as many scoped
+/// threads, and returns when all are done.
+fn on_threads(threads: usize, f: impl Fn(usize) + Sync) {
+    std::thread::scope(|s| {
+        let f = &f;
+        for t in 1..threads {
+            s.spawn(move || f(t));
+        }
+        f(0);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
 // Ceilings
 
 /// Independent FMA chains: more than latency × units on any core here, so the loop runs at
-/// the FMA units' throughput.
+/// the FMA units' throughput (and few enough for 16 registers with the two constants).
 const CHAINS: usize = 12;
 
-/// `iters` rounds of one FMA on each of [`CHAINS`] independent vector accumulators.
+/// Rounds of one probe run: about half a millisecond at any width on a 3 GHz core, short
+/// enough to run between every two kernel runs.
+const PROBE_ITERS: usize = 1 << 18;
+
+/// Probe runs per slot, of which the fastest counts: a run that lost the core part-way is
+/// not the ceiling.
+const PROBE_RUNS: usize = 3;
+
+/// `iters` rounds of one multiply-add on each of [`CHAINS`] independent vector accumulators:
+/// fused, or a multiply then an add.
 struct FmaProbe {
     iters: usize,
     a: f32,
     b: f32,
+    fused: bool,
 }
 
 impl WithSimd for FmaProbe {
-    type Output = f32;
+    /// The sum of the chains (to keep the work), and the lanes of the vectors used.
+    type Output = (f32, usize);
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+    fn with_simd<S: Simd>(self, simd: S) -> (f32, usize) {
         let a = simd.splat_f32s(self.a);
         let b = simd.splat_f32s(self.b);
         let mut acc = [simd.splat_f32s(0.0); CHAINS];
         for (i, x) in acc.iter_mut().enumerate() {
             *x = simd.splat_f32s(i as f32);
         }
-        for _ in 0..self.iters {
-            for x in acc.iter_mut() {
-                // Fused where the level has FMA; on `Scalar` a multiply and an add, which is
-                // what scalar code compiled for baseline x86-64 (no FMA) can do fastest.
-                *x = simd.mul_add_e_f32s(*x, a, b);
+        // Opaque, so that the compiler cannot see that every lane of a chain is the same and
+        // pack several chains into one vector (which it does for the unfused 4-lane probe).
+        let mut acc = std::hint::black_box(acc);
+        // Two loops rather than a branch in one, so each is a plain chain of vector ops.
+        if self.fused {
+            for _ in 0..self.iters {
+                for x in acc.iter_mut() {
+                    *x = simd.mul_add_e_f32s(*x, a, b);
+                }
+            }
+        } else {
+            for _ in 0..self.iters {
+                for x in acc.iter_mut() {
+                    *x = simd.add_f32s(simd.mul_f32s(*x, a), b);
+                }
             }
         }
         let mut s = simd.splat_f32s(0.0);
         for x in acc {
             s = simd.add_f32s(s, x);
         }
-        simd.reduce_sum_f32s(s)
+        let lanes = std::mem::size_of::<S::f32s>() / std::mem::size_of::<f32>();
+        (simd.reduce_sum_f32s(s), lanes)
     }
 }
 
-/// Runs the FMA probe at `isa`'s width; `None` if this build cannot run that level.
-fn run_fma(isa: Isa, probe: FmaProbe) -> Option<f32> {
+/// The scalar level's ceiling: the unfused probe on the widest vectors plain scalar code of
+/// this build may be vectorised to.
+///
+/// Why not one lane: the scalar level is compiled for the target's baseline, and LLVM
+/// vectorises the "scalar" kernel's independent row and column loops to the baseline's
+/// vectors (SSE2 on x86-64, NEON on aarch64: 4 lanes), so a one-lane ceiling is beaten by the
+/// scalar kernel itself. Why not fused: Rust never contracts `a * b + c` into an FMA, and
+/// the x86-64 baseline has none to contract to. So the fastest the scalar kernel can go is
+/// full-width baseline vectors of separate multiplies and adds. A build that enables AVX or
+/// AVX-512 for all code (`-C target-cpu=native`) lets LLVM go wider, and so does the probe.
+fn run_scalar_ceiling(probe: FmaProbe) -> (f32, usize) {
+    let probe = FmaProbe {
+        fused: false,
+        ..probe
+    };
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f", feature = "x86-v4"))]
+    if let Some(s) = pulp::x86::V4::try_new() {
+        return Simd::vectorize(s, probe);
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    if let Some(s) = pulp::x86::V3::try_new() {
+        return Simd::vectorize(s, probe);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = pulp::x86::V2::try_new() {
+        return Simd::vectorize(s, probe);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(s) = pulp::aarch64::Neon::try_new() {
+        return Simd::vectorize(s, probe);
+    }
+    Simd::vectorize(pulp::Scalar::new(), probe)
+}
+
+/// Runs the multiply-add probe for `isa` (see [`run_scalar_ceiling`] for the scalar level);
+/// `None` if this build cannot run that level.
+fn run_fma(isa: Isa, probe: FmaProbe) -> Option<(f32, usize)> {
     match isa {
-        Isa::Scalar => Some(Simd::vectorize(pulp::Scalar::new(), probe)),
+        Isa::Scalar => Some(run_scalar_ceiling(probe)),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => pulp::x86::V3::try_new().map(|s| Simd::vectorize(s, probe)),
         #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
@@ -300,32 +641,6 @@ fn run_fma(isa: Isa, probe: FmaProbe) -> Option<f32> {
         #[allow(unreachable_patterns)]
         _ => None,
     }
-}
-
-/// Peak single-core GFLOP/s of `isa`'s multiply-add (2 flops per lane), measured: fused on
-/// the SIMD levels; on `Scalar` a separate multiply and add, the best plain scalar code can
-/// do on a target without FMA (pulp's `Scalar::mul_add_f32s` instead calls `fmaf`, a libm
-/// function call per element on such targets).
-fn fma_ceiling(isa: Isa, quick: bool) -> Option<f64> {
-    let lanes = isa.lanes() as f64;
-    // Short runs (a few ms at any width), many of them: on a shared core, some run whole
-    // time slices without being preempted, and the best of them is the ceiling.
-    let iters: usize = if isa == Isa::Scalar { 1 << 19 } else { 1 << 20 };
-    let probe = || FmaProbe {
-        iters: std::hint::black_box(iters),
-        a: std::hint::black_box(0.999_999),
-        b: std::hint::black_box(1e-7),
-    };
-    run_fma(isa, probe())?;
-    let times = (0..if quick { 15 } else { 41 })
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(run_fma(isa, probe()));
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    let flops = iters as f64 * CHAINS as f64 * lanes * 2.0;
-    Some(flops / best(times) / 1e9)
 }
 
 /// Sums a buffer with several vector accumulators: a pure streaming read.
@@ -357,22 +672,127 @@ impl WithSimd for SumProbe<'_> {
     }
 }
 
-/// Single-core streaming read bandwidth in GB/s over a buffer far larger than the caches.
-fn stream_bandwidth(quick: bool) -> (f64, usize) {
-    let mib = if quick { 128 } else { 256 };
-    let data: Vec<f32> = (0..mib << 18).map(|i| (i & 7) as f32).collect();
-    let arch = pulp::Arch::new();
-    std::hint::black_box(arch.dispatch(SumProbe { data: &data }));
-    let times = (0..if quick { 3 } else { 9 })
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(arch.dispatch(SumProbe {
-                data: std::hint::black_box(&data),
-            }));
-            t.elapsed().as_secs_f64()
+/// A ceiling measured next to a row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// The multiply-add probe at a level's width, GFLOP/s.
+    Fma(Isa),
+    /// A streaming read of a buffer of the row's K+V size, GB/s: the same bytes from the
+    /// same level of the memory hierarchy as the kernel, so a decode that fits in L3 is
+    /// compared with an L3 read, not with DRAM.
+    Stream,
+}
+
+/// A [`Probe`] on a row's threads, and the rates of the slots run so far.
+struct Prober<'a> {
+    probe: Probe,
+    threads: usize,
+    /// The stream probe's buffer (empty for FMA probes).
+    buf: &'a [f32],
+    rates: Vec<f64>,
+}
+
+impl Prober<'_> {
+    /// Runs one slot and records its rate: the fastest of [`PROBE_RUNS`] FMA runs, or
+    /// stream passes over the buffer until a millisecond has passed (one pass of a big K/V).
+    fn slot(&mut self) {
+        let threads = self.threads;
+        let (work, best) = match self.probe {
+            Probe::Fma(isa) => {
+                let probe = || FmaProbe {
+                    iters: std::hint::black_box(PROBE_ITERS),
+                    a: std::hint::black_box(0.999_999),
+                    b: std::hint::black_box(1e-7),
+                    fused: true,
+                };
+                let lanes = std::sync::atomic::AtomicUsize::new(0);
+                let best = (0..PROBE_RUNS)
+                    .map(|_| {
+                        let t = Instant::now();
+                        on_threads(threads, |_| {
+                            let (sum, l) = run_fma(isa, probe()).unwrap_or_default();
+                            std::hint::black_box(sum);
+                            lanes.store(l, std::sync::atomic::Ordering::Relaxed);
+                        });
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                // Two flops (a multiply and an add) per lane, chain and round.
+                let flops = (PROBE_ITERS * CHAINS * 2 * lanes.into_inner()) as f64;
+                (flops * threads as f64, best)
+            }
+            Probe::Stream => {
+                let arch = pulp::Arch::new();
+                let part = self.buf.len().div_ceil(threads).max(1);
+                let start = Instant::now();
+                let mut best = f64::INFINITY;
+                while best == f64::INFINITY || start.elapsed().as_secs_f64() < 1e-3 {
+                    let t = Instant::now();
+                    on_threads(threads, |i| {
+                        let mine = self.buf.chunks(part).nth(i).unwrap_or_default();
+                        std::hint::black_box(arch.dispatch(SumProbe {
+                            data: std::hint::black_box(mine),
+                        }));
+                    });
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                (std::mem::size_of_val(self.buf) as f64, best)
+            }
+        };
+        self.rates.push(work / best / 1e9);
+    }
+
+    /// The median slot: the ceiling reported against.
+    fn ceiling(&self) -> Option<f64> {
+        (!self.rates.is_empty()).then(|| median(self.rates.clone()))
+    }
+}
+
+/// Whether `isa`'s probe can run in this build on this CPU.
+fn probe_runs(isa: Isa) -> bool {
+    isa.is_available()
+        && run_fma(
+            isa,
+            FmaProbe {
+                iters: 1,
+                a: 1.0,
+                b: 0.0,
+                fused: true,
+            },
+        )
+        .is_some()
+}
+
+/// The level whose FMA ceiling bounds the baseline: `matrixmultiply` picks its widest
+/// kernel at run time (AVX-512 where the CPU has it, else AVX2+FMA) unless built with
+/// `MMTEST_FEATURE` (see `common/baseline.rs`).
+fn baseline_level() -> Isa {
+    Isa::available()
+        .filter(|&i| probe_runs(i))
+        .filter(|i| match i {
+            Isa::Avx512 => baseline::allowed("avx512f"),
+            Isa::Avx2 => baseline::allowed("avx2") && baseline::allowed("fma"),
+            _ => true,
         })
-        .collect();
-    ((mib << 20) as f64 / best(times) / 1e9, mib)
+        .max_by_key(|i| i.lanes())
+        .unwrap_or(Isa::Scalar)
+}
+
+/// The probes of a row: its own ceiling first, then the AVX2 yardstick (prefill only).
+fn probes_for(case: &Case, runner: Runner) -> Vec<Probe> {
+    if case.kind == Kind::Decode {
+        return vec![Probe::Stream];
+    }
+    let own = match runner {
+        Runner::Level(isa) => isa,
+        Runner::Baseline => baseline_level(),
+        Runner::Split(_) => Isa::detect(),
+    };
+    let mut v = vec![Probe::Fma(own)];
+    if own != Isa::Avx2 && Isa::Avx2.is_available() && probe_runs(Isa::Avx2) {
+        v.push(Probe::Fma(Isa::Avx2));
+    }
+    v
 }
 
 // ---------------------------------------------------------------------------------------
@@ -478,51 +898,218 @@ fn check(params: &Params, d: &Data) -> Check {
 }
 
 // ---------------------------------------------------------------------------------------
+// What the run was: written into every CSV row, so that two files can be told apart
 
-/// The CPU's model name with its family and model numbers, from `/proc/cpuinfo`.
-fn cpu_name() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-    };
-    match (field("model name"), field("cpu family"), field("model")) {
-        (Some(name), Some(fam), Some(model)) => format!("{name} (family {fam}, model {model})"),
-        (Some(name), _, _) => name,
-        _ => std::env::consts::ARCH.to_string(),
+/// The CPU, from `/proc/cpuinfo` (empty fields elsewhere).
+struct Cpu {
+    name: String,
+    family: String,
+    model: String,
+}
+
+impl Cpu {
+    fn read() -> Cpu {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |key: &str| {
+            info.lines()
+                .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let mut name = field("model name");
+        if name.is_empty() {
+            name = std::env::consts::ARCH.to_string();
+        }
+        Cpu {
+            name,
+            family: field("cpu family"),
+            model: field("model"),
+        }
+    }
+
+    /// The model name with its family and model numbers.
+    fn describe(&self) -> String {
+        if self.family.is_empty() {
+            self.name.clone()
+        } else {
+            format!(
+                "{} (family {}, model {})",
+                self.name, self.family, self.model
+            )
+        }
     }
 }
 
+/// The first line a command prints, if it runs and succeeds.
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then_some(())?;
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .to_string(),
+    )
+}
+
+/// The source's commit (`git rev-parse --short HEAD` in this crate's directory), with
+/// `-dirty` when a tracked file differs from it (untracked files, such as CSV files written
+/// next to the sources, change no build); "unknown" outside a git checkout.
+fn commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let Some(head) = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]) else {
+        return "unknown".to_string();
+    };
+    let dirty = std::process::Command::new("git")
+        .args(["-C", dir, "status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if dirty { format!("{head}-dirty") } else { head }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, now, from the system clock.
+fn utc_now() -> String {
+    utc_date(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of `secs` seconds after 1970-01-01T00:00:00Z.
+fn utc_date(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The run's identity, the same in every CSV row.
+struct RunInfo {
+    commit: String,
+    cpu: Cpu,
+    date: String,
+    rustc: String,
+    detected: &'static str,
+    threads: usize,
+}
+
+impl RunInfo {
+    fn now(threads: usize) -> RunInfo {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+        RunInfo {
+            commit: commit(),
+            cpu: Cpu::read(),
+            date: utc_now(),
+            rustc: command_line(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into()),
+            detected: Isa::detect().name(),
+            threads,
+        }
+    }
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Splits one CSV line into fields (quotes as [`csv_field`] writes them).
+fn csv_split(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        let f = fields.last_mut().expect("one field at least");
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                f.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            _ => f.push(c),
+        }
+    }
+    fields
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows
+
+/// What a row's probes measured around it.
 struct Ceilings {
-    /// Per level, its own FMA peak in GFLOP/s.
-    fma: Vec<(Isa, f64)>,
-    /// The AVX2 FMA peak, the issue's yardstick.
+    /// The row's own ceiling: its level's FMA probe (prefill; baseline: the widest level
+    /// it may use) or the stream probe of its K/V size (decode), GFLOP/s or GB/s.
+    own: Option<f64>,
+    /// The AVX2 FMA probe (prefill only), GFLOP/s.
     avx2: Option<f64>,
-    /// The peak of the widest level here that the baseline may use: `matrixmultiply` picks
-    /// its widest kernel at run time (AVX-512 where the CPU has it, else AVX2+FMA) unless
-    /// built with `MMTEST_FEATURE` (see `common/baseline.rs`); this is the baseline's ceiling.
-    widest: Option<(Isa, f64)>,
-    stream: f64,
 }
 
 impl Ceilings {
-    fn of(&self, r: Runner) -> Option<f64> {
-        match r {
-            Runner::Level(isa) => self.fma.iter().find(|(i, _)| *i == isa).map(|x| x.1),
-            Runner::Baseline => self.widest.map(|x| x.1),
-            Runner::Split(_) => None,
-        }
+    fn of(probes: &[Prober]) -> Ceilings {
+        let own = probes.first().and_then(Prober::ceiling);
+        let avx2 = probes
+            .iter()
+            .find(|p| p.probe == Probe::Fma(Isa::Avx2))
+            .and_then(Prober::ceiling);
+        Ceilings { own, avx2 }
     }
 }
 
 struct Row {
     case: Case,
     runner: Runner,
+    threads: usize,
     timing: Timing,
+    ceil: Ceilings,
     check: Check,
     speedup: Option<f64>,
+}
+
+impl Row {
+    fn gflops(&self) -> f64 {
+        self.case.flops() / self.timing.median / 1e9
+    }
+
+    fn gbps(&self) -> f64 {
+        self.case.kv_bytes() / self.timing.median / 1e9
+    }
+
+    /// The rate as a percentage of the row's own ceiling.
+    fn pct_peak(&self) -> Option<f64> {
+        let rate = match self.case.kind {
+            Kind::Decode => self.gbps(),
+            Kind::Prefill => self.gflops(),
+        };
+        self.ceil.own.map(|c| 100.0 * rate / c)
+    }
+
+    fn pct_avx2(&self) -> Option<f64> {
+        self.ceil.avx2.map(|c| 100.0 * self.gflops() / c)
+    }
 }
 
 /// Without `--full`, a level is skipped on a prefill shape it would take longer than this to
@@ -530,26 +1117,55 @@ struct Row {
 /// slowest rate the level reached on an earlier shape of this run, or 10% of its ceiling.
 const SKIP_SECONDS: f64 = 2.0;
 
+/// The shapes `--shape` chose: named ones by substring, custom ones parsed.
+fn chosen_cases(o: &Options) -> Vec<Case> {
+    let named = cases::cases(o.heads);
+    if o.shapes.is_empty() {
+        return named;
+    }
+    let mut chosen: Vec<Case> = Vec::new();
+    for s in &o.shapes {
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            chosen.push(custom_case(s).unwrap_or_else(|e| usage_error(&e)));
+            continue;
+        }
+        let before = chosen.len();
+        for c in named.iter().filter(|c| c.name.contains(s.as_str())) {
+            if !chosen.iter().any(|x| x.name == c.name) {
+                chosen.push(c.clone());
+            }
+        }
+        if chosen.len() == before && !named.iter().any(|c| c.name.contains(s.as_str())) {
+            usage_error(&format!(
+                "no shape name contains {s:?} (--list names them; a custom shape starts with \
+                 a digit, e.g. 32/8x1x32768x128)"
+            ));
+        }
+    }
+    chosen
+}
+
+const CSV_HEADER: &str = "shape,level,q_heads,kv_heads,q_len,kv_len,head_dim,mask,time_s,runs,\
+    flops,gflops,kv_gbps,ceiling_gflops,avx2_ceiling_gflops,stream_gbps,pct_peak,pct_avx2,\
+    speedup_vs_baseline,max_abs_err,err_over_tolerance,checked_heads,checked_rows,clean_runs,\
+    cpu_share,threads,commit,cpu,cpu_family,cpu_model,date_utc,rustc,detected_level";
+
 fn main() {
     let o = options();
-    let all = cases::cases(o.heads);
+    if let Some((a, b)) = &o.compare {
+        return compare(a, b);
+    }
     if o.list {
-        for c in &all {
+        for c in &cases::cases(o.heads) {
             println!("{:24} {}", c.name, c.describe());
         }
         return;
     }
-    let chosen: Vec<Case> = all
-        .into_iter()
-        .filter(|c| o.shape.as_deref().is_none_or(|s| c.name.contains(s)))
-        .collect();
-    if chosen.is_empty() {
-        eprintln!(
-            "no shape matches {}; try --list",
-            o.shape.as_deref().unwrap_or_default()
-        );
-        std::process::exit(2);
-    }
+    let chosen = chosen_cases(&o);
+    let pool = o
+        .threads
+        .map(|n| pool::Pool::new(n).unwrap_or_else(|e| usage_error(&e)));
+    let level_threads = o.threads.unwrap_or(1);
     let levels: Vec<Isa> = Isa::available()
         .filter(|i| o.level.as_deref().is_none_or(|l| l == i.name()))
         .collect();
@@ -557,16 +1173,13 @@ fn main() {
         .into_iter()
         .filter(|r| o.level.as_deref().is_none_or(|l| r.name().starts_with(l)))
         .collect();
-    // The baseline always runs: the speed-up column needs it.
-    let baseline = true;
     if levels.is_empty() && splits.is_empty() && o.level.as_deref() != Some("baseline") {
         let names: Vec<_> = Isa::available().map(|i| i.name()).collect();
-        eprintln!(
-            "level {} is not available here; available: {} baseline split-1t split-2t",
+        usage_error(&format!(
+            "level {} is not available here; available: {} baseline split split-1t split-2t",
             o.level.as_deref().unwrap_or_default(),
             names.join(" ")
-        );
-        std::process::exit(2);
+        ));
     }
 
     let budget = if o.quick {
@@ -589,134 +1202,72 @@ fn main() {
         }
     };
 
-    // Ceilings, measured now, on this core.
-    let mut fma: Vec<(Isa, f64)> = Vec::new();
-    for isa in Isa::available() {
-        if let Some(g) = fma_ceiling(isa, o.quick) {
-            fma.push((isa, g));
+    let info = RunInfo::now(level_threads);
+    let table = !matches!(o.csv, Some(CsvTo::Stdout));
+    let mut csv: Option<Box<dyn std::io::Write>> = match &o.csv {
+        None => None,
+        Some(CsvTo::Stdout) => Some(Box::new(std::io::stdout())),
+        Some(CsvTo::File(f)) => {
+            Some(Box::new(std::fs::File::create(f).unwrap_or_else(|e| {
+                usage_error(&format!("cannot create {f:?}: {e}"))
+            })))
         }
-    }
-    let avx2 = fma.iter().find(|(i, _)| *i == Isa::Avx2).map(|x| x.1);
-    let (stream, stream_mib) = stream_bandwidth(o.quick);
-    let widest = fma
-        .iter()
-        .copied()
-        .filter(|(i, _)| match i {
-            Isa::Avx512 => baseline::allowed("avx512f"),
-            Isa::Avx2 => baseline::allowed("avx2") && baseline::allowed("fma"),
-            _ => true,
-        })
-        .max_by_key(|(i, _)| i.lanes());
-    let ceil = Ceilings {
-        fma,
-        avx2,
-        widest,
-        stream,
     };
-
-    if !o.csv {
-        println!("qkv bench: {}, single thread", cpu_name());
-        print!(
-            "ceilings measured now: multiply-add, {CHAINS} independent chains (fused on SIMD \
-             levels, mul+add on scalar)"
-        );
-        for (isa, g) in &ceil.fma {
-            print!(", {} {:.1} GFLOP/s", isa.name(), g);
-        }
-        println!(
-            "; streaming read of {stream_mib} MiB: {:.1} GB/s",
-            ceil.stream
-        );
-        println!(
-            "prefill/window shapes use {} head(s) (--heads N); time = median of the runs after a \
-             warm-up; flops = 4·q·kv·d per head over visible pairs (causal ≈ half)",
-            o.heads
-        );
-        println!(
-            "%peak: of the level's own FMA ceiling (prefill) or of the streaming bandwidth \
-             (decode: GB/s of K+V read once per GQA group); %avx2: of the AVX2 FMA ceiling; \
-             baseline: three-pass matrixmultiply sgemm + softmax"
-        );
-        if let Some((isa, _)) = ceil.widest {
-            println!(
-                "baseline: matrixmultiply picks its widest kernel at run time{}; its %peak is of \
-                 the {} ceiling",
-                match baseline::MM_FEATURES {
-                    Some(f) if !f.is_empty() => format!(", among MMTEST_FEATURE={f}"),
-                    _ => String::new(),
-                },
-                isa.name()
-            );
-        }
-        println!(
-            "runs: clean/timed, a clean run kept the CPU (waited < 1% on the run queue); the \
-             median is over the clean runs (* : fewer than 3 clean, median of all, inflated by \
-             other processes); cpu: share of all timed wall time on a CPU"
-        );
-        println!(
-            "levels estimated (from their rate so far) to take over {SKIP_SECONDS} s a run are \
-             skipped unless --full"
-        );
-        println!(
-            "err: max |out - qkv::reference| over the checked heads×rows (each recomputed as a \
-             one-row sub-problem); tol: worst err / qkv::tolerance::output_bound (≤ 1 passes)"
-        );
-        println!();
-        println!(
-            "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9} {:>6} {:>7}",
-            "shape",
-            "level",
-            "time ms",
-            "runs",
-            "cpu",
-            "rate",
-            "%peak",
-            "%avx2",
-            "vs base",
-            "err",
-            "tol",
-            "checked"
-        );
-    } else {
-        println!(
-            "shape,level,q_heads,kv_heads,q_len,kv_len,head_dim,mask,time_s,runs,flops,gflops,\
-             kv_gbps,ceiling_gflops,avx2_ceiling_gflops,stream_gbps,pct_peak,pct_avx2,\
-             speedup_vs_baseline,max_abs_err,err_over_tolerance,checked_heads,checked_rows,clean_runs,cpu_share"
-        );
+    if let Some(w) = &mut csv {
+        writeln!(w, "{CSV_HEADER}").expect("CSV written");
+    }
+    if table {
+        print_header(&info, &o);
     }
 
-    let mut runners: Vec<Runner> = Vec::new();
-    if baseline {
-        runners.push(Runner::Baseline);
-    }
+    // The baseline always runs: the speed-up column needs it.
+    let mut runners: Vec<Runner> = vec![Runner::Baseline];
     runners.extend(levels.iter().map(|&i| Runner::Level(i)));
     runners.extend(splits);
 
     let mut base = baseline::Baseline::new();
-    let mut over_stream = false;
+    let mut over = false;
     // Per runner, the slowest prefill GFLOP/s seen so far, for the skip estimate.
     let mut slowest: Vec<(&'static str, f64)> = Vec::new();
     for case in &chosen {
         let params = case.params();
         let mut data = Data::new(case.shape, 1);
+        // The stream probe's buffer: as many bytes as the K/V the row reads.
+        let stream_buf: Vec<f32> = match case.kind {
+            Kind::Decode => vec![1.0; (case.kv_bytes() as usize / 4).max(1)],
+            Kind::Prefill => Vec::new(),
+        };
         let mut base_time = None;
         for &runner in &runners {
             if matches!(runner, Runner::Split(_)) && case.kind != Kind::Decode {
                 continue;
             }
+            let threads = runner.threads(level_threads);
+            let mut probes: Vec<Prober> = probes_for(case, runner)
+                .into_iter()
+                .map(|probe| Prober {
+                    probe,
+                    threads,
+                    buf: &stream_buf,
+                    rates: Vec::new(),
+                })
+                .collect();
             let seen = slowest.iter().find(|x| x.0 == runner.name()).map(|x| x.1);
-            if let (false, Kind::Prefill, Some(rate)) =
-                (o.full, case.kind, seen.or(ceil.of(runner).map(|c| 0.1 * c)))
-            {
-                let estimate = case.flops() / (rate * 1e9);
+            if !o.full && case.kind == Kind::Prefill {
+                // Estimated from one probe slot when the level has no rate yet.
+                let rate = seen.or_else(|| {
+                    probes[0].slot();
+                    probes[0].ceiling().map(|c| 0.1 * c)
+                });
+                let estimate = rate.map_or(0.0, |r| case.flops() / (r * 1e9));
                 if estimate > SKIP_SECONDS {
-                    if !o.csv {
+                    if table {
                         println!(
                             "{:24} {:8} skipped: about {:.0} s a run at {:.1} GFLOP/s (--full runs it)",
                             case.name,
                             runner.name(),
                             estimate,
-                            rate
+                            rate.unwrap_or_default()
                         );
                     }
                     continue;
@@ -725,15 +1276,23 @@ fn main() {
             data.out.fill(f32::NAN);
             let timing = {
                 let Data { q, k, v, out } = &mut data;
-                match runner {
-                    Runner::Baseline => measure(&budget, || base.run(&params, q, k, v, out)),
-                    Runner::Level(isa) => measure(&budget, || {
+                match (runner, &pool) {
+                    (Runner::Baseline, _) => {
+                        measure(&budget, 1, &mut probes, || base.run(&params, q, k, v, out))
+                    }
+                    (Runner::Level(isa), None) => measure(&budget, 1, &mut probes, || {
                         isa.attention(&params, q, k, v, out, None)
                             .expect("valid inputs")
                     }),
-                    Runner::Split(threads) => {
-                        let mut split = split_kv::SplitKv::new(&params, threads);
-                        measure(&budget, || split.run(&params, q, k, v, out))
+                    (Runner::Level(isa), Some(pool)) => {
+                        measure(&budget, threads, &mut probes, || {
+                            pool.attention(isa, &params, q, k, v, out)
+                                .expect("valid inputs")
+                        })
+                    }
+                    (Runner::Split(t), _) => {
+                        let mut split = split_kv::SplitKv::new(&params, t);
+                        measure(&budget, t, &mut probes, || split.run(&params, q, k, v, out))
                     }
                 }
             };
@@ -751,82 +1310,121 @@ fn main() {
                 case: case.clone(),
                 speedup: base_time.map(|b| b / timing.median),
                 runner,
+                threads,
+                ceil: Ceilings::of(&probes),
                 timing,
                 check: check(&params, &data),
             };
-            over_stream |= case.kind == Kind::Decode
-                && case.kv_bytes() / row.timing.median / 1e9 > ceil.stream;
-            print_row(&row, &ceil, o.csv);
+            over |= row.pct_peak().is_some_and(|p| p > 100.0);
+            if table {
+                print_row(&row);
+            }
+            if let Some(w) = &mut csv {
+                writeln!(w, "{}", csv_row(&row, &info)).expect("CSV written");
+            }
         }
     }
-    if over_stream && !o.csv {
+    if over && table {
         println!(
-            "\nnote: a decode rate above 100% of the streaming probe ({stream_mib} MiB, from DRAM) \
-             means K/V came partly from cache: decode-4k's K+V is 32 MiB, about the size of the L3 \
-             caches of many server CPUs, and stays there between runs"
+            "\n>100%! : the rate is above the ceiling measured around the row, which a kernel \
+             cannot reach: a measurement error (the clock or a neighbour changed between the \
+             probe slots and the runs). Rerun; pin the core (taskset -c N) on a shared host."
         );
     }
 }
 
-fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
-    let flops = r.case.flops();
-    let time = r.timing.median;
-    let gflops = flops / time / 1e9;
-    let gbps = r.case.kv_bytes() / time / 1e9;
-    let own = ceil.of(r.runner);
-    let decode = r.case.kind == Kind::Decode;
-    let pct_peak = if decode {
-        Some(100.0 * gbps / ceil.stream)
-    } else {
-        own.map(|c| 100.0 * gflops / c)
-    };
-    let pct_avx2 = ceil.avx2.map(|c| 100.0 * gflops / c);
-    let s = r.case.shape;
-    if csv {
-        let opt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
-        let mask = match (r.case.mask.left, r.case.mask.right) {
-            (None, None) => "none".to_string(),
-            (None, Some(0)) => "causal".to_string(),
-            (Some(w), Some(0)) => format!("window{w}"),
-            _ => "band".to_string(),
-        };
-        println!(
-            "{},{},{},{},{},{},{},{},{:.6e},{},{:.0},{:.3},{:.3},{},{},{:.3},{},{},{},{:.3e},{:.4},{},{},{},{}",
-            r.case.name,
-            r.runner.name(),
-            s.q_heads,
-            s.kv_heads,
-            s.q_len,
-            s.kv_len,
-            s.head_dim,
-            mask,
-            time,
-            r.timing.runs,
-            flops,
-            gflops,
-            gbps,
-            opt(own),
-            opt(ceil.avx2),
-            ceil.stream,
-            opt(pct_peak),
-            opt(pct_avx2),
-            opt(r.speedup),
-            r.check.max_err,
-            r.check.worst_ratio,
-            r.check.heads,
-            r.check.rows,
-            r.timing.clean.map(|c| c.to_string()).unwrap_or_default(),
-            opt(r.timing.cpu_share),
-        );
-        return;
+use std::io::Write as _;
+
+fn print_header(info: &RunInfo, o: &Options) {
+    println!(
+        "qkv bench: {}, {} thread(s) for the levels{}",
+        info.cpu.describe(),
+        info.threads,
+        if info.threads > 1 {
+            " (qkv::parallel; the baseline on one)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "commit {}, {}, {}, detected level {}",
+        info.commit, info.rustc, info.date, info.detected
+    );
+    println!(
+        "named prefill/window shapes use {} head(s) (--heads N); time = median of the runs \
+         after a warm-up; flops = 4·q·kv·d per head over visible pairs (causal ≈ half)",
+        o.heads
+    );
+    println!(
+        "%peak: of a ceiling probed next to each run of the row (median of the slots): the \
+         level's own multiply-add (scalar: {}-lane unfused mul+add) for prefill, a \
+         streaming read of the row's K+V bytes for decode; %avx2: of the AVX2 FMA probe",
+        run_scalar_ceiling(FmaProbe {
+            iters: 0,
+            a: 0.0,
+            b: 0.0,
+            fused: false
+        })
+        .1
+    );
+    println!(
+        "baseline: three-pass matrixmultiply sgemm + softmax, one thread, widest kernel it \
+         may use ({}){}",
+        baseline_level().name(),
+        match baseline::MM_FEATURES {
+            Some(f) if !f.is_empty() => format!(", MMTEST_FEATURE={f}"),
+            _ => String::new(),
+        },
+    );
+    println!(
+        "runs: clean/timed, a clean run kept the CPU (waited < 1% on the run queue); the \
+         median is over the clean runs (* : fewer than 3 clean, median of all); cpu: share \
+         of the timed thread time on a CPU"
+    );
+    println!(
+        "err: max |out - qkv::reference| over the checked heads×rows (each recomputed as a \
+         one-row sub-problem); tol: worst err / qkv::tolerance::output_bound (≤ 1 passes)"
+    );
+    println!();
+    println!(
+        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7}",
+        "shape",
+        "level",
+        "time ms",
+        "runs",
+        "cpu",
+        "rate",
+        "%peak",
+        "%avx2",
+        "vs base",
+        "err",
+        "tol",
+        "checked"
+    );
+}
+
+/// A percentage of a ceiling; one above 100% is flagged as the measurement error it is.
+fn pct_of_ceiling(p: Option<f64>) -> String {
+    match p {
+        Some(v) if v > 100.0 => ">100%!".to_string(),
+        Some(v) => format!("{v:.0}%"),
+        None => "-".to_string(),
     }
+}
+
+fn print_row(r: &Row) {
+    let decode = r.case.kind == Kind::Decode;
     let rate = if decode {
-        format!("{gbps:.1} GB/s")
+        format!("{:.1} GB/s", r.gbps())
     } else {
-        format!("{gflops:.1} GFLOP/s")
+        format!("{:.1} GFLOP/s", r.gflops())
     };
-    let pct = |x: Option<f64>| x.map(|v| format!("{v:.0}%")).unwrap_or_else(|| "-".into());
-    let pct_avx2 = if decode { None } else { pct_avx2 };
+    let pct_avx2 = match (decode, r.runner, r.pct_avx2()) {
+        (true, ..) => "-".to_string(),
+        // The AVX2 probe is this row's own ceiling: already in %peak.
+        (false, Runner::Level(Isa::Avx2), _) => pct_of_ceiling(r.pct_peak()),
+        (false, _, p) => p.map_or_else(|| "-".to_string(), |v| format!("{v:.0}%")),
+    };
     let speed = r
         .speedup
         .filter(|_| r.runner != Runner::Baseline)
@@ -838,12 +1436,12 @@ fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
         format!("{:.1}!", r.check.worst_ratio)
     };
     println!(
-        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>6} {:>6} {:>8} {:>9.1e} {:>6} {:>7}",
+        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>9.1e} {:>6} {:>7}",
         r.case.name,
         r.runner.name(),
         format!(
             "{:.3}{}",
-            time * 1e3,
+            r.timing.median * 1e3,
             if r.timing.is_clean() { "" } else { "*" }
         ),
         match r.timing.clean {
@@ -855,11 +1453,301 @@ fn print_row(r: &Row, ceil: &Ceilings, csv: bool) {
             .map(|x| format!("{:.0}%", 100.0 * x.min(1.0)))
             .unwrap_or_else(|| "-".into()),
         rate,
-        pct(pct_peak),
-        pct(pct_avx2),
+        pct_of_ceiling(r.pct_peak()),
+        pct_avx2,
         speed,
         r.check.max_err,
         tol,
         format!("{}h×{}r", r.check.heads, r.check.rows),
     );
+}
+
+fn csv_row(r: &Row, info: &RunInfo) -> String {
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
+    let s = r.case.shape;
+    let mask = match (r.case.mask.left, r.case.mask.right) {
+        (None, None) => "none".to_string(),
+        (None, Some(0)) => "causal".to_string(),
+        (Some(w), Some(0)) => format!("window{w}"),
+        _ => "band".to_string(),
+    };
+    let decode = r.case.kind == Kind::Decode;
+    let (fma_ceiling, stream) = if decode {
+        (None, r.ceil.own)
+    } else {
+        (r.ceil.own, None)
+    };
+    let fields = [
+        r.case.name.clone(),
+        r.runner.name().to_string(),
+        s.q_heads.to_string(),
+        s.kv_heads.to_string(),
+        s.q_len.to_string(),
+        s.kv_len.to_string(),
+        s.head_dim.to_string(),
+        mask,
+        format!("{:.6e}", r.timing.median),
+        r.timing.runs.to_string(),
+        format!("{:.0}", r.case.flops()),
+        format!("{:.3}", r.gflops()),
+        format!("{:.3}", r.gbps()),
+        opt(fma_ceiling),
+        opt(if decode { None } else { r.ceil.avx2 }),
+        opt(stream),
+        opt(r.pct_peak()),
+        opt(if decode { None } else { r.pct_avx2() }),
+        opt(r.speedup),
+        format!("{:.3e}", r.check.max_err),
+        format!("{:.4}", r.check.worst_ratio),
+        r.check.heads.to_string(),
+        r.check.rows.to_string(),
+        r.timing.clean.map(|c| c.to_string()).unwrap_or_default(),
+        opt(r.timing.cpu_share),
+        r.threads.to_string(),
+        info.commit.clone(),
+        info.cpu.name.clone(),
+        info.cpu.family.clone(),
+        info.cpu.model.clone(),
+        info.date.clone(),
+        info.rustc.clone(),
+        info.detected.to_string(),
+    ];
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+// ---------------------------------------------------------------------------------------
+// --compare
+
+/// A CSV file of this bench: its header and rows, by column name.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn read(path: &str) -> Table {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| usage_error(&format!("cannot read {path:?}: {e}")));
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = csv_split(lines.next().unwrap_or_default());
+        for need in ["shape", "level", "time_s"] {
+            if !header.iter().any(|h| h == need) {
+                usage_error(&format!(
+                    "{path:?} is not a bench CSV: it has no {need:?} column"
+                ));
+            }
+        }
+        Table {
+            header,
+            rows: lines.map(csv_split).collect(),
+        }
+    }
+
+    /// The field `col` of `row`, if the file has that column and the row a value there.
+    fn get<'a>(&self, row: &'a [String], col: &str) -> Option<&'a str> {
+        let i = self.header.iter().position(|h| h == col)?;
+        row.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    fn num(&self, row: &[String], col: &str) -> Option<f64> {
+        self.get(row, col)?.parse().ok()
+    }
+
+    /// "commit, cpu, date" of the file's first row, as far as it has them.
+    fn describe(&self) -> String {
+        let Some(row) = self.rows.first() else {
+            return "no rows".to_string();
+        };
+        let parts: Vec<String> = [
+            ("commit", ""),
+            ("cpu", ""),
+            ("date_utc", ""),
+            ("detected_level", "detected "),
+        ]
+        .iter()
+        .filter_map(|(col, label)| self.get(row, col).map(|v| format!("{label}{v}")))
+        // The level rows' threads (the baseline always has one).
+        .chain(
+            self.rows
+                .iter()
+                .filter_map(|r| self.num(r, "threads"))
+                .reduce(f64::max)
+                .map(|t| format!("threads {t}")),
+        )
+        .collect();
+        if parts.is_empty() {
+            "no run information (an older CSV)".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// `--compare a b`: B/A of time, rate and %peak for each (shape, level) in both files.
+fn compare(a_path: &str, b_path: &str) {
+    let (a, b) = (Table::read(a_path), Table::read(b_path));
+    println!("A: {a_path}: {}", a.describe());
+    println!("B: {b_path}: {}", b.describe());
+    println!(
+        "B/A per row matched by (shape, level): time (< 1: B faster), rate (> 1: B faster), \
+         %peak (> 1: B closer to its ceiling; robust to a changed clock)"
+    );
+    println!();
+    println!(
+        "{:26} {:8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}",
+        "shape", "level", "A ms", "B ms", "time", "rate", "A %pk", "B %pk", "%peak"
+    );
+    let key = |t: &Table, r: &[String]| {
+        (
+            t.get(r, "shape").unwrap_or_default().to_string(),
+            t.get(r, "level").unwrap_or_default().to_string(),
+        )
+    };
+    let (mut times, mut rates, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut only_a = Vec::new();
+    for ra in &a.rows {
+        let k = key(&a, ra);
+        let Some(rb) = b.rows.iter().find(|rb| key(&b, rb) == k) else {
+            only_a.push(format!("{}/{}", k.0, k.1));
+            continue;
+        };
+        let (Some(ta), Some(tb)) = (a.num(ra, "time_s"), b.num(rb, "time_s")) else {
+            continue;
+        };
+        let time = tb / ta;
+        // Rates from the files (they differ from 1/time when the head count differs);
+        // else the inverse of the time ratio.
+        let rate = match (a.num(ra, "gflops"), b.num(rb, "gflops")) {
+            (Some(x), Some(y)) if x > 0.0 => y / x,
+            _ => ta / tb,
+        };
+        let (pa, pb) = (a.num(ra, "pct_peak"), b.num(rb, "pct_peak"));
+        let peak = match (pa, pb) {
+            (Some(x), Some(y)) if x > 0.0 => Some(y / x),
+            _ => None,
+        };
+        times.push(time);
+        rates.push(rate);
+        peaks.extend(peak);
+        let pct = |p: Option<f64>| p.map_or_else(|| "-".to_string(), |v| format!("{v:.0}%"));
+        println!(
+            "{:26} {:8} {:>10.3} {:>10.3} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
+            k.0,
+            k.1,
+            ta * 1e3,
+            tb * 1e3,
+            time,
+            rate,
+            pct(pa),
+            pct(pb),
+            peak.map_or_else(|| "-".to_string(), |v| format!("{v:.3}x")),
+        );
+    }
+    let only_b: Vec<String> = b
+        .rows
+        .iter()
+        .map(|r| key(&b, r))
+        .filter(|k| !a.rows.iter().any(|ra| key(&a, ra) == *k))
+        .map(|k| format!("{}/{}", k.0, k.1))
+        .collect();
+    if times.is_empty() {
+        println!("no (shape, level) row is in both files");
+    } else {
+        println!(
+            "{:26} {:8} {:>10} {:>10} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
+            format!("median of {} rows", times.len()),
+            "",
+            "",
+            "",
+            median(times),
+            median(rates),
+            "",
+            "",
+            if peaks.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3}x", median(peaks))
+            },
+        );
+    }
+    if !only_a.is_empty() {
+        println!("only in A: {}", only_a.join(" "));
+    }
+    if !only_b.is_empty() {
+        println!("only in B: {}", only_b.join(" "));
+    }
+}
+
+// `cargo test --release --example bench`: the parts of the command line and the CSV that a
+// typo or a format change would break without any benchmark noticing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_shapes_parse() {
+        let c = custom_case("32/8x1x32768x128").unwrap();
+        assert_eq!(c.name, "32/8x1x32768x128");
+        assert_eq!(c.kind, Kind::Decode);
+        let s = c.shape;
+        assert_eq!(
+            (s.q_heads, s.kv_heads, s.q_len, s.kv_len),
+            (32, 8, 1, 32768)
+        );
+        assert_eq!((s.head_dim, s.v_dim), (128, 128));
+        assert_eq!(c.mask.left, None);
+        assert_eq!(c.mask.right, None);
+
+        let c = custom_case("8×2048×2048×64,causal").unwrap();
+        assert_eq!(c.name, "8x2048x2048x64-causal");
+        assert_eq!(c.kind, Kind::Prefill);
+        assert_eq!((c.shape.q_heads, c.shape.kv_heads), (8, 8));
+        assert_eq!((c.mask.left, c.mask.right), (None, Some(0)));
+
+        let c = custom_case("4/1x512x16384x128,window=4096").unwrap();
+        assert_eq!(c.name, "4/1x512x16384x128-window4096");
+        assert_eq!((c.mask.left, c.mask.right), (Some(4096), Some(0)));
+    }
+
+    #[test]
+    fn bad_custom_shapes_say_why() {
+        for (spec, why) in [
+            ("32/8x1x128", "3 field(s)"),
+            ("3/2x1x4x8", "multiple of kv heads"),
+            ("4x1x4x8,foo", "unknown option"),
+            ("4x0x4x8", "q_len must be a positive integer"),
+            ("4xax4x8", "q_len must be a positive integer"),
+            ("4x1x4x8,window=0", "window must be"),
+            ("1024x65536x65536x128", "GiB"),
+            ("4x99999999999999999999x4x8", "q_len"),
+        ] {
+            let e = custom_case(spec).err().unwrap();
+            assert!(e.contains(why), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn csv_fields_round_trip() {
+        let fields = ["plain", "a,b", "say \"hi\"", "", "x"];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        assert_eq!(csv_split(&line.join(",")), fields);
+        assert_eq!(CSV_HEADER.split(',').count(), 33);
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_date(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
 }
