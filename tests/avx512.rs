@@ -8,11 +8,12 @@
 
 mod common;
 use common::exp::{ExpAll, ulps};
-use common::{Case, Joined, Rng, Runner, check, compare_joined, one_shot};
+use common::{Case, Joined, Rng, check, compare_joined, one_shot};
+use qkv::split::{self, Level};
 use qkv::stream::Stream;
-use qkv::{Isa, Mask, QueryPos, Shape, split};
+use qkv::{Isa, Mask, QueryPos, Shape};
 
-const AVX512: Runner = Runner::Isa(Isa::Avx512);
+const AVX512: Level = Level::Isa(Isa::Avx512);
 
 fn avx512_or_skip() -> bool {
     if Isa::Avx512.is_available() {
@@ -164,7 +165,7 @@ fn avx512_split_and_stream_match_reference() {
         return;
     }
     let mut rng = Rng(516);
-    let level = AVX512.level();
+    let level = AVX512;
     for _ in 0..12 {
         let case = Case::random(&mut rng, 90, 24);
         let s = case.shape;

@@ -3,7 +3,7 @@
 #![cfg(feature = "parallel")]
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, Runner, compare_joined, one_shot, series_case};
+use common::{Case, Joined, Outputs, Rng, compare_joined, levels, one_shot, series_case};
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
 use qkv::{Error, Isa, Mask, Params, Shape, Tensor};
@@ -34,14 +34,14 @@ fn random_plans_match_single_threaded_and_reference() {
         let case = series_case(&mut rng, n, 5);
         let s = case.shape;
         let want = one_shot(&case, None);
-        for runner in Runner::all() {
+        for runner in levels() {
             let plan = Plan {
                 q_block: rng.range(0, s.q_len + 1),
                 kv_block: rng.range(0, s.kv_len + 1),
             };
             let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
             let depth = splits.saturating_sub(1);
-            let got = planned(&case, runner.level(), plan);
+            let got = planned(&case, runner, plan);
             let who = format!("{runner:?} {plan:?}");
             // Each compare also checks that nothing outside the output rows is written.
             compare_joined(&case, &want, &got, Joined::Merged(depth), 1.0, &who);
@@ -64,7 +64,7 @@ fn auto_plans_for_prefill_and_decode() {
             let mut case = Case::dense(&mut rng, shape, 1.0);
             case.mask = mask;
             let want = one_shot(&case, None);
-            let single = one_shot(&case, Some(Runner::Isa(Isa::detect())));
+            let single = one_shot(&case, Some(Level::Isa(Isa::detect())));
             for threads in [1, 2, 4] {
                 let plan = Plan::auto(&shape, threads);
                 assert!(plan.q_block >= 1 && plan.kv_block >= 1);

@@ -1,7 +1,7 @@
 //! Properties that hold whatever the data: checked with quickcheck on random problems.
 
 mod common;
-use common::{Case, Rng, Runner};
+use common::{Case, Rng, levels};
 use quickcheck::{QuickCheck, TestResult};
 
 fn tests() -> u64 {
@@ -22,11 +22,11 @@ fn ones_in_ones_out() {
         case.v.fill(1.0);
         let s = case.shape;
         let p = case.params();
-        for runner in Runner::all() {
+        for runner in levels() {
             let mut out = vec![f32::NAN; case.out_len];
             let mut lse = vec![0.0; s.q_heads * s.q_len];
             runner
-                .run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
+                .attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
                 .unwrap();
             for h in 0..s.q_heads {
                 for i in 0..s.q_len {
@@ -76,7 +76,7 @@ fn permuting_keys_with_values_changes_nothing() {
                 v2[dst..dst + s.v_dim].copy_from_slice(&case.v[src..src + s.v_dim]);
             }
         }
-        for runner in Runner::all() {
+        for runner in levels() {
             let mut a = vec![0.0; case.out_len];
             let mut b = vec![0.0; case.out_len];
             let (mut la, mut lb) = (
@@ -84,10 +84,10 @@ fn permuting_keys_with_values_changes_nothing() {
                 vec![0.0; s.q_heads * s.q_len],
             );
             runner
-                .run(&p, &case.q, &case.k, &case.v, &mut a, Some(&mut la))
+                .attention(&p, &case.q, &case.k, &case.v, &mut a, Some(&mut la))
                 .unwrap();
             runner
-                .run(&p, &case.q, &k2, &v2, &mut b, Some(&mut lb))
+                .attention(&p, &case.q, &k2, &v2, &mut b, Some(&mut lb))
                 .unwrap();
             // Only the order of f32 sums changes: kv_len·ε relative, of values ≤ 1.
             let tol = 4.0 * (s.kv_len as f32 + 2.0) * f32::EPSILON + 1e-6;
@@ -110,7 +110,7 @@ fn every_level_matches_reference_quickcheck() {
     fn prop(seed: u64) -> TestResult {
         let mut rng = Rng(seed);
         let case = Case::random(&mut rng, max_len(), 40);
-        for runner in Runner::all() {
+        for runner in levels() {
             common::check(&case, runner);
         }
         TestResult::passed()

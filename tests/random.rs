@@ -1,7 +1,7 @@
 //! Every level and emulated width against the reference on random problems.
 
 mod common;
-use common::{Case, Rng, Runner, check};
+use common::{Case, Rng, check, levels};
 
 /// (problems, max length, max dim): far fewer under Miri, which is ~1000x slower.
 fn budget(native: (usize, usize, usize), miri: (usize, usize, usize)) -> (usize, usize, usize) {
@@ -14,7 +14,7 @@ fn random_small_problems_match_reference() {
     let mut rng = Rng(1);
     for _ in 0..n {
         let case = Case::random(&mut rng, len, dim);
-        for runner in Runner::all() {
+        for runner in levels() {
             check(&case, runner);
         }
     }
@@ -26,7 +26,7 @@ fn random_tile_sized_problems_match_reference() {
     let mut rng = Rng(2);
     for _ in 0..n {
         let case = Case::random(&mut rng, len, dim);
-        for runner in Runner::all() {
+        for runner in levels() {
             check(&case, runner);
         }
     }

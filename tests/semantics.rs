@@ -2,7 +2,7 @@
 //! masks and alignments, GQA, strides, extreme scores, empty rows, NaN rules.
 
 mod common;
-use common::{Case, Rng, Runner, check};
+use common::{Case, Outputs, Rng, check, levels, one_shot};
 use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
 /// Shapes on either side of lane widths (4, 8, 16) and the kernel's tiles: `MR` 4 (the
@@ -79,7 +79,7 @@ fn every_mask_and_alignment_matches_reference() {
         for mask in masks(&shape) {
             let mut case = Case::dense(&mut rng, shape, 1.0);
             case.mask = mask;
-            for runner in Runner::all() {
+            for runner in levels() {
                 check(&case, runner);
             }
         }
@@ -111,7 +111,7 @@ fn gqa_ratios_and_layouts_match_reference() {
                 case.relayout(&mut rng);
             }
             case.mask = Mask::causal();
-            for runner in Runner::all() {
+            for runner in levels() {
                 check(&case, runner);
             }
         }
@@ -142,30 +142,22 @@ fn bias_per_head_and_broadcast_match_reference() {
             0
         };
         case.bias = Some((data, head_stride, row_stride));
-        for runner in Runner::all() {
+        for runner in levels() {
             check(&case, runner);
         }
     }
 }
 
-/// Runs every runner on `case` and returns (runner, out, lse) for exact assertions.
-fn outputs(case: &Case) -> Vec<(Runner, Vec<f32>, Vec<f32>)> {
-    let s = case.shape;
-    let p = case.params();
-    let mut all = vec![];
-    for runner in Runner::all() {
-        let mut out = vec![f32::NAN; case.out_len];
-        let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-        runner
-            .run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
-            .unwrap();
-        all.push((runner, out, lse));
-    }
-    let mut out = vec![f32::NAN; case.out_len];
-    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)).unwrap();
-    all.push((Runner::Isa(qkv::Isa::Scalar), out, lse));
-    all
+/// Every level and the reference on `case`: (who, out, lse), for exact assertions.
+fn outputs(case: &Case) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let mut all: Vec<(String, Outputs)> = levels()
+        .into_iter()
+        .map(|l| (format!("{l:?}"), one_shot(case, Some(l))))
+        .collect();
+    all.push(("reference".into(), one_shot(case, None)));
+    all.into_iter()
+        .map(|(who, (out, lse))| (who, out, lse))
+        .collect()
 }
 
 #[test]
@@ -240,17 +232,19 @@ fn empty_lengths_are_defined() {
     let p = Params::new(Shape::new(2, 0, 4, 8));
     let (q, k, v) = ([0.0f32; 0], [1.0f32; 64], [1.0f32; 64]);
     let mut out = [7.0f32; 3];
-    for runner in Runner::all() {
-        runner.run(&p, &q, &k, &v, &mut out, Some(&mut [])).unwrap();
+    for runner in levels() {
+        runner
+            .attention(&p, &q, &k, &v, &mut out, Some(&mut []))
+            .unwrap();
         assert_eq!(out, [7.0; 3], "q_len = 0 writes nothing");
     }
     let p = Params::new(Shape::new(2, 3, 0, 4));
     let q = [1.0f32; 24];
-    for runner in Runner::all() {
+    for runner in levels() {
         let mut out = [7.0f32; 24];
         let mut lse = [7.0f32; 6];
         runner
-            .run(&p, &q, &[], &[], &mut out, Some(&mut lse))
+            .attention(&p, &q, &[], &[], &mut out, Some(&mut lse))
             .unwrap();
         assert_eq!(out, [0.0; 24], "{runner:?}: kv_len = 0 gives zero rows");
         assert_eq!(lse, [f32::NEG_INFINITY; 6], "{runner:?}");
@@ -258,8 +252,10 @@ fn empty_lengths_are_defined() {
     // No rows but 2^40 heads: returns at once (it used to walk the heads doing nothing).
     let p = Params::new(Shape::new(1, 0, 4, 8).gqa(1 << 40, 1));
     let (k, v) = ([1.0f32; 32], [1.0f32; 32]);
-    for runner in Runner::all() {
-        runner.run(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
+    for runner in levels() {
+        runner
+            .attention(&p, &[], &k, &v, &mut [], Some(&mut []))
+            .unwrap();
     }
     qkv::reference::attention(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
     qkv::split::partial(&p, &[], &k, &v, 1..3, &mut [], &mut []).unwrap();
@@ -360,7 +356,7 @@ fn strided_views_into_bigger_buffers() {
     let out = Layout::interleaved(heads, dim);
     case.layouts = [layout, layout, layout, out];
     case.mask = Mask::causal();
-    for runner in Runner::all() {
+    for runner in levels() {
         check(&case, runner);
     }
     // A stride-0 head broadcast of K and V is a legal input layout.
@@ -372,7 +368,7 @@ fn strided_views_into_bigger_buffers() {
     let mut case = Case::dense(&mut rng, shape.gqa(2, 2), 1.0);
     case.layouts[1].head_stride = 0;
     case.layouts[2].head_stride = 0;
-    for runner in Runner::all() {
+    for runner in levels() {
         check(&case, runner);
     }
 }

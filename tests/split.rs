@@ -2,7 +2,7 @@
 //! against the one-shot call and the reference under `tolerance::merged_*_bound`.
 
 mod common;
-use common::{Case, Joined, Rng, Runner, compare_joined, one_shot, series_case};
+use common::{Case, Joined, Rng, compare_joined, levels, one_shot, series_case};
 use qkv::split::{self, Level};
 use qkv::{Error, Mask, Params, Shape, Tensor};
 
@@ -50,10 +50,10 @@ fn random_splits_merge_to_one_shot_and_reference() {
     for n in 0..cases {
         let case = series_case(&mut rng, n, 5);
         let want = one_shot(&case, None);
-        for runner in Runner::all() {
+        for runner in levels() {
             let parts = rng.range(1, 5);
             let ranges = split_points(&mut rng, case.shape.kv_len, parts);
-            let lvl = runner.level();
+            let lvl = runner;
             let mut acc = partial(&case, lvl, ranges[0].clone());
             for r in &ranges[1..] {
                 let b = partial(&case, lvl, r.clone());
@@ -73,8 +73,8 @@ fn one_partial_over_everything_is_the_one_shot_call_exactly() {
     let cases = if cfg!(miri) { 1 } else { 60 };
     for _ in 0..cases {
         let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 70 }, 20);
-        for runner in Runner::all() {
-            let got = partial(&case, runner.level(), 0..case.shape.kv_len);
+        for runner in levels() {
+            let got = partial(&case, runner, 0..case.shape.kv_len);
             let want = one_shot(&case, Some(runner));
             let same = |a: &[f32], b: &[f32]| {
                 a.iter()
@@ -93,7 +93,7 @@ fn merge_is_commutative_exactly_and_associative_within_tolerance() {
     let cases = if cfg!(miri) { 1 } else { 80 };
     for _ in 0..cases {
         let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 50 }, 16);
-        let lvl = rng.pick(&Runner::all()).level();
+        let lvl = rng.pick(&levels());
         let r = split_points(&mut rng, case.shape.kv_len, 3);
         let (a, b, c) = (
             partial(&case, lvl, r[0].clone()),
@@ -131,8 +131,8 @@ fn fully_masked_partials_merge_as_identity() {
     let shape = Shape::new(2, ql, kv, if cfg!(miri) { 4 } else { 8 });
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal().aligned(qkv::QueryPos::TopLeft);
-    for runner in Runner::all() {
-        let lvl = runner.level();
+    for runner in levels() {
+        let lvl = runner;
         let empty = partial(&case, lvl, ql..kv);
         assert!(empty.0.iter().all(|&x| x == 0.0));
         assert!(empty.1.iter().all(|&x| x == f32::NEG_INFINITY));
@@ -306,10 +306,10 @@ fn bias_and_windows_keep_absolute_positions() {
         case.bias = Some((data, ql * rs, rs));
         case.relayout(&mut rng);
         let want = one_shot(&case, None);
-        for runner in Runner::all() {
+        for runner in levels() {
             for &cut in &cuts {
-                let mut a = partial(&case, runner.level(), 0..cut);
-                let b = partial(&case, runner.level(), cut..kv);
+                let mut a = partial(&case, runner, 0..cut);
+                let b = partial(&case, runner, cut..kv);
                 merge(&case, &mut a, &b);
                 compare_joined(&case, &want, &a, Joined::Merged(1), 1.0, "cut");
             }
