@@ -4,7 +4,7 @@ mod common;
 use common::levels;
 use qkv::{Bias, Dim, Error, Isa, Layout, Params, Shape, Tensor};
 
-/// Runs every runner and the reference; all must return `want` and write nothing.
+/// Runs every level and the reference; all must return `want` and write nothing.
 fn expect(
     p: &Params,
     q: &[f32],

@@ -3,7 +3,9 @@
 //! under `tolerance::stream_*_bound`.
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, compare_joined, laid_out, levels, one_shot, series_case};
+use common::{
+    Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, laid_out, levels, one_shot,
+};
 use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{Error, Layout, Mask, Params, Shape, Tensor};
@@ -63,20 +65,12 @@ fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> Outputs {
 
 #[test]
 fn random_chunkings_match_one_shot_and_reference() {
-    let mut rng = Rng(60);
-    let cases = if cfg!(miri) { 1 } else { 120 };
-    for n in 0..cases {
-        let case = series_case(&mut rng, n, 6);
-        let want = one_shot(&case, None);
-        for runner in levels() {
-            let chunks = chunking(&mut rng, case.shape.kv_len);
-            let got = run_stream(&case, runner, &chunks);
-            let who = format!("{runner:?} {chunks:?}");
-            compare_joined(&case, &want, &got, Joined::Stream(chunks.len()), 1.0, &who);
-            let same = one_shot(&case, Some(runner));
-            compare_joined(&case, &same, &got, Joined::Stream(chunks.len()), 2.0, &who);
-        }
-    }
+    joined_series(60, 120, 6, |rng, case, level| {
+        let chunks = chunking(rng, case.shape.kv_len);
+        let got = run_stream(case, level, &chunks);
+        let who = format!("{level:?} {chunks:?}");
+        (got, Joined::Stream(chunks.len()), who)
+    });
 }
 
 #[test]
@@ -91,19 +85,19 @@ fn token_by_token_decode_with_sliding_window() {
     };
     let shape = Shape::new(1, q_len, kv, dim).gqa(q_heads, 2);
     let mut case = Case::dense(&mut rng, shape, 1.0);
-    case.mask = Mask::sliding_window(if cfg!(miri) { 2 } else { 17 });
+    case.mask = Mask::sliding_window(budget(17, 2));
     case.relayout(&mut rng);
     let chunks: Vec<_> = (0..kv).map(|t| t..t + 1).collect();
     let want = one_shot(&case, None);
-    for runner in levels() {
-        let got = run_stream(&case, runner, &chunks);
+    for level in levels() {
+        let got = run_stream(&case, level, &chunks);
         compare_joined(
             &case,
             &want,
             &got,
             Joined::Stream(chunks.len()),
             1.0,
-            &format!("{runner:?}"),
+            &format!("{level:?}"),
         );
     }
 }
@@ -111,12 +105,12 @@ fn token_by_token_decode_with_sliding_window() {
 #[test]
 fn one_chunk_is_the_one_shot_call_exactly() {
     let mut rng = Rng(62);
-    for _ in 0..if cfg!(miri) { 1 } else { 40 } {
-        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 60 }, 20);
-        for runner in levels() {
+    for _ in 0..budget(40, 1) {
+        let case = Case::random(&mut rng, budget(60, 6), 20);
+        for level in levels() {
             let all = 0..case.shape.kv_len;
-            let got = run_stream(&case, runner, std::slice::from_ref(&all));
-            let want = one_shot(&case, Some(runner));
+            let got = run_stream(&case, level, std::slice::from_ref(&all));
+            let want = one_shot(&case, Some(level));
             for (x, y) in got.0.iter().zip(&want.0).chain(got.1.iter().zip(&want.1)) {
                 assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
             }
@@ -181,11 +175,11 @@ fn nan_rules_match_the_one_shot_call() {
     case.v[5 * 4 + 2] = f32::NAN; // key 5, column 2: visible to every row
     case.q[2 * 4 + 1] = f32::NAN; // row 2: NaN scores
     let want = one_shot(&case, None);
-    for runner in levels() {
+    for level in levels() {
         let chunks = [0..3, 3..4, 4..10, 10..16];
-        let got = run_stream(&case, runner, &chunks);
+        let got = run_stream(&case, level, &chunks);
         for (idx, (w, g)) in want.0.iter().zip(&got.0).enumerate() {
-            assert_eq!(w.is_nan(), g.is_nan(), "{runner:?} out[{idx}]: {w} vs {g}");
+            assert_eq!(w.is_nan(), g.is_nan(), "{level:?} out[{idx}]: {w} vs {g}");
         }
         for (w, g) in want.1.iter().zip(&got.1) {
             assert_eq!(w.is_nan(), g.is_nan());

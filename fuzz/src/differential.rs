@@ -16,12 +16,12 @@
 //! # What is compared
 //! Every level of the test kit (`tests/common`: each available [`Isa`](qkv::Isa) and every
 //! [`Emulated`](qkv::Emulated) width) runs on the case and is checked by its
-//! `compare::check_level`: `Ok`, exactly the output rows and `lse[..q_heads·q_len]` written,
+//! `compare::check_all`: `Ok`, exactly the output rows and `lse[..q_heads·q_len]` written,
 //! and every row within the contract that module's docs state (bounds of `qkv::tolerance`,
 //! with the rules for values past `f32`'s range, infinite `v` and the bias's rounding).
 
 use crate::bytes::Bytes;
-use crate::common::{Case, Expected, check_level, extent, laid_out, levels};
+use crate::common::{Case, check_all, extent, laid_out};
 use qkv::{Layout, Mask, QueryPos, Shape};
 
 /// The special values the data is drawn from at a chosen rate.
@@ -185,14 +185,9 @@ pub fn decode(data: &[u8]) -> Case {
         q_len /= 2;
     }
     let q_heads = kv_heads * group;
-    let shape = Shape {
-        q_heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        head_dim,
-        v_dim,
-    };
+    let shape = Shape::new(kv_heads, q_len, kv_len, head_dim)
+        .gqa(q_heads, kv_heads)
+        .with_v_dim(v_dim);
     let layouts = [
         layout(b, q_heads, q_len, head_dim, true),
         layout(b, kv_heads, kv_len, head_dim, true),
@@ -267,15 +262,7 @@ pub fn decode(data: &[u8]) -> Case {
     }
 }
 
-/// Runs every level on the case and checks it against the reference (see the module docs).
-pub fn check(case: &Case) {
-    let want = Expected::new(case);
-    for level in levels() {
-        check_level(case, &want, level);
-    }
-}
-
-/// The fuzz entry point: decode, run, check.
+/// The fuzz entry point: decode, run every level, check each against the reference.
 pub fn run(data: &[u8]) {
-    check(&decode(data));
+    check_all(&decode(data));
 }

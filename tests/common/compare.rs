@@ -320,6 +320,14 @@ pub fn check(case: &Case, level: Level) {
     check_level(case, &Expected::new(case), level);
 }
 
+/// [`check`] on every level of [`levels`](super::levels), the reference run once.
+pub fn check_all(case: &Case) {
+    let want = Expected::new(case);
+    for level in super::levels() {
+        check_level(case, &want, level);
+    }
+}
+
 /// [`check`] against the reference's results computed once, for several levels: the call
 /// returns `Ok` (the case is valid); every element of every output row and of
 /// `lse[..q_heads·q_len]` (when asked for) is written and nothing else in `out` or `lse` is;
@@ -404,6 +412,30 @@ pub enum Joined {
     Merged(usize),
     /// A `stream::Stream` fed in this many updates: `tolerance::stream_*_bound`.
     Stream(usize),
+}
+
+/// The random series of the split, stream and parallel tests: `count` cases (1 under Miri)
+/// of [`series_case`](super::series_case) from the generator seeded with `seed`. On each
+/// level, `join` computes the case from pieces and says how (and who, for messages); the
+/// result is compared with the reference and, at `slack` 2, with the one-shot call of the
+/// same level.
+pub fn joined_series(
+    seed: u64,
+    count: usize,
+    big_every: usize,
+    mut join: impl FnMut(&mut super::Rng, &Case, Level) -> (Outputs, Joined, String),
+) {
+    let mut rng = super::Rng(seed);
+    for n in 0..super::budget(count, 1) {
+        let case = super::series_case(&mut rng, n, big_every);
+        let want = one_shot(&case, None);
+        for level in super::levels() {
+            let (got, how, who) = join(&mut rng, &case, level);
+            compare_joined(&case, &want, &got, how, 1.0, &who);
+            let same = one_shot(&case, Some(level));
+            compare_joined(&case, &same, &got, how, 2.0, &who);
+        }
+    }
 }
 
 /// Compares a joined result `got` with `want` (the reference, or a one-shot call with

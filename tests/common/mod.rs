@@ -15,8 +15,8 @@ pub mod exp;
 
 pub use case::{Case, extent, laid_out, random_mask, series_case};
 pub use compare::{
-    Expected, Joined, Outputs, Row, RowError, check, check_level, close, compare_joined,
-    compare_row, one_shot, row,
+    Expected, Joined, Outputs, Row, RowError, check, check_all, check_level, close, compare_joined,
+    compare_row, joined_series, one_shot, row,
 };
 
 use qkv::split::Level;
@@ -50,6 +50,12 @@ impl Rng {
     pub fn fill(&mut self, n: usize, amp: f32) -> Vec<f32> {
         (0..n).map(|_| self.f32() * amp).collect()
     }
+}
+
+/// `native`, or under Miri (about 1000× slower) the smaller `miri`: how many problems a test
+/// runs, or how big they are.
+pub fn budget<T>(native: T, miri: T) -> T {
+    if cfg!(miri) { miri } else { native }
 }
 
 /// True when CI runs this test binary under an instruction-set emulator (qemu-aarch64 for
