@@ -5,8 +5,9 @@ use common::{Case, Rng, budget, check_all, laid_out, levels, one_shot};
 use qkv::Layout;
 use quickcheck::{QuickCheck, TestResult};
 
-fn tests() -> u64 {
-    budget(60, 2)
+/// Runs `prop` on random seeds: 60 natively, 2 under Miri.
+fn quickcheck(prop: fn(u64) -> TestResult) {
+    QuickCheck::new().tests(budget(60, 2)).quickcheck(prop);
 }
 
 fn max_len() -> usize {
@@ -38,9 +39,7 @@ fn ones_in_ones_out() {
         }
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }
 
 /// Without a mask or bias, attention is a function of the set of (k, v) pairs: permuting
@@ -80,9 +79,7 @@ fn permuting_keys_with_values_changes_nothing() {
         }
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }
 
 /// Every level agrees with the reference, lse included (`check` compares both).
@@ -94,7 +91,5 @@ fn every_level_matches_reference_quickcheck() {
         check_all(&case);
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }

@@ -2,7 +2,9 @@
 //! against the one-shot call and the reference under `tolerance::merged_*_bound`.
 
 mod common;
-use common::{Case, Joined, Rng, budget, compare_joined, joined_series, levels, one_shot};
+use common::{
+    Case, Joined, Rng, assert_same_bits, budget, compare_joined, joined_series, levels, one_shot,
+};
 use qkv::split::{self, Level};
 use qkv::{Error, Mask, Params, Shape, Tensor};
 
@@ -66,13 +68,7 @@ fn one_partial_over_everything_is_the_one_shot_call_exactly() {
         for level in levels() {
             let got = partial(&case, level, 0..case.shape.kv_len);
             let want = one_shot(&case, Some(level));
-            let same = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
-            };
-            assert!(same(&got.0, &want.0), "{level:?} out");
-            assert!(same(&got.1, &want.1), "{level:?} lse");
+            assert_same_bits(&want, &got, &format!("{level:?}"));
         }
     }
 }
@@ -94,9 +90,7 @@ fn merge_is_commutative_exactly_and_associative_within_tolerance() {
         merge(&case, &mut ab, &b);
         let mut ba = b.clone();
         merge(&case, &mut ba, &a);
-        for (x, y) in ab.0.iter().zip(&ba.0).chain(ab.1.iter().zip(&ba.1)) {
-            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-        }
+        assert_same_bits(&ab, &ba, "a ⊕ b against b ⊕ a");
         // (a ⊕ b) ⊕ c ≈ a ⊕ (b ⊕ c).
         let mut left = ab;
         merge(&case, &mut left, &c);

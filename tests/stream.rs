@@ -4,7 +4,8 @@
 
 mod common;
 use common::{
-    Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, laid_out, levels, one_shot,
+    Case, Joined, Outputs, Rng, assert_same_bits, budget, compare_joined, joined_series, laid_out,
+    levels, one_shot,
 };
 use qkv::split::Level;
 use qkv::stream::Stream;
@@ -111,9 +112,7 @@ fn one_chunk_is_the_one_shot_call_exactly() {
             let all = 0..case.shape.kv_len;
             let got = run_stream(&case, level, std::slice::from_ref(&all));
             let want = one_shot(&case, Some(level));
-            for (x, y) in got.0.iter().zip(&want.0).chain(got.1.iter().zip(&want.1)) {
-                assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-            }
+            assert_same_bits(&want, &got, &format!("{level:?}"));
         }
     }
 }

@@ -404,6 +404,20 @@ pub fn one_shot(case: &Case, level: Option<Level>) -> Outputs {
     (out, lse)
 }
 
+/// `got` is `want` bit for bit (any NaN matching any NaN): for two paths that must do the
+/// same arithmetic in the same order.
+pub fn assert_same_bits(want: &Outputs, got: &Outputs, who: &str) {
+    for (name, w, g) in [("out", &want.0, &got.0), ("lse", &want.1, &got.1)] {
+        assert_eq!(w.len(), g.len(), "{who}: {name} lengths");
+        for (idx, (x, y)) in w.iter().zip(g).enumerate() {
+            assert!(
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                "{who}: {name}[{idx}] = {y:e}, want {x:e} bit for bit"
+            );
+        }
+    }
+}
+
 /// How a result was joined from pieces, which picks its bound.
 #[derive(Clone, Copy, Debug)]
 pub enum Joined {
