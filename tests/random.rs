@@ -1,22 +1,14 @@
 //! Every level and emulated width against the reference on random problems.
 
 mod common;
-use common::{Case, Rng, budget, check_all};
-
-/// `n` random problems of up to `len` rows and keys and `dim` columns.
-fn sweep(seed: u64, (n, len, dim): (usize, usize, usize)) {
-    let mut rng = Rng(seed);
-    for _ in 0..n {
-        check_all(&Case::random(&mut rng, len, dim));
-    }
-}
+use common::{budget, check_all, random_cases};
 
 #[test]
 fn random_small_problems_match_reference() {
-    sweep(1, budget((300, 40, 24), (2, 6, 6)));
+    random_cases(1, budget((300, 40, 24), (2, 6, 6))).for_each(|case| check_all(&case));
 }
 
 #[test]
 fn random_tile_sized_problems_match_reference() {
-    sweep(2, budget((40, 140, 140), (1, 9, 9)));
+    random_cases(2, budget((40, 140, 140), (1, 9, 9))).for_each(|case| check_all(&case));
 }

@@ -4,6 +4,7 @@
 mod common;
 use common::{
     Case, Joined, Rng, assert_same_bits, budget, compare_joined, joined_series, levels, one_shot,
+    random_cases,
 };
 use qkv::split::{self, Level};
 use qkv::{Error, Mask, Params, Shape, Tensor};
@@ -62,9 +63,7 @@ fn random_splits_merge_to_one_shot_and_reference() {
 
 #[test]
 fn one_partial_over_everything_is_the_one_shot_call_exactly() {
-    let mut rng = Rng(51);
-    for _ in 0..budget(60, 1) {
-        let case = Case::random(&mut rng, budget(70, 6), 20);
+    for case in random_cases(51, budget((60, 70, 20), (1, 6, 20))) {
         for level in levels() {
             let got = partial(&case, level, 0..case.shape.kv_len);
             let want = one_shot(&case, Some(level));

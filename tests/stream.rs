@@ -5,7 +5,7 @@
 mod common;
 use common::{
     Case, Joined, Outputs, Rng, assert_same_bits, budget, compare_joined, joined_series, laid_out,
-    levels, one_shot,
+    levels, one_shot, random_cases,
 };
 use qkv::split::Level;
 use qkv::stream::Stream;
@@ -105,9 +105,7 @@ fn token_by_token_decode_with_sliding_window() {
 
 #[test]
 fn one_chunk_is_the_one_shot_call_exactly() {
-    let mut rng = Rng(62);
-    for _ in 0..budget(40, 1) {
-        let case = Case::random(&mut rng, budget(60, 6), 20);
+    for case in random_cases(62, budget((40, 60, 20), (1, 6, 20))) {
         for level in levels() {
             let all = 0..case.shape.kv_len;
             let got = run_stream(&case, level, std::slice::from_ref(&all));

@@ -192,6 +192,13 @@ impl Case {
     }
 }
 
+/// `n` random problems ([`Case::random`]) of up to `len` rows and keys and `dim` columns,
+/// from the generator seeded with `seed`.
+pub fn random_cases(seed: u64, (n, len, dim): (usize, usize, usize)) -> impl Iterator<Item = Case> {
+    let mut rng = Rng(seed);
+    (0..n).map(move |_| Case::random(&mut rng, len, dim))
+}
+
 /// Case `n` of a random series (the split, stream and parallel tests): up to 40 rows and keys,
 /// every `big_every`-th up to 140 (past the kernel's 48-row and 48-key blocks), dims up to
 /// 24; under Miri (~1000x slower) up to 6 of each.
