@@ -59,6 +59,7 @@ pub fn laid_out(
 }
 
 impl Case {
+    /// The parameters the case describes, borrowing its bias.
     pub fn params(&self) -> Params<'_> {
         let [q, k, v, out] = self.layouts;
         let mut p = Params::new(self.shape)
@@ -213,6 +214,7 @@ pub fn series_case(rng: &mut Rng, n: usize, big_every: usize) -> Case {
     Case::random(rng, max_len, max_dim)
 }
 
+/// No mask, causal or a random band, at a random query position (offsets around `kv_len`).
 pub fn random_mask(rng: &mut Rng, s: &Shape) -> Mask {
     let pos = match rng.range(0, 3) {
         0 => QueryPos::BottomRight,

@@ -74,8 +74,9 @@ pub struct Row {
     pub nan: bool,
     /// `max |scale|·Σ|q_d k_d| + |bias|` over the included keys (rule 5).
     pub score_abs: f64,
-    /// The same without the bias: the `score_abs` of the merged and stream bounds, which
-    /// round the bias into the score once, as the one-shot call does.
+    /// The same without the bias: the `score_abs` [`compare_joined`] gives the merged and
+    /// stream bounds, tighter than `score_abs` where there is a bias and enough for the
+    /// tests' small biases.
     pub dot_abs: f64,
     /// The largest finite `|v|` over the included keys.
     pub v_abs: f32,

@@ -5,8 +5,8 @@
 //! One copy serves three crates, each including it by path because a crate that depends on
 //! `qkv` cannot be a dev-dependency of `qkv` (it would bring a second copy of `qkv`'s
 //! types): the integration tests (`mod common;`), the fuzz crate (`fuzz/src/lib.rs`) and the
-//! examples and benches (`examples/common/cases.rs`). Each uses part of it.
-// Each user takes part of the kit.
+//! examples and benches (`examples/common/cases.rs`). Each uses part of it, so unused items
+//! and re-exports are allowed here, once, rather than at each include.
 #![allow(dead_code, unused_imports)]
 
 pub mod case;
@@ -34,19 +34,24 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + (self.u64() % (hi - lo + 1) as u64) as usize
     }
+    /// Uniform in `[-1, 1)`, 24 bits.
     pub fn f32(&mut self) -> f32 {
         (self.u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
+    /// True with probability `num / den`.
     pub fn coin(&mut self, num: u64, den: u64) -> bool {
         self.u64() % den < num
     }
+    /// One of `xs`.
     pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.range(0, xs.len() - 1)]
     }
+    /// `n` values uniform in `±amp`.
     pub fn fill(&mut self, n: usize, amp: f32) -> Vec<f32> {
         (0..n).map(|_| self.f32() * amp).collect()
     }
