@@ -874,24 +874,11 @@ fn check(params: &Params, d: &Data) -> Check {
             qkv::reference::attention(&sub, q, k, v, &mut expect, None)
                 .expect("valid reference sub-problem");
             let got = &d.out[at(&params.out, h, i)..][..s.v_dim];
-            // The tolerance of this row (qkv::tolerance): magnitudes over its visible keys.
-            let (lo, hi) = params.key_range(i);
-            let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
-            for j in lo..hi {
-                let kr = &k[params.k.row_stride * j..][..s.head_dim];
-                let dot: f32 = q.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-                score_abs = score_abs.max(scale.abs() * dot);
-                let vr = &v[params.v.row_stride * j..][..s.v_dim];
-                v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
-            }
-            let bound = qkv::tolerance::output_bound(score_abs, v_abs, s.head_dim, s.kv_len);
-            for (a, b) in got.iter().zip(&expect) {
-                let err = (*a as f64 - *b as f64).abs();
-                // NaN counts as infinitely wrong.
-                let err = if err.is_nan() { f64::INFINITY } else { err };
-                c.max_err = c.max_err.max(err);
-                c.worst_ratio = c.worst_ratio.max(err / bound as f64);
-            }
+            // Error and bound as the tests and the fuzz targets compute them.
+            let row = cases::kit::row(params, &d.q, &d.k, &d.v, h, i);
+            let e = cases::kit::compare_row(&row, &expect, got);
+            c.max_err = c.max_err.max(e.max_err);
+            c.worst_ratio = c.worst_ratio.max(e.worst_ratio);
         }
     }
     c

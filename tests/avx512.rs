@@ -8,11 +8,12 @@
 
 mod common;
 use common::exp::{ExpAll, ulps};
-use common::{Case, Joined, Rng, Runner, check, compare_joined, one_shot};
+use common::{Case, Joined, Rng, check, compare_joined, one_shot};
+use qkv::split::{self, Level};
 use qkv::stream::Stream;
-use qkv::{Isa, Mask, QueryPos, Shape, split};
+use qkv::{Isa, Mask, QueryPos, Shape};
 
-const AVX512: Runner = Runner::Isa(Isa::Avx512);
+const AVX512: Level = Level::Isa(Isa::Avx512);
 
 fn avx512_or_skip() -> bool {
     if Isa::Avx512.is_available() {
@@ -164,7 +165,6 @@ fn avx512_split_and_stream_match_reference() {
         return;
     }
     let mut rng = Rng(516);
-    let level = AVX512.level();
     for _ in 0..12 {
         let case = Case::random(&mut rng, 90, 24);
         let s = case.shape;
@@ -178,7 +178,7 @@ fn avx512_split_and_stream_match_reference() {
             let mut out = vec![f32::NAN; case.out_len];
             let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
             split::partial_at(
-                level, &p, &case.q, &case.k, &case.v, keys, &mut out, &mut lse,
+                AVX512, &p, &case.q, &case.k, &case.v, keys, &mut out, &mut lse,
             )
             .unwrap();
             parts.push((out, lse));
@@ -190,7 +190,7 @@ fn avx512_split_and_stream_match_reference() {
         compare_joined(&case, &want, &acc, Joined::Merged(2), 1.0, "avx512 split");
         // A stream fed in pages of 7 keys.
         let mut state = vec![f32::NAN; Stream::state_len(&s)];
-        let mut stream = Stream::new(&p, &mut state).unwrap().with_level(level);
+        let mut stream = Stream::new(&p, &mut state).unwrap().with_level(AVX512);
         let mut chunks = 0;
         for start in (0..s.kv_len).step_by(7) {
             let keys = start..(start + 7).min(s.kv_len);

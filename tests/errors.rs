@@ -1,10 +1,10 @@
 //! Bad input returns a typed error, never panics, and leaves `out` and `lse` untouched.
 
 mod common;
-use common::Runner;
+use common::levels;
 use qkv::{Bias, Dim, Error, Isa, Layout, Params, Shape, Tensor};
 
-/// Runs every runner and the reference; all must return `want` and write nothing.
+/// Runs every level and the reference; all must return `want` and write nothing.
 fn expect(
     p: &Params,
     q: &[f32],
@@ -26,8 +26,8 @@ fn expect(
         lse.as_deref_mut(),
     ));
     results.push(qkv::attention(p, q, k, v, &mut out, lse.as_deref_mut()));
-    for r in Runner::all() {
-        results.push(r.run(p, q, k, v, &mut out, lse.as_deref_mut()));
+    for r in levels() {
+        results.push(r.attention(p, q, k, v, &mut out, lse.as_deref_mut()));
     }
     for got in results {
         assert_eq!(got, Err(want));

@@ -3,7 +3,7 @@
 #![cfg(feature = "parallel")]
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, Runner, compare_joined, one_shot, series_case};
+use common::{Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, levels, one_shot};
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
 use qkv::{Error, Isa, Mask, Params, Shape, Tensor};
@@ -28,33 +28,24 @@ fn planned(case: &Case, lvl: Level, plan: Plan) -> Outputs {
 
 #[test]
 fn random_plans_match_single_threaded_and_reference() {
-    let mut rng = Rng(70);
-    let cases = if cfg!(miri) { 1 } else { 120 };
-    for n in 0..cases {
-        let case = series_case(&mut rng, n, 5);
+    // Each comparison also checks that nothing outside the output rows is written.
+    joined_series(70, 120, 5, |rng, case, level| {
         let s = case.shape;
-        let want = one_shot(&case, None);
-        for runner in Runner::all() {
-            let plan = Plan {
-                q_block: rng.range(0, s.q_len + 1),
-                kv_block: rng.range(0, s.kv_len + 1),
-            };
-            let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
-            let depth = splits.saturating_sub(1);
-            let got = planned(&case, runner.level(), plan);
-            let who = format!("{runner:?} {plan:?}");
-            // Each compare also checks that nothing outside the output rows is written.
-            compare_joined(&case, &want, &got, Joined::Merged(depth), 1.0, &who);
-            let same = one_shot(&case, Some(runner));
-            compare_joined(&case, &same, &got, Joined::Merged(depth), 2.0, &who);
-        }
-    }
+        let plan = Plan {
+            q_block: rng.range(0, s.q_len + 1),
+            kv_block: rng.range(0, s.kv_len + 1),
+        };
+        let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
+        let depth = splits.saturating_sub(1);
+        let got = planned(case, level, plan);
+        (got, Joined::Merged(depth), format!("{level:?} {plan:?}"))
+    });
 }
 
 #[test]
 fn auto_plans_for_prefill_and_decode() {
     let mut rng = Rng(71);
-    let (q_len, kv_len) = if cfg!(miri) { (3, 9) } else { (300, 2100) };
+    let (q_len, kv_len) = budget((300, 2100), (3, 9));
     for shape in [
         Shape::new(2, q_len, q_len, 16).gqa(4, 2),
         Shape::new(1, 1, kv_len, 32).gqa(4, 1),
@@ -64,7 +55,7 @@ fn auto_plans_for_prefill_and_decode() {
             let mut case = Case::dense(&mut rng, shape, 1.0);
             case.mask = mask;
             let want = one_shot(&case, None);
-            let single = one_shot(&case, Some(Runner::Isa(Isa::detect())));
+            let single = one_shot(&case, Some(Level::Isa(Isa::detect())));
             for threads in [1, 2, 4] {
                 let plan = Plan::auto(&shape, threads);
                 assert!(plan.q_block >= 1 && plan.kv_block >= 1);

@@ -1,15 +1,17 @@
 //! Properties that hold whatever the data: checked with quickcheck on random problems.
 
 mod common;
-use common::{Case, Rng, Runner};
+use common::{Case, Rng, budget, check_all, laid_out, levels, one_shot};
+use qkv::Layout;
 use quickcheck::{QuickCheck, TestResult};
 
-fn tests() -> u64 {
-    if cfg!(miri) { 2 } else { 60 }
+/// Runs `prop` on random seeds: 60 natively, 2 under Miri.
+fn quickcheck(prop: fn(u64) -> TestResult) {
+    QuickCheck::new().tests(budget(60, 2)).quickcheck(prop);
 }
 
 fn max_len() -> usize {
-    if cfg!(miri) { 6 } else { 80 }
+    budget(80, 6)
 }
 
 /// V of all ones: every row that includes a key outputs exactly ones (up to rounding);
@@ -22,28 +24,22 @@ fn ones_in_ones_out() {
         case.v.fill(1.0);
         let s = case.shape;
         let p = case.params();
-        for runner in Runner::all() {
-            let mut out = vec![f32::NAN; case.out_len];
-            let mut lse = vec![0.0; s.q_heads * s.q_len];
-            runner
-                .run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
-                .unwrap();
+        for level in levels() {
+            let (out, lse) = one_shot(&case, Some(level));
             for h in 0..s.q_heads {
                 for i in 0..s.q_len {
-                    let row = &out[h * p.out.head_stride + i * p.out.row_stride..][..s.v_dim];
+                    let row = &out[p.out.at(h, i)..][..s.v_dim];
                     let empty = lse[h * s.q_len + i] == f32::NEG_INFINITY;
                     let want = if empty { 0.0 } else { 1.0 };
                     if row.iter().any(|&x| (x - want).abs() > 1e-5) {
-                        return TestResult::error(format!("{runner:?} row {h},{i}: {row:?}"));
+                        return TestResult::error(format!("{level:?} row {h},{i}: {row:?}"));
                     }
                 }
             }
         }
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }
 
 /// Without a mask or bias, attention is a function of the set of (k, v) pairs: permuting
@@ -61,47 +57,29 @@ fn permuting_keys_with_values_changes_nothing() {
         for i in (1..perm.len()).rev() {
             perm.swap(i, rng.range(0, i));
         }
-        let (mut k2, mut v2) = (case.k.clone(), case.v.clone());
-        for g in 0..s.kv_heads {
-            for (j, &from) in perm.iter().enumerate() {
-                let (dst, src) = (
-                    g * p.k.head_stride + j * p.k.row_stride,
-                    g * p.k.head_stride + from * p.k.row_stride,
-                );
-                k2[dst..dst + s.head_dim].copy_from_slice(&case.k[src..src + s.head_dim]);
-                let (dst, src) = (
-                    g * p.v.head_stride + j * p.v.row_stride,
-                    g * p.v.head_stride + from * p.v.row_stride,
-                );
-                v2[dst..dst + s.v_dim].copy_from_slice(&case.v[src..src + s.v_dim]);
-            }
-        }
-        for runner in Runner::all() {
-            let mut a = vec![0.0; case.out_len];
-            let mut b = vec![0.0; case.out_len];
-            let (mut la, mut lb) = (
-                vec![0.0; s.q_heads * s.q_len],
-                vec![0.0; s.q_heads * s.q_len],
-            );
-            runner
-                .run(&p, &case.q, &case.k, &case.v, &mut a, Some(&mut la))
-                .unwrap();
-            runner
-                .run(&p, &case.q, &k2, &v2, &mut b, Some(&mut lb))
-                .unwrap();
+        let permuted = |data: &[f32], l: Layout, dim: usize| {
+            laid_out(l, (s.kv_heads, s.kv_len, dim), 0, |g, j, c| {
+                data[l.at(g, perm[j]) + c]
+            })
+        };
+        let mut moved = case.clone();
+        moved.k = permuted(&case.k, p.k, s.head_dim);
+        moved.v = permuted(&case.v, p.v, s.v_dim);
+        for level in levels() {
+            // Outside the output rows both are NaN, which compares as equal below.
+            let (a, la) = one_shot(&case, Some(level));
+            let (b, lb) = one_shot(&moved, Some(level));
             // Only the order of f32 sums changes: kv_len·ε relative, of values ≤ 1.
             let tol = 4.0 * (s.kv_len as f32 + 2.0) * f32::EPSILON + 1e-6;
             for (x, y) in a.iter().zip(&b).chain(la.iter().zip(&lb)) {
                 if (x - y).abs() > tol * (1.0 + x.abs()) {
-                    return TestResult::error(format!("{runner:?}: {x} vs {y} ({s:?})"));
+                    return TestResult::error(format!("{level:?}: {x} vs {y} ({s:?})"));
                 }
             }
         }
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }
 
 /// Every level agrees with the reference, lse included (`check` compares both).
@@ -110,12 +88,8 @@ fn every_level_matches_reference_quickcheck() {
     fn prop(seed: u64) -> TestResult {
         let mut rng = Rng(seed);
         let case = Case::random(&mut rng, max_len(), 40);
-        for runner in Runner::all() {
-            common::check(&case, runner);
-        }
+        check_all(&case);
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(tests())
-        .quickcheck(prop as fn(u64) -> TestResult);
+    quickcheck(prop);
 }

@@ -1,13 +1,16 @@
-//! Every input the fuzz targets (`fuzz/`) ever failed on, replayed through the same checks,
-//! plus each bug they found written out as a plain test.
+//! Every input the fuzz targets (`fuzz/`) failed on, replayed through the same checks, plus
+//! each of those failures written out as a plain test that says what input it replays.
 //!
-//! The checks are the fuzz crate's own modules, included by path: `fuzz/src/differential.rs`
+//! The checks are the fuzz crate's own modules, included by path (they use the test kit,
+//! `mod common`, as the fuzz crate does): `fuzz/src/differential.rs`
 //! (every level against the reference), `fuzz/src/api.rs` (arbitrary shapes, strides and
 //! lengths give `Ok` or a typed error and write nothing outside the output rows),
 //! `fuzz/src/exp_check.rs` (`exp` within its documented bound), and with the `capi` feature
 //! `fuzz/src/capi_check.rs` and `fuzz/src/capi_split_check.rs` (the C ABI's statuses and
 //! results). The replayed inputs are the seed corpus `fuzz/corpus/<target>/seed-*` and
 //! `fuzz/regressions/<target>/*`.
+
+mod common;
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/bytes.rs"]
@@ -37,7 +40,8 @@ mod capi_split_check;
 
 use std::path::Path;
 
-use qkv::{Bias, Emulated, Isa, Params, Shape};
+use common::levels;
+use qkv::{Bias, Params, Shape};
 
 /// Runs `check` on every seed and every recorded failure of `target`; returns how many.
 fn replay(target: &str, check: fn(&[u8])) -> usize {
@@ -98,31 +102,29 @@ fn capi_split_seeds_and_regressions() {
     assert!(replay("capi_split", capi_split_check::run) > 0);
 }
 
-/// Every level and emulated width on `p`, with `lse`.
+/// The output of every level on `p`, with `lse`.
 fn outputs(p: &Params, q: &[f32], k: &[f32], v: &[f32], out_len: usize) -> Vec<(String, Vec<f32>)> {
-    let mut r = vec![];
     let lse_len = p.shape.q_heads * p.shape.q_len;
-    for isa in Isa::available() {
-        let (mut out, mut lse) = (vec![0.0; out_len], vec![0.0; lse_len]);
-        isa.attention(p, q, k, v, &mut out, Some(&mut lse)).unwrap();
-        r.push((format!("{isa}"), out));
-    }
-    for e in Emulated::ALL {
-        let (mut out, mut lse) = (vec![0.0; out_len], vec![0.0; lse_len]);
-        e.attention(p, q, k, v, &mut out, Some(&mut lse)).unwrap();
-        r.push((format!("{e:?}"), out));
-    }
-    r
+    levels()
+        .into_iter()
+        .map(|level| {
+            let (mut out, mut lse) = (vec![0.0; out_len], vec![0.0; lse_len]);
+            level
+                .attention(p, q, k, v, &mut out, Some(&mut lse))
+                .unwrap();
+            (format!("{level:?}"), out)
+        })
+        .collect()
 }
 
-/// Found by the differential target (`fuzz/regressions/differential/bias-1e10`).
+/// Replays `fuzz/regressions/differential/bias-1e10`: two keys whose scores differ by 1 on a
+/// bias of `1e10`.
 ///
-/// `tolerance::output_bound` takes `score_abs` = the largest `|scale|·Σ|q_d k_d|`, but the
-/// kernel's `f32` score `scale·q·k + bias` also rounds against `|bias|`: here both scores are
-/// `1e10` in `f32` (its ulp is 1024), so every `f32` kernel gives the two keys equal weights
-/// (0.5) where the reference gives `e/(1 + e)` = 0.731, far outside the documented bound
-/// (about 1e-6). Scores of 1e10 are well inside "representable in f32". The fix is in the
-/// bound's documentation (count `|bias|` in `score_abs`), not in the kernel.
+/// The kernel's `f32` score `scale·q·k + bias` rounds against `|bias|`: both scores are `1e10`
+/// in `f32` (its ulp is 1024), so every `f32` kernel gives the two keys equal weights (0.5)
+/// where the reference gives `e/(1 + e)` = 0.731. Scores of 1e10 are well inside
+/// "representable in f32", so `tolerance::output_bound` must count `|bias|` in `score_abs`,
+/// which this checks on every level.
 #[test]
 fn bias_magnitude_counts_in_the_documented_bound() {
     let q = [1.0f32];
@@ -134,8 +136,8 @@ fn bias_magnitude_counts_in_the_documented_bound() {
         .with_bias(Bias::broadcast(&bias, 2));
     let mut want = [0.0f32];
     qkv::reference::attention(&p, &q, &k, &v, &mut want, None).unwrap();
-    // score_abs = |scale|·|q·k_j| + |bias_j| ≤ 1 + 1e10, v_abs = 1: the documented bound
-    // (since the fix) is loose enough for the rounding of 1e10 + 1 in f32.
+    // score_abs = |scale|·|q·k_j| + |bias_j| ≤ 1 + 1e10, v_abs = 1: the documented bound is
+    // loose enough for the rounding of 1e10 + 1 in f32.
     let bound = qkv::tolerance::output_bound(1.0 + 1e10, 1.0, 1, 2);
     for (who, got) in outputs(&p, &q, &k, &v, 1) {
         assert!(
@@ -147,12 +149,12 @@ fn bias_magnitude_counts_in_the_documented_bound() {
     }
 }
 
-/// Found by the api target (`fuzz/regressions/api/params-new-overflow`).
+/// Replays `fuzz/regressions/api/params-new-overflow`: a shape whose planar and interleaved
+/// strides overflow `usize`.
 ///
 /// `Params::new` (through `Layout::planar`) and `Params::interleaved` (through
-/// `Layout::interleaved`) multiply sizes unchecked, so with overflow checks on (debug builds,
-/// `cargo test`) a huge shape panics instead of reaching `validate`'s `Error::Overflow`;
-/// in release the stride silently wraps. The crate promises no panics on any input.
+/// `Layout::interleaved`) must not panic with overflow checks on (debug builds, `cargo
+/// test`), and `validate` must refuse the result: the crate promises no panics on any input.
 #[test]
 fn params_new_with_huge_shape_does_not_panic() {
     let shape = Shape::new(1, usize::MAX, 2, 2);
@@ -164,13 +166,13 @@ fn params_new_with_huge_shape_does_not_panic() {
     assert!(p.validate(&[], &[], &[], &[], None).is_err());
 }
 
-/// Found by the capi target (`fuzz/regressions/capi/huge-q-len`).
+/// Replays `fuzz/regressions/capi/huge-q-len`: the same overflow through the C ABI, a
+/// descriptor with `q_len · head_dim` beyond `usize::MAX` and caller-given layouts.
 ///
-/// The same overflow through the C ABI: `run` in `src/capi.rs` builds `Params::new(shape)`
-/// before setting the caller's layouts, so with overflow checks on (debug builds, `cargo
-/// test`) a descriptor with `q_len · head_dim` beyond `usize::MAX` panics there; the panic is
-/// caught and returned as `QKV_ERR_INTERNAL` ("never returned by a correct build") instead of
-/// `QKV_ERR_OVERFLOW`. Without `std` (firmware) it reaches the panic handler.
+/// Building the planar defaults before the caller's layouts replace them must not panic: a
+/// caught panic would come back as `QKV_ERR_INTERNAL` ("never returned by a correct build"),
+/// and without `std` (firmware) reach the panic handler. The call must give the status of
+/// the real problem in the descriptor.
 #[test]
 #[cfg(feature = "capi")]
 fn capi_huge_shape_is_not_an_internal_error() {
@@ -207,13 +209,13 @@ fn capi_huge_shape_is_not_an_internal_error() {
     assert_eq!(status, QKV_ERR_OVERLAP);
 }
 
-/// Found by the capi_split target (`fuzz/regressions/capi_split/stream-zero-head-dim`).
+/// Replays `fuzz/regressions/capi_split/stream-zero-head-dim`: a stream over a problem with
+/// `head_dim = 0`.
 ///
-/// `Stream::new` and `Stream::resume` check the shape through `split::validate_out`, whose
-/// probe stands in a `head_dim` of 1, so a stream over a problem with `head_dim = 0` (which
-/// the one-shot call refuses with `Error::ZeroDim(Dim::HeadDim)`) was accepted, and
-/// `finish` returned zero rows with `lse = -inf` for it; `Stream::new` documents the one-shot
-/// call's `ZeroDim` errors. The same through `qkv_stream_init` and `qkv_stream_finish`.
+/// `Stream::new` documents the one-shot call's `ZeroDim` errors, so `Stream::new`,
+/// `Stream::resume`, `qkv_stream_init` and `qkv_stream_finish` must refuse it as the one-shot
+/// call does (`Error::ZeroDim(Dim::HeadDim)`), in the same order of checks, and write
+/// nothing: a stream that accepted it would finish with zero rows and `lse = -inf`.
 #[test]
 fn stream_with_zero_head_dim_is_refused() {
     use qkv::stream::Stream;
@@ -270,14 +272,13 @@ fn stream_with_zero_head_dim_is_refused() {
     }
 }
 
-/// Found by the api, capi and capi_split targets at once
-/// (`fuzz/regressions/*/decode-prefetch-huge-k-stride`), the first run after the decode
-/// prefetch distance became `PREFETCH_KEYS · row_stride` elements.
+/// Replays `fuzz/regressions/*/decode-prefetch-huge-k-stride`: decode rows over a K row
+/// stride near `usize::MAX`.
 ///
-/// With few keys, validation accepts any K row stride (only rows below `kv_len` must fit), so
-/// the distance overflowed `usize` and, with overflow checks on, panicked. A distance past
-/// `usize` now asks for nothing further on. Every level and emulated width, against the
-/// reference.
+/// With few keys, validation accepts any K row stride (only rows below `kv_len` must fit),
+/// so the decode path's prefetch distance, a multiple of the row stride, can pass `usize`;
+/// it must then not panic (overflow checks are on in `cargo test`). On every level: one key
+/// gives exactly its `v`, more keys give an error.
 #[test]
 fn decode_with_a_huge_k_row_stride_does_not_panic() {
     for (kv_len, stride) in [
@@ -294,29 +295,25 @@ fn decode_with_a_huge_k_row_stride_does_not_panic() {
         let q = vec![0.25f32; 4 * 3];
         let v = vec![1.0f32; kv_len * 3];
         let mut out = vec![f32::NAN; 4 * 3];
-        for isa in Isa::available() {
-            let got = isa.attention(&p, &q, &k, &v, &mut out, None);
+        for level in levels() {
+            let got = level.attention(&p, &q, &k, &v, &mut out, None);
             match kv_len {
                 1 => {
                     got.unwrap();
-                    assert!(out.iter().all(|&o| o == 1.0), "{isa:?}: {out:?}");
+                    assert!(out.iter().all(|&o| o == 1.0), "{level:?}: {out:?}");
                 }
-                _ => assert!(got.is_err(), "{isa:?}"),
+                _ => assert!(got.is_err(), "{level:?}"),
             }
-        }
-        for lanes in widths() {
-            let got = lanes.attention(&p, &q, &k, &v, &mut out, None);
-            assert_eq!(got.is_ok(), kv_len == 1, "{lanes:?}");
         }
     }
 }
 
-/// Found by the api target after ten minutes (`fuzz/regressions/api/pv-prefetch-bound-near-usize-max`),
-/// a bug from entry 11 of benches/NOTES.md (the P·V prefetch one key block ahead).
+/// Replays `fuzz/regressions/api/pv-prefetch-bound-near-usize-max`: `usize::MAX` keys.
 ///
 /// With zero row strides a K/V of `usize::MAX` keys fits in a few floats, and a sliding
-/// window puts the visible keys at the very end: the test "is there a block after this
-/// one", `k0 + 2·BLOCK_K <= end`, overflowed. Every level and emulated width.
+/// window puts the visible keys at the very end, where the P·V prefetch's test for a next
+/// key block, `k0 + 2·BLOCK_K <= end`, must not overflow. On every level: the keys are all
+/// equal, so each row is exactly their `v`.
 #[test]
 fn keys_near_usize_max_do_not_overflow_the_prefetch_bound() {
     // Under Miri one decode row (the bound is shared by every path): each call there costs
@@ -333,25 +330,10 @@ fn keys_near_usize_max_do_not_overflow_the_prefetch_bound() {
             .with_mask(qkv::Mask::sliding_window(100));
         let q = vec![0.5f32; rows * 2];
         let (k, v) = ([1.0f32, -1.0], [3.0f32, 4.0]);
-        for isa in Isa::available() {
+        for level in levels() {
             let mut out = vec![f32::NAN; rows * 2];
-            isa.attention(&p, &q, &k, &v, &mut out, None).unwrap();
-            assert!(out.chunks(2).all(|o| o == [3.0, 4.0]), "{isa:?}: {out:?}");
-        }
-        for lanes in widths() {
-            let mut out = vec![f32::NAN; rows * 2];
-            lanes.attention(&p, &q, &k, &v, &mut out, None).unwrap();
-            assert!(out.chunks(2).all(|o| o == [3.0, 4.0]), "{lanes:?}: {out:?}");
+            level.attention(&p, &q, &k, &v, &mut out, None).unwrap();
+            assert!(out.chunks(2).all(|o| o == [3.0, 4.0]), "{level:?}: {out:?}");
         }
     }
-}
-
-/// pulp's portable widths, without the 8-lane one under Miri (as `tests/common`'s runners:
-/// the same generic code at a width between the other two).
-fn widths() -> Vec<Emulated> {
-    let mut w = vec![Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16];
-    if cfg!(miri) {
-        w.retain(|&e| e != Emulated::Lanes8);
-    }
-    w
 }

@@ -2,7 +2,7 @@
 //! masks and alignments, GQA, strides, extreme scores, empty rows, NaN rules.
 
 mod common;
-use common::{Case, Rng, Runner, check};
+use common::{Case, Outputs, Rng, budget, check_all, levels, one_shot};
 use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
 /// Shapes on either side of lane widths (4, 8, 16) and the kernel's tiles: `MR` 4 (the
@@ -79,9 +79,7 @@ fn every_mask_and_alignment_matches_reference() {
         for mask in masks(&shape) {
             let mut case = Case::dense(&mut rng, shape, 1.0);
             case.mask = mask;
-            for runner in Runner::all() {
-                check(&case, runner);
-            }
+            check_all(&case);
         }
     }
 }
@@ -90,7 +88,7 @@ fn every_mask_and_alignment_matches_reference() {
 fn gqa_ratios_and_layouts_match_reference() {
     let mut rng = Rng(11);
     // Under Miri (~1000x slower): one ratio with two groups, planar and re-laid out.
-    let (len, dim, v_dim) = if cfg!(miri) { (3, 5, 3) } else { (37, 12, 9) };
+    let (len, dim, v_dim) = budget((37, 12, 9), (3, 5, 3));
     let ratios: &[(usize, usize)] = if cfg!(miri) {
         &[(4, 2)]
     } else {
@@ -111,9 +109,7 @@ fn gqa_ratios_and_layouts_match_reference() {
                 case.relayout(&mut rng);
             }
             case.mask = Mask::causal();
-            for runner in Runner::all() {
-                check(&case, runner);
-            }
+            check_all(&case);
         }
     }
 }
@@ -142,30 +138,20 @@ fn bias_per_head_and_broadcast_match_reference() {
             0
         };
         case.bias = Some((data, head_stride, row_stride));
-        for runner in Runner::all() {
-            check(&case, runner);
-        }
+        check_all(&case);
     }
 }
 
-/// Runs every runner on `case` and returns (runner, out, lse) for exact assertions.
-fn outputs(case: &Case) -> Vec<(Runner, Vec<f32>, Vec<f32>)> {
-    let s = case.shape;
-    let p = case.params();
-    let mut all = vec![];
-    for runner in Runner::all() {
-        let mut out = vec![f32::NAN; case.out_len];
-        let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-        runner
-            .run(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse))
-            .unwrap();
-        all.push((runner, out, lse));
-    }
-    let mut out = vec![f32::NAN; case.out_len];
-    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)).unwrap();
-    all.push((Runner::Isa(qkv::Isa::Scalar), out, lse));
-    all
+/// Every level and the reference on `case`: (who, out, lse), for exact assertions.
+fn outputs(case: &Case) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let mut all: Vec<(String, Outputs)> = levels()
+        .into_iter()
+        .map(|l| (format!("{l:?}"), one_shot(case, Some(l))))
+        .collect();
+    all.push(("reference".into(), one_shot(case, None)));
+    all.into_iter()
+        .map(|(who, (out, lse))| (who, out, lse))
+        .collect()
 }
 
 #[test]
@@ -183,13 +169,13 @@ fn scores_of_any_magnitude_do_not_overflow() {
         case.q = vec![1e15, 0.0];
         case.k = c.iter().flat_map(|&c| [c * 1e15, 0.0]).collect();
         case.v = v.clone();
-        for (runner, out, l) in outputs(&case) {
+        for (level, out, l) in outputs(&case) {
             for (o, w) in out.iter().zip(want) {
-                assert!((o - w).abs() <= 1e-4 * w, "{runner:?}: {out:?} != {want:?}");
+                assert!((o - w).abs() <= 1e-4 * w, "{level:?}: {out:?} != {want:?}");
             }
             assert!(
                 (l[0] - lse).abs() <= 1e-6 * 1e30,
-                "{runner:?}: lse {} != {lse}",
+                "{level:?}: lse {} != {lse}",
                 l[0]
             );
         }
@@ -200,16 +186,16 @@ fn scores_of_any_magnitude_do_not_overflow() {
 fn rows_without_keys_give_zero_and_neg_inf_lse() {
     let mut rng = Rng(13);
     // Bottom-right with q_len > kv_len: the first q_len - kv_len rows see no key.
-    let (ql, kv, d) = if cfg!(miri) { (6, 3, 4) } else { (40, 5, 8) };
+    let (ql, kv, d) = budget((40, 5, 8), (6, 3, 4));
     let mut case = Case::dense(&mut rng, Shape::new(2, ql, kv, d), 1.0);
     case.mask = Mask::causal();
-    for (runner, out, lse) in outputs(&case) {
+    for (level, out, lse) in outputs(&case) {
         for h in 0..2 {
             for i in 0..ql {
                 let row = &out[(h * ql + i) * d..][..d];
                 if i < ql - kv {
-                    assert!(row.iter().all(|&x| x == 0.0), "{runner:?} row {i}: {row:?}");
-                    assert_eq!(lse[h * ql + i], f32::NEG_INFINITY, "{runner:?} row {i}");
+                    assert!(row.iter().all(|&x| x == 0.0), "{level:?} row {i}: {row:?}");
+                    assert_eq!(lse[h * ql + i], f32::NEG_INFINITY, "{level:?} row {i}");
                 } else {
                     assert!(row.iter().all(|x| x.is_finite()) && lse[h * ql + i].is_finite());
                 }
@@ -217,21 +203,21 @@ fn rows_without_keys_give_zero_and_neg_inf_lse() {
         }
     }
     // A bias row of -inf, and a window entirely past the keys.
-    let kv = if cfg!(miri) { 6 } else { 70 };
+    let kv = budget(70, 6);
     let mut case = Case::dense(&mut rng, Shape::new(1, 3, kv, d), 1.0);
     let mut bias = vec![0.0; 3 * kv];
     bias[kv..2 * kv].fill(f32::NEG_INFINITY);
     case.bias = Some((bias, 0, kv));
-    for (runner, out, lse) in outputs(&case) {
-        assert!(out[d..2 * d].iter().all(|&x| x == 0.0), "{runner:?}");
-        assert_eq!(lse[1], f32::NEG_INFINITY, "{runner:?}");
-        assert!(lse[0].is_finite() && lse[2].is_finite(), "{runner:?}");
+    for (level, out, lse) in outputs(&case) {
+        assert!(out[d..2 * d].iter().all(|&x| x == 0.0), "{level:?}");
+        assert_eq!(lse[1], f32::NEG_INFINITY, "{level:?}");
+        assert!(lse[0].is_finite() && lse[2].is_finite(), "{level:?}");
     }
     let mut case = Case::dense(&mut rng, Shape::new(1, 3, 10, 4), 1.0);
     case.mask = Mask::sliding_window(0).aligned(QueryPos::Offset(100));
-    for (runner, out, lse) in outputs(&case) {
-        assert!(out.iter().all(|&x| x == 0.0), "{runner:?}");
-        assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY), "{runner:?}");
+    for (level, out, lse) in outputs(&case) {
+        assert!(out.iter().all(|&x| x == 0.0), "{level:?}");
+        assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY), "{level:?}");
     }
 }
 
@@ -240,26 +226,30 @@ fn empty_lengths_are_defined() {
     let p = Params::new(Shape::new(2, 0, 4, 8));
     let (q, k, v) = ([0.0f32; 0], [1.0f32; 64], [1.0f32; 64]);
     let mut out = [7.0f32; 3];
-    for runner in Runner::all() {
-        runner.run(&p, &q, &k, &v, &mut out, Some(&mut [])).unwrap();
+    for level in levels() {
+        level
+            .attention(&p, &q, &k, &v, &mut out, Some(&mut []))
+            .unwrap();
         assert_eq!(out, [7.0; 3], "q_len = 0 writes nothing");
     }
     let p = Params::new(Shape::new(2, 3, 0, 4));
     let q = [1.0f32; 24];
-    for runner in Runner::all() {
+    for level in levels() {
         let mut out = [7.0f32; 24];
         let mut lse = [7.0f32; 6];
-        runner
-            .run(&p, &q, &[], &[], &mut out, Some(&mut lse))
+        level
+            .attention(&p, &q, &[], &[], &mut out, Some(&mut lse))
             .unwrap();
-        assert_eq!(out, [0.0; 24], "{runner:?}: kv_len = 0 gives zero rows");
-        assert_eq!(lse, [f32::NEG_INFINITY; 6], "{runner:?}");
+        assert_eq!(out, [0.0; 24], "{level:?}: kv_len = 0 gives zero rows");
+        assert_eq!(lse, [f32::NEG_INFINITY; 6], "{level:?}");
     }
-    // No rows but 2^40 heads: returns at once (it used to walk the heads doing nothing).
+    // No rows but 2^40 heads: returns at once instead of walking the heads doing nothing.
     let p = Params::new(Shape::new(1, 0, 4, 8).gqa(1 << 40, 1));
     let (k, v) = ([1.0f32; 32], [1.0f32; 32]);
-    for runner in Runner::all() {
-        runner.run(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
+    for level in levels() {
+        level
+            .attention(&p, &[], &k, &v, &mut [], Some(&mut []))
+            .unwrap();
     }
     qkv::reference::attention(&p, &[], &k, &v, &mut [], Some(&mut [])).unwrap();
     qkv::split::partial(&p, &[], &k, &v, 1..3, &mut [], &mut []).unwrap();
@@ -285,14 +275,14 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
     // NaN in q row 2: that row (and its lse) is NaN, no other.
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.q[2 * 5 + 1] = f32::NAN;
-    for (runner, out, lse) in outputs(&case) {
+    for (level, out, lse) in outputs(&case) {
         for i in 0..6 {
             let nan = i == 2;
             assert!(
                 out[i * 3..][..3].iter().all(|x| x.is_nan() == nan),
-                "{runner:?} row {i}"
+                "{level:?} row {i}"
             );
-            assert_eq!(lse[i].is_nan(), nan, "{runner:?} row {i}");
+            assert_eq!(lse[i].is_nan(), nan, "{level:?} row {i}");
         }
     }
     // NaN in k of key kv - 4 with a causal mask (bottom-right: row i sees keys ≤ kv - 6 + i):
@@ -300,12 +290,12 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal();
     case.k[nan_key * 5] = f32::NAN;
-    for (runner, out, _) in outputs(&case) {
+    for (level, out, _) in outputs(&case) {
         for i in 0..6 {
             let nan = i >= 2;
             assert!(
                 out[i * 3..][..3].iter().all(|x| x.is_nan() == nan),
-                "{runner:?} row {i}"
+                "{level:?} row {i}"
             );
         }
     }
@@ -313,13 +303,13 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal();
     case.v[nan_key * 3 + 1] = f32::NAN;
-    for (runner, out, lse) in outputs(&case) {
+    for (level, out, lse) in outputs(&case) {
         for i in 0..6 {
             for c in 0..3 {
                 let nan = i >= 2 && c == 1;
-                assert_eq!(out[i * 3 + c].is_nan(), nan, "{runner:?} row {i} col {c}");
+                assert_eq!(out[i * 3 + c].is_nan(), nan, "{level:?} row {i} col {c}");
             }
-            assert!(lse[i].is_finite(), "{runner:?}");
+            assert!(lse[i].is_finite(), "{level:?}");
         }
     }
     // NaN and inf in k and v of keys excluded by a -inf bias (and outside a window).
@@ -334,10 +324,10 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
         case.k[j * 5..][..5].fill(f32::NAN);
         case.v[j * 3..][..3].copy_from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
     }
-    for (runner, out, lse) in outputs(&case) {
+    for (level, out, lse) in outputs(&case) {
         assert!(
             out.iter().chain(&lse).all(|x| x.is_finite()),
-            "{runner:?}: {out:?}"
+            "{level:?}: {out:?}"
         );
     }
 }
@@ -345,7 +335,7 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
 #[test]
 fn strided_views_into_bigger_buffers() {
     // q/k/v as views into a fused [seq][3][heads][dim] QKV buffer, out interleaved.
-    let (heads, len, dim) = if cfg!(miri) { (2, 3, 5) } else { (3, 21, 16) };
+    let (heads, len, dim) = budget((3, 21, 16), (2, 3, 5));
     let mut rng = Rng(15);
     let qkv = rng.fill(len * 3 * heads * dim, 1.0);
     let layout = Layout {
@@ -360,9 +350,7 @@ fn strided_views_into_bigger_buffers() {
     let out = Layout::interleaved(heads, dim);
     case.layouts = [layout, layout, layout, out];
     case.mask = Mask::causal();
-    for runner in Runner::all() {
-        check(&case, runner);
-    }
+    check_all(&case);
     // A stride-0 head broadcast of K and V is a legal input layout.
     let shape = if cfg!(miri) {
         Shape::new(1, 3, 4, 5)
@@ -372,9 +360,7 @@ fn strided_views_into_bigger_buffers() {
     let mut case = Case::dense(&mut rng, shape.gqa(2, 2), 1.0);
     case.layouts[1].head_stride = 0;
     case.layouts[2].head_stride = 0;
-    for runner in Runner::all() {
-        check(&case, runner);
-    }
+    check_all(&case);
 }
 
 #[test]

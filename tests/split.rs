@@ -2,7 +2,10 @@
 //! against the one-shot call and the reference under `tolerance::merged_*_bound`.
 
 mod common;
-use common::{Case, Joined, Rng, Runner, compare_joined, one_shot, series_case};
+use common::{
+    Case, Joined, Rng, assert_same_bits, budget, compare_joined, joined_series, levels, one_shot,
+    random_cases,
+};
 use qkv::split::{self, Level};
 use qkv::{Error, Mask, Params, Shape, Tensor};
 
@@ -45,44 +48,26 @@ fn merge(case: &Case, a: &mut Partial, b: &Partial) {
 
 #[test]
 fn random_splits_merge_to_one_shot_and_reference() {
-    let mut rng = Rng(50);
-    let cases = if cfg!(miri) { 1 } else { 150 };
-    for n in 0..cases {
-        let case = series_case(&mut rng, n, 5);
-        let want = one_shot(&case, None);
-        for runner in Runner::all() {
-            let parts = rng.range(1, 5);
-            let ranges = split_points(&mut rng, case.shape.kv_len, parts);
-            let lvl = runner.level();
-            let mut acc = partial(&case, lvl, ranges[0].clone());
-            for r in &ranges[1..] {
-                let b = partial(&case, lvl, r.clone());
-                merge(&case, &mut acc, &b);
-            }
-            let who = format!("{runner:?} {ranges:?}");
-            compare_joined(&case, &want, &acc, Joined::Merged(parts - 1), 1.0, &who);
-            let same = one_shot(&case, Some(runner));
-            compare_joined(&case, &same, &acc, Joined::Merged(parts - 1), 2.0, &who);
+    joined_series(50, 150, 5, |rng, case, level| {
+        let parts = rng.range(1, 5);
+        let ranges = split_points(rng, case.shape.kv_len, parts);
+        let mut acc = partial(case, level, ranges[0].clone());
+        for r in &ranges[1..] {
+            let b = partial(case, level, r.clone());
+            merge(case, &mut acc, &b);
         }
-    }
+        let who = format!("{level:?} {ranges:?}");
+        (acc, Joined::Merged(parts - 1), who)
+    });
 }
 
 #[test]
 fn one_partial_over_everything_is_the_one_shot_call_exactly() {
-    let mut rng = Rng(51);
-    let cases = if cfg!(miri) { 1 } else { 60 };
-    for _ in 0..cases {
-        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 70 }, 20);
-        for runner in Runner::all() {
-            let got = partial(&case, runner.level(), 0..case.shape.kv_len);
-            let want = one_shot(&case, Some(runner));
-            let same = |a: &[f32], b: &[f32]| {
-                a.iter()
-                    .zip(b)
-                    .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
-            };
-            assert!(same(&got.0, &want.0), "{runner:?} out");
-            assert!(same(&got.1, &want.1), "{runner:?} lse");
+    for case in random_cases(51, budget((60, 70, 20), (1, 6, 20))) {
+        for level in levels() {
+            let got = partial(&case, level, 0..case.shape.kv_len);
+            let want = one_shot(&case, Some(level));
+            assert_same_bits(&want, &got, &format!("{level:?}"));
         }
     }
 }
@@ -90,10 +75,9 @@ fn one_partial_over_everything_is_the_one_shot_call_exactly() {
 #[test]
 fn merge_is_commutative_exactly_and_associative_within_tolerance() {
     let mut rng = Rng(52);
-    let cases = if cfg!(miri) { 1 } else { 80 };
-    for _ in 0..cases {
-        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 50 }, 16);
-        let lvl = rng.pick(&Runner::all()).level();
+    for _ in 0..budget(80, 1) {
+        let case = Case::random(&mut rng, budget(50, 6), 16);
+        let lvl = rng.pick(&levels());
         let r = split_points(&mut rng, case.shape.kv_len, 3);
         let (a, b, c) = (
             partial(&case, lvl, r[0].clone()),
@@ -105,9 +89,7 @@ fn merge_is_commutative_exactly_and_associative_within_tolerance() {
         merge(&case, &mut ab, &b);
         let mut ba = b.clone();
         merge(&case, &mut ba, &a);
-        for (x, y) in ab.0.iter().zip(&ba.0).chain(ab.1.iter().zip(&ba.1)) {
-            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-        }
+        assert_same_bits(&ab, &ba, "a ⊕ b against b ⊕ a");
         // (a ⊕ b) ⊕ c ≈ a ⊕ (b ⊕ c).
         let mut left = ab;
         merge(&case, &mut left, &c);
@@ -127,16 +109,15 @@ fn fully_masked_partials_merge_as_identity() {
     // Causal, queries at positions 0..ql (top-left) over kv keys: keys ql..kv are masked for
     // every row, so that partial is all (0, -inf).
     let mut rng = Rng(53);
-    let (ql, kv) = if cfg!(miri) { (4, 12) } else { (8, 32) };
-    let shape = Shape::new(2, ql, kv, if cfg!(miri) { 4 } else { 8 });
+    let (ql, kv) = budget((8, 32), (4, 12));
+    let shape = Shape::new(2, ql, kv, budget(8, 4));
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal().aligned(qkv::QueryPos::TopLeft);
-    for runner in Runner::all() {
-        let lvl = runner.level();
-        let empty = partial(&case, lvl, ql..kv);
+    for level in levels() {
+        let empty = partial(&case, level, ql..kv);
         assert!(empty.0.iter().all(|&x| x == 0.0));
         assert!(empty.1.iter().all(|&x| x == f32::NEG_INFINITY));
-        let mut a = partial(&case, lvl, 0..ql);
+        let mut a = partial(&case, level, 0..ql);
         let before = a.clone();
         merge(&case, &mut a, &empty);
         assert_eq!(a, before);
@@ -147,7 +128,7 @@ fn fully_masked_partials_merge_as_identity() {
         merge(&case, &mut ee, &empty);
         assert_eq!(ee, empty);
         // An empty range behaves the same.
-        let none = partial(&case, lvl, 3..3);
+        let none = partial(&case, level, 3..3);
         assert_eq!(none, empty);
     }
 }
@@ -282,8 +263,8 @@ fn bias_and_windows_keep_absolute_positions() {
     // bias with -inf holes, split at every point.
     let mut rng = Rng(54);
     // Under Miri (~1000x slower): fewer keys, rows and heads, and three cuts.
-    let (kv, ql, heads) = if cfg!(miri) { (6, 3, 2) } else { (45, 7, 4) };
-    let shape = Shape::new(2, ql, kv, if cfg!(miri) { 4 } else { 8 }).gqa(heads, 2);
+    let (kv, ql, heads) = budget((45, 7, 4), (6, 3, 2));
+    let shape = Shape::new(2, ql, kv, budget(8, 4)).gqa(heads, 2);
     let cuts: Vec<usize> = if cfg!(miri) {
         vec![0, 2, kv]
     } else {
@@ -306,10 +287,10 @@ fn bias_and_windows_keep_absolute_positions() {
         case.bias = Some((data, ql * rs, rs));
         case.relayout(&mut rng);
         let want = one_shot(&case, None);
-        for runner in Runner::all() {
+        for level in levels() {
             for &cut in &cuts {
-                let mut a = partial(&case, runner.level(), 0..cut);
-                let b = partial(&case, runner.level(), cut..kv);
+                let mut a = partial(&case, level, 0..cut);
+                let b = partial(&case, level, cut..kv);
                 merge(&case, &mut a, &b);
                 compare_joined(&case, &want, &a, Joined::Merged(1), 1.0, "cut");
             }

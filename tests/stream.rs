@@ -3,7 +3,10 @@
 //! under `tolerance::stream_*_bound`.
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, Runner, compare_joined, extent, one_shot, series_case};
+use common::{
+    Case, Joined, Outputs, Rng, assert_same_bits, budget, compare_joined, joined_series, laid_out,
+    levels, one_shot, random_cases,
+};
 use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{Error, Layout, Mask, Params, Shape, Tensor};
@@ -12,16 +15,9 @@ use std::ops::Range;
 /// The rows `keys` of a K or V tensor copied into a fresh buffer with the same strides,
 /// row 0 being key `keys.start`; everything else NaN, so reading outside the chunk shows.
 fn chunk(data: &[f32], l: Layout, heads: usize, dim: usize, keys: &Range<usize>) -> Vec<f32> {
-    let n = keys.len();
-    let mut buf = vec![f32::NAN; extent(l, heads, n, dim)];
-    for h in 0..heads {
-        for r in 0..n {
-            let src = l.at(h, keys.start + r);
-            let dst = l.at(h, r);
-            buf[dst..dst + dim].copy_from_slice(&data[src..src + dim]);
-        }
-    }
-    buf
+    laid_out(l, (heads, keys.len(), dim), 0, |h, r, c| {
+        data[l.at(h, keys.start + r) + c]
+    })
 }
 
 /// A random chunking of `0..n`: runs of single tokens, pages of a random size, empty chunks.
@@ -70,20 +66,12 @@ fn run_stream(case: &Case, lvl: Level, chunks: &[Range<usize>]) -> Outputs {
 
 #[test]
 fn random_chunkings_match_one_shot_and_reference() {
-    let mut rng = Rng(60);
-    let cases = if cfg!(miri) { 1 } else { 120 };
-    for n in 0..cases {
-        let case = series_case(&mut rng, n, 6);
-        let want = one_shot(&case, None);
-        for runner in Runner::all() {
-            let chunks = chunking(&mut rng, case.shape.kv_len);
-            let got = run_stream(&case, runner.level(), &chunks);
-            let who = format!("{runner:?} {chunks:?}");
-            compare_joined(&case, &want, &got, Joined::Stream(chunks.len()), 1.0, &who);
-            let same = one_shot(&case, Some(runner));
-            compare_joined(&case, &same, &got, Joined::Stream(chunks.len()), 2.0, &who);
-        }
-    }
+    joined_series(60, 120, 6, |rng, case, level| {
+        let chunks = chunking(rng, case.shape.kv_len);
+        let got = run_stream(case, level, &chunks);
+        let who = format!("{level:?} {chunks:?}");
+        (got, Joined::Stream(chunks.len()), who)
+    });
 }
 
 #[test]
@@ -98,35 +86,31 @@ fn token_by_token_decode_with_sliding_window() {
     };
     let shape = Shape::new(1, q_len, kv, dim).gqa(q_heads, 2);
     let mut case = Case::dense(&mut rng, shape, 1.0);
-    case.mask = Mask::sliding_window(if cfg!(miri) { 2 } else { 17 });
+    case.mask = Mask::sliding_window(budget(17, 2));
     case.relayout(&mut rng);
     let chunks: Vec<_> = (0..kv).map(|t| t..t + 1).collect();
     let want = one_shot(&case, None);
-    for runner in Runner::all() {
-        let got = run_stream(&case, runner.level(), &chunks);
+    for level in levels() {
+        let got = run_stream(&case, level, &chunks);
         compare_joined(
             &case,
             &want,
             &got,
             Joined::Stream(chunks.len()),
             1.0,
-            &format!("{runner:?}"),
+            &format!("{level:?}"),
         );
     }
 }
 
 #[test]
 fn one_chunk_is_the_one_shot_call_exactly() {
-    let mut rng = Rng(62);
-    for _ in 0..if cfg!(miri) { 1 } else { 40 } {
-        let case = Case::random(&mut rng, if cfg!(miri) { 6 } else { 60 }, 20);
-        for runner in Runner::all() {
+    for case in random_cases(62, budget((40, 60, 20), (1, 6, 20))) {
+        for level in levels() {
             let all = 0..case.shape.kv_len;
-            let got = run_stream(&case, runner.level(), std::slice::from_ref(&all));
-            let want = one_shot(&case, Some(runner));
-            for (x, y) in got.0.iter().zip(&want.0).chain(got.1.iter().zip(&want.1)) {
-                assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-            }
+            let got = run_stream(&case, level, std::slice::from_ref(&all));
+            let want = one_shot(&case, Some(level));
+            assert_same_bits(&want, &got, &format!("{level:?}"));
         }
     }
 }
@@ -188,11 +172,11 @@ fn nan_rules_match_the_one_shot_call() {
     case.v[5 * 4 + 2] = f32::NAN; // key 5, column 2: visible to every row
     case.q[2 * 4 + 1] = f32::NAN; // row 2: NaN scores
     let want = one_shot(&case, None);
-    for runner in Runner::all() {
+    for level in levels() {
         let chunks = [0..3, 3..4, 4..10, 10..16];
-        let got = run_stream(&case, runner.level(), &chunks);
+        let got = run_stream(&case, level, &chunks);
         for (idx, (w, g)) in want.0.iter().zip(&got.0).enumerate() {
-            assert_eq!(w.is_nan(), g.is_nan(), "{runner:?} out[{idx}]: {w} vs {g}");
+            assert_eq!(w.is_nan(), g.is_nan(), "{level:?} out[{idx}]: {w} vs {g}");
         }
         for (w, g) in want.1.iter().zip(&got.1) {
             assert_eq!(w.is_nan(), g.is_nan());

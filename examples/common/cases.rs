@@ -1,9 +1,14 @@
-//! The benchmark shapes of issue 3 and their inputs, shared by `examples/bench.rs` and
-//! `benches/attention.rs`.
+//! The benchmark shapes and their inputs, shared by `examples/bench.rs` and
+//! `benches/attention.rs`, and the test kit for their comparison with the reference.
 
 #![allow(dead_code)]
 
 use qkv::{Mask, Params, Shape};
+
+/// The test kit (`tests/common`): the benchmark's error column is the tests' row comparison
+/// with `qkv::reference`. Included by path, as in the tests and the fuzz crate.
+#[path = "../../tests/common/mod.rs"]
+pub mod kit;
 
 /// What a case measures, which decides how its rate is reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +61,7 @@ impl Case {
 
     /// Floating-point operations: `2·head_dim` per score plus `2·v_dim` per weighted value,
     /// for every visible pair. That is `4 · q_len · kv_len · head_dim` per head unmasked and
-    /// (up to the diagonal) half of it causal, as issue 3 counts.
+    /// (up to the diagonal) half of it causal.
     pub fn flops(&self) -> f64 {
         self.pairs() * 2.0 * (self.shape.head_dim + self.shape.v_dim) as f64
     }
@@ -92,7 +97,7 @@ fn k_name(n: usize) -> String {
     }
 }
 
-/// The issue-3 shapes, with `prefill_heads` heads for the prefill and window shapes:
+/// The benchmark shapes, with `prefill_heads` heads for the prefill and window shapes:
 /// - prefill, `q_len = kv_len` ∈ {1024, 4096}, `head_dim` ∈ {128, 64}, unmasked and causal;
 /// - a causal sliding window of 256 keys at `q_len = kv_len = 16384`, `head_dim` 128;
 /// - decode, `q_len = 1`, `kv_len` ∈ {4096, 32768}, 32 query heads over 8 kv heads,

@@ -17,10 +17,9 @@
 //! (the loops over heads still run, empty), and such calls are correct but would not finish.
 
 use crate::bytes::Bytes;
+use crate::common::compare::SENTINEL;
+use crate::common::extent;
 use qkv::{Bias, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape};
-
-/// `out` and `lse` are filled with this before each call.
-const SENTINEL: u32 = 0xffc0_5a5a;
 /// Calls whose estimated multiply-adds exceed this are validated but not run.
 const MAX_WORK: u128 = 2_000_000;
 /// The longest slice the target allocates.
@@ -62,16 +61,9 @@ fn planar(rows: usize, dim: usize) -> Layout {
     }
 }
 
-/// `(heads - 1)·hs + (rows - 1)·rs + cols` if it fits and is allocatable.
+/// The extent of a tensor if it fits and is allocatable.
 fn needed(l: Layout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Some(0);
-    }
-    (heads - 1)
-        .checked_mul(l.head_stride)?
-        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
-        .checked_add(cols)
-        .filter(|&n| n <= MAX_LEN)
+    extent(l, heads, rows, cols).filter(|&n| n <= MAX_LEN)
 }
 
 /// A slice length: the exact extent (when computable), one less, or anything.
@@ -285,8 +277,7 @@ pub fn run(data: &[u8]) {
         let mut inside = vec![false; out.len()];
         for h in 0..s.q_heads {
             for i in 0..s.q_len {
-                let start = h * lo.head_stride + i * lo.row_stride;
-                inside[start..][..s.v_dim].fill(true);
+                inside[lo.at(h, i)..][..s.v_dim].fill(true);
             }
         }
         for (idx, (x, ins)) in out.iter().zip(&inside).enumerate() {

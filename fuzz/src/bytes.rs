@@ -2,11 +2,13 @@
 //! continues with a generator seeded from them, so short inputs still give full cases and
 //! every input decodes to exactly one case.
 
+use crate::common::Rng;
+
 /// A reader of fuzz input.
 pub struct Bytes<'a> {
     data: &'a [u8],
     pos: usize,
-    state: u64,
+    rng: Rng,
 }
 
 impl<'a> Bytes<'a> {
@@ -19,16 +21,8 @@ impl<'a> Bytes<'a> {
         Bytes {
             data,
             pos: 0,
-            state: h,
+            rng: Rng(h),
         }
-    }
-
-    fn splitmix(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     /// The next byte of the input, or of the generator once the input is used up.
@@ -38,7 +32,7 @@ impl<'a> Bytes<'a> {
                 self.pos += 1;
                 b
             }
-            None => self.splitmix() as u8,
+            None => self.rng.u64() as u8,
         }
     }
 

@@ -13,48 +13,32 @@
 //! input (so lane mixing shows).
 
 use crate::bytes::Bytes;
-use pulp::{Simd, WithSimd};
-
-struct Lanes<'a>(&'a [f32]);
-
-impl WithSimd for Lanes<'_> {
-    type Output = Vec<f32>;
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
-        let lanes = S::F32_LANES;
-        let mut out = vec![0.0f32; self.0.len()];
-        for (x, y) in self.0.chunks(lanes).zip(out.chunks_mut(lanes)) {
-            let r = qkv::exp::exp(simd, simd.partial_load_f32s(x));
-            simd.partial_store_f32s(y, r);
-        }
-        out
-    }
-}
+use crate::common::exp::ExpAll;
+use pulp::Simd;
 
 /// Every available instance: name and results.
 pub fn levels(xs: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
     let mut r = vec![
-        ("scalar", Simd::vectorize(pulp::Scalar::new(), Lanes(xs))),
-        ("scalar128b", Simd::vectorize(pulp::Scalar128b, Lanes(xs))),
-        ("scalar256b", Simd::vectorize(pulp::Scalar256b, Lanes(xs))),
-        ("scalar512b", Simd::vectorize(pulp::Scalar512b, Lanes(xs))),
+        ("scalar", Simd::vectorize(pulp::Scalar::new(), ExpAll(xs))),
+        ("scalar128b", Simd::vectorize(pulp::Scalar128b, ExpAll(xs))),
+        ("scalar256b", Simd::vectorize(pulp::Scalar256b, ExpAll(xs))),
+        ("scalar512b", Simd::vectorize(pulp::Scalar512b, ExpAll(xs))),
         ("exp1", xs.iter().map(|&x| qkv::exp::exp1(x)).collect()),
     ];
     #[cfg(target_arch = "x86_64")]
     {
         if let Some(simd) = pulp::x86::V3::try_new() {
-            r.push(("avx2", Simd::vectorize(simd, Lanes(xs))));
+            r.push(("avx2", Simd::vectorize(simd, ExpAll(xs))));
         }
         #[cfg(feature = "x86-v4")]
         if let Some(simd) = pulp::x86::V4::try_new() {
-            r.push(("avx512", Simd::vectorize(simd, Lanes(xs))));
+            r.push(("avx512", Simd::vectorize(simd, ExpAll(xs))));
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
         if let Some(simd) = pulp::aarch64::Neon::try_new() {
-            r.push(("neon", Simd::vectorize(simd, Lanes(xs))));
+            r.push(("neon", Simd::vectorize(simd, ExpAll(xs))));
         }
     }
     r

@@ -1,0 +1,240 @@
+//! [`Case`]: one attention problem with owned data, random or hand-made, and the layout
+//! arithmetic around it.
+
+use super::Rng;
+use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
+
+/// Owned data of one problem.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub shape: Shape,
+    /// Layouts of q, k, v and out.
+    pub layouts: [Layout; 4],
+    pub scale: Option<f32>,
+    pub mask: Mask,
+    /// Bias data, head stride, row stride.
+    pub bias: Option<(Vec<f32>, usize, usize)>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Length of the `out` slice.
+    pub out_len: usize,
+    /// Whether the call asks for `lse`.
+    pub lse: bool,
+}
+
+/// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
+/// `None` when the count overflows `usize`.
+pub fn extent(l: Layout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
+    // = Layout::extent once available
+    if heads == 0 || rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (heads - 1)
+        .checked_mul(l.head_stride)?
+        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
+        .checked_add(cols)
+}
+
+/// A tensor of `heads × rows × cols` in layout `l`, `extra` elements longer than its
+/// extent: `value(h, r, c)` at each element the layout reaches, NaN in the padding (so a read
+/// of it shows). The visiting order is fixed (heads, rows, columns), so a generator drawing
+/// the values gives the same tensor every time.
+pub fn laid_out(
+    l: Layout,
+    (heads, rows, cols): (usize, usize, usize),
+    extra: usize,
+    mut value: impl FnMut(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let len = extent(l, heads, rows, cols).expect("a test tensor fits in memory");
+    let mut t = vec![f32::NAN; len + extra];
+    for h in 0..heads {
+        for r in 0..rows {
+            for c in 0..cols {
+                t[l.at(h, r) + c] = value(h, r, c);
+            }
+        }
+    }
+    t
+}
+
+impl Case {
+    /// The parameters the case describes, borrowing its bias.
+    pub fn params(&self) -> Params<'_> {
+        let [q, k, v, out] = self.layouts;
+        let mut p = Params::new(self.shape)
+            .with_layouts(q, k, v, out)
+            .with_mask(self.mask);
+        p.scale = self.scale;
+        if let Some((data, hs, rs)) = &self.bias {
+            p = p.with_bias(Bias {
+                data,
+                head_stride: *hs,
+                row_stride: *rs,
+            });
+        }
+        p
+    }
+
+    /// Planar, unmasked, with `lse`, data uniform in ±amp.
+    pub fn dense(rng: &mut Rng, shape: Shape, amp: f32) -> Case {
+        let p = Params::new(shape);
+        let s = shape;
+        Case {
+            shape,
+            layouts: [p.q, p.k, p.v, p.out],
+            scale: None,
+            mask: Mask::NONE,
+            bias: None,
+            q: rng.fill(s.q_heads * s.q_len * s.head_dim, amp),
+            k: rng.fill(s.kv_heads * s.kv_len * s.head_dim, amp),
+            v: rng.fill(s.kv_heads * s.kv_len * s.v_dim, 1.0),
+            out_len: s.q_heads * s.q_len * s.v_dim,
+            lse: true,
+        }
+    }
+
+    /// A random problem up to the given sizes, with random layout, mask, bias and scale.
+    pub fn random(rng: &mut Rng, max_len: usize, max_dim: usize) -> Case {
+        let kv_heads = rng.range(1, 3);
+        let q_heads = kv_heads * rng.pick(&[1, 1, 2, 4]);
+        let edge = |rng: &mut Rng, max: usize| {
+            // Sizes on either side of lane widths and tile sizes, or anything.
+            let near = [
+                1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129,
+            ];
+            let n = if rng.coin(1, 2) {
+                rng.pick(&near)
+            } else {
+                rng.range(1, max)
+            };
+            n.min(max)
+        };
+        let shape = Shape {
+            q_heads,
+            kv_heads,
+            q_len: edge(rng, max_len),
+            kv_len: edge(rng, max_len),
+            head_dim: edge(rng, max_dim),
+            v_dim: if rng.coin(1, 2) {
+                edge(rng, max_dim)
+            } else {
+                0
+            },
+        };
+        let shape = if shape.v_dim == 0 {
+            shape.with_v_dim(shape.head_dim)
+        } else {
+            shape
+        };
+        let mut case = Case::dense(rng, shape, 1.0);
+        case.mask = random_mask(rng, &shape);
+        if rng.coin(1, 3) {
+            case.scale = Some(rng.f32() * 2.0);
+        }
+        if rng.coin(1, 3) {
+            case.relayout(rng);
+        }
+        if rng.coin(1, 3) {
+            let per_head = rng.coin(1, 2);
+            let row_stride = shape.kv_len + rng.range(0, 3);
+            let head_stride = if per_head {
+                row_stride * shape.q_len
+            } else {
+                0
+            };
+            let heads = if per_head { q_heads } else { 1 };
+            let mut data = rng.fill(heads * row_stride * shape.q_len.max(1), 2.0);
+            for x in data.iter_mut() {
+                if rng.coin(1, 8) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            case.bias = Some((data, head_stride, row_stride));
+        }
+        case
+    }
+
+    /// Re-lays q, k, v and out interleaved or with padded strides, copying the data.
+    pub fn relayout(&mut self, rng: &mut Rng) {
+        let s = self.shape;
+        let interleaved = rng.coin(1, 2);
+        let pad = rng.range(0, 3);
+        let make = |heads: usize, rows: usize, dim: usize| {
+            if interleaved {
+                Layout {
+                    head_stride: dim + pad,
+                    row_stride: heads * (dim + pad),
+                }
+            } else {
+                Layout {
+                    head_stride: rows * (dim + pad) + pad,
+                    row_stride: dim + pad,
+                }
+            }
+        };
+        let dims = [
+            (s.q_heads, s.q_len, s.head_dim),
+            (s.kv_heads, s.kv_len, s.head_dim),
+            (s.kv_heads, s.kv_len, s.v_dim),
+        ];
+        let new = dims.map(|(heads, rows, dim)| make(heads, rows, dim));
+        for (((t, from), to), dims) in [&mut self.q, &mut self.k, &mut self.v]
+            .into_iter()
+            .zip(self.layouts)
+            .zip(new)
+            .zip(dims)
+        {
+            *t = laid_out(to, dims, 0, |h, r, c| t[from.at(h, r) + c]);
+        }
+        let out = make(s.q_heads, s.q_len, s.v_dim);
+        self.out_len = extent(out, s.q_heads, s.q_len, s.v_dim).expect("fits");
+        self.layouts = [new[0], new[1], new[2], out];
+    }
+}
+
+/// `n` random problems ([`Case::random`]) of up to `len` rows and keys and `dim` columns,
+/// from the generator seeded with `seed`.
+pub fn random_cases(seed: u64, (n, len, dim): (usize, usize, usize)) -> impl Iterator<Item = Case> {
+    let mut rng = Rng(seed);
+    (0..n).map(move |_| Case::random(&mut rng, len, dim))
+}
+
+/// Case `n` of a random series (the split, stream and parallel tests): up to 40 rows and keys,
+/// every `big_every`-th up to 140 (past the kernel's 48-row and 48-key blocks), dims up to
+/// 24; under Miri (~1000x slower) up to 6 of each.
+pub fn series_case(rng: &mut Rng, n: usize, big_every: usize) -> Case {
+    let (max_len, max_dim) = if cfg!(miri) {
+        (6, 6)
+    } else if n.is_multiple_of(big_every) {
+        (140, 24)
+    } else {
+        (40, 24)
+    };
+    Case::random(rng, max_len, max_dim)
+}
+
+/// No mask, causal or a random band, at a random query position (offsets around `kv_len`).
+pub fn random_mask(rng: &mut Rng, s: &Shape) -> Mask {
+    let pos = match rng.range(0, 3) {
+        0 => QueryPos::BottomRight,
+        1 => QueryPos::TopLeft,
+        _ => QueryPos::Offset(rng.range(0, s.kv_len + 4) as i64 - 2),
+    };
+    let side = |rng: &mut Rng| {
+        if rng.coin(1, 2) {
+            None
+        } else {
+            Some(rng.range(0, s.kv_len + 2))
+        }
+    };
+    match rng.range(0, 3) {
+        0 => Mask::NONE,
+        1 => Mask::causal().aligned(pos),
+        _ => Mask {
+            left: side(rng),
+            right: side(rng),
+            query_pos: pos,
+        },
+    }
+}
