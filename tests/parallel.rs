@@ -3,7 +3,7 @@
 #![cfg(feature = "parallel")]
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, levels, one_shot};
+use common::{Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, one_shot};
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
 use qkv::{Error, Isa, Mask, Params, Shape, Tensor};
