@@ -6,11 +6,13 @@
 //! CPU has"). Every entry point, whatever it computes, reaches the kernel through
 //! `Level::run`, the one `match` over instances.
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use pulp::{Simd, WithSimd};
 
-use crate::{Error, Params, kernel};
+use crate::kernel::{self, Tiles};
+use crate::{Error, Params, Shape};
 
 /// An instruction set the kernel is compiled for.
 ///
@@ -125,7 +127,9 @@ impl core::fmt::Display for Isa {
 /// Portable instances of the kernel with 4, 8 or 16 lanes (pulp's `Scalar128b`, `Scalar256b`,
 /// `Scalar512b`): plain Rust that runs anywhere and follows the same code paths as NEON, AVX2
 /// and AVX-512. They exist so those widths are tested (and fuzzed, and run under Miri) on
-/// every machine; they are slow and never chosen by [`Isa::detect`].
+/// every machine; they are slow and never chosen by [`Isa::detect`]. Compiled only with the
+/// `emulated` feature (the crate's own tests turn it on), so no release build links them.
+#[cfg(feature = "emulated")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Emulated {
     /// 4 lanes, the width of NEON.
@@ -136,6 +140,7 @@ pub enum Emulated {
     Lanes16,
 }
 
+#[cfg(feature = "emulated")]
 impl Emulated {
     /// All three widths.
     pub const ALL: [Emulated; 3] = [Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16];
@@ -161,19 +166,29 @@ impl Emulated {
     ) -> Result<(), Error> {
         Level::Emulated(self).attention(params, q, k, v, out, lse)
     }
+
+    fn run(self, job: impl WithSimd<Output = ()>) {
+        match self {
+            Emulated::Lanes4 => pulp::Scalar128b.vectorize(job),
+            Emulated::Lanes8 => pulp::Scalar256b.vectorize(job),
+            Emulated::Lanes16 => pulp::Scalar512b.vectorize(job),
+        }
+    }
 }
 
 /// Which instance of the kernel a call runs on: the best of this CPU, a hardware level, or a
 /// portable emulated width. Every entry point (the one-shot call, split-KV, streaming,
 /// threads, the C ABI) takes its instance as a `Level`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Level {
     /// The best level of this CPU, [`Isa::detect`].
     #[default]
     Detect,
     /// A hardware level; [`Error::Unsupported`] if it is not available.
     Isa(Isa),
-    /// A portable emulated width (for tests).
+    /// A portable emulated width (for tests; feature `emulated`).
+    #[cfg(feature = "emulated")]
     Emulated(Emulated),
 }
 
@@ -183,6 +198,7 @@ impl From<Isa> for Level {
     }
 }
 
+#[cfg(feature = "emulated")]
 impl From<Emulated> for Level {
     fn from(e: Emulated) -> Level {
         Level::Emulated(e)
@@ -190,7 +206,7 @@ impl From<Emulated> for Level {
 }
 
 impl Level {
-    /// Runs [`attention`](crate::attention) on this level; same contract.
+    /// Runs [`attention`](crate::attention) on this level; same contract and working memory.
     pub fn attention(
         self,
         params: &Params,
@@ -201,6 +217,47 @@ impl Level {
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
         params.validate(q, k, v, out, lse.as_deref())?;
+        on_stack_workspace(&params.shape, |ws| {
+            self.run_in(ws, params, q, k, v, out, lse)
+        })
+    }
+
+    /// Runs [`attention_in`](crate::attention_in) on this level: the same as
+    /// [`Level::attention`], in the caller's working memory.
+    #[allow(clippy::too_many_arguments)] // `attention`'s arguments and the workspace
+    pub fn attention_in(
+        self,
+        workspace: &mut [f32],
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        params.validate(q, k, v, out, lse.as_deref())?;
+        self.run_in(workspace, params, q, k, v, out, lse)
+    }
+
+    /// The kernel on validated inputs, in `workspace`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_in(
+        self,
+        workspace: &mut [f32],
+        params: &Params,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        lse: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        let shape = params.shape;
+        let Some(tiles) = Tiles::choose(&shape, workspace.len()) else {
+            return Err(Error::WorkspaceTooSmall {
+                needed: Tiles::least(&shape).len(),
+                len: workspace.len(),
+            });
+        };
         self.run(kernel::Job {
             params,
             q,
@@ -208,6 +265,8 @@ impl Level {
             v,
             out,
             lse,
+            tiles,
+            workspace,
         })
     }
 
@@ -222,7 +281,7 @@ impl Level {
 
     /// Runs `job` on this level's instance: the one place that maps a level to a
     /// [`pulp::Simd`] type. The job's inputs must already be validated.
-    pub(crate) fn run(self, job: impl WithSimd<Output = ()>) -> Result<(), Error> {
+    fn run(self, job: impl WithSimd<Output = ()>) -> Result<(), Error> {
         let missing = |isa| Error::Unsupported(isa);
         match self {
             Level::Detect => return Level::Isa(Isa::detect()).run(job),
@@ -230,12 +289,37 @@ impl Level {
             Level::Isa(Isa::Avx2) => arch::run_v3(arch::v3().ok_or(missing(Isa::Avx2))?, job),
             Level::Isa(Isa::Avx512) => arch::run_v4(arch::v4().ok_or(missing(Isa::Avx512))?, job),
             Level::Isa(Isa::Neon) => arch::run_neon(arch::neon().ok_or(missing(Isa::Neon))?, job),
-            Level::Emulated(Emulated::Lanes4) => pulp::Scalar128b.vectorize(job),
-            Level::Emulated(Emulated::Lanes8) => pulp::Scalar256b.vectorize(job),
-            Level::Emulated(Emulated::Lanes16) => pulp::Scalar512b.vectorize(job),
+            #[cfg(feature = "emulated")]
+            Level::Emulated(e) => e.run(job),
         }
         Ok(())
     }
+}
+
+/// `f32`s of the working memory that calls without a workspace keep on the stack: the
+/// full-size tiles with the `stack-workspace` feature (hosted builds; about 60 KiB), and
+/// otherwise 256 (1 KiB: firmware stacks are small), where the tiles shrink to fit
+/// (correct, slower; pass a workspace for speed).
+pub(crate) const STACK_WORKSPACE: usize = if cfg!(feature = "stack-workspace") {
+    Tiles::FULL.len()
+} else {
+    256
+};
+
+/// Runs `f` on a stack workspace of at most [`STACK_WORKSPACE`] floats, of which only what
+/// `shape` can use is initialised. Not inlined: the frame that holds the workspace exists
+/// only once the inputs are validated.
+#[inline(never)]
+pub(crate) fn on_stack_workspace<R>(shape: &Shape, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = [MaybeUninit::<f32>::uninit(); STACK_WORKSPACE];
+    let used = &mut buf[..Tiles::best(shape).len().min(STACK_WORKSPACE)];
+    for x in used.iter_mut() {
+        x.write(0.0);
+    }
+    // SAFETY: every element of `used` was just initialised, and `MaybeUninit<f32>` has the
+    // layout of `f32`.
+    let used = unsafe { &mut *(used as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    f(used)
 }
 
 /// Per-architecture detection. Each function returns the SIMD token only when the level is

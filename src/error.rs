@@ -67,6 +67,13 @@ pub enum Error {
     InvalidScale,
     /// The requested instruction set is not usable on this CPU (or not compiled in).
     Unsupported(Isa),
+    /// The working memory passed to a call is smaller than the least it can run in.
+    WorkspaceTooSmall {
+        /// The least number of `f32`s that runs this shape.
+        needed: usize,
+        /// The number of `f32`s given.
+        len: usize,
+    },
     /// A range of keys (split-KV partials, streaming chunks) is not within `0..=kv_len`, or
     /// its start is after its end.
     KeyRange {
@@ -101,6 +108,10 @@ impl fmt::Display for Error {
             Error::Overlap(t) => write!(f, "the strides of {t:?} make elements overlap"),
             Error::InvalidScale => f.write_str("scale is NaN or infinite"),
             Error::Unsupported(isa) => write!(f, "{} is not available on this CPU", isa.name()),
+            Error::WorkspaceTooSmall { needed, len } => write!(
+                f,
+                "the workspace holds {len} floats but this shape needs at least {needed}"
+            ),
             Error::KeyRange { start, end, kv_len } => write!(
                 f,
                 "the key range {start}..{end} is not within the {kv_len} keys of the problem"

@@ -74,7 +74,9 @@ pub mod split;
 pub mod stream;
 pub mod tolerance;
 
-pub use dispatch::{Emulated, Isa, Level};
+#[cfg(feature = "emulated")]
+pub use dispatch::Emulated;
+pub use dispatch::{Isa, Level};
 pub use error::{Dim, Error, Tensor};
 pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
@@ -93,6 +95,37 @@ pub fn attention(
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     Level::Detect.attention(params, q, k, v, out, lse)
+}
+
+/// [`attention`] in the caller's working memory `workspace`, which needs no initialisation
+/// and is never read before it is written. With [`workspace_len`] floats the call runs at
+/// full speed; with less, down to [`min_workspace_len`], it runs with smaller tiles (slower,
+/// same results within [`tolerance`]); with less than that it returns
+/// [`Error::WorkspaceTooSmall`]. No other memory is used: the stack stays small (no tile
+/// lives there), whatever the shape.
+pub fn attention_in(
+    workspace: &mut [f32],
+    params: &Params,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    Level::Detect.attention_in(workspace, params, q, k, v, out, lse)
+}
+
+/// The `f32`s of working memory with which [`attention_in`] (and the split-KV and streaming
+/// calls on the same params) runs at full speed: at most about 15k (60 KiB), less for small
+/// heads, short queries (decode) and narrow `v_dim`.
+pub fn workspace_len(params: &Params) -> usize {
+    kernel::Tiles::best(&params.shape).len()
+}
+
+/// The fewest `f32`s of working memory [`attention_in`] runs in for this shape (tiles of one
+/// query row, 16 keys and 16 value columns): at most 96, whatever the sizes.
+pub fn min_workspace_len(params: &Params) -> usize {
+    kernel::Tiles::least(&params.shape).len()
 }
 
 /// The README's examples are compiled and run as doc tests (not under Miri: its example is a

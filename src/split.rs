@@ -74,7 +74,7 @@ pub fn partial(
 }
 
 /// [`partial`] on a chosen [`Level`].
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // `partial`'s arguments and the level
 pub fn partial_at(
     level: Level,
     params: &Params,
@@ -85,12 +85,48 @@ pub fn partial_at(
     out: &mut [f32],
     lse: &mut [f32],
 ) -> Result<(), Error> {
-    params.validate(q, k, v, out, Some(lse))?;
-    check_keys(&keys, params.shape.kv_len)?;
-    let part = Part::keys(params, keys);
-    let sub = part.params(params)?;
+    let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
     let (q, k, v) = part.inputs(params, q, k, v);
-    level.attention(&sub, q, k, v, out, Some(lse))
+    crate::dispatch::on_stack_workspace(&params.shape, |ws| {
+        level.attention_in(ws, &sub, q, k, v, out, Some(lse))
+    })
+}
+
+/// [`partial_at`] in the caller's working memory, as [`attention_in`](crate::attention_in):
+/// [`workspace_len`](crate::workspace_len)`(params)` floats for full speed, at least
+/// [`min_workspace_len`](crate::min_workspace_len)`(params)`
+/// ([`Error::WorkspaceTooSmall`] otherwise).
+#[allow(clippy::too_many_arguments)] // `partial`'s arguments, the level and the workspace
+pub fn partial_in(
+    level: Level,
+    workspace: &mut [f32],
+    params: &Params,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: Range<usize>,
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<(), Error> {
+    let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
+    let (q, k, v) = part.inputs(params, q, k, v);
+    level.attention_in(workspace, &sub, q, k, v, out, Some(lse))
+}
+
+/// The checks of a partial, in the documented order, and its sub-problem.
+fn validate_partial<'a>(
+    params: &Params<'a>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: &Range<usize>,
+    out: &[f32],
+    lse: &[f32],
+) -> Result<(Params<'a>, Part), Error> {
+    params.validate(q, k, v, out, Some(lse))?;
+    check_keys(keys, params.shape.kv_len)?;
+    let part = Part::keys(params, keys.clone());
+    Ok((part.params(params)?, part))
 }
 
 /// Checks an output slice laid out as `params.out` and an lse slice of `[q_heads][q_len]`

@@ -45,6 +45,7 @@
 
 use core::ops::Range;
 
+use crate::dispatch::on_stack_workspace;
 use crate::range::{Part, check_keys};
 use crate::split::{validate_out, weight};
 use crate::{Dim, Error, Layout, Level, Params, Shape, Tensor};
@@ -188,6 +189,40 @@ impl<'p, 's> Stream<'p, 's> {
         v: &[f32],
         keys: Range<usize>,
     ) -> Result<(), Error> {
+        let shape = self.params.shape;
+        self.update_by(keys, |level, sub, out, lse| {
+            // Validated before the stack workspace exists.
+            sub.validate(q, k, v, out, Some(lse))?;
+            on_stack_workspace(&shape, |ws| {
+                level.attention_in(ws, sub, q, k, v, out, Some(lse))
+            })
+        })
+    }
+
+    /// [`update`](Stream::update) in the caller's working memory, as
+    /// [`attention_in`](crate::attention_in): [`workspace_len`](crate::workspace_len) of the
+    /// stream's params for full speed, at least [`min_workspace_len`](crate::min_workspace_len)
+    /// ([`Error::WorkspaceTooSmall`] otherwise, the state unchanged).
+    pub fn update_in(
+        &mut self,
+        workspace: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        keys: Range<usize>,
+    ) -> Result<(), Error> {
+        self.update_by(keys, |level, sub, out, lse| {
+            level.attention_in(workspace, sub, q, k, v, out, Some(lse))
+        })
+    }
+
+    /// Runs the chunk `keys` with `chunk(level, sub-problem, out, lse)` into the state's
+    /// scratch rows, then folds it into the running values.
+    fn update_by(
+        &mut self,
+        keys: Range<usize>,
+        chunk: impl FnOnce(Level, &Params, &mut [f32], &mut [f32]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         check_keys(&keys, self.params.shape.kv_len)?;
         let s = self.params.shape;
         let mut sub = Part::keys(&self.params, keys).params(&self.params)?;
@@ -196,7 +231,7 @@ impl<'p, 's> Stream<'p, 's> {
         let Some(p) = self.parts() else {
             return Err(Error::Overflow(Tensor::Out));
         };
-        level.attention(&sub, q, k, v, p.out_c, Some(p.lse_c))?;
+        chunk(level, &sub, p.out_c, p.lse_c)?;
         let v_dim = s.v_dim;
         for (r, (&lc, oc)) in p.lse_c.iter().zip(p.out_c.chunks_exact(v_dim)).enumerate() {
             if let (Some(m), Some(sum), Some(acc)) = (

@@ -3,19 +3,43 @@
 
 use pulp::Simd;
 
-/// Query rows per block: the lanes of the score tile, and the rows that share each K and V
-/// block read. A multiple of every lane count (1, 4, 8, 16), and small enough that the
-/// packed Q, score and accumulator tiles stay under 64 KiB.
+/// Query rows per block at full size: the lanes of the score tile, and the rows that share
+/// each K and V block read. A multiple of every lane count (1, 4, 8, 16).
 pub const BLOCK_Q: usize = 48;
-/// Keys per block: a multiple of every key tile ([`KR_WIDE`], [`KR_NARROW`],
+/// Keys per block at full size: a multiple of every key tile ([`KR_WIDE`], [`KR_NARROW`],
 /// [`KR_WIDE_SCALAR`]), and at most 64 so a row's included keys fit in a `u64` bit set.
 pub(crate) const BLOCK_K: usize = 48;
-/// Columns of `head_dim` in the packed Q block. Up to this, Q is packed once per block of
-/// rows and the scores of a key tile are summed in registers over the whole head; beyond it
-/// the head is done in panels, and Q is re-packed per key block.
+/// Columns of `head_dim` in the packed Q block at full size. Up to this, Q is packed once
+/// per block of rows and the scores of a key tile are summed in registers over the whole
+/// head; beyond it the head is done in panels, and Q is re-packed per key block.
 pub(crate) const Q_DIM: usize = 128;
-/// Columns of `v_dim` accumulated per pass; a multiple of every lane count.
+/// Columns of `v_dim` accumulated per pass at full size; a multiple of every lane count.
+/// Wider values are done in several passes, each recomputing the scores.
 pub(crate) const V_PANEL: usize = 128;
+/// The most `f32` lanes of any instance: rows and key rows of the tiles are padded to it.
+pub(crate) const MAX_LANES: usize = 16;
+
+/// The tile sizes a call may run with, best first: the first that fits the working memory
+/// given (each clamped to what the shape needs) is used. `(rows, keys, q columns, v
+/// columns)` per block. Smaller tiles cost speed, never correctness:
+/// - fewer Q columns re-pack Q per key block (a copy of `rows × q columns` per block);
+/// - fewer rows read each K and V block for fewer rows (more memory traffic);
+/// - fewer V columns recompute the scores for every V panel (the Q·Kᵀ work again);
+/// - blocks of at most `MR` rows take the decode path, whose keys need only be a multiple
+///   of the lanes; packed blocks need keys in multiples of every key tile (24).
+///
+/// The last entry is the minimum: one row, 16 keys, 16 V columns, whatever the shape.
+pub(crate) const TILE_TABLE: [(usize, usize, usize, usize); 9] = [
+    (BLOCK_Q, BLOCK_K, Q_DIM, V_PANEL),
+    (BLOCK_Q, BLOCK_K, 64, V_PANEL),
+    (BLOCK_Q, BLOCK_K, 32, 64),
+    (16, 24, 32, 64),
+    (16, 24, 16, 32),
+    (MR, 16, 0, 32),
+    (MR, 16, 0, 16),
+    (2, 16, 0, 16),
+    (1, 16, 0, 16),
+];
 /// Blocks of at most this many rows (decode with a GQA group of up to 4) take the unpacked
 /// Q·Kᵀ path and the per-row softmax.
 pub(crate) const MR: usize = 4;
@@ -74,7 +98,34 @@ const _: () = assert!(
         && BLOCK_Q.is_multiple_of(QR_WIDE_SCALAR)
         && BLOCK_Q.is_multiple_of(16 * 3)
         && BLOCK_Q.is_multiple_of(PV_ROWS)
-        && V_PANEL.is_multiple_of(16)
-        && BLOCK_K <= u64::BITS as usize
+        && V_PANEL.is_multiple_of(MAX_LANES)
+        && BLOCK_K < u64::BITS as usize
         && MR <= BLOCK_Q
+        && tile_table_is_valid()
 );
+
+/// Every entry of [`TILE_TABLE`] is a shape the tiles support.
+const fn tile_table_is_valid() -> bool {
+    let mut n = 0;
+    while n < TILE_TABLE.len() {
+        let (rows, keys, q_cols, v_cols) = TILE_TABLE[n];
+        let packed_ok = rows <= MR
+            || (keys.is_multiple_of(KR_WIDE)
+                && keys.is_multiple_of(KR_NARROW)
+                && keys.is_multiple_of(KR_WIDE_SCALAR)
+                && q_cols > 0);
+        if !(rows >= 1
+            && rows <= BLOCK_Q
+            && keys >= 1
+            && keys <= BLOCK_K
+            && q_cols <= Q_DIM
+            && v_cols.is_multiple_of(MAX_LANES)
+            && v_cols > 0
+            && packed_ok)
+        {
+            return false;
+        }
+        n += 1;
+    }
+    true
+}

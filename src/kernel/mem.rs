@@ -39,6 +39,21 @@ impl Rows {
     }
 }
 
+/// Rows of a tile the tiles write: row `x` starts at `ptr + x·stride`.
+#[derive(Clone, Copy)]
+pub(super) struct RowsMut {
+    pub ptr: *mut f32,
+    pub stride: usize,
+}
+
+impl RowsMut {
+    /// Element `col` of row `x` (no access: a pointer the tile may write through).
+    #[inline(always)]
+    pub fn at(self, x: usize, col: usize) -> *mut f32 {
+        self.ptr.wrapping_add(x * self.stride + col)
+    }
+}
+
 /// `dst[i · stride] = src[i]`, one element at a time. Left to itself LLVM vectorises this
 /// into scatters, which are slow on AMD and which the Bochs AVX-512 emulator used in CI
 /// cannot execute (index in zmm16–31); the Q pack is done once per block of rows.

@@ -32,8 +32,9 @@
 //!    `PV_KEYS_NARROW` V rows at a time across the whole panel, prefetching a block ahead;
 //!    the other decode blocks copy their weights into the `[key][row]` tile first.
 //!
-//! Working memory is a fixed `Scratch` on the stack ([`STACK_BYTES`]); `v_dim` wider than
-//! `V_PANEL` is done in several passes (the scores are recomputed per pass).
+//! Working memory is the caller's (`scratch`): the tile sizes are chosen per call from the
+//! shape and the memory given, from full size down to one row (`config::TILE_TABLE`);
+//! `v_dim` wider than a panel is done in several passes (the scores are recomputed per pass).
 //!
 //! Where each part lives:
 //! - `config`: the tuning constants and the checks that keep them consistent;
@@ -59,13 +60,16 @@ use pulp::{Simd, WithSimd};
 
 use crate::Params;
 pub use config::BLOCK_Q;
-use config::{BLOCK_K, V_PANEL};
 use scratch::Scratch;
+pub(crate) use scratch::Tiles;
 
-/// The kernel's working memory, all of it on the stack of the call, in bytes (about 60 KiB).
-pub const STACK_BYTES: usize = core::mem::size_of::<Scratch>();
+/// The bytes of the working memory that [`attention`](crate::attention) and the other calls
+/// without a workspace keep on the stack: about 60 KiB with the `stack-workspace` feature
+/// (on by default), 1 KiB without it.
+pub const STACK_BYTES: usize = crate::dispatch::STACK_WORKSPACE * core::mem::size_of::<f32>();
 
-/// One call of the kernel: validated inputs, ready to run at any level.
+/// One call of the kernel: validated inputs, the tiles chosen for them and the working
+/// memory (at least `tiles.len()` floats), ready to run at any level.
 pub(crate) struct Job<'p, 'a> {
     pub params: &'p Params<'a>,
     pub q: &'p [f32],
@@ -73,6 +77,8 @@ pub(crate) struct Job<'p, 'a> {
     pub v: &'p [f32],
     pub out: &'p mut [f32],
     pub lse: Option<&'p mut [f32]>,
+    pub tiles: Tiles,
+    pub workspace: &'p mut [f32],
 }
 
 impl WithSimd for Job<'_, '_> {
@@ -80,8 +86,7 @@ impl WithSimd for Job<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let mut scratch = Scratch::new();
-        run(simd, self, &mut scratch);
+        run(simd, self);
     }
 }
 
@@ -106,7 +111,7 @@ struct Keys {
 }
 
 #[inline(always)]
-fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
+fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
     let Job {
         params: p,
         q,
@@ -114,7 +119,10 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
         v,
         out,
         mut lse,
+        tiles: t,
+        workspace,
     } = job;
+    let scratch = &mut Scratch::new(t, workspace);
     let shape = p.shape;
     if shape.q_len == 0 {
         return; // nothing to write, however many heads
@@ -129,18 +137,19 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
     let group = shape.q_heads / shape.kv_heads;
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
     // is read once per block of heads instead of once per head.
-    let heads_per_block = (BLOCK_Q / shape.q_len.clamp(1, BLOCK_Q)).clamp(1, group);
+    // (`Tiles` sizes blocks by the same rule.)
+    let heads_per_block = (t.rows / shape.q_len.clamp(1, t.rows)).clamp(1, group);
     for g in 0..shape.kv_heads {
         let group_end = (g + 1) * group;
         for h0 in (g * group..group_end).step_by(heads_per_block) {
             let nh = heads_per_block.min(group_end - h0);
-            for q0 in (0..shape.q_len).step_by(BLOCK_Q) {
-                let qn = BLOCK_Q.min(shape.q_len - q0);
+            for q0 in (0..shape.q_len).step_by(t.rows) {
+                let qn = t.rows.min(shape.q_len - q0);
                 // Ends of the row ranges are monotonic: the union is first.lo .. last.hi.
                 let keys = (p.key_range(q0).0, p.key_range(q0 + qn - 1).1);
                 // And the keys every row sees: the intersection.
                 let inner = (p.key_range(q0 + qn - 1).0, p.key_range(q0).1);
-                for v0 in (0..shape.v_dim).step_by(V_PANEL) {
+                for v0 in (0..shape.v_dim).step_by(t.v_cols) {
                     let block = Block {
                         h0,
                         g,
@@ -149,7 +158,7 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>, scratch: &mut Scratch) {
                         rows: nh * qn,
                         inner,
                         v0,
-                        vw: V_PANEL.min(shape.v_dim - v0),
+                        vw: t.v_cols.min(shape.v_dim - v0),
                     };
                     block.attend(simd, &x, keys, scratch);
                     let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
@@ -199,20 +208,21 @@ impl Block {
     /// Streams the keys `keys.0..keys.1` through the online softmax into `scratch.acc`.
     #[inline(always)]
     fn attend<S: Simd>(self, simd: S, x: &Inputs, keys: (usize, usize), scratch: &mut Scratch) {
-        scratch.max = [f32::NEG_INFINITY; BLOCK_Q];
-        scratch.sum = [0.0; BLOCK_Q];
-        scratch.acc = [0.0; BLOCK_Q * V_PANEL];
+        let t = scratch.t;
+        scratch.max[..self.rows].fill(f32::NEG_INFINITY);
+        scratch.sum[..self.rows].fill(0.0);
+        scratch.acc[..self.rows * t.v_cols].fill(0.0);
         self.prepare_q::<S>(x, scratch);
-        for k0 in (keys.0..keys.1).step_by(BLOCK_K) {
+        for k0 in (keys.0..keys.1).step_by(t.keys) {
             // While P·V reads a block's V lines it asks for the same lines of the next block
             // (not past the keys): decode streams V from memory, prefill from L2 or L3.
-            let v_ahead = match keys.1 - k0 >= 2 * BLOCK_K {
-                true => BLOCK_K * x.p.v.row_stride,
+            let v_ahead = match keys.1 - k0 >= 2 * t.keys {
+                true => t.keys * x.p.v.row_stride,
                 false => 0,
             };
             let kb = Keys {
                 k0,
-                cols: BLOCK_K.min(keys.1 - k0),
+                cols: t.keys.min(keys.1 - k0),
                 v_ahead,
             };
             self.scores(simd, x, kb, scratch);
@@ -231,7 +241,7 @@ impl Block {
                 dst.fill(0.0);
                 f32::NEG_INFINITY
             } else {
-                for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * V_PANEL..]) {
+                for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * scratch.t.v_cols..]) {
                     *o = a / sum;
                 }
                 max + libm::logf(sum)

@@ -5,10 +5,8 @@
 
 use pulp::Simd;
 
-use super::config::{
-    BLOCK_K, BLOCK_Q, NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, V_PANEL, wide,
-};
-use super::mem::{Rows, load, strided_copy, vectors_mut, with_count};
+use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, wide};
+use super::mem::{Rows, RowsMut, load, strided_copy, vectors_mut, with_count};
 use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
 use super::{Block, Inputs, Keys};
@@ -35,24 +33,25 @@ impl Block {
         let cols = keys.cols;
         // With one lane a key-major walk would load and store an accumulator per
         // multiply-add: the scalar level keeps the register tile.
-        let all_whole = scratch.rows[..self.rows].iter().all(|r| r.whole);
+        let all_whole = (0..self.rows).all(|r| scratch.row(r).whole);
         if S::F32_LANES > 1 && !self.packed() && all_whole {
             with_count!(self.rows, [4, 3, 2], 1, M => self.pv_keys::<S, M>(simd, x, keys, scratch));
             return;
         }
         if !self.packed() {
             // Decode weights are `[row][key]`; the general tiles read `[key][row]`.
+            let (ks, stride) = (scratch.t.key_stride, scratch.t.row_stride);
             for r in 0..self.rows {
-                let weights = &scratch.dot_scores[r * BLOCK_K..][..cols];
-                strided_copy(&mut scratch.scores[r..], BLOCK_Q, weights);
+                let weights = &scratch.dot_scores[r * ks..][..cols];
+                strided_copy(&mut scratch.scores[r..], stride, weights);
             }
         }
         let mut r = 0;
         while r < self.rows {
-            let row = scratch.rows[r];
+            let row = scratch.row(r);
             if row.whole {
                 let mut m = 1;
-                while m < PV_ROWS && r + m < self.rows && scratch.rows[r + m].whole {
+                while m < PV_ROWS && r + m < self.rows && scratch.row(r + m).whole {
                     m += 1;
                 }
                 with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, x, keys, (0, cols), r, scratch));
@@ -99,15 +98,23 @@ impl Block {
     ) {
         let lanes = S::F32_LANES;
         let cols = run.1 - run.0;
+        let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
         let v = self.v_rows(x, keys, run);
-        let w = &scratch.scores[run.0 * BLOCK_Q + r0..][..(cols - 1) * BLOCK_Q + M];
-        let acc = &mut scratch.acc[r0 * V_PANEL..][..M * V_PANEL];
+        let w = &scratch.scores[run.0 * stride + r0..][..(cols - 1) * stride + M];
+        let acc = &mut scratch.acc[r0 * v_cols..][..M * v_cols];
         let full = self.vw / lanes;
         let rows = Rows {
             ptr: v.data.as_ptr(),
             stride: v.stride,
         };
-        let (wp, ap) = (w.as_ptr(), acc.as_mut_ptr());
+        let wp = Rows {
+            ptr: w.as_ptr(),
+            stride,
+        };
+        let ap = RowsMut {
+            ptr: acc.as_mut_ptr(),
+            stride: v_cols,
+        };
         let mut c = 0;
         while c < full {
             let n = match full - c {
@@ -115,9 +122,9 @@ impl Block {
                 left if left >= NV_NARROW => NV_NARROW,
                 _ => 1,
             };
-            // SAFETY: `v` holds `cols` rows at j·stride with `vw` floats from column `c·lanes`,
-            // and `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows m < M at j·BLOCK_Q + m for
-            // j < cols; `acc` holds rows m < M of V_PANEL ≥ vw floats.
+            // SAFETY: `v` holds `cols` rows with `vw` floats from column `c·lanes`, and
+            // `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows j < cols of M weights; `acc`
+            // holds rows m < M of v_cols ≥ vw floats.
             unsafe {
                 let col = c * lanes;
                 let ahead = keys.v_ahead;
@@ -129,7 +136,7 @@ impl Block {
             }
             c += n;
         }
-        self.pv_last_vector(simd, v, cols, acc, M, |m, j| w[j * BLOCK_Q + m]);
+        self.pv_last_vector(simd, v, cols, (acc, v_cols), M, |m, j| w[j * stride + m]);
     }
 
     /// P·V for a block of `M ≤ MR` rows that all include every key of the block (decode): a
@@ -145,9 +152,10 @@ impl Block {
     ) {
         let lanes = S::F32_LANES;
         let cols = keys.cols;
+        let (ks, v_cols) = (scratch.t.key_stride, scratch.t.v_cols);
         let v = self.v_rows(x, keys, (0, cols));
-        let w = &scratch.dot_scores[..(M - 1) * BLOCK_K + cols];
-        let acc = &mut scratch.acc[..M * V_PANEL];
+        let w = &scratch.dot_scores[..(M - 1) * ks + cols];
+        let acc = &mut scratch.acc[..M * v_cols];
         let full = self.vw / lanes;
         let x_max = if wide::<S>() {
             PV_KEYS_WIDE
@@ -158,14 +166,22 @@ impl Block {
         while j < cols {
             let n = if cols - j >= x_max { x_max } else { 1 };
             // SAFETY: keys j..j + n < cols are rows of `v` (at x·stride from row j, each with
-            // `full·lanes ≤ vw` floats); `w[m·BLOCK_K + j + x]` is in `w` for m < M; `acc`
-            // holds rows m < M of V_PANEL ≥ vw floats.
+            // `full·lanes ≤ vw` floats); `w[m·ks + j + x]` is in `w` for m < M; `acc` holds
+            // rows m < M of v_cols ≥ vw floats.
             unsafe {
                 let rows = Rows {
                     ptr: v.data.as_ptr().add(j * v.stride),
                     stride: v.stride,
                 };
-                let (wp, ap, ahead) = (w.as_ptr().add(j), acc.as_mut_ptr(), keys.v_ahead);
+                let wp = Rows {
+                    ptr: w.as_ptr().add(j),
+                    stride: ks,
+                };
+                let ap = RowsMut {
+                    ptr: acc.as_mut_ptr(),
+                    stride: v_cols,
+                };
+                let ahead = keys.v_ahead;
                 match n {
                     PV_KEYS_WIDE => {
                         pv_keys_kernel::<S, M, PV_KEYS_WIDE>(simd, rows, wp, ap, full, ahead)
@@ -178,7 +194,7 @@ impl Block {
             }
             j += n;
         }
-        self.pv_last_vector(simd, v, cols, acc, M, |m, j| w[m * BLOCK_K + j]);
+        self.pv_last_vector(simd, v, cols, (acc, v_cols), M, |m, j| w[m * ks + j]);
     }
 
     /// One row, only the keys whose bit is set in `bits`.
@@ -193,12 +209,13 @@ impl Block {
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
-        let acc = &mut vectors_mut::<S>(&mut scratch.acc[r * V_PANEL..][..V_PANEL])
+        let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
+        let acc = &mut vectors_mut::<S>(&mut scratch.acc[r * v_cols..][..v_cols])
             [..self.vw.div_ceil(lanes)];
         while bits != 0 {
             let j = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let w = simd.splat_f32s(scratch.scores[j * BLOCK_Q + r]);
+            let w = simd.splat_f32s(scratch.scores[j * stride + r]);
             let v_row = &x.v[x.p.v.at(self.g, keys.k0 + j) + self.v0..][..self.vw];
             for (c, a) in acc.iter_mut().enumerate() {
                 *a = simd.mul_add_e_f32s(w, load(simd, &v_row[c * lanes..]), *a);
@@ -207,14 +224,15 @@ impl Block {
     }
 
     /// The last partial vector of the panel, the columns the vector tiles leave:
-    /// `acc[m][col..vw] += Σ_{j < cols} w(m, j) · v[j][col..vw]` for `m < rows`.
+    /// `acc[m][col..vw] += Σ_{j < cols} w(m, j) · v[j][col..vw]` for `m < rows`, the rows of
+    /// `acc` `stride` floats apart.
     #[inline(always)]
     fn pv_last_vector<S: Simd>(
         self,
         simd: S,
         v: VRows,
         cols: usize,
-        acc: &mut [f32],
+        (acc, stride): (&mut [f32], usize),
         rows: usize,
         w: impl Fn(usize, usize) -> f32,
     ) {
@@ -223,7 +241,7 @@ impl Block {
             return;
         }
         for m in 0..rows {
-            let acc = &mut acc[m * V_PANEL + col..][..S::F32_LANES];
+            let acc = &mut acc[m * stride + col..][..S::F32_LANES];
             let mut a = load(simd, acc);
             for j in 0..cols {
                 let v = load(simd, &v.data[j * v.stride + col..][..self.vw - col]);

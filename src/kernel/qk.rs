@@ -5,10 +5,10 @@
 use pulp::Simd;
 
 use super::config::{
-    BLOCK_K, BLOCK_Q, DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, Q_DIM,
-    QR_NARROW, QR_WIDE, QR_WIDE_SCALAR, wide,
+    DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, QR_NARROW, QR_WIDE,
+    QR_WIDE_SCALAR, wide,
 };
-use super::mem::{Rows, strided_copy, with_count};
+use super::mem::{Rows, RowsMut, strided_copy, with_count};
 use super::scratch::Scratch;
 use super::tiles::{dot_kernel, qk_kernel};
 use super::{Block, Inputs, Keys};
@@ -19,22 +19,24 @@ impl Block {
     #[inline(always)]
     pub(super) fn prepare_q<S: Simd>(self, x: &Inputs, scratch: &mut Scratch) {
         let head_dim = x.p.shape.head_dim;
-        if self.packed() && head_dim <= Q_DIM {
-            self.pack_q::<S>(x, 0, head_dim, &mut scratch.q_pack);
+        if self.packed() && head_dim <= scratch.t.q_cols {
+            self.pack_q::<S>(x, 0, head_dim, scratch);
         }
     }
 
     /// Packs columns `d0..d0 + dw` of the block's Q rows as `q_pack[d][r]`, with zeros in
     /// the padding rows of the last vector.
     #[inline(always)]
-    fn pack_q<S: Simd>(self, x: &Inputs, d0: usize, dw: usize, q_pack: &mut [f32]) {
+    fn pack_q<S: Simd>(self, x: &Inputs, d0: usize, dw: usize, scratch: &mut Scratch) {
+        let stride = scratch.t.row_stride;
+        let q_pack = &mut scratch.q_pack[..dw * stride];
         for r in 0..self.rows {
             let (h, i) = self.row(r);
-            strided_copy(&mut q_pack[r..], BLOCK_Q, &x.q[x.p.q.at(h, i) + d0..][..dw]);
+            strided_copy(&mut q_pack[r..], stride, &x.q[x.p.q.at(h, i) + d0..][..dw]);
         }
         for r in self.rows..self.row_vectors::<S>() * S::F32_LANES {
             for d in 0..dw {
-                q_pack[d * BLOCK_Q + r] = 0.0;
+                q_pack[d * stride + r] = 0.0;
             }
         }
     }
@@ -67,10 +69,11 @@ impl Block {
         let head_dim = x.p.shape.head_dim;
         let row_vectors = self.row_vectors::<S>();
         let cols = keys.cols;
-        for d0 in (0..head_dim).step_by(Q_DIM) {
-            let dw = Q_DIM.min(head_dim - d0);
-            if head_dim > Q_DIM {
-                self.pack_q::<S>(x, d0, dw, &mut scratch.q_pack);
+        let (q_cols, stride) = (scratch.t.q_cols, scratch.t.row_stride);
+        for d0 in (0..head_dim).step_by(q_cols) {
+            let dw = q_cols.min(head_dim - d0);
+            if head_dim > q_cols {
+                self.pack_q::<S>(x, d0, dw, scratch);
             }
             for j0 in (0..cols).step_by(KR) {
                 // A tile past the last key repeats it; those scores are never read.
@@ -82,15 +85,23 @@ impl Block {
                 let mut c = 0;
                 while c < row_vectors {
                     let n = QR.min(row_vectors - c);
-                    let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * BLOCK_Q + n * lanes];
-                    let s = &mut scratch.scores[j0 * BLOCK_Q + c * lanes..]
-                        [..(KR - 1) * BLOCK_Q + n * lanes];
-                    let (qp, sp, first) = (packed.as_ptr(), s.as_mut_ptr(), d0 == 0);
+                    let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * stride + n * lanes];
+                    let s = &mut scratch.scores[j0 * stride + c * lanes..]
+                        [..(KR - 1) * stride + n * lanes];
+                    let qp = Rows {
+                        ptr: packed.as_ptr(),
+                        stride,
+                    };
+                    let sp = RowsMut {
+                        ptr: s.as_mut_ptr(),
+                        stride,
+                    };
+                    let first = d0 == 0;
                     // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
-                    // of `n` vectors at d·BLOCK_Q; `s` holds `KR` rows of `n` vectors at
-                    // x·BLOCK_Q (`j0 + KR ≤ BLOCK_K` as KR divides BLOCK_K).
+                    // of `n` vectors at stride `stride`; `s` holds `KR` rows of `n` vectors
+                    // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
                     unsafe {
-                        with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, dw, sp, first))
+                        with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first))
                     }
                     c += n;
                 }
@@ -117,7 +128,8 @@ impl Block {
         let ks = x.p.k.row_stride;
         let cols = keys.cols;
         let k_block = &x.k[x.p.k.at(self.g, keys.k0)..][..(cols - 1) * ks + head_dim];
-        let out = &mut scratch.dot_scores[..M * BLOCK_K];
+        let key_stride = scratch.t.key_stride;
+        let out = &mut scratch.dot_scores[..M * key_stride];
         // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
         // only (the lines are read once). A prefetch past the tensor is harmless: it never
         // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
@@ -128,13 +140,16 @@ impl Block {
             let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` floats at
             // stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
-            // `out[m·BLOCK_K + j + x]` is in `out` for m < M, j + x < cols ≤ BLOCK_K.
+            // `out[m·key_stride + j + x]` is in `out` for m < M, j + x < cols ≤ key_stride.
             unsafe {
                 let k = Rows {
                     ptr: k_block.as_ptr().add(j * ks),
                     stride: ks,
                 };
-                let s = out.as_mut_ptr().add(j);
+                let s = RowsMut {
+                    ptr: out.as_mut_ptr().add(j),
+                    stride: key_stride,
+                };
                 match n {
                     DOT_KEYS => {
                         dot_kernel::<S, M, DOT_KEYS, 1>(simd, k, q_rows, head_dim, ahead, s)

@@ -1,59 +1,204 @@
-//! The kernel's working memory: the tiles of one block of query rows and the per-row state
-//! of the online softmax. One field per meaning; rows are padded to whole vectors of any
-//! width.
+//! The kernel's working memory, carved from the caller's `&mut [f32]`: the tiles of one
+//! block of query rows and the per-row state of the online softmax, one field per meaning.
+//! [`Tiles`] chooses their sizes from the shape and the memory given.
 
-use super::config::{BLOCK_K, BLOCK_Q, MR, Q_DIM, V_PANEL};
+use crate::Shape;
 
-/// Fixed-size tiles, on the stack of the call ([`STACK_BYTES`](super::STACK_BYTES)).
-pub(super) struct Scratch {
-    /// The block's Q, `[dim][row]`, one panel of `Q_DIM` columns (blocks of more than `MR`
-    /// rows).
-    pub q_pack: [f32; Q_DIM * BLOCK_Q],
-    /// Scores, then weights, `[key][row]` (blocks of more than `MR` rows, and decode blocks
-    /// cut by a mask edge, whose weights are copied here for the general P·V tiles).
-    pub scores: [f32; BLOCK_K * BLOCK_Q],
-    /// Scores, then weights, `[row][key]`, of blocks of at most `MR` rows.
-    pub dot_scores: [f32; MR * BLOCK_K],
-    /// Unnormalised outputs, `[row][V_PANEL]`.
-    pub acc: [f32; BLOCK_Q * V_PANEL],
-    /// Per row: the running max of the scores included so far (`-inf`: none yet).
-    pub max: [f32; BLOCK_Q],
-    /// Per row: the running sum of `e^(score − max)`.
-    pub sum: [f32; BLOCK_Q],
-    /// Per row: the first and one past the last key of the current block the mask lets it
-    /// see, as `f32` for lane compares.
-    pub window_lo: [f32; BLOCK_Q],
-    pub window_hi: [f32; BLOCK_Q],
-    /// Per row: the largest of its masked scores in the current block.
-    pub block_max: [f32; BLOCK_Q],
-    /// Per row: the smallest of its visible scores in the current block (`-inf` means some
-    /// visible key is excluded by its score).
-    pub min_visible: [f32; BLOCK_Q],
-    /// Per row: the max the block's weights are taken against (the new running max).
-    pub weight_max: [f32; BLOCK_Q],
-    /// Per row: the sum of the block's weights.
-    pub block_sum: [f32; BLOCK_Q],
-    /// Per row: what the current key block means for it.
-    pub rows: [RowBlock; BLOCK_Q],
+use super::config::{MAX_LANES, MR, TILE_TABLE};
+
+/// Per-row `f32` arrays of [`Scratch`] (max, sum, window_lo, window_hi, block_max,
+/// min_visible, weight_max, block_sum), plus two `u32` words of included keys.
+const PER_ROW: usize = 8 + 2;
+
+/// The tile sizes of one call, and the strides they give the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tiles {
+    /// Query rows per block.
+    pub rows: usize,
+    /// Keys per block.
+    pub keys: usize,
+    /// Columns of `head_dim` per packed Q panel (0 when no block has more than `MR` rows).
+    pub q_cols: usize,
+    /// Columns of `v_dim` per pass.
+    pub v_cols: usize,
+    /// Rows padded to whole vectors of any width: the stride of the `[key][row]` score tile
+    /// and of the `[dim][row]` packed Q, and the length of the per-row arrays.
+    pub row_stride: usize,
+    /// Keys padded to whole vectors: the stride of the `[row][key]` decode score tile.
+    pub key_stride: usize,
 }
 
-impl Scratch {
-    pub fn new() -> Scratch {
-        Scratch {
-            q_pack: [0.0; Q_DIM * BLOCK_Q],
-            scores: [0.0; BLOCK_K * BLOCK_Q],
-            dot_scores: [0.0; MR * BLOCK_K],
-            acc: [0.0; BLOCK_Q * V_PANEL],
-            max: [0.0; BLOCK_Q],
-            sum: [0.0; BLOCK_Q],
-            window_lo: [0.0; BLOCK_Q],
-            window_hi: [0.0; BLOCK_Q],
-            block_max: [0.0; BLOCK_Q],
-            min_visible: [0.0; BLOCK_Q],
-            weight_max: [0.0; BLOCK_Q],
-            block_sum: [0.0; BLOCK_Q],
-            rows: [RowBlock::SKIP; BLOCK_Q],
+impl Tiles {
+    /// The full-size tiles, for any shape: the most working memory a call uses.
+    pub const FULL: Tiles = Tiles {
+        rows: TILE_TABLE[0].0,
+        keys: TILE_TABLE[0].1,
+        q_cols: TILE_TABLE[0].2,
+        v_cols: TILE_TABLE[0].3,
+        row_stride: TILE_TABLE[0].0.div_ceil(MAX_LANES) * MAX_LANES,
+        key_stride: TILE_TABLE[0].1.div_ceil(MAX_LANES) * MAX_LANES,
+    };
+
+    /// The entry `(rows, keys, q_cols, v_cols)` of the tile table, cut to what `shape` can
+    /// use.
+    const fn fitted(
+        shape: &Shape,
+        (rows, keys, q_cols, v_cols): (usize, usize, usize, usize),
+    ) -> Tiles {
+        let q_len = if shape.q_len == 0 { 1 } else { shape.q_len };
+        let group = match shape.q_heads.checked_div(shape.kv_heads) {
+            Some(g) => g,
+            None => 1,
+        };
+        // Blocks hold `rows` rows of one head, or the same short query of several heads of
+        // one GQA group (see the block loop).
+        let rows = if q_len >= rows {
+            rows
+        } else {
+            let heads = rows / q_len;
+            let heads = if heads > group { group } else { heads };
+            (if heads == 0 { 1 } else { heads }) * q_len
+        };
+        let packed = rows > MR;
+        let q_cols = match packed {
+            true if shape.head_dim < q_cols => shape.head_dim,
+            true => q_cols,
+            false => 0,
+        };
+        let v_need = shape.v_dim.div_ceil(MAX_LANES) * MAX_LANES;
+        let v_cols = if v_need < v_cols { v_need } else { v_cols };
+        let v_cols = if v_cols == 0 { MAX_LANES } else { v_cols };
+        let row_stride = match packed {
+            true => rows.div_ceil(MAX_LANES) * MAX_LANES,
+            false => rows,
+        };
+        Tiles {
+            rows,
+            keys,
+            q_cols,
+            v_cols,
+            row_stride,
+            key_stride: keys.div_ceil(MAX_LANES) * MAX_LANES,
         }
+    }
+
+    /// The `f32`s of working memory these tiles take.
+    pub const fn len(self) -> usize {
+        let rs = self.row_stride;
+        let dot_rows = if self.rows < MR { self.rows } else { MR };
+        self.q_cols * rs
+            + self.keys * rs
+            + dot_rows * self.key_stride
+            + rs * self.v_cols
+            + PER_ROW * rs
+    }
+
+    /// The best tiles for `shape`: what a call needs for full speed.
+    pub const fn best(shape: &Shape) -> Tiles {
+        Tiles::fitted(shape, TILE_TABLE[0])
+    }
+
+    /// The smallest tiles `shape` can run with.
+    pub const fn least(shape: &Shape) -> Tiles {
+        Tiles::fitted(shape, TILE_TABLE[TILE_TABLE.len() - 1])
+    }
+
+    /// The best tiles for `shape` that fit in `len` floats, if any.
+    pub fn choose(shape: &Shape, len: usize) -> Option<Tiles> {
+        TILE_TABLE
+            .iter()
+            .map(|&entry| Tiles::fitted(shape, entry))
+            .find(|t| t.len() <= len)
+    }
+}
+
+/// The tiles and per-row state of one call, borrowed from the working memory.
+pub(super) struct Scratch<'w> {
+    /// The sizes and strides of the tiles below.
+    pub t: Tiles,
+    /// The block's Q, `[dim][row]`, one panel of `t.q_cols` columns (packed blocks).
+    pub q_pack: &'w mut [f32],
+    /// Scores, then weights, `[key][row]` (packed blocks, and decode blocks cut by a mask
+    /// edge, whose weights are copied here for the general P·V tiles).
+    pub scores: &'w mut [f32],
+    /// Scores, then weights, `[row][key]`, of blocks of at most `MR` rows.
+    pub dot_scores: &'w mut [f32],
+    /// Unnormalised outputs, `[row][t.v_cols]`.
+    pub acc: &'w mut [f32],
+    /// Per row: the running max of the scores included so far (`-inf`: none yet).
+    pub max: &'w mut [f32],
+    /// Per row: the running sum of `e^(score − max)`.
+    pub sum: &'w mut [f32],
+    /// Per row: the first and one past the last key of the current block the mask lets it
+    /// see, as `f32` for lane compares.
+    pub window_lo: &'w mut [f32],
+    pub window_hi: &'w mut [f32],
+    /// Per row: the largest of its masked scores in the current block.
+    pub block_max: &'w mut [f32],
+    /// Per row: the smallest of its visible scores in the current block (`-inf` means some
+    /// visible key is excluded by its score).
+    pub min_visible: &'w mut [f32],
+    /// Per row: the max the block's weights are taken against (the new running max).
+    pub weight_max: &'w mut [f32],
+    /// Per row: the sum of the block's weights.
+    pub block_sum: &'w mut [f32],
+    /// Per row: the keys of the current block it includes, as two `u32` halves of a bit set.
+    included: &'w mut [u32],
+}
+
+impl<'w> Scratch<'w> {
+    /// Carves the tiles `t` from `ws`, which holds at least `t.len()` floats (as
+    /// [`Tiles::choose`] guarantees). Nothing is written.
+    pub fn new(t: Tiles, ws: &'w mut [f32]) -> Scratch<'w> {
+        let rs = t.row_stride;
+        let dot_rows = t.rows.min(MR);
+        let (q_pack, ws) = ws.split_at_mut(t.q_cols * rs);
+        let (scores, ws) = ws.split_at_mut(t.keys * rs);
+        let (dot_scores, ws) = ws.split_at_mut(dot_rows * t.key_stride);
+        let (acc, ws) = ws.split_at_mut(rs * t.v_cols);
+        let (max, ws) = ws.split_at_mut(rs);
+        let (sum, ws) = ws.split_at_mut(rs);
+        let (window_lo, ws) = ws.split_at_mut(rs);
+        let (window_hi, ws) = ws.split_at_mut(rs);
+        let (block_max, ws) = ws.split_at_mut(rs);
+        let (min_visible, ws) = ws.split_at_mut(rs);
+        let (weight_max, ws) = ws.split_at_mut(rs);
+        let (block_sum, ws) = ws.split_at_mut(rs);
+        // f32 and u32 have the same size and alignment: the bits are only ever read as u32.
+        let included = bytemuck::cast_slice_mut(&mut ws[..2 * rs]);
+        Scratch {
+            t,
+            q_pack,
+            scores,
+            dot_scores,
+            acc,
+            max,
+            sum,
+            window_lo,
+            window_hi,
+            block_max,
+            min_visible,
+            weight_max,
+            block_sum,
+            included,
+        }
+    }
+
+    /// What the current key block means for row `r`.
+    #[inline(always)]
+    pub fn row(&self, r: usize) -> RowBlock {
+        let keys = (self.included[2 * r] as u64) | ((self.included[2 * r + 1] as u64) << 32);
+        RowBlock {
+            whole: keys == u64::MAX,
+            keys,
+        }
+    }
+
+    /// Records what the current key block means for row `r`.
+    #[inline(always)]
+    pub fn set_row(&mut self, r: usize, row: RowBlock) {
+        self.included[2 * r] = row.keys as u32;
+        self.included[2 * r + 1] = (row.keys >> 32) as u32;
     }
 }
 
@@ -63,6 +208,7 @@ pub(super) struct RowBlock {
     /// Every key of the block is included: the fast multi-row P·V path.
     pub whole: bool,
     /// Included keys, as bits of the block (bit `j` for key `k0 + j`); 0 means skip the row.
+    /// All ones exactly when `whole` (a block has fewer than 64 keys).
     pub keys: u64,
 }
 
@@ -72,4 +218,50 @@ impl RowBlock {
         whole: false,
         keys: 0,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+
+    use super::*;
+    use crate::{Level, Mask, Params};
+
+    /// Every entry of the tile table runs, alone (the workspace holds exactly its tiles), and
+    /// gives the full-size result within rounding: smaller tiles only reorder sums.
+    #[test]
+    fn every_tile_table_entry_runs_and_agrees_with_the_full_tiles() {
+        let shape = if cfg!(miri) {
+            Shape::new(1, 6, 30, 5)
+        } else {
+            Shape::new(2, 70, 120, 140).with_v_dim(150)
+        };
+        let p = Params::new(shape).with_mask(Mask::causal()).with_scale(0.1);
+        let n = |len: usize| (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0);
+        let q: vec::Vec<f32> = n(2 * 70 * 140).collect();
+        let k: vec::Vec<f32> = n(2 * 120 * 140).map(|x| -x).collect();
+        let v: vec::Vec<f32> = n(2 * 120 * 150).map(|x| x * 3.0).collect();
+        let out_len = shape.q_heads * shape.q_len * shape.v_dim;
+        let mut want = vec![0.0; out_len];
+        let mut ws = vec![f32::NAN; Tiles::best(&shape).len()];
+        Level::Detect
+            .attention_in(&mut ws, &p, &q, &k, &v, &mut want, None)
+            .unwrap();
+        for entry in TILE_TABLE {
+            let t = Tiles::fitted(&shape, entry);
+            assert_eq!(Tiles::choose(&shape, t.len()), Some(t), "{entry:?}");
+            let mut ws = vec![f32::NAN; t.len()];
+            let mut got = vec![0.0; out_len];
+            Level::Detect
+                .attention_in(&mut ws, &p, &q, &k, &v, &mut got, None)
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{entry:?}: {g} vs {w}"
+                );
+            }
+        }
+    }
 }

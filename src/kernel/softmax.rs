@@ -10,7 +10,6 @@
 
 use pulp::Simd;
 
-use super::config::{BLOCK_K, BLOCK_Q, V_PANEL};
 use super::mem::{IOTA, load, vectors_mut};
 use super::scratch::{RowBlock, Scratch};
 use super::{Block, Inputs, Keys};
@@ -105,7 +104,8 @@ impl Block {
             self.softmax_rows(simd, x, keys, scratch);
         } else {
             for r in 0..self.rows {
-                scratch.rows[r] = self.softmax_row(simd, x, keys, r, scratch);
+                let row = self.softmax_row(simd, x, keys, r, scratch);
+                scratch.set_row(r, row);
             }
         }
     }
@@ -116,6 +116,7 @@ impl Block {
         let (p, cols) = (x.p, keys.cols);
         let lanes = S::F32_LANES;
         let row_vectors = self.row_vectors::<S>();
+        let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
         // Most blocks are seen whole by every row and have no bias: no window, no mask.
         let interior =
             p.bias.is_none() && self.inner.0 <= keys.k0 && keys.k0 + cols <= self.inner.1;
@@ -144,7 +145,7 @@ impl Block {
             let mut max = neg_inf;
             let mut min_visible = pos_inf;
             for j in 0..cols {
-                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * stride + at..][..lanes])[0];
                 let mut v = simd.mul_f32s(*s, scale);
                 if masked {
                     let jv = simd.splat_f32s(j as f32);
@@ -180,14 +181,14 @@ impl Block {
                         cols,
                         max: scratch.block_max[r],
                         min_visible: scratch.min_visible[r],
-                        score: |j: usize| scores[j * BLOCK_Q + r],
+                        score: |j: usize| scores[j * stride + r],
                     };
                     // A skipped row's weights are never read.
                     decide(old, row).unwrap_or((old, RowBlock::SKIP))
                 }
             };
             scratch.weight_max[r] = weight_max;
-            scratch.rows[r] = row;
+            scratch.set_row(r, row);
         }
 
         // Weights and their sums.
@@ -196,7 +197,7 @@ impl Block {
             let m = load(simd, &scratch.weight_max[at..]);
             let mut sum = simd.splat_f32s(0.0);
             for j in 0..cols {
-                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * BLOCK_Q + at..][..lanes])[0];
+                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * stride + at..][..lanes])[0];
                 let w = exp_weight(simd, simd.sub_f32s(*s, m));
                 sum = simd.add_f32s(sum, w);
                 *s = w;
@@ -206,9 +207,9 @@ impl Block {
 
         // The step's move of the running state, per row.
         for r in 0..self.rows {
-            if scratch.rows[r].keys != 0 {
+            if scratch.row(r).keys != 0 {
                 let (max, sum) = (&mut scratch.max[r], &mut scratch.sum[r]);
-                let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
+                let acc = &mut scratch.acc[r * v_cols..][..v_cols];
                 advance(
                     simd,
                     max,
@@ -229,8 +230,9 @@ impl Block {
         let (lo, hi) = window(x.p, i, keys);
         if let (Some(b), true) = (x.p.bias, lo < hi) {
             let bias = &b.data[b.layout().at(h, i) + keys.k0..][lo..hi];
+            let stride = scratch.t.row_stride;
             for (j, &b) in (lo..hi).zip(bias) {
-                let s = &mut scratch.scores[j * BLOCK_Q + r];
+                let s = &mut scratch.scores[j * stride + r];
                 *s = match b == f32::NEG_INFINITY {
                     true => f32::NEG_INFINITY,
                     false => core::hint::black_box(*s * x.scale + b),
@@ -266,7 +268,8 @@ impl Block {
             x.p.bias
                 .map(|b| &b.data[b.layout().at(h, i) + keys.k0..][..cols]);
         let n_vec = cols.div_ceil(lanes);
-        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
+        let (ks, v_cols) = (scratch.t.key_stride, scratch.t.v_cols);
+        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * ks..][..ks])[..n_vec];
 
         // Scale, bias and mask; the block's max and the least visible score.
         let mut max = neg_inf;
@@ -299,7 +302,7 @@ impl Block {
             }
         }
 
-        let scores = &scratch.dot_scores[r * BLOCK_K..][..cols];
+        let scores = &scratch.dot_scores[r * ks..][..cols];
         let summary = RowScores {
             window: (lo, hi),
             cols,
@@ -314,14 +317,14 @@ impl Block {
         // Weights and their sum.
         let m = simd.splat_f32s(new_max);
         let mut sum = simd.splat_f32s(0.0);
-        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * BLOCK_K..][..BLOCK_K])[..n_vec];
+        let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * ks..][..ks])[..n_vec];
         for s in row.iter_mut() {
             let w = exp_weight(simd, simd.sub_f32s(*s, m));
             sum = simd.add_f32s(sum, w);
             *s = w;
         }
         let (max, sum_r) = (&mut scratch.max[r], &mut scratch.sum[r]);
-        let acc = &mut scratch.acc[r * V_PANEL..][..V_PANEL];
+        let acc = &mut scratch.acc[r * v_cols..][..v_cols];
         advance(simd, max, sum_r, acc, new_max, simd.reduce_sum_f32s(sum));
         row_block
     }

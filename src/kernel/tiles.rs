@@ -4,8 +4,7 @@
 
 use pulp::Simd;
 
-use super::config::{BLOCK_K, BLOCK_Q, V_PANEL};
-use super::mem::{Rows, prefetch_at, prefetch_once};
+use super::mem::{Rows, RowsMut, prefetch_at, prefetch_once};
 
 /// Reads `lanes` floats at `p` as a vector.
 ///
@@ -33,15 +32,15 @@ unsafe fn store<S: Simd>(p: *mut f32, x: S::f32s) {
 ///
 /// # Safety
 /// For `x < KR`, `d < dw`, `n < N`: `k[x] + d` is readable, the `lanes` floats at
-/// `q_pack + d·BLOCK_Q + n·lanes` are readable, and those at `s + x·BLOCK_Q + n·lanes` are
-/// readable and writable.
+/// `q_pack.at(d, n·lanes)` are readable, and those at `s.at(x, n·lanes)` are readable and
+/// writable.
 #[inline(always)]
 pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     simd: S,
     k: [*const f32; KR],
-    q_pack: *const f32,
+    q_pack: Rows,
+    s: RowsMut,
     dw: usize,
-    s: *mut f32,
     first: bool,
 ) {
     let lanes = S::F32_LANES;
@@ -50,14 +49,14 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
         for (x, acc) in acc.iter_mut().enumerate() {
             for (n, a) in acc.iter_mut().enumerate() {
                 // SAFETY: x < KR, n < N: readable by the caller's guarantee.
-                *a = unsafe { vec::<S>(s.add(x * BLOCK_Q + n * lanes)) };
+                *a = unsafe { vec::<S>(s.at(x, n * lanes)) };
             }
         }
     }
     for d in 0..dw {
         let qv: [S::f32s; N] = core::array::from_fn(|n| {
             // SAFETY: d < dw, n < N.
-            unsafe { vec::<S>(q_pack.add(d * BLOCK_Q + n * lanes)) }
+            unsafe { vec::<S>(q_pack.at(d, n * lanes)) }
         });
         for (x, acc) in acc.iter_mut().enumerate() {
             // SAFETY: x < KR and d < dw.
@@ -70,19 +69,19 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     for (x, acc) in acc.iter().enumerate() {
         for (n, &a) in acc.iter().enumerate() {
             // SAFETY: writable by the caller's guarantee.
-            unsafe { store::<S>(s.add(x * BLOCK_Q + n * lanes), a) };
+            unsafe { store::<S>(s.at(x, n * lanes), a) };
         }
     }
 }
 
-/// The decode dot tile: `s[m·BLOCK_K + x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
+/// The decode dot tile: `s[m][x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
 /// and `X` consecutive keys, lanes along `head_dim`, `C` accumulator chains per score
 /// (`M × X × C` multiply-adds in flight) and one horizontal sum per score. Each 64 bytes of
 /// K read are paired with one prefetch of the same bytes `ahead` elements further on.
 ///
 /// # Safety
 /// For `x < X`, the `dim` floats of row `x` of `k` are readable; so are the `dim` floats at
-/// every `q[m]`; and `s + m·BLOCK_K + x` is writable for `m < M`, `x < X`.
+/// every `q[m]`; and `s.at(m, x)` is writable for `m < M`, `x < X`.
 #[inline(always)]
 pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
     simd: S,
@@ -90,7 +89,7 @@ pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C
     q: [*const f32; M],
     dim: usize,
     ahead: usize,
-    s: *mut f32,
+    s: RowsMut,
 ) {
     let lanes = S::F32_LANES;
     let mut acc = [[[simd.splat_f32s(0.0); C]; X]; M];
@@ -149,35 +148,33 @@ pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C
                 .iter()
                 .fold(chains[0], |a, &b| simd.add_f32s(a, b));
             // SAFETY: writable by the caller's guarantee.
-            unsafe { *s.add(m * BLOCK_K + x) = simd.reduce_sum_f32s(sum) };
+            unsafe { *s.at(m, x) = simd.reduce_sum_f32s(sum) };
         }
     }
 }
 
 /// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[j][m] · v[j][col..]`
-/// for `m < M`, broadcasting weights (`[key][row]`, `w + j·BLOCK_Q + m`) and streaming value
-/// rows; with `ahead` > 0, each row's lines `ahead` elements further on are prefetched (a
-/// hint: any address is allowed).
+/// for `m < M`, broadcasting weights (`[key][row]`) and streaming value rows; with `ahead` >
+/// 0, each row's lines `ahead` elements further on are prefetched (a hint: any address is
+/// allowed).
 ///
 /// # Safety
-/// For `m < M`, `j < cols`: `w + j·BLOCK_Q + m` is readable, the `N·lanes` floats of row `j`
-/// of `v` from `col` are readable, and those at `acc + m·V_PANEL + col` are readable and
-/// writable.
+/// For `m < M`, `j < cols`: `w.at(j, m)` is readable, the `N·lanes` floats of row `j` of `v`
+/// from `col` are readable, and those at `acc.at(m, col)` are readable and writable.
 #[inline(always)]
 pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     simd: S,
     v: Rows,
-    w: *const f32,
-    acc: *mut f32,
+    w: Rows,
+    acc: RowsMut,
     col: usize,
     cols: usize,
     ahead: usize,
 ) {
     let lanes = S::F32_LANES;
-    let acc = acc.wrapping_add(col);
     let mut a: [[S::f32s; N]; M] = core::array::from_fn(|m| {
         // SAFETY: m < M, n < N: readable by the caller's guarantee.
-        core::array::from_fn(|n| unsafe { vec::<S>(acc.add(m * V_PANEL + n * lanes)) })
+        core::array::from_fn(|n| unsafe { vec::<S>(acc.at(m, col + n * lanes)) })
     });
     for j in 0..cols {
         let row = v.at(j, col);
@@ -190,7 +187,7 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
         }
         for (m, a) in a.iter_mut().enumerate() {
             // SAFETY: m < M and j < cols.
-            let wb = simd.splat_f32s(unsafe { *w.add(j * BLOCK_Q + m) });
+            let wb = simd.splat_f32s(unsafe { *w.at(j, m) });
             for n in 0..N {
                 a[n] = simd.mul_add_e_f32s(wb, vv[n], a[n]);
             }
@@ -199,26 +196,26 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     for (m, a) in a.iter().enumerate() {
         for (n, &x) in a.iter().enumerate() {
             // SAFETY: writable by the caller's guarantee.
-            unsafe { store::<S>(acc.add(m * V_PANEL + n * lanes), x) };
+            unsafe { store::<S>(acc.at(m, col + n * lanes), x) };
         }
     }
 }
 
-/// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m·BLOCK_K + x] · v[x][c·lanes..]`
+/// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m][x] · v[x][c·lanes..]`
 /// for `m < M` and every whole vector `c < full` of the panel, `X` value rows read side by
 /// side in memory order (`[row][key]` weights); with `ahead` > 0, the lines `ahead` elements
 /// past each row are prefetched, one request per line read.
 ///
 /// # Safety
 /// For `x < X`, the `full·lanes` floats of row `x` of `v` are readable; for `m < M`,
-/// `w + m·BLOCK_K + x` is readable and the `full·lanes` floats at `acc + m·V_PANEL` are
-/// readable and writable.
+/// `w.at(m, x)` is readable and the `full·lanes` floats of row `m` of `acc` are readable
+/// and writable.
 #[inline(always)]
 pub(super) unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
     simd: S,
     v: Rows,
-    w: *const f32,
-    acc: *mut f32,
+    w: Rows,
+    acc: RowsMut,
     full: usize,
     ahead: usize,
 ) {
@@ -226,7 +223,7 @@ pub(super) unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
     let wb: [[S::f32s; X]; M] = core::array::from_fn(|m| {
         core::array::from_fn(|x| {
             // SAFETY: m < M and x < X: readable by the caller's guarantee.
-            simd.splat_f32s(unsafe { *w.add(m * BLOCK_K + x) })
+            simd.splat_f32s(unsafe { *w.at(m, x) })
         })
     });
     for c in 0..full {
@@ -238,7 +235,7 @@ pub(super) unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
         // SAFETY: x < X and (c + 1)·lanes ≤ full·lanes.
         let vv: [S::f32s; X] = core::array::from_fn(|x| unsafe { vec::<S>(v.at(x, c * lanes)) });
         for (m, wb) in wb.iter().enumerate() {
-            let at = acc.wrapping_add(m * V_PANEL + c * lanes);
+            let at = acc.at(m, c * lanes);
             // SAFETY: m < M, inside the first full·lanes floats of row m.
             let mut a = unsafe { vec::<S>(at) };
             for x in 0..X {
