@@ -4,7 +4,8 @@
 //! A deliberate change updates this file and CHANGELOG.md together.
 //!
 //! Left out: `qkv::kernel`, whose constants are the kernel's internals and not part of the
-//! API users build on (the crate docs and README.md state the stack use). The `capi` and
+//! API users build on (the crate docs and README.md state the stack use). `Emulated` and
+//! `Level::Emulated` exist with the `emulated` feature, which the crate's tests turn on. The `capi` and
 //! `parallel` parts compile with their features (`cargo test --features capi,parallel
 //! --test public_api`).
 // Spelling out every signature whole is the point of this file.
@@ -58,6 +59,17 @@ const ISA: (Option<Isa>, &str, usize, usize) = (
 
 fn top_level() {
     let _: Attention = qkv::attention;
+    let _: fn(
+        &mut [f32],
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        &mut [f32],
+        Option<&mut [f32]>,
+    ) -> Result<(), Error> = qkv::attention_in;
+    let _: fn(&Params) -> usize = qkv::workspace_len;
+    let _: fn(&Params) -> usize = qkv::min_workspace_len;
     let _: Attention = qkv::reference::attention;
 }
 
@@ -173,6 +185,7 @@ fn errors() {
             end: 1,
             kv_len: 0,
         },
+        Error::WorkspaceTooSmall { needed: 58, len: 0 },
     ];
     // `Error` is `#[non_exhaustive]`: users match it with a wildcard arm, so a new variant
     // is not a breaking change; the fields of the existing ones are.
@@ -200,6 +213,9 @@ fn errors() {
             }
             Error::KeyRange { start, end, kv_len } => {
                 let _: (usize, usize, usize) = (start, end, kv_len);
+            }
+            Error::WorkspaceTooSmall { needed, len } => {
+                let _: (usize, usize) = (needed, len);
             }
             _ => {}
         }
@@ -249,6 +265,8 @@ fn levels() -> impl Iterator<Item = Isa> {
 }
 
 fn split() {
+    // `Level` is `#[non_exhaustive]` (its `Emulated` variant exists with the `emulated`
+    // feature): users match it with a wildcard arm.
     match Level::default() {
         Level::Detect => {}
         Level::Isa(isa) => {
@@ -257,10 +275,21 @@ fn split() {
         Level::Emulated(e) => {
             let _: Emulated = e;
         }
+        _ => {}
     }
     let _: Level = Level::from(Isa::Scalar);
     let _: Level = Level::from(Emulated::Lanes4);
     let _: AttentionOn<Level> = Level::attention;
+    let _: fn(
+        Level,
+        &mut [f32],
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        &mut [f32],
+        Option<&mut [f32]>,
+    ) -> Result<(), Error> = Level::attention_in;
     value::<Level>();
     eq_hash::<Level>();
 
@@ -283,6 +312,17 @@ fn split() {
         &mut [f32],
         &mut [f32],
     ) -> Result<(), Error> = qkv::split::partial_at;
+    let _: fn(
+        Level,
+        &mut [f32],
+        &Params,
+        &[f32],
+        &[f32],
+        &[f32],
+        Range<usize>,
+        &mut [f32],
+        &mut [f32],
+    ) -> Result<(), Error> = qkv::split::partial_in;
     let _: fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error> =
         qkv::split::merge;
     let _: fn(&mut [f32], &mut f32, &[f32], f32) -> Result<(), Error> = qkv::split::merge_rows;
@@ -295,6 +335,14 @@ fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
     let _: fn(&mut Stream<'p, 's>) = Stream::reset;
     let _: fn(&mut Stream<'p, 's>, &[f32], &[f32], &[f32], Range<usize>) -> Result<(), Error> =
         Stream::update;
+    let _: fn(
+        &mut Stream<'p, 's>,
+        &mut [f32],
+        &[f32],
+        &[f32],
+        &[f32],
+        Range<usize>,
+    ) -> Result<(), Error> = Stream::update_in;
     let _: fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error> =
         Stream::finish;
     fn stream_traits<T: Debug + Send + Sync + Unpin>() {}

@@ -3,7 +3,7 @@
 //! guarantees of the workspace calls.
 
 mod common;
-use common::{Case, Rng, Runner, compare};
+use common::{Case, Expected, Rng, budget, check_in, levels, one_shot};
 use qkv::{Error, Mask, Params, Shape};
 
 /// Workspace sizes to try for `params`: the least, a few between (each a tile size of the
@@ -23,52 +23,17 @@ fn sizes(params: &Params) -> Vec<usize> {
     s
 }
 
-/// Runs `runner` on `case` in a workspace of `len` floats filled with NaN (nothing may be
-/// read before it is written) and compares with the reference.
-fn check_in(case: &Case, runner: Runner, len: usize) {
-    let p = case.params();
-    let s = case.shape;
-    let mut want = vec![f32::NAN; case.out_len];
-    let mut want_lse = vec![f32::NAN; s.q_heads * s.q_len];
-    qkv::reference::attention(
-        &p,
-        &case.q,
-        &case.k,
-        &case.v,
-        &mut want,
-        Some(&mut want_lse),
-    )
-    .expect("reference accepts the case");
-    let mut got = vec![f32::NAN; case.out_len];
-    let mut got_lse = vec![f32::NAN; s.q_heads * s.q_len];
-    let mut ws = vec![f32::NAN; len];
-    runner
-        .level()
-        .attention_in(
-            &mut ws,
-            &p,
-            &case.q,
-            &case.k,
-            &case.v,
-            &mut got,
-            Some(&mut got_lse),
-        )
-        .expect("a workspace of at least min_workspace_len runs");
-    let who = format!("{runner:?} in {len} floats");
-    compare(case, &want, &want_lse, &got, &got_lse, &who);
-}
-
 #[test]
 fn every_level_and_width_matches_the_reference_in_every_workspace_size() {
-    let (n, len, dim) = if cfg!(miri) { (2, 7, 6) } else { (40, 70, 40) };
+    let (n, len, dim) = budget((40, 70, 40), (2, 7, 6));
     let mut rng = Rng(31);
     for _ in 0..n {
         let mut case = Case::random(&mut rng, len, dim);
         case.relayout(&mut rng);
-        let p = case.params();
-        for runner in Runner::all() {
-            for ws in sizes(&p) {
-                check_in(&case, runner, ws);
+        let want = Expected::new(&case);
+        for level in levels() {
+            for ws in sizes(&case.params()) {
+                check_in(&case, &want, level, Some(ws));
             }
         }
     }
@@ -78,22 +43,22 @@ fn every_level_and_width_matches_the_reference_in_every_workspace_size() {
 fn prefill_and_decode_shapes_run_in_the_least_workspace() {
     // A prefill past every full-size tile (rows, keys, head and value panels) and a GQA
     // decode, both causal: the least workspace takes one row, 16 keys and 16 columns at a time.
-    let shapes = if cfg!(miri) {
-        vec![Shape::new(1, 5, 9, 3), Shape::new(1, 1, 20, 5).gqa(4, 1)]
-    } else {
+    let shapes = budget(
         vec![
             Shape::new(2, 60, 70, 130).with_v_dim(140),
             Shape::new(1, 1, 300, 64).gqa(8, 2),
-        ]
-    };
+        ],
+        vec![Shape::new(1, 5, 9, 3), Shape::new(1, 1, 20, 5).gqa(4, 1)],
+    );
     let mut rng = Rng(32);
     for shape in shapes {
         let mut case = Case::dense(&mut rng, shape, 1.0);
         case.mask = Mask::causal();
+        let want = Expected::new(&case);
         let p = case.params();
-        for runner in Runner::all() {
-            check_in(&case, runner, qkv::min_workspace_len(&p));
-            check_in(&case, runner, qkv::workspace_len(&p));
+        for level in levels() {
+            check_in(&case, &want, level, Some(qkv::min_workspace_len(&p)));
+            check_in(&case, &want, level, Some(qkv::workspace_len(&p)));
         }
     }
 }
@@ -104,13 +69,11 @@ fn a_workspace_below_the_least_is_refused_and_nothing_is_written() {
     let p = Params::new(shape).with_scale(0.5);
     let least = qkv::min_workspace_len(&p);
     let (q, k, v) = (vec![0.5; 24], vec![0.25; 40], vec![1.0; 40]);
-    for runner in Runner::all() {
+    for level in levels() {
         let mut out = vec![7.0; 24];
         let mut lse = vec![7.0; 6];
         let mut ws = vec![7.0; least - 1];
-        let r = runner
-            .level()
-            .attention_in(&mut ws, &p, &q, &k, &v, &mut out, Some(&mut lse));
+        let r = level.attention_in(&mut ws, &p, &q, &k, &v, &mut out, Some(&mut lse));
         assert_eq!(
             r,
             Err(Error::WorkspaceTooSmall {
@@ -151,11 +114,10 @@ fn workspace_sizes_are_what_the_docs_say() {
 
 #[test]
 fn split_and_stream_run_in_the_least_workspace() {
-    let shape = if cfg!(miri) {
-        Shape::new(1, 2, 9, 3).gqa(2, 1)
-    } else {
-        Shape::new(1, 3, 100, 20).gqa(4, 2)
-    };
+    let shape = budget(
+        Shape::new(1, 3, 100, 20).gqa(4, 2),
+        Shape::new(1, 2, 9, 3).gqa(2, 1),
+    );
     let mut rng = Rng(33);
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal();
@@ -163,25 +125,13 @@ fn split_and_stream_run_in_the_least_workspace() {
     let s = case.shape;
     let least = qkv::min_workspace_len(&p);
     let rows = s.q_heads * s.q_len;
-    for runner in Runner::all() {
-        let mut want = vec![0.0; case.out_len];
-        let mut want_lse = vec![0.0; rows];
-        runner
-            .run(
-                &p,
-                &case.q,
-                &case.k,
-                &case.v,
-                &mut want,
-                Some(&mut want_lse),
-            )
-            .unwrap();
+    for level in levels() {
+        let (want, _) = one_shot(&case, Some(level));
         // Two partials in the least workspace, merged.
         let cut = s.kv_len / 3;
         let (mut a, mut la) = (vec![0.0; case.out_len], vec![0.0; rows]);
         let (mut b, mut lb) = (vec![0.0; case.out_len], vec![0.0; rows]);
         let mut ws = vec![f32::NAN; least];
-        let level = runner.level();
         let (q, k, v) = (&case.q, &case.k, &case.v);
         qkv::split::partial_in(level, &mut ws, &p, q, k, v, 0..cut, &mut a, &mut la).unwrap();
         qkv::split::partial_in(level, &mut ws, &p, q, k, v, cut..s.kv_len, &mut b, &mut lb)
@@ -204,7 +154,7 @@ fn split_and_stream_run_in_the_least_workspace() {
             for (x, y) in got.iter().zip(&want) {
                 assert!(
                     (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                    "{runner:?} {name}: {x} vs {y}"
+                    "{level:?} {name}: {x} vs {y}"
                 );
             }
         }

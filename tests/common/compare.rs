@@ -334,6 +334,12 @@ pub fn check_all(case: &Case) {
 /// `lse[..q_heads·q_len]` (when asked for) is written and nothing else in `out` or `lse` is;
 /// each row and its `lse` meet the contract.
 pub fn check_level(case: &Case, want: &Expected, level: Level) {
+    check_in(case, want, level, None);
+}
+
+/// [`check_level`], in a caller-owned workspace of `workspace` floats filled with NaN (so a
+/// read before a write shows) when given, else in the call's own.
+pub fn check_in(case: &Case, want: &Expected, level: Level, workspace: Option<usize>) {
     let p = case.params();
     let s = case.shape;
     let sentinel = f32::from_bits(SENTINEL);
@@ -341,16 +347,18 @@ pub fn check_level(case: &Case, want: &Expected, level: Level) {
     let mut got = vec![sentinel; case.out_len];
     // Longer than asked, to show writes past the end.
     let mut got_lse = vec![sentinel; lse_len + 2];
-    level
-        .attention(
-            &p,
-            &case.q,
-            &case.k,
-            &case.v,
-            &mut got,
-            case.lse.then_some(&mut got_lse[..]),
-        )
-        .unwrap_or_else(|e| panic!("{level:?} refused a valid case: {e}\n{}", describe(case)));
+    let (q, k, v, lse) = (
+        &case.q,
+        &case.k,
+        &case.v,
+        case.lse.then_some(&mut got_lse[..]),
+    );
+    match workspace {
+        None => level.attention(&p, q, k, v, &mut got, lse),
+        Some(n) => level.attention_in(&mut vec![f32::NAN; n], &p, q, k, v, &mut got, lse),
+    }
+    .unwrap_or_else(|e| panic!("{level:?} refused a valid case: {e}\n{}", describe(case)));
+    let level = format!("{level:?} in {workspace:?} floats");
     let inside = inside_rows(case, case.out_len);
     for (idx, (&x, &ins)) in got.iter().zip(&inside).enumerate() {
         assert!(

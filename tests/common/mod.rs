@@ -15,8 +15,8 @@ pub mod exp;
 
 pub use case::{Case, extent, laid_out, random_cases, random_mask, series_case};
 pub use compare::{
-    Expected, Joined, Outputs, Row, RowError, assert_same_bits, check, check_all, check_level,
-    close, compare_joined, compare_row, joined_series, one_shot, row,
+    Expected, Joined, Outputs, Row, RowError, assert_same_bits, check, check_all, check_in,
+    check_level, close, compare_joined, compare_row, joined_series, one_shot, row,
 };
 
 use qkv::split::Level;
