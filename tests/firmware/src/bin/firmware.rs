@@ -8,10 +8,12 @@
 
 use core::arch::asm;
 use core::hint::black_box;
+use core::ops::Range;
 use core::ptr;
 
+use qkv::stream::Stream;
 use qkv::{Error, Params};
-use qkv_firmware::{CALIBRATION_INSTRUCTIONS, SEEDS, SENTINEL, fill, lens, params};
+use qkv_firmware::{CALIBRATION_INSTRUCTIONS, GQA_SPLIT, SEEDS, SENTINEL, fill, lens, params};
 
 // ---- Semihosting (ARM DUI 0471): bkpt 0xAB with the operation in r0, its argument in r1.
 const SYS_WRITE0: u32 = 0x04;
@@ -183,12 +185,22 @@ fn measure(call: impl FnOnce() -> Result<(), Error>) -> Sample {
     }
 }
 
+// The measured functions, called through pointers behind `black_box` so that none of them is
+// inlined into `measure`'s frame.
 type AttentionFn =
     fn(&Params, &[f32], &[f32], &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+type PartialFn =
+    fn(&Params, &[f32], &[f32], &[f32], Range<usize>, &mut [f32], &mut [f32]) -> Result<(), Error>;
+type UpdateFn<'p, 's> =
+    fn(&mut Stream<'p, 's>, &[f32], &[f32], &[f32], Range<usize>) -> Result<(), Error>;
+type FinishFn<'p, 's> =
+    fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+type MergeFn = fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error>;
 
 const MAX_Q: usize = 8 * 5 * 64;
 const MAX_KV: usize = 2 * 37 * 64;
 const MAX_ROWS: usize = 8 * 5;
+const MAX_STATE: usize = MAX_ROWS * (3 + 2 * 64);
 
 struct Buffers {
     q: [f32; MAX_Q],
@@ -196,6 +208,9 @@ struct Buffers {
     v: [f32; MAX_KV],
     out: [f32; MAX_Q],
     lse: [f32; MAX_ROWS],
+    out_b: [f32; MAX_Q],
+    lse_b: [f32; MAX_ROWS],
+    state: [f32; MAX_STATE],
 }
 
 static mut BUFFERS: Buffers = Buffers {
@@ -204,7 +219,31 @@ static mut BUFFERS: Buffers = Buffers {
     v: [0.0; MAX_KV],
     out: [0.0; MAX_Q],
     lse: [0.0; MAX_ROWS],
+    out_b: [0.0; MAX_Q],
+    lse_b: [0.0; MAX_ROWS],
+    state: [0.0; MAX_STATE],
 };
+
+impl Buffers {
+    /// The inputs of `p` from the LCG, and every output set to `SENTINEL`.
+    fn prepare(&mut self, p: &Params) {
+        let [nq, nk, nv, _, _] = lens(&p.shape);
+        fill(&mut self.q[..nq], SEEDS[0]);
+        fill(&mut self.k[..nk], SEEDS[1]);
+        fill(&mut self.v[..nv], SEEDS[2]);
+        self.out.fill(SENTINEL);
+        self.lse.fill(SENTINEL);
+    }
+
+    /// Prints `out` and `lse` as the result of `case`.
+    fn print(&self, line: &mut Line, case: &str, p: &Params) {
+        let [_, _, _, nout, nlse] = lens(&p.shape);
+        for row in self.out[..nout].chunks(p.shape.v_dim) {
+            line.str("out ").str(case).floats(row).flush();
+        }
+        line.str("lse ").str(case).floats(&self.lse[..nlse]).flush();
+    }
+}
 
 fn report(line: &mut Line, call: &str, case: &str, s: &Sample) {
     line.str("case ").str(call).str("/").str(case);
@@ -219,26 +258,15 @@ fn report(line: &mut Line, call: &str, case: &str, s: &Sample) {
 /// are untouched).
 fn run_attention(line: &mut Line, b: &mut Buffers, case: &str) -> bool {
     let Some(p) = params(case) else { return false };
-    let s = p.shape;
-    let [nq, nk, nv, nout, nlse] = lens(&s);
-    let valid = case != "error";
-    if valid {
-        fill(&mut b.q[..nq], SEEDS[0]);
-        fill(&mut b.k[..nk], SEEDS[1]);
-        fill(&mut b.v[..nv], SEEDS[2]);
-    }
-    b.out.fill(SENTINEL);
-    b.lse.fill(SENTINEL);
-    let (q, k, v) = (&b.q[..], &b.k[..], &b.v[..]);
-    let (out, lse) = (&mut b.out[..], &mut b.lse[..]);
+    b.prepare(&p);
+    let Buffers {
+        q, k, v, out, lse, ..
+    } = b;
     let attention = black_box(qkv::attention as AttentionFn);
     let sample = measure(|| attention(&p, q, k, v, out, Some(lse)));
     report(line, "attention", case, &sample);
-    if valid {
-        for row in b.out[..nout].chunks(s.v_dim) {
-            line.str("out ").str(case).floats(row).flush();
-        }
-        line.str("lse ").str(case).floats(&b.lse[..nlse]).flush();
+    if case != "error" {
+        b.print(line, case, &p);
     } else {
         let untouched = b.out.iter().chain(&b.lse).all(|&x| x == SENTINEL);
         line.str("untouched ")
@@ -246,6 +274,66 @@ fn run_attention(line: &mut Line, b: &mut Buffers, case: &str) -> bool {
             .str(if untouched { " 1" } else { " 0" })
             .flush();
     }
+    true
+}
+
+/// Split-KV on the GQA shape: two partials merged.
+fn run_split(line: &mut Line, b: &mut Buffers) -> bool {
+    let Some(p) = params("gqa") else { return false };
+    let n = p.shape.kv_len;
+    b.prepare(&p);
+    let Buffers {
+        q,
+        k,
+        v,
+        out,
+        lse,
+        out_b,
+        lse_b,
+        ..
+    } = b;
+    let partial = black_box(qkv::split::partial as PartialFn);
+    let merge = black_box(qkv::split::merge as MergeFn);
+    let sample = measure(|| partial(&p, q, k, v, 0..GQA_SPLIT, out, lse));
+    report(line, "partial", "gqa", &sample);
+    let sample = measure(|| partial(&p, q, k, v, GQA_SPLIT..n, out_b, lse_b));
+    report(line, "partial", "gqa", &sample);
+    let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
+    report(line, "merge", "gqa", &sample);
+    b.print(line, "gqa-split", &p);
+    true
+}
+
+/// Streaming on the GQA shape: two chunks of keys.
+fn run_stream(line: &mut Line, b: &mut Buffers) -> bool {
+    let Some(p) = params("gqa") else { return false };
+    let (n, hd, vd) = (p.shape.kv_len, p.shape.head_dim, p.shape.v_dim);
+    b.prepare(&p);
+    let Buffers {
+        q,
+        k,
+        v,
+        out,
+        lse,
+        state,
+        ..
+    } = b;
+    let Some(state) = state.get_mut(..Stream::state_len(&p.shape)) else {
+        return false;
+    };
+    let Ok(mut stream) = Stream::new(&p, state) else {
+        return false;
+    };
+    let update = black_box(Stream::update as UpdateFn<'_, '_>);
+    let finish = black_box(Stream::finish as FinishFn<'_, '_>);
+    let sample = measure(|| update(&mut stream, q, k, v, 0..GQA_SPLIT));
+    report(line, "stream_update", "gqa", &sample);
+    let (k, v) = (&k[GQA_SPLIT * hd..], &v[GQA_SPLIT * vd..]);
+    let sample = measure(|| update(&mut stream, q, k, v, GQA_SPLIT..n));
+    report(line, "stream_update", "gqa", &sample);
+    let sample = measure(|| finish(&mut stream, out, Some(lse)));
+    report(line, "stream_finish", "gqa", &sample);
+    b.print(line, "gqa-stream", &p);
     true
 }
 
@@ -281,6 +369,8 @@ fn main() -> bool {
     for case in ["tiny", "gqa", "error"] {
         ok &= run_attention(&mut line, b, case);
     }
+    ok &= run_split(&mut line, b);
+    ok &= run_stream(&mut line, b);
     line.str("done").flush();
     ok
 }
