@@ -262,6 +262,19 @@ static void run_stream(void) {
 }
 #endif
 
+/* Writes one word 1024 bytes below the stack pointer it is called with and nothing else:
+ * MEASURE must report 1024 bytes (the host checks), which checks the painting and the scan. */
+__attribute__((naked, noinline)) static qkv_status touch_1k(void) {
+    __asm__ volatile("movs r0, #0\n\tsub sp, sp, #1024\n\tstr r0, [sp]\n\t"
+                     "add sp, sp, #1024\n\tbx lr");
+}
+
+static void stack_selftest(void) {
+    sample s;
+    MEASURE(s, touch_1k());
+    report("selftest", "stack", &s);
+}
+
 /* Times a loop of exactly 2 * n instructions (subs, bne), so the host can check that a tick
  * is a fixed number of instructions. */
 static void calibrate(void) {
@@ -282,6 +295,7 @@ int main(void) {
     SYST_CVR = 0;
     SYST_CSR = 5; /* enabled, core clock, no interrupt */
     calibrate();
+    stack_selftest();
     run_attention("tiny", &tiny);
     run_attention("gqa", &gqa);
     run_error();

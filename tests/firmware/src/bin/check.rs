@@ -171,6 +171,11 @@ fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample
                     fail(format!("unreadable line: {line}"));
                     continue;
                 };
+                if name == "selftest/stack" && stack != 1024 {
+                    fail(format!(
+                        "the stack self-test measured {stack} bytes, not 1024"
+                    ));
+                }
                 let want = if name.ends_with("/error") { 2 } else { 0 };
                 if status != want {
                     fail(format!("{name}: status {status}, want {want}"));
@@ -221,6 +226,9 @@ fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample
         if !ran || !checked {
             fail(format!("case {case} missing"));
         }
+    }
+    if !samples.iter().any(|s| s.call == "selftest/stack") {
+        fail("the stack self-test is missing".to_string());
     }
     for (case, out, lse) in &results {
         for m in compare(case, out, lse) {
@@ -291,6 +299,35 @@ fn main() -> ExitCode {
         gqa.shape.kv_len,
         gqa.shape.flops()
     );
+    println!();
+    println!("Summary (instructions, not cycles):");
+    println!(
+        "{:<16} {:>14} {:>18} {:>18} {:>10}",
+        "build", "max stack B", "attention/tiny", "attention/gqa", "insn/flop"
+    );
+    let mut labels: Vec<&str> = samples.iter().map(|s| s.label.as_str()).collect();
+    labels.dedup();
+    for label in labels {
+        let of = |call: &str| {
+            samples
+                .iter()
+                .find(|s| s.label == label && s.call == call)
+                .map_or(0, |s| s.instructions)
+        };
+        let max = samples
+            .iter()
+            .filter(|s| s.label == label)
+            .map(|s| s.stack)
+            .max();
+        let gqa_insns = of("attention/gqa");
+        println!(
+            "{label:<16} {:>14} {:>18} {:>18} {:>10.2}",
+            max.unwrap_or(0),
+            of("attention/tiny"),
+            gqa_insns,
+            gqa_insns as f64 / gqa_flops as f64
+        );
+    }
     if max_stack == 0 {
         println!("stack limit: report only (QKV_FIRMWARE_MAX_STACK=0)");
     }

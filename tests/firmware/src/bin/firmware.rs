@@ -337,6 +337,28 @@ fn run_stream(line: &mut Line, b: &mut Buffers) -> bool {
     true
 }
 
+/// Writes one word 1024 bytes below the stack pointer it is called with and nothing else:
+/// `measure` must report 1024 bytes (the host checks), which checks the painting and the scan.
+#[unsafe(naked)]
+extern "C" fn touch_1k() {
+    core::arch::naked_asm!(
+        "movs r0, #0",
+        "sub sp, sp, #1024",
+        "str r0, [sp]",
+        "add sp, sp, #1024",
+        "bx lr"
+    )
+}
+
+fn stack_selftest(line: &mut Line) {
+    let touch = black_box(touch_1k as extern "C" fn());
+    let sample = measure(|| {
+        touch();
+        Ok(())
+    });
+    report(line, "selftest", "stack", &sample);
+}
+
 /// Times a loop of exactly `CALIBRATION_INSTRUCTIONS` instructions (subs, bne).
 fn calibrate(line: &mut Line) {
     let t0 = ticks();
@@ -365,6 +387,7 @@ fn main() -> bool {
     // SAFETY: the only reference to BUFFERS, taken once on this single thread.
     let b = unsafe { &mut *buffers };
     calibrate(&mut line);
+    stack_selftest(&mut line);
     let mut ok = true;
     for case in ["tiny", "gqa", "error"] {
         ok &= run_attention(&mut line, b, case);
