@@ -124,6 +124,8 @@ struct Sample {
     status: u32,
     stack: u64,
     instructions: u64,
+    /// Instructions per SysTick tick: the resolution of `instructions`.
+    per_tick: u64,
 }
 
 fn parse_floats<'a>(words: impl Iterator<Item = &'a str>) -> Option<Vec<f32>> {
@@ -186,6 +188,7 @@ fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample
                     status: status as u32,
                     stack,
                     instructions: ticks * per_tick.unwrap_or(0),
+                    per_tick: per_tick.unwrap_or(0),
                 });
             }
             Some(kind @ ("out" | "lse")) => {
@@ -302,8 +305,8 @@ fn main() -> ExitCode {
     println!();
     println!("Summary (instructions, not cycles):");
     println!(
-        "{:<16} {:>14} {:>18} {:>18} {:>10}",
-        "build", "max stack B", "attention/tiny", "attention/gqa", "insn/flop"
+        "{:<16} {:>14} {:>18} {:>18} {:>10} {:>12}",
+        "build", "max stack B", "attention/tiny", "attention/gqa", "insn/flop", "resolution"
     );
     let mut labels: Vec<&str> = samples.iter().map(|s| s.label.as_str()).collect();
     labels.dedup();
@@ -320,12 +323,17 @@ fn main() -> ExitCode {
             .map(|s| s.stack)
             .max();
         let gqa_insns = of("attention/gqa");
+        let per_tick = samples
+            .iter()
+            .find(|s| s.label == label)
+            .map_or(0, |s| s.per_tick);
         println!(
-            "{label:<16} {:>14} {:>18} {:>18} {:>10.2}",
+            "{label:<16} {:>14} {:>18} {:>18} {:>10.2} {:>12}",
             max.unwrap_or(0),
             of("attention/tiny"),
             gqa_insns,
-            gqa_insns as f64 / gqa_flops as f64
+            gqa_insns as f64 / gqa_flops as f64,
+            format!("±{per_tick}")
         );
     }
     if max_stack == 0 {
