@@ -1,59 +1,158 @@
 #!/usr/bin/env bash
-# Firmware proof for the C ABI (issue 4): builds qkv as a no_std static library for a
-# Cortex-M4F (thumbv7em-none-eabihf, features panic-handler), links it into the bare-metal C
-# program tests/c/firmware.c with arm-none-eabi-gcc (no libc, no allocator, no Rust runtime),
-# and prints the image size and what the library adds to it.
+# Firmware test: qkv on an emulated Cortex-M4F (thumbv7em-none-eabihf), from C and from Rust.
 #
-# Installs the Rust target and the Debian package gcc-arm-none-eabi when missing (as root),
-# unless QKV_FIRMWARE_NO_INSTALL=1; fails if it cannot build or link.
+# For each of the two profiles the README names (plain release, and its size recipe
+# opt-level z + LTO):
+# - builds qkv as a no_std static library (features panic-handler) and links it into the
+#   bare-metal C program tests/c/firmware.c with arm-none-eabi-gcc (no libc, no allocator, no
+#   Rust runtime), and builds the Rust program tests/firmware/src/bin/firmware.rs, which links
+#   qkv as a no_std rlib;
+# - runs both under qemu-system-arm -M mps2-an386 -semihosting -icount shift=0; each computes
+#   attention on deterministic inputs, paints the stack below each call and counts the
+#   instructions of each call (SysTick under icount), and prints it all;
+# - measures the .text qkv adds to the C program for three groups of C entry points.
+# Then tests/firmware/src/bin/check.rs, on the host, compares every output with
+# qkv::reference within qkv::tolerance and prints stack and instructions per call.
+#
+# Fails (after printing every number) when an output is wrong, a program does not finish, a
+# call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048; 0 reports only), or,
+# unless QKV_FIRMWARE_SIZE_LIMITS=report, the z+LTO code size exceeds the limits below.
+#
+# Installs, as root, the Rust target and the Debian packages gcc-arm-none-eabi,
+# binutils-arm-none-eabi and qemu-system-arm when missing, unless QKV_FIRMWARE_NO_INSTALL=1:
+# then missing tools fail, except qemu, whose absence skips the runs (link and size only).
 # QKV_FIRMWARE_TARGET_DIR: cargo target dir (default target/firmware).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 target=thumbv7em-none-eabihf
 target_dir=${QKV_FIRMWARE_TARGET_DIR:-target/firmware}
 no_install=${QKV_FIRMWARE_NO_INSTALL:-0}
+max_stack=${QKV_FIRMWARE_MAX_STACK:-2048}
+size_limits=${QKV_FIRMWARE_SIZE_LIMITS:-enforce}
+# The issue's limits at opt-level z + LTO: attention alone, and every C entry point group.
+limit_attention=25600
+limit_all=40960
+start=$SECONDS
+
+case $size_limits in enforce | report) ;; *)
+	echo "firmware.sh: QKV_FIRMWARE_SIZE_LIMITS is enforce or report, not $size_limits" >&2
+	exit 1
+	;;
+esac
 
 if ! rustc --print target-libdir --target "$target" >/dev/null 2>&1 ||
 	[ ! -d "$(rustc --print target-libdir --target "$target")" ]; then
 	[ "$no_install" = 1 ] && { echo "firmware.sh: Rust target $target missing" >&2; exit 1; }
 	rustup target add "$target"
 fi
-if ! command -v arm-none-eabi-gcc >/dev/null; then
-	[ "$no_install" = 1 ] && { echo "firmware.sh: arm-none-eabi-gcc missing" >&2; exit 1; }
+packages=()
+command -v arm-none-eabi-gcc >/dev/null || packages+=(gcc-arm-none-eabi binutils-arm-none-eabi)
+command -v qemu-system-arm >/dev/null || packages+=(qemu-system-arm)
+if [ ${#packages[@]} -gt 0 ] && [ "$no_install" != 1 ]; then
 	apt-get update
-	apt-get install -y --no-install-recommends gcc-arm-none-eabi binutils-arm-none-eabi
+	apt-get install -y --no-install-recommends "${packages[@]}"
 fi
+command -v arm-none-eabi-gcc >/dev/null || { echo "firmware.sh: arm-none-eabi-gcc missing" >&2; exit 1; }
+run_qemu=1
+command -v qemu-system-arm >/dev/null || {
+	echo "firmware.sh: qemu-system-arm missing (QKV_FIRMWARE_NO_INSTALL=1): runs skipped"
+	run_qemu=0
+}
 
-echo "== cargo rustc --release --lib --no-default-features --features panic-handler --crate-type staticlib --target $target"
-cargo rustc --release --lib --no-default-features --features panic-handler \
-	--crate-type staticlib --target "$target" --target-dir "$target_dir"
-lib="$target_dir/$target/release/libqkv.a"
-
-out="$target_dir/firmware"
-mkdir -p "$out"
 cflags=(-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -Os -std=c99
 	-Wall -Wextra -Werror -ffreestanding -ffunction-sections -fdata-sections -nostdlib
 	-Iinclude -T tests/c/firmware.ld -Wl,--gc-sections -z noexecstack)
-
-echo "== arm-none-eabi-gcc ${cflags[*]} tests/c/firmware.c $lib -lgcc"
-arm-none-eabi-gcc "${cflags[@]}" tests/c/firmware.c "$lib" -lgcc -o "$out/firmware.elf"
-arm-none-eabi-gcc "${cflags[@]}" -DQKV_BASELINE tests/c/firmware.c -lgcc -o "$out/baseline.elf"
-
-# The image must call the library: qkv_attention_f32 and the kernel are linked in.
-symbols=$(arm-none-eabi-nm "$out/firmware.elf")
-grep -q ' T qkv_attention_f32$' <<<"$symbols" ||
-	{ echo "firmware.sh: qkv_attention_f32 not linked" >&2; exit 1; }
-
-echo "== arm-none-eabi-size"
-arm-none-eabi-size "$out/firmware.elf" "$out/baseline.elf"
 text() { arm-none-eabi-size "$1" | awk 'NR == 2 { print $1 }'; }
-full=$(text "$out/firmware.elf")
-base=$(text "$out/baseline.elf")
-echo "== largest symbols"
-arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/firmware.elf" |
-	awk '$3 ~ /[tTwW]/' | tail -8
-profile="release${CARGO_PROFILE_RELEASE_OPT_LEVEL:+, opt-level $CARGO_PROFILE_RELEASE_OPT_LEVEL}"
-profile+="${CARGO_PROFILE_RELEASE_LTO:+, lto $CARGO_PROFILE_RELEASE_LTO}"
-echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf, $profile): $((full - base)) bytes of .text" \
-	"($full with the C program, $base without qkv)"
+
+failed=()
+outputs=()
+declare -A size
+# build_and_run PROFILE [ENV=VALUE...]: everything for one cargo profile.
+build_and_run() {
+	local profile=$1
+	shift
+	local dir=$target_dir/$profile
+	local out=$dir/images
+	local env=(env -u CARGO_PROFILE_RELEASE_OPT_LEVEL -u CARGO_PROFILE_RELEASE_LTO "$@")
+	mkdir -p "$out"
+
+	echo "== [$profile] cargo rustc --release --lib --no-default-features --features panic-handler" \
+		"--crate-type staticlib --target $target ($*)"
+	"${env[@]}" cargo rustc --release --lib --no-default-features --features panic-handler \
+		--crate-type staticlib --target "$target" --target-dir "$dir"
+	local lib=$dir/$target/release/libqkv.a
+
+	echo "== [$profile] cargo rustc --manifest-path tests/firmware/Cargo.toml --release --bin firmware --target $target"
+	"${env[@]}" cargo rustc --manifest-path tests/firmware/Cargo.toml --release --bin firmware \
+		--target "$target" --target-dir "$dir" -- -C "link-arg=-T$root/tests/c/firmware.ld"
+	cp "$dir/$target/release/firmware" "$out/rust.elf"
+
+	# Group g calls: 1 qkv_attention_f32; 2 also qkv_partial_f32 and qkv_merge_f32; 3 also
+	# qkv_stream_*. The stubs build is the same program with empty qkv functions.
+	local g
+	for g in 1 2 3; do
+		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g tests/c/firmware.c "$lib" -lgcc \
+			-o "$out/c$g.elf"
+		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g -DQKV_STUBS tests/c/firmware.c -lgcc \
+			-o "$out/stubs$g.elf"
+		size[$profile/$g]=$(($(text "$out/c$g.elf") - $(text "$out/stubs$g.elf")))
+	done
+	grep -q ' T qkv_attention_f32$' <(arm-none-eabi-nm "$out/c1.elf") ||
+		{ echo "firmware.sh: qkv_attention_f32 not linked" >&2; exit 1; }
+	echo "== [$profile] largest symbols of the C program (every group)"
+	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c3.elf" |
+		awk '$3 ~ /[tTwW]/' | tail -5
+
+	[ $run_qemu = 1 ] || return 0
+	local prog
+	for prog in c3 rust; do
+		local label=${prog%3}/$profile
+		echo "== [$profile] qemu-system-arm -M mps2-an386 -semihosting -icount shift=0 -kernel $prog.elf"
+		# Semihosting writes to stderr; qemu exits 0 only when the program says it succeeded.
+		if ! timeout 300 qemu-system-arm -M mps2-an386 -nographic -semihosting -icount shift=0 \
+			-kernel "$out/$prog.elf" </dev/null >"$out/$prog.stdout" 2>"$out/$prog.txt"; then
+			failed+=("$label: the program failed under qemu (see $out/$prog.txt)")
+		fi
+		outputs+=("$label=$out/$prog.txt")
+	done
+}
+
+echo "== cargo build --manifest-path tests/firmware/Cargo.toml --release --bin check (host)"
+cargo build --manifest-path tests/firmware/Cargo.toml --release --bin check \
+	--target-dir "$target_dir/host"
+
+build_and_run release
+build_and_run z-lto CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=true
+
+if [ $run_qemu = 1 ]; then
+	echo "== check: outputs against qkv::reference, stack (limit ${max_stack} B) and instructions"
+	"$target_dir/host/release/check" "$max_stack" "${outputs[@]}" ||
+		failed+=("check failed (outputs, statuses or stack; see above)")
+fi
+
+echo
+echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf): .text the library adds to the C program"
+printf '%-44s %12s %12s %16s\n' "C entry points called" "release" "z + LTO" "limit (z + LTO)"
+groups=("" "qkv_attention_f32" "+ qkv_partial_f32, qkv_merge_f32" "+ qkv_stream_state_len/init/update/finish")
+limits=("" "$limit_attention" "" "$limit_all")
+for g in 1 2 3; do
+	verdict=""
+	if [ -n "${limits[$g]}" ]; then
+		verdict="${limits[$g]}"
+		if [ "${size[z-lto/$g]}" -gt "${limits[$g]}" ]; then
+			verdict+=" EXCEEDED"
+			[ "$size_limits" = enforce ] &&
+				failed+=("code size of group $g at z+LTO: ${size[z-lto/$g]} B > ${limits[$g]} B")
+		fi
+	fi
+	printf '%-44s %12s %12s %16s\n' "${groups[$g]}" "${size[release/$g]}" "${size[z-lto/$g]}" "$verdict"
+done
+[ "$size_limits" = enforce ] || echo "size limits: report only (QKV_FIRMWARE_SIZE_LIMITS=report)"
+echo "firmware.sh: $((SECONDS - start)) s"
+
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'firmware.sh: FAIL %s\n' "${failed[@]}" >&2
+	exit 1
+fi

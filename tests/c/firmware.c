@@ -1,48 +1,362 @@
-/* A minimal Cortex-M4F firmware image that is not Rust: a vector table, a reset handler and
- * a main that calls the qkv C ABI. Linked by .ci/firmware.sh with arm-none-eabi-gcc against
- * the no_std static library (features panic-handler) to prove that the library links into
- * bare-metal C with no libc, no allocator and no Rust runtime. Built with -DQKV_BASELINE it
- * leaves qkv out, so the difference in size is what the library costs. */
+/* A bare-metal Cortex-M4F program that is not Rust: a vector table, a reset handler and a main
+ * that calls the qkv C ABI, with no libc, no allocator and no Rust runtime. .ci/firmware.sh
+ * runs it under qemu-system-arm -M mps2-an386 -semihosting -icount shift=0 and compares what
+ * it prints with the reference (tests/firmware/src/bin/check.rs).
+ *
+ * Every measured call goes through MEASURE(): it paints the free stack below the call site,
+ * reads the SysTick counter, makes the call, reads it again and finds the deepest word the
+ * call overwrote. Inputs come from the LCG that tests/firmware/src/lib.rs also implements.
+ *
+ * QKV_GROUP selects which C entry points the program calls, so that .ci/firmware.sh can
+ * measure the code each group adds: 1 qkv_attention_f32, 2 also qkv_partial_f32 and
+ * qkv_merge_f32, 3 (default) also qkv_stream_*. With -DQKV_STUBS the qkv functions are
+ * replaced by empty ones, which gives the size of the same program without the library. */
 #include "qkv.h"
 
-#define HEADS 2
-#define Q_LEN 4
-#define KV_LEN 16
-#define DIM 8
+#ifndef QKV_GROUP
+#define QKV_GROUP 3
+#endif
 
-static float q[HEADS * Q_LEN * DIM];
-static float k[HEADS * KV_LEN * DIM];
-static float v[HEADS * KV_LEN * DIM];
-static float out[HEADS * Q_LEN * DIM];
-static float lse[HEADS * Q_LEN];
+/* The largest case: 8 query heads, 2 kv heads, 5 queries, 37 keys, head_dim = v_dim = 64. */
+#define GQA_Q_HEADS 8
+#define GQA_KV_HEADS 2
+#define GQA_Q_LEN 5
+#define GQA_KV_LEN 37
+#define GQA_DIM 64
+#define GQA_SPLIT 20 /* partials and stream chunks: keys 0..20 and 20..37 */
 
-/* Results a debugger (or a test harness on real hardware) can read. */
-volatile qkv_status qkv_result = -1;
-volatile float qkv_checksum;
+static float q[GQA_Q_HEADS * GQA_Q_LEN * GQA_DIM];
+static float k[GQA_KV_HEADS * GQA_KV_LEN * GQA_DIM];
+static float v[GQA_KV_HEADS * GQA_KV_LEN * GQA_DIM];
+static float out[GQA_Q_HEADS * GQA_Q_LEN * GQA_DIM];
+static float lse[GQA_Q_HEADS * GQA_Q_LEN];
+#if QKV_GROUP >= 2
+static float out_b[GQA_Q_HEADS * GQA_Q_LEN * GQA_DIM];
+static float lse_b[GQA_Q_HEADS * GQA_Q_LEN];
+#endif
+#if QKV_GROUP >= 3
+static float state[GQA_Q_HEADS * GQA_Q_LEN * (3 + 2 * GQA_DIM)];
+#endif
+
+/* ---- Semihosting (ARM DUI 0471): bkpt 0xAB with the operation in r0, its argument in r1. */
+#define SYS_WRITE0 0x04
+#define SYS_EXIT 0x18
+#define ADP_STOPPED_APPLICATION_EXIT 0x20026
+#define ADP_STOPPED_RUNTIME_ERROR 0x20023
+
+static int semihost(int op, const void *arg) {
+    register int r0 __asm__("r0") = op;
+    register const void *r1 __asm__("r1") = arg;
+    __asm__ volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+/* One output line, written with a single SYS_WRITE0. */
+static char line[16 + 12 * GQA_DIM];
+static unsigned line_len;
+
+static void put_str(const char *s) {
+    while (*s && line_len < sizeof line - 2) line[line_len++] = *s++;
+}
+
+static void put_hex(unsigned long x) {
+    int shift;
+    for (shift = 28; shift >= 0 && line_len < sizeof line - 2; shift -= 4)
+        line[line_len++] = "0123456789abcdef"[(x >> shift) & 0xF];
+}
+
+static void put_dec(unsigned long x) {
+    char digits[10];
+    int n = 0;
+    do digits[n++] = (char)('0' + x % 10); while ((x /= 10) != 0);
+    while (n > 0 && line_len < sizeof line - 2) line[line_len++] = digits[--n];
+}
+
+static void put_floats(const float *x, unsigned n) {
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        union { float f; unsigned long u; } bits;
+        bits.f = x[i];
+        put_str(" ");
+        put_hex(bits.u);
+    }
+}
+
+static void flush(void) {
+    line[line_len++] = '\n';
+    line[line_len] = 0;
+    (void)semihost(SYS_WRITE0, line);
+    line_len = 0;
+}
+
+/* ---- Measuring: SysTick counts down at the core clock, which -icount shift=0 advances once
+ * per instruction divided by the clock's period in ns; the host turns ticks into instructions
+ * with the calibration loop below. */
+#define SYST_CSR (*(volatile unsigned long *)0xE000E010UL)
+#define SYST_RVR (*(volatile unsigned long *)0xE000E014UL)
+#define SYST_CVR (*(volatile unsigned long *)0xE000E018UL)
+#define PAINT 0xA5A5A5A5UL
+/* How far below the call site the stack is painted: more than any call used so far. */
+#define PAINT_BYTES (256UL * 1024UL)
+
+extern unsigned long _ebss;
+
+typedef struct {
+    qkv_status status;
+    unsigned long stack; /* bytes below the stack pointer at the call site */
+    unsigned long ticks; /* SysTick ticks the call took */
+} sample;
+
+/* Measures one call expression (a qkv_status). A macro, not a function taking a callback, so
+ * that the stack pointer read here is the one at the call: the call's own arguments beyond r3
+ * are stored above it, everything the callee pushes below it. Nothing runs below the stack
+ * pointer on this machine (no interrupt is enabled), so painting there is safe. */
+#define MEASURE(s, call)                                                                 \
+    do {                                                                                 \
+        unsigned long sp_, t0_, t1_;                                                     \
+        volatile unsigned long *lo_, *p_;                                                \
+        __asm__ volatile("mov %0, sp" : "=r"(sp_)::"memory");                           \
+        lo_ = (volatile unsigned long *)(sp_ - PAINT_BYTES);                             \
+        if (lo_ < (volatile unsigned long *)&_ebss) lo_ = (volatile unsigned long *)&_ebss; \
+        for (p_ = lo_; p_ < (volatile unsigned long *)sp_; p_++) *p_ = PAINT;            \
+        t0_ = SYST_CVR;                                                                  \
+        (s).status = (call);                                                             \
+        t1_ = SYST_CVR;                                                                  \
+        for (p_ = lo_; p_ < (volatile unsigned long *)sp_ && *p_ == PAINT; p_++) {        \
+        }                                                                                \
+        (s).stack = sp_ - (unsigned long)p_;                                             \
+        (s).ticks = (t0_ - t1_) & 0xFFFFFFUL;                                            \
+    } while (0)
+
+/* "case <call>/<case> status <status> stack <bytes> ticks <ticks>" */
+static void report(const char *call, const char *name, const sample *s) {
+    put_str("case ");
+    put_str(call);
+    put_str("/");
+    put_str(name);
+    put_str(" status ");
+    put_dec((unsigned long)s->status);
+    put_str(" stack ");
+    put_dec(s->stack);
+    put_str(" ticks ");
+    put_dec(s->ticks);
+    flush();
+}
+
+/* "out <case> <hex bits of each float of the row>" per output row, then "lse <case> ...". */
+static void print_result(const char *name, const qkv_desc *d) {
+    unsigned r, rows = (unsigned)(d->q_heads * d->q_len);
+    for (r = 0; r < rows; r++) {
+        put_str("out ");
+        put_str(name);
+        put_floats(out + r * d->v_dim, (unsigned)d->v_dim);
+        flush();
+    }
+    put_str("lse ");
+    put_str(name);
+    put_floats(lse, rows);
+    flush();
+}
+
+/* ---- Inputs: the LCG of tests/firmware/src/lib.rs, values in [-1, 1) exactly. */
+static void fill(float *x, unsigned n, unsigned long seed) {
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        seed = seed * 1664525UL + 1013904223UL;
+        x[i] = (float)(seed >> 8) * (1.0f / 8388608.0f) - 1.0f;
+    }
+}
+
+static void fill_inputs(const qkv_desc *d) {
+    fill(q, (unsigned)(d->q_heads * d->q_len * d->head_dim), 1);
+    fill(k, (unsigned)(d->kv_heads * d->kv_len * d->head_dim), 2);
+    fill(v, (unsigned)(d->kv_heads * d->kv_len * d->v_dim), 3);
+}
+
+static void fill_sentinel(float *x, unsigned n) {
+    unsigned i;
+    for (i = 0; i < n; i++) x[i] = 12345.0f;
+}
+
+static int untouched(const float *x, unsigned n) {
+    unsigned i;
+    for (i = 0; i < n; i++)
+        if (x[i] != 12345.0f) return 0;
+    return 1;
+}
+
+static void clear_outputs(void) {
+    fill_sentinel(out, sizeof out / sizeof out[0]);
+    fill_sentinel(lse, sizeof lse / sizeof lse[0]);
+}
+
+static qkv_desc gqa_desc(void) {
+    qkv_desc d = qkv_desc_planar(GQA_Q_HEADS, GQA_KV_HEADS, GQA_Q_LEN, GQA_KV_LEN, GQA_DIM,
+                                 GQA_DIM);
+    d.mask = QKV_MASK_CAUSAL;
+    return d;
+}
+
+/* qkv_attention_f32 on one case; its outputs go to the host. */
+static void run_attention(const char *name, const qkv_desc *d) {
+    sample s;
+    fill_inputs(d);
+    clear_outputs();
+    MEASURE(s, qkv_attention_f32(d, q, k, v, out, lse));
+    report("attention", name, &s);
+    print_result(name, d);
+}
+
+/* Bad input (3 query heads over 2 kv heads): an error status and nothing written. */
+static void run_error(void) {
+    sample s;
+    qkv_desc d = gqa_desc();
+    d.q_heads = 3;
+    clear_outputs();
+    MEASURE(s, qkv_attention_f32(&d, q, k, v, out, lse));
+    report("attention", "error", &s);
+    put_str("untouched error ");
+    put_dec((unsigned long)(untouched(out, sizeof out / sizeof out[0]) &&
+                            untouched(lse, sizeof lse / sizeof lse[0])));
+    flush();
+}
+
+#if QKV_GROUP >= 2
+/* Split-KV: two partials merged. */
+static void run_split(void) {
+    sample s;
+    qkv_desc d = gqa_desc();
+    fill_inputs(&d);
+    clear_outputs();
+    MEASURE(s, qkv_partial_f32(&d, q, k, v, 0, GQA_SPLIT, out, lse));
+    report("partial", "gqa", &s);
+    MEASURE(s, qkv_partial_f32(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b));
+    report("partial", "gqa", &s);
+    MEASURE(s, qkv_merge_f32(&d, out, lse, out_b, lse_b));
+    report("merge", "gqa", &s);
+    print_result("gqa-split", &d);
+}
+#endif
+
+#if QKV_GROUP >= 3
+/* Streaming: two chunks of keys into a caller-owned state. */
+static void run_stream(void) {
+    sample s;
+    size_t len = 0;
+    qkv_desc d = gqa_desc();
+    fill_inputs(&d);
+    clear_outputs();
+    MEASURE(s, qkv_stream_state_len(&d, &len));
+    report("stream_state_len", "gqa", &s);
+    if (len > sizeof state / sizeof state[0]) len = 0; /* init then fails: TOO_SHORT */
+    MEASURE(s, qkv_stream_init(&d, state, len));
+    report("stream_init", "gqa", &s);
+    MEASURE(s, qkv_stream_update(&d, state, len, q, k, v, 0, GQA_SPLIT));
+    report("stream_update", "gqa", &s);
+    MEASURE(s, qkv_stream_update(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
+                                 v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN));
+    report("stream_update", "gqa", &s);
+    MEASURE(s, qkv_stream_finish(&d, state, len, out, lse));
+    report("stream_finish", "gqa", &s);
+    print_result("gqa-stream", &d);
+}
+#endif
+
+/* Writes one word 1024 bytes below the stack pointer it is called with and nothing else:
+ * MEASURE must report 1024 bytes (the host checks), which checks the painting and the scan. */
+__attribute__((naked, noinline)) static qkv_status touch_1k(void) {
+    __asm__ volatile("movs r0, #0\n\tsub sp, sp, #1024\n\tstr r0, [sp]\n\t"
+                     "add sp, sp, #1024\n\tbx lr");
+}
+
+static void stack_selftest(void) {
+    sample s;
+    MEASURE(s, touch_1k());
+    report("selftest", "stack", &s);
+}
+
+/* Times a loop of exactly 2 * n instructions (subs, bne), so the host can check that a tick
+ * is a fixed number of instructions. */
+static void calibrate(void) {
+    unsigned long t0, t1, n = 100000;
+    t0 = SYST_CVR;
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n)::"cc");
+    t1 = SYST_CVR;
+    put_str("calib ");
+    put_dec((t0 - t1) & 0xFFFFFFUL);
+    put_str(" 200000");
+    flush();
+}
 
 int main(void) {
-    unsigned i;
-    float sum = 0.0f;
-    for (i = 0; i < sizeof q / sizeof q[0]; i++) q[i] = (float)(i % 7) * 0.125f;
-    for (i = 0; i < sizeof k / sizeof k[0]; i++) k[i] = (float)(i % 5) * 0.25f - 0.5f;
-    for (i = 0; i < sizeof v / sizeof v[0]; i++) v[i] = (float)(i % 3);
-#ifndef QKV_BASELINE
-    {
-        qkv_desc d = qkv_desc_planar(HEADS, HEADS, Q_LEN, KV_LEN, DIM, DIM);
-        d.mask = QKV_MASK_CAUSAL;
-        qkv_result = qkv_attention_f32(&d, q, k, v, out, lse);
-    }
-#else
-    qkv_result = 0;
+    qkv_desc tiny = qkv_desc_planar(1, 1, 1, 1, 1, 1);
+    qkv_desc gqa = gqa_desc();
+    SYST_RVR = 0xFFFFFFUL;
+    SYST_CVR = 0;
+    SYST_CSR = 5; /* enabled, core clock, no interrupt */
+    calibrate();
+    stack_selftest();
+    run_attention("tiny", &tiny);
+    run_attention("gqa", &gqa);
+    run_error();
+#if QKV_GROUP >= 2
+    run_split();
 #endif
-    for (i = 0; i < sizeof out / sizeof out[0]; i++) sum += out[i];
-    for (i = 0; i < sizeof lse / sizeof lse[0]; i++) sum += lse[i];
-    qkv_checksum = sum;
+#if QKV_GROUP >= 3
+    run_stream();
+#endif
+    put_str("done");
+    flush();
     return 0;
 }
 
-/* Start-up: symbols from firmware.ld. */
-extern unsigned long _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+#ifdef QKV_STUBS
+/* The same program without the library: each entry point does nothing. */
+qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q_, const float *k_,
+                             const float *v_, float *out_, float *lse_) {
+    (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_;
+    return QKV_OK;
+}
+#if QKV_GROUP >= 2
+qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q_, const float *k_,
+                           const float *v_, size_t key_start, size_t key_end, float *out_,
+                           float *lse_) {
+    (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
+        (void)lse_;
+    return QKV_OK;
+}
+qkv_status qkv_merge_f32(const qkv_desc *desc, float *out_a, float *lse_a, const float *out_b_,
+                         const float *lse_b_) {
+    (void)desc, (void)out_a, (void)lse_a, (void)out_b_, (void)lse_b_;
+    return QKV_OK;
+}
+#endif
+#if QKV_GROUP >= 3
+qkv_status qkv_stream_state_len(const qkv_desc *desc, size_t *len) {
+    (void)desc, (void)len;
+    return QKV_OK;
+}
+qkv_status qkv_stream_init(const qkv_desc *desc, float *state_, size_t state_len) {
+    (void)desc, (void)state_, (void)state_len;
+    return QKV_OK;
+}
+qkv_status qkv_stream_update(const qkv_desc *desc, float *state_, size_t state_len,
+                             const float *q_, const float *k_, const float *v_,
+                             size_t key_start, size_t key_end) {
+    (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
+        (void)key_end;
+    return QKV_OK;
+}
+qkv_status qkv_stream_finish(const qkv_desc *desc, float *state_, size_t state_len,
+                             float *out_, float *lse_) {
+    (void)desc, (void)state_, (void)state_len, (void)out_, (void)lse_;
+    return QKV_OK;
+}
+#endif
+#endif
+
+/* ---- Start-up: symbols from firmware.ld. */
+extern unsigned long _sidata, _sdata, _edata, _sbss;
 
 void Reset_Handler(void);
 void Reset_Handler(void) {
@@ -52,20 +366,22 @@ void Reset_Handler(void) {
     /* Enable the FPU (CP10 and CP11 full access) before any float instruction. */
     *(volatile unsigned long *)0xE000ED88UL |= 0xFUL << 20;
     __asm__ volatile("dsb\n\tisb" ::: "memory");
-    (void)main();
+    (void)semihost(SYS_EXIT, (const void *)(main() == 0 ? ADP_STOPPED_APPLICATION_EXIT
+                                                         : ADP_STOPPED_RUNTIME_ERROR));
     for (;;) {
     }
 }
 
+/* A fault (or any other exception) ends the run with an error instead of hanging qemu. */
 static void Default_Handler(void) {
+    (void)semihost(SYS_EXIT, (const void *)ADP_STOPPED_RUNTIME_ERROR);
     for (;;) {
     }
 }
 
-/* Initial stack pointer, reset, and the 14 other core exceptions. */
-__attribute__((section(".isr_vector"), used)) static void (*const vectors[16])(void) = {
-    (void (*)(void))(&_estack), Reset_Handler,   Default_Handler, Default_Handler,
-    Default_Handler,            Default_Handler, Default_Handler, 0,
-    0,                          0,               0,               Default_Handler,
-    Default_Handler,            0,               Default_Handler, Default_Handler,
+/* Reset and the 14 other core exceptions; firmware.ld puts the initial stack pointer first. */
+__attribute__((section(".isr_vector"), used)) static void (*const vectors[15])(void) = {
+    Reset_Handler,   Default_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, 0,               0,               0,               0,
+    Default_Handler, Default_Handler, 0,               Default_Handler, Default_Handler,
 };

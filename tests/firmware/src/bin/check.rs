@@ -1,0 +1,351 @@
+//! Checks what the firmware programs printed under qemu against `qkv::reference`, and prints
+//! the stack and instruction counts of every measured call.
+//!
+//! `check MAX_STACK LABEL=FILE...`: each FILE holds one program's output, LABEL names it in
+//! the table (e.g. `c/release`). Fails (exit 1) after printing everything when an output is
+//! outside its tolerance, a status is not the expected one, an error call wrote its outputs, a
+//! required case is missing, or (unless MAX_STACK is 0) a call used more than MAX_STACK bytes
+//! of stack.
+//!
+//! Tolerances: `qkv::tolerance::output_bound`/`lse_bound` per row for a plain call, the merged
+//! bounds (depth 1) for `-split` results, the stream bounds (2 chunks) for `-stream` results,
+//! with `score_abs` and `v_abs` computed from the inputs over each row's visible keys.
+//!
+//! Instructions: SysTick ticks times the instructions per tick that the calibration loop
+//! (a known number of instructions) measured; exact to one tick.
+use std::process::ExitCode;
+
+use qkv::tolerance::{
+    lse_bound, merged_lse_bound, merged_output_bound, output_bound, stream_lse_bound,
+    stream_output_bound,
+};
+use qkv::{Params, reference};
+use qkv_firmware::{CALIBRATION_INSTRUCTIONS, GQA_SPLIT, SEEDS, fill, lens, params};
+
+/// Every program must run these attention cases.
+const REQUIRED: [&str; 3] = ["tiny", "gqa", "error"];
+
+struct Inputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+fn inputs(p: &Params) -> Inputs {
+    let [nq, nk, nv, _, _] = lens(&p.shape);
+    let mut x = [vec![0.0; nq], vec![0.0; nk], vec![0.0; nv]];
+    for (x, seed) in x.iter_mut().zip(SEEDS) {
+        fill(x, seed);
+    }
+    let [q, k, v] = x;
+    Inputs { q, k, v }
+}
+
+/// `|got − want| ≤ bound`; false for NaN.
+fn within(got: f32, want: f32, bound: f32) -> bool {
+    (got - want).abs() <= bound
+}
+
+/// Compares one result (`out` rows and `lse`) with the reference; returns the failures.
+fn compare(case: &str, out: &[Vec<f32>], lse: &[f32]) -> Vec<String> {
+    let (shape_name, variant) = case.split_once('-').unwrap_or((case, ""));
+    let Some(p) = params(shape_name) else {
+        return vec![format!("{case}: unknown case")];
+    };
+    let s = p.shape;
+    let x = inputs(&p);
+    let [_, _, _, nout, nlse] = lens(&s);
+    let (mut want, mut want_lse) = (vec![0.0; nout], vec![0.0; nlse]);
+    if let Err(e) = reference::attention(&p, &x.q, &x.k, &x.v, &mut want, Some(&mut want_lse)) {
+        return vec![format!("{case}: reference failed: {e:?}")];
+    }
+    if out.len() != nlse || out.iter().any(|r| r.len() != s.v_dim) || lse.len() != nlse {
+        return vec![format!(
+            "{case}: printed {} rows and {} lse, want {nlse}",
+            out.len(),
+            lse.len()
+        )];
+    }
+    let group = s.q_heads / s.kv_heads;
+    let mut failures = Vec::new();
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let r = h * s.q_len + i;
+            let g = h / group;
+            let (mut score_abs, mut v_abs) = (0.0f32, 0.0f32);
+            for j in (0..s.kv_len).filter(|&j| p.is_visible(i, j)) {
+                let qr = &x.q[p.q.at(h, i)..][..s.head_dim];
+                let kr = &x.k[p.k.at(g, j)..][..s.head_dim];
+                let dot: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
+                score_abs = score_abs.max(p.scale().abs() * dot);
+                let vr = &x.v[p.v.at(g, j)..][..s.v_dim];
+                v_abs = vr.iter().fold(v_abs, |m, x| m.max(x.abs()));
+            }
+            let lse_abs = want_lse[r].abs() + 20.0;
+            let (hd, n) = (s.head_dim, s.kv_len);
+            let (ob, lb) = match variant {
+                "split" => (
+                    merged_output_bound(score_abs, v_abs, hd, n, lse_abs, 1),
+                    merged_lse_bound(score_abs, hd, n, lse_abs, 1),
+                ),
+                "stream" => (
+                    stream_output_bound(score_abs, v_abs, hd, n, lse_abs, 2),
+                    stream_lse_bound(score_abs, hd, n, lse_abs, 2),
+                ),
+                _ => (
+                    output_bound(score_abs, v_abs, hd, n),
+                    lse_bound(score_abs, hd, n, want_lse[r].abs()),
+                ),
+            };
+            let want_row = &want[p.out.at(h, i)..][..s.v_dim];
+            for (c, (&got, &w)) in out[r].iter().zip(want_row).enumerate() {
+                if !within(got, w, ob) {
+                    failures.push(format!(
+                        "{case}: out[{h}][{i}][{c}] = {got}, want {w} ± {ob}"
+                    ));
+                }
+            }
+            if !within(lse[r], want_lse[r], lb) {
+                failures.push(format!(
+                    "{case}: lse[{h}][{i}] = {}, want {} ± {lb}",
+                    lse[r], want_lse[r]
+                ));
+            }
+        }
+    }
+    failures.truncate(8);
+    failures
+}
+
+/// One measured call.
+struct Sample {
+    label: String,
+    call: String,
+    status: u32,
+    stack: u64,
+    instructions: u64,
+    /// Instructions per SysTick tick: the resolution of `instructions`.
+    per_tick: u64,
+}
+
+fn parse_floats<'a>(words: impl Iterator<Item = &'a str>) -> Option<Vec<f32>> {
+    words
+        .map(|w| u32::from_str_radix(w, 16).ok().map(f32::from_bits))
+        .collect()
+}
+
+/// Reads one program's output; returns its samples and pushes its failures.
+fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample> {
+    let mut fail = |m: String| failures.push(format!("{label}: {m}"));
+    let mut per_tick = None;
+    let mut samples = Vec::new();
+    let mut results: Vec<(String, Vec<Vec<f32>>, Vec<f32>)> = Vec::new();
+    let mut untouched = Vec::new();
+    let mut done = false;
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match w.next() {
+            Some("calib") => {
+                let ticks: u64 = w.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                let insns: u64 = w.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                // A tick must be a whole number of instructions; allow the loop's entry and
+                // exit (a few instructions) on top.
+                let k = (insns + ticks / 2).checked_div(ticks).unwrap_or(0);
+                if insns != CALIBRATION_INSTRUCTIONS || k == 0 || insns.abs_diff(k * ticks) > k {
+                    fail(format!(
+                        "calibration: {insns} instructions took {ticks} ticks"
+                    ));
+                } else {
+                    per_tick = Some(k);
+                }
+            }
+            Some("case") => {
+                let name = w.next().unwrap_or("?").to_string();
+                let kv: Vec<&str> = w.collect();
+                let field = |key: &str| {
+                    kv.iter()
+                        .position(|&x| x == key)
+                        .and_then(|i| kv.get(i + 1)?.parse::<u64>().ok())
+                };
+                let (Some(status), Some(stack), Some(ticks)) =
+                    (field("status"), field("stack"), field("ticks"))
+                else {
+                    fail(format!("unreadable line: {line}"));
+                    continue;
+                };
+                if name == "selftest/stack" && stack != 1024 {
+                    fail(format!(
+                        "the stack self-test measured {stack} bytes, not 1024"
+                    ));
+                }
+                let want = if name.ends_with("/error") { 2 } else { 0 };
+                if status != want {
+                    fail(format!("{name}: status {status}, want {want}"));
+                }
+                samples.push(Sample {
+                    label: label.to_string(),
+                    call: name,
+                    status: status as u32,
+                    stack,
+                    instructions: ticks * per_tick.unwrap_or(0),
+                    per_tick: per_tick.unwrap_or(0),
+                });
+            }
+            Some(kind @ ("out" | "lse")) => {
+                let case = w.next().unwrap_or("?").to_string();
+                let Some(values) = parse_floats(w) else {
+                    fail(format!("unreadable line: {line}"));
+                    continue;
+                };
+                if results.last().is_none_or(|r| r.0 != case) {
+                    results.push((case, Vec::new(), Vec::new()));
+                }
+                let r = results.last_mut().expect("pushed above");
+                if kind == "out" {
+                    r.1.push(values);
+                } else {
+                    r.2 = values;
+                }
+            }
+            Some("untouched") => {
+                let case = w.next().unwrap_or("?").to_string();
+                if w.next() != Some("1") {
+                    fail(format!("{case}: the failed call wrote its outputs"));
+                }
+                untouched.push(case);
+            }
+            Some("done") => done = true,
+            _ => fail(format!("unexpected line: {line}")),
+        }
+    }
+    if !done {
+        fail("the program did not finish (no \"done\")".to_string());
+    }
+    for case in REQUIRED {
+        let ran = samples
+            .iter()
+            .any(|s| s.call == format!("attention/{case}"));
+        let checked = results.iter().any(|r| r.0 == case) || untouched.iter().any(|c| c == case);
+        if !ran || !checked {
+            fail(format!("case {case} missing"));
+        }
+    }
+    if !samples.iter().any(|s| s.call == "selftest/stack") {
+        fail("the stack self-test is missing".to_string());
+    }
+    for (case, out, lse) in &results {
+        for m in compare(case, out, lse) {
+            fail(m);
+        }
+    }
+    samples
+}
+
+/// Visible (query row, key) pairs times `2·(head_dim + v_dim)`, over all query heads.
+fn flops(p: &Params) -> u64 {
+    let s = p.shape;
+    let pairs: u64 = (0..s.q_len)
+        .map(|i| (0..s.kv_len).filter(|&j| p.is_visible(i, j)).count() as u64)
+        .sum();
+    pairs * s.q_heads as u64 * 2 * (s.head_dim + s.v_dim) as u64
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(max_stack) = args.first().and_then(|a| a.parse::<u64>().ok()) else {
+        eprintln!("usage: check MAX_STACK LABEL=FILE...");
+        return ExitCode::FAILURE;
+    };
+    let mut failures = Vec::new();
+    let mut samples = Vec::new();
+    for arg in &args[1..] {
+        let Some((label, path)) = arg.split_once('=') else {
+            eprintln!("check: {arg} is not LABEL=FILE");
+            return ExitCode::FAILURE;
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => samples.extend(check_file(label, &text, &mut failures)),
+            Err(e) => failures.push(format!("{label}: cannot read {path}: {e}")),
+        }
+    }
+
+    let gqa = params("gqa").expect("a known case");
+    let gqa_flops = flops(&gqa);
+    println!("Stack and instructions per call (qemu mps2-an386, -icount shift=0; these are");
+    println!(
+        "instructions executed, not cycles; stack = bytes below the stack pointer at the call):"
+    );
+    println!(
+        "{:<16} {:<28} {:>6} {:>10} {:>12} {:>10}",
+        "build", "call", "status", "stack B", "instructions", "insn/flop"
+    );
+    for s in &samples {
+        let per_flop = if s.call == "attention/gqa" {
+            format!("{:.2}", s.instructions as f64 / gqa_flops as f64)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<16} {:<28} {:>6} {:>10} {:>12} {:>10}",
+            s.label, s.call, s.status, s.stack, s.instructions, per_flop
+        );
+        if max_stack > 0 && s.stack > max_stack {
+            failures.push(format!(
+                "{} {}: {} bytes of stack, limit {max_stack}",
+                s.label, s.call, s.stack
+            ));
+        }
+    }
+    println!(
+        "attention/gqa: 8/2 heads, q_len 5, kv_len {}, head_dim 64, causal: {gqa_flops} flops over \
+         the visible pairs ({} unmasked); split and stream results use keys 0..{GQA_SPLIT} and {GQA_SPLIT}..",
+        gqa.shape.kv_len,
+        gqa.shape.flops()
+    );
+    println!();
+    println!("Summary (instructions, not cycles):");
+    println!(
+        "{:<16} {:>14} {:>18} {:>18} {:>10} {:>12}",
+        "build", "max stack B", "attention/tiny", "attention/gqa", "insn/flop", "resolution"
+    );
+    let mut labels: Vec<&str> = samples.iter().map(|s| s.label.as_str()).collect();
+    labels.dedup();
+    for label in labels {
+        let of = |call: &str| {
+            samples
+                .iter()
+                .find(|s| s.label == label && s.call == call)
+                .map_or(0, |s| s.instructions)
+        };
+        let max = samples
+            .iter()
+            .filter(|s| s.label == label)
+            .map(|s| s.stack)
+            .max();
+        let gqa_insns = of("attention/gqa");
+        let per_tick = samples
+            .iter()
+            .find(|s| s.label == label)
+            .map_or(0, |s| s.per_tick);
+        println!(
+            "{label:<16} {:>14} {:>18} {:>18} {:>10.2} {:>12}",
+            max.unwrap_or(0),
+            of("attention/tiny"),
+            gqa_insns,
+            gqa_insns as f64 / gqa_flops as f64,
+            format!("±{per_tick}")
+        );
+    }
+    if max_stack == 0 {
+        println!("stack limit: report only (QKV_FIRMWARE_MAX_STACK=0)");
+    }
+    if failures.is_empty() {
+        println!("check: every output within tolerance of qkv::reference");
+        ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            eprintln!("check: FAIL {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
