@@ -1,4 +1,4 @@
-//! The C ABI (issue 4), tested from C and C++: builds the library with the `capi` feature
+//! The C ABI, tested from C and C++: builds the library with the `capi` feature
 //! (a subprocess `cargo rustc`, so plain `cargo test` runs these without the feature),
 //! compiles the programs in `tests/c/` against `include/qkv.h` with the system `cc`/`c++`,
 //! and runs them:
@@ -7,7 +7,7 @@
 //!   reached with `out` and `lse` untouched;
 //! - `header.cpp`: the header compiles as C++11 and links (the `extern "C"` guards);
 //! - `layout.c` vs `layout.rs`: sizes, offsets, enum and macro values of the header equal
-//!   those of `src/capi.rs`, so the hand-written header cannot drift;
+//!   those of `src/capi/`, so the hand-written header cannot drift;
 //! - the firmware proof (`.ci/firmware.sh`) when `arm-none-eabi-gcc` is installed.
 
 use std::path::{Path, PathBuf};
@@ -283,10 +283,7 @@ fn header_layout_matches_rust() {
     let c_lines: Vec<&str> = c.lines().collect();
     let rust_lines: Vec<&str> = rust.lines().collect();
     for (c, r) in c_lines.iter().zip(&rust_lines) {
-        assert_eq!(
-            c, r,
-            "include/qkv.h (left) differs from src/capi.rs (right)"
-        );
+        assert_eq!(c, r, "include/qkv.h (left) differs from src/capi/ (right)");
     }
     assert_eq!(c_lines.len(), rust_lines.len(), "C:\n{c}\nRust:\n{rust}");
     assert!(rust.contains("size qkv_desc"), "{rust}");

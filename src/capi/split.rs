@@ -1,0 +1,86 @@
+//! The split-KV entry points: [`qkv_partial_f32`] and [`qkv_merge_f32`], over
+//! [`split::partial`] and [`split::merge`], so a `no_std` caller can spread one long decode
+//! over its own threads or cores: one partial per key range, then merges.
+
+use super::buf::check_aliasing;
+use super::desc::{Desc, Problem};
+use super::{QkvDesc, QkvStatus, error_status, guard};
+use crate::{Mask, split};
+
+/// `qkv_partial_f32`: attention over the keys `key_start..key_end` of the problem `desc`
+/// describes, as [`split::partial`]: `out` is normalised over the range's included keys and
+/// `lse` (required, `[q_heads][q_len]`) receives their log-sum-exp; a row with no key in the
+/// range gets `out = 0`, `lse = -inf`. Masks keep absolute positions and the bias is read at
+/// the range's columns. `q`, `k`, `v`, `bias` and `out` are those of the whole problem.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or the status `qkv_attention_f32` would return for the
+/// same arguments, or [`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) for a key range
+/// outside `0..=kv_len`; nothing is written on error.
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`](super::qkv_attention_f32), with `lse` treated like
+/// `out`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_partial_f32(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    guard(|| {
+        // SAFETY: the caller's contract for `desc`.
+        let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
+        let lse = p.desc.lse(lse)?;
+        check_aliasing(&[p.out, lse], &p.inputs.all())?;
+        // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
+        let ([q, k, v], bias) = unsafe { p.inputs.slices() };
+        // SAFETY: as above; `out` and `lse` were checked disjoint from each other and from
+        // every input.
+        let (out, lse) = unsafe { (p.out.slice_mut(), lse.slice_mut()) };
+        let params = p.desc.params(p.mask, bias);
+        split::partial(&params, q, k, v, key_start..key_end, out, lse).map_err(error_status)
+    })
+}
+
+/// `qkv_merge_f32`: joins the partial `(out_b, lse_b)` into `(out_a, lse_a)`, as
+/// [`split::merge`]: afterwards `a` holds the result over both key ranges. Only the shape,
+/// `out` layout and the `out_count`/`lse_count` fields of `desc` are used (both outputs have
+/// the `out` layout, both lse are `[q_heads][q_len]`). Exact up to one rounding; `-inf`
+/// partials contribute nothing and NaN propagates.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or a status as `qkv_attention_f32` would for
+/// `out`/`lse`; nothing is written on error.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32); `out_a` and `lse_a`
+/// follow the contract of `out` and `lse`, `out_b` and `lse_b` that of inputs.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_merge_f32(
+    desc: *const QkvDesc,
+    out_a: *mut f32,
+    lse_a: *mut f32,
+    out_b: *const f32,
+    lse_b: *const f32,
+) -> QkvStatus {
+    guard(|| {
+        // SAFETY: the caller's contract for `desc`.
+        let d = unsafe { Desc::read(desc) }?;
+        let (oa, la) = (d.out(out_a)?, d.lse(lse_a)?);
+        let (ob, lb) = (d.out(out_b)?, d.lse(lse_b)?);
+        check_aliasing(&[oa, la], &[Some(ob), Some(lb)])?;
+        // SAFETY: the caller's pointer contract for the lengths the buffers were given; `out_a`
+        // and `lse_a` were checked disjoint from each other and from `b`.
+        let (oa, la) = unsafe { (oa.slice_mut(), la.slice_mut()) };
+        // SAFETY: as above.
+        let (ob, lb) = unsafe { (ob.slice(), lb.slice()) };
+        // `split::merge` uses only the shape and the `out` layout, so the flags, mask and bias
+        // fields are neither checked nor needed.
+        let params = d.params(Mask::NONE, None);
+        split::merge(&params, oa, la, ob, lb).map_err(error_status)
+    })
+}
