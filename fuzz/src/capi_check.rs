@@ -265,7 +265,7 @@ pub(crate) fn random_desc(b: &mut Bytes) -> (QkvDesc, Drawn) {
     if b.chance(128) {
         (q, k, v, out) = (layout(b), layout(b), layout(b), layout(b));
     }
-    // The mask kind: NONE, CAUSAL or BAND (as an index), or an arbitrary value.
+    // A `QKV_MASK_*` value, or an arbitrary one (which may happen to be one of them).
     let mask_value = match b.below(10) {
         0..=2 => QKV_MASK_NONE,
         3..=5 => QKV_MASK_CAUSAL,
