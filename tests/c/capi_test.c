@@ -174,12 +174,16 @@ static void results(void) {
         CHECK(s == QKV_OK && all_equal(o, 8, 0.0f) && isinf(l[0]) && l[0] < 0, "kv_len 0: %s",
               qkv_status_str(s));
     }
-    /* q_len = 0: a no-op; every pointer may be NULL. */
+    /* q_len = 0: a no-op; q, out and lse may be NULL, but not k and v, whose extents do not
+     * depend on q_len. */
     d = qkv_desc_planar(2, 2, 0, 5, 4, 4);
     {
         qkv_status s = qkv_attention_f32(&d, NULL, K, V, NULL, NULL);
         note(s);
         CHECK(s == QKV_OK, "q_len 0: %s", qkv_status_str(s));
+        s = qkv_attention_f32(&d, NULL, NULL, V, NULL, NULL);
+        note(s);
+        CHECK(s == QKV_ERR_NULL_POINTER, "q_len 0, k NULL: %s", qkv_status_str(s));
     }
 }
 
