@@ -1,5 +1,6 @@
 //! [`Buf`]: one pointer argument of a C call with the length the pointer contract gives
-//! it, and the checks on it (length, NULL, alignment, aliasing) that run before any is read.
+//! it, and the checks on it (length, NULL, alignment, aliasing) that run before any is read;
+//! [`Inputs`], the read-only ones of a call.
 
 use core::mem::size_of;
 
@@ -90,5 +91,34 @@ pub(crate) fn check_aliasing(writes: &[Buf], reads: &[Option<Buf>]) -> Result<()
     match aliased {
         true => Err(QKV_ERR_ALIASING),
         false => Ok(()),
+    }
+}
+
+/// The read-only tensors of a call, checked against the pointer contract.
+#[derive(Clone, Copy)]
+pub(crate) struct Inputs {
+    /// `q`, `k` and `v`, from [`Desc::qkv`](super::desc::Desc::qkv).
+    pub(crate) qkv: [Buf; 3],
+    /// The bias, from [`Desc::bias`](super::desc::Desc::bias).
+    pub(crate) bias: Option<Buf>,
+}
+
+impl Inputs {
+    /// The four buffers, for the aliasing check of the outputs.
+    pub(crate) fn all(&self) -> [Option<Buf>; 4] {
+        let [q, k, v] = self.qkv;
+        [Some(q), Some(k), Some(v), self.bias]
+    }
+
+    /// `q`, `k`, `v` and the bias as slices.
+    ///
+    /// # Safety
+    /// The pointer contract for the lengths the buffers were given, and nothing writes them
+    /// during `'a`.
+    pub(crate) unsafe fn slices<'a>(self) -> ([&'a [f32]; 3], Option<&'a [f32]>) {
+        // SAFETY: the caller's contract, for each buffer.
+        let qkv = self.qkv.map(|b| unsafe { b.slice() });
+        // SAFETY: as above.
+        (qkv, self.bias.map(|b| unsafe { b.slice() }))
     }
 }

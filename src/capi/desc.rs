@@ -6,7 +6,7 @@
 use core::mem::size_of;
 use core::ptr;
 
-use super::buf::Buf;
+use super::buf::{Buf, Inputs};
 use super::{
     QKV_ERR_NULL_POINTER, QKV_ERR_STRUCT_SIZE, QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK,
     QKV_ERR_UNKNOWN_QUERY_POS, QkvStatus,
@@ -219,35 +219,6 @@ pub(crate) enum KeyRows {
     All,
     /// Only the given number (a stream chunk); `k_count` and `v_count` are ignored.
     Chunk(usize),
-}
-
-/// The read-only tensors of a call, checked against the pointer contract.
-#[derive(Clone, Copy)]
-pub(crate) struct Inputs {
-    /// `q`, `k` and `v`, from [`Desc::qkv`].
-    pub(crate) qkv: [Buf; 3],
-    /// The bias, from [`Desc::bias`].
-    pub(crate) bias: Option<Buf>,
-}
-
-impl Inputs {
-    /// The four buffers, for the aliasing check of the outputs.
-    pub(crate) fn all(&self) -> [Option<Buf>; 4] {
-        let [q, k, v] = self.qkv;
-        [Some(q), Some(k), Some(v), self.bias]
-    }
-
-    /// `q`, `k`, `v` and the bias as slices.
-    ///
-    /// # Safety
-    /// The pointer contract for the lengths the buffers were given, and nothing writes them
-    /// during `'a`.
-    pub(crate) unsafe fn slices<'a>(self) -> ([&'a [f32]; 3], Option<&'a [f32]>) {
-        // SAFETY: the caller's contract, for each buffer.
-        let qkv = self.qkv.map(|b| unsafe { b.slice() });
-        // SAFETY: as above.
-        (qkv, self.bias.map(|b| unsafe { b.slice() }))
-    }
 }
 
 /// The arguments of a call over the whole problem (one-shot or split-KV partial) up to its

@@ -5,8 +5,8 @@
 
 use core::ops::Range;
 
-use super::buf::{Buf, check_aliasing};
-use super::desc::{Desc, Inputs, KeyRows};
+use super::buf::{Buf, Inputs, check_aliasing};
+use super::desc::{Desc, KeyRows};
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
 use crate::Error;
 use crate::stream::Stream;
