@@ -43,6 +43,16 @@
  * or touch the outputs during a call. The descriptor needs no particular alignment and
  * must hold struct_size readable bytes.
  *
+ * MEMORY. Nothing is allocated. The kernel works in a working memory ("workspace") of
+ * floats: the _ws functions take it from the caller (qkv_workspace_size() floats for full
+ * speed, at least qkv_workspace_min_size(); it needs no initialisation and holds nothing
+ * between calls), and use no more than 2 KiB of stack whatever the shape (measured on a
+ * Cortex-M4F, README "Firmware"). The other functions keep their workspace on the stack:
+ * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
+ * targets), 1 KiB in one built without them (firmware: under 2 KiB of stack in all, with
+ * small tiles, so slower: pass a workspace for speed). qkv_merge_f32, qkv_stream_init,
+ * qkv_stream_finish and the query functions keep no workspace and use under 2 KiB.
+ *
  * All functions are thread-safe and never abort, panic or unwind on any input.
  */
 #ifndef QKV_H
@@ -106,7 +116,9 @@ enum qkv_status_code {
     /** The isa argument is not a QKV_ISA_* value. */
     QKV_ERR_UNKNOWN_ISA = 15,
     /** A bug in the library; never returned by a correct build. */
-    QKV_ERR_INTERNAL = 16
+    QKV_ERR_INTERNAL = 16,
+    /** The workspace of a _ws call holds fewer floats than qkv_workspace_min_size(). */
+    QKV_ERR_WORKSPACE_TOO_SMALL = 17
 };
 
 /** Values of qkv_desc.mask: which keys each query row sees. */
@@ -308,6 +320,26 @@ qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q, const float *
                              const float *v, float *out, float *lse);
 
 /**
+ * qkv_attention_f32() in the caller's workspace: workspace_len floats at workspace
+ * (qkv_workspace_size(desc) for full speed, at least qkv_workspace_min_size(desc); fewer is
+ * QKV_ERR_WORKSPACE_TOO_SMALL, after every other check). The workspace needs no
+ * initialisation, must not overlap any other buffer of the call (QKV_ERR_ALIASING), and
+ * may be NULL only when workspace_len is 0. The stack holds no tile: under 2 KiB.
+ */
+qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q, const float *k,
+                                const float *v, float *out, float *lse, float *workspace,
+                                size_t workspace_len);
+
+/** The floats of workspace with which the _ws functions run at full speed for desc (only
+ *  its shape fields count): at most about 15,300 (60 KiB), less for small heads, short
+ *  queries and narrow values. 0 if desc is NULL or its struct_size is not accepted. */
+size_t qkv_workspace_size(const qkv_desc *desc);
+
+/** The fewest floats of workspace the _ws functions run in for desc (a few dozen whatever
+ *  the shape; tiles of one row, 16 keys, 16 value columns). 0 as qkv_workspace_size(). */
+size_t qkv_workspace_min_size(const qkv_desc *desc);
+
+/**
  * qkv_attention_f32() forced to the instruction set isa (a QKV_ISA_* value), for tests and
  * benchmarks. QKV_ERR_UNKNOWN_ISA for a value that is no QKV_ISA_*, QKV_ERR_UNSUPPORTED
  * (after every other check) for a level this CPU or build lacks.
@@ -341,7 +373,7 @@ const char *qkv_status_str(qkv_status status);
  *  QKV_VERSION. */
 uint32_t qkv_version(void);
 
-/* ---- Split-KV (flash-decoding): src/capi_split.rs, README "Streaming" ----------- */
+/* ---- Split-KV (flash-decoding): src/capi/split.rs, docs/c-api.md ------------------ */
 
 /**
  * Attention over the keys key_start..key_end (end excluded) of the problem desc describes:
@@ -355,6 +387,11 @@ uint32_t qkv_version(void);
 qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q, const float *k,
                            const float *v, size_t key_start, size_t key_end, float *out,
                            float *lse);
+
+/** qkv_partial_f32() in the caller's workspace, as qkv_attention_f32_ws(). */
+qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q, const float *k,
+                              const float *v, size_t key_start, size_t key_end, float *out,
+                              float *lse, float *workspace, size_t workspace_len);
 
 /**
  * Joins the partial (out_b, lse_b) into (out_a, lse_a), so that a holds the result over
@@ -388,6 +425,13 @@ qkv_status qkv_stream_init(const qkv_desc *desc, float *state, size_t state_len)
 qkv_status qkv_stream_update(const qkv_desc *desc, float *state, size_t state_len,
                              const float *q, const float *k, const float *v,
                              size_t key_start, size_t key_end);
+
+/** qkv_stream_update() in the caller's workspace, as qkv_attention_f32_ws() (a
+ *  workspace_len of 0 runs as qkv_stream_update()); it must not overlap state either. */
+qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state, size_t state_len,
+                                const float *q, const float *k, const float *v,
+                                size_t key_start, size_t key_end, float *workspace,
+                                size_t workspace_len);
 
 /** Writes the attention over every key fed so far to out and, unless NULL, lse (rows that
  *  saw no key: 0 and -INFINITY). The state is left as it was; streaming can go on. */

@@ -57,9 +57,18 @@ extern crate std;
 #[cfg(feature = "capi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
 pub mod capi;
+/// The split-KV and streaming functions of the C ABI (feature `capi`): partials and
+/// merges, and a caller-owned stream state. They take the descriptor, statuses and pointer
+/// contract of [`capi`], which decodes them.
 #[cfg(feature = "capi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
-pub mod capi_split;
+pub mod capi_split {
+    pub use crate::capi::split::{qkv_merge_f32, qkv_partial_f32, qkv_partial_f32_ws};
+    pub use crate::capi::stream::{
+        qkv_stream_finish, qkv_stream_init, qkv_stream_state_len, qkv_stream_update,
+        qkv_stream_update_ws,
+    };
+}
 mod dispatch;
 mod error;
 pub mod exp;
@@ -73,6 +82,7 @@ pub mod reference;
 pub mod split;
 pub mod stream;
 pub mod tolerance;
+mod validate;
 
 #[cfg(feature = "emulated")]
 pub use dispatch::Emulated;

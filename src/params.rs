@@ -1,7 +1,5 @@
-//! What an attention call computes: shape, memory layout, scale, mask and bias,
-//! and the validation every entry point runs before touching `out`.
-
-use crate::error::{Dim, Error, Tensor};
+//! What an attention call computes: shape, memory layout, scale, mask and bias. The checks
+//! every entry point runs on them before touching `out` are in `validate.rs`.
 
 /// The sizes of one attention call.
 ///
@@ -9,7 +7,7 @@ use crate::error::{Dim, Error, Tensor};
 /// `v` is `[kv_heads][kv_len][v_dim]` and `out` is `[q_heads][q_len][v_dim]`, each laid out in
 /// memory as its [`Layout`] says.
 ///
-/// `q_heads`, `kv_heads`, `head_dim` and `v_dim` must be at least 1 ([`Error::ZeroDim`]).
+/// `q_heads`, `kv_heads`, `head_dim` and `v_dim` must be at least 1 ([`Error::ZeroDim`](crate::Error::ZeroDim)).
 /// `q_len = 0` is a no-op that returns `Ok` and writes nothing. `kv_len = 0` leaves every row
 /// without a key: each output row is 0 and each log-sum-exp is `-inf`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,7 +68,7 @@ impl Shape {
 /// dimension is contiguous, the other two may be strided any way, so both the planar
 /// `[heads][seq][dim]` layout and the interleaved `[seq][heads][dim]` layout of most KV caches
 /// work without copying. Input strides may overlap (a stride of 0 broadcasts); output strides
-/// may not ([`Error::Overlap`]).
+/// may not ([`Error::Overlap`](crate::Error::Overlap)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
     /// Elements between the starts of consecutive heads.
@@ -81,7 +79,7 @@ pub struct Layout {
 
 impl Layout {
     /// `[heads][rows][dim]`, densely packed. Saturates instead of overflowing, so a shape too
-    /// big for memory is refused by validation ([`Error::Overflow`]) rather than panicking.
+    /// big for memory is refused by validation ([`Error::Overflow`](crate::Error::Overflow)) rather than panicking.
     pub const fn planar(rows: usize, dim: usize) -> Layout {
         Layout {
             head_stride: rows.saturating_mul(dim),
@@ -106,6 +104,34 @@ impl Layout {
     pub const fn at(&self, head: usize, row: usize) -> usize {
         head.wrapping_mul(self.head_stride)
             .wrapping_add(row.wrapping_mul(self.row_stride))
+    }
+
+    /// How many elements a slice must hold for every element `[h][r][c]` with `h < heads`,
+    /// `r < rows` and `c < cols` to be inside it: one past the last of them,
+    /// `(heads-1)·head_stride + (rows-1)·row_stride + cols`, or 0 when any of the three counts
+    /// is 0 (no element is reached, so an empty slice will do). `None` when that overflows
+    /// `usize`.
+    ///
+    /// This is the length [`Params::validate`] checks each tensor's slice against and the
+    /// *extent* of the C ABI's pointer contract.
+    ///
+    /// ```
+    /// use qkv::Layout;
+    ///
+    /// let planar = Layout::planar(5, 4); // [heads][5 rows][4]
+    /// assert_eq!(planar.extent(2, 5, 4), Some(2 * 5 * 4));
+    /// assert_eq!(planar.extent(2, 0, 4), Some(0));
+    /// let huge = Layout { head_stride: usize::MAX, row_stride: 1 };
+    /// assert_eq!(huge.extent(2, 1, 1), None);
+    /// ```
+    pub fn extent(&self, heads: usize, rows: usize, cols: usize) -> Option<usize> {
+        if heads == 0 || rows == 0 || cols == 0 {
+            return Some(0);
+        }
+        (heads - 1)
+            .checked_mul(self.head_stride)?
+            .checked_add((rows - 1).checked_mul(self.row_stride)?)?
+            .checked_add(cols)
     }
 }
 
@@ -179,7 +205,8 @@ impl Mask {
 
 /// An additive bias `[q_len][kv_len]` added to the scaled scores (after `scale`), per head.
 ///
-/// Element `[head][i][j]` is at `head * head_stride + i * row_stride + j`. A `head_stride` of 0
+/// Element `[head][i][j]` is at `head * head_stride + i * row_stride + j`, that is
+/// [`layout()`](Bias::layout)`.at(head, i) + j`. A `head_stride` of 0
 /// broadcasts one matrix over all heads (padding masks); a per-head bias expresses ALiBi.
 /// An entry of `-inf` masks that key for that row: it is skipped exactly like a key outside
 /// the [`Mask`] band.
@@ -194,21 +221,22 @@ pub struct Bias<'a> {
 }
 
 impl<'a> Bias<'a> {
-    /// The bias's strides as a [`Layout`]: element `[head][i][j]` is at
-    /// `layout().at(head, i) + j`.
-    pub const fn layout(&self) -> Layout {
-        Layout {
-            head_stride: self.head_stride,
-            row_stride: self.row_stride,
-        }
-    }
-
     /// One dense `[q_len][kv_len]` matrix shared by every head.
     pub const fn broadcast(data: &'a [f32], kv_len: usize) -> Bias<'a> {
         Bias {
             data,
             head_stride: 0,
             row_stride: kv_len,
+        }
+    }
+
+    /// The strides as a [`Layout`] of `[q_heads][q_len][kv_len]`: element `[h][i][j]` is at
+    /// `self.layout().at(h, i) + j`, and the slice must hold
+    /// `self.layout().extent(q_heads, q_len, kv_len)` elements.
+    pub const fn layout(&self) -> Layout {
+        Layout {
+            head_stride: self.head_stride,
+            row_stride: self.row_stride,
         }
     }
 }
@@ -341,143 +369,5 @@ impl<'a> Params<'a> {
             None => kv_len,
         };
         (lo as usize, hi.max(lo) as usize)
-    }
-
-    /// Checks every input against the shape and strides; nothing is read or written.
-    ///
-    /// This is the single validation all entry points share: the reference, every kernel
-    /// level and the C ABI.
-    pub fn validate(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        out: &[f32],
-        lse: Option<&[f32]>,
-    ) -> Result<(), Error> {
-        let s = &self.shape;
-        for (n, d) in [
-            (s.q_heads, Dim::QHeads),
-            (s.kv_heads, Dim::KvHeads),
-            (s.head_dim, Dim::HeadDim),
-            (s.v_dim, Dim::VDim),
-        ] {
-            if n == 0 {
-                return Err(Error::ZeroDim(d));
-            }
-        }
-        if !s.q_heads.is_multiple_of(s.kv_heads) {
-            return Err(Error::HeadsNotDivisible {
-                q_heads: s.q_heads,
-                kv_heads: s.kv_heads,
-            });
-        }
-        let scale = self.scale();
-        if !scale.is_finite() {
-            return Err(Error::InvalidScale);
-        }
-        check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
-        check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, s.head_dim)?;
-        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, s.v_dim)?;
-        check_extent(
-            Tensor::Out,
-            out.len(),
-            self.out,
-            s.q_heads,
-            s.q_len,
-            s.v_dim,
-        )?;
-        check_disjoint(Tensor::Out, self.out, s.q_heads, s.q_len, s.v_dim)?;
-        if let Some(b) = &self.bias {
-            let layout = Layout {
-                head_stride: b.head_stride,
-                row_stride: b.row_stride,
-            };
-            check_extent(
-                Tensor::Bias,
-                b.data.len(),
-                layout,
-                s.q_heads,
-                s.q_len,
-                s.kv_len,
-            )?;
-        }
-        if let Some(lse) = lse {
-            let needed = s
-                .q_heads
-                .checked_mul(s.q_len)
-                .ok_or(Error::Overflow(Tensor::Lse))?;
-            if lse.len() < needed {
-                return Err(Error::TooShort {
-                    tensor: Tensor::Lse,
-                    needed,
-                    len: lse.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Every element `[h][r][c]` for `h < heads, r < rows, c < cols` must be inside a slice of
-/// `len` elements. Nothing is reached when `rows` or `cols` is 0.
-fn check_extent(
-    tensor: Tensor,
-    len: usize,
-    layout: Layout,
-    heads: usize,
-    rows: usize,
-    cols: usize,
-) -> Result<(), Error> {
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Ok(());
-    }
-    let overflow = Error::Overflow(tensor);
-    let last_head = (heads - 1)
-        .checked_mul(layout.head_stride)
-        .ok_or(overflow)?;
-    let last_row = (rows - 1).checked_mul(layout.row_stride).ok_or(overflow)?;
-    let needed = last_head
-        .checked_add(last_row)
-        .and_then(|x| x.checked_add(cols))
-        .ok_or(overflow)?;
-    if len < needed {
-        return Err(Error::TooShort {
-            tensor,
-            needed,
-            len,
-        });
-    }
-    Ok(())
-}
-
-/// The rows of an output must not share memory: with the smaller stride `a` (count `na`) and
-/// the larger `b` (count `nb`), rows of `cols` elements are disjoint when `a ≥ cols` and
-/// `b ≥ (na - 1)·a + cols`; a dimension of count 1 imposes nothing. Called after
-/// [`check_extent`], whose sum bounds this one, so nothing here overflows.
-fn check_disjoint(
-    tensor: Tensor,
-    layout: Layout,
-    heads: usize,
-    rows: usize,
-    cols: usize,
-) -> Result<(), Error> {
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Ok(());
-    }
-    let (mut a, mut b) = ((layout.head_stride, heads), (layout.row_stride, rows));
-    if a.0 > b.0 {
-        core::mem::swap(&mut a, &mut b);
-    }
-    let ok = match (a.1 > 1, b.1 > 1) {
-        (false, false) => true,
-        (true, false) => a.0 >= cols,
-        (false, true) => b.0 >= cols,
-        (true, true) => a.0 >= cols && b.0 >= (a.1 - 1) * a.0 + cols,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Overlap(tensor))
     }
 }

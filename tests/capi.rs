@@ -1,4 +1,4 @@
-//! The C ABI (issue 4), tested from C and C++: builds the library with the `capi` feature
+//! The C ABI, tested from C and C++: builds the library with the `capi` feature
 //! (a subprocess `cargo rustc`, so plain `cargo test` runs these without the feature),
 //! compiles the programs in `tests/c/` against `include/qkv.h` with the system `cc`/`c++`,
 //! and runs them:
@@ -7,108 +7,16 @@
 //!   reached with `out` and `lse` untouched;
 //! - `header.cpp`: the header compiles as C++11 and links (the `extern "C"` guards);
 //! - `layout.c` vs `layout.rs`: sizes, offsets, enum and macro values of the header equal
-//!   those of `src/capi.rs`, so the hand-written header cannot drift;
+//!   those of `src/capi/`, so the hand-written header cannot drift;
 //! - the firmware proof (`.ci/firmware.sh`) when `arm-none-eabi-gcc` is installed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "c/harness.rs"]
+mod harness;
+
+use harness::*;
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Where the libraries and programs of these tests are built.
-fn work_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi")
-}
-
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(ROOT);
-    c
-}
-
-/// Runs `cmd`, panicking with its output unless it succeeds.
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The libraries built with `std`: `libqkv.a`, `libqkv.so` and `libqkv.rlib` in `dir`, and
-/// the native libraries a C program linking the static one needs.
-struct StdBuild {
-    dir: PathBuf,
-    native_libs: Vec<String>,
-}
-
-/// The documented build command (plus `rlib` for `layout.rs`), run once per test binary.
-fn std_build() -> &'static StdBuild {
-    static BUILD: OnceLock<StdBuild> = OnceLock::new();
-    BUILD.get_or_init(|| {
-        let target_dir = work_dir().join("std");
-        let out = run(cargo()
-            .args(["rustc", "--release", "--lib", "--features", "capi"])
-            .args(["--crate-type", "rlib,staticlib,cdylib", "--target-dir"])
-            .arg(&target_dir)
-            .args(["--", "--print", "native-static-libs"]));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // Cargo replays the note when the build is fresh; the fallback is glibc's usual list.
-        let native_libs = stderr
-            .lines()
-            .find_map(|l| l.split("native-static-libs:").nth(1))
-            .unwrap_or("-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc")
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        StdBuild {
-            dir: target_dir.join("release"),
-            native_libs,
-        }
-    })
-}
-
-/// Compiles `sources` with `compiler` and `flags` into `work_dir()/name`, returns the path.
-fn compile(
-    compiler: &str,
-    name: &str,
-    flags: &[&str],
-    sources: &[&Path],
-    libs: &[&str],
-) -> PathBuf {
-    let exe = work_dir().join(name);
-    run(Command::new(compiler)
-        .current_dir(ROOT)
-        .args(flags)
-        .args([
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-Iinclude",
-            "-o",
-        ])
-        .arg(&exe)
-        .args(sources)
-        .args(libs));
-    exe
-}
-
-fn c_file(name: &str) -> PathBuf {
-    Path::new(ROOT).join("tests/c").join(name)
-}
 
 /// Runs a compiled `capi_test.c` and checks it passed and reached every status but
 /// `QKV_ERR_INTERNAL` (a bug by definition).
@@ -171,16 +79,12 @@ fn rust_layout() -> &'static str {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_matches_reference_and_reaches_every_status() {
-    let b = std_build();
-    let lib = b.dir.join("libqkv.a");
-    let mut libs = vec![lib.to_str().unwrap()];
-    libs.extend(b.native_libs.iter().map(String::as_str));
     let exe = compile(
         "cc",
         "capi_test_static",
         &["-std=c99"],
         &[&c_file("capi_test.c")],
-        &libs,
+        &std_build().static_link(),
     );
     check_capi_test(&exe);
 }
@@ -247,16 +151,12 @@ fn c_against_the_no_std_static_library() {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn cxx_compiles_and_links_the_header() {
-    let b = std_build();
-    let lib = b.dir.join("libqkv.a");
-    let mut libs = vec![lib.to_str().unwrap()];
-    libs.extend(b.native_libs.iter().map(String::as_str));
     let exe = compile(
         "c++",
         "header_cpp",
         &["-std=c++11"],
         &[&c_file("header.cpp")],
-        &libs,
+        &std_build().static_link(),
     );
     let text = stdout(&run(&mut Command::new(exe)));
     assert!(text.starts_with("PASS"), "{text}");
@@ -277,16 +177,19 @@ fn cxx_compiles_and_links_the_header() {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn header_layout_matches_rust() {
-    let exe = compile("cc", "layout_c", &["-std=c99"], &[&c_file("layout.c")], &[]);
+    let exe = compile(
+        "cc",
+        "layout_c",
+        &["-std=c99"],
+        &[&c_file("layout.c")],
+        &[] as &[&str],
+    );
     let c = stdout(&run(&mut Command::new(exe)));
     let rust = rust_layout();
     let c_lines: Vec<&str> = c.lines().collect();
     let rust_lines: Vec<&str> = rust.lines().collect();
     for (c, r) in c_lines.iter().zip(&rust_lines) {
-        assert_eq!(
-            c, r,
-            "include/qkv.h (left) differs from src/capi.rs (right)"
-        );
+        assert_eq!(c, r, "include/qkv.h (left) differs from src/capi/ (right)");
     }
     assert_eq!(c_lines.len(), rust_lines.len(), "C:\n{c}\nRust:\n{rust}");
     assert!(rust.contains("size qkv_desc"), "{rust}");

@@ -413,11 +413,12 @@ fn capi() {
         (QKV_ERR_UNKNOWN_QUERY_POS, 14),
         (QKV_ERR_UNKNOWN_ISA, 15),
         (QKV_ERR_INTERNAL, 16),
+        (QKV_ERR_WORKSPACE_TOO_SMALL, 17),
     ] {
         assert_eq!(status, value);
     }
     let _: i32 = QKV_OK;
-    let _: [QkvStatus; 17] = ALL_STATUSES;
+    let _: [QkvStatus; 18] = ALL_STATUSES;
     for (kind, value) in [
         (QKV_MASK_NONE, 0),
         (QKV_MASK_CAUSAL, 1),
@@ -493,6 +494,18 @@ fn capi() {
     let _: Call = qkv_attention_f32;
     let _: Call = qkv_reference_f32;
     let _: unsafe extern "C" fn(
+        *const QkvDesc,
+        *const f32,
+        *const f32,
+        *const f32,
+        *mut f32,
+        *mut f32,
+        *mut f32,
+        usize,
+    ) -> QkvStatus = qkv_attention_f32_ws;
+    let _: unsafe extern "C" fn(*const QkvDesc) -> usize = qkv_workspace_size;
+    let _: unsafe extern "C" fn(*const QkvDesc) -> usize = qkv_workspace_min_size;
+    let _: unsafe extern "C" fn(
         i32,
         *const QkvDesc,
         *const f32,
@@ -519,6 +532,18 @@ fn capi() {
     ) -> QkvStatus = qkv_partial_f32;
     let _: unsafe extern "C" fn(
         *const QkvDesc,
+        *const f32,
+        *const f32,
+        *const f32,
+        usize,
+        usize,
+        *mut f32,
+        *mut f32,
+        *mut f32,
+        usize,
+    ) -> QkvStatus = qkv_partial_f32_ws;
+    let _: unsafe extern "C" fn(
+        *const QkvDesc,
         *mut f32,
         *mut f32,
         *const f32,
@@ -536,6 +561,18 @@ fn capi() {
         usize,
         usize,
     ) -> QkvStatus = qkv_stream_update;
+    let _: unsafe extern "C" fn(
+        *const QkvDesc,
+        *mut f32,
+        usize,
+        *const f32,
+        *const f32,
+        *const f32,
+        usize,
+        usize,
+        *mut f32,
+        usize,
+    ) -> QkvStatus = qkv_stream_update_ws;
     let _: unsafe extern "C" fn(*const QkvDesc, *mut f32, usize, *mut f32, *mut f32) -> QkvStatus =
         qkv_stream_finish;
 }

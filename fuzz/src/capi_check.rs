@@ -9,7 +9,7 @@
 //! the contract says the call is refused before anything is read.
 //!
 //! Checked, for every call:
-//! - the status is exactly the one the contract in `src/capi.rs` and `include/qkv.h`
+//! - the status is exactly the one the contract in `docs/c-api.md` and `include/qkv.h`
 //!   implies: first the C-level checks in their documented order (NULL descriptor,
 //!   `struct_size` range and zero tail, unknown flags, query position, mask, then each
 //!   tensor's length, NULL and alignment, then aliasing of `out`/`lse`), and after them the
@@ -75,21 +75,19 @@ pub(crate) fn size(b: &mut Bytes) -> usize {
     }
 }
 
-pub(crate) fn layout(b: &mut Bytes) -> QkvLayout {
-    QkvLayout {
+pub(crate) fn layout(b: &mut Bytes) -> Layout {
+    Layout {
         head_stride: size(b),
         row_stride: size(b),
     }
 }
 
-pub(crate) fn extent(l: QkvLayout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Some(0);
+/// A [`Layout`] as the descriptor's `qkv_layout`, field by field.
+fn c_layout(l: Layout) -> QkvLayout {
+    QkvLayout {
+        head_stride: l.head_stride,
+        row_stride: l.row_stride,
     }
-    (heads - 1)
-        .checked_mul(l.head_stride)?
-        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
-        .checked_add(cols)
 }
 
 /// How a tensor pointer is passed.
@@ -193,42 +191,160 @@ pub(crate) fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.1 != 0 && b.1 != 0 && a.0 < b.0 + b.1 * 4 && b.0 < a.0 + a.1 * 4
 }
 
-/// A descriptor with arbitrary shape, layouts, mask, query position, window, flags, scale
-/// and bias layout; counts, pointers and `struct_size` are left for the caller to set.
-pub(crate) fn random_desc(b: &mut Bytes) -> QkvDesc {
-    let mut d = QkvDesc::planar(size(b), size(b), size(b), size(b), size(b), size(b));
-    if b.chance(128) {
-        (d.q, d.k, d.v, d.out) = (layout(b), layout(b), layout(b), layout(b));
+/// What [`random_desc`] chose, as the Rust values the library must decode the descriptor
+/// into: the oracle's expectations come from these, not from decoding the descriptor again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Drawn {
+    pub(crate) shape: Shape,
+    pub(crate) q: Layout,
+    pub(crate) k: Layout,
+    pub(crate) v: Layout,
+    pub(crate) out: Layout,
+    pub(crate) bias_layout: Layout,
+    pub(crate) scale: Option<f32>,
+    /// The mask, or the status of the first unknown value in the documented order: flags,
+    /// query position, mask kind.
+    pub(crate) mask: Result<Mask, QkvStatus>,
+}
+
+impl Drawn {
+    /// The [`Params`] of the drawn problem with `mask` and `bias` as the bias's data.
+    pub(crate) fn params<'a>(&self, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
+        Params {
+            shape: self.shape,
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            out: self.out,
+            scale: self.scale,
+            mask,
+            bias: bias.map(|data| Bias {
+                data,
+                head_stride: self.bias_layout.head_stride,
+                row_stride: self.bias_layout.row_stride,
+            }),
+        }
     }
-    d.mask = match b.below(10) {
+}
+
+/// The `QKV_QUERY_POS_*` values and what each means, as `include/qkv.h` documents them.
+fn query_pos_of(value: i32, offset: i64) -> Option<QueryPos> {
+    [
+        (QKV_QUERY_POS_BOTTOM_RIGHT, QueryPos::BottomRight),
+        (QKV_QUERY_POS_TOP_LEFT, QueryPos::TopLeft),
+        (QKV_QUERY_POS_OFFSET, QueryPos::Offset(offset)),
+    ]
+    .into_iter()
+    .find_map(|(v, p)| (v == value).then_some(p))
+}
+
+/// A descriptor with arbitrary shape, layouts, mask, query position, window, flags, scale
+/// and bias layout, and what it means; counts, pointers and `struct_size` are left for the
+/// caller to set.
+pub(crate) fn random_desc(b: &mut Bytes) -> (QkvDesc, Drawn) {
+    let shape = Shape {
+        q_heads: size(b),
+        kv_heads: size(b),
+        q_len: size(b),
+        kv_len: size(b),
+        head_dim: size(b),
+        v_dim: size(b),
+    };
+    // `qkv_desc_planar`'s strides, in `size_t` arithmetic.
+    let planar = |rows: usize, dim: usize| Layout {
+        head_stride: rows.wrapping_mul(dim),
+        row_stride: dim,
+    };
+    let s = shape;
+    let (mut q, mut k, mut v, mut out) = (
+        planar(s.q_len, s.head_dim),
+        planar(s.kv_len, s.head_dim),
+        planar(s.kv_len, s.v_dim),
+        planar(s.q_len, s.v_dim),
+    );
+    if b.chance(128) {
+        (q, k, v, out) = (layout(b), layout(b), layout(b), layout(b));
+    }
+    // A `QKV_MASK_*` value, or an arbitrary one (which may happen to be one of them).
+    let mask_value = match b.below(10) {
         0..=2 => QKV_MASK_NONE,
         3..=5 => QKV_MASK_CAUSAL,
         6..=8 => QKV_MASK_BAND,
         _ => b.u32() as i32,
     };
-    d.query_pos = match b.below(10) {
+    let query_pos_value = match b.below(10) {
         0..=3 => QKV_QUERY_POS_BOTTOM_RIGHT,
         4..=5 => QKV_QUERY_POS_TOP_LEFT,
         6..=8 => QKV_QUERY_POS_OFFSET,
         _ => b.u32() as i32,
     };
-    d.query_offset = match b.below(4) {
+    let query_offset = match b.below(4) {
         0 => b.u64() as i64,
         _ => b.range(0, 40) as i64 - 20,
     };
     let mut side = || if b.chance(64) { QKV_UNBOUNDED } else { size(b) };
-    (d.window_left, d.window_right) = (side(), side());
-    d.flags = match b.below(8) {
+    let (window_left, window_right) = (side(), side());
+    let flags = match b.below(8) {
         0..=2 => 0,
         3..=6 => QKV_FLAG_SCALE,
         _ => b.u32(),
     };
-    d.scale = match b.below(4) {
+    let scale = match b.below(4) {
         0 => f32::from_bits(b.u32()),
         _ => b.pick(&[0.5, 1.0, -2.0, 0.0, f32::NAN, f32::INFINITY]),
     };
-    d.bias_layout = layout(b);
-    d
+    let bias_layout = layout(b);
+
+    // What the header says these values mean.
+    let bound = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
+    let mask = if flags & !QKV_FLAG_SCALE != 0 {
+        Err(QKV_ERR_UNKNOWN_FLAGS)
+    } else if let Some(pos) = query_pos_of(query_pos_value, query_offset) {
+        match mask_value {
+            QKV_MASK_NONE => Ok(Mask::NONE),
+            QKV_MASK_CAUSAL => Ok(Mask {
+                left: None,
+                right: Some(0),
+                query_pos: pos,
+            }),
+            QKV_MASK_BAND => Ok(Mask {
+                left: bound(window_left),
+                right: bound(window_right),
+                query_pos: pos,
+            }),
+            _ => Err(QKV_ERR_UNKNOWN_MASK),
+        }
+    } else {
+        Err(QKV_ERR_UNKNOWN_QUERY_POS)
+    };
+    let drawn = Drawn {
+        shape,
+        q,
+        k,
+        v,
+        out,
+        bias_layout,
+        scale: (flags & QKV_FLAG_SCALE != 0).then_some(scale),
+        mask,
+    };
+    let d = QkvDesc {
+        q: c_layout(q),
+        k: c_layout(k),
+        v: c_layout(v),
+        out: c_layout(out),
+        mask: mask_value,
+        query_pos: query_pos_value,
+        query_offset,
+        window_left,
+        window_right,
+        flags,
+        scale,
+        bias_layout: c_layout(bias_layout),
+        ..QkvDesc::planar(
+            s.q_heads, s.kv_heads, s.q_len, s.kv_len, s.head_dim, s.v_dim,
+        )
+    };
+    (d, drawn)
 }
 
 /// The descriptor as C passes it: `struct_size` bytes at an arbitrary offset, with a tail
@@ -307,51 +423,6 @@ impl DescArg {
     }
 }
 
-/// The mask the descriptor describes, after the flags, query position and mask checks in
-/// their documented order.
-pub(crate) fn desc_mask(d: &QkvDesc) -> Result<Mask, QkvStatus> {
-    if d.flags & !QKV_KNOWN_FLAGS != 0 {
-        return Err(QKV_ERR_UNKNOWN_FLAGS);
-    }
-    let pos = match d.query_pos {
-        QKV_QUERY_POS_BOTTOM_RIGHT => QueryPos::BottomRight,
-        QKV_QUERY_POS_TOP_LEFT => QueryPos::TopLeft,
-        QKV_QUERY_POS_OFFSET => QueryPos::Offset(d.query_offset),
-        _ => return Err(QKV_ERR_UNKNOWN_QUERY_POS),
-    };
-    let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
-    match d.mask {
-        QKV_MASK_NONE => Ok(Mask::NONE),
-        QKV_MASK_CAUSAL => Ok(Mask::causal().aligned(pos)),
-        QKV_MASK_BAND => Ok(Mask {
-            left: side(d.window_left),
-            right: side(d.window_right),
-            query_pos: pos,
-        }),
-        _ => Err(QKV_ERR_UNKNOWN_MASK),
-    }
-}
-
-/// The shape of a descriptor.
-pub(crate) fn desc_shape(d: &QkvDesc) -> Shape {
-    Shape {
-        q_heads: d.q_heads,
-        kv_heads: d.kv_heads,
-        q_len: d.q_len,
-        kv_len: d.kv_len,
-        head_dim: d.head_dim,
-        v_dim: d.v_dim,
-    }
-}
-
-/// A `qkv_layout` as a [`Layout`].
-pub(crate) fn desc_layout(x: QkvLayout) -> Layout {
-    Layout {
-        head_stride: x.head_stride,
-        row_stride: x.row_stride,
-    }
-}
-
 /// Runs one C-ABI call; also returns whether it panicked inside (caught by the library).
 pub(crate) fn c_call<R>(f: impl FnOnce() -> R) -> (R, bool) {
     PANICKED.with(|p| p.set(false));
@@ -392,7 +463,7 @@ pub fn run(data: &[u8]) {
     }
     assert_eq!(qkv_isa_available(qkv_detected_isa()), 1);
 
-    let mut d = random_desc(b);
+    let (mut d, drawn) = random_desc(b);
     let with_bias = b.chance(80);
     let with_lse = b.chance(128);
     let entry = match b.below(4) {
@@ -405,25 +476,30 @@ pub fn run(data: &[u8]) {
         _ => Entry::Reference,
     };
 
-    let s = desc_shape(&d);
-    let q = tensor(b, extent(d.q, s.q_heads, s.q_len, s.head_dim), 0.5, false);
+    let s = drawn.shape;
+    let q = tensor(
+        b,
+        drawn.q.extent(s.q_heads, s.q_len, s.head_dim),
+        0.5,
+        false,
+    );
     let k = tensor(
         b,
-        extent(d.k, s.kv_heads, s.kv_len, s.head_dim),
+        drawn.k.extent(s.kv_heads, s.kv_len, s.head_dim),
         -0.25,
         false,
     );
-    let v = tensor(b, extent(d.v, s.kv_heads, s.kv_len, s.v_dim), 2.0, false);
+    let v = tensor(b, drawn.v.extent(s.kv_heads, s.kv_len, s.v_dim), 2.0, false);
     let mut out = tensor(
         b,
-        extent(d.out, s.q_heads, s.q_len, s.v_dim),
+        drawn.out.extent(s.q_heads, s.q_len, s.v_dim),
         f32::from_bits(SENTINEL),
         true,
     );
     let bias = with_bias.then(|| {
         tensor(
             b,
-            extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
+            drawn.bias_layout.extent(s.q_heads, s.q_len, s.kv_len),
             0.125,
             false,
         )
@@ -459,7 +535,7 @@ pub fn run(data: &[u8]) {
         if let Some(s) = desc.refusal() {
             return Err(s);
         }
-        let mask = desc_mask(&d)?;
+        let mask = drawn.mask?;
         for t in [
             Some(&q),
             Some(&k),
@@ -498,23 +574,7 @@ pub fn run(data: &[u8]) {
     })();
 
     // The Rust call on the same data, when the C checks pass.
-    let rust_params = pre.map(|mask| {
-        let l = desc_layout;
-        Params {
-            shape: s,
-            q: l(d.q),
-            k: l(d.k),
-            v: l(d.v),
-            out: l(d.out),
-            scale: (d.flags & QKV_FLAG_SCALE != 0).then_some(d.scale),
-            mask,
-            bias: bias.as_ref().map(|t| Bias {
-                data: t.slice(),
-                head_stride: d.bias_layout.head_stride,
-                row_stride: d.bias_layout.row_stride,
-            }),
-        }
-    });
+    let rust_params = pre.map(|mask| drawn.params(mask, bias.as_ref().map(|t| t.slice())));
     let out_len = *out.len.as_ref().unwrap_or(&0);
     let (want_status, want) = match &rust_params {
         Err(s) => (*s, None),

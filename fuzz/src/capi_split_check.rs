@@ -1,4 +1,4 @@
-//! The C-ABI check of split-KV and streaming (`src/capi_split.rs`): `qkv_partial_f32`,
+//! The C-ABI check of split-KV and streaming (`src/capi/split.rs`, `src/capi/stream.rs`): `qkv_partial_f32`,
 //! `qkv_merge_f32`, `qkv_stream_state_len`, `qkv_stream_init`, `qkv_stream_update` and
 //! `qkv_stream_finish`, called the way C would, with the arbitrary descriptors of the `capi`
 //! target (any `struct_size`, tails, unknown flags, mask and query position values, huge
@@ -12,7 +12,7 @@
 //!
 //! Checked, for every call:
 //! - the status is exactly the one the contract implies: first the C-level checks in the
-//!   order `src/capi_split.rs` documents (descriptor, then flags, query position and mask for
+//!   order `docs/c-api.md` documents (descriptor, then flags, query position and mask for
 //!   the functions that use them, then each buffer's length, NULL and alignment in argument
 //!   order, a reversed key range for `qkv_stream_update`, then aliasing of the written
 //!   buffers), then the status of the same call through the Rust API (`split::partial`,
@@ -35,13 +35,13 @@ use core::ptr;
 
 use crate::bytes::Bytes;
 use crate::capi_check::{
-    DescArg, MAX_BUF, MAX_LEN, MAX_WORK, SENTINEL, c_call, desc_layout, desc_mask, desc_shape,
-    extent, overlaps, quiet_panics, random_desc, work,
+    DescArg, Drawn, MAX_BUF, MAX_LEN, MAX_WORK, SENTINEL, c_call, overlaps, quiet_panics,
+    random_desc, work,
 };
 use qkv::capi::*;
 use qkv::capi_split::*;
 use qkv::stream::Stream;
-use qkv::{Bias, Error, Mask, Params, split};
+use qkv::{Error, Layout, Mask, Params, Shape, split};
 
 /// The most floats a stream state is allocated with; a longer one is only passed as NULL.
 const MAX_STATE: usize = 8192;
@@ -273,25 +273,6 @@ fn rust_status(r: Result<(), Error>) -> QkvStatus {
     }
 }
 
-/// The [`Params`] `src/capi_split.rs` builds from a descriptor.
-fn params_of<'a>(d: &QkvDesc, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
-    let l = desc_layout;
-    let mut p = Params::new(desc_shape(d))
-        .with_layouts(l(d.q), l(d.k), l(d.v), l(d.out))
-        .with_mask(mask);
-    if d.flags & QKV_FLAG_SCALE != 0 {
-        p = p.with_scale(d.scale);
-    }
-    if let Some(data) = bias {
-        p = p.with_bias(Bias {
-            data,
-            head_stride: d.bias_layout.head_stride,
-            row_stride: d.bias_layout.row_stride,
-        });
-    }
-    p
-}
-
 /// Makes one C call on `w` and checks it: `pre` is the outcome of the C-level checks,
 /// `rust` computes the Rust API's status on a copy of the world (and leaves there what the
 /// call must leave), `c` makes the call. Returns the status.
@@ -347,8 +328,8 @@ fn show() -> bool {
 }
 
 /// Whether the data and scale keep the scores well inside the `f32` contract.
-fn tame_scale(d: &QkvDesc) -> bool {
-    d.flags & QKV_FLAG_SCALE == 0 || (d.scale.is_finite() && d.scale.abs() <= 16.0)
+fn tame_scale(r: &Drawn) -> bool {
+    r.scale.is_none_or(|x| x.is_finite() && x.abs() <= 16.0)
 }
 
 /// Which bound a joined result is held to.
@@ -391,9 +372,7 @@ fn close_to_reference(
                 let qr = &q[p.q.at(h, i)..][..s.head_dim];
                 let kr = &k[p.k.at(g, j)..][..s.head_dim];
                 let dot: f32 = qr.iter().zip(kr).map(|(a, b)| (a * b).abs()).sum();
-                let bias = p
-                    .bias
-                    .map_or(0.0, |b| b.data[h * b.head_stride + i * b.row_stride + j]);
+                let bias = p.bias.map_or(0.0, |b| b.data[b.layout().at(h, i) + j]);
                 let bias = if bias == f32::NEG_INFINITY {
                     0.0
                 } else {
@@ -507,16 +486,16 @@ pub fn run(data: &[u8]) {
 /// `qkv_partial_f32` once; when it succeeds on tame data, the complementary partials and
 /// their merges through the C ABI too, against the reference.
 fn partial_case(b: &mut Bytes) {
-    let mut d = random_desc(b);
-    let tame = b.chance(128) && tame_scale(&d);
+    let (mut d, r) = random_desc(b);
+    let tame = b.chance(128) && tame_scale(&r);
     let with_bias = b.chance(80);
-    let s = desc_shape(&d);
+    let s = r.shape;
     let w = &mut World::default();
-    let ext_q = extent(d.q, s.q_heads, s.q_len, s.head_dim);
-    let ext_k = extent(d.k, s.kv_heads, s.kv_len, s.head_dim);
-    let ext_v = extent(d.v, s.kv_heads, s.kv_len, s.v_dim);
-    let ext_out = extent(d.out, s.q_heads, s.q_len, s.v_dim);
-    let ext_bias = extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len);
+    let ext_q = r.q.extent(s.q_heads, s.q_len, s.head_dim);
+    let ext_k = r.k.extent(s.kv_heads, s.kv_len, s.head_dim);
+    let ext_v = r.v.extent(s.kv_heads, s.kv_len, s.v_dim);
+    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
+    let ext_bias = r.bias_layout.extent(s.q_heads, s.q_len, s.kv_len);
     let ext_lse = s.q_heads.checked_mul(s.q_len);
     let c = count(b, ext_q, tame);
     let q = arg(b, w, c, ext_q, Fill::Data(tame));
@@ -554,7 +533,7 @@ fn partial_case(b: &mut Bytes) {
         if let Some(s) = desc.refusal() {
             return Err(s);
         }
-        desc_mask(&d)?;
+        r.mask?;
         let mut args = vec![&q, &k, &v, &out];
         args.extend(bias.as_ref());
         args.push(&lse);
@@ -564,8 +543,8 @@ fn partial_case(b: &mut Bytes) {
         aliasing(w, &[&out, &lse], &reads)
     })();
     // Too much work for a fuzz iteration (only when the call would run the kernel).
-    if let Ok(mask) = pre.and_then(|()| desc_mask(&d)) {
-        let p = params_of(&d, mask, bias.as_ref().map(|a| w.input(a)));
+    if let Ok(mask) = pre.and(r.mask) {
+        let p = r.params(mask, bias.as_ref().map(|a| w.input(a)));
         let o = vec![0.0; *out.len.as_ref().unwrap()];
         let l = vec![0.0; *lse.len.as_ref().unwrap()];
         if p.validate(w.input(&q), w.input(&k), w.input(&v), &o, Some(&l))
@@ -584,10 +563,10 @@ fn partial_case(b: &mut Bytes) {
         unsafe { qkv_partial_f32(desc_ptr, qp, kp, vp, ks, ke, op, lp) }
     };
     let rust = |w: &mut World, out: &Arg, lse: &Arg, ks: usize, ke: usize| {
-        let mask = desc_mask(&d).unwrap();
+        let mask = r.mask.unwrap();
         let (mut o, mut l) = (w.take(out), w.take(lse));
         let (on, ln) = (*out.len.as_ref().unwrap(), *lse.len.as_ref().unwrap());
-        let p = params_of(&d, mask, bias.as_ref().map(|a| w.input(a)));
+        let p = r.params(mask, bias.as_ref().map(|a| w.input(a)));
         let r = split::partial(
             &p,
             w.input(&q),
@@ -612,9 +591,9 @@ fn partial_case(b: &mut Bytes) {
     if got != QKV_OK || !tame || w.ptr(&out) == w.ptr(&lse) {
         return;
     }
-    let mask = desc_mask(&d).unwrap();
+    let mask = r.mask.unwrap();
     let (on, ln) = (*out.len.as_ref().unwrap(), *lse.len.as_ref().unwrap());
-    let p = params_of(&d, mask, bias.as_ref().map(|a| w.input(a)));
+    let p = r.params(mask, bias.as_ref().map(|a| w.input(a)));
     let (qs, kslice, vs) = (w.input(&q), w.input(&k), w.input(&v));
     let got_out = w.bufs[out.buf][..on].to_vec();
     let got_lse = w.bufs[lse.buf][..ln].to_vec();
@@ -656,7 +635,7 @@ fn partial_case(b: &mut Bytes) {
         assert_eq!(st, QKV_OK, "merge of {a}..{z} into {ks}..{ke}");
         depth += 1;
     }
-    let p = params_of(&d, mask, bias.as_ref().map(|a| w.input(a)));
+    let p = r.params(mask, bias.as_ref().map(|a| w.input(a)));
     close_to_reference(
         &p,
         w.input(&q),
@@ -671,10 +650,10 @@ fn partial_case(b: &mut Bytes) {
 
 /// `qkv_merge_f32` once, on arbitrary partial outputs and lse (`-inf`, NaN, huge).
 fn merge_case(b: &mut Bytes) {
-    let mut d = random_desc(b);
-    let s = desc_shape(&d);
+    let (mut d, r) = random_desc(b);
+    let s = r.shape;
     let w = &mut World::default();
-    let ext_out = extent(d.out, s.q_heads, s.q_len, s.v_dim);
+    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
     let ext_lse = s.q_heads.checked_mul(s.q_len);
     let tame = b.chance(128);
     let oc = count(b, ext_out, tame);
@@ -716,8 +695,8 @@ fn merge_case(b: &mut Bytes) {
         w,
         pre,
         |w| {
-            let l = desc_layout;
-            let p = Params::new(s).with_layouts(l(d.q), l(d.k), l(d.v), l(d.out));
+            // A merge uses only the shape and the `out` layout.
+            let p = r.params(Mask::NONE, None);
             let (mut o, mut ls) = (w.take(&oa), w.take(&la));
             let (on, ln) = (*oa.len.as_ref().unwrap(), *la.len.as_ref().unwrap());
             let r = split::merge(&p, &mut o[..on], &mut ls[..ln], w.input(&ob), w.input(&lb));
@@ -735,8 +714,7 @@ fn merge_case(b: &mut Bytes) {
 }
 
 /// `qkv_stream_state_len` with a `size_t` output at any alignment, or NULL.
-fn state_len_call(b: &mut Bytes, d: &QkvDesc, desc: &DescArg) {
-    let s = desc_shape(d);
+fn state_len_call(b: &mut Bytes, d: &QkvDesc, s: Shape, desc: &DescArg) {
     let mut cell = [0xa5u8; 2 * size_of::<usize>()];
     let at = b.below(size_of::<usize>());
     let null = b.chance(8);
@@ -798,14 +776,14 @@ fn chunking(b: &mut Bytes, n: usize) -> Vec<(usize, usize)> {
 
 /// A session of stream calls on one caller-owned state.
 fn stream_case(b: &mut Bytes) {
-    let mut d = random_desc(b);
-    let tame = b.chance(128) && tame_scale(&d);
+    let (mut d, r) = random_desc(b);
+    let tame = b.chance(128) && tame_scale(&r);
     let with_bias = b.chance(80);
-    let s = desc_shape(&d);
+    let s = r.shape;
     let w = &mut World::default();
-    let ext_q = extent(d.q, s.q_heads, s.q_len, s.head_dim);
-    let ext_out = extent(d.out, s.q_heads, s.q_len, s.v_dim);
-    let ext_bias = extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len);
+    let ext_q = r.q.extent(s.q_heads, s.q_len, s.head_dim);
+    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
+    let ext_bias = r.bias_layout.extent(s.q_heads, s.q_len, s.kv_len);
     let ext_lse = s.q_heads.checked_mul(s.q_len);
     let c = count(b, ext_q, tame);
     let q = arg(b, w, c, ext_q, Fill::Data(tame));
@@ -814,13 +792,13 @@ fn stream_case(b: &mut Bytes) {
         arg(b, w, c, ext_bias, Fill::Bias(tame))
     });
     // The full K and V, when small enough: each update's chunk is a window of them.
-    let full = |b: &mut Bytes, w: &mut World, l: QkvLayout, dim: usize| {
-        extent(l, s.kv_heads, s.kv_len, dim)
+    let full = |b: &mut Bytes, w: &mut World, l: Layout, dim: usize| {
+        l.extent(s.kv_heads, s.kv_len, dim)
             .filter(|&n| n <= MAX_FULL)
             .map(|n| w.push(b, n, Fill::Data(tame)))
     };
-    let full_k = full(b, w, d.k, s.head_dim);
-    let full_v = full(b, w, d.v, s.v_dim);
+    let full_k = full(b, w, r.k, s.head_dim);
+    let full_v = full(b, w, r.v, s.v_dim);
     // The state: the length it needs, or shorter, longer, 0, huge; fresh or garbage.
     let need = Stream::state_len(&s);
     let state_count = match b.below(8) {
@@ -844,7 +822,7 @@ fn stream_case(b: &mut Bytes) {
     let bias = bias.filter(|a| !w.ptr(a).is_null());
     let desc = DescArg::new(b, &mut d);
     let desc_ptr = desc.ptr();
-    let mask = desc_mask(&d);
+    let mask = r.mask;
     let base = desc
         .refusal()
         .map_or(Ok(()), Err)
@@ -884,7 +862,7 @@ fn stream_case(b: &mut Bytes) {
                     |w| {
                         let mut st = w.take(&state);
                         let sn = *state.len.as_ref().unwrap();
-                        let p = params_of(&d, mask.unwrap(), None);
+                        let p = r.params(mask.unwrap(), None);
                         let r = Stream::new(&p, &mut st[..sn]).map(|_| ());
                         w.put(&state, st);
                         rust_status(r)
@@ -903,27 +881,26 @@ fn stream_case(b: &mut Bytes) {
                     _ => key_range(b, s.kv_len),
                 };
                 let n = ke.saturating_sub(ks);
-                let chunk =
-                    |b: &mut Bytes, w: &mut World, l: QkvLayout, dim, full: Option<usize>| {
-                        let len = if ks > ke {
-                            Some(0)
-                        } else {
-                            extent(l, s.kv_heads, n, dim)
-                        };
-                        let a = arg_up_to(b, w, 0, len, Fill::Data(tame), MAX_FULL);
-                        // The chunk's rows are the full tensor's from row `ks` on.
-                        if let (Some(f), Ok(len), false) = (full, a.len, a.null)
-                            && ke <= s.kv_len
-                            && len > 0
-                        {
-                            let from = ks * l.row_stride;
-                            let src = w.bufs[f][from..from + len].to_vec();
-                            w.bufs[a.buf][..len].copy_from_slice(&src);
-                        }
-                        a
+                let chunk = |b: &mut Bytes, w: &mut World, l: Layout, dim, full: Option<usize>| {
+                    let len = if ks > ke {
+                        Some(0)
+                    } else {
+                        l.extent(s.kv_heads, n, dim)
                     };
-                let mut k = chunk(b, w, d.k, s.head_dim, full_k);
-                let v = chunk(b, w, d.v, s.v_dim, full_v);
+                    let a = arg_up_to(b, w, 0, len, Fill::Data(tame), MAX_FULL);
+                    // The chunk's rows are the full tensor's from row `ks` on.
+                    if let (Some(f), Ok(len), false) = (full, a.len, a.null)
+                        && ke <= s.kv_len
+                        && len > 0
+                    {
+                        let from = ks * l.row_stride;
+                        let src = w.bufs[f][from..from + len].to_vec();
+                        w.bufs[a.buf][..len].copy_from_slice(&src);
+                    }
+                    a
+                };
+                let mut k = chunk(b, w, r.k, s.head_dim, full_k);
+                let v = chunk(b, w, r.v, s.v_dim, full_v);
                 if b.chance(8) {
                     alias(w, &mut k, &state);
                 }
@@ -941,7 +918,7 @@ fn stream_case(b: &mut Bytes) {
                         aliasing(w, &[&state], &args)
                     });
                 if pre.is_ok() {
-                    let p = params_of(&d, mask.unwrap(), None);
+                    let p = r.params(mask.unwrap(), None);
                     if work_over(&p, n) > MAX_WORK {
                         continue;
                     }
@@ -954,7 +931,7 @@ fn stream_case(b: &mut Bytes) {
                     |w| {
                         let mut st = w.take(&state);
                         let sn = *state.len.as_ref().unwrap();
-                        let p = params_of(&d, mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
+                        let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
                         let r = Stream::resume(&p, &mut st[..sn]).and_then(|mut stream| {
                             stream.update(w.input(&q), w.input(&k), w.input(&v), ks..ke)
                         });
@@ -1005,7 +982,7 @@ fn stream_case(b: &mut Bytes) {
                         let sn = *state.len.as_ref().unwrap();
                         let on = *out.len.as_ref().unwrap();
                         let ln = lse.as_ref().map(|l| *l.len.as_ref().unwrap());
-                        let p = params_of(&d, mask.unwrap(), None);
+                        let p = r.params(mask.unwrap(), None);
                         let r = Stream::resume(&p, &mut st[..sn]).and_then(|mut stream| {
                             stream.finish(&mut o[..on], l.as_mut().map(|l| &mut l[..ln.unwrap()]))
                         });
@@ -1037,9 +1014,9 @@ fn stream_case(b: &mut Bytes) {
                     let updates = fed.as_ref().unwrap().1;
                     let on = *out.len.as_ref().unwrap();
                     let ln = *lse.len.as_ref().unwrap();
-                    let p = params_of(&d, mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
-                    let kn = extent(d.k, s.kv_heads, s.kv_len, s.head_dim).unwrap();
-                    let vn = extent(d.v, s.kv_heads, s.kv_len, s.v_dim).unwrap();
+                    let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
+                    let kn = r.k.extent(s.kv_heads, s.kv_len, s.head_dim).unwrap();
+                    let vn = r.v.extent(s.kv_heads, s.kv_len, s.v_dim).unwrap();
                     let (kf, vf) = (&w.bufs[fk][..kn], &w.bufs[fv][..vn]);
                     let (o, l) = (&w.bufs[out.buf][..on], &w.bufs[lse.buf][..ln]);
                     if work(&p) > MAX_WORK {
@@ -1061,7 +1038,7 @@ fn stream_case(b: &mut Bytes) {
                     }
                 }
             }
-            4 => state_len_call(b, &d, &desc),
+            4 => state_len_call(b, &d, s, &desc),
             _ => {
                 // A stream state written by something else: a few floats overwritten.
                 if let Ok(n) = state.len

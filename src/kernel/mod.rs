@@ -65,7 +65,7 @@ pub(crate) use scratch::Tiles;
 
 /// The bytes of the working memory that [`attention`](crate::attention) and the other calls
 /// without a workspace keep on the stack: about 60 KiB with the `stack-workspace` feature
-/// (on by default), 1 KiB without it.
+/// (on by default), 512 bytes without it.
 pub const STACK_BYTES: usize = crate::dispatch::STACK_WORKSPACE * core::mem::size_of::<f32>();
 
 /// One call of the kernel: validated inputs, the tiles chosen for them and the working

@@ -53,6 +53,9 @@ static int all_equal(const float *p, size_t n, float x) {
 #define BIG 65536
 static float Q[BIG], K[BIG], V[BIG], B[BIG];
 static float OUT[BIG], REF[BIG], LSE[4096], REF_LSE[4096];
+/* Workspace of the _ws calls: more than qkv_workspace_size() of any descriptor here. */
+#define WS_LEN 16384
+static float WS[WS_LEN];
 
 static int close_enough(float a, float b) {
     if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
@@ -60,23 +63,36 @@ static int close_enough(float a, float b) {
     return fabsf(a - b) <= 1e-4f + 1e-4f * fabsf(b);
 }
 
-/* Runs desc at the detected level and at every available one; compares out and lse with
- * the reference element by element over the whole buffers (padding included). */
+/* Runs desc at the detected level, at every available one, and in a caller-owned workspace
+ * of the full and the least size; compares out and lse with the reference element by
+ * element over the whole buffers (padding included). */
 static void compare(const char *name, const qkv_desc *d, int with_lse) {
     size_t i;
     int isa;
     qkv_status s;
+    size_t ws_full = qkv_workspace_size(d), ws_min = qkv_workspace_min_size(d);
+    CHECK(ws_min > 0 && ws_min <= ws_full && ws_full <= WS_LEN, "%s: workspace %zu, %zu", name,
+          ws_min, ws_full);
     fill_value(REF, BIG, 3.0f);
     fill_value(REF_LSE, 4096, 3.0f);
     s = qkv_reference_f32(d, Q, K, V, REF, with_lse ? REF_LSE : NULL);
     note(s);
     CHECK(s == QKV_OK, "%s: reference: %s", name, qkv_status_str(s));
-    for (isa = -1; isa <= QKV_ISA_NEON; isa++) {
+    /* isa -3 and -2: the detected level in a workspace of the least and the full size. */
+    for (isa = -3; isa <= QKV_ISA_NEON; isa++) {
+        float *lse = with_lse ? LSE : NULL;
         if (isa >= 0 && !qkv_isa_available(isa)) continue;
         fill_value(OUT, BIG, 3.0f);
         fill_value(LSE, 4096, 3.0f);
-        s = isa < 0 ? qkv_attention_f32(d, Q, K, V, OUT, with_lse ? LSE : NULL)
-                    : qkv_attention_f32_isa(isa, d, Q, K, V, OUT, with_lse ? LSE : NULL);
+        fill_value(WS, WS_LEN, NAN);
+        if (isa == -3)
+            s = qkv_attention_f32_ws(d, Q, K, V, OUT, lse, WS, ws_min);
+        else if (isa == -2)
+            s = qkv_attention_f32_ws(d, Q, K, V, OUT, lse, WS, ws_full);
+        else if (isa == -1)
+            s = qkv_attention_f32(d, Q, K, V, OUT, lse);
+        else
+            s = qkv_attention_f32_isa(isa, d, Q, K, V, OUT, lse);
         note(s);
         CHECK(s == QKV_OK, "%s at %s: %s", name, isa < 0 ? "detected" : qkv_isa_name(isa),
               qkv_status_str(s));
@@ -174,12 +190,16 @@ static void results(void) {
         CHECK(s == QKV_OK && all_equal(o, 8, 0.0f) && isinf(l[0]) && l[0] < 0, "kv_len 0: %s",
               qkv_status_str(s));
     }
-    /* q_len = 0: a no-op; every pointer may be NULL. */
+    /* q_len = 0: a no-op; q, out and lse may be NULL, but not k and v, whose extents do not
+     * depend on q_len. */
     d = qkv_desc_planar(2, 2, 0, 5, 4, 4);
     {
         qkv_status s = qkv_attention_f32(&d, NULL, K, V, NULL, NULL);
         note(s);
         CHECK(s == QKV_OK, "q_len 0: %s", qkv_status_str(s));
+        s = qkv_attention_f32(&d, NULL, NULL, V, NULL, NULL);
+        note(s);
+        CHECK(s == QKV_ERR_NULL_POINTER, "q_len 0, k NULL: %s", qkv_status_str(s));
     }
 }
 
@@ -216,6 +236,24 @@ static void statuses(void) {
     } newer;
 
     EXPECT(QKV_OK, &base, Q, K, V, OUT, LSE);
+
+    /* A workspace below the least; one that overlaps out; NULL with a length. */
+    {
+        size_t least = qkv_workspace_min_size(&base);
+        qkv_status s;
+        fill_value(OUT, BIG, 5.0f);
+        s = qkv_attention_f32_ws(&base, Q, K, V, OUT, LSE, WS, least - 1);
+        note(s);
+        CHECK(s == QKV_ERR_WORKSPACE_TOO_SMALL && all_equal(OUT, BIG, 5.0f), "small: %s",
+              qkv_status_str(s));
+        s = qkv_attention_f32_ws(&base, Q, K, V, OUT, LSE, OUT + 8, least);
+        note(s);
+        CHECK(s == QKV_ERR_ALIASING, "workspace over out: %s", qkv_status_str(s));
+        s = qkv_attention_f32_ws(&base, Q, K, V, OUT, LSE, NULL, least);
+        note(s);
+        CHECK(s == QKV_ERR_NULL_POINTER, "NULL workspace: %s", qkv_status_str(s));
+        CHECK(qkv_workspace_size(NULL) == 0 && qkv_workspace_min_size(NULL) == 0, "NULL desc");
+    }
 
     d = base;
     d.head_dim = 0;
@@ -372,9 +410,10 @@ static void statuses(void) {
     /* QKV_ERR_INTERNAL is unreachable by design; it and every other code has a text. */
     {
         int s;
-        for (s = QKV_OK; s <= QKV_ERR_INTERNAL; s++)
+        for (s = QKV_OK; s <= QKV_ERR_WORKSPACE_TOO_SMALL; s++)
             CHECK(strcmp(qkv_status_str(s), "unknown status") != 0, "status %d", s);
-        CHECK(strcmp(qkv_status_str(QKV_ERR_INTERNAL + 1), "unknown status") == 0, "17");
+        CHECK(strcmp(qkv_status_str(QKV_ERR_WORKSPACE_TOO_SMALL + 1), "unknown status") == 0,
+              "18");
         CHECK(strcmp(qkv_status_str(-1), "unknown status") == 0, "-1");
     }
 }

@@ -1,6 +1,6 @@
 /* Prints the ABI facts of include/qkv.h as C sees them: sizes, alignments, field offsets,
  * enum and macro values, one "name value" per line. tests/capi.rs compares this output with
- * layout.rs, which prints the same names from the Rust definitions in src/capi.rs. */
+ * layout.rs, which prints the same names from the Rust definitions in src/capi/. */
 #include "qkv.h"
 
 #include <stdio.h>
@@ -65,6 +65,7 @@ int main(void) {
     VALUE(QKV_ERR_UNKNOWN_QUERY_POS);
     VALUE(QKV_ERR_UNKNOWN_ISA);
     VALUE(QKV_ERR_INTERNAL);
+    VALUE(QKV_ERR_WORKSPACE_TOO_SMALL);
     VALUE(QKV_MASK_NONE);
     VALUE(QKV_MASK_CAUSAL);
     VALUE(QKV_MASK_BAND);

@@ -83,6 +83,7 @@ fn main() {
         QKV_ERR_UNKNOWN_QUERY_POS,
         QKV_ERR_UNKNOWN_ISA,
         QKV_ERR_INTERNAL,
+        QKV_ERR_WORKSPACE_TOO_SMALL,
         QKV_MASK_NONE,
         QKV_MASK_CAUSAL,
         QKV_MASK_BAND,

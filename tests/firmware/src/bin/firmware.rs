@@ -196,11 +196,22 @@ type UpdateFn<'p, 's> =
 type FinishFn<'p, 's> =
     fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
 type MergeFn = fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error>;
+type AttentionInFn = fn(
+    &mut [f32],
+    &Params,
+    &[f32],
+    &[f32],
+    &[f32],
+    &mut [f32],
+    Option<&mut [f32]>,
+) -> Result<(), Error>;
 
 const MAX_Q: usize = 8 * 5 * 64;
 const MAX_KV: usize = 2 * 37 * 64;
 const MAX_ROWS: usize = 8 * 5;
 const MAX_STATE: usize = MAX_ROWS * (3 + 2 * 64);
+/// Floats of the caller-owned workspace: `qkv::workspace_len` of the largest case.
+const MAX_WORKSPACE: usize = 8192;
 
 struct Buffers {
     q: [f32; MAX_Q],
@@ -211,6 +222,7 @@ struct Buffers {
     out_b: [f32; MAX_Q],
     lse_b: [f32; MAX_ROWS],
     state: [f32; MAX_STATE],
+    workspace: [f32; MAX_WORKSPACE],
 }
 
 static mut BUFFERS: Buffers = Buffers {
@@ -222,6 +234,7 @@ static mut BUFFERS: Buffers = Buffers {
     out_b: [0.0; MAX_Q],
     lse_b: [0.0; MAX_ROWS],
     state: [0.0; MAX_STATE],
+    workspace: [0.0; MAX_WORKSPACE],
 };
 
 impl Buffers {
@@ -267,6 +280,23 @@ fn run_attention(line: &mut Line, b: &mut Buffers, case: &str) -> bool {
     report(line, "attention", case, &sample);
     if case != "error" {
         b.print(line, case, &p);
+        // The same call in a caller-owned workspace of the size that runs at full speed.
+        b.prepare(&p);
+        let Buffers {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            workspace,
+            ..
+        } = b;
+        let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+        let attention_in = black_box(qkv::attention_in as AttentionInFn);
+        let sample = measure(|| attention_in(ws, &p, q, k, v, out, Some(lse)));
+        report(line, "attention_in", case, &sample);
+        let name = if case == "gqa" { "gqa-in" } else { "tiny-in" };
+        b.print(line, name, &p);
     } else {
         let untouched = b.out.iter().chain(&b.lse).all(|&x| x == SENTINEL);
         line.str("untouched ")

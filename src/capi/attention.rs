@@ -1,0 +1,186 @@
+//! The one-shot entry points: [`qkv_attention_f32`], [`qkv_attention_f32_isa`] and
+//! [`qkv_reference_f32`], one decoding ([`run`]) over three Rust functions.
+
+use super::buf::check_aliasing;
+use super::desc::Problem;
+use super::workspace::workspace;
+use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, error_status, guard, isa_from_i32};
+use crate::{Error, Params};
+
+/// What a one-shot call computes on the decoded problem: the params, `q`, `k`, `v`, `out`,
+/// `lse`, and the caller's workspace (empty for the calls without one).
+trait Entry:
+    FnOnce(&Params, [&[f32]; 3], &mut [f32], Option<&mut [f32]>, &mut [f32]) -> Result<(), Error>
+{
+}
+impl<F> Entry for F where
+    F: FnOnce(
+        &Params,
+        [&[f32]; 3],
+        &mut [f32],
+        Option<&mut [f32]>,
+        &mut [f32],
+    ) -> Result<(), Error>
+{
+}
+
+/// Decodes the descriptor and pointers, checks the pointer contract, and calls `entry`: one
+/// of [`attention`](crate::attention), [`attention_in`](crate::attention_in),
+/// [`Isa::attention`](crate::Isa::attention) or
+/// [`reference::attention`](crate::reference::attention), each instantiated separately so
+/// that firmware calling one links only that one.
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`], and for `workspace` that of
+/// [`qkv_attention_f32_ws`] (`(NULL, 0)` for none).
+unsafe fn run(
+    entry: impl Entry,
+    desc: *const QkvDesc,
+    [q, k, v]: [*const f32; 3],
+    out: *mut f32,
+    lse: *mut f32,
+    (ws, ws_len): (*mut f32, usize),
+) -> Result<(), QkvStatus> {
+    // SAFETY: the caller's contract for `desc`.
+    let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
+    let lse = p.desc.lse_opt(lse)?;
+    let ws = workspace(ws, ws_len)?;
+    match lse {
+        Some(l) => check_aliasing(&[p.out, l, ws], &p.inputs.all())?,
+        None => check_aliasing(&[p.out, ws], &p.inputs.all())?,
+    }
+    // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
+    let ([q, k, v], bias) = unsafe { p.inputs.slices() };
+    // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each other
+    // and from every input.
+    let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
+    // SAFETY: as above.
+    let lse = lse.map(|l| unsafe { l.slice_mut() });
+    entry(&p.desc.params(p.mask, bias), [q, k, v], out, lse, ws).map_err(error_status)
+}
+
+/// No workspace.
+const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
+
+/// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
+/// ([`attention`](crate::attention)).
+///
+/// `lse` may be NULL; otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns
+/// [`QKV_OK`](super::QKV_OK) or an error status, in which case nothing was written.
+///
+/// # Safety
+/// `desc` is NULL or points to a descriptor of at least `struct_size` readable bytes. Each
+/// tensor pointer follows the [pointer contract](super#the-pointer-contract): it points to
+/// as many floats as its count field or extent says (or that length is 0), those of `q`,
+/// `k`, `v` and `bias` are not written by anyone during the call, and those of `out` and
+/// `lse` are writable and not accessed by anyone else during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_attention_f32(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    let entry = |p: &Params,
+                 [q, k, v]: [&[f32]; 3],
+                 out: &mut [f32],
+                 lse: Option<&mut [f32]>,
+                 _: &mut [f32]| { crate::attention(p, q, k, v, out, lse) };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+}
+
+/// `qkv_attention_f32_ws`: [`qkv_attention_f32`] in the caller's working memory `workspace`
+/// of `workspace_len` floats ([`attention_in`](crate::attention_in)): with
+/// [`qkv_workspace_size`](super::qkv_workspace_size) floats it runs at full speed, with
+/// fewer (down to [`qkv_workspace_min_size`](super::qkv_workspace_min_size)) with smaller
+/// tiles, and the stack holds no tile. The workspace needs no initialisation and may be
+/// reused by any later call.
+///
+/// Returns what [`qkv_attention_f32`] returns, checking the workspace after the other
+/// pointers (NULL with a nonzero length, misaligned, or overlapping another buffer), and
+/// [`QKV_ERR_WORKSPACE_TOO_SMALL`](super::QKV_ERR_WORKSPACE_TOO_SMALL) after every other
+/// check; nothing is written to `out` or `lse` on error.
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`]; `workspace` points to `workspace_len` writable
+/// floats (or `workspace_len` is 0) that nothing else accesses during the call.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_attention_f32_ws(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    lse: *mut f32,
+    workspace: *mut f32,
+    workspace_len: usize,
+) -> QkvStatus {
+    let entry = |p: &Params,
+                 [q, k, v]: [&[f32]; 3],
+                 out: &mut [f32],
+                 lse: Option<&mut [f32]>,
+                 ws: &mut [f32]| { crate::attention_in(ws, p, q, k, v, out, lse) };
+    let ws = (workspace, workspace_len);
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, ws) })
+}
+
+/// `qkv_attention_f32_isa`: [`qkv_attention_f32`] at the level `isa` (a `QKV_ISA_*` value),
+/// as [`Isa::attention`](crate::Isa::attention) does.
+///
+/// Returns [`QKV_ERR_UNKNOWN_ISA`] for a value that is no `QKV_ISA_*` and
+/// [`QKV_ERR_UNSUPPORTED`](super::QKV_ERR_UNSUPPORTED) for a level this CPU or build lacks
+/// (after every other check).
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_attention_f32_isa(
+    isa: i32,
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    let Some(isa) = isa_from_i32(isa) else {
+        return QKV_ERR_UNKNOWN_ISA;
+    };
+    let entry = |p: &Params,
+                 [q, k, v]: [&[f32]; 3],
+                 out: &mut [f32],
+                 lse: Option<&mut [f32]>,
+                 _: &mut [f32]| { isa.attention(p, q, k, v, out, lse) };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+}
+
+/// `qkv_reference_f32`: the `f64` reference
+/// ([`reference::attention`](crate::reference::attention)), with the arguments, checks and
+/// results of [`qkv_attention_f32`].
+///
+/// # Safety
+/// The contract of [`qkv_attention_f32`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_reference_f32(
+    desc: *const QkvDesc,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    let entry =
+        |p: &Params,
+         [q, k, v]: [&[f32]; 3],
+         out: &mut [f32],
+         lse: Option<&mut [f32]>,
+         _: &mut [f32]| { crate::reference::attention(p, q, k, v, out, lse) };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+}

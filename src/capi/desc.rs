@@ -1,0 +1,426 @@
+//! The descriptor: `qkv_desc` and `qkv_layout` as Rust types, the values of their enum and
+//! flag fields, and [`Desc`], the one decoder every C entry point reads a descriptor with
+//! (struct size, flags, mask and query position, shape, layouts, bias and counts, to
+//! buffers and a [`Params`]).
+
+use core::mem::size_of;
+use core::ptr;
+
+use super::buf::{Buf, Inputs};
+use super::{
+    QKV_ERR_NULL_POINTER, QKV_ERR_STRUCT_SIZE, QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK,
+    QKV_ERR_UNKNOWN_QUERY_POS, QkvStatus,
+};
+use crate::{Bias, Layout, Mask, Params, QueryPos, Shape, Tensor};
+
+/// [`QkvDesc::mask`]: every key is visible to every query ([`Mask::NONE`]); the window and
+/// query position fields are ignored.
+pub const QKV_MASK_NONE: i32 = 0;
+/// [`QkvDesc::mask`]: causal ([`Mask::causal`]), aligned as `query_pos` says; the window
+/// fields are ignored.
+pub const QKV_MASK_CAUSAL: i32 = 1;
+/// [`QkvDesc::mask`]: the band `pos - window_left ..= pos + window_right`, aligned as
+/// `query_pos` says; a side equal to [`QKV_UNBOUNDED`] has no limit.
+pub const QKV_MASK_BAND: i32 = 2;
+
+/// [`QkvDesc::query_pos`]: [`QueryPos::BottomRight`], the queries are the last `q_len`
+/// positions (the default, and the KV-cache convention).
+pub const QKV_QUERY_POS_BOTTOM_RIGHT: i32 = 0;
+/// [`QkvDesc::query_pos`]: [`QueryPos::TopLeft`], query `i` sits at position `i`.
+pub const QKV_QUERY_POS_TOP_LEFT: i32 = 1;
+/// [`QkvDesc::query_pos`]: [`QueryPos::Offset`], query `i` sits at `query_offset + i`.
+pub const QKV_QUERY_POS_OFFSET: i32 = 2;
+
+/// [`QkvDesc::flags`] bit: use [`QkvDesc::scale`]; without it the scale is `1/√head_dim`.
+pub const QKV_FLAG_SCALE: u32 = 1;
+/// Every [`QkvDesc::flags`] bit this version knows.
+pub const QKV_KNOWN_FLAGS: u32 = QKV_FLAG_SCALE;
+
+/// `window_left` / `window_right` value meaning "no limit on this side" (`SIZE_MAX`).
+pub const QKV_UNBOUNDED: usize = usize::MAX;
+
+/// The size of the first version of [`QkvDesc`]: 26 `size_t`-sized fields, then 24 bytes
+/// (`int64_t`, `float`, `uint32_t`, two `int32_t`), with no padding on any target.
+pub const QKV_DESC_SIZE_V1: usize = 26 * size_of::<usize>() + 24;
+/// The largest `struct_size` accepted; a larger one is taken for garbage and nothing past
+/// `struct_size` is read.
+pub const QKV_DESC_MAX_SIZE: usize = 4096;
+
+/// `qkv_layout`: where a tensor's elements live, in elements; see [`Layout`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct QkvLayout {
+    /// Elements between the starts of consecutive heads.
+    pub head_stride: usize,
+    /// Elements between the starts of consecutive rows of one head.
+    pub row_stride: usize,
+}
+
+impl From<Layout> for QkvLayout {
+    fn from(l: Layout) -> QkvLayout {
+        QkvLayout {
+            head_stride: l.head_stride,
+            row_stride: l.row_stride,
+        }
+    }
+}
+
+impl From<QkvLayout> for Layout {
+    fn from(l: QkvLayout) -> Layout {
+        Layout {
+            head_stride: l.head_stride,
+            row_stride: l.row_stride,
+        }
+    }
+}
+
+/// `qkv_desc`: everything an attention call needs besides the tensor pointers; the C form
+/// of [`Params`].
+///
+/// All-zero bytes (with `struct_size` set) mean: default scale, no mask, bottom-right
+/// alignment, no bias, lengths derived from the shape. Fields added by later versions will
+/// be appended, and their zero value will mean what the library did before they existed, so
+/// a caller built against an older header keeps working
+/// ([`QKV_ERR_STRUCT_SIZE`](super::QKV_ERR_STRUCT_SIZE) documents what sizes are accepted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QkvDesc {
+    /// `sizeof(qkv_desc)` as the caller compiled it.
+    pub struct_size: usize,
+    /// [`Shape::q_heads`].
+    pub q_heads: usize,
+    /// [`Shape::kv_heads`].
+    pub kv_heads: usize,
+    /// [`Shape::q_len`].
+    pub q_len: usize,
+    /// [`Shape::kv_len`].
+    pub kv_len: usize,
+    /// [`Shape::head_dim`].
+    pub head_dim: usize,
+    /// [`Shape::v_dim`].
+    pub v_dim: usize,
+    /// Layout of `q`.
+    pub q: QkvLayout,
+    /// Layout of `k`.
+    pub k: QkvLayout,
+    /// Layout of `v`.
+    pub v: QkvLayout,
+    /// Layout of `out`.
+    pub out: QkvLayout,
+    /// [`QKV_MASK_BAND`] only: keys at most this many positions before the query, or
+    /// [`QKV_UNBOUNDED`].
+    pub window_left: usize,
+    /// [`QKV_MASK_BAND`] only: keys at most this many positions after the query, or
+    /// [`QKV_UNBOUNDED`]; 0 is causal.
+    pub window_right: usize,
+    /// The additive bias `[q_heads][q_len][kv_len]` laid out as `bias_layout` says (see
+    /// [`Bias`]), or NULL for none.
+    pub bias: *const f32,
+    /// Strides of `bias`; a head stride of 0 shares one matrix across heads.
+    pub bias_layout: QkvLayout,
+    /// Floats `q` points to, or 0 to use its extent.
+    pub q_count: usize,
+    /// Floats `k` points to, or 0 to use its extent.
+    pub k_count: usize,
+    /// Floats `v` points to, or 0 to use its extent.
+    pub v_count: usize,
+    /// Floats `out` points to, or 0 to use its extent.
+    pub out_count: usize,
+    /// Floats `lse` points to, or 0 to use `q_heads·q_len`; ignored when `lse` is NULL.
+    pub lse_count: usize,
+    /// Floats `bias` points to, or 0 to use its extent; ignored when `bias` is NULL.
+    pub bias_count: usize,
+    /// [`QKV_QUERY_POS_OFFSET`] only: the position of query row 0; may be negative.
+    pub query_offset: i64,
+    /// The factor applied to every `q·k`, used when `flags` has [`QKV_FLAG_SCALE`].
+    pub scale: f32,
+    /// `QKV_FLAG_*` bits; an unknown bit is
+    /// [`QKV_ERR_UNKNOWN_FLAGS`](super::QKV_ERR_UNKNOWN_FLAGS).
+    pub flags: u32,
+    /// `QKV_MASK_*`: which keys each query sees.
+    pub mask: i32,
+    /// `QKV_QUERY_POS_*`: where the query rows sit (for causal and band masks).
+    pub query_pos: i32,
+}
+
+const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V1);
+const _: () = assert!(size_of::<QkvDesc>() <= QKV_DESC_MAX_SIZE);
+
+impl Default for QkvDesc {
+    /// All zero, `struct_size = size_of::<QkvDesc>()`, `bias` NULL.
+    fn default() -> QkvDesc {
+        QkvDesc::planar(0, 0, 0, 0, 0, 0)
+    }
+}
+
+impl QkvDesc {
+    /// The descriptor of [`Params::new`]: planar layouts, default scale, no mask, no bias,
+    /// lengths derived from the shape. The header's `qkv_desc_planar` does the same.
+    pub const fn planar(
+        q_heads: usize,
+        kv_heads: usize,
+        q_len: usize,
+        kv_len: usize,
+        head_dim: usize,
+        v_dim: usize,
+    ) -> QkvDesc {
+        // Wrapping, as the header's `size_t` arithmetic does: a product that overflows
+        // gives strides that validation then refuses.
+        const fn p(rows: usize, dim: usize) -> QkvLayout {
+            QkvLayout {
+                head_stride: rows.wrapping_mul(dim),
+                row_stride: dim,
+            }
+        }
+        QkvDesc {
+            struct_size: size_of::<QkvDesc>(),
+            q_heads,
+            kv_heads,
+            q_len,
+            kv_len,
+            head_dim,
+            v_dim,
+            q: p(q_len, head_dim),
+            k: p(kv_len, head_dim),
+            v: p(kv_len, v_dim),
+            out: p(q_len, v_dim),
+            window_left: 0,
+            window_right: 0,
+            bias: ptr::null(),
+            bias_layout: QkvLayout {
+                head_stride: 0,
+                row_stride: 0,
+            },
+            q_count: 0,
+            k_count: 0,
+            v_count: 0,
+            out_count: 0,
+            lse_count: 0,
+            bias_count: 0,
+            query_offset: 0,
+            scale: 0.0,
+            flags: 0,
+            mask: QKV_MASK_NONE,
+            query_pos: QKV_QUERY_POS_BOTTOM_RIGHT,
+        }
+    }
+}
+
+/// A caller's descriptor, copied out of its memory with its `struct_size` checked: what
+/// every entry point decodes its arguments with, so that each field means the same in all
+/// of them.
+#[derive(Clone, Copy)]
+pub(crate) struct Desc(QkvDesc);
+
+/// How many rows of K and V the `k` and `v` pointers hold.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyRows {
+    /// All `kv_len`, with `k_count` and `v_count` as the caller set them.
+    All,
+    /// Only the given number (a stream chunk); `k_count` and `v_count` are ignored.
+    Chunk(usize),
+}
+
+/// The arguments of a call over the whole problem (one-shot or split-KV partial) up to its
+/// `lse`: the descriptor, its mask, the inputs and `out`, decoded and checked in that order.
+pub(crate) struct Problem {
+    pub(crate) desc: Desc,
+    pub(crate) mask: Mask,
+    pub(crate) inputs: Inputs,
+    pub(crate) out: Buf,
+}
+
+impl Problem {
+    /// # Safety
+    /// `desc` as [`Desc::read`] requires.
+    pub(crate) unsafe fn decode(
+        desc: *const QkvDesc,
+        q: *const f32,
+        k: *const f32,
+        v: *const f32,
+        out: *mut f32,
+    ) -> Result<Problem, QkvStatus> {
+        // SAFETY: the caller's contract.
+        let desc = unsafe { Desc::read(desc) }?;
+        let mask = desc.mask()?;
+        let qkv = desc.qkv(q, k, v, KeyRows::All)?;
+        let out = desc.out(out)?;
+        let bias = desc.bias()?;
+        Ok(Problem {
+            desc,
+            mask,
+            inputs: Inputs { qkv, bias },
+            out,
+        })
+    }
+}
+
+impl Desc {
+    /// Copies the caller's descriptor, whatever version it is, into this version's layout:
+    /// [`QKV_ERR_NULL_POINTER`] for NULL, [`QKV_ERR_STRUCT_SIZE`] for a size out of range or
+    /// a nonzero byte past this version's fields.
+    ///
+    /// # Safety
+    /// `desc` is NULL or points to at least `struct_size` readable bytes (any alignment),
+    /// `struct_size` being its first `size_t`.
+    pub(crate) unsafe fn read(desc: *const QkvDesc) -> Result<Desc, QkvStatus> {
+        if desc.is_null() {
+            return Err(QKV_ERR_NULL_POINTER);
+        }
+        // SAFETY: every version begins with `struct_size`, and the caller guarantees `desc`
+        // points to at least that many bytes; `read_unaligned` needs no alignment.
+        let size = unsafe { ptr::read_unaligned(desc.cast::<usize>()) };
+        if !(QKV_DESC_SIZE_V1..=QKV_DESC_MAX_SIZE).contains(&size) {
+            return Err(QKV_ERR_STRUCT_SIZE);
+        }
+        let known = size_of::<QkvDesc>();
+        // Fields an older caller does not have keep their zero defaults.
+        let mut d = QkvDesc::default();
+        // SAFETY: `desc` holds `size` readable bytes and `d` is `known` bytes, so both ranges
+        // are valid for `min(size, known)` bytes; every field is an integer, float or raw
+        // pointer, for which any initialized bytes are a valid value; they do not overlap
+        // (`d` is local).
+        unsafe {
+            ptr::copy_nonoverlapping(
+                desc.cast::<u8>(),
+                (&raw mut d).cast::<u8>(),
+                size.min(known),
+            )
+        };
+        for i in known..size {
+            // SAFETY: `i < size`, and the caller guarantees `size` readable bytes.
+            if unsafe { desc.cast::<u8>().add(i).read() } != 0 {
+                return Err(QKV_ERR_STRUCT_SIZE);
+            }
+        }
+        Ok(Desc(d))
+    }
+
+    /// The shape fields.
+    pub(crate) fn shape(&self) -> Shape {
+        let d = &self.0;
+        Shape {
+            q_heads: d.q_heads,
+            kv_heads: d.kv_heads,
+            q_len: d.q_len,
+            kv_len: d.kv_len,
+            head_dim: d.head_dim,
+            v_dim: d.v_dim,
+        }
+    }
+
+    /// The [`Mask`] of the `mask`, `query_pos`, `query_offset` and window fields, after
+    /// checking, in this order, `flags` ([`QKV_ERR_UNKNOWN_FLAGS`]), `query_pos`
+    /// ([`QKV_ERR_UNKNOWN_QUERY_POS`]) and `mask` ([`QKV_ERR_UNKNOWN_MASK`]).
+    pub(crate) fn mask(&self) -> Result<Mask, QkvStatus> {
+        let d = &self.0;
+        if d.flags & !QKV_KNOWN_FLAGS != 0 {
+            return Err(QKV_ERR_UNKNOWN_FLAGS);
+        }
+        let query_pos = match d.query_pos {
+            QKV_QUERY_POS_BOTTOM_RIGHT => QueryPos::BottomRight,
+            QKV_QUERY_POS_TOP_LEFT => QueryPos::TopLeft,
+            QKV_QUERY_POS_OFFSET => QueryPos::Offset(d.query_offset),
+            _ => return Err(QKV_ERR_UNKNOWN_QUERY_POS),
+        };
+        let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
+        match d.mask {
+            QKV_MASK_NONE => Ok(Mask::NONE),
+            QKV_MASK_CAUSAL => Ok(Mask::causal().aligned(query_pos)),
+            QKV_MASK_BAND => Ok(Mask {
+                left: side(d.window_left),
+                right: side(d.window_right),
+                query_pos,
+            }),
+            _ => Err(QKV_ERR_UNKNOWN_MASK),
+        }
+    }
+
+    /// The [`Params`] the descriptor describes, with `mask` (from [`Desc::mask`]) and
+    /// `bias` as the bias's data (its strides are `bias_layout`).
+    pub(crate) fn params<'a>(&self, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
+        let d = &self.0;
+        let mut params = Params::new(self.shape())
+            .with_layouts(d.q.into(), d.k.into(), d.v.into(), d.out.into())
+            .with_mask(mask);
+        if d.flags & QKV_FLAG_SCALE != 0 {
+            params = params.with_scale(d.scale);
+        }
+        if let Some(data) = bias {
+            params = params.with_bias(Bias {
+                data,
+                head_stride: d.bias_layout.head_stride,
+                row_stride: d.bias_layout.row_stride,
+            });
+        }
+        params
+    }
+
+    /// The buffer of `tensor` at `ptr`: its count field if nonzero, otherwise its extent
+    /// (over `keys` rows for K and V), checked as [`Buf::new`] says.
+    fn tensor(&self, tensor: Tensor, ptr: *const f32, keys: KeyRows) -> Result<Buf, QkvStatus> {
+        let (d, s) = (&self.0, self.shape());
+        let (kv_count, kv_rows) = match keys {
+            KeyRows::All => (None, s.kv_len),
+            KeyRows::Chunk(n) => (Some(0), n),
+        };
+        let extent = |l: QkvLayout, heads, rows, cols| Layout::from(l).extent(heads, rows, cols);
+        let (count, extent) = match tensor {
+            Tensor::Q => (d.q_count, extent(d.q, s.q_heads, s.q_len, s.head_dim)),
+            Tensor::K => (
+                kv_count.unwrap_or(d.k_count),
+                extent(d.k, s.kv_heads, kv_rows, s.head_dim),
+            ),
+            Tensor::V => (
+                kv_count.unwrap_or(d.v_count),
+                extent(d.v, s.kv_heads, kv_rows, s.v_dim),
+            ),
+            Tensor::Out => (d.out_count, extent(d.out, s.q_heads, s.q_len, s.v_dim)),
+            Tensor::Lse => (d.lse_count, s.q_heads.checked_mul(s.q_len)),
+            Tensor::Bias => (
+                d.bias_count,
+                extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
+            ),
+        };
+        Buf::new(ptr, count, extent)
+    }
+
+    /// The buffer of `out`, or of a partial output laid out like it.
+    pub(crate) fn out(&self, ptr: *const f32) -> Result<Buf, QkvStatus> {
+        self.tensor(Tensor::Out, ptr, KeyRows::All)
+    }
+
+    /// The buffer of a required `lse`, `[q_heads][q_len]`.
+    pub(crate) fn lse(&self, ptr: *const f32) -> Result<Buf, QkvStatus> {
+        self.tensor(Tensor::Lse, ptr, KeyRows::All)
+    }
+
+    /// The buffer of an optional `lse`: none when `ptr` is NULL.
+    pub(crate) fn lse_opt(&self, ptr: *const f32) -> Result<Option<Buf>, QkvStatus> {
+        (!ptr.is_null()).then(|| self.lse(ptr)).transpose()
+    }
+
+    /// The buffers of `q`, `k` and `v` (holding `keys` rows of K and V), checked in that
+    /// order.
+    pub(crate) fn qkv(
+        &self,
+        q: *const f32,
+        k: *const f32,
+        v: *const f32,
+        keys: KeyRows,
+    ) -> Result<[Buf; 3], QkvStatus> {
+        Ok([
+            self.tensor(Tensor::Q, q, keys)?,
+            self.tensor(Tensor::K, k, keys)?,
+            self.tensor(Tensor::V, v, keys)?,
+        ])
+    }
+
+    /// The buffer of the bias, or none when the descriptor's `bias` is NULL.
+    pub(crate) fn bias(&self) -> Result<Option<Buf>, QkvStatus> {
+        let ptr = self.0.bias;
+        (!ptr.is_null())
+            .then(|| self.tensor(Tensor::Bias, ptr, KeyRows::All))
+            .transpose()
+    }
+}

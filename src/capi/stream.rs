@@ -1,0 +1,242 @@
+//! The streaming entry points: a caller-owned [`Stream`] state of [`qkv_stream_state_len`]
+//! floats, set up by [`qkv_stream_init`], fed key chunks by [`qkv_stream_update`] and read
+//! by [`qkv_stream_finish`]; each call decodes the same descriptor again and resumes the
+//! stream from the state.
+
+use core::ops::Range;
+
+use super::buf::{Buf, Inputs, check_aliasing};
+use super::desc::{Desc, KeyRows};
+use super::workspace::workspace;
+use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
+use crate::Error;
+use crate::stream::Stream;
+
+/// `qkv_stream_state_len`: writes to `*len` the number of floats a stream state for `desc`
+/// needs ([`Stream::state_len`](crate::stream::Stream::state_len):
+/// `q_heads·q_len·(3 + 2·v_dim)`).
+///
+/// Returns [`QKV_OK`](super::QKV_OK), [`QKV_ERR_NULL_POINTER`] (`desc` or `len` NULL,
+/// nothing written), [`QKV_ERR_STRUCT_SIZE`](super::QKV_ERR_STRUCT_SIZE) or
+/// [`QKV_ERR_OVERFLOW`].
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32); `len` is NULL or
+/// points to a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_state_len(desc: *const QkvDesc, len: *mut usize) -> QkvStatus {
+    guard(|| {
+        // SAFETY: the caller's contract for `desc`.
+        let d = unsafe { Desc::read(desc) }?;
+        if len.is_null() {
+            return Err(QKV_ERR_NULL_POINTER);
+        }
+        let n = Stream::state_len(&d.shape());
+        if n == usize::MAX {
+            return Err(QKV_ERR_OVERFLOW);
+        }
+        // SAFETY: non-NULL, and the caller's contract makes it a writable `size_t`;
+        // `write_unaligned` needs no alignment.
+        unsafe { len.write_unaligned(n) };
+        Ok(())
+    })
+}
+
+/// Which stream operation [`stream_op`] runs.
+enum StreamOp {
+    Init,
+    Update {
+        q: *const f32,
+        k: *const f32,
+        v: *const f32,
+        keys: Range<usize>,
+        /// The caller's workspace, `(NULL, 0)` for none.
+        workspace: (*mut f32, usize),
+    },
+    Finish {
+        out: *mut f32,
+        lse: *mut f32,
+    },
+}
+
+/// # Safety
+/// The contracts of the `qkv_stream_*` functions.
+unsafe fn stream_op(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    op: StreamOp,
+) -> Result<(), QkvStatus> {
+    // SAFETY: the caller's contract for `desc`.
+    let d = unsafe { Desc::read(desc) }?;
+    let mask = d.mask()?;
+    // The state's length is the caller's `state_len`; `Stream` checks it is long enough.
+    let st = Buf::new(state, state_len, Some(0))?;
+    let result = match op {
+        StreamOp::Init => {
+            // SAFETY: `state_len` writable floats (the caller's contract), no other buffer.
+            let state = unsafe { st.slice_mut() };
+            Stream::new(&d.params(mask, None), state).map(|_| ())
+        }
+        StreamOp::Update {
+            q,
+            k,
+            v,
+            keys,
+            workspace: (ws, ws_len),
+        } => {
+            // A reversed range has no length to size `k` and `v` with: refused before they
+            // are looked at, with the status `Stream::update` gives it.
+            let range_error = Error::KeyRange {
+                start: keys.start,
+                end: keys.end,
+                kv_len: d.shape().kv_len,
+            };
+            let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
+            let inputs = Inputs {
+                qkv: d.qkv(q, k, v, KeyRows::Chunk(n))?,
+                bias: d.bias()?,
+            };
+            let ws = workspace(ws, ws_len)?;
+            check_aliasing(&[st, ws], &inputs.all())?;
+            // SAFETY: the caller's pointer contract for the lengths the buffers were given;
+            // the state and the workspace were checked disjoint from each other and from
+            // every input.
+            let ([q, k, v], bias) = unsafe { inputs.slices() };
+            // SAFETY: as above.
+            let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
+            Stream::resume(&d.params(mask, bias), state).and_then(|mut stream| match ws_len {
+                0 => stream.update(q, k, v, keys),
+                _ => stream.update_in(ws, q, k, v, keys),
+            })
+        }
+        StreamOp::Finish { out, lse } => {
+            let out = d.out(out)?;
+            let lse = d.lse_opt(lse)?;
+            match lse {
+                Some(l) => check_aliasing(&[st, out, l], &[])?,
+                None => check_aliasing(&[st, out], &[])?,
+            }
+            // SAFETY: the caller's pointer contract; state, out and lse checked disjoint.
+            let (state, out) = unsafe { (st.slice_mut(), out.slice_mut()) };
+            // SAFETY: as above.
+            let lse = lse.map(|l| unsafe { l.slice_mut() });
+            Stream::resume(&d.params(mask, None), state)
+                .and_then(|mut stream| stream.finish(out, lse))
+        }
+    };
+    result.map_err(error_status)
+}
+
+/// `qkv_stream_init`: starts a stream (no key seen yet) in `state`, `state_len` floats of
+/// at least [`qkv_stream_state_len`]. The state is plain floats owned by the caller; the
+/// same `desc` must be passed to every later call on it.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or a status ([`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) for a short state, the shape
+/// checks of `qkv_attention_f32`); nothing is written on error.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32); `state` points to
+/// `state_len` writable floats (or `state_len` is 0) that nothing else accesses during the
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_init(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Init) })
+}
+
+/// `qkv_stream_update`: feeds the keys at absolute positions `key_start..key_end`, as
+/// [`Stream::update`](crate::stream::Stream::update): `k` and `v` hold only those keys' rows
+/// (row 0 is key `key_start`) with the strides of `desc->k` and `desc->v`, and are taken to
+/// hold the extent of `key_end − key_start` rows (`k_count` and `v_count` are ignored);
+/// `q` and `bias` are those of the whole problem. Chunks may have any size and come in any
+/// order; masks and bias use the absolute positions.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or a status ([`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) also for a range outside
+/// `0..=kv_len`); the state is unchanged on error.
+///
+/// # Safety
+/// As [`qkv_stream_init`] for `desc` and `state` (a state that `qkv_stream_init` set up with
+/// the same `desc`); `q`, `k`, `v` and `bias` follow the contract of inputs, none
+/// overlapping `state`.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_stream_update(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+) -> QkvStatus {
+    let op = StreamOp::Update {
+        q,
+        k,
+        v,
+        keys: key_start..key_end,
+        workspace: (core::ptr::null_mut(), 0),
+    };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, op) })
+}
+
+/// `qkv_stream_update_ws`: [`qkv_stream_update`] in the caller's working memory, as
+/// [`qkv_attention_f32_ws`](super::qkv_attention_f32_ws) (same sizes, checks and status for
+/// the workspace; a `workspace_len` of 0 runs as [`qkv_stream_update`]).
+///
+/// # Safety
+/// The contract of [`qkv_stream_update`]; `workspace` as for
+/// [`qkv_attention_f32_ws`](super::qkv_attention_f32_ws), overlapping neither `state` nor an
+/// input.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn qkv_stream_update_ws(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    key_start: usize,
+    key_end: usize,
+    workspace: *mut f32,
+    workspace_len: usize,
+) -> QkvStatus {
+    let op = StreamOp::Update {
+        q,
+        k,
+        v,
+        keys: key_start..key_end,
+        workspace: (workspace, workspace_len),
+    };
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, op) })
+}
+
+/// `qkv_stream_finish`: writes the attention over every key fed so far to `out` (the `out`
+/// layout) and, unless NULL, `lse`; rows that saw no key get 0 and `-INFINITY`. The state
+/// is left as it was, so streaming can go on.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or a status as `qkv_attention_f32` would for `out`/`lse`; nothing is
+/// written on error.
+///
+/// # Safety
+/// As [`qkv_stream_update`] for `desc` and `state`; `out` and `lse` follow the contract of
+/// outputs and overlap neither each other nor `state`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_stream_finish(
+    desc: *const QkvDesc,
+    state: *mut f32,
+    state_len: usize,
+    out: *mut f32,
+    lse: *mut f32,
+) -> QkvStatus {
+    // SAFETY: the same contract, passed on.
+    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Finish { out, lse }) })
+}

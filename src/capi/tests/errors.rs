@@ -1,0 +1,387 @@
+//! The one `Error` → status mapping: every variant has its documented status, and every
+//! entry point returns each variant it can produce as that status, writing nothing.
+
+use super::super::*;
+use super::{data, desc};
+use crate::capi_split::*;
+use crate::{Dim, Tensor};
+use core::ops::Range;
+extern crate std;
+use std::{vec, vec::Vec};
+
+/// One value of every [`Error`] variant, with the status the docs give it.
+const EVERY_ERROR: [(Error, QkvStatus); 9] = [
+    (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
+    (
+        Error::HeadsNotDivisible {
+            q_heads: 3,
+            kv_heads: 2,
+        },
+        QKV_ERR_HEADS_NOT_DIVISIBLE,
+    ),
+    (
+        Error::TooShort {
+            tensor: Tensor::Q,
+            needed: 24,
+            len: 1,
+        },
+        QKV_ERR_TOO_SHORT,
+    ),
+    (Error::Overflow(Tensor::Q), QKV_ERR_OVERFLOW),
+    (Error::Overlap(Tensor::Out), QKV_ERR_OVERLAP),
+    (Error::InvalidScale, QKV_ERR_INVALID_SCALE),
+    (Error::Unsupported(Isa::Scalar), QKV_ERR_UNSUPPORTED),
+    (
+        Error::KeyRange {
+            start: 0,
+            end: 6,
+            kv_len: 5,
+        },
+        QKV_ERR_TOO_SHORT,
+    ),
+    (
+        Error::WorkspaceTooSmall { needed: 58, len: 1 },
+        QKV_ERR_WORKSPACE_TOO_SMALL,
+    ),
+];
+
+/// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
+/// compile here until it is listed there (and so tested below).
+fn variant(e: Error) -> usize {
+    match e {
+        Error::ZeroDim(_) => 0,
+        Error::HeadsNotDivisible { .. } => 1,
+        Error::TooShort { .. } => 2,
+        Error::Overflow(_) => 3,
+        Error::Overlap(_) => 4,
+        Error::InvalidScale => 5,
+        Error::Unsupported(_) => 6,
+        Error::KeyRange { .. } => 7,
+        Error::WorkspaceTooSmall { .. } => 8,
+    }
+}
+
+#[test]
+fn every_error_maps_to_its_documented_status() {
+    for (n, &(e, status)) in EVERY_ERROR.iter().enumerate() {
+        assert_eq!(variant(e), n, "{e:?} is listed out of place");
+        assert_eq!(error_status(e), status, "{e:?}");
+        assert_ne!(status, QKV_ERR_INTERNAL);
+    }
+}
+
+/// The entry points that report [`Error`]s (`qkv_stream_state_len` reports none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Entry {
+    Attention,
+    AttentionWs,
+    AttentionIsa,
+    Reference,
+    Partial,
+    PartialWs,
+    Merge,
+    StreamInit,
+    StreamUpdate,
+    StreamUpdateWs,
+    StreamFinish,
+}
+
+const ENTRIES: [Entry; 11] = [
+    Entry::Attention,
+    Entry::AttentionWs,
+    Entry::AttentionIsa,
+    Entry::Reference,
+    Entry::Partial,
+    Entry::PartialWs,
+    Entry::Merge,
+    Entry::StreamInit,
+    Entry::StreamUpdate,
+    Entry::StreamUpdateWs,
+    Entry::StreamFinish,
+];
+
+/// The variants `entry` cannot return, each for the reason given.
+fn unreachable(entry: Entry) -> Vec<usize> {
+    let unsupported = variant(Error::Unsupported(Isa::Scalar));
+    let key_range = variant(EVERY_ERROR[7].0);
+    let overlap = variant(Error::Overlap(Tensor::Out));
+    let scale = variant(Error::InvalidScale);
+    let workspace = variant(EVERY_ERROR[8].0);
+    match entry {
+        // Only a forced level can be unsupported; only split-KV and streams take key ranges;
+        // only the `_ws` calls take a workspace.
+        Entry::Attention | Entry::Reference => vec![unsupported, key_range, workspace],
+        Entry::AttentionWs => vec![unsupported, key_range],
+        Entry::AttentionIsa => vec![key_range, workspace],
+        Entry::Partial => vec![unsupported, workspace],
+        Entry::PartialWs => vec![unsupported],
+        // A merge reads no scale and no keys.
+        Entry::Merge => vec![unsupported, key_range, scale, workspace],
+        // The state's own layout is planar, so it cannot overlap; no keys at init.
+        Entry::StreamInit => vec![unsupported, key_range, overlap, workspace],
+        Entry::StreamUpdate => vec![unsupported, overlap, workspace],
+        Entry::StreamUpdateWs => vec![unsupported, overlap],
+        Entry::StreamFinish => vec![unsupported, key_range, workspace],
+    }
+}
+
+/// A call that must fail with `error`: the descriptor, key range, level and state length
+/// to pass.
+struct Case {
+    error: Error,
+    desc: QkvDesc,
+    keys: Range<usize>,
+    isa: i32,
+    state_len: usize,
+    ws_len: usize,
+}
+
+/// Room for every tensor of every case below.
+const ROOM: usize = 256;
+/// Room for the workspace of the `_ws` calls: more than `qkv_workspace_size` of [`desc`].
+const WS_ROOM: usize = 1024;
+
+/// The cases of `entry`, one or more per variant it can return, on [`desc`]'s problem.
+fn cases(entry: Entry) -> Vec<Case> {
+    let base = desc();
+    let case = |error, desc| Case {
+        error,
+        desc,
+        keys: 0..5,
+        isa: Isa::Scalar as i32,
+        state_len: ROOM,
+        ws_len: WS_ROOM,
+    };
+    let scaled = |d| QkvDesc {
+        flags: QKV_FLAG_SCALE,
+        scale: 0.5,
+        ..d
+    };
+    let huge = QkvLayout {
+        head_stride: usize::MAX,
+        row_stride: 4,
+    };
+    let (too_short, overflow) = match entry {
+        // No tensor is read: the state is short, or its length overflows.
+        Entry::StreamInit => (
+            Case {
+                state_len: 1,
+                ..case(EVERY_ERROR[2].0, base)
+            },
+            case(
+                Error::Overflow(Tensor::Out),
+                QkvDesc {
+                    q_len: usize::MAX,
+                    ..base
+                },
+            ),
+        ),
+        // `q` is not read: a count of `out` below its extent, or with strides whose extent
+        // overflows.
+        Entry::Merge | Entry::StreamFinish => (
+            case(
+                EVERY_ERROR[2].0,
+                QkvDesc {
+                    out_count: 1,
+                    ..base
+                },
+            ),
+            case(
+                Error::Overflow(Tensor::Out),
+                QkvDesc {
+                    out: huge,
+                    out_count: 4,
+                    ..base
+                },
+            ),
+        ),
+        _ => (
+            case(EVERY_ERROR[2].0, QkvDesc { q_count: 1, ..base }),
+            case(
+                Error::Overflow(Tensor::Q),
+                QkvDesc {
+                    q: huge,
+                    q_count: 4,
+                    ..base
+                },
+            ),
+        ),
+    };
+    let mut all = vec![
+        case(
+            Error::ZeroDim(Dim::VDim),
+            scaled(QkvDesc::planar(2, 2, 3, 5, 4, 0)),
+        ),
+        case(EVERY_ERROR[1].0, scaled(QkvDesc::planar(3, 2, 3, 5, 4, 4))),
+        too_short,
+        overflow,
+        case(
+            Error::Overlap(Tensor::Out),
+            QkvDesc {
+                out: QkvLayout::default(),
+                ..base
+            },
+        ),
+        case(
+            Error::InvalidScale,
+            QkvDesc {
+                scale: f32::NAN,
+                ..base
+            },
+        ),
+        // Past `kv_len`, and reversed.
+        case(EVERY_ERROR[7].0, base),
+        #[allow(clippy::reversed_empty_ranges)]
+        Case {
+            keys: 3..2,
+            ..case(EVERY_ERROR[7].0, base)
+        },
+    ];
+    all[6].keys = 0..6;
+    // A level this CPU lacks (x86 has no NEON, Arm no AVX).
+    if let Some(isa) = Isa::ALL.into_iter().find(|i| !i.is_available()) {
+        all.push(Case {
+            isa: isa as i32,
+            ..case(Error::Unsupported(isa), base)
+        });
+    }
+    // One float of workspace, fewer than any shape needs.
+    all.push(Case {
+        ws_len: 1,
+        ..case(EVERY_ERROR[8].0, base)
+    });
+    let skip = unreachable(entry);
+    all.retain(|c| !skip.contains(&variant(c.error)));
+    if matches!(
+        entry,
+        Entry::Partial | Entry::PartialWs | Entry::StreamUpdate | Entry::StreamUpdateWs
+    ) {
+        // The query position of a range starting at key 1 leaves `i64`.
+        let shifted = QkvDesc {
+            mask: QKV_MASK_CAUSAL,
+            query_pos: QKV_QUERY_POS_OFFSET,
+            query_offset: i64::MIN,
+            ..base
+        };
+        all.push(Case {
+            keys: 1..5,
+            ..case(Error::Overflow(Tensor::Q), shifted)
+        });
+    }
+    all
+}
+
+/// Every buffer a call may be given, generously sized, inputs as data and outputs (and the
+/// stream state) as a sentinel.
+struct Buffers {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    lse: Vec<f32>,
+    out_b: Vec<f32>,
+    lse_b: Vec<f32>,
+    state: Vec<f32>,
+    ws: Vec<f32>,
+}
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            q: data(ROOM, 1),
+            k: data(ROOM, 2),
+            v: data(ROOM, 3),
+            out: vec![7.0; ROOM],
+            lse: vec![7.0; ROOM],
+            out_b: data(ROOM, 4),
+            lse_b: data(ROOM, 5),
+            state: vec![7.0; ROOM],
+            ws: vec![7.0; WS_ROOM],
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Vec<u32>> {
+        let all = [
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.out,
+            &self.lse,
+            &self.out_b,
+            &self.lse_b,
+            &self.state,
+            &self.ws,
+        ];
+        all.iter()
+            .map(|b| b.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    }
+
+    /// Calls `entry` with the arguments of `c`.
+    fn call(&mut self, entry: Entry, c: &Case) -> QkvStatus {
+        let d = &c.desc;
+        let (q, k, v) = (self.q.as_ptr(), self.k.as_ptr(), self.v.as_ptr());
+        let (out, lse) = (self.out.as_mut_ptr(), self.lse.as_mut_ptr());
+        let (ob, lb) = (self.out_b.as_ptr(), self.lse_b.as_ptr());
+        let state = self.state.as_mut_ptr();
+        let (ks, ke) = (c.keys.start, c.keys.end);
+        let (ws, wl) = (self.ws.as_mut_ptr(), c.ws_len);
+        // SAFETY: every buffer holds `ROOM` floats, more than any length the cases' counts
+        // and extents derive (`state_len` is at most `ROOM`); the outputs are distinct.
+        unsafe {
+            match entry {
+                Entry::Attention => qkv_attention_f32(d, q, k, v, out, lse),
+                Entry::AttentionWs => qkv_attention_f32_ws(d, q, k, v, out, lse, ws, wl),
+                Entry::AttentionIsa => qkv_attention_f32_isa(c.isa, d, q, k, v, out, lse),
+                Entry::Reference => qkv_reference_f32(d, q, k, v, out, lse),
+                Entry::Partial => qkv_partial_f32(d, q, k, v, ks, ke, out, lse),
+                Entry::PartialWs => qkv_partial_f32_ws(d, q, k, v, ks, ke, out, lse, ws, wl),
+                Entry::Merge => qkv_merge_f32(d, out, lse, ob, lb),
+                Entry::StreamInit => qkv_stream_init(d, state, c.state_len),
+                Entry::StreamUpdate => qkv_stream_update(d, state, c.state_len, q, k, v, ks, ke),
+                Entry::StreamUpdateWs => {
+                    let n = c.state_len;
+                    qkv_stream_update_ws(d, state, n, q, k, v, ks, ke, ws, wl)
+                }
+                Entry::StreamFinish => qkv_stream_finish(d, state, c.state_len, out, lse),
+            }
+        }
+    }
+}
+
+/// From every entry point, each [`Error`] variant it can return comes back as
+/// [`error_status`] says, with every buffer (outputs and stream state included) untouched.
+#[test]
+fn every_entry_point_returns_each_error_as_its_status() {
+    for entry in ENTRIES {
+        let mut covered = unreachable(entry);
+        for c in cases(entry) {
+            let mut bufs = Buffers::new();
+            if matches!(
+                entry,
+                Entry::StreamUpdate | Entry::StreamUpdateWs | Entry::StreamFinish
+            ) {
+                let init = Case {
+                    error: c.error,
+                    desc: desc(),
+                    keys: 0..0,
+                    isa: 0,
+                    state_len: ROOM,
+                    ws_len: 0,
+                };
+                assert_eq!(bufs.call(Entry::StreamInit, &init), QKV_OK);
+            }
+            let before = bufs.snapshot();
+            let got = bufs.call(entry, &c);
+            assert_eq!(got, error_status(c.error), "{entry:?}: {:?}", c.error);
+            assert!(bufs.snapshot() == before, "{entry:?}: {:?} wrote", c.error);
+            covered.push(variant(c.error));
+        }
+        for (e, _) in EVERY_ERROR {
+            assert!(
+                covered.contains(&variant(e)),
+                "{entry:?}: no case for {e:?}"
+            );
+        }
+    }
+}

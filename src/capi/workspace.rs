@@ -1,0 +1,52 @@
+//! Caller-owned working memory for the C ABI: how many floats a descriptor's calls need
+//! ([`qkv_workspace_size`] for full speed, [`qkv_workspace_min_size`] at least), the buffer
+//! checks, and what the `_ws` entry points share.
+
+use super::buf::Buf;
+use super::desc::Desc;
+use super::{QkvDesc, QkvStatus};
+use crate::Params;
+
+/// `qkv_workspace_size`: the floats of workspace with which `qkv_attention_f32_ws`,
+/// `qkv_partial_f32_ws` and `qkv_stream_update_ws` run at full speed for `desc`
+/// ([`workspace_len`](crate::workspace_len)): at most about 15,300 (60 KiB), less for small
+/// heads, short queries and narrow values. Depends only on the shape fields. 0 when `desc`
+/// is NULL or its `struct_size` is not accepted (no valid call needs 0 floats).
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_workspace_size(desc: *const QkvDesc) -> usize {
+    // SAFETY: the same contract, passed on.
+    unsafe { size(desc, crate::workspace_len) }
+}
+
+/// `qkv_workspace_min_size`: the fewest floats of workspace the `_ws` calls run in for
+/// `desc` ([`min_workspace_len`](crate::min_workspace_len); a few dozen, whatever the
+/// shape); fewer is `QKV_ERR_WORKSPACE_TOO_SMALL`. 0 as for [`qkv_workspace_size`].
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_workspace_min_size(desc: *const QkvDesc) -> usize {
+    // SAFETY: the same contract, passed on.
+    unsafe { size(desc, crate::min_workspace_len) }
+}
+
+/// `len(params)` of the descriptor's shape, or 0 when it cannot be read.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
+unsafe fn size(desc: *const QkvDesc, len: fn(&Params) -> usize) -> usize {
+    // SAFETY: the caller's contract for `desc`.
+    match unsafe { Desc::read(desc) } {
+        Ok(d) => len(&Params::new(d.shape())),
+        Err(_) => 0,
+    }
+}
+
+/// The workspace argument of a `_ws` call: `len` floats at `ptr` (NULL allowed when `len` is
+/// 0), checked like any output buffer.
+pub(crate) fn workspace(ptr: *mut f32, len: usize) -> Result<Buf, QkvStatus> {
+    Buf::new(ptr, 0, Some(len))
+}

@@ -1,0 +1,132 @@
+//! The checks every entry point (the reference, every kernel level, split-KV, streaming and
+//! the C ABI) runs on a [`Params`] and its slices before anything is read or written.
+
+use crate::error::{Dim, Error, Tensor};
+use crate::{Layout, Params};
+
+impl Params<'_> {
+    /// Checks every input against the shape and strides; nothing is read or written.
+    ///
+    /// This is the single validation all entry points share: the reference, every kernel
+    /// level and the C ABI.
+    pub fn validate(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &[f32],
+        lse: Option<&[f32]>,
+    ) -> Result<(), Error> {
+        let s = &self.shape;
+        for (n, d) in [
+            (s.q_heads, Dim::QHeads),
+            (s.kv_heads, Dim::KvHeads),
+            (s.head_dim, Dim::HeadDim),
+            (s.v_dim, Dim::VDim),
+        ] {
+            if n == 0 {
+                return Err(Error::ZeroDim(d));
+            }
+        }
+        if !s.q_heads.is_multiple_of(s.kv_heads) {
+            return Err(Error::HeadsNotDivisible {
+                q_heads: s.q_heads,
+                kv_heads: s.kv_heads,
+            });
+        }
+        let scale = self.scale();
+        if !scale.is_finite() {
+            return Err(Error::InvalidScale);
+        }
+        check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
+        check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, s.head_dim)?;
+        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, s.v_dim)?;
+        check_extent(
+            Tensor::Out,
+            out.len(),
+            self.out,
+            s.q_heads,
+            s.q_len,
+            s.v_dim,
+        )?;
+        check_disjoint(Tensor::Out, self.out, s.q_heads, s.q_len, s.v_dim)?;
+        if let Some(b) = &self.bias {
+            check_extent(
+                Tensor::Bias,
+                b.data.len(),
+                b.layout(),
+                s.q_heads,
+                s.q_len,
+                s.kv_len,
+            )?;
+        }
+        if let Some(lse) = lse {
+            let needed = s
+                .q_heads
+                .checked_mul(s.q_len)
+                .ok_or(Error::Overflow(Tensor::Lse))?;
+            if lse.len() < needed {
+                return Err(Error::TooShort {
+                    tensor: Tensor::Lse,
+                    needed,
+                    len: lse.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every element `[h][r][c]` for `h < heads, r < rows, c < cols` must be inside a slice of
+/// `len` elements ([`Layout::extent`]).
+fn check_extent(
+    tensor: Tensor,
+    len: usize,
+    layout: Layout,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    let needed = layout
+        .extent(heads, rows, cols)
+        .ok_or(Error::Overflow(tensor))?;
+    if len < needed {
+        return Err(Error::TooShort {
+            tensor,
+            needed,
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// The rows of an output must not share memory: with the smaller stride `a` (count `na`) and
+/// the larger `b` (count `nb`), rows of `cols` elements are disjoint when `a ≥ cols` and
+/// `b ≥ (na - 1)·a + cols`; a dimension of count 1 imposes nothing. Called after
+/// [`check_extent`], whose sum bounds this one, so nothing here overflows.
+fn check_disjoint(
+    tensor: Tensor,
+    layout: Layout,
+    heads: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    if heads == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let (mut a, mut b) = ((layout.head_stride, heads), (layout.row_stride, rows));
+    if a.0 > b.0 {
+        core::mem::swap(&mut a, &mut b);
+    }
+    let ok = match (a.1 > 1, b.1 > 1) {
+        (false, false) => true,
+        (true, false) => a.0 >= cols,
+        (false, true) => b.0 >= cols,
+        (true, true) => a.0 >= cols && b.0 >= (a.1 - 1) * a.0 + cols,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Overlap(tensor))
+    }
+}
