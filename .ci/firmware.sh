@@ -90,9 +90,10 @@ build_and_run() {
 	cp "$dir/$target/release/firmware" "$out/rust.elf"
 
 	# Group g calls: 1 qkv_attention_f32; 2 also qkv_partial_f32 and qkv_merge_f32; 3 also
-	# qkv_stream_*. The stubs build is the same program with empty qkv functions.
+	# qkv_stream_*; 4 also the _ws variants in a caller-owned workspace (the program that
+	# runs). The stubs build is the same program with empty qkv functions.
 	local g
-	for g in 1 2 3; do
+	for g in 1 2 3 4; do
 		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g tests/c/firmware.c "$lib" -lgcc \
 			-o "$out/c$g.elf"
 		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g -DQKV_STUBS tests/c/firmware.c -lgcc \
@@ -102,13 +103,13 @@ build_and_run() {
 	grep -q ' T qkv_attention_f32$' <(arm-none-eabi-nm "$out/c1.elf") ||
 		{ echo "firmware.sh: qkv_attention_f32 not linked" >&2; exit 1; }
 	echo "== [$profile] largest symbols of the C program (every group)"
-	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c3.elf" |
+	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c4.elf" |
 		awk '$3 ~ /[tTwW]/' | tail -5
 
 	[ $run_qemu = 1 ] || return 0
 	local prog
-	for prog in c3 rust; do
-		local label=${prog%3}/$profile
+	for prog in c4 rust; do
+		local label=${prog%4}/$profile
 		echo "== [$profile] qemu-system-arm -M mps2-an386 -semihosting -icount shift=0 -kernel $prog.elf"
 		# Semihosting writes to stderr; qemu exits 0 only when the program says it succeeded.
 		if ! timeout 300 qemu-system-arm -M mps2-an386 -nographic -semihosting -icount shift=0 \
@@ -135,9 +136,10 @@ fi
 echo
 echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf): .text the library adds to the C program"
 printf '%-44s %12s %12s %16s\n' "C entry points called" "release" "z + LTO" "limit (z + LTO)"
-groups=("" "qkv_attention_f32" "+ qkv_partial_f32, qkv_merge_f32" "+ qkv_stream_state_len/init/update/finish")
-limits=("" "$limit_attention" "" "$limit_all")
-for g in 1 2 3; do
+groups=("" "qkv_attention_f32" "+ qkv_partial_f32, qkv_merge_f32" "+ qkv_stream_state_len/init/update/finish"
+	"+ the _ws variants, qkv_workspace_size")
+limits=("" "$limit_attention" "" "$limit_all" "")
+for g in 1 2 3 4; do
 	verdict=""
 	if [ -n "${limits[$g]}" ]; then
 		verdict="${limits[$g]}"

@@ -298,12 +298,12 @@ impl Level {
 
 /// `f32`s of the working memory that calls without a workspace keep on the stack: the
 /// full-size tiles with the `stack-workspace` feature (hosted builds; about 60 KiB), and
-/// otherwise 128 (512 bytes: firmware stacks are small), where the tiles shrink to fit
-/// (correct, slower; pass a workspace for speed).
+/// otherwise 64 (256 bytes: firmware stacks are small), where the tiles shrink to one row
+/// at a time (correct, slower; pass a workspace for speed).
 pub(crate) const STACK_WORKSPACE: usize = if cfg!(feature = "stack-workspace") {
     Tiles::FULL.len()
 } else {
-    128
+    64
 };
 
 /// Runs `f` on a stack workspace of at most [`STACK_WORKSPACE`] floats, of which only what

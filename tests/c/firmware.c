@@ -9,12 +9,12 @@
  *
  * QKV_GROUP selects which C entry points the program calls, so that .ci/firmware.sh can
  * measure the code each group adds: 1 qkv_attention_f32, 2 also qkv_partial_f32 and
- * qkv_merge_f32, 3 (default) also qkv_stream_*. With -DQKV_STUBS the qkv functions are
+ * qkv_merge_f32, 3 also qkv_stream_*, 4 (default) also the _ws variants. With -DQKV_STUBS the qkv functions are
  * replaced by empty ones, which gives the size of the same program without the library. */
 #include "qkv.h"
 
 #ifndef QKV_GROUP
-#define QKV_GROUP 3
+#define QKV_GROUP 4
 #endif
 
 /* The largest case: 8 query heads, 2 kv heads, 5 queries, 37 keys, head_dim = v_dim = 64. */
@@ -36,6 +36,10 @@ static float lse_b[GQA_Q_HEADS * GQA_Q_LEN];
 #endif
 #if QKV_GROUP >= 3
 static float state[GQA_Q_HEADS * GQA_Q_LEN * (3 + 2 * GQA_DIM)];
+#endif
+#if QKV_GROUP >= 4
+/* The caller-owned workspace of the _ws calls: qkv_workspace_size() of the largest case. */
+static float workspace[8192];
 #endif
 
 /* ---- Semihosting (ARM DUI 0471): bkpt 0xAB with the operation in r0, its argument in r1. */
@@ -205,6 +209,20 @@ static void run_attention(const char *name, const qkv_desc *d) {
     MEASURE(s, qkv_attention_f32(d, q, k, v, out, lse));
     report("attention", name, &s);
     print_result(name, d);
+#if QKV_GROUP >= 4
+    {
+        char ws_name[16];
+        unsigned n = 0;
+        size_t len = qkv_workspace_size(d);
+        if (len > sizeof workspace / sizeof workspace[0]) len = 0; /* then WORKSPACE_TOO_SMALL */
+        while (name[n] && n < sizeof ws_name - 4) ws_name[n] = name[n], n++;
+        ws_name[n++] = '-', ws_name[n++] = 'w', ws_name[n++] = 's', ws_name[n] = 0;
+        clear_outputs();
+        MEASURE(s, qkv_attention_f32_ws(d, q, k, v, out, lse, workspace, len));
+        report("attention_ws", name, &s);
+        print_result(ws_name, d);
+    }
+#endif
 }
 
 /* Bad input (3 query heads over 2 kv heads): an error status and nothing written. */
@@ -235,6 +253,20 @@ static void run_split(void) {
     MEASURE(s, qkv_merge_f32(&d, out, lse, out_b, lse_b));
     report("merge", "gqa", &s);
     print_result("gqa-split", &d);
+#if QKV_GROUP >= 4
+    {
+        size_t len = qkv_workspace_size(&d);
+        if (len > sizeof workspace / sizeof workspace[0]) len = 0;
+        clear_outputs();
+        MEASURE(s, qkv_partial_f32_ws(&d, q, k, v, 0, GQA_SPLIT, out, lse, workspace, len));
+        report("partial_ws", "gqa", &s);
+        MEASURE(s, qkv_partial_f32_ws(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b,
+                                      workspace, len));
+        report("partial_ws", "gqa", &s);
+        MEASURE(s, qkv_merge_f32(&d, out, lse, out_b, lse_b));
+        print_result("gqa-ws-split", &d);
+    }
+#endif
 }
 #endif
 
@@ -259,6 +291,22 @@ static void run_stream(void) {
     MEASURE(s, qkv_stream_finish(&d, state, len, out, lse));
     report("stream_finish", "gqa", &s);
     print_result("gqa-stream", &d);
+#if QKV_GROUP >= 4
+    {
+        size_t ws = qkv_workspace_size(&d);
+        if (ws > sizeof workspace / sizeof workspace[0]) ws = 0;
+        clear_outputs();
+        MEASURE(s, qkv_stream_init(&d, state, len));
+        MEASURE(s, qkv_stream_update_ws(&d, state, len, q, k, v, 0, GQA_SPLIT, workspace, ws));
+        report("stream_update_ws", "gqa", &s);
+        MEASURE(s, qkv_stream_update_ws(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
+                                        v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN,
+                                        workspace, ws));
+        report("stream_update_ws", "gqa", &s);
+        MEASURE(s, qkv_stream_finish(&d, state, len, out, lse));
+        print_result("gqa-ws-stream", &d);
+    }
+#endif
 }
 #endif
 
@@ -350,6 +398,32 @@ qkv_status qkv_stream_update(const qkv_desc *desc, float *state_, size_t state_l
 qkv_status qkv_stream_finish(const qkv_desc *desc, float *state_, size_t state_len,
                              float *out_, float *lse_) {
     (void)desc, (void)state_, (void)state_len, (void)out_, (void)lse_;
+    return QKV_OK;
+}
+#endif
+#if QKV_GROUP >= 4
+size_t qkv_workspace_size(const qkv_desc *desc) {
+    (void)desc;
+    return 0;
+}
+qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
+                                const float *v_, float *out_, float *lse_, float *ws,
+                                size_t ws_len) {
+    (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_, (void)ws, (void)ws_len;
+    return QKV_OK;
+}
+qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
+                              const float *v_, size_t key_start, size_t key_end, float *out_,
+                              float *lse_, float *ws, size_t ws_len) {
+    (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
+        (void)lse_, (void)ws, (void)ws_len;
+    return QKV_OK;
+}
+qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state_, size_t state_len,
+                                const float *q_, const float *k_, const float *v_,
+                                size_t key_start, size_t key_end, float *ws, size_t ws_len) {
+    (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
+        (void)key_end, (void)ws, (void)ws_len;
     return QKV_OK;
 }
 #endif
