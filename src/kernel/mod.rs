@@ -110,6 +110,28 @@ struct Keys {
     v_ahead: usize,
 }
 
+/// Runs a phase of a block out of line on the scalar level and inline on the others.
+/// The scalar level is what microcontrollers run: there each phase gets a frame of its own,
+/// and the stack holds one of them at a time rather than the spills of all of them inlined
+/// into one. SIMD levels must inline (their target features do not cross a call), and a
+/// phase is long enough that the call costs nothing measurable.
+/// (A macro, not a function taking a closure: on SIMD levels the phase must be inlined into
+/// the function that carries the target features, and a closure body may not be.)
+macro_rules! phase {
+    ($S:ty, $phase:expr) => {
+        if <$S>::F32_LANES == 1 {
+            out_of_line(|| $phase)
+        } else {
+            $phase
+        }
+    };
+}
+
+#[inline(never)]
+fn out_of_line(f: impl FnOnce()) {
+    f()
+}
+
 #[inline(always)]
 fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
     let Job {
@@ -162,27 +184,13 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
                     };
                     block.attend(simd, &x, keys, scratch);
                     let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
-                    phase::<S>(|| block.write(p, out, lse, scratch));
+                    phase!(S, block.write(p, out, lse, scratch));
                 }
             }
         }
     }
 }
 
-/// Runs `f`, a phase of a block, out of line on the scalar level and inline on the others.
-/// The scalar level is what microcontrollers run: there each phase gets a frame of its own,
-/// and the stack holds one of them at a time rather than the spills of all of them inlined
-/// into one. SIMD levels must inline (their target features do not cross a call), and a
-/// phase is long enough that the call costs nothing measurable.
-#[inline(always)]
-fn phase<S: Simd>(f: impl FnOnce()) {
-    if S::F32_LANES == 1 { out_of_line(f) } else { f() }
-}
-
-#[inline(never)]
-fn out_of_line(f: impl FnOnce()) {
-    f()
-}
 
 /// A block of query rows: `rows / qn` consecutive heads from `h0` (all reading kv head `g`)
 /// times the `qn` query rows from `q0`; and the panel of `v_dim` being accumulated.
@@ -227,7 +235,7 @@ impl Block {
         scratch.max[..self.rows].fill(f32::NEG_INFINITY);
         scratch.sum[..self.rows].fill(0.0);
         scratch.acc[..self.rows * t.v_cols].fill(0.0);
-        phase::<S>(|| self.prepare_q::<S>(x, scratch));
+        phase!(S, self.prepare_q::<S>(x, scratch));
         for k0 in (keys.0..keys.1).step_by(t.keys) {
             // While P·V reads a block's V lines it asks for the same lines of the next block
             // (not past the keys): decode streams V from memory, prefill from L2 or L3.
@@ -240,9 +248,9 @@ impl Block {
                 cols: t.keys.min(keys.1 - k0),
                 v_ahead,
             };
-            phase::<S>(|| self.scores(simd, x, kb, scratch));
-            phase::<S>(|| self.softmax(simd, x, kb, scratch));
-            phase::<S>(|| self.weighted_values(simd, x, kb, scratch));
+            phase!(S, self.scores(simd, x, kb, scratch));
+            phase!(S, self.softmax(simd, x, kb, scratch));
+            phase!(S, self.weighted_values(simd, x, kb, scratch));
         }
     }
 
