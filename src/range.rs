@@ -8,7 +8,7 @@
 
 use core::ops::Range;
 
-use crate::{Bias, Error, Params, QueryPos, Tensor};
+use crate::{Bias, Error, Mask, Params, QueryPos, Tensor};
 
 /// A block of a problem: query heads `heads` (whole GQA groups), query rows `rows` and keys
 /// `keys`.
@@ -29,12 +29,11 @@ impl Part {
         }
     }
 
-    /// The problem this part is: its shape, the query position shifted so keys keep their
-    /// absolute positions, and the bias from the part's first element. Layouts are those of
-    /// `params`.
+    /// The problem this part is: its shape, the mask shifted so keys keep their absolute
+    /// positions ([`shifted_mask`]), and the bias from the part's first element. Layouts are
+    /// those of `params`.
     ///
-    /// Errors with [`Error::Overflow`]`(`[`Tensor::Q`]`)` when the shifted position does not
-    /// fit in `i64`.
+    /// Errors as [`shifted_mask`].
     pub fn params<'a>(&self, params: &Params<'a>) -> Result<Params<'a>, Error> {
         let s = params.shape;
         let group = s.q_heads / s.kv_heads.max(1);
@@ -44,7 +43,7 @@ impl Part {
         sub.shape.q_len = self.rows.len();
         sub.shape.kv_len = self.keys.len();
         let shift = self.keys.start as i128 - self.rows.start as i128;
-        sub.mask.query_pos = shifted_query_pos(params, shift)?;
+        sub.mask = shifted_mask(params, shift, &sub)?;
         sub.bias = params.bias.map(|b| {
             let first = b
                 .layout()
@@ -78,20 +77,64 @@ impl Part {
     }
 }
 
-/// The query position of `params`' row 0, moved `shift` positions back, as the [`QueryPos`] of
-/// a part. When the mask has no bound the position does not matter.
+/// The mask of a part whose row 0 and key 0 are `shift` positions apart more than in
+/// `params`: the query position moved `shift` back, so every (row, key) pair of `part` is
+/// visible exactly when it is in the whole problem.
 ///
-/// Errors with [`Error::Overflow`]`(`[`Tensor::Q`]`)` when the shifted position does not fit
-/// in `i64`: with `kv_len` beyond `2⁶³` (broadcast K and V), or with a [`QueryPos::Offset`]
-/// less than `shift` above `i64::MIN`.
-fn shifted_query_pos(params: &Params, shift: i128) -> Result<QueryPos, Error> {
-    if params.mask.left.is_none() && params.mask.right.is_none() {
-        return Ok(QueryPos::Offset(0));
+/// A position that leaves `i64` is brought back to its edge with the window moved along
+/// (`pos − left` and `pos + right` unchanged): a side that no longer reaches the part's keys
+/// becomes an empty band, one that overflows `usize` unbounded. This is exact while the part
+/// has fewer than `2⁶³` rows and keys (only broadcast tensors reach more); beyond that it
+/// errs with [`Error::Overflow`]`(`[`Tensor::Q`]`)`.
+fn shifted_mask(params: &Params, shift: i128, part: &Params) -> Result<Mask, Error> {
+    let mask = params.mask;
+    if mask.left.is_none() && mask.right.is_none() {
+        return Ok(Mask {
+            query_pos: QueryPos::Offset(0),
+            ..mask
+        });
     }
     let offset = params.query_offset() - shift;
-    i64::try_from(offset)
-        .map(QueryPos::Offset)
-        .map_err(|_| Error::Overflow(Tensor::Q))
+    if let Ok(o) = i64::try_from(offset) {
+        return Ok(Mask {
+            query_pos: QueryPos::Offset(o),
+            ..mask
+        });
+    }
+    let half = 1u128 << 63;
+    let (rows, keys) = (part.shape.q_len as u128, part.shape.kv_len as u128);
+    if rows >= half || keys >= half {
+        return Err(Error::Overflow(Tensor::Q));
+    }
+    // Moves the position by `d` (> 0) towards the edge `edge`: the side facing away from the
+    // edge shrinks by `d`, the other grows by `d`.
+    let (edge, d) = match offset > 0 {
+        true => (i64::MAX, offset - i64::MAX as i128),
+        false => (i64::MIN, i64::MIN as i128 - offset),
+    };
+    let d = u128::try_from(d).map_err(|_| Error::Overflow(Tensor::Q))?;
+    let grow = |side: Option<usize>| side.and_then(|n| usize::try_from(n as u128 + d).ok());
+    // A side that shrinks past 0 sees no key: the whole band is empty (with the position at
+    // the edge, beyond every key), which a band of width 0 on that side says.
+    let shrink = |side: Option<usize>| side.map(|n| (n as u128).saturating_sub(d) as usize);
+    let empty = |side: Option<usize>| side.is_some_and(|n| (n as u128) < d);
+    let (left, right) = match offset > 0 {
+        true => (shrink(mask.left), grow(mask.right)),
+        false => (grow(mask.left), shrink(mask.right)),
+    };
+    let facing = if offset > 0 { mask.left } else { mask.right };
+    let (left, right) = match empty(facing) {
+        // Past the edge, no key is visible: an empty band (left 0 with the position beyond
+        // every key, or right 0 with it before every key).
+        true if offset > 0 => (Some(0), right),
+        true => (left, Some(0)),
+        false => (left, right),
+    };
+    Ok(Mask {
+        left,
+        right,
+        query_pos: QueryPos::Offset(edge),
+    })
 }
 
 /// Checks `keys` against `0..=kv_len`.

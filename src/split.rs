@@ -58,9 +58,10 @@ pub use crate::Level;
 /// a bias is read at columns `keys`.
 ///
 /// Errors: the same as [`attention`](crate::attention) for the full problem, then
-/// [`Error::KeyRange`] if `keys` is not within `0..=kv_len`, and [`Error::Overflow`]
-/// `(`[`Tensor::Q`]`)` if a query position relative to `keys.start` does not fit in `i64`.
-/// Nothing is written on error.
+/// [`Error::KeyRange`] if `keys` is not within `0..=kv_len`. Every query position the
+/// one-shot call accepts works here too (`QueryPos::Offset` near `i64::MIN` or `i64::MAX`
+/// included); only a range of `2⁶³` keys or more (broadcast K and V) whose shifted position
+/// leaves `i64` is [`Error::Overflow`]`(`[`Tensor::Q`]`)`. Nothing is written on error.
 pub fn partial(
     params: &Params,
     q: &[f32],

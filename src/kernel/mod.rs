@@ -191,7 +191,6 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
     }
 }
 
-
 /// A block of query rows: `rows / qn` consecutive heads from `h0` (all reading kv head `g`)
 /// times the `qn` query rows from `q0`; and the panel of `v_dim` being accumulated.
 /// Row `r` of the block is query row `q0 + r % qn` of head `h0 + r / qn`.

@@ -256,15 +256,23 @@ fn cases(entry: Entry) -> Vec<Case> {
         entry,
         Entry::Partial | Entry::PartialWs | Entry::StreamUpdate | Entry::StreamUpdateWs
     ) {
-        // The query position of a range starting at key 1 leaves `i64`.
+        // A range of 2^63 keys (K and V broadcast) whose query position, shifted by its
+        // first key, leaves `i64`: a part that long cannot move its window along.
+        let broadcast = QkvLayout {
+            head_stride: 0,
+            row_stride: 0,
+        };
         let shifted = QkvDesc {
             mask: QKV_MASK_CAUSAL,
             query_pos: QKV_QUERY_POS_OFFSET,
             query_offset: i64::MIN,
+            kv_len: (1 << 63) + 1,
+            k: broadcast,
+            v: broadcast,
             ..base
         };
         all.push(Case {
-            keys: 1..5,
+            keys: 1..(1 << 63) + 1,
             ..case(Error::Overflow(Tensor::Q), shifted)
         });
     }
