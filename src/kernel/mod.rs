@@ -181,10 +181,18 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
                         inner,
                         v0,
                         vw: t.v_cols.min(shape.v_dim - v0),
+                        shift: 0.0,
                     };
-                    block.attend(simd, &x, keys, scratch);
-                    let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
-                    phase!(S, block.write(p, out, lse, scratch));
+                    let mut overflowed = false;
+                    for shift in [0.0, OVERFLOW_SHIFT] {
+                        let block = Block { shift, ..block };
+                        block.attend(simd, &x, keys, scratch);
+                        let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
+                        phase!(S, overflowed = block.write(p, out, lse, scratch));
+                        if !overflowed {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -205,7 +213,18 @@ struct Block {
     inner: (usize, usize),
     v0: usize,
     vw: usize,
+    /// The weights of the block are `e^(score − max − shift)`: 0 but in the redo of a block
+    /// whose accumulator overflowed.
+    shift: f32,
 }
+
+/// The shift of the weights of a block redone after its accumulator overflowed: `e^-44.4`
+/// (2⁻⁶⁴) times every weight keeps `Σ weight · v` finite for any finite `v` and up to 2⁶⁴
+/// keys. The output is a ratio of two sums that both carry the factor, so it is unchanged;
+/// weights below 2⁻⁶² of the largest, whose share of the output is under the rounding,
+/// underflow. The plain path pays one compare per output element in `write`. (A max score
+/// beyond ±2²⁹, whose rounding is above the shift, leaves such an overflow as it is.)
+const OVERFLOW_SHIFT: f32 = 44.361_42;
 
 impl Block {
     /// The (head, query row) of block row `r`.
@@ -254,7 +273,18 @@ impl Block {
     }
 
     /// Normalises the accumulated rows into `out` (and `lse`).
-    fn write(self, p: &Params, out: &mut [f32], mut lse: Option<&mut [f32]>, scratch: &Scratch) {
+    ///
+    /// Returns whether some row's accumulator overflowed although its max and sum are finite
+    /// (values near `f32::MAX`; see [`OVERFLOW_SHIFT`]): the block must then be redone with
+    /// its weights shifted.
+    fn write(
+        self,
+        p: &Params,
+        out: &mut [f32],
+        mut lse: Option<&mut [f32]>,
+        scratch: &Scratch,
+    ) -> bool {
+        let mut overflowed = false;
         for r in 0..self.rows {
             let (h, i) = self.row(r);
             let (max, sum) = (scratch.max[r], scratch.sum[r]);
@@ -263,14 +293,20 @@ impl Block {
                 dst.fill(0.0);
                 f32::NEG_INFINITY
             } else {
+                let mut finite = true;
                 for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * scratch.t.v_cols..]) {
+                    finite &= a.is_finite();
                     *o = a / sum;
                 }
-                max + libm::logf(sum)
+                overflowed |= !finite && max.is_finite() && sum.is_finite();
+                // The weights were taken against `max + shift`: the sum is `e^-shift` of the
+                // true one.
+                max + (self.shift + libm::logf(sum))
             };
             if let Some(lse) = lse.as_deref_mut() {
                 lse[h * p.shape.q_len + i] = row_lse;
             }
         }
+        overflowed && self.shift == 0.0
     }
 }

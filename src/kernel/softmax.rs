@@ -192,9 +192,10 @@ impl Block {
         }
 
         // Weights and their sums.
+        let shift = simd.splat_f32s(self.shift);
         for c in 0..row_vectors {
             let at = c * lanes;
-            let m = load(simd, &scratch.weight_max[at..]);
+            let m = simd.add_f32s(load(simd, &scratch.weight_max[at..]), shift);
             let mut sum = simd.splat_f32s(0.0);
             for j in 0..cols {
                 let s = &mut vectors_mut::<S>(&mut scratch.scores[j * stride + at..][..lanes])[0];
@@ -315,7 +316,7 @@ impl Block {
         };
 
         // Weights and their sum.
-        let m = simd.splat_f32s(new_max);
+        let m = simd.splat_f32s(new_max + self.shift);
         let mut sum = simd.splat_f32s(0.0);
         let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * ks..][..ks])[..n_vec];
         for s in row.iter_mut() {

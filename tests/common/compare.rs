@@ -29,10 +29,13 @@
 //!    (both weights are surely 0). Where the reference is `±inf`, the kernel must give the
 //!    same infinity, or NaN if an unsure key exists; where the reference is NaN, the kernel
 //!    must give NaN, or `±inf` if an unsure key exists. Never a finite value.
-//! 4. **`v` sums must be representable in `f32`.** The kernel accumulates `Σ_j w_j·v_j` with
-//!    weights `≤ 1`; a column whose included finite `|v|` sum to more than `1e38` may
-//!    overflow there, so it is not compared, unless the reference is NaN because of a NaN
-//!    score or a NaN `v`, which the kernel must reproduce whatever else happens.
+//! 4. **`v` sums overflow only beside huge scores.** The kernel accumulates `Σ_j w_j·v_j`
+//!    with weights `≤ 1` and redoes a block whose sum overflowed with its weights scaled by
+//!    2⁻⁶⁴, so a finite reference needs a finite result however large the finite `v` are.
+//!    The one exception: when the row's largest score is beyond ±2²⁹ the scaling is below its
+//!    rounding, so a column whose included finite `|v|` sum to more than `1e38` is then not
+//!    compared (unless the reference is NaN because of a NaN score or a NaN `v`, which the
+//!    kernel must reproduce whatever else happens).
 //! 5. **The bias rounds too.** The `f32` sum `scale·q·k + bias` rounds against the bias as
 //!    well as the dot product (with a bias of `1e10`, scores `1e10 + 0` and `1e10 + 1` are the
 //!    same `f32`), so `score_abs` is `max |scale|·Σ|q_d k_d| + |bias|` over the included
@@ -173,7 +176,7 @@ pub fn row(p: &Params, q: &[f32], k: &[f32], v: &[f32], h: usize, i: usize) -> R
             let mut inf_keys = col.clone().filter(|(x, _)| x.is_infinite()).peekable();
             Col {
                 nan_v: col.clone().any(|(x, _)| x.is_nan()),
-                overflows: finite_sum > LIMIT,
+                overflows: finite_sum > LIMIT && max.abs() >= (1u64 << 29) as f64,
                 inf_v: inf_keys.peek().is_some(),
                 unsure: inf_keys.any(|(_, sj)| {
                     let d = sj - max;
