@@ -29,6 +29,9 @@ pub(super) struct Call {
 impl Call {
     /// # Safety
     /// `desc` as [`Desc::read`](super::desc::Desc::read) requires.
+    // Inlined into each entry point, as one function with `run`: a `Call` returned from a
+    // call of its own costs the firmware build a copy of it on the stack.
+    #[inline(always)]
     pub(super) unsafe fn decode(
         desc: *const QkvDesc,
         [q, k, v]: [*const f32; 3],
@@ -61,6 +64,7 @@ impl Call {
     /// The contract of [`qkv_attention_f32`] (of [`qkv_partial_f32`](super::qkv_partial_f32)
     /// for a required `lse`), and for the workspace that of [`qkv_attention_f32_ws`], for
     /// the pointers [`Call::decode`] was given.
+    #[inline(always)]
     pub(super) unsafe fn run(
         self,
         entry: impl FnOnce(
