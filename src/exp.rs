@@ -29,14 +29,19 @@ const ROUND: f32 = 12_582_912.0;
 const MIN_X: f32 = -104.0;
 const MAX_X: f32 = 89.0;
 
-/// `e^x` lane by lane; see the module docs for accuracy and special values.
-#[inline(always)]
-pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    let clamped = simd.min_f32s(
-        simd.max_f32s(x, simd.splat_f32s(MIN_X)),
-        simd.splat_f32s(MAX_X),
-    );
+/// The part of `e^x` both [`exp`] and [`exp_weight`] share, for an already clamped `x`.
+struct Reduced<V> {
+    /// `x / ln 2 + ROUND`, rounded: `n` as an integer in its low mantissa bits.
+    t: V,
+    /// `n = round(x / ln 2)` as a float.
+    n: V,
+    /// `e^r` for `r = x − n·ln 2`.
+    p: V,
+}
 
+/// Range reduction (Cody–Waite) and the degree-7 polynomial for `e^r`.
+#[inline(always)]
+fn reduce<S: Simd>(simd: S, clamped: S::f32s) -> Reduced<S::f32s> {
     // n = round(x / ln 2), both as a float and as an integer in the low bits of `t`.
     let t = simd.mul_add_e_f32s(clamped, simd.splat_f32s(LOG2_E), simd.splat_f32s(ROUND));
     let n = simd.sub_f32s(t, simd.splat_f32s(ROUND));
@@ -56,6 +61,18 @@ pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     ] {
         p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
     }
+    Reduced { t, n, p }
+}
+
+/// `e^x` lane by lane; see the module docs for accuracy and special values.
+#[inline(always)]
+pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let clamped = simd.min_f32s(
+        simd.max_f32s(x, simd.splat_f32s(MIN_X)),
+        simd.splat_f32s(MAX_X),
+    );
+
+    let Reduced { t, n, p } = reduce(simd, clamped);
 
     // 2^n = 2^n1 · 2^n2 with n1 = round(n / 2): both halves are normal for n in [-150, 128].
     let t1 = simd.mul_add_e_f32s(n, simd.splat_f32s(0.5), simd.splat_f32s(ROUND));
@@ -84,22 +101,7 @@ pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 pub(crate) fn exp_weight<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     // Below -88, n = -127 and 2^n is the zero bit pattern: the result flushes to 0.
     let clamped = simd.max_f32s(x, simd.splat_f32s(-88.0));
-    let t = simd.mul_add_e_f32s(clamped, simd.splat_f32s(LOG2_E), simd.splat_f32s(ROUND));
-    let n = simd.sub_f32s(t, simd.splat_f32s(ROUND));
-    let r = simd.negate_mul_add_e_f32s(n, simd.splat_f32s(LN2_HI), clamped);
-    let r = simd.negate_mul_add_e_f32s(n, simd.splat_f32s(LN2_LO), r);
-    let mut p = simd.splat_f32s(1.0 / 5040.0);
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
-    }
+    let Reduced { t, p, .. } = reduce(simd, clamped);
     // 2^n has the bits (n + 127) << 23, and n = bits(t) − bits(ROUND) (wrapping), in
     // [-127, 0]; n = -127 gives +0.
     let bias = simd.splat_u32s(127u32.wrapping_sub(ROUND.to_bits()));

@@ -63,7 +63,16 @@ pub fn merged_output_bound(
 ) -> f32 {
     let d = depth as f32;
     let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * d * (lse_abs + 1.0) * EPS;
-    output_bound(score_abs, v_abs, head_dim, kv_len) + 4.0 * v_abs * (eta + d * EPS)
+    let partial = output_bound(score_abs, v_abs, head_dim, kv_len);
+    weighted_mean_bound(partial, v_abs, eta, d)
+}
+
+/// The bound on a weighted mean of values within `±v_abs` from partials whose outputs are each
+/// within `partial` and whose weights have relative error `eta`, the mean adding `roundings`
+/// roundings: `partial + 4·v_abs·(eta + roundings·ε)`, the 4 covering the first-order
+/// approximations.
+fn weighted_mean_bound(partial: f32, v_abs: f32, eta: f32, roundings: f32) -> f32 {
+    partial + 4.0 * v_abs * (eta + roundings * EPS)
 }
 
 /// The bound on `|lse − reference lse|` for a result of merges of depth `depth`: a merged
@@ -100,9 +109,16 @@ pub fn stream_output_bound(
     lse_abs: f32,
     chunks: usize,
 ) -> f32 {
-    let n = chunks as f32 + 2.0;
+    let n = stream_roundings(chunks);
     let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * n * EPS;
-    output_bound(score_abs, v_abs, head_dim, kv_len) + 4.0 * v_abs * (eta + n * EPS)
+    let partial = output_bound(score_abs, v_abs, head_dim, kv_len);
+    weighted_mean_bound(partial, v_abs, eta, n)
+}
+
+/// `chunks + 2`: the roundings a stream of `chunks` updates puts in a chunk's weight and in
+/// the running sums (the chunk's lse, its exponential, and one rescale per later chunk).
+fn stream_roundings(chunks: usize) -> f32 {
+    chunks as f32 + 2.0
 }
 
 /// The bound on `|lse − reference lse|` for a stream of `chunks` updates: the chunks' lse
@@ -115,6 +131,6 @@ pub fn stream_lse_bound(
     lse_abs: f32,
     chunks: usize,
 ) -> f32 {
-    let n = chunks as f32 + 2.0;
-    lse_bound(score_abs, head_dim, kv_len, lse_abs) + 4.0 * (2.0 * n + lse_abs) * EPS
+    lse_bound(score_abs, head_dim, kv_len, lse_abs)
+        + 4.0 * (2.0 * stream_roundings(chunks) + lse_abs) * EPS
 }

@@ -14,9 +14,15 @@
 mod harness;
 
 use harness::*;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+/// Compiles `capi_test.c` as `name`, linked with `link`.
+fn capi_test(name: &str, link: &[impl AsRef<OsStr>]) -> PathBuf {
+    compile("cc", name, &["-std=c99"], &[&c_file("capi_test.c")], link)
+}
 
 /// Runs a compiled `capi_test.c` and checks it passed and reached every status but
 /// `QKV_ERR_INTERNAL` (a bug by definition).
@@ -79,13 +85,7 @@ fn rust_layout() -> &'static str {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_matches_reference_and_reaches_every_status() {
-    let exe = compile(
-        "cc",
-        "capi_test_static",
-        &["-std=c99"],
-        &[&c_file("capi_test.c")],
-        &std_build().static_link(),
-    );
+    let exe = capi_test("capi_test_static", &std_build().static_link());
     check_capi_test(&exe);
 }
 
@@ -94,11 +94,8 @@ fn c_matches_reference_and_reaches_every_status() {
 fn c_against_the_shared_library() {
     let b = std_build();
     let dir = b.dir.to_str().unwrap();
-    let exe = compile(
-        "cc",
+    let exe = capi_test(
         "capi_test_shared",
-        &["-std=c99"],
-        &[&c_file("capi_test.c")],
         &[
             &format!("-L{dir}"),
             &format!("-Wl,-rpath,{dir}"),
@@ -138,11 +135,8 @@ fn c_against_the_no_std_static_library() {
         ])
         .arg(&target_dir));
     let lib = target_dir.join("release/libqkv.a");
-    let exe = compile(
-        "cc",
+    let exe = capi_test(
         "capi_test_nostd",
-        &["-std=c99"],
-        &[&c_file("capi_test.c")],
         &[lib.to_str().unwrap(), "-lm", "-Wl,--gc-sections"],
     );
     check_capi_test(&exe);

@@ -19,11 +19,15 @@ use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{Bias, Dim, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape, Tensor};
 
-type Attention =
-    fn(&Params, &[f32], &[f32], &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+/// Argument types short enough that each signature below reads on one line.
+type In<'a> = &'a [f32];
+type Out<'a> = &'a mut [f32];
+type Lse<'a> = Option<&'a mut [f32]>;
+type Res = Result<(), Error>;
+
+type Attention = fn(&Params, In, In, In, Out, Lse) -> Res;
 /// The same call on a chosen level (`Isa`, `Emulated`, `split::Level`).
-type AttentionOn<L> =
-    fn(L, &Params, &[f32], &[f32], &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
+type AttentionOn<L> = fn(L, &Params, In, In, In, Out, Lse) -> Res;
 
 /// Plain values: copied, compared, printed, shared between threads.
 fn value<T: Copy + Clone + Debug + PartialEq + Send + Sync + Unpin>() {}
@@ -59,15 +63,7 @@ const ISA: (Option<Isa>, &str, usize, usize) = (
 
 fn top_level() {
     let _: Attention = qkv::attention;
-    let _: fn(
-        &mut [f32],
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        &mut [f32],
-        Option<&mut [f32]>,
-    ) -> Result<(), Error> = qkv::attention_in;
+    let _: fn(Out, &Params, In, In, In, Out, Lse) -> Res = qkv::attention_in;
     let _: fn(&Params) -> usize = qkv::workspace_len;
     let _: fn(&Params) -> usize = qkv::min_workspace_len;
     let _: Attention = qkv::reference::attention;
@@ -159,8 +155,7 @@ fn bias_and_params<'a>(_: Params<'a>) {
     let _: fn(&Params<'a>) -> i128 = Params::query_offset;
     let _: fn(&Params<'a>, usize, usize) -> bool = Params::is_visible;
     let _: fn(&Params<'a>, usize) -> (usize, usize) = Params::key_range;
-    let _: fn(&Params<'a>, &[f32], &[f32], &[f32], &[f32], Option<&[f32]>) -> Result<(), Error> =
-        Params::validate;
+    let _: fn(&Params<'a>, In, In, In, In, Option<In>) -> Res = Params::validate;
     value::<Params<'a>>();
 }
 
@@ -280,52 +275,16 @@ fn split() {
     let _: Level = Level::from(Isa::Scalar);
     let _: Level = Level::from(Emulated::Lanes4);
     let _: AttentionOn<Level> = Level::attention;
-    let _: fn(
-        Level,
-        &mut [f32],
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        &mut [f32],
-        Option<&mut [f32]>,
-    ) -> Result<(), Error> = Level::attention_in;
+    let _: fn(Level, Out, &Params, In, In, In, Out, Lse) -> Res = Level::attention_in;
     value::<Level>();
     eq_hash::<Level>();
 
-    let _: fn(
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        Range<usize>,
-        &mut [f32],
-        &mut [f32],
-    ) -> Result<(), Error> = qkv::split::partial;
-    let _: fn(
-        Level,
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        Range<usize>,
-        &mut [f32],
-        &mut [f32],
-    ) -> Result<(), Error> = qkv::split::partial_at;
-    let _: fn(
-        Level,
-        &mut [f32],
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        Range<usize>,
-        &mut [f32],
-        &mut [f32],
-    ) -> Result<(), Error> = qkv::split::partial_in;
-    let _: fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error> =
-        qkv::split::merge;
-    let _: fn(&mut [f32], &mut f32, &[f32], f32) -> Result<(), Error> = qkv::split::merge_rows;
+    let _: fn(&Params, In, In, In, Range<usize>, Out, Out) -> Res = qkv::split::partial;
+    let _: fn(Level, &Params, In, In, In, Range<usize>, Out, Out) -> Res = qkv::split::partial_at;
+    let _: fn(Level, Out, &Params, In, In, In, Range<usize>, Out, Out) -> Res =
+        qkv::split::partial_in;
+    let _: fn(&Params, Out, Out, In, In) -> Res = qkv::split::merge;
+    let _: fn(Out, &mut f32, In, f32) -> Res = qkv::split::merge_rows;
 }
 
 fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
@@ -333,18 +292,9 @@ fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
     let _: fn(&Params<'p>, &'s mut [f32]) -> Result<Stream<'p, 's>, Error> = Stream::new;
     let _: fn(&Params<'p>, &'s mut [f32]) -> Result<Stream<'p, 's>, Error> = Stream::resume;
     let _: fn(&mut Stream<'p, 's>) = Stream::reset;
-    let _: fn(&mut Stream<'p, 's>, &[f32], &[f32], &[f32], Range<usize>) -> Result<(), Error> =
-        Stream::update;
-    let _: fn(
-        &mut Stream<'p, 's>,
-        &mut [f32],
-        &[f32],
-        &[f32],
-        &[f32],
-        Range<usize>,
-    ) -> Result<(), Error> = Stream::update_in;
-    let _: fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error> =
-        Stream::finish;
+    let _: fn(&mut Stream<'p, 's>, In, In, In, Range<usize>) -> Res = Stream::update;
+    let _: fn(&mut Stream<'p, 's>, Out, In, In, In, Range<usize>) -> Res = Stream::update_in;
+    let _: fn(&mut Stream<'p, 's>, Out, Lse) -> Res = Stream::finish;
     fn stream_traits<T: Debug + Send + Sync + Unpin>() {}
     stream_traits::<Stream<'p, 's>>();
     // `with_level` takes `impl Into<Level>`: each of its argument types.
@@ -376,16 +326,7 @@ fn parallel() {
     value::<Plan>();
     eq_hash::<Plan>();
     let _: Attention = qkv::parallel::attention;
-    let _: fn(
-        Level,
-        Plan,
-        &Params,
-        &[f32],
-        &[f32],
-        &[f32],
-        &mut [f32],
-        Option<&mut [f32]>,
-    ) -> Result<(), Error> = qkv::parallel::attention_planned;
+    let _: fn(Level, Plan, &Params, In, In, In, Out, Lse) -> Res = qkv::parallel::attention_planned;
 }
 
 #[cfg(feature = "capi")]
@@ -419,6 +360,7 @@ fn capi() {
     }
     let _: i32 = QKV_OK;
     let _: [QkvStatus; 18] = ALL_STATUSES;
+    let _: [&str; 18] = STATUS_NAMES;
     for (kind, value) in [
         (QKV_MASK_NONE, 0),
         (QKV_MASK_CAUSAL, 1),
@@ -483,98 +425,35 @@ fn capi() {
     fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
     desc_traits::<QkvDesc>();
 
-    type Call = unsafe extern "C" fn(
-        *const QkvDesc,
-        *const f32,
-        *const f32,
-        *const f32,
-        *mut f32,
-        *mut f32,
-    ) -> QkvStatus;
+    // The C argument types, short so that each signature reads on one line: a tensor read
+    // (`R`) or written (`W`).
+    type Desc = *const QkvDesc;
+    type R = *const f32;
+    type W = *mut f32;
+    type Call = unsafe extern "C" fn(Desc, R, R, R, W, W) -> QkvStatus;
     let _: Call = qkv_attention_f32;
     let _: Call = qkv_reference_f32;
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *const f32,
-        *const f32,
-        *const f32,
-        *mut f32,
-        *mut f32,
-        *mut f32,
-        usize,
-    ) -> QkvStatus = qkv_attention_f32_ws;
-    let _: unsafe extern "C" fn(*const QkvDesc) -> usize = qkv_workspace_size;
-    let _: unsafe extern "C" fn(*const QkvDesc) -> usize = qkv_workspace_min_size;
-    let _: unsafe extern "C" fn(
-        i32,
-        *const QkvDesc,
-        *const f32,
-        *const f32,
-        *const f32,
-        *mut f32,
-        *mut f32,
-    ) -> QkvStatus = qkv_attention_f32_isa;
+    let _: unsafe extern "C" fn(Desc, R, R, R, W, W, W, usize) -> QkvStatus = qkv_attention_f32_ws;
+    let _: unsafe extern "C" fn(Desc) -> usize = qkv_workspace_size;
+    let _: unsafe extern "C" fn(Desc) -> usize = qkv_workspace_min_size;
+    let _: unsafe extern "C" fn(i32, Desc, R, R, R, W, W) -> QkvStatus = qkv_attention_f32_isa;
     let _: extern "C" fn() -> i32 = qkv_detected_isa;
     let _: extern "C" fn(i32) -> i32 = qkv_isa_available;
     let _: extern "C" fn(i32) -> *const c_char = qkv_isa_name;
     let _: extern "C" fn(QkvStatus) -> *const c_char = qkv_status_str;
     let _: extern "C" fn() -> u32 = qkv_version;
 
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *const f32,
-        *const f32,
-        *const f32,
-        usize,
-        usize,
-        *mut f32,
-        *mut f32,
-    ) -> QkvStatus = qkv_partial_f32;
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *const f32,
-        *const f32,
-        *const f32,
-        usize,
-        usize,
-        *mut f32,
-        *mut f32,
-        *mut f32,
-        usize,
-    ) -> QkvStatus = qkv_partial_f32_ws;
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *mut f32,
-        *mut f32,
-        *const f32,
-        *const f32,
-    ) -> QkvStatus = qkv_merge_f32;
-    let _: unsafe extern "C" fn(*const QkvDesc, *mut usize) -> QkvStatus = qkv_stream_state_len;
-    let _: unsafe extern "C" fn(*const QkvDesc, *mut f32, usize) -> QkvStatus = qkv_stream_init;
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *mut f32,
-        usize,
-        *const f32,
-        *const f32,
-        *const f32,
-        usize,
-        usize,
-    ) -> QkvStatus = qkv_stream_update;
-    let _: unsafe extern "C" fn(
-        *const QkvDesc,
-        *mut f32,
-        usize,
-        *const f32,
-        *const f32,
-        *const f32,
-        usize,
-        usize,
-        *mut f32,
-        usize,
-    ) -> QkvStatus = qkv_stream_update_ws;
-    let _: unsafe extern "C" fn(*const QkvDesc, *mut f32, usize, *mut f32, *mut f32) -> QkvStatus =
-        qkv_stream_finish;
+    let _: unsafe extern "C" fn(Desc, R, R, R, usize, usize, W, W) -> QkvStatus = qkv_partial_f32;
+    let _: unsafe extern "C" fn(Desc, R, R, R, usize, usize, W, W, W, usize) -> QkvStatus =
+        qkv_partial_f32_ws;
+    let _: unsafe extern "C" fn(Desc, W, W, R, R) -> QkvStatus = qkv_merge_f32;
+    let _: unsafe extern "C" fn(Desc, *mut usize) -> QkvStatus = qkv_stream_state_len;
+    let _: unsafe extern "C" fn(Desc, W, usize) -> QkvStatus = qkv_stream_init;
+    let _: unsafe extern "C" fn(Desc, W, usize, R, R, R, usize, usize) -> QkvStatus =
+        qkv_stream_update;
+    let _: unsafe extern "C" fn(Desc, W, usize, R, R, R, usize, usize, W, usize) -> QkvStatus =
+        qkv_stream_update_ws;
+    let _: unsafe extern "C" fn(Desc, W, usize, W, W) -> QkvStatus = qkv_stream_finish;
 }
 
 /// Runs the functions above: they only name items (no call computes anything), so a

@@ -127,26 +127,15 @@ fn finish_can_be_called_at_any_time_and_streaming_goes_on() {
     // No key yet: zeros and -inf.
     stream.finish(&mut out, Some(&mut lse)).unwrap();
     assert!(out.iter().all(|&x| x == 0.0) && lse.iter().all(|&x| x == f32::NEG_INFINITY));
-    let rows = |r: Range<usize>| r.start * 8..r.end * 8;
-    let (k0, k1) = (&case.k, &case.k);
-    // Head stride is kv_len·head_dim, so slicing from the first row keeps the layout.
-    stream
-        .update(
-            &case.q,
-            &k0[rows(0..12).start..],
-            &case.v[rows(0..12).start..],
-            0..12,
-        )
-        .unwrap();
+    // K and V from the chunk's first row (head_dim = v_dim = 8): the head stride stays
+    // kv_len·8, so the layout is kept.
+    let feed = |stream: &mut Stream, keys: Range<usize>| {
+        let at = keys.start * 8;
+        stream.update(&case.q, &case.k[at..], &case.v[at..], keys)
+    };
+    feed(&mut stream, 0..12).unwrap();
     stream.finish(&mut out, None).unwrap();
-    stream
-        .update(
-            &case.q,
-            &k1[rows(12..20).start..],
-            &case.v[rows(12..20).start..],
-            12..20,
-        )
-        .unwrap();
+    feed(&mut stream, 12..20).unwrap();
     stream.finish(&mut out, Some(&mut lse)).unwrap();
     let want = one_shot(&case, None);
     compare_joined(

@@ -19,7 +19,7 @@
 use crate::bytes::Bytes;
 use crate::common::compare::SENTINEL;
 use crate::common::extent;
-use qkv::{Bias, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape};
+use qkv::{Bias, Emulated, Error, Isa, Layout, Mask, Params, QueryPos};
 /// Calls whose estimated multiply-adds exceed this are validated but not run.
 const MAX_WORK: u128 = 2_000_000;
 /// The longest slice the target allocates.
@@ -126,14 +126,7 @@ fn reference_work(p: &Params) -> u128 {
 /// Decodes one call and checks every entry point on it.
 pub fn run(data: &[u8]) {
     let b = &mut Bytes::new(data);
-    let shape = Shape {
-        q_heads: size(b),
-        kv_heads: size(b),
-        q_len: size(b),
-        kv_len: size(b),
-        head_dim: size(b),
-        v_dim: size(b),
-    };
+    let shape = b.shape(size);
     let s = shape;
     // Mostly layouts that fit the shape, so that validation often passes.
     let (lq, lk, lv, lo) = if b.chance(96) {

@@ -3,6 +3,7 @@
 //! every input decodes to exactly one case.
 
 use crate::common::Rng;
+use qkv::Shape;
 
 /// A reader of fuzz input.
 pub struct Bytes<'a> {
@@ -78,5 +79,17 @@ impl<'a> Bytes<'a> {
     /// Whether every input byte has been used.
     pub fn exhausted(&self) -> bool {
         self.pos >= self.data.len()
+    }
+
+    /// A shape with each of its six sizes drawn by `size`, in field order.
+    pub fn shape(&mut self, size: fn(&mut Bytes) -> usize) -> Shape {
+        Shape {
+            q_heads: size(self),
+            kv_heads: size(self),
+            q_len: size(self),
+            kv_len: size(self),
+            head_dim: size(self),
+            v_dim: size(self),
+        }
     }
 }

@@ -225,6 +225,19 @@ impl Drawn {
             }),
         }
     }
+
+    /// The extent of `tensor` for the drawn shape and layouts, `None` when it overflows.
+    pub(crate) fn extent(&self, tensor: qkv::Tensor) -> Option<usize> {
+        let s = self.shape;
+        match tensor {
+            qkv::Tensor::Q => self.q.extent(s.q_heads, s.q_len, s.head_dim),
+            qkv::Tensor::K => self.k.extent(s.kv_heads, s.kv_len, s.head_dim),
+            qkv::Tensor::V => self.v.extent(s.kv_heads, s.kv_len, s.v_dim),
+            qkv::Tensor::Out => self.out.extent(s.q_heads, s.q_len, s.v_dim),
+            qkv::Tensor::Bias => self.bias_layout.extent(s.q_heads, s.q_len, s.kv_len),
+            qkv::Tensor::Lse => s.q_heads.checked_mul(s.q_len),
+        }
+    }
 }
 
 /// The `QKV_QUERY_POS_*` values and what each means, as `include/qkv.h` documents them.
@@ -242,14 +255,7 @@ fn query_pos_of(value: i32, offset: i64) -> Option<QueryPos> {
 /// and bias layout, and what it means; counts, pointers and `struct_size` are left for the
 /// caller to set.
 pub(crate) fn random_desc(b: &mut Bytes) -> (QkvDesc, Drawn) {
-    let shape = Shape {
-        q_heads: size(b),
-        kv_heads: size(b),
-        q_len: size(b),
-        kv_len: size(b),
-        head_dim: size(b),
-        v_dim: size(b),
-    };
+    let shape = b.shape(size);
     // `qkv_desc_planar`'s strides, in `size_t` arithmetic.
     let planar = |rows: usize, dim: usize| Layout {
         head_stride: rows.wrapping_mul(dim),
@@ -477,33 +483,12 @@ pub fn run(data: &[u8]) {
     };
 
     let s = drawn.shape;
-    let q = tensor(
-        b,
-        drawn.q.extent(s.q_heads, s.q_len, s.head_dim),
-        0.5,
-        false,
-    );
-    let k = tensor(
-        b,
-        drawn.k.extent(s.kv_heads, s.kv_len, s.head_dim),
-        -0.25,
-        false,
-    );
-    let v = tensor(b, drawn.v.extent(s.kv_heads, s.kv_len, s.v_dim), 2.0, false);
-    let mut out = tensor(
-        b,
-        drawn.out.extent(s.q_heads, s.q_len, s.v_dim),
-        f32::from_bits(SENTINEL),
-        true,
-    );
-    let bias = with_bias.then(|| {
-        tensor(
-            b,
-            drawn.bias_layout.extent(s.q_heads, s.q_len, s.kv_len),
-            0.125,
-            false,
-        )
-    });
+    let q = tensor(b, drawn.extent(qkv::Tensor::Q), 0.5, false);
+    let k = tensor(b, drawn.extent(qkv::Tensor::K), -0.25, false);
+    let v = tensor(b, drawn.extent(qkv::Tensor::V), 2.0, false);
+    let sentinel = f32::from_bits(SENTINEL);
+    let mut out = tensor(b, drawn.extent(qkv::Tensor::Out), sentinel, true);
+    let bias = with_bias.then(|| tensor(b, drawn.extent(qkv::Tensor::Bias), 0.125, false));
     let lse = with_lse.then(|| {
         tensor(
             b,

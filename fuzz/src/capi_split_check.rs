@@ -41,7 +41,7 @@ use crate::capi_check::{
 use qkv::capi::*;
 use qkv::capi_split::*;
 use qkv::stream::Stream;
-use qkv::{Error, Layout, Mask, Params, Shape, split};
+use qkv::{Error, Layout, Mask, Params, Shape, Tensor, split};
 
 /// The most floats a stream state is allocated with; a longer one is only passed as NULL.
 const MAX_STATE: usize = 8192;
@@ -183,6 +183,26 @@ fn count(b: &mut Bytes, extent: Option<usize>, tame: bool) -> usize {
 /// misaligned now and then (rarely when tame).
 fn arg(b: &mut Bytes, w: &mut World, count: usize, extent: Option<usize>, fill: Fill) -> Arg {
     arg_up_to(b, w, count, extent, fill, MAX_BUF)
+}
+
+/// [`arg`] with its count drawn first by [`count`].
+fn counted_arg(b: &mut Bytes, w: &mut World, extent: Option<usize>, tame: bool, fill: Fill) -> Arg {
+    let c = count(b, extent, tame);
+    arg(b, w, c, extent, fill)
+}
+
+/// The bias argument, when `with_bias`.
+fn bias_arg(b: &mut Bytes, w: &mut World, r: &Drawn, with_bias: bool, tame: bool) -> Option<Arg> {
+    let extent = r.extent(Tensor::Bias);
+    with_bias.then(|| counted_arg(b, w, extent, tame, Fill::Bias(tame)))
+}
+
+/// Sets the descriptor's `bias` and `bias_count` from `bias`, and returns it unless its
+/// pointer is NULL: a NULL bias pointer means none, whatever its length.
+fn attach_bias(d: &mut QkvDesc, w: &World, bias: Option<Arg>) -> Option<Arg> {
+    d.bias = bias.as_ref().map_or(ptr::null(), |a| w.ptr(a));
+    d.bias_count = bias.as_ref().map_or(0, |a| a.count);
+    bias.filter(|a| !w.ptr(a).is_null())
 }
 
 /// [`arg`], with buffers of up to `cap` floats.
@@ -491,26 +511,14 @@ fn partial_case(b: &mut Bytes) {
     let with_bias = b.chance(80);
     let s = r.shape;
     let w = &mut World::default();
-    let ext_q = r.q.extent(s.q_heads, s.q_len, s.head_dim);
-    let ext_k = r.k.extent(s.kv_heads, s.kv_len, s.head_dim);
-    let ext_v = r.v.extent(s.kv_heads, s.kv_len, s.v_dim);
-    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
-    let ext_bias = r.bias_layout.extent(s.q_heads, s.q_len, s.kv_len);
-    let ext_lse = s.q_heads.checked_mul(s.q_len);
-    let c = count(b, ext_q, tame);
-    let q = arg(b, w, c, ext_q, Fill::Data(tame));
-    let c = count(b, ext_k, tame);
-    let k = arg(b, w, c, ext_k, Fill::Data(tame));
-    let c = count(b, ext_v, tame);
-    let mut v = arg(b, w, c, ext_v, Fill::Data(tame));
-    let c = count(b, ext_out, tame);
-    let mut out = arg(b, w, c, ext_out, Fill::Sentinel);
-    let bias = with_bias.then(|| {
-        let c = count(b, ext_bias, tame);
-        arg(b, w, c, ext_bias, Fill::Bias(tame))
-    });
-    let c = count(b, ext_lse, tame);
-    let mut lse = arg(b, w, c, ext_lse, Fill::Sentinel);
+    let [ext_q, ext_k, ext_v, ext_out, ext_lse] =
+        [Tensor::Q, Tensor::K, Tensor::V, Tensor::Out, Tensor::Lse].map(|t| r.extent(t));
+    let q = counted_arg(b, w, ext_q, tame, Fill::Data(tame));
+    let k = counted_arg(b, w, ext_k, tame, Fill::Data(tame));
+    let mut v = counted_arg(b, w, ext_v, tame, Fill::Data(tame));
+    let mut out = counted_arg(b, w, ext_out, tame, Fill::Sentinel);
+    let bias = bias_arg(b, w, &r, with_bias, tame);
+    let mut lse = counted_arg(b, w, ext_lse, tame, Fill::Sentinel);
     match b.below(32) {
         0 => alias(w, &mut out, &q),
         1 => alias(w, &mut out, &k),
@@ -523,10 +531,7 @@ fn partial_case(b: &mut Bytes) {
     let (ks, ke) = key_range(b, s.kv_len);
     (d.q_count, d.k_count, d.v_count, d.out_count, d.lse_count) =
         (q.count, k.count, v.count, out.count, lse.count);
-    d.bias = bias.as_ref().map_or(ptr::null(), |a| w.ptr(a));
-    d.bias_count = bias.as_ref().map_or(0, |a| a.count);
-    // A NULL bias pointer means none, whatever its length.
-    let bias = bias.filter(|a| !w.ptr(a).is_null());
+    let bias = attach_bias(&mut d, w, bias);
     let desc = DescArg::new(b, &mut d);
 
     let pre = (|| {
@@ -651,10 +656,8 @@ fn partial_case(b: &mut Bytes) {
 /// `qkv_merge_f32` once, on arbitrary partial outputs and lse (`-inf`, NaN, huge).
 fn merge_case(b: &mut Bytes) {
     let (mut d, r) = random_desc(b);
-    let s = r.shape;
     let w = &mut World::default();
-    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
-    let ext_lse = s.q_heads.checked_mul(s.q_len);
+    let (ext_out, ext_lse) = (r.extent(Tensor::Out), r.extent(Tensor::Lse));
     let tame = b.chance(128);
     let oc = count(b, ext_out, tame);
     let lc = count(b, ext_lse, tame);
@@ -781,16 +784,9 @@ fn stream_case(b: &mut Bytes) {
     let with_bias = b.chance(80);
     let s = r.shape;
     let w = &mut World::default();
-    let ext_q = r.q.extent(s.q_heads, s.q_len, s.head_dim);
-    let ext_out = r.out.extent(s.q_heads, s.q_len, s.v_dim);
-    let ext_bias = r.bias_layout.extent(s.q_heads, s.q_len, s.kv_len);
-    let ext_lse = s.q_heads.checked_mul(s.q_len);
-    let c = count(b, ext_q, tame);
-    let q = arg(b, w, c, ext_q, Fill::Data(tame));
-    let bias = with_bias.then(|| {
-        let c = count(b, ext_bias, tame);
-        arg(b, w, c, ext_bias, Fill::Bias(tame))
-    });
+    let [ext_q, ext_out, ext_lse] = [Tensor::Q, Tensor::Out, Tensor::Lse].map(|t| r.extent(t));
+    let q = counted_arg(b, w, ext_q, tame, Fill::Data(tame));
+    let bias = bias_arg(b, w, &r, with_bias, tame);
     // The full K and V, when small enough: each update's chunk is a window of them.
     let full = |b: &mut Bytes, w: &mut World, l: Layout, dim: usize| {
         l.extent(s.kv_heads, s.kv_len, dim)
@@ -817,9 +813,7 @@ fn stream_case(b: &mut Bytes) {
     let state = arg_up_to(b, w, state_count, Some(0), fill, MAX_STATE);
     (d.q_count, d.out_count, d.lse_count) =
         (q.count, count(b, ext_out, tame), count(b, ext_lse, tame));
-    d.bias = bias.as_ref().map_or(ptr::null(), |a| w.ptr(a));
-    d.bias_count = bias.as_ref().map_or(0, |a| a.count);
-    let bias = bias.filter(|a| !w.ptr(a).is_null());
+    let bias = attach_bias(&mut d, w, bias);
     let desc = DescArg::new(b, &mut d);
     let desc_ptr = desc.ptr();
     let mask = r.mask;
@@ -1015,8 +1009,8 @@ fn stream_case(b: &mut Bytes) {
                     let on = *out.len.as_ref().unwrap();
                     let ln = *lse.len.as_ref().unwrap();
                     let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
-                    let kn = r.k.extent(s.kv_heads, s.kv_len, s.head_dim).unwrap();
-                    let vn = r.v.extent(s.kv_heads, s.kv_len, s.v_dim).unwrap();
+                    let kn = r.extent(Tensor::K).unwrap();
+                    let vn = r.extent(Tensor::V).unwrap();
                     let (kf, vf) = (&w.bufs[fk][..kn], &w.bufs[fv][..vn]);
                     let (o, l) = (&w.bufs[out.buf][..on], &w.bufs[lse.buf][..ln]);
                     if work(&p) > MAX_WORK {

@@ -1,66 +1,94 @@
-//! The one-shot entry points: [`qkv_attention_f32`], [`qkv_attention_f32_isa`] and
-//! [`qkv_reference_f32`], one decoding ([`run`]) over three Rust functions.
+//! The one-shot entry points: [`qkv_attention_f32`], [`qkv_attention_f32_ws`],
+//! [`qkv_attention_f32_isa`] and [`qkv_reference_f32`], and [`Call`], the decoding they
+//! and the split-KV partials share.
 
-use super::buf::check_aliasing;
+use super::buf::{Buf, check_aliasing};
 use super::desc::Problem;
 use super::workspace::workspace;
 use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, error_status, guard, isa_from_i32};
 use crate::{Error, Params};
 
-/// What a one-shot call computes on the decoded problem: the params, `q`, `k`, `v`, `out`,
-/// `lse`, and the caller's workspace (empty for the calls without one).
-trait Entry:
-    FnOnce(&Params, [&[f32]; 3], &mut [f32], Option<&mut [f32]>, &mut [f32]) -> Result<(), Error>
-{
-}
-impl<F> Entry for F where
-    F: FnOnce(
-        &Params,
-        [&[f32]; 3],
-        &mut [f32],
-        Option<&mut [f32]>,
-        &mut [f32],
-    ) -> Result<(), Error>
-{
+/// Whether a call's `lse` pointer may be NULL (one-shot calls) or not (partials).
+#[derive(Clone, Copy)]
+pub(super) enum Lse {
+    /// Decoded as [`Desc::lse_opt`](super::desc::Desc::lse_opt): NULL means none wanted.
+    Optional(*mut f32),
+    /// Decoded as [`Desc::lse`](super::desc::Desc::lse): the entry always gets `Some`.
+    Required(*mut f32),
 }
 
-/// Decodes the descriptor and pointers, checks the pointer contract, and calls `entry`: one
-/// of [`attention`](crate::attention), [`attention_in`](crate::attention_in),
-/// [`Isa::attention`](crate::Isa::attention) or
-/// [`reference::attention`](crate::reference::attention), each instantiated separately so
-/// that firmware calling one links only that one.
-///
-/// # Safety
-/// The contract of [`qkv_attention_f32`], and for `workspace` that of
-/// [`qkv_attention_f32_ws`] (`(NULL, 0)` for none).
-unsafe fn run(
-    entry: impl Entry,
-    desc: *const QkvDesc,
-    [q, k, v]: [*const f32; 3],
-    out: *mut f32,
-    lse: *mut f32,
-    (ws, ws_len): (*mut f32, usize),
-) -> Result<(), QkvStatus> {
-    // SAFETY: the caller's contract for `desc`.
-    let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
-    let lse = p.desc.lse_opt(lse)?;
-    let ws = workspace(ws, ws_len)?;
-    match lse {
-        Some(l) => check_aliasing(&[p.out, l, ws], &p.inputs.all())?,
-        None => check_aliasing(&[p.out, ws], &p.inputs.all())?,
+/// A call over the whole problem (one-shot or split-KV partial), its descriptor and
+/// pointers decoded and checked against the pointer contract, in the order the statuses
+/// document: the [`Problem`], `lse`, the workspace, then aliasing.
+pub(super) struct Call {
+    p: Problem,
+    lse: Option<Buf>,
+    ws: Buf,
+}
+
+impl Call {
+    /// # Safety
+    /// `desc` as [`Desc::read`](super::desc::Desc::read) requires.
+    // Inlined into each entry point, as one function with `run`: a `Call` returned from a
+    // call of its own costs the firmware build a copy of it on the stack.
+    #[inline(always)]
+    pub(super) unsafe fn decode(
+        desc: *const QkvDesc,
+        [q, k, v]: [*const f32; 3],
+        out: *mut f32,
+        lse: Lse,
+        (ws, ws_len): (*mut f32, usize),
+    ) -> Result<Call, QkvStatus> {
+        // SAFETY: the caller's contract for `desc`.
+        let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
+        let lse = match lse {
+            Lse::Optional(l) => p.desc.lse_opt(l)?,
+            Lse::Required(l) => Some(p.desc.lse(l)?),
+        };
+        let ws = workspace(ws, ws_len)?;
+        match lse {
+            Some(l) => check_aliasing(&[p.out, l, ws], &p.inputs.all())?,
+            None => check_aliasing(&[p.out, ws], &p.inputs.all())?,
+        }
+        Ok(Call { p, lse, ws })
     }
-    // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
-    let ([q, k, v], bias) = unsafe { p.inputs.slices() };
-    // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each other
-    // and from every input.
-    let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
-    // SAFETY: as above.
-    let lse = lse.map(|l| unsafe { l.slice_mut() });
-    entry(&p.desc.params(p.mask, bias), [q, k, v], out, lse, ws).map_err(error_status)
+
+    /// Calls `entry` with the params, `q`, `k`, `v`, `out`, `lse` and the caller's workspace
+    /// (empty for the calls without one): one of [`attention`](crate::attention),
+    /// [`attention_in`](crate::attention_in), [`Isa::attention`](crate::Isa::attention),
+    /// [`reference::attention`](crate::reference::attention) or a [`split`](crate::split)
+    /// partial, each instantiated separately so that firmware calling one links only that
+    /// one.
+    ///
+    /// # Safety
+    /// The contract of [`qkv_attention_f32`] (of [`qkv_partial_f32`](super::qkv_partial_f32)
+    /// for a required `lse`), and for the workspace that of [`qkv_attention_f32_ws`], for
+    /// the pointers [`Call::decode`] was given.
+    #[inline(always)]
+    pub(super) unsafe fn run(
+        self,
+        entry: impl FnOnce(
+            &Params,
+            [&[f32]; 3],
+            &mut [f32],
+            Option<&mut [f32]>,
+            &mut [f32],
+        ) -> Result<(), Error>,
+    ) -> Result<(), QkvStatus> {
+        let Call { p, lse, ws } = self;
+        // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
+        let ([q, k, v], bias) = unsafe { p.inputs.slices() };
+        // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each
+        // other and from every input.
+        let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
+        // SAFETY: as above.
+        let lse = lse.map(|l| unsafe { l.slice_mut() });
+        entry(&p.desc.params(p.mask, bias), [q, k, v], out, lse, ws).map_err(error_status)
+    }
 }
 
 /// No workspace.
-const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
+pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
 
 /// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
 /// ([`attention`](crate::attention)).
@@ -83,13 +111,11 @@ pub unsafe extern "C" fn qkv_attention_f32(
     out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
-    let entry = |p: &Params,
-                 [q, k, v]: [&[f32]; 3],
-                 out: &mut [f32],
-                 lse: Option<&mut [f32]>,
-                 _: &mut [f32]| { crate::attention(p, q, k, v, out, lse) };
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
+            .run(|p, [q, k, v], out, lse, _| crate::attention(p, q, k, v, out, lse))
+    })
 }
 
 /// `qkv_attention_f32_ws`: [`qkv_attention_f32`] in the caller's working memory `workspace`
@@ -119,14 +145,12 @@ pub unsafe extern "C" fn qkv_attention_f32_ws(
     workspace: *mut f32,
     workspace_len: usize,
 ) -> QkvStatus {
-    let entry = |p: &Params,
-                 [q, k, v]: [&[f32]; 3],
-                 out: &mut [f32],
-                 lse: Option<&mut [f32]>,
-                 ws: &mut [f32]| { crate::attention_in(ws, p, q, k, v, out, lse) };
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, ws) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), ws)?
+            .run(|p, [q, k, v], out, lse, ws| crate::attention_in(ws, p, q, k, v, out, lse))
+    })
 }
 
 /// `qkv_attention_f32_isa`: [`qkv_attention_f32`] at the level `isa` (a `QKV_ISA_*` value),
@@ -151,13 +175,11 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     let Some(isa) = isa_from_i32(isa) else {
         return QKV_ERR_UNKNOWN_ISA;
     };
-    let entry = |p: &Params,
-                 [q, k, v]: [&[f32]; 3],
-                 out: &mut [f32],
-                 lse: Option<&mut [f32]>,
-                 _: &mut [f32]| { isa.attention(p, q, k, v, out, lse) };
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
+            .run(|p, [q, k, v], out, lse, _| isa.attention(p, q, k, v, out, lse))
+    })
 }
 
 /// `qkv_reference_f32`: the `f64` reference
@@ -175,12 +197,9 @@ pub unsafe extern "C" fn qkv_reference_f32(
     out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
-    let entry =
-        |p: &Params,
-         [q, k, v]: [&[f32]; 3],
-         out: &mut [f32],
-         lse: Option<&mut [f32]>,
-         _: &mut [f32]| { crate::reference::attention(p, q, k, v, out, lse) };
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { run(entry, desc, [q, k, v], out, lse, NONE) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
+            .run(|p, [q, k, v], out, lse, _| crate::reference::attention(p, q, k, v, out, lse))
+    })
 }

@@ -107,8 +107,16 @@ pub const QKV_ERR_INTERNAL: QkvStatus = 16;
 /// [`qkv_workspace_min_size`] returns for the descriptor.
 pub const QKV_ERR_WORKSPACE_TOO_SMALL: QkvStatus = 17;
 
-/// Every status code, in order of value (`QKV_OK` is 0, each next one is one more).
-pub const ALL_STATUSES: [QkvStatus; 18] = [
+/// Defines [`ALL_STATUSES`] and [`STATUS_NAMES`] from one list, so the two cannot disagree.
+macro_rules! statuses {
+    ($($status:ident),* $(,)?) => {
+        /// Every status code, in order of value (`QKV_OK` is 0, each next one is one more).
+        pub const ALL_STATUSES: [QkvStatus; 18] = [$($status),*];
+        /// The C name of each of [`ALL_STATUSES`], in the same order (`"QKV_OK"`, ...).
+        pub const STATUS_NAMES: [&str; 18] = [$(stringify!($status)),*];
+    };
+}
+statuses!(
     QKV_OK,
     QKV_ERR_ZERO_DIM,
     QKV_ERR_HEADS_NOT_DIVISIBLE,
@@ -127,7 +135,7 @@ pub const ALL_STATUSES: [QkvStatus; 18] = [
     QKV_ERR_UNKNOWN_ISA,
     QKV_ERR_INTERNAL,
     QKV_ERR_WORKSPACE_TOO_SMALL,
-];
+);
 
 /// The status code of an [`Error`]: the one mapping every entry point returns its errors
 /// through. No wildcard arm, so a new variant does not compile until it has a status.

@@ -4,39 +4,11 @@
 
 use core::ops::Range;
 
+use super::attention::{Call, Lse, NONE};
 use super::buf::check_aliasing;
-use super::desc::{Desc, Problem};
-use super::workspace::workspace;
+use super::desc::Desc;
 use super::{QkvDesc, QkvStatus, error_status, guard};
-use crate::{Error, Level, Mask, Params, split};
-
-/// Decodes a partial's descriptor and pointers, checks the pointer contract, and calls
-/// `entry` with the params, `q`, `k`, `v`, `out`, `lse` and the workspace (empty for
-/// [`qkv_partial_f32`]).
-///
-/// # Safety
-/// The contract of [`qkv_partial_f32_ws`] (`(NULL, 0)` for no workspace).
-unsafe fn partial(
-    entry: impl FnOnce(&Params, [&[f32]; 3], &mut [f32], &mut [f32], &mut [f32]) -> Result<(), Error>,
-    desc: *const QkvDesc,
-    [q, k, v]: [*const f32; 3],
-    out: *mut f32,
-    lse: *mut f32,
-    (ws, ws_len): (*mut f32, usize),
-) -> Result<(), QkvStatus> {
-    // SAFETY: the caller's contract for `desc`.
-    let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
-    let lse = p.desc.lse(lse)?;
-    let ws = workspace(ws, ws_len)?;
-    check_aliasing(&[p.out, lse, ws], &p.inputs.all())?;
-    // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
-    let ([q, k, v], bias) = unsafe { p.inputs.slices() };
-    // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each other
-    // and from every input.
-    let (out, lse, ws) = unsafe { (p.out.slice_mut(), lse.slice_mut(), ws.slice_mut()) };
-    let params = p.desc.params(p.mask, bias);
-    entry(&params, [q, k, v], out, lse, ws).map_err(error_status)
-}
+use crate::{Level, Mask, split};
 
 /// `qkv_partial_f32`: attention over the keys `key_start..key_end` of the problem `desc`
 /// describes, as [`split::partial`]: `out` is normalised over the range's included keys and
@@ -64,13 +36,15 @@ pub unsafe extern "C" fn qkv_partial_f32(
     lse: *mut f32,
 ) -> QkvStatus {
     let keys: Range<usize> = key_start..key_end;
-    let entry =
-        |p: &Params, [q, k, v]: [&[f32]; 3], out: &mut [f32], lse: &mut [f32], _: &mut [f32]| {
-            split::partial(p, q, k, v, keys, out, lse)
-        };
-    let none = (core::ptr::null_mut(), 0);
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { partial(entry, desc, [q, k, v], out, lse, none) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Required(lse), NONE)?.run(
+            |p, [q, k, v], out, lse, _| {
+                // `Lse::Required` makes `lse` `Some`.
+                split::partial(p, q, k, v, keys, out, lse.unwrap_or_default())
+            },
+        )
+    })
 }
 
 /// `qkv_partial_f32_ws`: [`qkv_partial_f32`] in the caller's working memory, as
@@ -95,13 +69,17 @@ pub unsafe extern "C" fn qkv_partial_f32_ws(
     workspace_len: usize,
 ) -> QkvStatus {
     let keys: Range<usize> = key_start..key_end;
-    let entry =
-        |p: &Params, [q, k, v]: [&[f32]; 3], out: &mut [f32], lse: &mut [f32], ws: &mut [f32]| {
-            split::partial_in(Level::Detect, ws, p, q, k, v, keys, out, lse)
-        };
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { partial(entry, desc, [q, k, v], out, lse, ws) })
+    guard(|| unsafe {
+        Call::decode(desc, [q, k, v], out, Lse::Required(lse), ws)?.run(
+            |p, [q, k, v], out, lse, ws| {
+                // `Lse::Required` makes `lse` `Some`.
+                let lse = lse.unwrap_or_default();
+                split::partial_in(Level::Detect, ws, p, q, k, v, keys, out, lse)
+            },
+        )
+    })
 }
 
 /// `qkv_merge_f32`: joins the partial `(out_b, lse_b)` into `(out_a, lse_a)`, as

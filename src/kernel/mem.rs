@@ -64,31 +64,39 @@ pub(super) fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
     }
 }
 
-/// Hints that the 64-byte line holding `p` will be read soon, into every cache level. Any
-/// address is allowed: a prefetch never faults; a no-op where Rust has no stable prefetch.
+// `_mm_prefetch`'s hints for `prefetch`; any value where there is no prefetch to take them.
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::{_MM_HINT_NTA as NTA, _MM_HINT_T0 as T0};
+#[cfg(not(target_arch = "x86_64"))]
+const T0: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+const NTA: i32 = 0;
+
+/// Hints that the 64-byte line holding `p` will be read soon, into the cache levels `HINT`
+/// names. Any address is allowed: a prefetch never faults; a no-op where Rust has no stable
+/// prefetch.
 #[inline(always)]
-pub(super) fn prefetch_at(p: *const f32) {
+fn prefetch<const HINT: i32>(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing visible and never faults, whatever the address.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        core::arch::x86_64::_mm_prefetch::<HINT>(p as *const i8)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
 
-/// Hints that the 64-byte line holding `p` will be read once, soon: into L1, bypassing what
-/// the outer caches keep (`prefetchnta`), for the K/V lines decode streams from memory. Any
-/// address is allowed; a no-op where Rust has no stable prefetch.
+/// [`prefetch`] into every cache level.
+#[inline(always)]
+pub(super) fn prefetch_at(p: *const f32) {
+    prefetch::<T0>(p);
+}
+
+/// [`prefetch`] for a line read once: into L1, bypassing what the outer caches keep
+/// (`prefetchnta`), for the K/V lines decode streams from memory.
 #[inline(always)]
 pub(super) fn prefetch_once(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing visible and never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_NTA }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    prefetch::<NTA>(p);
 }
 
 /// Runs `$body` with `$n` (a run-time count) as the constant `$c`, for each count a tile is

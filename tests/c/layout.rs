@@ -65,25 +65,10 @@ fn main() {
     );
     println!("size qkv_status {}", size_of::<QkvStatus>());
 
+    for (name, status) in STATUS_NAMES.iter().zip(ALL_STATUSES) {
+        println!("value {name} {}", status as i64);
+    }
     value!(
-        QKV_OK,
-        QKV_ERR_ZERO_DIM,
-        QKV_ERR_HEADS_NOT_DIVISIBLE,
-        QKV_ERR_TOO_SHORT,
-        QKV_ERR_OVERFLOW,
-        QKV_ERR_OVERLAP,
-        QKV_ERR_INVALID_SCALE,
-        QKV_ERR_UNSUPPORTED,
-        QKV_ERR_NULL_POINTER,
-        QKV_ERR_MISALIGNED,
-        QKV_ERR_ALIASING,
-        QKV_ERR_STRUCT_SIZE,
-        QKV_ERR_UNKNOWN_FLAGS,
-        QKV_ERR_UNKNOWN_MASK,
-        QKV_ERR_UNKNOWN_QUERY_POS,
-        QKV_ERR_UNKNOWN_ISA,
-        QKV_ERR_INTERNAL,
-        QKV_ERR_WORKSPACE_TOO_SMALL,
         QKV_MASK_NONE,
         QKV_MASK_CAUSAL,
         QKV_MASK_BAND,
