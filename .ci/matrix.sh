@@ -9,6 +9,7 @@
 #                  falls back to the scalar path (CROSS_EXPECT_ARCH=scalar)
 #   miri           the tests that reach the kernel's unsafe tiles under Miri (scalar and
 #                  emulated-lane paths), via cross-check
+#   tsan           the threaded tests (parallel, offsets) under ThreadSanitizer, std rebuilt
 #   avx512-exec    tests/avx512.rs, built static for x86_64-unknown-linux-musl, executed on an
 #                  emulated Skylake-X (Bochs) by avx512-emu, with the AVX-512 level forced and
 #                  required (CROSS_REQUIRE_AVX512=1, CROSS_EXPECT_ARCH=x86-v4); every test the
@@ -26,8 +27,8 @@
 # Environment:
 #   QKV_FUZZ_SECONDS   seconds per fuzz target (default 30)
 #   QKV_MATRIX_LANES   2 (default): the two lanes side by side; 1: every step one after another
-#   QKV_MATRIX_STEPS   steps to run, comma-separated, of: fuzz x86-scalar miri avx512-exec
-#                      (default: all four)
+#   QKV_MATRIX_STEPS   steps to run, comma-separated, of: fuzz x86-scalar miri tsan avx512-exec
+#                      (default: all five)
 #   QKV_SHARED         the shared tools folder (default ../shared)
 #   AVX512EMU_TIMEOUT  limit for the emulator run in seconds (default 600)
 set -euo pipefail
@@ -36,7 +37,7 @@ export CARGO_TERM_COLOR=never
 
 FUZZ_SECONDS=${QKV_FUZZ_SECONDS:-30}
 LANES=${QKV_MATRIX_LANES:-2}
-STEPS=${QKV_MATRIX_STEPS:-fuzz,x86-scalar,miri,avx512-exec}
+STEPS=${QKV_MATRIX_STEPS:-fuzz,x86-scalar,miri,tsan,avx512-exec}
 SHARED=$(cd "${QKV_SHARED:-../shared}" && pwd)
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/qkv-matrix.XXXXXX")
 trap 'rm -rf "$LOGS"' EXIT
@@ -197,6 +198,19 @@ step_avx512_exec() {
 	say "avx512: all $passed tests passed on the emulated AVX-512 CPU"
 }
 
+# ThreadSanitizer on the threaded paths: tests/parallel.rs and tests/offsets.rs (plans over
+# heads, query blocks and key splits, merged by the calling thread) with the `parallel`
+# feature, std rebuilt instrumented (-Zbuild-std), on the host triple in a target directory of
+# its own. TSAN_OPTIONS makes any report fail the run.
+step_tsan() {
+	local host
+	host=$(rustc -vV | sed -n 's/^host: //p')
+	RUSTFLAGS="-Zsanitizer=thread" RUSTDOCFLAGS="-Zsanitizer=thread" \
+		TSAN_OPTIONS="halt_on_error=1 abort_on_error=1" \
+		cargo +nightly test -Zbuild-std --target "$host" --target-dir target/tsan \
+		--features parallel --test parallel --test offsets
+}
+
 # ------------------------------------------------------------------ driver
 # Two lanes, one per core: fuzzing, Miri and Bochs each keep one core busy on a single
 # thread, so they run side by side. Lane 1: x86-scalar, miri; lane 2 (in the background):
@@ -231,6 +245,7 @@ lane() {
 			;;
 		x86-scalar) run_step x86-scalar step_x86_scalar ;;
 		miri) run_step miri step_miri ;;
+		tsan) run_step tsan step_tsan ;;
 		avx512-exec) run_step avx512-exec step_avx512_exec ;;
 		esac
 	done
@@ -240,10 +255,10 @@ IFS=', ' read -r -a STEP_LIST <<<"$STEPS"
 lane1=() lane2=() expected=0
 for s in "${STEP_LIST[@]}"; do
 	case $s in
-	x86-scalar | miri) lane1+=("$s") ;;
+	x86-scalar | miri | tsan) lane1+=("$s") ;;
 	fuzz | avx512-exec) lane2+=("$s") ;;
 	*)
-		say "unknown step '$s' (known: fuzz x86-scalar miri avx512-exec)"
+		say "unknown step '$s' (known: fuzz x86-scalar miri tsan avx512-exec)"
 		exit 2
 		;;
 	esac
