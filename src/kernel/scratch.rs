@@ -143,7 +143,7 @@ pub(super) struct Scratch<'w> {
     /// Per row: the sum of the block's weights.
     pub block_sum: &'w mut [f32],
     /// Per row: the keys of the current block it includes, as two `u32` halves of a bit set.
-    included: &'w mut [u32],
+    included: &'w mut [[u32; 2]],
 }
 
 impl<'w> Scratch<'w> {
@@ -165,7 +165,7 @@ impl<'w> Scratch<'w> {
         let (weight_max, ws) = ws.split_at_mut(rs);
         let (block_sum, ws) = ws.split_at_mut(rs);
         // f32 and u32 have the same size and alignment: the bits are only ever read as u32.
-        let included = bytemuck::cast_slice_mut(&mut ws[..2 * rs]);
+        let included = bytemuck::cast_slice_mut::<f32, [u32; 2]>(&mut ws[..2 * rs]);
         Scratch {
             t,
             q_pack,
@@ -187,7 +187,8 @@ impl<'w> Scratch<'w> {
     /// What the current key block means for row `r`.
     #[inline(always)]
     pub fn row(&self, r: usize) -> RowBlock {
-        let keys = (self.included[2 * r] as u64) | ((self.included[2 * r + 1] as u64) << 32);
+        let [lo, hi] = self.included[r];
+        let keys = lo as u64 | (hi as u64) << 32;
         RowBlock {
             whole: keys == u64::MAX,
             keys,
@@ -197,8 +198,7 @@ impl<'w> Scratch<'w> {
     /// Records what the current key block means for row `r`.
     #[inline(always)]
     pub fn set_row(&mut self, r: usize, row: RowBlock) {
-        self.included[2 * r] = row.keys as u32;
-        self.included[2 * r + 1] = (row.keys >> 32) as u32;
+        self.included[r] = [row.keys as u32, (row.keys >> 32) as u32];
     }
 }
 

@@ -144,8 +144,11 @@ impl Block {
             let hi = load(simd, &scratch.window_hi[at..]);
             let mut max = neg_inf;
             let mut min_visible = pos_inf;
-            for j in 0..cols {
-                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * stride + at..][..lanes])[0];
+            // Rows of the tile as whole slices: the range check of `at..at + lanes` is the
+            // same for every key and leaves the loop.
+            let tile = scratch.scores.chunks_exact_mut(stride).take(cols);
+            for (j, row) in tile.enumerate() {
+                let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
                 let mut v = simd.mul_f32s(*s, scale);
                 if masked {
                     let jv = simd.splat_f32s(j as f32);
@@ -197,8 +200,8 @@ impl Block {
             let at = c * lanes;
             let m = simd.add_f32s(load(simd, &scratch.weight_max[at..]), shift);
             let mut sum = simd.splat_f32s(0.0);
-            for j in 0..cols {
-                let s = &mut vectors_mut::<S>(&mut scratch.scores[j * stride + at..][..lanes])[0];
+            for row in scratch.scores.chunks_exact_mut(stride).take(cols) {
+                let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
                 let w = exp_weight(simd, simd.sub_f32s(*s, m));
                 sum = simd.add_f32s(sum, w);
                 *s = w;
