@@ -216,9 +216,10 @@ impl Level {
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
+        // Validated before the stack workspace exists (and again, cheaply, inside).
         params.validate(q, k, v, out, lse.as_deref())?;
         on_stack_workspace(&params.shape, |ws| {
-            self.run_in(ws, params, q, k, v, out, lse)
+            self.attention_in(ws, params, q, k, v, out, lse)
         })
     }
 
@@ -236,21 +237,6 @@ impl Level {
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
         params.validate(q, k, v, out, lse.as_deref())?;
-        self.run_in(workspace, params, q, k, v, out, lse)
-    }
-
-    /// The kernel on validated inputs, in `workspace`.
-    #[allow(clippy::too_many_arguments)]
-    fn run_in(
-        self,
-        workspace: &mut [f32],
-        params: &Params,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        out: &mut [f32],
-        lse: Option<&mut [f32]>,
-    ) -> Result<(), Error> {
         let shape = params.shape;
         let Some(tiles) = Tiles::choose(&shape, workspace.len()) else {
             return Err(Error::WorkspaceTooSmall {
