@@ -39,6 +39,16 @@
 //! - Scores of any magnitude representable in `f32` give the right softmax.
 //! - Bad input returns an [`Error`] before anything is written.
 //!
+//! ## Memory and stack
+//! Nothing is allocated. The kernel works in a working memory of `f32`s: the caller's, with
+//! [`attention_in`] ([`workspace_len`] floats for full speed, at least
+//! [`min_workspace_len`], 58, for any shape), or, for [`attention`] and the other calls
+//! without one, a workspace on the stack: about 60 KiB ([`kernel::STACK_BYTES`]) with the
+//! default `stack-workspace` feature, 256 bytes without it. With a caller's workspace the
+//! stack holds only the kernel's frames: under 1.3 KiB on a Cortex-M4F (README
+//! "Firmware"). A `no_std` build needs `default-features = false`:
+//! `qkv = { version = "0.1", default-features = false }`.
+//!
 //! ## Accuracy
 //! Scores and sums are accumulated in `f32`; [`tolerance`] documents and justifies the bound
 //! the tests hold every level to.
