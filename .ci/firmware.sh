@@ -32,8 +32,9 @@ no_install=${QKV_FIRMWARE_NO_INSTALL:-0}
 max_stack=${QKV_FIRMWARE_MAX_STACK:-2048}
 size_limits=${QKV_FIRMWARE_SIZE_LIMITS:-enforce}
 # The limits at opt-level z + LTO: attention alone, and every C entry point group.
-limit_attention=25600
-limit_all=40960
+# The limits on the code qkv adds at z + LTO: attention alone, and every group.
+limit_attention=${QKV_FIRMWARE_LIMIT_ATTENTION:-25600}
+limit_all=${QKV_FIRMWARE_LIMIT_ALL:-40960}
 start=$SECONDS
 
 case $size_limits in enforce | report) ;; *)

@@ -2,7 +2,7 @@
 //! [`qkv_attention_f32_isa`] and [`qkv_reference_f32`], and [`Call`], the decoding they
 //! and the split-KV partials share.
 
-use super::buf::{Buf, check_aliasing};
+use super::buf::check_aliasing;
 use super::desc::Problem;
 use super::workspace::workspace;
 use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, error_status, guard, isa_from_i32};
@@ -19,26 +19,31 @@ pub(super) enum Lse {
 
 /// A call over the whole problem (one-shot or split-KV partial), its descriptor and
 /// pointers decoded and checked against the pointer contract, in the order the statuses
-/// document: the [`Problem`], `lse`, the workspace, then aliasing.
-pub(super) struct Call {
-    p: Problem,
-    lse: Option<Buf>,
-    ws: Buf,
+/// document (the problem, `lse`, the workspace, then aliasing): the params and slices the
+/// Rust call takes.
+pub(super) struct Call<'a> {
+    params: Params<'a>,
+    qkv: [&'a [f32]; 3],
+    out: &'a mut [f32],
+    lse: Option<&'a mut [f32]>,
+    ws: &'a mut [f32],
 }
 
-impl Call {
+impl<'a> Call<'a> {
     /// # Safety
-    /// `desc` as [`Desc::read`](super::desc::Desc::read) requires.
-    // Inlined into each entry point, as one function with `run`: a `Call` returned from a
-    // call of its own costs the firmware build a copy of it on the stack.
-    #[inline(always)]
+    /// `desc` as [`Desc::read`](super::desc::Desc::read) requires, and the pointer contract
+    /// of [`qkv_attention_f32`] (of [`qkv_partial_f32`](super::qkv_partial_f32) for a
+    /// required `lse`, and for the workspace that of [`qkv_attention_f32_ws`]) for `'a`.
+    // Not inlined: the descriptor's copy and its decoding live in this frame, which is gone
+    // before the kernel's frames start (firmware stacks are small).
+    #[inline(never)]
     pub(super) unsafe fn decode(
         desc: *const QkvDesc,
         [q, k, v]: [*const f32; 3],
         out: *mut f32,
         lse: Lse,
         (ws, ws_len): (*mut f32, usize),
-    ) -> Result<Call, QkvStatus> {
+    ) -> Result<Call<'a>, QkvStatus> {
         // SAFETY: the caller's contract for `desc`.
         let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
         let lse = match lse {
@@ -50,7 +55,21 @@ impl Call {
             Some(l) => check_aliasing(&[p.out, l, ws], &p.inputs.all())?,
             None => check_aliasing(&[p.out, ws], &p.inputs.all())?,
         }
-        Ok(Call { p, lse, ws })
+        // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
+        let (qkv, bias) = unsafe { p.inputs.slices() };
+        // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each
+        // other and from every input.
+        let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
+        // SAFETY: as above.
+        let lse = lse.map(|l| unsafe { l.slice_mut() });
+        let params = p.desc.params(p.mask, bias);
+        Ok(Call {
+            params,
+            qkv,
+            out,
+            lse,
+            ws,
+        })
     }
 
     /// Calls `entry` with the params, `q`, `k`, `v`, `out`, `lse` and the caller's workspace
@@ -59,13 +78,8 @@ impl Call {
     /// [`reference::attention`](crate::reference::attention) or a [`split`](crate::split)
     /// partial, each instantiated separately so that firmware calling one links only that
     /// one.
-    ///
-    /// # Safety
-    /// The contract of [`qkv_attention_f32`] (of [`qkv_partial_f32`](super::qkv_partial_f32)
-    /// for a required `lse`), and for the workspace that of [`qkv_attention_f32_ws`], for
-    /// the pointers [`Call::decode`] was given.
     #[inline(always)]
-    pub(super) unsafe fn run(
+    pub(super) fn run(
         self,
         entry: impl FnOnce(
             &Params,
@@ -75,15 +89,7 @@ impl Call {
             &mut [f32],
         ) -> Result<(), Error>,
     ) -> Result<(), QkvStatus> {
-        let Call { p, lse, ws } = self;
-        // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
-        let ([q, k, v], bias) = unsafe { p.inputs.slices() };
-        // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each
-        // other and from every input.
-        let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
-        // SAFETY: as above.
-        let lse = lse.map(|l| unsafe { l.slice_mut() });
-        entry(&p.desc.params(p.mask, bias), [q, k, v], out, lse, ws).map_err(error_status)
+        entry(&self.params, self.qkv, self.out, self.lse, self.ws).map_err(error_status)
     }
 }
 

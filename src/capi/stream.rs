@@ -9,8 +9,8 @@ use super::buf::{Buf, Inputs, check_aliasing};
 use super::desc::{Desc, KeyRows};
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
-use crate::Error;
 use crate::stream::Stream;
+use crate::{Error, Params};
 
 /// `qkv_stream_state_len`: writes to `*len` the number of floats a stream state for `desc`
 /// needs ([`Stream::state_len`](crate::stream::Stream::state_len):
@@ -42,90 +42,125 @@ pub unsafe extern "C" fn qkv_stream_state_len(desc: *const QkvDesc, len: *mut us
     })
 }
 
-/// Which stream operation [`stream_op`] runs.
-enum StreamOp {
-    Init,
-    Update {
-        q: *const f32,
-        k: *const f32,
-        v: *const f32,
-        keys: Range<usize>,
-        /// The caller's workspace, `(NULL, 0)` for none.
-        workspace: (*mut f32, usize),
-    },
-    Finish {
-        out: *mut f32,
-        lse: *mut f32,
-    },
+/// The state argument of a stream call: `state_len` floats (`Stream` checks the length).
+fn state_buf(state: *mut f32, state_len: usize) -> Result<Buf, QkvStatus> {
+    Buf::new(state, state_len, Some(0))
 }
 
 /// # Safety
-/// The contracts of the `qkv_stream_*` functions.
-unsafe fn stream_op(
+/// The contract of [`qkv_stream_init`].
+unsafe fn init(desc: *const QkvDesc, state: *mut f32, state_len: usize) -> Result<(), QkvStatus> {
+    // SAFETY: the caller's contract for `desc`.
+    let d = unsafe { Desc::read(desc) }?;
+    let mask = d.mask()?;
+    let st = state_buf(state, state_len)?;
+    // SAFETY: `state_len` writable floats (the caller's contract), no other buffer.
+    let state = unsafe { st.slice_mut() };
+    Stream::new(&d.params(mask, None), state)
+        .map(|_| ())
+        .map_err(error_status)
+}
+
+/// A stream update decoded and checked against the pointer contract: the params and the
+/// slices `Stream::update` takes.
+struct Update<'a> {
+    params: Params<'a>,
+    qkv: [&'a [f32]; 3],
+    state: &'a mut [f32],
+    ws: &'a mut [f32],
+}
+
+impl<'a> Update<'a> {
+    /// # Safety
+    /// The contract of [`qkv_stream_update_ws`] for `'a` (a workspace `(NULL, 0)` for none).
+    // Not inlined: the descriptor's copy lives in this frame, gone before the kernel runs.
+    #[inline(never)]
+    unsafe fn decode(
+        desc: *const QkvDesc,
+        (state, state_len): (*mut f32, usize),
+        [q, k, v]: [*const f32; 3],
+        keys: &Range<usize>,
+        (ws, ws_len): (*mut f32, usize),
+    ) -> Result<Update<'a>, QkvStatus> {
+        // SAFETY: the caller's contract for `desc`.
+        let d = unsafe { Desc::read(desc) }?;
+        let mask = d.mask()?;
+        let st = state_buf(state, state_len)?;
+        // A reversed range has no length to size `k` and `v` with: refused before they are
+        // looked at, with the status `Stream::update` gives it.
+        let range_error = Error::KeyRange {
+            start: keys.start,
+            end: keys.end,
+            kv_len: d.shape().kv_len,
+        };
+        let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
+        let inputs = Inputs {
+            qkv: d.qkv(q, k, v, KeyRows::Chunk(n))?,
+            bias: d.bias()?,
+        };
+        let ws = workspace(ws, ws_len)?;
+        check_aliasing(&[st, ws], &inputs.all())?;
+        // SAFETY: the caller's pointer contract for the lengths the buffers were given; the
+        // state and the workspace were checked disjoint from each other and from every input.
+        let (qkv, bias) = unsafe { inputs.slices() };
+        // SAFETY: as above.
+        let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
+        Ok(Update {
+            params: d.params(mask, bias),
+            qkv,
+            state,
+            ws,
+        })
+    }
+}
+
+/// # Safety
+/// The contract of [`qkv_stream_update_ws`] (a workspace `(NULL, 0)` for none).
+unsafe fn update(
+    desc: *const QkvDesc,
+    state: (*mut f32, usize),
+    qkv: [*const f32; 3],
+    keys: Range<usize>,
+    ws: (*mut f32, usize),
+) -> Result<(), QkvStatus> {
+    // SAFETY: the same contract, passed on.
+    let u = unsafe { Update::decode(desc, state, qkv, &keys, ws) }?;
+    let [q, k, v] = u.qkv;
+    let ws = u.ws;
+    Stream::resume(&u.params, u.state)
+        .and_then(|mut stream| match ws.len() {
+            0 => stream.update(q, k, v, keys),
+            _ => stream.update_in(ws, q, k, v, keys),
+        })
+        .map_err(error_status)
+}
+
+/// # Safety
+/// The contract of [`qkv_stream_finish`].
+unsafe fn finish(
     desc: *const QkvDesc,
     state: *mut f32,
     state_len: usize,
-    op: StreamOp,
+    out: *mut f32,
+    lse: *mut f32,
 ) -> Result<(), QkvStatus> {
     // SAFETY: the caller's contract for `desc`.
     let d = unsafe { Desc::read(desc) }?;
     let mask = d.mask()?;
-    // The state's length is the caller's `state_len`; `Stream` checks it is long enough.
-    let st = Buf::new(state, state_len, Some(0))?;
-    let result = match op {
-        StreamOp::Init => {
-            // SAFETY: `state_len` writable floats (the caller's contract), no other buffer.
-            let state = unsafe { st.slice_mut() };
-            Stream::new(&d.params(mask, None), state).map(|_| ())
-        }
-        StreamOp::Update {
-            q,
-            k,
-            v,
-            keys,
-            workspace: (ws, ws_len),
-        } => {
-            // A reversed range has no length to size `k` and `v` with: refused before they
-            // are looked at, with the status `Stream::update` gives it.
-            let range_error = Error::KeyRange {
-                start: keys.start,
-                end: keys.end,
-                kv_len: d.shape().kv_len,
-            };
-            let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
-            let inputs = Inputs {
-                qkv: d.qkv(q, k, v, KeyRows::Chunk(n))?,
-                bias: d.bias()?,
-            };
-            let ws = workspace(ws, ws_len)?;
-            check_aliasing(&[st, ws], &inputs.all())?;
-            // SAFETY: the caller's pointer contract for the lengths the buffers were given;
-            // the state and the workspace were checked disjoint from each other and from
-            // every input.
-            let ([q, k, v], bias) = unsafe { inputs.slices() };
-            // SAFETY: as above.
-            let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
-            Stream::resume(&d.params(mask, bias), state).and_then(|mut stream| match ws_len {
-                0 => stream.update(q, k, v, keys),
-                _ => stream.update_in(ws, q, k, v, keys),
-            })
-        }
-        StreamOp::Finish { out, lse } => {
-            let out = d.out(out)?;
-            let lse = d.lse_opt(lse)?;
-            match lse {
-                Some(l) => check_aliasing(&[st, out, l], &[])?,
-                None => check_aliasing(&[st, out], &[])?,
-            }
-            // SAFETY: the caller's pointer contract; state, out and lse checked disjoint.
-            let (state, out) = unsafe { (st.slice_mut(), out.slice_mut()) };
-            // SAFETY: as above.
-            let lse = lse.map(|l| unsafe { l.slice_mut() });
-            Stream::resume(&d.params(mask, None), state)
-                .and_then(|mut stream| stream.finish(out, lse))
-        }
-    };
-    result.map_err(error_status)
+    let st = state_buf(state, state_len)?;
+    let out = d.out(out)?;
+    let lse = d.lse_opt(lse)?;
+    match lse {
+        Some(l) => check_aliasing(&[st, out, l], &[])?,
+        None => check_aliasing(&[st, out], &[])?,
+    }
+    // SAFETY: the caller's pointer contract; state, out and lse checked disjoint.
+    let (state, out) = unsafe { (st.slice_mut(), out.slice_mut()) };
+    // SAFETY: as above.
+    let lse = lse.map(|l| unsafe { l.slice_mut() });
+    Stream::resume(&d.params(mask, None), state)
+        .and_then(|mut stream| stream.finish(out, lse))
+        .map_err(error_status)
 }
 
 /// `qkv_stream_init`: starts a stream (no key seen yet) in `state`, `state_len` floats of
@@ -146,7 +181,7 @@ pub unsafe extern "C" fn qkv_stream_init(
     state_len: usize,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Init) })
+    guard(|| unsafe { init(desc, state, state_len) })
 }
 
 /// `qkv_stream_update`: feeds the keys at absolute positions `key_start..key_end`, as
@@ -175,15 +210,13 @@ pub unsafe extern "C" fn qkv_stream_update(
     key_start: usize,
     key_end: usize,
 ) -> QkvStatus {
-    let op = StreamOp::Update {
-        q,
-        k,
-        v,
-        keys: key_start..key_end,
-        workspace: (core::ptr::null_mut(), 0),
-    };
+    let (st, keys, none) = (
+        (state, state_len),
+        key_start..key_end,
+        (core::ptr::null_mut(), 0),
+    );
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { stream_op(desc, state, state_len, op) })
+    guard(|| unsafe { update(desc, st, [q, k, v], keys, none) })
 }
 
 /// `qkv_stream_update_ws`: [`qkv_stream_update`] in the caller's working memory, as
@@ -208,15 +241,13 @@ pub unsafe extern "C" fn qkv_stream_update_ws(
     workspace: *mut f32,
     workspace_len: usize,
 ) -> QkvStatus {
-    let op = StreamOp::Update {
-        q,
-        k,
-        v,
-        keys: key_start..key_end,
-        workspace: (workspace, workspace_len),
-    };
+    let (st, keys, ws) = (
+        (state, state_len),
+        key_start..key_end,
+        (workspace, workspace_len),
+    );
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { stream_op(desc, state, state_len, op) })
+    guard(|| unsafe { update(desc, st, [q, k, v], keys, ws) })
 }
 
 /// `qkv_stream_finish`: writes the attention over every key fed so far to `out` (the `out`
@@ -238,5 +269,5 @@ pub unsafe extern "C" fn qkv_stream_finish(
     lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { stream_op(desc, state, state_len, StreamOp::Finish { out, lse }) })
+    guard(|| unsafe { finish(desc, state, state_len, out, lse) })
 }
