@@ -315,22 +315,34 @@ fn custom_case(spec: &str) -> Result<Case, String> {
     })
 }
 
-/// The rows' thread pool for `--threads`: `qkv::parallel` with the `parallel` feature.
-#[cfg(feature = "parallel")]
+/// The rows' thread pool for `--threads`: `qkv::parallel` with the `parallel` feature;
+/// without it there is no pool, and `--threads` is refused up front.
 mod pool {
-    use qkv::parallel::{Plan, attention_planned};
-    use qkv::split::Level;
     use qkv::{Isa, Params};
 
+    #[cfg(feature = "parallel")]
     pub struct Pool(rayon::ThreadPool);
 
+    #[cfg(not(feature = "parallel"))]
+    pub enum Pool {}
+
     impl Pool {
+        #[cfg(feature = "parallel")]
         pub fn new(threads: usize) -> Result<Pool, String> {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .map(Pool)
                 .map_err(|e| format!("cannot start {threads} threads: {e}"))
+        }
+
+        #[cfg(not(feature = "parallel"))]
+        pub fn new(_threads: usize) -> Result<Pool, String> {
+            Err(
+                "--threads needs the `parallel` feature: cargo run --release --features \
+                 parallel --example bench -- --threads N"
+                    .to_string(),
+            )
         }
 
         /// `qkv::parallel::attention` on this pool, with the level forced to `isa`.
@@ -343,39 +355,20 @@ mod pool {
             v: &[f32],
             out: &mut [f32],
         ) -> Result<(), qkv::Error> {
-            let plan = Plan::auto(&params.shape, self.0.current_num_threads());
-            self.0
-                .install(|| attention_planned(Level::Isa(isa), plan, params, q, k, v, out, None))
-        }
-    }
-}
-
-/// Without the `parallel` feature there is no pool: `--threads` is refused up front.
-#[cfg(not(feature = "parallel"))]
-mod pool {
-    use qkv::{Isa, Params};
-
-    pub enum Pool {}
-
-    impl Pool {
-        pub fn new(_threads: usize) -> Result<Pool, String> {
-            Err(
-                "--threads needs the `parallel` feature: cargo run --release --features \
-                 parallel --example bench -- --threads N"
-                    .to_string(),
-            )
-        }
-
-        pub fn attention(
-            &self,
-            _: Isa,
-            _: &Params,
-            _: &[f32],
-            _: &[f32],
-            _: &[f32],
-            _: &mut [f32],
-        ) -> Result<(), qkv::Error> {
-            match *self {}
+            #[cfg(not(feature = "parallel"))]
+            {
+                let _ = (isa, params, q, k, v, out);
+                match *self {}
+            }
+            #[cfg(feature = "parallel")]
+            {
+                use qkv::parallel::{Plan, attention_planned};
+                use qkv::split::Level;
+                let plan = Plan::auto(&params.shape, self.0.current_num_threads());
+                self.0.install(|| {
+                    attention_planned(Level::Isa(isa), plan, params, q, k, v, out, None)
+                })
+            }
         }
     }
 }

@@ -19,9 +19,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Compiles the one source `tests/c/{file}` with `compiler` under the language standard `std`
+/// (a flag such as `-std=c99`) as `name`, linked with `link`.
+fn compile_one(
+    compiler: &str,
+    std: &str,
+    file: &str,
+    name: &str,
+    link: &[impl AsRef<OsStr>],
+) -> PathBuf {
+    compile(compiler, name, &[std], &[&c_file(file)], link)
+}
+
 /// Compiles `capi_test.c` as `name`, linked with `link`.
 fn capi_test(name: &str, link: &[impl AsRef<OsStr>]) -> PathBuf {
-    compile("cc", name, &["-std=c99"], &[&c_file("capi_test.c")], link)
+    compile_one("cc", "-std=c99", "capi_test.c", name, link)
 }
 
 /// Runs a compiled `capi_test.c` and checks it passed and reached every status but
@@ -145,13 +157,8 @@ fn c_against_the_no_std_static_library() {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn cxx_compiles_and_links_the_header() {
-    let exe = compile(
-        "c++",
-        "header_cpp",
-        &["-std=c++11"],
-        &[&c_file("header.cpp")],
-        &std_build().static_link(),
-    );
+    let link = std_build().static_link();
+    let exe = compile_one("c++", "-std=c++11", "header.cpp", "header_cpp", &link);
     let text = stdout(&run(&mut Command::new(exe)));
     assert!(text.starts_with("PASS"), "{text}");
     // And the header alone as a C++ translation unit.
@@ -171,13 +178,7 @@ fn cxx_compiles_and_links_the_header() {
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn header_layout_matches_rust() {
-    let exe = compile(
-        "cc",
-        "layout_c",
-        &["-std=c99"],
-        &[&c_file("layout.c")],
-        &[] as &[&str],
-    );
+    let exe = compile_one("cc", "-std=c99", "layout.c", "layout_c", &[] as &[&str]);
     let c = stdout(&run(&mut Command::new(exe)));
     let rust = rust_layout();
     let c_lines: Vec<&str> = c.lines().collect();

@@ -4,10 +4,10 @@
 //! the whole problem gives its rows.
 
 mod common;
-use common::{Case, Rng, budget, one_shot};
+use common::{Case, Outputs, Rng, budget, one_shot};
 use qkv::split::{merge, partial};
 use qkv::stream::Stream;
-use qkv::{Mask, QueryPos, Shape};
+use qkv::{Mask, Params, QueryPos, Shape};
 
 /// Positions at both ends of `i64`, and masks whose windows reach across them or not.
 fn cases() -> Vec<Case> {
@@ -40,50 +40,49 @@ fn cases() -> Vec<Case> {
     all
 }
 
-fn close(got: &[f32], want: &[f32], who: &str) {
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-5 * (1.0 + w.abs());
-        assert!(ok, "{who}: [{i}] = {g}, one-shot {w}");
+/// `got` (output, log-sum-exp) matches `want`, the one-shot pair.
+fn close(got: (&[f32], &[f32]), want: &Outputs, who: &str) {
+    for (got, want) in [(got.0, &want.0), (got.1, &want.1)] {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let ok =
+                (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-5 * (1.0 + w.abs());
+            assert!(ok, "{who}: [{i}] = {g}, one-shot {w}");
+        }
+    }
+}
+
+/// Runs `check` on each case with its parameters, zeroed outputs and the one-shot result.
+fn each_case(mut check: impl FnMut(&Case, &Params, Outputs, &Outputs)) {
+    for case in cases() {
+        let want = one_shot(&case, None);
+        let rows = case.shape.q_heads * case.shape.q_len;
+        let zeroed = (vec![0.0; case.out_len], vec![0.0; rows]);
+        check(&case, &case.params(), zeroed, &want);
     }
 }
 
 #[test]
 fn partials_over_any_range_merge_to_the_one_shot_result() {
-    for case in cases() {
-        let p = case.params();
+    each_case(|case, p, zeroed, want| {
         let s = case.shape;
-        let (want, want_lse) = one_shot(&case, None);
         for cut in [1, s.kv_len / 2, s.kv_len - 1] {
-            let rows = s.q_heads * s.q_len;
-            let (mut a, mut la) = (vec![0.0; case.out_len], vec![0.0; rows]);
-            let (mut b, mut lb) = (vec![0.0; case.out_len], vec![0.0; rows]);
+            let ((mut a, mut la), (mut b, mut lb)) = (zeroed.clone(), zeroed.clone());
             let who = format!("{:?} cut {cut}", case.mask);
-            partial(&p, &case.q, &case.k, &case.v, 0..cut, &mut a, &mut la).expect(&who);
-            partial(
-                &p,
-                &case.q,
-                &case.k,
-                &case.v,
-                cut..s.kv_len,
-                &mut b,
-                &mut lb,
-            )
-            .expect(&who);
-            merge(&p, &mut a, &mut la, &b, &lb).unwrap();
-            close(&a, &want, &who);
-            close(&la, &want_lse, &who);
+            let (q, k, v) = (&case.q, &case.k, &case.v);
+            partial(p, q, k, v, 0..cut, &mut a, &mut la).expect(&who);
+            partial(p, q, k, v, cut..s.kv_len, &mut b, &mut lb).expect(&who);
+            merge(p, &mut a, &mut la, &b, &lb).unwrap();
+            close((&a, &la), want, &who);
         }
-    }
+    });
 }
 
 #[test]
 fn streams_in_chunks_give_the_one_shot_result() {
-    for case in cases() {
-        let p = case.params();
+    each_case(|case, p, (mut out, mut lse), want| {
         let s = case.shape;
-        let (want, want_lse) = one_shot(&case, None);
         let mut state = vec![0.0; Stream::state_len(&s)];
-        let mut stream = Stream::new(&p, &mut state).unwrap();
+        let mut stream = Stream::new(p, &mut state).unwrap();
         for start in (0..s.kv_len).step_by(13) {
             let end = (start + 13).min(s.kv_len);
             let (k, v) = (
@@ -92,13 +91,9 @@ fn streams_in_chunks_give_the_one_shot_result() {
             );
             stream.update(&case.q, k, v, start..end).expect("chunk");
         }
-        let rows = s.q_heads * s.q_len;
-        let (mut out, mut lse) = (vec![0.0; case.out_len], vec![0.0; rows]);
         stream.finish(&mut out, Some(&mut lse)).unwrap();
-        let who = format!("{:?}", case.mask);
-        close(&out, &want, &who);
-        close(&lse, &want_lse, &who);
-    }
+        close((&out, &lse), want, &format!("{:?}", case.mask));
+    });
 }
 
 #[cfg(feature = "parallel")]
@@ -106,10 +101,7 @@ fn streams_in_chunks_give_the_one_shot_result() {
 fn parallel_plans_give_the_one_shot_result() {
     use qkv::Level;
     use qkv::parallel::{Plan, attention_planned};
-    for case in cases() {
-        let p = case.params();
-        let s = case.shape;
-        let (want, want_lse) = one_shot(&case, None);
+    each_case(|case, p, zeroed, want| {
         for plan in [
             Plan {
                 q_block: 16,
@@ -120,22 +112,12 @@ fn parallel_plans_give_the_one_shot_result() {
                 kv_block: 20,
             },
         ] {
-            let rows = s.q_heads * s.q_len;
-            let (mut out, mut lse) = (vec![0.0; case.out_len], vec![0.0; rows]);
+            let (mut out, mut lse) = zeroed.clone();
             let who = format!("{:?} {plan:?}", case.mask);
-            attention_planned(
-                Level::Detect,
-                plan,
-                &p,
-                &case.q,
-                &case.k,
-                &case.v,
-                &mut out,
-                Some(&mut lse),
-            )
-            .expect(&who);
-            close(&out, &want, &who);
-            close(&lse, &want_lse, &who);
+            let (q, k, v) = (&case.q, &case.k, &case.v);
+            attention_planned(Level::Detect, plan, p, q, k, v, &mut out, Some(&mut lse))
+                .expect(&who);
+            close((&out, &lse), want, &who);
         }
-    }
+    });
 }

@@ -3,10 +3,13 @@
 #![cfg(feature = "parallel")]
 
 mod common;
-use common::{Case, Joined, Outputs, Rng, budget, compare_joined, joined_series, one_shot};
+use common::{
+    Case, Joined, Outputs, Rng, budget, compare_joined, error_fixture, joined_series, one_shot,
+    short_k_error,
+};
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
-use qkv::{Error, Isa, Mask, Params, Shape, Tensor};
+use qkv::{Error, Isa, Mask, Params, Shape};
 
 fn planned(case: &Case, lvl: Level, plan: Plan) -> Outputs {
     let s = case.shape;
@@ -79,21 +82,10 @@ fn auto_plans_for_prefill_and_decode() {
 
 #[test]
 fn errors_are_those_of_the_single_threaded_call() {
-    let shape = Shape::new(2, 3, 10, 4);
-    let p = Params::new(shape);
-    let q = vec![0.5f32; 2 * 3 * 4];
-    let k = vec![0.5f32; 2 * 10 * 4];
-    let mut out = vec![7.0f32; 24];
-    let mut lse = vec![7.0f32; 6];
+    let (p, q, k, mut out, mut lse) = error_fixture();
+    let shape = p.shape;
     let short = &k[..k.len() - 1];
-    let want = qkv::attention(&p, &q, short, &k, &mut out, Some(&mut lse));
-    assert!(matches!(
-        want,
-        Err(Error::TooShort {
-            tensor: Tensor::K,
-            ..
-        })
-    ));
+    let want = short_k_error(&p, &q, &k, &mut out, &mut lse);
     assert_eq!(
         parallel::attention(&p, &q, short, &k, &mut out, Some(&mut lse)),
         want

@@ -177,10 +177,8 @@ fn params_new_with_huge_shape_does_not_panic() {
 #[cfg(feature = "capi")]
 fn capi_huge_shape_is_not_an_internal_error() {
     use qkv::capi::*;
-    let zero = QkvLayout {
-        head_stride: 0,
-        row_stride: 0,
-    };
+    // Zero strides: every head and row at the start, which the 4-float buffers hold.
+    let zero = QkvLayout::default();
     let d = QkvDesc {
         q: zero,
         k: zero,

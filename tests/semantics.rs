@@ -265,11 +265,7 @@ fn nan_propagates_where_included_and_never_leaks_where_excluded() {
     let mut rng = Rng(14);
     // kv keys past a 48-key block natively; under Miri a short row with the same structure.
     // Bottom-right causal: row i sees keys ≤ kv - 6 + i, so key kv - 4 is seen by rows 2...
-    let (kv, window, out_of_window, biased) = if cfg!(miri) {
-        (10, 3, 0, 5)
-    } else {
-        (70, 40, 3, 50)
-    };
+    let (kv, window, out_of_window, biased) = budget((70, 40, 3, 50), (10, 3, 0, 5));
     let nan_key = kv - 4;
     let shape = Shape::new(1, 6, kv, 5).with_v_dim(3);
     // NaN in q row 2: that row (and its lse) is NaN, no other.

@@ -3,11 +3,11 @@
 
 mod common;
 use common::{
-    Case, Joined, Rng, assert_same_bits, budget, compare_joined, joined_series, levels, one_shot,
-    random_cases,
+    Case, Joined, Rng, assert_same_bits, budget, compare_joined, error_fixture, joined_series,
+    levels, one_shot, random_cases, short_k_error,
 };
 use qkv::split::{self, Level};
-use qkv::{Error, Mask, Params, Shape, Tensor};
+use qkv::{Error, Mask, Shape, Tensor};
 
 /// Random split points of `0..n` into `parts` ranges (some possibly empty).
 fn split_points(rng: &mut Rng, n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
@@ -184,12 +184,7 @@ fn merge_rows_edge_cases() {
 
 #[test]
 fn errors_leave_outputs_untouched() {
-    let shape = Shape::new(2, 3, 10, 4);
-    let p = Params::new(shape);
-    let q = vec![0.5f32; 2 * 3 * 4];
-    let k = vec![0.5f32; 2 * 10 * 4];
-    let mut out = vec![7.0f32; 2 * 3 * 4];
-    let mut lse = vec![7.0f32; 6];
+    let (p, q, k, mut out, mut lse) = error_fixture();
 
     #[allow(clippy::reversed_empty_ranges)]
     let bad = [(0..11), (4..3), (11..11)];
@@ -207,14 +202,7 @@ fn errors_leave_outputs_untouched() {
     }
     // The full problem's validation comes first, with the one-shot call's errors.
     let short_k = &k[..k.len() - 1];
-    let want = qkv::attention(&p, &q, short_k, &k, &mut out, Some(&mut lse));
-    assert!(matches!(
-        want,
-        Err(Error::TooShort {
-            tensor: Tensor::K,
-            ..
-        })
-    ));
+    let want = short_k_error(&p, &q, &k, &mut out, &mut lse);
     let got = split::partial(&p, &q, short_k, &k, 0..2, &mut out, &mut lse);
     assert_eq!(got, want);
     let got = split::partial(&p, &q, &k, &k, 0..2, &mut out, &mut lse[..5]);

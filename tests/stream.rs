@@ -79,11 +79,7 @@ fn token_by_token_decode_with_sliding_window() {
     // GQA decode of 4 tokens at the end of the cache, fed one key at a time, interleaved
     // layouts; many single-token chunks are entirely outside the window.
     let mut rng = Rng(61);
-    let (kv, dim, q_len, q_heads) = if cfg!(miri) {
-        (6, 4, 2, 4)
-    } else {
-        (300, 32, 4, 8)
-    };
+    let (kv, dim, q_len, q_heads) = budget((300, 32, 4, 8), (6, 4, 2, 4));
     let shape = Shape::new(1, q_len, kv, dim).gqa(q_heads, 2);
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::sliding_window(budget(17, 2));

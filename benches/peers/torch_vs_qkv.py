@@ -63,33 +63,22 @@ class Layout(ctypes.Structure):
 class Desc(ctypes.Structure):
     """`qkv_desc` of include/qkv.h, field for field (no padding: the header checks it)."""
 
+    # (field names, their ctype): runs of consecutive fields of one type.
     _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("q_heads", ctypes.c_size_t),
-        ("kv_heads", ctypes.c_size_t),
-        ("q_len", ctypes.c_size_t),
-        ("kv_len", ctypes.c_size_t),
-        ("head_dim", ctypes.c_size_t),
-        ("v_dim", ctypes.c_size_t),
-        ("q", Layout),
-        ("k", Layout),
-        ("v", Layout),
-        ("out", Layout),
-        ("window_left", ctypes.c_size_t),
-        ("window_right", ctypes.c_size_t),
-        ("bias", ctypes.c_void_p),
-        ("bias_layout", Layout),
-        ("q_count", ctypes.c_size_t),
-        ("k_count", ctypes.c_size_t),
-        ("v_count", ctypes.c_size_t),
-        ("out_count", ctypes.c_size_t),
-        ("lse_count", ctypes.c_size_t),
-        ("bias_count", ctypes.c_size_t),
-        ("query_offset", ctypes.c_int64),
-        ("scale", ctypes.c_float),
-        ("flags", ctypes.c_uint32),
-        ("mask", ctypes.c_int32),
-        ("query_pos", ctypes.c_int32),
+        (name, ctype)
+        for names, ctype in [
+            ("struct_size q_heads kv_heads q_len kv_len head_dim v_dim", ctypes.c_size_t),
+            ("q k v out", Layout),
+            ("window_left window_right", ctypes.c_size_t),
+            ("bias", ctypes.c_void_p),
+            ("bias_layout", Layout),
+            ("q_count k_count v_count out_count lse_count bias_count", ctypes.c_size_t),
+            ("query_offset", ctypes.c_int64),
+            ("scale", ctypes.c_float),
+            ("flags", ctypes.c_uint32),
+            ("mask query_pos", ctypes.c_int32),
+        ]
+        for name in names.split()
     ]
 
 

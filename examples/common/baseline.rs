@@ -90,22 +90,8 @@ impl Baseline {
                     // inside `k` and `v` at these strides; `self.q`, `self.s`, `self.o` have
                     // exactly `m·d`, `m·nk`, `m·dv` elements, addressed densely.
                     unsafe {
-                        matrixmultiply::sgemm(
-                            m,
-                            d,
-                            nk,
-                            scale,
-                            self.q.as_ptr(),
-                            d as isize,
-                            1,
-                            k[k0..].as_ptr(),
-                            1,
-                            params.k.row_stride as isize,
-                            0.0,
-                            self.s.as_mut_ptr(),
-                            nk as isize,
-                            1,
-                        );
+                        let kt = (1, params.k.row_stride);
+                        gemm((m, d, nk), scale, &self.q, &k[k0..], kt, &mut self.s);
                     }
                     for hh in 0..group {
                         for r in 0..nb {
@@ -118,22 +104,8 @@ impl Baseline {
                     }
                     // SAFETY: as above, for V and the output block.
                     unsafe {
-                        matrixmultiply::sgemm(
-                            m,
-                            nk,
-                            dv,
-                            1.0,
-                            self.s.as_ptr(),
-                            nk as isize,
-                            1,
-                            v[v0..].as_ptr(),
-                            params.v.row_stride as isize,
-                            1,
-                            0.0,
-                            self.o.as_mut_ptr(),
-                            dv as isize,
-                            1,
-                        );
+                        let vs = (params.v.row_stride, 1);
+                        gemm((m, nk, dv), 1.0, &self.s, &v[v0..], vs, &mut self.o);
                     }
                 }
                 for hh in 0..group {
@@ -148,6 +120,44 @@ impl Baseline {
 }
 
 /// [`Softmax`] on the widest level allowed (see [`MM_FEATURES`]).
+/// `c = alpha · a · b` (`matrixmultiply::sgemm`) for `(m, inner, cols)`: `a` (`m × inner`)
+/// and `c` (`m × cols`) dense row-major, `b` (`inner × cols`) read at
+/// `b[i·b_strides.0 + j·b_strides.1]`.
+///
+/// # Safety
+/// `a` and `c` hold at least `m·inner` and `m·cols` elements, and every element of `b` the
+/// strides address is inside `b`.
+unsafe fn gemm(
+    (m, inner, cols): (usize, usize, usize),
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    b_strides: (usize, usize),
+    c: &mut [f32],
+) {
+    let (rsb, csb) = (b_strides.0 as isize, b_strides.1 as isize);
+    let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    // SAFETY: the caller's contract: the sizes and strides stay inside `a`, `b` and `c`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            inner,
+            cols,
+            alpha,
+            a,
+            inner as isize,
+            1,
+            b,
+            rsb,
+            csb,
+            0.0,
+            c,
+            cols as isize,
+            1,
+        );
+    }
+}
+
 fn softmax(arch: pulp::Arch, row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if !allowed("avx512f") {

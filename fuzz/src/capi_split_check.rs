@@ -285,6 +285,20 @@ fn aliasing(w: &World, writes: &[&Arg], reads: &[&Arg]) -> Result<(), QkvStatus>
     Ok(())
 }
 
+/// The Rust side of a stream call: `run` on the state's floats, taken out of `w` for the call
+/// and put back after it, and the status its result maps to.
+fn on_state(
+    w: &mut World,
+    state: &Arg,
+    run: impl FnOnce(&mut World, &mut [f32]) -> Result<(), Error>,
+) -> QkvStatus {
+    let mut st = w.take(state);
+    let sn = *state.len.as_ref().unwrap();
+    let r = run(w, &mut st[..sn]);
+    w.put(state, st);
+    rust_status(r)
+}
+
 fn rust_status(r: Result<(), Error>) -> QkvStatus {
     match r {
         Ok(()) => QKV_OK,
@@ -419,25 +433,25 @@ fn close_to_reference(
                     qkv::tolerance::stream_lse_bound(score_abs, hd, kv, lse_abs, chunks),
                 ),
             };
+            // NaN exactly where the reference has NaN; elsewhere within `bound` of it.
+            let within = |w: f32, g: f32, bound: f32| {
+                if w.is_nan() {
+                    g.is_nan()
+                } else {
+                    w == g || (w - g).abs() <= bound
+                }
+            };
             let row = p.out.at(h, i);
             for c in 0..s.v_dim {
                 let (w, g) = (want[row + c], out[row + c]);
                 assert!(
-                    if w.is_nan() {
-                        g.is_nan()
-                    } else {
-                        w == g || (w - g).abs() <= bound
-                    },
+                    within(w, g, bound),
                     "{how:?}: out[{h}][{i}][{c}] = {g}, reference {w}, bound {bound}\n{d:?}"
                 );
             }
             let g_lse = lse[h * s.q_len + i];
             assert!(
-                if w_lse.is_nan() {
-                    g_lse.is_nan()
-                } else {
-                    w_lse == g_lse || (w_lse - g_lse).abs() <= lb
-                },
+                within(w_lse, g_lse, lb),
                 "{how:?}: lse[{h}][{i}] = {g_lse}, reference {w_lse}, bound {lb}\n{d:?}"
             );
         }
@@ -854,12 +868,9 @@ fn stream_case(b: &mut Bytes) {
                     w,
                     pre,
                     |w| {
-                        let mut st = w.take(&state);
-                        let sn = *state.len.as_ref().unwrap();
-                        let p = r.params(mask.unwrap(), None);
-                        let r = Stream::new(&p, &mut st[..sn]).map(|_| ());
-                        w.put(&state, st);
-                        rust_status(r)
+                        on_state(w, &state, |_, st| {
+                            Stream::new(&r.params(mask.unwrap(), None), st).map(|_| ())
+                        })
                     },
                     // SAFETY: `state` is NULL or holds `state_len` floats.
                     |w| unsafe { qkv_stream_init(desc_ptr, w.mut_ptr(&state), state.count) },
@@ -923,14 +934,12 @@ fn stream_case(b: &mut Bytes) {
                     w,
                     pre,
                     |w| {
-                        let mut st = w.take(&state);
-                        let sn = *state.len.as_ref().unwrap();
-                        let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
-                        let r = Stream::resume(&p, &mut st[..sn]).and_then(|mut stream| {
-                            stream.update(w.input(&q), w.input(&k), w.input(&v), ks..ke)
-                        });
-                        w.put(&state, st);
-                        rust_status(r)
+                        on_state(w, &state, |w, st| {
+                            let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
+                            Stream::resume(&p, st).and_then(|mut stream| {
+                                stream.update(w.input(&q), w.input(&k), w.input(&v), ks..ke)
+                            })
+                        })
                     },
                     |w| {
                         let (qp, kp, vp) = (w.ptr(&q), w.ptr(&k), w.ptr(&v));
@@ -971,21 +980,22 @@ fn stream_case(b: &mut Bytes) {
                     w,
                     pre,
                     |w| {
-                        let (mut st, mut o) = (w.take(&state), w.take(&out));
-                        let mut l = lse.as_ref().map(|l| w.take(l));
-                        let sn = *state.len.as_ref().unwrap();
-                        let on = *out.len.as_ref().unwrap();
-                        let ln = lse.as_ref().map(|l| *l.len.as_ref().unwrap());
-                        let p = r.params(mask.unwrap(), None);
-                        let r = Stream::resume(&p, &mut st[..sn]).and_then(|mut stream| {
-                            stream.finish(&mut o[..on], l.as_mut().map(|l| &mut l[..ln.unwrap()]))
-                        });
-                        w.put(&state, st);
-                        w.put(&out, o);
-                        if let (Some(a), Some(l)) = (&lse, l) {
-                            w.put(a, l);
-                        }
-                        rust_status(r)
+                        on_state(w, &state, |w, st| {
+                            let mut o = w.take(&out);
+                            let mut l = lse.as_ref().map(|l| w.take(l));
+                            let on = *out.len.as_ref().unwrap();
+                            let ln = lse.as_ref().map(|l| *l.len.as_ref().unwrap());
+                            let p = r.params(mask.unwrap(), None);
+                            let r = Stream::resume(&p, st).and_then(|mut stream| {
+                                let l = l.as_mut().map(|l| &mut l[..ln.unwrap()]);
+                                stream.finish(&mut o[..on], l)
+                            });
+                            w.put(&out, o);
+                            if let (Some(a), Some(l)) = (&lse, l) {
+                                w.put(a, l);
+                            }
+                            r
+                        })
                     },
                     |w| {
                         let (sp, op) = (w.mut_ptr(&state), w.mut_ptr(&out));

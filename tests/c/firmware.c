@@ -147,6 +147,22 @@ static void report(const char *call, const char *name, const sample *s) {
     flush();
 }
 
+/* MEASURE, then report the sample as `call_name` of the gqa case. */
+#define MEASURE_GQA(s, call_name, call)  \
+    do {                                 \
+        MEASURE(s, call);                \
+        report(call_name, "gqa", &(s)); \
+    } while (0)
+
+#if QKV_GROUP >= 4
+/* The length to pass with `workspace`: qkv_workspace_size(), or 0 where `workspace` is
+ * smaller (the call then returns QKV_ERR_WORKSPACE_TOO_SMALL). */
+static size_t workspace_len(const qkv_desc *d) {
+    size_t len = qkv_workspace_size(d);
+    return len > sizeof workspace / sizeof workspace[0] ? 0 : len;
+}
+#endif
+
 /* "out <case> <hex bits of each float of the row>" per output row, then "lse <case> ...". */
 static void print_result(const char *name, const qkv_desc *d) {
     unsigned r, rows = (unsigned)(d->q_heads * d->q_len);
@@ -213,8 +229,7 @@ static void run_attention(const char *name, const qkv_desc *d) {
     {
         char ws_name[16];
         unsigned n = 0;
-        size_t len = qkv_workspace_size(d);
-        if (len > sizeof workspace / sizeof workspace[0]) len = 0; /* then WORKSPACE_TOO_SMALL */
+        size_t len = workspace_len(d);
         while (name[n] && n < sizeof ws_name - 4) ws_name[n] = name[n], n++;
         ws_name[n++] = '-', ws_name[n++] = 'w', ws_name[n++] = 's', ws_name[n] = 0;
         clear_outputs();
@@ -246,23 +261,20 @@ static void run_split(void) {
     qkv_desc d = gqa_desc();
     fill_inputs(&d);
     clear_outputs();
-    MEASURE(s, qkv_partial_f32(&d, q, k, v, 0, GQA_SPLIT, out, lse));
-    report("partial", "gqa", &s);
-    MEASURE(s, qkv_partial_f32(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b));
-    report("partial", "gqa", &s);
-    MEASURE(s, qkv_merge_f32(&d, out, lse, out_b, lse_b));
-    report("merge", "gqa", &s);
+    MEASURE_GQA(s, "partial", qkv_partial_f32(&d, q, k, v, 0, GQA_SPLIT, out, lse));
+    MEASURE_GQA(s, "partial",
+                qkv_partial_f32(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b));
+    MEASURE_GQA(s, "merge", qkv_merge_f32(&d, out, lse, out_b, lse_b));
     print_result("gqa-split", &d);
 #if QKV_GROUP >= 4
     {
-        size_t len = qkv_workspace_size(&d);
-        if (len > sizeof workspace / sizeof workspace[0]) len = 0;
+        size_t len = workspace_len(&d);
         clear_outputs();
-        MEASURE(s, qkv_partial_f32_ws(&d, q, k, v, 0, GQA_SPLIT, out, lse, workspace, len));
-        report("partial_ws", "gqa", &s);
-        MEASURE(s, qkv_partial_f32_ws(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b,
-                                      workspace, len));
-        report("partial_ws", "gqa", &s);
+        MEASURE_GQA(s, "partial_ws",
+                    qkv_partial_f32_ws(&d, q, k, v, 0, GQA_SPLIT, out, lse, workspace, len));
+        MEASURE_GQA(s, "partial_ws",
+                    qkv_partial_f32_ws(&d, q, k, v, GQA_SPLIT, GQA_KV_LEN, out_b, lse_b,
+                                       workspace, len));
         MEASURE(s, qkv_merge_f32(&d, out, lse, out_b, lse_b));
         print_result("gqa-ws-split", &d);
     }
@@ -278,31 +290,26 @@ static void run_stream(void) {
     qkv_desc d = gqa_desc();
     fill_inputs(&d);
     clear_outputs();
-    MEASURE(s, qkv_stream_state_len(&d, &len));
-    report("stream_state_len", "gqa", &s);
+    MEASURE_GQA(s, "stream_state_len", qkv_stream_state_len(&d, &len));
     if (len > sizeof state / sizeof state[0]) len = 0; /* init then fails: TOO_SHORT */
-    MEASURE(s, qkv_stream_init(&d, state, len));
-    report("stream_init", "gqa", &s);
-    MEASURE(s, qkv_stream_update(&d, state, len, q, k, v, 0, GQA_SPLIT));
-    report("stream_update", "gqa", &s);
-    MEASURE(s, qkv_stream_update(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
-                                 v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN));
-    report("stream_update", "gqa", &s);
-    MEASURE(s, qkv_stream_finish(&d, state, len, out, lse));
-    report("stream_finish", "gqa", &s);
+    MEASURE_GQA(s, "stream_init", qkv_stream_init(&d, state, len));
+    MEASURE_GQA(s, "stream_update", qkv_stream_update(&d, state, len, q, k, v, 0, GQA_SPLIT));
+    MEASURE_GQA(s, "stream_update",
+                qkv_stream_update(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
+                                  v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN));
+    MEASURE_GQA(s, "stream_finish", qkv_stream_finish(&d, state, len, out, lse));
     print_result("gqa-stream", &d);
 #if QKV_GROUP >= 4
     {
-        size_t ws = qkv_workspace_size(&d);
-        if (ws > sizeof workspace / sizeof workspace[0]) ws = 0;
+        size_t ws = workspace_len(&d);
         clear_outputs();
         MEASURE(s, qkv_stream_init(&d, state, len));
-        MEASURE(s, qkv_stream_update_ws(&d, state, len, q, k, v, 0, GQA_SPLIT, workspace, ws));
-        report("stream_update_ws", "gqa", &s);
-        MEASURE(s, qkv_stream_update_ws(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
-                                        v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN,
-                                        workspace, ws));
-        report("stream_update_ws", "gqa", &s);
+        MEASURE_GQA(s, "stream_update_ws",
+                    qkv_stream_update_ws(&d, state, len, q, k, v, 0, GQA_SPLIT, workspace, ws));
+        MEASURE_GQA(s, "stream_update_ws",
+                    qkv_stream_update_ws(&d, state, len, q, k + GQA_SPLIT * GQA_DIM,
+                                         v + GQA_SPLIT * GQA_DIM, GQA_SPLIT, GQA_KV_LEN,
+                                         workspace, ws));
         MEASURE(s, qkv_stream_finish(&d, state, len, out, lse));
         print_result("gqa-ws-stream", &d);
     }

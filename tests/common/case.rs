@@ -2,7 +2,7 @@
 //! arithmetic around it.
 
 use super::Rng;
-use qkv::{Bias, Layout, Mask, Params, QueryPos, Shape};
+use qkv::{Bias, Error, Layout, Mask, Params, QueryPos, Shape, Tensor};
 
 /// Owned data of one problem.
 #[derive(Clone, Debug)]
@@ -26,14 +26,7 @@ pub struct Case {
 /// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
 /// `None` when the count overflows `usize`.
 pub fn extent(l: Layout, heads: usize, rows: usize, cols: usize) -> Option<usize> {
-    // = Layout::extent once available
-    if heads == 0 || rows == 0 || cols == 0 {
-        return Some(0);
-    }
-    (heads - 1)
-        .checked_mul(l.head_stride)?
-        .checked_add((rows - 1).checked_mul(l.row_stride)?)?
-        .checked_add(cols)
+    l.extent(heads, rows, cols)
 }
 
 /// A tensor of `heads × rows × cols` in layout `l`, `extra` elements longer than its
@@ -237,4 +230,32 @@ pub fn random_mask(rng: &mut Rng, s: &Shape) -> Mask {
             query_pos: pos,
         },
     }
+}
+
+/// A small valid problem (2 heads, 3 queries, 10 keys, dimension 4) for the tests that an
+/// error leaves the outputs untouched: its parameters, q, k (also fit as v), and `out` and
+/// `lse` filled with 7.0.
+pub fn error_fixture() -> (Params<'static>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = Params::new(Shape::new(2, 3, 10, 4));
+    let (q, k) = (vec![0.5; 2 * 3 * 4], vec![0.5; 2 * 10 * 4]);
+    (p, q, k, vec![7.0; 2 * 3 * 4], vec![7.0; 2 * 3])
+}
+
+/// The one-shot call's error for a `k` one element short, checked to be `TooShort` for K.
+pub fn short_k_error(
+    p: &Params,
+    q: &[f32],
+    k: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+) -> Result<(), Error> {
+    let want = qkv::attention(p, q, &k[..k.len() - 1], k, out, Some(lse));
+    assert!(matches!(
+        want,
+        Err(Error::TooShort {
+            tensor: Tensor::K,
+            ..
+        })
+    ));
+    want
 }

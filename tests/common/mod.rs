@@ -13,7 +13,9 @@ pub mod case;
 pub mod compare;
 pub mod exp;
 
-pub use case::{Case, extent, laid_out, random_cases, random_mask, series_case};
+pub use case::{
+    Case, error_fixture, extent, laid_out, random_cases, random_mask, series_case, short_k_error,
+};
 pub use compare::{
     Expected, Joined, Outputs, Row, RowError, assert_same_bits, check, check_all, check_in,
     check_level, close, compare_joined, compare_row, joined_series, one_shot, row,
