@@ -46,12 +46,13 @@
  * MEMORY. Nothing is allocated. The kernel works in a working memory ("workspace") of
  * floats: the _ws functions take it from the caller (qkv_workspace_size() floats for full
  * speed, at least qkv_workspace_min_size(); it needs no initialisation and holds nothing
- * between calls), and use no more than 2 KiB of stack whatever the shape (measured on a
- * Cortex-M4F, README "Firmware"). The other functions keep their workspace on the stack:
+ * between calls) and keep no tile on the stack: under 2 KiB of stack on a Cortex-M4F
+ * (measured, README "Firmware"). The other functions keep their workspace on the stack:
  * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
- * targets), 1 KiB in one built without them (firmware: under 2 KiB of stack in all, with
- * small tiles, so slower: pass a workspace for speed). qkv_merge_f32, qkv_stream_init,
- * qkv_stream_finish and the query functions keep no workspace and use under 2 KiB.
+ * targets), 256 bytes in one built without them (firmware; one query row at a time, so
+ * slower: pass a workspace for speed), where each uses under 2 KiB of stack but
+ * qkv_stream_update (2.2 KiB). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the
+ * query functions keep no workspace.
  *
  * All functions are thread-safe and never abort, panic or unwind on any input.
  */
