@@ -276,7 +276,10 @@ impl Block {
     ///
     /// Returns whether some row's accumulator overflowed although its max and sum are finite
     /// (values near `f32::MAX`; see [`OVERFLOW_SHIFT`]): the block must then be redone with
-    /// its weights shifted.
+    /// its weights shifted. The redo (`shift` ≠ 0) writes only the values that are not NaN
+    /// and no `lse` (which the shift does not change): a NaN there comes from an infinite
+    /// value whose weight the shift flushed to 0, where the first pass had it right; and a
+    /// finite sum whose mean rounds past `f32::MAX` is `±f32::MAX`.
     fn write(
         self,
         p: &Params,
@@ -284,6 +287,7 @@ impl Block {
         mut lse: Option<&mut [f32]>,
         scratch: &Scratch,
     ) -> bool {
+        let redo = self.shift != 0.0;
         let mut overflowed = false;
         for r in 0..self.rows {
             let (h, i) = self.row(r);
@@ -296,17 +300,25 @@ impl Block {
                 let mut finite = true;
                 for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * scratch.t.v_cols..]) {
                     finite &= a.is_finite();
-                    *o = a / sum;
+                    let mut x = a / sum;
+                    if redo {
+                        // A mean of values within ±f32::MAX, rounded past it.
+                        if a.is_finite() && x.is_infinite() {
+                            x = f32::MAX.copysign(x);
+                        }
+                        if x.is_nan() {
+                            continue;
+                        }
+                    }
+                    *o = x;
                 }
                 overflowed |= !finite && max.is_finite() && sum.is_finite();
-                // The weights were taken against `max + shift`: the sum is `e^-shift` of the
-                // true one.
-                max + (self.shift + libm::logf(sum))
+                max + libm::logf(sum)
             };
-            if let Some(lse) = lse.as_deref_mut() {
+            if let (Some(lse), false) = (lse.as_deref_mut(), redo) {
                 lse[h * p.shape.q_len + i] = row_lse;
             }
         }
-        overflowed && self.shift == 0.0
+        overflowed && !redo
     }
 }
