@@ -1,10 +1,11 @@
 //! The attention kernel, written once over [`pulp::Simd`] and instantiated for every level.
 //!
-//! Query rows are taken in blocks of at most `BLOCK_Q`: up to `BLOCK_Q` rows of one head,
+//! Query rows are taken in blocks of at most `BLOCK_Q` (the full-size tiles; a smaller
+//! workspace gives smaller blocks, `Tiles`): up to that many rows of one head,
 //! or, for short queries (decode), the same rows of several heads of one GQA group, so each
 //! K/V row is read once per group. Each block makes one pass over the keys that the mask lets
-//! any of its rows see (blocks of keys outside the band are skipped), `BLOCK_K` keys at a
-//! time. The score tile is kept transposed, `[key][query row]`, so SIMD lanes run along the
+//! any of its rows see (blocks of keys outside the band are skipped), up to `BLOCK_K` keys
+//! at a time. The score tile is kept transposed, `[key][query row]`, so SIMD lanes run along the
 //! block's query rows:
 //! 1. **Q·Kᵀ**: the block's Q is packed once as `[dim][row]` (up to `Q_DIM` columns of
 //!    `head_dim`; wider heads are packed per panel), and a register tile of `KR_WIDE` keys
