@@ -9,9 +9,8 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use pulp::{Simd, WithSimd};
-
-use crate::kernel::{self, Tiles};
+use crate::kernel::{self, Tiles, Widen};
+use crate::kv::{KvKind, KvType};
 use crate::{Error, Params, Shape};
 
 /// An instruction set the kernel is compiled for.
@@ -105,12 +104,12 @@ impl Isa {
     ///
     /// Returns [`Error::Unsupported`] if this level is not [available](Isa::is_available),
     /// and otherwise exactly what [`attention`](crate::attention) returns.
-    pub fn attention(
+    pub fn attention<K: KvType, V: KvType>(
         self,
         params: &Params,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
@@ -155,23 +154,23 @@ impl Emulated {
     }
 
     /// Runs [`attention`](crate::attention) on this portable instance; same contract.
-    pub fn attention(
+    pub fn attention<K: KvType, V: KvType>(
         self,
         params: &Params,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
         Level::Emulated(self).attention(params, q, k, v, out, lse)
     }
 
-    fn run(self, job: impl WithSimd<Output = ()>) {
+    fn run<K: KvType, V: KvType>(self, job: kernel::Job<'_, '_, K, V>) {
         match self {
-            Emulated::Lanes4 => pulp::Scalar128b.vectorize(job),
-            Emulated::Lanes8 => pulp::Scalar256b.vectorize(job),
-            Emulated::Lanes16 => pulp::Scalar512b.vectorize(job),
+            Emulated::Lanes4 => kernel::run(pulp::Scalar128b, job),
+            Emulated::Lanes8 => kernel::run(pulp::Scalar256b, job),
+            Emulated::Lanes16 => kernel::run(pulp::Scalar512b, job),
         }
     }
 }
@@ -207,18 +206,18 @@ impl From<Emulated> for Level {
 
 impl Level {
     /// Runs [`attention`](crate::attention) on this level; same contract and working memory.
-    pub fn attention(
+    pub fn attention<K: KvType, V: KvType>(
         self,
         params: &Params,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
         // Validated before the stack workspace exists (and again, cheaply, inside).
         params.validate(q, k, v, out, lse.as_deref())?;
-        on_stack_workspace(&params.shape, |ws| {
+        on_stack_workspace::<K, V, _>(&params.shape, |ws| {
             self.attention_in(ws, params, q, k, v, out, lse)
         })
     }
@@ -226,21 +225,22 @@ impl Level {
     /// Runs [`attention_in`](crate::attention_in) on this level: the same as
     /// [`Level::attention`], in the caller's working memory.
     #[allow(clippy::too_many_arguments)] // `attention`'s arguments and the workspace
-    pub fn attention_in(
+    pub fn attention_in<K: KvType, V: KvType>(
         self,
         workspace: &mut [f32],
         params: &Params,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
         params.validate(q, k, v, out, lse.as_deref())?;
         let shape = params.shape;
-        let Some(tiles) = Tiles::choose(&shape, workspace.len()) else {
+        let kinds = (K::KIND, V::KIND);
+        let Some(tiles) = Tiles::choose(&shape, kinds, workspace.len()) else {
             return Err(Error::WorkspaceTooSmall {
-                needed: Tiles::least(&shape).len(),
+                needed: Tiles::least(&shape, kinds).len(),
                 len: workspace.len(),
             });
         };
@@ -267,14 +267,14 @@ impl Level {
 
     /// Runs `job` on this level's instance: the one place that maps a level to a
     /// [`pulp::Simd`] type. The job's inputs must already be validated.
-    fn run(self, job: impl WithSimd<Output = ()>) -> Result<(), Error> {
+    fn run<K: KvType, V: KvType>(self, job: kernel::Job<'_, '_, K, V>) -> Result<(), Error> {
         let missing = |isa| Error::Unsupported(isa);
         match self {
             Level::Detect => return Level::Isa(Isa::detect()).run(job),
-            Level::Isa(Isa::Scalar) => pulp::Scalar::new().vectorize(job),
-            Level::Isa(Isa::Avx2) => arch::run_v3(arch::v3().ok_or(missing(Isa::Avx2))?, job),
-            Level::Isa(Isa::Avx512) => arch::run_v4(arch::v4().ok_or(missing(Isa::Avx512))?, job),
-            Level::Isa(Isa::Neon) => arch::run_neon(arch::neon().ok_or(missing(Isa::Neon))?, job),
+            Level::Isa(Isa::Scalar) => kernel::run(pulp::Scalar::new(), job),
+            Level::Isa(Isa::Avx2) => arch::run(arch::v3().ok_or(missing(Isa::Avx2))?, job),
+            Level::Isa(Isa::Avx512) => arch::run(arch::v4().ok_or(missing(Isa::Avx512))?, job),
+            Level::Isa(Isa::Neon) => arch::run(arch::neon().ok_or(missing(Isa::Neon))?, job),
             #[cfg(feature = "emulated")]
             Level::Emulated(e) => e.run(job),
         }
@@ -282,23 +282,46 @@ impl Level {
     }
 }
 
-/// `f32`s of the working memory that calls without a workspace keep on the stack: the
-/// full-size tiles with the `stack-workspace` feature (hosted builds; about 60 KiB), and
-/// otherwise 64 (256 bytes: firmware stacks are small), where the tiles shrink to one row
-/// at a time (correct, slower; pass a workspace for speed).
+/// `f32`s of the working memory that calls without a workspace keep on the stack with `f32`
+/// K and V: the full-size tiles with the `stack-workspace` feature (hosted builds; about
+/// 60 KiB), and otherwise 64 (256 bytes: firmware stacks are small), where the tiles shrink
+/// to one row at a time (correct, slower; pass a workspace for speed).
 pub(crate) const STACK_WORKSPACE: usize = if cfg!(feature = "stack-workspace") {
     Tiles::FULL.len()
 } else {
     64
 };
 
-/// Runs `f` on a stack workspace of at most [`STACK_WORKSPACE`] floats, of which only what
-/// `shape` can use is initialised. Not inlined: the frame that holds the workspace exists
-/// only once the inputs are validated.
+/// [`STACK_WORKSPACE`] when K or V is narrower than `f32`: the full-size tiles and the tile
+/// their values are widened into (about 84 KiB), or 320 floats (the least tiles of any
+/// shape, 16 keys of V widened among them).
+pub(crate) const STACK_WORKSPACE_NARROW: usize = if cfg!(feature = "stack-workspace") {
+    Tiles::FULL_NARROW.len()
+} else {
+    320
+};
+
+/// Runs `f` on a stack workspace for K and V stored as `K` and `V` ([`STACK_WORKSPACE`] or
+/// [`STACK_WORKSPACE_NARROW`] floats), of which only what `shape` can use is initialised.
+pub(crate) fn on_stack_workspace<K: KvType, V: KvType, R>(
+    shape: &Shape,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let kinds = (K::KIND, V::KIND);
+    let used = Tiles::best(shape, kinds).len();
+    match kinds {
+        (KvKind::F32, KvKind::F32) => on_stack::<STACK_WORKSPACE, R>(used, f),
+        _ => on_stack::<STACK_WORKSPACE_NARROW, R>(used, f),
+    }
+}
+
+/// Runs `f` on `N` floats of stack, of which the first `used` are initialised and given.
+/// Not inlined: the frame that holds the workspace exists only once the inputs are
+/// validated.
 #[inline(never)]
-pub(crate) fn on_stack_workspace<R>(shape: &Shape, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = [MaybeUninit::<f32>::uninit(); STACK_WORKSPACE];
-    let used = &mut buf[..Tiles::best(shape).len().min(STACK_WORKSPACE)];
+fn on_stack<const N: usize, R>(used: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = [MaybeUninit::<f32>::uninit(); N];
+    let used = &mut buf[..used.min(N)];
     for x in used.iter_mut() {
         x.write(0.0);
     }
@@ -312,7 +335,13 @@ pub(crate) fn on_stack_workspace<R>(shape: &Shape, f: impl FnOnce(&mut [f32]) ->
 /// compiled in and usable; the `run_*` functions exist so the other architectures compile.
 mod arch {
     #[allow(unused_imports)]
-    use super::{Simd, WithSimd};
+    use super::{KvType, Widen, kernel};
+
+    /// Runs `job` on a hardware instance (`kernel::run` for the levels compiled here).
+    #[allow(dead_code)]
+    pub fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: kernel::Job<'_, '_, K, V>) {
+        kernel::run(simd, job)
+    }
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
@@ -344,6 +373,14 @@ mod arch {
             xcr0 & bits == bits
         }
 
+        /// CPUID leaf 1, ECX bit 29: the half-precision conversions (`vcvtph2ps`).
+        pub fn has_f16c() -> bool {
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
+            let leaf1 = unsafe { __cpuid(1) };
+            leaf1.ecx & (1 << 29) != 0
+        }
+
         #[target_feature(enable = "xsave")]
         unsafe fn read_xcr0() -> u64 {
             // SAFETY: the caller checked OSXSAVE, so XGETBV with ECX = 0 is valid.
@@ -356,11 +393,9 @@ mod arch {
         if cfg!(miri) {
             return None;
         }
-        pulp::x86::V3::try_new().filter(|_| x86::os_saves(x86::YMM_STATE))
-    }
-    #[cfg(target_arch = "x86_64")]
-    pub fn run_v3(simd: pulp::x86::V3, job: impl WithSimd<Output = ()>) {
-        Simd::vectorize(simd, job)
+        // The kernel's widening loads of f16 use F16C, which every AVX2 CPU has; checked all
+        // the same, since the V3 token does not promise it.
+        pulp::x86::V3::try_new().filter(|_| x86::os_saves(x86::YMM_STATE) && x86::has_f16c())
     }
 
     #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
@@ -369,10 +404,6 @@ mod arch {
             return None;
         }
         pulp::x86::V4::try_new().filter(|_| x86::os_saves(x86::ZMM_STATE))
-    }
-    #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
-    pub fn run_v4(simd: pulp::x86::V4, job: impl WithSimd<Output = ()>) {
-        Simd::vectorize(simd, job)
     }
 
     #[cfg(target_arch = "aarch64")]
@@ -384,30 +415,16 @@ mod arch {
             None
         }
     }
-    #[cfg(target_arch = "aarch64")]
-    pub fn run_neon(simd: pulp::aarch64::Neon, job: impl WithSimd<Output = ()>) {
-        Simd::vectorize(simd, job)
-    }
+    #[cfg(not(target_arch = "x86_64"))]
+    pub use self::v_absent as v3;
+    #[cfg(not(all(target_arch = "x86_64", feature = "x86-v4")))]
+    pub use self::v_absent as v4;
+    #[cfg(not(target_arch = "aarch64"))]
+    pub use self::v_absent as neon;
 
     /// A level that is not compiled for this target: never available, never run.
     #[allow(dead_code)]
-    #[derive(Clone, Copy)]
-    pub enum Absent {}
-
-    #[allow(dead_code)]
-    pub fn run_absent(simd: Absent, _job: impl WithSimd<Output = ()>) {
-        match simd {}
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    pub use self::{run_absent as run_v3, v_absent as v3};
-    #[cfg(not(all(target_arch = "x86_64", feature = "x86-v4")))]
-    pub use self::{run_absent as run_v4, v_absent as v4};
-    #[cfg(not(target_arch = "aarch64"))]
-    pub use self::{run_absent as run_neon, v_absent as neon};
-
-    #[allow(dead_code)]
-    pub fn v_absent() -> Option<Absent> {
+    pub fn v_absent() -> Option<pulp::Scalar> {
         None
     }
 }

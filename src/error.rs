@@ -74,6 +74,16 @@ pub enum Error {
         /// The number of `f32`s given.
         len: usize,
     },
+    /// K or V is stored in blocks (`q8_0`, 32 values) and its row length (`head_dim` for
+    /// K, `v_dim` for V) is not a multiple of the block.
+    BlockSize {
+        /// [`Tensor::K`] or [`Tensor::V`].
+        tensor: Tensor,
+        /// The row length.
+        dim: usize,
+        /// Values per block.
+        block: usize,
+    },
     /// A range of keys (split-KV partials, streaming chunks) is not within `0..=kv_len`, or
     /// its start is after its end.
     KeyRange {
@@ -111,6 +121,10 @@ impl fmt::Display for Error {
             Error::WorkspaceTooSmall { needed, len } => write!(
                 f,
                 "the workspace holds {len} floats but this shape needs at least {needed}"
+            ),
+            Error::BlockSize { tensor, dim, block } => write!(
+                f,
+                "{tensor:?} is stored in blocks of {block} values but its rows have {dim}"
             ),
             Error::KeyRange { start, end, kv_len } => write!(
                 f,

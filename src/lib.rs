@@ -83,6 +83,7 @@ mod dispatch;
 mod error;
 pub mod exp;
 pub mod kernel;
+pub mod kv;
 #[cfg(feature = "parallel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "parallel")))]
 pub mod parallel;
@@ -98,6 +99,7 @@ mod validate;
 pub use dispatch::Emulated;
 pub use dispatch::{Isa, Level};
 pub use error::{Dim, Error, Tensor};
+pub use kv::{BlockQ8_0, KvKind, KvType, bf16, f16};
 pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 
 /// Computes attention with the best [`Isa`] this CPU supports.
@@ -106,11 +108,14 @@ pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 /// natural log of each row's softmax denominator, `[q_heads][q_len]`. See the crate docs for
 /// the exact semantics. Returns an [`Error`] (and writes nothing) if the slices do not match
 /// the shape and strides.
-pub fn attention(
+///
+/// K and V may each be stored as `f32`, [`f16`], [`bf16`] or [`BlockQ8_0`] ([`kv`]); their
+/// values are widened to `f32` as they are read.
+pub fn attention<K: KvType, V: KvType>(
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
@@ -122,13 +127,14 @@ pub fn attention(
 /// full speed; with less, down to [`min_workspace_len`], it runs with smaller tiles (slower,
 /// same results within [`tolerance`]); with less than that it returns
 /// [`Error::WorkspaceTooSmall`]. No other memory is used: the stack stays small (no tile
-/// lives there), whatever the shape.
-pub fn attention_in(
+/// lives there), whatever the shape. With K or V narrower than `f32`, size it with
+/// [`workspace_len_for`].
+pub fn attention_in<K: KvType, V: KvType>(
     workspace: &mut [f32],
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
@@ -136,16 +142,29 @@ pub fn attention_in(
 }
 
 /// The `f32`s of working memory with which [`attention_in`] (and the split-KV and streaming
-/// calls on the same params) runs at full speed: at most about 15k (60 KiB), less for small
-/// heads, short queries (decode) and narrow `v_dim`.
+/// calls on the same params) runs at full speed with `f32` K and V: at most about 15k
+/// (60 KiB), less for small heads, short queries (decode) and narrow `v_dim`.
 pub fn workspace_len(params: &Params) -> usize {
-    kernel::Tiles::best(&params.shape).len()
+    workspace_len_for(params, KvKind::F32, KvKind::F32)
 }
 
-/// The fewest `f32`s of working memory [`attention_in`] runs in for this shape (tiles of one
-/// query row, 16 keys and 16 value columns): at most 96, whatever the sizes.
+/// The fewest `f32`s of working memory [`attention_in`] runs in for this shape with `f32` K
+/// and V (tiles of one query row, 16 keys and 16 value columns): at most 96, whatever the
+/// sizes.
 pub fn min_workspace_len(params: &Params) -> usize {
-    kernel::Tiles::least(&params.shape).len()
+    min_workspace_len_for(params, KvKind::F32, KvKind::F32)
+}
+
+/// [`workspace_len`] for K and V stored as `k` and `v` (`K::KIND`, `V::KIND`): K or V
+/// narrower than `f32` adds a tile their values are widened into (at most 6,144 floats).
+pub fn workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
+    kernel::Tiles::best(&params.shape, (k, v)).len()
+}
+
+/// [`min_workspace_len`] for K and V stored as `k` and `v`: at most 352 when V is narrower
+/// than `f32` (16 keys of V widened).
+pub fn min_workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
+    kernel::Tiles::least(&params.shape, (k, v)).len()
 }
 
 /// The README's examples are compiled and run as doc tests (not under Miri: its example is a

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::range::Part;
 use crate::split::merge_rows;
-use crate::{Error, Layout, Level, Params, Shape};
+use crate::{Error, KvType, Layout, Level, Params, Shape};
 
 /// How [`attention_planned`] cuts a problem into tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,11 +81,11 @@ impl Plan {
 
 /// [`attention`](crate::attention) on the current rayon pool, with the best level and
 /// [`Plan::auto`]. Same arguments, errors and semantics.
-pub fn attention(
+pub fn attention<K: KvType, V: KvType>(
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
@@ -109,13 +109,13 @@ struct Task {
 /// [`attention`] with a chosen level and plan. Same errors as [`Level::attention`]; nothing
 /// is written on error.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_planned(
+pub fn attention_planned<K: KvType, V: KvType>(
     level: Level,
     plan: Plan,
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     out: &mut [f32],
     mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
@@ -194,12 +194,12 @@ pub fn attention_planned(
 
 /// Computes one task into fresh buffers: `out` `[group][rows][v_dim]` and `lse`
 /// `[group][rows]`.
-fn run_task(
+fn run_task<K: KvType, V: KvType>(
     level: Level,
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     group: usize,
     t: &Task,
 ) -> Result<Partial, Error> {

@@ -1,6 +1,8 @@
 //! What an attention call computes: shape, memory layout, scale, mask and bias. The checks
 //! every entry point runs on them before touching `out` are in `validate.rs`.
 
+use crate::kv::KvType;
+
 /// The sizes of one attention call.
 ///
 /// `q` is `[q_heads][q_len][head_dim]`, `k` is `[kv_heads][kv_len][head_dim]`,
@@ -302,6 +304,32 @@ impl<'a> Params<'a> {
             k,
             v,
             out,
+            ..self
+        }
+    }
+
+    /// Re-expresses the K and V layouts, given in values, in the elements of the types they
+    /// are stored in: their strides divided by the values per element (32 for
+    /// [`BlockQ8_0`](crate::BlockQ8_0), 1 for the others, for which this changes nothing).
+    /// Call it once, after the layouts are set.
+    ///
+    /// ```
+    /// use qkv::{BlockQ8_0, Params, Shape};
+    ///
+    /// let params = Params::new(Shape::new(2, 1, 64, 128)).with_kv_units::<BlockQ8_0, BlockQ8_0>();
+    /// assert_eq!(params.k.row_stride, 4); // 128 values: 4 blocks
+    /// ```
+    pub const fn with_kv_units<K: KvType, V: KvType>(self) -> Params<'a> {
+        let (kv, vv) = (K::KIND.values(), V::KIND.values());
+        Params {
+            k: Layout {
+                head_stride: self.k.head_stride / kv,
+                row_stride: self.k.row_stride / kv,
+            },
+            v: Layout {
+                head_stride: self.v.head_stride / vv,
+                row_stride: self.v.row_stride / vv,
+            },
             ..self
         }
     }

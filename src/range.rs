@@ -59,22 +59,26 @@ impl Part {
 
     /// `q`, `k` and `v` from the part's first element (empty past the end, which only an
     /// empty part reaches).
-    pub fn inputs<'s>(
+    pub fn inputs<'s, K, V>(
         &self,
         params: &Params,
         q: &'s [f32],
-        k: &'s [f32],
-        v: &'s [f32],
-    ) -> (&'s [f32], &'s [f32], &'s [f32]) {
+        k: &'s [K],
+        v: &'s [V],
+    ) -> (&'s [f32], &'s [K], &'s [V]) {
         let group = params.shape.q_heads / params.shape.kv_heads.max(1);
         let g = self.heads.start / group.max(1);
-        let from = |data: &'s [f32], at: usize| data.get(at..).unwrap_or(&[]);
         (
             from(q, params.q.at(self.heads.start, self.rows.start)),
             from(k, params.k.at(g, self.keys.start)),
             from(v, params.v.at(g, self.keys.start)),
         )
     }
+}
+
+/// `data` from element `at` (empty past the end).
+fn from<T>(data: &[T], at: usize) -> &[T] {
+    data.get(at..).unwrap_or(&[])
 }
 
 /// The mask of a part whose row 0 and key 0 are `shift` positions apart more than in

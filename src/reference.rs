@@ -12,6 +12,7 @@
 //! A row with no key left writes `out = 0` and `lse = −inf`. A NaN score makes the whole row
 //! (and its lse) NaN; a NaN in `v` makes the output columns it touches NaN.
 
+use crate::kv::{self, KvType};
 use crate::{Error, Params};
 
 /// Output columns accumulated per pass over the keys.
@@ -21,11 +22,12 @@ const COLS: usize = 32;
 ///
 /// Takes the same arguments and runs the same validation as [`attention`](crate::attention).
 /// It allocates nothing: it recomputes each score once per pass instead of storing the row.
-pub fn attention(
+/// K and V values of any [`KvType`] are decoded exactly, then used in `f64`.
+pub fn attention<K: KvType, V: KvType>(
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     out: &mut [f32],
     mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
@@ -53,11 +55,11 @@ pub fn attention(
                 if bias == f64::NEG_INFINITY {
                     return None;
                 }
-                let k_row = &k[params.k.at(g, j)..][..s.head_dim];
+                let k_row = &k[params.k.at(g, j)..];
                 let dot: f64 = q_row
                     .iter()
-                    .zip(k_row)
-                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .enumerate()
+                    .map(|(d, &a)| a as f64 * kv::value(k_row, d).unwrap_or(f32::NAN) as f64)
                     .sum();
                 let s = scale * dot + bias;
                 (s != f64::NEG_INFINITY).then_some(s)
@@ -92,8 +94,9 @@ pub fn attention(
                     for j in 0..s.kv_len {
                         if let Some(sj) = score(j) {
                             let p = libm::exp(sj - max);
-                            let v_row = &v[params.v.at(g, j) + chunk * COLS..][..o.len()];
-                            for (a, &x) in acc.iter_mut().zip(v_row) {
+                            let v_row = &v[params.v.at(g, j)..];
+                            for (c, a) in acc.iter_mut().take(o.len()).enumerate() {
+                                let x = kv::value(v_row, chunk * COLS + c).unwrap_or(f32::NAN);
                                 *a += p * x as f64;
                             }
                         }

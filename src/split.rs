@@ -41,7 +41,7 @@
 use core::ops::Range;
 
 use crate::range::{Part, check_keys};
-use crate::{Error, Layout, Params, Shape, Tensor};
+use crate::{Error, KvType, Layout, Params, Shape, Tensor};
 
 /// The instance a split, streaming or parallel call runs on (the same type as
 /// [`qkv::Level`](crate::Level)).
@@ -62,11 +62,11 @@ pub use crate::Level;
 /// one-shot call accepts works here too (`QueryPos::Offset` near `i64::MIN` or `i64::MAX`
 /// included); only a range of `2⁶³` keys or more (broadcast K and V) whose shifted position
 /// leaves `i64` is [`Error::Overflow`]`(`[`Tensor::Q`]`)`. Nothing is written on error.
-pub fn partial(
+pub fn partial<K: KvType, V: KvType>(
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     keys: Range<usize>,
     out: &mut [f32],
     lse: &mut [f32],
@@ -76,19 +76,19 @@ pub fn partial(
 
 /// [`partial`] on a chosen [`Level`].
 #[allow(clippy::too_many_arguments)] // `partial`'s arguments and the level
-pub fn partial_at(
+pub fn partial_at<K: KvType, V: KvType>(
     level: Level,
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     keys: Range<usize>,
     out: &mut [f32],
     lse: &mut [f32],
 ) -> Result<(), Error> {
     let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
     let (q, k, v) = part.inputs(params, q, k, v);
-    crate::dispatch::on_stack_workspace(&params.shape, |ws| {
+    crate::dispatch::on_stack_workspace::<K, V, _>(&params.shape, |ws| {
         level.attention_in(ws, &sub, q, k, v, out, Some(lse))
     })
 }
@@ -98,13 +98,13 @@ pub fn partial_at(
 /// [`min_workspace_len`](crate::min_workspace_len)`(params)`
 /// ([`Error::WorkspaceTooSmall`] otherwise).
 #[allow(clippy::too_many_arguments)] // `partial`'s arguments, the level and the workspace
-pub fn partial_in(
+pub fn partial_in<K: KvType, V: KvType>(
     level: Level,
     workspace: &mut [f32],
     params: &Params,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     keys: Range<usize>,
     out: &mut [f32],
     lse: &mut [f32],
@@ -115,11 +115,11 @@ pub fn partial_in(
 }
 
 /// The checks of a partial, in the documented order, and its sub-problem.
-fn validate_partial<'a>(
+fn validate_partial<'a, K: KvType, V: KvType>(
     params: &Params<'a>,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[K],
+    v: &[V],
     keys: &Range<usize>,
     out: &[f32],
     lse: &[f32],
@@ -149,7 +149,7 @@ pub(crate) fn validate_out(params: &Params, out: &[f32], lse: Option<&[f32]>) ->
         bias: None,
         ..*params
     };
-    probe.validate(&[0.0], &[], &[], out, lse)
+    probe.validate::<f32, f32>(&[0.0], &[], &[], out, lse)
 }
 
 /// Joins the partial `(out_b, lse_b)` into `(out_a, lse_a)`: afterwards `a` holds the result

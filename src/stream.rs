@@ -48,7 +48,7 @@ use core::ops::Range;
 use crate::dispatch::on_stack_workspace;
 use crate::range::{Part, check_keys};
 use crate::split::{validate_out, weight};
-use crate::{Dim, Error, Layout, Level, Params, Shape, Tensor};
+use crate::{Dim, Error, KvType, Layout, Level, Params, Shape, Tensor};
 
 /// The running state of attention over a growing set of keys, for all query rows of a
 /// problem. See the [module docs](self).
@@ -182,18 +182,18 @@ impl<'p, 's> Stream<'p, 's> {
     /// Errors (the state is unchanged): [`Error::KeyRange`] if `keys` is not within
     /// `0..=kv_len`, then what [`attention`](crate::attention) returns for the chunk as a
     /// problem of `keys.len()` keys (slices too short, an unavailable level…).
-    pub fn update(
+    pub fn update<K: KvType, V: KvType>(
         &mut self,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         keys: Range<usize>,
     ) -> Result<(), Error> {
         let shape = self.params.shape;
         self.update_by(keys, |level, sub, out, lse| {
             // Validated before the stack workspace exists.
             sub.validate(q, k, v, out, Some(lse))?;
-            on_stack_workspace(&shape, |ws| {
+            on_stack_workspace::<K, V, _>(&shape, |ws| {
                 level.attention_in(ws, sub, q, k, v, out, Some(lse))
             })
         })
@@ -203,12 +203,12 @@ impl<'p, 's> Stream<'p, 's> {
     /// [`attention_in`](crate::attention_in): [`workspace_len`](crate::workspace_len) of the
     /// stream's params for full speed, at least [`min_workspace_len`](crate::min_workspace_len)
     /// ([`Error::WorkspaceTooSmall`] otherwise, the state unchanged).
-    pub fn update_in(
+    pub fn update_in<K: KvType, V: KvType>(
         &mut self,
         workspace: &mut [f32],
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         keys: Range<usize>,
     ) -> Result<(), Error> {
         self.update_by(keys, |level, sub, out, lse| {

@@ -2,18 +2,20 @@
 //! the C ABI) runs on a [`Params`] and its slices before anything is read or written.
 
 use crate::error::{Dim, Error, Tensor};
+use crate::kv::KvType;
 use crate::{Layout, Params};
 
 impl Params<'_> {
     /// Checks every input against the shape and strides; nothing is read or written.
     ///
     /// This is the single validation all entry points share: the reference, every kernel
-    /// level and the C ABI.
-    pub fn validate(
+    /// level and the C ABI. K and V are checked in their own elements ([`KvType`]): a
+    /// `q8_0` K needs a `head_dim`, and a `q8_0` V a `v_dim`, that is a multiple of 32.
+    pub fn validate<K: KvType, V: KvType>(
         &self,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: &[K],
+        v: &[V],
         out: &[f32],
         lse: Option<&[f32]>,
     ) -> Result<(), Error> {
@@ -38,9 +40,11 @@ impl Params<'_> {
         if !scale.is_finite() {
             return Err(Error::InvalidScale);
         }
+        let k_cols = units(Tensor::K, s.head_dim, K::KIND.values())?;
+        let v_cols = units(Tensor::V, s.v_dim, V::KIND.values())?;
         check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
-        check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, s.head_dim)?;
-        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, s.v_dim)?;
+        check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, k_cols)?;
+        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, v_cols)?;
         check_extent(
             Tensor::Out,
             out.len(),
@@ -74,6 +78,19 @@ impl Params<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The elements of a row of `dim` values stored `values` to an element: `dim` must be a
+/// multiple of `values`.
+fn units(tensor: Tensor, dim: usize, values: usize) -> Result<usize, Error> {
+    match dim.is_multiple_of(values) {
+        true => Ok(dim / values),
+        false => Err(Error::BlockSize {
+            tensor,
+            dim,
+            block: values,
+        }),
     }
 }
 

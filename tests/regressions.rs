@@ -159,11 +159,11 @@ fn bias_magnitude_counts_in_the_documented_bound() {
 fn params_new_with_huge_shape_does_not_panic() {
     let shape = Shape::new(1, usize::MAX, 2, 2);
     let p = Params::new(shape);
-    assert!(p.validate(&[], &[], &[], &[], None).is_err());
+    assert!(p.validate::<f32, f32>(&[], &[], &[], &[], None).is_err());
     let shape = Shape::new(usize::MAX / 2, 3, 3, 4);
     let p = Params::new(Shape::new(1, 1, 1, 1)).interleaved();
     let p = Params { shape, ..p }.interleaved();
-    assert!(p.validate(&[], &[], &[], &[], None).is_err());
+    assert!(p.validate::<f32, f32>(&[], &[], &[], &[], None).is_err());
 }
 
 /// Replays `fuzz/regressions/capi/huge-q-len`: the same overflow through the C ABI, a
@@ -221,7 +221,7 @@ fn stream_with_zero_head_dim_is_refused() {
     for q_len in [0, 3] {
         let p = Params::new(Shape::new(2, q_len, 5, 0).with_v_dim(3));
         let mut out = vec![0.0f32; 2 * q_len * 3];
-        let want = qkv::attention(&p, &[], &[], &[], &mut out, None);
+        let want = qkv::attention::<f32, f32>(&p, &[], &[], &[], &mut out, None);
         assert_eq!(want, Err(Error::ZeroDim(Dim::HeadDim)));
         let mut state = vec![0.0f32; Stream::state_len(&p.shape)];
         assert_eq!(

@@ -238,7 +238,14 @@ fn empty_lengths_are_defined() {
         let mut out = [7.0f32; 24];
         let mut lse = [7.0f32; 6];
         level
-            .attention(&p, &q, &[], &[], &mut out, Some(&mut lse))
+            .attention(
+                &p,
+                &q,
+                &[] as &[f32],
+                &[] as &[f32],
+                &mut out,
+                Some(&mut lse),
+            )
             .unwrap();
         assert_eq!(out, [0.0; 24], "{level:?}: kv_len = 0 gives zero rows");
         assert_eq!(lse, [f32::NEG_INFINITY; 6], "{level:?}");

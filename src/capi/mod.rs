@@ -106,14 +106,20 @@ pub const QKV_ERR_INTERNAL: QkvStatus = 16;
 /// [`Error::WorkspaceTooSmall`]: the workspace holds fewer floats than
 /// [`qkv_workspace_min_size`] returns for the descriptor.
 pub const QKV_ERR_WORKSPACE_TOO_SMALL: QkvStatus = 17;
+/// [`Error::BlockSize`]: K or V is stored in `q8_0` blocks and `head_dim` (for K) or `v_dim`
+/// (for V) is not a multiple of 32.
+pub const QKV_ERR_BLOCK_SIZE: QkvStatus = 18;
+/// `k_type` or `v_type` is not a `QKV_TYPE_*` value, or names a type this build of the
+/// library leaves out (see the `kv-*` features).
+pub const QKV_ERR_TYPE: QkvStatus = 19;
 
 /// Defines [`ALL_STATUSES`] and [`STATUS_NAMES`] from one list, so the two cannot disagree.
 macro_rules! statuses {
     ($($status:ident),* $(,)?) => {
         /// Every status code, in order of value (`QKV_OK` is 0, each next one is one more).
-        pub const ALL_STATUSES: [QkvStatus; 18] = [$($status),*];
+        pub const ALL_STATUSES: [QkvStatus; 20] = [$($status),*];
         /// The C name of each of [`ALL_STATUSES`], in the same order (`"QKV_OK"`, ...).
-        pub const STATUS_NAMES: [&str; 18] = [$(stringify!($status)),*];
+        pub const STATUS_NAMES: [&str; 20] = [$(stringify!($status)),*];
     };
 }
 statuses!(
@@ -135,6 +141,8 @@ statuses!(
     QKV_ERR_UNKNOWN_ISA,
     QKV_ERR_INTERNAL,
     QKV_ERR_WORKSPACE_TOO_SMALL,
+    QKV_ERR_BLOCK_SIZE,
+    QKV_ERR_TYPE,
 );
 
 /// The status code of an [`Error`]: the one mapping every entry point returns its errors
@@ -149,6 +157,7 @@ pub const fn error_status(e: Error) -> QkvStatus {
         Error::InvalidScale => QKV_ERR_INVALID_SCALE,
         Error::Unsupported(_) => QKV_ERR_UNSUPPORTED,
         Error::WorkspaceTooSmall { .. } => QKV_ERR_WORKSPACE_TOO_SMALL,
+        Error::BlockSize { .. } => QKV_ERR_BLOCK_SIZE,
     }
 }
 

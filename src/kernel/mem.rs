@@ -3,6 +3,9 @@
 
 use pulp::Simd;
 
+use super::widen::{Phase, Widen};
+use crate::kv::{self, KvType};
+
 /// Lane indices, to build masks of visible keys.
 pub(super) const IOTA: [f32; 16] = [
     0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.,
@@ -23,12 +26,21 @@ pub(super) fn load<S: Simd>(simd: S, s: &[f32]) -> S::f32s {
     }
 }
 
-/// Rows of a matrix for the unsafe tiles: row `x` starts at `ptr + x·stride`. What may be read
-/// from them is stated by each tile's `# Safety`.
+/// Rows of a matrix for the unsafe tiles: row `x` starts at `ptr + x·stride` (in elements
+/// of `T`: `f32`, or a K/V storage type). What may be read from them is stated by each tile's
+/// `# Safety`.
 #[derive(Clone, Copy)]
-pub(super) struct Rows {
-    pub ptr: *const f32,
+pub(super) struct Rows<T = f32> {
+    pub ptr: *const T,
     pub stride: usize,
+}
+
+impl<T> Rows<T> {
+    /// The start of row `x` (no access: a pointer the tile may read through).
+    #[inline(always)]
+    pub fn row(self, x: usize) -> *const T {
+        self.ptr.wrapping_add(x * self.stride)
+    }
 }
 
 impl Rows {
@@ -37,6 +49,17 @@ impl Rows {
     pub fn at(self, x: usize, col: usize) -> *const f32 {
         self.ptr.wrapping_add(x * self.stride + col)
     }
+}
+
+/// Rows of `f32` as a checked slice: row `j` is `data[j · stride..]`, and the slice ends with
+/// the last row's columns. They are the caller's K or V when those are `f32`, or the tile
+/// their values were widened into; `ahead` is how far past a row the P·V tiles may prefetch
+/// (0: not at all, as for the tile).
+#[derive(Clone, Copy)]
+pub(super) struct F32Rows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub ahead: usize,
 }
 
 /// Rows of a tile the tiles write: row `x` starts at `ptr + x·stride`.
@@ -76,7 +99,7 @@ const NTA: i32 = 0;
 /// names. Any address is allowed: a prefetch never faults; a no-op where Rust has no stable
 /// prefetch.
 #[inline(always)]
-fn prefetch<const HINT: i32>(p: *const f32) {
+fn prefetch<const HINT: i32, T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing visible and never faults, whatever the address.
     unsafe {
@@ -88,15 +111,15 @@ fn prefetch<const HINT: i32>(p: *const f32) {
 
 /// [`prefetch`] into every cache level.
 #[inline(always)]
-pub(super) fn prefetch_at(p: *const f32) {
-    prefetch::<T0>(p);
+pub(super) fn prefetch_at<T>(p: *const T) {
+    prefetch::<T0, T>(p);
 }
 
 /// [`prefetch`] for a line read once: into L1, bypassing what the outer caches keep
 /// (`prefetchnta`), for the K/V lines decode streams from memory.
 #[inline(always)]
-pub(super) fn prefetch_once(p: *const f32) {
-    prefetch::<NTA>(p);
+pub(super) fn prefetch_once<T>(p: *const T) {
+    prefetch::<NTA, T>(p);
 }
 
 /// Runs `$body` with `$n` (a run-time count) as the constant `$c`, for each count a tile is
@@ -116,3 +139,35 @@ macro_rules! with_count {
     };
 }
 pub(super) use with_count;
+
+/// A phase that widens a block of K or V rows stored as `T` into an `f32` tile: columns
+/// `col..col + width` of `rows` rows of `src` (row `j` at `src[j · stride..]`) into
+/// `dst[j · width..][..width]`.
+pub(super) struct WidenRows<'a, T> {
+    pub src: &'a [T],
+    pub stride: usize,
+    pub rows: usize,
+    pub col: usize,
+    pub dst: &'a mut [f32],
+    pub width: usize,
+}
+
+impl<T: KvType> Phase for WidenRows<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        let WidenRows {
+            src,
+            stride,
+            rows,
+            col,
+            dst,
+            width,
+        } = self;
+        for (j, dst) in dst.chunks_exact_mut(width).take(rows).enumerate() {
+            let row = src.get(j * stride..).unwrap_or(&[]);
+            kv::widen_row(simd, row, col, dst);
+        }
+    }
+}

@@ -56,48 +56,48 @@ mod qk;
 mod scratch;
 mod softmax;
 mod tiles;
+mod widen;
 
-use pulp::{Simd, WithSimd};
+use pulp::Simd;
 
 use crate::Params;
+use crate::kv::KvType;
 pub use config::BLOCK_Q;
 use scratch::Scratch;
 pub(crate) use scratch::Tiles;
+use widen::Phase;
+pub(crate) use widen::Widen;
 
 /// The bytes of the working memory that [`attention`](crate::attention) and the other calls
-/// without a workspace keep on the stack: about 60 KiB with the `stack-workspace` feature
-/// (on by default), 256 bytes without it.
+/// without a workspace keep on the stack for `f32` K and V: about 60 KiB with the
+/// `stack-workspace` feature (on by default), 256 bytes without it. 16- and 8-bit K or V
+/// take [`STACK_BYTES_NARROW`].
 pub const STACK_BYTES: usize = crate::dispatch::STACK_WORKSPACE * core::mem::size_of::<f32>();
+
+/// [`STACK_BYTES`] when K or V is stored in 16 or 8 bits: about 84 KiB with the
+/// `stack-workspace` feature (the tile their values are widened into), 1 KiB without it.
+pub const STACK_BYTES_NARROW: usize =
+    crate::dispatch::STACK_WORKSPACE_NARROW * core::mem::size_of::<f32>();
 
 /// One call of the kernel: validated inputs, the tiles chosen for them and the working
 /// memory (at least `tiles.len()` floats), ready to run at any level.
-pub(crate) struct Job<'p, 'a> {
+pub(crate) struct Job<'p, 'a, K, V> {
     pub params: &'p Params<'a>,
     pub q: &'p [f32],
-    pub k: &'p [f32],
-    pub v: &'p [f32],
+    pub k: &'p [K],
+    pub v: &'p [V],
     pub out: &'p mut [f32],
     pub lse: Option<&'p mut [f32]>,
     pub tiles: Tiles,
     pub workspace: &'p mut [f32],
 }
 
-impl WithSimd for Job<'_, '_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        run(simd, self);
-    }
-}
-
-/// The read-only inputs of a call, and the scale computed once.
+/// The read-only inputs of a call that do not depend on the K/V types, and the scale
+/// computed once.
 #[derive(Clone, Copy)]
 struct Inputs<'p, 'a> {
     p: &'p Params<'a>,
     q: &'p [f32],
-    k: &'p [f32],
-    v: &'p [f32],
     /// `p.scale()`, computed once per call: without std, `sqrtf` is a software loop.
     scale: f32,
 }
@@ -111,30 +111,20 @@ struct Keys {
     v_ahead: usize,
 }
 
-/// Runs a phase of a block out of line on the scalar level and inline on the others.
-/// The scalar level is what microcontrollers run: there each phase gets a frame of its own,
-/// and the stack holds one of them at a time rather than the spills of all of them inlined
-/// into one. SIMD levels must inline (their target features do not cross a call), and a
-/// phase is long enough that the call costs nothing measurable.
-/// (A macro, not a function taking a closure: on SIMD levels the phase must be inlined into
-/// the function that carries the target features, and a closure body may not be.)
-macro_rules! phase {
-    ($S:ty, $phase:expr) => {
-        if <$S>::F32_LANES == 1 {
-            out_of_line(|| $phase)
-        } else {
-            $phase
-        }
-    };
-}
-
+/// Runs a phase in a frame of its own, entered with the level's target features.
+///
+/// Every phase of a block is a call: the code of a phase that does not depend on the K/V
+/// types exists once per level, however many type pairs call it; and on the scalar level,
+/// what microcontrollers run, the stack holds one phase's frame at a time rather than the
+/// spills of all of them inlined into one. A phase is long enough (a block of keys) that the
+/// call costs nothing measurable.
 #[inline(never)]
-fn out_of_line(f: impl FnOnce()) {
-    f()
+fn phase<S: Widen, P: Phase>(simd: S, p: P) -> P::Output {
+    simd.enter(p)
 }
 
-#[inline(always)]
-fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
+/// Runs a job on the instance `simd`.
+pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V>) {
     let Job {
         params: p,
         q,
@@ -145,7 +135,8 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
         tiles: t,
         workspace,
     } = job;
-    let scratch = &mut Scratch::new(t, workspace);
+    let (scratch, tile) = Scratch::new(t, workspace);
+    let scratch = &mut { scratch };
     let shape = p.shape;
     if shape.q_len == 0 {
         return; // nothing to write, however many heads
@@ -153,8 +144,6 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
     let x = Inputs {
         p,
         q,
-        k,
-        v,
         scale: p.scale(),
     };
     let group = shape.q_heads / shape.kv_heads;
@@ -184,18 +173,64 @@ fn run<S: Simd>(simd: S, job: Job<'_, '_>) {
                         vw: t.v_cols.min(shape.v_dim - v0),
                         shift: 0.0,
                     };
-                    let mut overflowed = false;
                     for shift in [0.0, OVERFLOW_SHIFT] {
                         let block = Block { shift, ..block };
-                        block.attend(simd, &x, keys, scratch);
+                        block.attend(simd, &x, (k, v), keys, scratch, tile);
                         let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
-                        phase!(S, overflowed = block.write(p, out, lse, scratch));
-                        if !overflowed {
+                        if !block.write(p, out, lse, scratch) {
                             break;
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// A phase of a block that does not depend on the K/V types: its block, inputs, key block
+/// and working memory, and which step it is.
+struct Step<'s, 'w> {
+    block: Block,
+    x: &'s Inputs<'s, 's>,
+    keys: Keys,
+    scratch: &'s mut Scratch<'w>,
+    op: Op<'s>,
+}
+
+/// The steps of [`Step`].
+enum Op<'s> {
+    /// Pack the block's Q (`qk`).
+    PrepareQ,
+    /// The scores of the key block against columns `d0..d0 + dw` of `head_dim`, K's rows of
+    /// those columns in `k` (`qk`).
+    Scores {
+        d0: usize,
+        dw: usize,
+        k: mem::F32Rows<'s>,
+    },
+    /// The online-softmax step (`softmax`).
+    Softmax,
+    /// The weighted values of the block's panel, V's rows in `v` (`pv`).
+    Values(mem::F32Rows<'s>),
+}
+
+impl Phase for Step<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        let Step {
+            block,
+            x,
+            keys,
+            scratch,
+            op,
+        } = self;
+        match op {
+            Op::PrepareQ => block.prepare_q::<S>(x, scratch),
+            Op::Scores { d0, dw, k } => block.scores_tiled(simd, x, keys, (d0, dw), k, scratch),
+            Op::Softmax => block.softmax(simd, x, keys, scratch),
+            Op::Values(v) => block.values_tiled(simd, keys, v, scratch),
         }
     }
 }
@@ -247,14 +282,29 @@ impl Block {
         self.rows > config::MR
     }
 
-    /// Streams the keys `keys.0..keys.1` through the online softmax into `scratch.acc`.
+    /// Streams the keys `keys.0..keys.1` of `kv` through the online softmax into
+    /// `scratch.acc`; `tile` holds K or V values widened to `f32` when they are stored
+    /// narrower.
     #[inline(always)]
-    fn attend<S: Simd>(self, simd: S, x: &Inputs, keys: (usize, usize), scratch: &mut Scratch) {
+    fn attend<S: Widen, K: KvType, V: KvType>(
+        self,
+        simd: S,
+        x: &Inputs,
+        kv: (&[K], &[V]),
+        keys: (usize, usize),
+        scratch: &mut Scratch,
+        tile: &mut [f32],
+    ) {
         let t = scratch.t;
         scratch.max[..self.rows].fill(f32::NEG_INFINITY);
         scratch.sum[..self.rows].fill(0.0);
         scratch.acc[..self.rows * t.v_cols].fill(0.0);
-        phase!(S, self.prepare_q::<S>(x, scratch));
+        let no_keys = Keys {
+            k0: keys.0,
+            cols: 0,
+            v_ahead: 0,
+        };
+        self.step(simd, x, no_keys, scratch, Op::PrepareQ);
         for k0 in (keys.0..keys.1).step_by(t.keys) {
             // While P·V reads a block's V lines it asks for the same lines of the next block
             // (not past the keys): decode streams V from memory, prefill from L2 or L3.
@@ -267,10 +317,23 @@ impl Block {
                 cols: t.keys.min(keys.1 - k0),
                 v_ahead,
             };
-            phase!(S, self.scores(simd, x, kb, scratch));
-            phase!(S, self.softmax(simd, x, kb, scratch));
-            phase!(S, self.weighted_values(simd, x, kb, scratch));
+            self.scores(simd, x, kv.0, kb, scratch, tile);
+            self.step(simd, x, kb, scratch, Op::Softmax);
+            self.weighted_values(simd, x, kv.1, kb, scratch, tile);
         }
+    }
+
+    /// Runs one [`Step`] of the block as a [`phase`].
+    #[inline(always)]
+    fn step<S: Widen>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch, op: Op) {
+        let step = Step {
+            block: self,
+            x,
+            keys,
+            scratch,
+            op,
+        };
+        phase(simd, step)
     }
 
     /// Normalises the accumulated rows into `out` (and `lse`).
@@ -281,6 +344,9 @@ impl Block {
     /// and no `lse` (which the shift does not change): a NaN there comes from an infinite
     /// value whose weight the shift flushed to 0, where the first pass had it right; and a
     /// finite sum whose mean rounds past `f32::MAX` is `±f32::MAX`.
+    ///
+    /// Out of line: on the scalar level it is a frame of its own, like a [`phase`].
+    #[inline(never)]
     fn write(
         self,
         p: &Params,

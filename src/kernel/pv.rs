@@ -6,38 +6,83 @@
 use pulp::Simd;
 
 use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, wide};
-use super::mem::{Rows, RowsMut, load, strided_copy, vectors_mut, with_count};
+use super::mem::{F32Rows, Rows, RowsMut, WidenRows, load, strided_copy, vectors_mut, with_count};
 use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
-use super::{Block, Inputs, Keys};
-
-/// Rows of V as a slice: row `j` starts at `j · stride`, and the slice ends with the last
-/// row's panel.
-#[derive(Clone, Copy)]
-struct VRows<'a> {
-    data: &'a [f32],
-    stride: usize,
-}
+use super::widen::{Phase, Widen};
+use super::{Block, Inputs, Keys, Op, phase};
+use crate::kv::{self, KvType};
 
 impl Block {
-    /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes; the
-    /// tiles prefetch the V lines `keys.v_ahead` elements after those they read.
+    /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes: on SIMD
+    /// levels, decode blocks whose rows all include the whole block stream V as it is stored
+    /// ([`Block::pv_keys`]); the others take the register tiles over V's rows as `f32`, the
+    /// caller's when V is `f32` (whose lines `keys.v_ahead` further on they prefetch) and
+    /// otherwise widened into `tile`.
     #[inline(always)]
-    pub(super) fn weighted_values<S: Simd>(
+    pub(super) fn weighted_values<S: Widen, V: KvType>(
         self,
         simd: S,
         x: &Inputs,
+        v: &[V],
         keys: Keys,
         scratch: &mut Scratch,
+        tile: &mut [f32],
     ) {
-        let cols = keys.cols;
         // With one lane a key-major walk would load and store an accumulator per
         // multiply-add: the scalar level keeps the register tile.
         let all_whole = (0..self.rows).all(|r| scratch.row(r).whole);
         if S::F32_LANES > 1 && !self.packed() && all_whole {
-            with_count!(self.rows, [4, 3, 2], 1, M => self.pv_keys::<S, M>(simd, x, keys, scratch));
-            return;
+            let keyed = Keyed {
+                block: self,
+                x,
+                v,
+                keys,
+                scratch,
+            };
+            return phase(simd, keyed);
         }
+        let (stride, first) = (x.p.v.row_stride, x.p.v.at(self.g, keys.k0) + self.v0);
+        let rows = match kv::as_f32(v) {
+            // Validation guarantees these rows are inside `v`; checked once per block.
+            Some(v) => F32Rows {
+                data: &v[first..][..(keys.cols - 1) * stride + self.vw],
+                stride,
+                ahead: keys.v_ahead,
+            },
+            None => {
+                let dst = &mut tile[..keys.cols * self.vw];
+                let widen = WidenRows {
+                    src: v.get(x.p.v.at(self.g, keys.k0)..).unwrap_or(&[]),
+                    stride,
+                    rows: keys.cols,
+                    col: self.v0,
+                    dst,
+                    width: self.vw,
+                };
+                phase(simd, widen);
+                F32Rows {
+                    data: &tile[..keys.cols * self.vw],
+                    stride: self.vw,
+                    ahead: 0,
+                }
+            }
+        };
+        self.step(simd, x, keys, scratch, Op::Values(rows));
+    }
+
+    /// The register-tile part of [`Block::weighted_values`]: `v` holds the panel of the key
+    /// block's V rows as `f32`. Rows that include the whole block share the tile; a row cut
+    /// by a mask edge takes its run of keys through it; scattered exclusions go key by key.
+    #[inline(always)]
+    pub(super) fn values_tiled<S: Widen>(
+        self,
+        simd: S,
+        keys: Keys,
+        v: F32Rows,
+        scratch: &mut Scratch,
+    ) {
+        let cols = keys.cols;
         if !self.packed() {
             // Decode weights are `[row][key]`; the general tiles read `[key][row]`.
             let (ks, stride) = (scratch.t.key_stride, scratch.t.row_stride);
@@ -54,7 +99,7 @@ impl Block {
                 while m < PV_ROWS && r + m < self.rows && scratch.row(r + m).whole {
                     m += 1;
                 }
-                with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, x, keys, (0, cols), r, scratch));
+                with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, (0, cols), r, scratch));
                 r += m;
             } else {
                 // A mask edge usually leaves one run of keys: the register tile takes it.
@@ -64,34 +109,21 @@ impl Block {
                     0 => {}
                     bits if run == bits.count_ones() => {
                         let run = (first as usize, (first + run) as usize);
-                        self.pv_rows::<S, 1>(simd, x, keys, run, r, scratch);
+                        self.pv_rows::<S, 1>(simd, v, run, r, scratch);
                     }
-                    bits => self.pv_row_masked(simd, x, keys, r, bits, scratch),
+                    bits => self.pv_row_masked(simd, v, r, bits, scratch),
                 }
                 r += 1;
             }
         }
     }
 
-    /// The block's panel of the V rows of keys `k0 + j0 .. k0 + j1`, checked inside `v` once.
-    #[inline(always)]
-    fn v_rows<'v>(self, x: &Inputs<'v, '_>, keys: Keys, (j0, j1): (usize, usize)) -> VRows<'v> {
-        let stride = x.p.v.row_stride;
-        let start = x.p.v.at(self.g, keys.k0 + j0) + self.v0;
-        // Validation guarantees these rows are inside `v`.
-        VRows {
-            data: &x.v[start..start + (j1 - j0 - 1) * stride + self.vw],
-            stride,
-        }
-    }
-
     /// `M` rows from `r0` that include exactly the keys `run.0..run.1` of the block.
     #[inline(always)]
-    fn pv_rows<S: Simd, const M: usize>(
+    fn pv_rows<S: Widen, const M: usize>(
         self,
         simd: S,
-        x: &Inputs,
-        keys: Keys,
+        v: F32Rows,
         run: (usize, usize),
         r0: usize,
         scratch: &mut Scratch,
@@ -99,7 +131,10 @@ impl Block {
         let lanes = S::F32_LANES;
         let cols = run.1 - run.0;
         let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
-        let v = self.v_rows(x, keys, run);
+        let v = F32Rows {
+            data: &v.data[run.0 * v.stride..][..(cols - 1) * v.stride + self.vw],
+            ..v
+        };
         let w = &scratch.scores[run.0 * stride + r0..][..(cols - 1) * stride + M];
         let acc = &mut scratch.acc[r0 * v_cols..][..M * v_cols];
         let full = self.vw / lanes;
@@ -127,7 +162,7 @@ impl Block {
             // holds rows m < M of v_cols ≥ vw floats.
             unsafe {
                 let col = c * lanes;
-                let ahead = keys.v_ahead;
+                let ahead = v.ahead;
                 match n {
                     NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, rows, wp, ap, col, cols, ahead),
                     NV_NARROW => pv_kernel::<S, M, NV_NARROW>(simd, rows, wp, ap, col, cols, ahead),
@@ -136,24 +171,40 @@ impl Block {
             }
             c += n;
         }
-        self.pv_last_vector(simd, v, cols, (acc, v_cols), M, |m, j| w[j * stride + m]);
+        let v = Rows {
+            ptr: v.data.as_ptr(),
+            stride: v.stride,
+        };
+        // SAFETY: `v` holds `cols` rows of `vw` floats (checked above).
+        unsafe {
+            self.pv_last_vector(simd, (v, 0), cols, (acc, v_cols), M, |m, j| {
+                w[j * stride + m]
+            })
+        };
     }
 
     /// P·V for a block of `M ≤ MR` rows that all include every key of the block (decode): a
     /// few keys at a time across the whole panel, so V is read row after row in memory
-    /// order, each line once, with the lines `keys.v_ahead` elements further on prefetched.
+    /// order as it is stored, each line once, with the lines `keys.v_ahead` elements
+    /// further on prefetched.
     #[inline(always)]
-    fn pv_keys<S: Simd, const M: usize>(
+    fn pv_keys<S: Widen, V: KvType, const M: usize>(
         self,
         simd: S,
         x: &Inputs,
+        v: &[V],
         keys: Keys,
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let cols = keys.cols;
         let (ks, v_cols) = (scratch.t.key_stride, scratch.t.v_cols);
-        let v = self.v_rows(x, keys, (0, cols));
+        let stride = x.p.v.row_stride;
+        let (values, first) = (V::KIND.values(), x.p.v.at(self.g, keys.k0));
+        let v0 = self.v0;
+        // Validation guarantees these rows are inside `v`; checked once per block. The rows
+        // start at column 0: a q8_0 panel may start inside a block.
+        let v = &v[first..][..(cols - 1) * stride + (self.v0 + self.vw).div_ceil(values)];
         let w = &scratch.dot_scores[..(M - 1) * ks + cols];
         let acc = &mut scratch.acc[..M * v_cols];
         let full = self.vw / lanes;
@@ -166,12 +217,12 @@ impl Block {
         while j < cols {
             let n = if cols - j >= x_max { x_max } else { 1 };
             // SAFETY: keys j..j + n < cols are rows of `v` (at x·stride from row j, each with
-            // `full·lanes ≤ vw` floats); `w[m·ks + j + x]` is in `w` for m < M; `acc` holds
+            // the panel's values v0..v0 + vw, and full·lanes ≤ vw); `w[m·ks + j + x]` is in `w` for m < M; `acc` holds
             // rows m < M of v_cols ≥ vw floats.
             unsafe {
                 let rows = Rows {
-                    ptr: v.data.as_ptr().add(j * v.stride),
-                    stride: v.stride,
+                    ptr: v.as_ptr().add(j * stride),
+                    stride,
                 };
                 let wp = Rows {
                     ptr: w.as_ptr().add(j),
@@ -184,17 +235,26 @@ impl Block {
                 let ahead = keys.v_ahead;
                 match n {
                     PV_KEYS_WIDE => {
-                        pv_keys_kernel::<S, M, PV_KEYS_WIDE>(simd, rows, wp, ap, full, ahead)
+                        pv_keys_kernel::<S, V, M, PV_KEYS_WIDE>(simd, rows, v0, wp, ap, full, ahead)
                     }
-                    PV_KEYS_NARROW => {
-                        pv_keys_kernel::<S, M, PV_KEYS_NARROW>(simd, rows, wp, ap, full, ahead)
-                    }
-                    _ => pv_keys_kernel::<S, M, 1>(simd, rows, wp, ap, full, ahead),
+                    PV_KEYS_NARROW => pv_keys_kernel::<S, V, M, PV_KEYS_NARROW>(
+                        simd, rows, v0, wp, ap, full, ahead,
+                    ),
+                    _ => pv_keys_kernel::<S, V, M, 1>(simd, rows, v0, wp, ap, full, ahead),
                 }
             }
             j += n;
         }
-        self.pv_last_vector(simd, v, cols, (acc, v_cols), M, |m, j| w[m * ks + j]);
+        let rows = Rows {
+            ptr: v.as_ptr(),
+            stride,
+        };
+        // SAFETY: `v` holds `cols` rows with the panel's values (checked above).
+        unsafe {
+            self.pv_last_vector(simd, (rows, v0), cols, (acc, v_cols), M, |m, j| {
+                w[m * ks + j]
+            })
+        };
     }
 
     /// One row, only the keys whose bit is set in `bits`.
@@ -202,8 +262,7 @@ impl Block {
     fn pv_row_masked<S: Simd>(
         self,
         simd: S,
-        x: &Inputs,
-        keys: Keys,
+        v: F32Rows,
         r: usize,
         mut bits: u64,
         scratch: &mut Scratch,
@@ -216,7 +275,7 @@ impl Block {
             let j = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let w = simd.splat_f32s(scratch.scores[j * stride + r]);
-            let v_row = &x.v[x.p.v.at(self.g, keys.k0 + j) + self.v0..][..self.vw];
+            let v_row = &v.data[j * v.stride..][..self.vw];
             for (c, a) in acc.iter_mut().enumerate() {
                 *a = simd.mul_add_e_f32s(w, load(simd, &v_row[c * lanes..]), *a);
             }
@@ -225,12 +284,15 @@ impl Block {
 
     /// The last partial vector of the panel, the columns the vector tiles leave:
     /// `acc[m][col..vw] += Σ_{j < cols} w(m, j) · v[j][col..vw]` for `m < rows`, the rows of
-    /// `acc` `stride` floats apart.
+    /// `acc` `stride` floats apart; the panel starts at column `col0` of `v`'s rows.
+    ///
+    /// # Safety
+    /// Rows `j < cols` of `v` hold columns `0..col0 + vw`.
     #[inline(always)]
-    fn pv_last_vector<S: Simd>(
+    unsafe fn pv_last_vector<S: Widen, T: KvType>(
         self,
         simd: S,
-        v: VRows,
+        (v, col0): (Rows<T>, usize),
         cols: usize,
         (acc, stride): (&mut [f32], usize),
         rows: usize,
@@ -240,14 +302,43 @@ impl Block {
         if col == self.vw {
             return;
         }
+        let units = (col0 + self.vw).div_ceil(T::KIND.values());
         for m in 0..rows {
             let acc = &mut acc[m * stride + col..][..S::F32_LANES];
             let mut a = load(simd, acc);
             for j in 0..cols {
-                let v = load(simd, &v.data[j * v.stride + col..][..self.vw - col]);
+                // SAFETY: row j holds columns 0..col0 + vw, `units` elements.
+                let row = unsafe { core::slice::from_raw_parts(v.row(j), units) };
+                let v = kv::load_tail(simd, row, col0 + col, self.vw - col);
                 a = simd.mul_add_e_f32s(simd.splat_f32s(w(m, j)), v, a);
             }
             vectors_mut::<S>(acc)[0] = a;
         }
+    }
+}
+
+/// The phase of the P·V of a decode block whose rows include the whole key block:
+/// [`Block::pv_keys`].
+struct Keyed<'s, 'w, V> {
+    block: Block,
+    x: &'s Inputs<'s, 's>,
+    v: &'s [V],
+    keys: Keys,
+    scratch: &'s mut Scratch<'w>,
+}
+
+impl<V: KvType> Phase for Keyed<'_, '_, V> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        let Keyed {
+            block,
+            x,
+            v,
+            keys,
+            scratch,
+        } = self;
+        with_count!(block.rows, [4, 3, 2], 1, M => block.pv_keys::<S, V, M>(simd, x, v, keys, scratch));
     }
 }

@@ -8,10 +8,12 @@ use super::config::{
     DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, QR_NARROW, QR_WIDE,
     QR_WIDE_SCALAR, wide,
 };
-use super::mem::{Rows, RowsMut, strided_copy, with_count};
+use super::mem::{F32Rows, Rows, RowsMut, WidenRows, strided_copy, with_count};
 use super::scratch::Scratch;
 use super::tiles::{dot_kernel, qk_kernel};
-use super::{Block, Inputs, Keys};
+use super::widen::{Phase, Widen};
+use super::{Block, Inputs, Keys, Op, phase};
+use crate::kv::{self, KvType};
 
 impl Block {
     /// Packs the whole head's Q once per block, when it fits one panel (packed blocks only;
@@ -41,28 +43,95 @@ impl Block {
         }
     }
 
-    /// The scores of the key block, with the tile of the block's path and level.
+    /// The scores of the key block `keys` of `k`: the dot tile streaming K as it is stored
+    /// for blocks of at most `MR` rows; for packed blocks, the register tile over K's rows as
+    /// `f32`, the caller's when K is `f32` and otherwise widened into `tile` panel by panel.
     #[inline(always)]
-    pub(super) fn scores<S: Simd>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch) {
+    pub(super) fn scores<S: Widen, K: KvType>(
+        self,
+        simd: S,
+        x: &Inputs,
+        k: &[K],
+        keys: Keys,
+        scratch: &mut Scratch,
+        tile: &mut [f32],
+    ) {
         if !self.packed() {
-            with_count!(self.rows, [4, 3, 2], 1, M => self.scores_dot::<S, M>(simd, x, keys, scratch))
-        } else if S::F32_LANES == 1 {
-            self.scores_tiled::<S, KR_WIDE_SCALAR, QR_WIDE_SCALAR>(simd, x, keys, scratch)
-        } else if wide::<S>() {
-            self.scores_tiled::<S, KR_WIDE, QR_WIDE>(simd, x, keys, scratch)
-        } else {
-            self.scores_tiled::<S, KR_NARROW, QR_NARROW>(simd, x, keys, scratch)
+            let dot = Dot {
+                block: self,
+                x,
+                k,
+                keys,
+                scratch,
+            };
+            return phase(simd, dot);
+        }
+        let head_dim = x.p.shape.head_dim;
+        let q_cols = scratch.t.q_cols;
+        let (ks, first) = (x.p.k.row_stride, x.p.k.at(self.g, keys.k0));
+        for d0 in (0..head_dim).step_by(q_cols) {
+            let dw = q_cols.min(head_dim - d0);
+            let rows = match kv::as_f32(k) {
+                // Validation guarantees these rows are inside `k`; checked once per panel.
+                Some(k) => F32Rows {
+                    data: &k[first + d0..][..(keys.cols - 1) * ks + dw],
+                    stride: ks,
+                    ahead: 0,
+                },
+                None => {
+                    let dst = &mut tile[..keys.cols * dw];
+                    let widen = WidenRows {
+                        src: k.get(first..).unwrap_or(&[]),
+                        stride: ks,
+                        rows: keys.cols,
+                        col: d0,
+                        dst,
+                        width: dw,
+                    };
+                    phase(simd, widen);
+                    F32Rows {
+                        data: &tile[..keys.cols * dw],
+                        stride: dw,
+                        ahead: 0,
+                    }
+                }
+            };
+            let op = Op::Scores { d0, dw, k: rows };
+            self.step(simd, x, keys, scratch, op);
         }
     }
 
-    /// `scratch.scores[j][r] = q[row r] · k[g][k0 + j]` for a packed block, with tiles of
-    /// `KR` keys × `QR` vectors of rows.
+    /// `scratch.scores[j][r] += q[row r][d0..d0 + dw] · k[k0 + j][d0..d0 + dw]` for a packed
+    /// block (`=` for the first panel), with the level's register tile; `k` holds the key
+    /// block's rows of those columns.
     #[inline(always)]
-    fn scores_tiled<S: Simd, const KR: usize, const QR: usize>(
+    pub(super) fn scores_tiled<S: Simd>(
         self,
         simd: S,
         x: &Inputs,
         keys: Keys,
+        panel: (usize, usize),
+        k: F32Rows,
+        scratch: &mut Scratch,
+    ) {
+        if S::F32_LANES == 1 {
+            self.scores_tile::<S, KR_WIDE_SCALAR, QR_WIDE_SCALAR>(simd, x, keys, panel, k, scratch)
+        } else if wide::<S>() {
+            self.scores_tile::<S, KR_WIDE, QR_WIDE>(simd, x, keys, panel, k, scratch)
+        } else {
+            self.scores_tile::<S, KR_NARROW, QR_NARROW>(simd, x, keys, panel, k, scratch)
+        }
+    }
+
+    /// [`Block::scores_tiled`] with tiles of `KR` keys × `QR` vectors of rows.
+    #[inline(always)]
+    fn scores_tile<S: Simd, const KR: usize, const QR: usize>(
+        self,
+        simd: S,
+        x: &Inputs,
+        keys: Keys,
+        (d0, dw): (usize, usize),
+        k: F32Rows,
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
@@ -70,52 +139,76 @@ impl Block {
         let row_vectors = self.row_vectors::<S>();
         let cols = keys.cols;
         let (q_cols, stride) = (scratch.t.q_cols, scratch.t.row_stride);
-        for d0 in (0..head_dim).step_by(q_cols) {
-            let dw = q_cols.min(head_dim - d0);
-            if head_dim > q_cols {
-                self.pack_q::<S>(x, d0, dw, scratch);
-            }
-            for j0 in (0..cols).step_by(KR) {
-                // A tile past the last key repeats it; those scores are never read.
-                let k_rows: [*const f32; KR] = core::array::from_fn(|kx| {
-                    let j = keys.k0 + (j0 + kx).min(cols - 1);
-                    // Validation guarantees every key row is inside `k`; checked per tile.
-                    x.k[x.p.k.at(self.g, j) + d0..][..dw].as_ptr()
-                });
-                let mut c = 0;
-                while c < row_vectors {
-                    let n = QR.min(row_vectors - c);
-                    let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * stride + n * lanes];
-                    let s = &mut scratch.scores[j0 * stride + c * lanes..]
-                        [..(KR - 1) * stride + n * lanes];
-                    let qp = Rows {
-                        ptr: packed.as_ptr(),
-                        stride,
-                    };
-                    let sp = RowsMut {
-                        ptr: s.as_mut_ptr(),
-                        stride,
-                    };
-                    let first = d0 == 0;
-                    // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
-                    // of `n` vectors at stride `stride`; `s` holds `KR` rows of `n` vectors
-                    // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
-                    unsafe {
-                        with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first))
-                    }
-                    c += n;
+        if head_dim > q_cols {
+            self.pack_q::<S>(x, d0, dw, scratch);
+        }
+        for j0 in (0..cols).step_by(KR) {
+            // A tile past the last key repeats it; those scores are never read.
+            let k_rows: [*const f32; KR] = core::array::from_fn(|kx| {
+                let j = (j0 + kx).min(cols - 1);
+                k.data[j * k.stride..][..dw].as_ptr()
+            });
+            let mut c = 0;
+            while c < row_vectors {
+                let n = QR.min(row_vectors - c);
+                let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * stride + n * lanes];
+                let s =
+                    &mut scratch.scores[j0 * stride + c * lanes..][..(KR - 1) * stride + n * lanes];
+                let qp = Rows {
+                    ptr: packed.as_ptr(),
+                    stride,
+                };
+                let sp = RowsMut {
+                    ptr: s.as_mut_ptr(),
+                    stride,
+                };
+                let first = d0 == 0;
+                // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
+                // of `n` vectors at stride `stride`; `s` holds `KR` rows of `n` vectors
+                // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
+                unsafe {
+                    with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first))
                 }
+                c += n;
             }
         }
     }
+}
 
+/// The phase of the scores of a block of at most `MR` rows: [`Block::scores_dot`].
+struct Dot<'s, 'w, K> {
+    block: Block,
+    x: &'s Inputs<'s, 's>,
+    k: &'s [K],
+    keys: Keys,
+    scratch: &'s mut Scratch<'w>,
+}
+
+impl<K: KvType> Phase for Dot<'_, '_, K> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        let Dot {
+            block,
+            x,
+            k,
+            keys,
+            scratch,
+        } = self;
+        with_count!(block.rows, [4, 3, 2], 1, M => block.scores_dot::<S, K, M>(simd, x, k, keys, scratch))
+    }
+}
+
+impl Block {
     /// `scratch.dot_scores[m][j]` for a block of `M ≤ MR` rows: each K row is streamed once,
     /// straight from memory, and dotted with every query row, lanes along `head_dim`.
     #[inline(always)]
-    fn scores_dot<S: Simd, const M: usize>(
+    fn scores_dot<S: Widen, K: KvType, const M: usize>(
         self,
         simd: S,
         x: &Inputs,
+        k: &[K],
         keys: Keys,
         scratch: &mut Scratch,
     ) {
@@ -127,7 +220,8 @@ impl Block {
         // Validation guarantees these rows are inside `k`; slicing checks it once per block.
         let ks = x.p.k.row_stride;
         let cols = keys.cols;
-        let k_block = &x.k[x.p.k.at(self.g, keys.k0)..][..(cols - 1) * ks + head_dim];
+        let units = head_dim / K::KIND.values();
+        let k_block = &k[x.p.k.at(self.g, keys.k0)..][..(cols - 1) * ks + units];
         let key_stride = scratch.t.key_stride;
         let out = &mut scratch.dot_scores[..M * key_stride];
         // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
@@ -138,8 +232,8 @@ impl Block {
         let mut j = 0;
         while j < cols {
             let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
-            // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` floats at
-            // stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
+            // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
+            // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
             // `out[m·key_stride + j + x]` is in `out` for m < M, j + x < cols ≤ key_stride.
             unsafe {
                 let k = Rows {
@@ -152,10 +246,10 @@ impl Block {
                 };
                 match n {
                     DOT_KEYS => {
-                        dot_kernel::<S, M, DOT_KEYS, 1>(simd, k, q_rows, head_dim, ahead, s)
+                        dot_kernel::<S, K, M, DOT_KEYS, 1>(simd, k, q_rows, head_dim, ahead, s)
                     }
                     // One key: two chains per row keep 2·M multiply-adds in flight.
-                    _ => dot_kernel::<S, M, 1, 2>(simd, k, q_rows, head_dim, ahead, s),
+                    _ => dot_kernel::<S, K, M, 1, 2>(simd, k, q_rows, head_dim, ahead, s),
                 }
             }
             j += n;

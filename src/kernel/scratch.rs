@@ -3,6 +3,7 @@
 //! [`Tiles`] chooses their sizes from the shape and the memory given.
 
 use crate::Shape;
+use crate::kv::KvKind;
 
 use super::config::{MAX_LANES, MR, TILE_TABLE};
 
@@ -26,10 +27,14 @@ pub(crate) struct Tiles {
     pub row_stride: usize,
     /// Keys padded to whole vectors: the stride of the `[row][key]` decode score tile.
     pub key_stride: usize,
+    /// Floats of the tile that K or V values stored narrower than `f32` are widened into:
+    /// a key block of K's packed panel or of V's panel (0 when both are `f32`).
+    pub widened: usize,
 }
 
 impl Tiles {
-    /// The full-size tiles, for any shape: the most working memory a call uses.
+    /// The full-size tiles with `f32` K and V, for any shape: the most working memory such a
+    /// call uses.
     pub const FULL: Tiles = Tiles {
         rows: TILE_TABLE[0].0,
         keys: TILE_TABLE[0].1,
@@ -37,12 +42,21 @@ impl Tiles {
         v_cols: TILE_TABLE[0].3,
         row_stride: TILE_TABLE[0].0.div_ceil(MAX_LANES) * MAX_LANES,
         key_stride: TILE_TABLE[0].1.div_ceil(MAX_LANES) * MAX_LANES,
+        widened: 0,
+    };
+
+    /// The full-size tiles with K or V stored narrower than `f32`: the most working memory
+    /// any call uses.
+    pub const FULL_NARROW: Tiles = Tiles {
+        widened: Tiles::FULL.keys * max(Tiles::FULL.q_cols, Tiles::FULL.v_cols),
+        ..Tiles::FULL
     };
 
     /// The entry `(rows, keys, q_cols, v_cols)` of the tile table, cut to what `shape` can
-    /// use.
+    /// use, for K and V stored as `kinds`.
     const fn fitted(
         shape: &Shape,
+        kinds: (KvKind, KvKind),
         (rows, keys, q_cols, v_cols): (usize, usize, usize, usize),
     ) -> Tiles {
         let q_len = if shape.q_len == 0 { 1 } else { shape.q_len };
@@ -72,6 +86,17 @@ impl Tiles {
             true => rows.div_ceil(MAX_LANES) * MAX_LANES,
             false => rows,
         };
+        // Narrow K is widened for the packed tiles only (decode streams it as it is);
+        // narrow V for the register tiles, which decode blocks cut by a mask and every
+        // block of the scalar level take too.
+        let k_cols = match kinds.0 {
+            KvKind::F32 => 0,
+            _ => q_cols,
+        };
+        let v_widened = match kinds.1 {
+            KvKind::F32 => 0,
+            _ => v_cols,
+        };
         Tiles {
             rows,
             keys,
@@ -79,6 +104,7 @@ impl Tiles {
             v_cols,
             row_stride,
             key_stride: keys.div_ceil(MAX_LANES) * MAX_LANES,
+            widened: keys * max(k_cols, v_widened),
         }
     }
 
@@ -91,25 +117,31 @@ impl Tiles {
             + dot_rows * self.key_stride
             + rs * self.v_cols
             + PER_ROW * rs
+            + self.widened
     }
 
-    /// The best tiles for `shape`: what a call needs for full speed.
-    pub const fn best(shape: &Shape) -> Tiles {
-        Tiles::fitted(shape, TILE_TABLE[0])
+    /// The best tiles for `shape` with K and V stored as `kinds`: what a call needs for
+    /// full speed.
+    pub const fn best(shape: &Shape, kinds: (KvKind, KvKind)) -> Tiles {
+        Tiles::fitted(shape, kinds, TILE_TABLE[0])
     }
 
     /// The smallest tiles `shape` can run with.
-    pub const fn least(shape: &Shape) -> Tiles {
-        Tiles::fitted(shape, TILE_TABLE[TILE_TABLE.len() - 1])
+    pub const fn least(shape: &Shape, kinds: (KvKind, KvKind)) -> Tiles {
+        Tiles::fitted(shape, kinds, TILE_TABLE[TILE_TABLE.len() - 1])
     }
 
     /// The best tiles for `shape` that fit in `len` floats, if any.
-    pub fn choose(shape: &Shape, len: usize) -> Option<Tiles> {
+    pub fn choose(shape: &Shape, kinds: (KvKind, KvKind), len: usize) -> Option<Tiles> {
         TILE_TABLE
             .iter()
-            .map(|&entry| Tiles::fitted(shape, entry))
+            .map(|&entry| Tiles::fitted(shape, kinds, entry))
             .find(|t| t.len() <= len)
     }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
 }
 
 /// The tiles and per-row state of one call, borrowed from the working memory.
@@ -148,8 +180,9 @@ pub(super) struct Scratch<'w> {
 
 impl<'w> Scratch<'w> {
     /// Carves the tiles `t` from `ws`, which holds at least `t.len()` floats (as
-    /// [`Tiles::choose`] guarantees). Nothing is written.
-    pub fn new(t: Tiles, ws: &'w mut [f32]) -> Scratch<'w> {
+    /// [`Tiles::choose`] guarantees), and the tile narrow K/V values are widened into.
+    /// Nothing is written.
+    pub fn new(t: Tiles, ws: &'w mut [f32]) -> (Scratch<'w>, &'w mut [f32]) {
         let rs = t.row_stride;
         let dot_rows = t.rows.min(MR);
         let (q_pack, ws) = ws.split_at_mut(t.q_cols * rs);
@@ -165,8 +198,10 @@ impl<'w> Scratch<'w> {
         let (weight_max, ws) = ws.split_at_mut(rs);
         let (block_sum, ws) = ws.split_at_mut(rs);
         // f32 and u32 have the same size and alignment: the bits are only ever read as u32.
-        let included = bytemuck::cast_slice_mut::<f32, [u32; 2]>(&mut ws[..2 * rs]);
-        Scratch {
+        let (included, ws) = ws.split_at_mut(2 * rs);
+        let widened = &mut ws[..t.widened];
+        let included = bytemuck::cast_slice_mut::<f32, [u32; 2]>(included);
+        let scratch = Scratch {
             t,
             q_pack,
             scores,
@@ -181,7 +216,8 @@ impl<'w> Scratch<'w> {
             weight_max,
             block_sum,
             included,
-        }
+        };
+        (scratch, widened)
     }
 
     /// What the current key block means for row `r`.
@@ -244,13 +280,14 @@ mod tests {
         let v: vec::Vec<f32> = n(2 * 120 * 150).map(|x| x * 3.0).collect();
         let out_len = shape.q_heads * shape.q_len * shape.v_dim;
         let mut want = vec![0.0; out_len];
-        let mut ws = vec![f32::NAN; Tiles::best(&shape).len()];
+        let f32s = (KvKind::F32, KvKind::F32);
+        let mut ws = vec![f32::NAN; Tiles::best(&shape, f32s).len()];
         Level::Detect
             .attention_in(&mut ws, &p, &q, &k, &v, &mut want, None)
             .unwrap();
         for entry in TILE_TABLE {
-            let t = Tiles::fitted(&shape, entry);
-            assert_eq!(Tiles::choose(&shape, t.len()), Some(t), "{entry:?}");
+            let t = Tiles::fitted(&shape, f32s, entry);
+            assert_eq!(Tiles::choose(&shape, f32s, t.len()), Some(t), "{entry:?}");
             let mut ws = vec![f32::NAN; t.len()];
             let mut got = vec![0.0; out_len];
             Level::Detect

@@ -5,6 +5,8 @@
 use pulp::Simd;
 
 use super::mem::{Rows, RowsMut, prefetch_at, prefetch_once};
+use super::widen::Widen;
+use crate::kv::{self, KvType};
 
 /// Reads `lanes` floats at `p` as a vector.
 ///
@@ -75,23 +77,31 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
 }
 
 /// The decode dot tile: `s[m][x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
-/// and `X` consecutive keys, lanes along `head_dim`, `C` accumulator chains per score
-/// (`M × X × C` multiply-adds in flight) and one horizontal sum per score. Each 64 bytes of
-/// K read are paired with one prefetch of the same bytes `ahead` elements further on.
+/// and `X` consecutive keys stored as `K`, widened in registers, lanes along `head_dim`, `C`
+/// accumulator chains per score (`M × X × C` multiply-adds in flight) and one horizontal sum
+/// per score. Each 64 bytes of K read are paired with one prefetch of the same bytes `ahead`
+/// elements of `K` further on.
 ///
 /// # Safety
-/// For `x < X`, the `dim` floats of row `x` of `k` are readable; so are the `dim` floats at
+/// For `x < X`, the `dim` values of row `x` of `k` are readable; so are the `dim` floats at
 /// every `q[m]`; and `s.at(m, x)` is writable for `m < M`, `x < X`.
 #[inline(always)]
-pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C: usize>(
+pub(super) unsafe fn dot_kernel<
+    S: Widen,
+    K: KvType,
+    const M: usize,
+    const X: usize,
+    const C: usize,
+>(
     simd: S,
-    k: Rows,
+    k: Rows<K>,
     q: [*const f32; M],
     dim: usize,
     ahead: usize,
     s: RowsMut,
 ) {
     let lanes = S::F32_LANES;
+    let line = kv::line_values(K::KIND);
     let mut acc = [[[simd.splat_f32s(0.0); C]; X]; M];
     // Multiplies the K and Q vectors of one column block into chain `c`.
     let mut fma = |kv: [S::f32s; X], qv: [S::f32s; M], c: usize| {
@@ -111,13 +121,13 @@ pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C
             if at >= full {
                 break;
             }
-            if at % 16 == 0 {
+            if at % line == 0 {
                 for x in 0..X {
-                    prefetch_once(k.at(x, at).wrapping_add(ahead));
+                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at));
                 }
             }
             // SAFETY: at + lanes ≤ full ≤ dim: inside row x of `k`.
-            let kv = core::array::from_fn(|x| unsafe { vec::<S>(k.at(x, at)) });
+            let kv = core::array::from_fn(|x| unsafe { kv::load::<S, K>(simd, k.row(x), at) });
             // SAFETY: the same columns of every q row.
             let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
             fma(kv, qv, c);
@@ -127,18 +137,20 @@ pub(super) unsafe fn dot_kernel<S: Simd, const M: usize, const X: usize, const C
     if full < dim {
         // The loop's prefetch again, written out: shared through a closure it measured 10
         // points slower on AVX-512 decode-32k (82% → 72% of the streaming read).
-        if full.is_multiple_of(16) {
+        if full % line == 0 {
             for x in 0..X {
-                prefetch_once(k.at(x, full).wrapping_add(ahead));
+                prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), full));
             }
         }
-        let part = |p: *const f32| {
-            // SAFETY: `dim - full` floats from `p = row + full` are inside the row.
-            simd.partial_load_f32s(unsafe { core::slice::from_raw_parts(p, dim - full) })
-        };
+        // (A q8_0 row has no tail: its length is a multiple of 32, so of the lanes.)
+        let units = dim / K::KIND.values();
+        // SAFETY: row x holds `dim` values, `units` elements of `K`.
+        let row = |x: usize| unsafe { core::slice::from_raw_parts(k.row(x), units) };
+        // SAFETY: `dim - full` floats from `q[m] + full` are inside the row.
+        let q_tail = |m: usize| unsafe { core::slice::from_raw_parts(q[m].add(full), dim - full) };
         fma(
-            core::array::from_fn(|x| part(k.at(x, full))),
-            core::array::from_fn(|m| part(q[m].wrapping_add(full))),
+            core::array::from_fn(|x| kv::load_tail(simd, row(x), full, dim - full)),
+            core::array::from_fn(|m| simd.partial_load_f32s(q_tail(m))),
             0,
         );
     }
@@ -201,25 +213,29 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     }
 }
 
-/// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m][x] · v[x][c·lanes..]`
-/// for `m < M` and every whole vector `c < full` of the panel, `X` value rows read side by
-/// side in memory order (`[row][key]` weights); with `ahead` > 0, the lines `ahead` elements
-/// past each row are prefetched, one request per line read.
+/// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m][x] · v[x][col0 + c·lanes..]`
+/// for `m < M` and every whole vector `c < full` of the panel, `X` value rows stored as `V`
+/// read side by side in memory order and widened in registers (`[row][key]` weights); with
+/// `ahead` > 0, the lines `ahead` elements of `V` past each row are prefetched, one request
+/// per line read.
 ///
 /// # Safety
-/// For `x < X`, the `full·lanes` floats of row `x` of `v` are readable; for `m < M`,
+/// For `x < X`, values `col0..col0 + full·lanes` of row `x` of `v` are readable, and `col0`
+/// is a multiple of the lanes; for `m < M`,
 /// `w.at(m, x)` is readable and the `full·lanes` floats of row `m` of `acc` are readable
 /// and writable.
 #[inline(always)]
-pub(super) unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
+pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X: usize>(
     simd: S,
-    v: Rows,
+    v: Rows<V>,
+    col0: usize,
     w: Rows,
     acc: RowsMut,
     full: usize,
     ahead: usize,
 ) {
     let lanes = S::F32_LANES;
+    let line = kv::line_values(V::KIND);
     let wb: [[S::f32s; X]; M] = core::array::from_fn(|m| {
         core::array::from_fn(|x| {
             // SAFETY: m < M and x < X: readable by the caller's guarantee.
@@ -227,13 +243,15 @@ pub(super) unsafe fn pv_keys_kernel<S: Simd, const M: usize, const X: usize>(
         })
     });
     for c in 0..full {
-        if ahead != 0 && (c * lanes) % 16 == 0 {
+        let col = col0 + c * lanes;
+        if ahead != 0 && col % line == 0 {
             for x in 0..X {
-                prefetch_once(v.at(x, c * lanes).wrapping_add(ahead));
+                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col));
             }
         }
-        // SAFETY: x < X and (c + 1)·lanes ≤ full·lanes.
-        let vv: [S::f32s; X] = core::array::from_fn(|x| unsafe { vec::<S>(v.at(x, c * lanes)) });
+        // SAFETY: x < X and col + lanes ≤ col0 + full·lanes.
+        let vv: [S::f32s; X] =
+            core::array::from_fn(|x| unsafe { kv::load::<S, V>(simd, v.row(x), col) });
         for (m, wb) in wb.iter().enumerate() {
             let at = acc.at(m, c * lanes);
             // SAFETY: m < M, inside the first full·lanes floats of row m.

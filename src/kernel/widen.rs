@@ -1,0 +1,212 @@
+//! The thin per-level part of the kernel: how each instance widens 16- and 8-bit K/V values
+//! to `f32` lanes, and how it enters a phase with its target features. Everything else is
+//! written once over [`pulp::Simd`].
+//!
+//! The x86 levels use F16C (`vcvtph2ps`) and sign extension (`vpmovsxbd`); the other levels
+//! (scalar, NEON, the emulated widths) decode lane by lane with [`half`], which LLVM turns
+//! into the target's conversions where it has them.
+
+use half::{bf16, f16};
+use pulp::Simd;
+
+/// A phase of the kernel: a unit of work entered with the level's target features, and the
+/// unit the stack holds one frame of at a time.
+pub(crate) trait Phase {
+    /// What the phase returns.
+    type Output;
+    /// Runs the phase on `simd`.
+    fn run<S: Widen>(self, simd: S) -> Self::Output;
+}
+
+/// An instance of the kernel: [`Simd`] and the widening loads of the K/V types.
+///
+/// # Safety
+/// `enter` runs the phase with target features that the token proves the CPU has, and that
+/// include those the widening loads use.
+pub(crate) unsafe trait Widen: Simd {
+    /// The `F32_LANES` `f16` values at `p`, as `f32`.
+    ///
+    /// # Safety
+    /// `F32_LANES` `u16`s at `p` are readable.
+    unsafe fn widen_f16(self, p: *const u16) -> Self::f32s;
+    /// The `F32_LANES` `bf16` values at `p`, as `f32`.
+    ///
+    /// # Safety
+    /// As [`Widen::widen_f16`].
+    unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s;
+    /// The `F32_LANES` `i8` values at `p`, as `f32`.
+    ///
+    /// # Safety
+    /// `F32_LANES` bytes at `p` are readable.
+    unsafe fn widen_i8(self, p: *const i8) -> Self::f32s;
+    /// Runs `phase` with this level's target features.
+    fn enter<P: Phase>(self, phase: P) -> P::Output;
+}
+
+/// Builds a vector lane by lane (the levels without widening instructions of their own).
+#[inline(always)]
+fn lanes<S: Simd>(f: impl Fn(usize) -> f32) -> S::f32s {
+    let mut v: S::f32s = bytemuck::Zeroable::zeroed();
+    let flat: &mut [f32] = bytemuck::cast_slice_mut(core::slice::from_mut(&mut v));
+    for (i, x) in flat.iter_mut().enumerate() {
+        *x = f(i);
+    }
+    v
+}
+
+/// [`Widen`] for a level that decodes lane by lane and needs no target features.
+macro_rules! widen_by_lanes {
+    ($($ty:ty),*) => {$(
+        // SAFETY: `enter` enables nothing; the loads read exactly the lanes they are given.
+        unsafe impl Widen for $ty {
+            #[inline(always)]
+            unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: lane i < F32_LANES, readable by the caller's guarantee.
+                lanes::<Self>(|i| f16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
+            }
+            #[inline(always)]
+            unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: as above.
+                lanes::<Self>(|i| bf16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
+            }
+            #[inline(always)]
+            unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+                // SAFETY: as above.
+                lanes::<Self>(|i| unsafe { *p.add(i) } as f32)
+            }
+            #[inline(always)]
+            fn enter<P: Phase>(self, phase: P) -> P::Output {
+                phase.run(self)
+            }
+        }
+    )*};
+}
+
+widen_by_lanes!(pulp::Scalar);
+#[cfg(feature = "emulated")]
+widen_by_lanes!(pulp::Scalar128b, pulp::Scalar256b, pulp::Scalar512b);
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use pulp::aarch64::Neon;
+
+    // SAFETY: `enter` enables NEON, which the token proves; the loads read exactly 4 lanes.
+    unsafe impl Widen for Neon {
+        #[inline(always)]
+        unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: lane i < 4, readable by the caller's guarantee.
+            lanes::<Self>(|i| f16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
+        }
+        #[inline(always)]
+        unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: as above.
+            lanes::<Self>(|i| bf16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
+        }
+        #[inline(always)]
+        unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+            // SAFETY: as above.
+            lanes::<Self>(|i| unsafe { *p.add(i) } as f32)
+        }
+        #[inline(always)]
+        fn enter<P: Phase>(self, phase: P) -> P::Output {
+            #[target_feature(enable = "neon")]
+            #[inline]
+            unsafe fn imp<P: Phase>(simd: Neon, phase: P) -> P::Output {
+                phase.run(simd)
+            }
+            // SAFETY: the token proves NEON.
+            unsafe { imp(self, phase) }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::*;
+    use pulp::x86::V3;
+
+    // SAFETY: `enter` enables V3's features and F16C, which `dispatch` checks before it makes
+    // a V3 token for the kernel; the loads read exactly 8 lanes.
+    unsafe impl Widen for V3 {
+        #[inline(always)]
+        unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: 8 u16 readable; F16C is enabled in every phase (`enter`).
+            pulp::cast(unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) })
+        }
+        #[inline(always)]
+        unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: 8 u16 readable; AVX2 is enabled.
+            pulp::cast(unsafe {
+                _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const _)))
+            })
+        }
+        #[inline(always)]
+        unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+            // SAFETY: 8 bytes readable; AVX2 is enabled.
+            pulp::cast(unsafe {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const _)))
+            })
+        }
+        #[inline(always)]
+        fn enter<P: Phase>(self, phase: P) -> P::Output {
+            #[target_feature(
+                enable = "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c"
+            )]
+            #[inline]
+            unsafe fn imp<P: Phase>(simd: V3, phase: P) -> P::Output {
+                phase.run(simd)
+            }
+            // SAFETY: the token proves V3's features; F16C is checked with it (`dispatch`).
+            unsafe { imp(self, phase) }
+        }
+    }
+
+    #[cfg(feature = "x86-v4")]
+    mod v4 {
+        use core::arch::x86_64::*;
+
+        use super::super::*;
+        use pulp::x86::V4;
+
+        // SAFETY: `enter` enables V4's features (AVX-512F has the 512-bit `vcvtph2ps`); the
+        // loads read exactly 16 lanes.
+        unsafe impl Widen for V4 {
+            #[inline(always)]
+            unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: 16 u16 readable; AVX-512F is enabled.
+                pulp::cast(unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) })
+            }
+            #[inline(always)]
+            unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: 16 u16 readable; AVX-512F is enabled.
+                pulp::cast(unsafe {
+                    _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                        p as *const _,
+                    )))
+                })
+            }
+            #[inline(always)]
+            unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+                // SAFETY: 16 bytes readable; AVX-512F is enabled.
+                pulp::cast(unsafe {
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const _)))
+                })
+            }
+            #[inline(always)]
+            fn enter<P: Phase>(self, phase: P) -> P::Output {
+                #[target_feature(
+                    enable = "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c,avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
+                )]
+                #[inline]
+                unsafe fn imp<P: Phase>(simd: V4, phase: P) -> P::Output {
+                    phase.run(simd)
+                }
+                // SAFETY: the token proves V4's features, AVX-512F among them (which has F16C).
+                unsafe { imp(self, phase) }
+            }
+        }
+    }
+}
