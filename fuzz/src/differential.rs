@@ -259,6 +259,7 @@ pub fn decode(data: &[u8]) -> Case {
         v,
         out_len,
         lse,
+        kinds: (qkv::KvKind::F32, qkv::KvKind::F32),
     }
 }
 

@@ -2,7 +2,7 @@
 //! arithmetic around it.
 
 use super::Rng;
-use qkv::{Bias, Error, Layout, Mask, Params, QueryPos, Shape, Tensor};
+use qkv::{Bias, Error, KvKind, Layout, Mask, Params, QueryPos, Shape, Tensor};
 
 /// Owned data of one problem.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct Case {
     pub out_len: usize,
     /// Whether the call asks for `lse`.
     pub lse: bool,
+    /// How K and V are stored ([`Case::store`]); `k` and `v` hold their values as `f32`.
+    pub kinds: (KvKind, KvKind),
 }
 
 /// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
@@ -84,6 +86,7 @@ impl Case {
             v: rng.fill(s.kv_heads * s.kv_len * s.v_dim, 1.0),
             out_len: s.q_heads * s.q_len * s.v_dim,
             lse: true,
+            kinds: (KvKind::F32, KvKind::F32),
         }
     }
 

@@ -45,6 +45,7 @@
 //! where it is infinite, else finite and within the bound.
 
 use super::Case;
+use super::kv::{Stored, with_stored};
 use qkv::split::Level;
 use qkv::tolerance::{EPS, lse_bound, output_bound};
 use qkv::{Layout, Params, Shape};
@@ -356,10 +357,13 @@ pub fn check_in(case: &Case, want: &Expected, level: Level, workspace: Option<us
         &case.v,
         case.lse.then_some(&mut got_lse[..]),
     );
-    match workspace {
-        None => level.attention(&p, q, k, v, &mut got, lse),
-        Some(n) => level.attention_in(&mut vec![f32::NAN; n], &p, q, k, v, &mut got, lse),
-    }
+    let _ = (k, v);
+    let (sk, sv) = case.stored();
+    let sp = case.stored_params();
+    with_stored!(&sk, |k| with_stored!(&sv, |v| match workspace {
+        None => level.attention(&sp, q, k, v, &mut got, lse),
+        Some(n) => level.attention_in(&mut vec![f32::NAN; n], &sp, q, k, v, &mut got, lse),
+    }))
     .unwrap_or_else(|e| panic!("{level:?} refused a valid case: {e}\n{}", describe(case)));
     let level = format!("{level:?} in {workspace:?} floats");
     let inside = inside_rows(case, case.out_len);
@@ -408,10 +412,13 @@ pub fn one_shot(case: &Case, level: Option<Level>) -> Outputs {
     let p = case.params();
     let mut out = vec![f32::NAN; case.out_len];
     let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    match level {
-        Some(l) => l.attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-        None => qkv::reference::attention(&p, &case.q, &case.k, &case.v, &mut out, Some(&mut lse)),
-    }
+    let (sk, sv) = case.stored();
+    let sp = case.stored_params();
+    let _ = p;
+    with_stored!(&sk, |k| with_stored!(&sv, |v| match level {
+        Some(l) => l.attention(&sp, &case.q, k, v, &mut out, Some(&mut lse)),
+        None => qkv::reference::attention(&sp, &case.q, k, v, &mut out, Some(&mut lse)),
+    }))
     .expect("one-shot accepts the case");
     (out, lse)
 }

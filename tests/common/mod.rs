@@ -12,6 +12,7 @@
 pub mod case;
 pub mod compare;
 pub mod exp;
+pub mod kv;
 
 pub use case::{
     Case, error_fixture, extent, laid_out, random_cases, random_mask, series_case, short_k_error,
