@@ -202,8 +202,8 @@ pub(crate) const fn line_values(kind: KvKind) -> usize {
 #[inline(always)]
 pub(crate) unsafe fn load<S: Widen, T: KvType>(simd: S, row: *const T, col: usize) -> S::f32s {
     let at = value_ptr(row, col);
-    // SAFETY (all arms): the caller's guarantee, for the bytes of those columns, which start at
-    // `at`; the scale of a q8_0 block is the two bytes before its first value.
+    // SAFETY: in every arm, the caller's guarantee, for the bytes of those columns, which
+    // start at `at`; the scale of a q8_0 block is the two bytes before its first value.
     unsafe {
         match T::KIND {
             KvKind::F32 => (at as *const S::f32s).read_unaligned(),
