@@ -140,7 +140,7 @@ step_x86_scalar() {
 	QKV_UNDER_EMULATOR=1 CROSS_EXPECT_ARCH=scalar \
 		CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="qemu-x86_64 -cpu Nehalem" \
 		cargo test --lib --test dispatch --test semantics --test errors --test split \
-		--test stream --test regressions --test workspace
+		--test stream --test regressions --test workspace --test kv_types
 }
 
 # Miri interprets every operation (about 1000x slower than native), so it runs the tests
@@ -152,7 +152,7 @@ step_x86_scalar() {
 # 8-lane instance under Miri (tests/common).
 step_miri() {
 	CROSS_STEPS=miri CROSS_MIRI_ARGS="--lib --test semantics --test errors --test split \
---test stream --test regressions --test dispatch --test workspace" "$SHARED/tools/cross-check"
+--test stream --test regressions --test dispatch --test workspace --test kv_types" "$SHARED/tools/cross-check"
 }
 
 # tests/avx512.rs on an emulated AVX-512 CPU. Its tests all have `avx512` in their names,

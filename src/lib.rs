@@ -1,7 +1,8 @@
 //! # qkv
 //!
 //! Scaled dot-product attention for CPUs, `out = softmax(scale · Q·Kᵀ + bias) · V`, over plain
-//! `f32` slices: `#![no_std]`, no allocation, no panics on any input.
+//! slices: `f32` queries and K/V in `f32`, `f16`, `bf16` or `q8_0` ([`kv`]). `#![no_std]`, no
+//! allocation, no panics on any input.
 //!
 //! - **One kernel**, written once over [`pulp::Simd`] and dispatched at run time to AVX-512,
 //!   AVX2+FMA, NEON or plain scalar code ([`Isa`]).
@@ -161,8 +162,8 @@ pub fn workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
     kernel::Tiles::best(&params.shape, (k, v)).len()
 }
 
-/// [`min_workspace_len`] for K and V stored as `k` and `v`: at most 352 when V is narrower
-/// than `f32` (16 keys of V widened).
+/// [`min_workspace_len`] for K and V stored as `k` and `v`: at most 314 when V is narrower
+/// than `f32` (16 keys × 16 columns of V widened), whatever the shape.
 pub fn min_workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
     kernel::Tiles::least(&params.shape, (k, v)).len()
 }

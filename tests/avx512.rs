@@ -251,3 +251,22 @@ fn avx512_exp_is_within_two_ulp() {
         assert!(ys[6].is_nan());
     }
 }
+
+/// K and V stored as f16, bf16 and q8_0 (the V4 widening loads: `vcvtph2ps`, the bf16 shift,
+/// `vpmovsxbd`), decode and prefill blocks, against the reference.
+#[test]
+fn avx512_kv_types_match_reference() {
+    use qkv::KvKind::{Bf16, F16, Q8_0};
+    on_avx512(514, |mut rng| {
+        for (shape, mask) in [
+            (Shape::new(4, 1, 70, 64).gqa(4, 2), Mask::NONE),
+            (Shape::new(1, 20, 50, 32).with_v_dim(64), Mask::causal()),
+        ] {
+            for kinds in [(F16, Q8_0), (Q8_0, Bf16), (Bf16, F16)] {
+                let mut case = masked(&mut rng, shape, mask);
+                assert!(case.store(kinds));
+                check(&case, AVX512);
+            }
+        }
+    });
+}

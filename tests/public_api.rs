@@ -17,7 +17,10 @@ use core::ops::Range;
 
 use qkv::split::Level;
 use qkv::stream::Stream;
-use qkv::{Bias, Dim, Emulated, Error, Isa, Layout, Mask, Params, QueryPos, Shape, Tensor};
+use qkv::{
+    Bias, BlockQ8_0, Dim, Emulated, Error, Isa, KvKind, KvType, Layout, Mask, Params, QueryPos,
+    Shape, Tensor, bf16, f16,
+};
 
 /// Argument types short enough that each signature below reads on one line.
 type In<'a> = &'a [f32];
@@ -181,6 +184,11 @@ fn errors() {
             kv_len: 0,
         },
         Error::WorkspaceTooSmall { needed: 58, len: 0 },
+        Error::BlockSize {
+            tensor: Tensor::K,
+            dim: 48,
+            block: 32,
+        },
     ];
     // `Error` is `#[non_exhaustive]`: users match it with a wildcard arm, so a new variant
     // is not a breaking change; the fields of the existing ones are.
@@ -212,6 +220,9 @@ fn errors() {
             Error::WorkspaceTooSmall { needed, len } => {
                 let _: (usize, usize) = (needed, len);
             }
+            Error::BlockSize { tensor, dim, block } => {
+                let _: (Tensor, usize, usize) = (tensor, dim, block);
+            }
             _ => {}
         }
     }
@@ -223,6 +234,43 @@ fn errors() {
     eq_hash::<Tensor>();
     value::<Dim>();
     eq_hash::<Dim>();
+}
+
+/// The K/V storage types: every entry point is generic over them (`f32` above).
+fn kv_types() {
+    let _: fn(&Params, In, &[f16], &[BlockQ8_0], Out, Lse) -> Res = qkv::attention;
+    let _: fn(Out, &Params, In, &[bf16], &[f32], Out, Lse) -> Res = qkv::attention_in;
+    let _: fn(&Params, In, &[BlockQ8_0], &[f16], Out, Lse) -> Res = qkv::reference::attention;
+    let _: fn(&Params, KvKind, KvKind) -> usize = qkv::workspace_len_for;
+    let _: fn(&Params, KvKind, KvKind) -> usize = qkv::min_workspace_len_for;
+    const _: Params<'static> = PARAMS.with_kv_units::<BlockQ8_0, f16>();
+    const _: [KvKind; 4] = KvKind::ALL;
+    const _: (Option<KvKind>, &str, usize, usize) = (
+        KvKind::from_u32(3),
+        KvKind::Q8_0.name(),
+        KvKind::Bf16.values(),
+        KvKind::F16.bytes(),
+    );
+    match KvKind::F32 {
+        KvKind::F32 | KvKind::F16 | KvKind::Bf16 | KvKind::Q8_0 => {}
+    }
+    value::<KvKind>();
+    eq_hash::<KvKind>();
+    let _: fn(&KvKind) -> String = ToString::to_string;
+    fn kv_type<T: KvType + bytemuck::Pod + Send + Sync + 'static>() -> KvKind {
+        T::KIND
+    }
+    let _ = (
+        kv_type::<f32>(),
+        kv_type::<f16>(),
+        kv_type::<bf16>(),
+        kv_type::<BlockQ8_0>(),
+    );
+    let BlockQ8_0 { d, qs }: BlockQ8_0 = default();
+    let _: (f16, [i8; 32]) = (d, qs);
+    let _: fn(&[f32; 32]) -> BlockQ8_0 = BlockQ8_0::quantize;
+    const _: usize = qkv::kv::Q8_0_VALUES;
+    value::<BlockQ8_0>();
 }
 
 fn levels() -> impl Iterator<Item = Isa> {
@@ -466,6 +514,7 @@ fn public_api_is_unchanged() {
     masks();
     bias_and_params(PARAMS);
     errors();
+    kv_types();
     let _ = levels();
     split();
     let _: fn(Stream<'static, 'static>) -> Stream<'static, 'static> = stream;

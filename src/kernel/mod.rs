@@ -37,6 +37,18 @@
 //! shape and the memory given, from full size down to one row (`config::TILE_TABLE`);
 //! `v_dim` wider than a panel is done in several passes (the scores are recomputed per pass).
 //!
+//! **K and V types** ([`crate::kv`]). The decode tiles (`dot_kernel`, `pv_keys_kernel`)
+//! stream K and V as they are stored and widen each vector in registers after the load. The
+//! other tiles read `f32` rows: the caller's when K or V is `f32`, otherwise a key block of
+//! the panel widened into a tile of the working memory (`mem::WidenRows`), read by every
+//! block of rows that shares it. So the tiles are written once, over `f32`.
+//!
+//! **Phases.** Each step of a block (packing Q, the scores, the softmax step, the weighted
+//! values, widening a block) is a call (`phase`), entered with the level's target features
+//! (`widen::Widen::enter`). The steps that do not depend on the K/V types exist once per
+//! level whatever types a program uses, and on the scalar level the stack holds one step's
+//! frame at a time.
+//!
 //! Where each part lives:
 //! - `config`: the tuning constants and the checks that keep them consistent;
 //! - `scratch`: the working memory, one field per meaning;
@@ -44,10 +56,12 @@
 //! - `softmax`: the online-softmax step (step 2), written once for every path;
 //! - `pv`: the P·V tile loops (step 3);
 //! - `tiles`: the unsafe register tiles those loops call, the only raw K/V reads;
-//! - `mem`: loads, strided rows, the strided copy and cache hints.
+//! - `mem`: loads, strided rows, the strided copy, widening a block, and cache hints;
+//! - `widen`: the per-level part: widening loads and how a phase is entered.
 //!
-//! K and V elements are read in four places only: `qk_kernel`, `dot_kernel` and the P·V
-//! tiles (`pv_kernel`, `pv_keys_kernel` and the panel's last vector in `pv`).
+//! K and V are read in three places only: `dot_kernel` and `pv_keys_kernel` (as stored),
+//! and `mem::WidenRows` or, for `f32`, the tiles that read `f32` rows (`qk_kernel`,
+//! `pv_kernel`, `pv_row_masked` and the panel's last vector in `pv`).
 
 mod config;
 mod mem;
