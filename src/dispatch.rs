@@ -331,6 +331,20 @@ fn on_stack<const N: usize, R>(used: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
     f(used)
 }
 
+/// Whether this is an Intel CPU (CPUID vendor `GenuineIntel`), read once and cached: the
+/// kernel's tuning differs by vendor (`kernel::config`). `false` off x86-64.
+pub(crate) fn cpu_is_intel() -> bool {
+    static INTEL: AtomicU8 = AtomicU8::new(u8::MAX);
+    match INTEL.load(Ordering::Relaxed) {
+        u8::MAX => {
+            let intel = arch::is_intel();
+            INTEL.store(intel as u8, Ordering::Relaxed);
+            intel
+        }
+        n => n == 1,
+    }
+}
+
 /// Per-architecture detection. Each function returns the SIMD token only when the level is
 /// compiled in and usable; the `run_*` functions exist so the other architectures compile.
 mod arch {
@@ -415,6 +429,23 @@ mod arch {
             None
         }
     }
+    /// CPUID leaf 0's vendor string is `GenuineIntel` (not under Miri, which has no CPUID).
+    #[cfg(target_arch = "x86_64")]
+    pub fn is_intel() -> bool {
+        if cfg!(miri) {
+            return false;
+        }
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+        let leaf0 = unsafe { core::arch::x86_64::__cpuid(0) };
+        // "Genu" "ineI" "ntel" in EBX, EDX, ECX.
+        (leaf0.ebx, leaf0.edx, leaf0.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn is_intel() -> bool {
+        false
+    }
+
     #[cfg(not(target_arch = "x86_64"))]
     pub use self::v_absent as v3;
     #[cfg(not(all(target_arch = "x86_64", feature = "x86-v4")))]
@@ -426,5 +457,24 @@ mod arch {
     #[allow(dead_code)]
     pub fn v_absent() -> Option<pulp::Scalar> {
         None
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_arch = "x86_64", not(miri)))]
+mod tests {
+    extern crate std;
+
+    /// The vendor the kernel tunes for is the one the OS reports.
+    #[test]
+    fn cpu_vendor_matches_proc_cpuinfo() {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let Some(vendor) = info.lines().find(|l| l.starts_with("vendor_id")) else {
+            return; // no vendor line (an emulator): nothing to compare
+        };
+        assert_eq!(
+            super::cpu_is_intel(),
+            vendor.ends_with("GenuineIntel"),
+            "{vendor}"
+        );
     }
 }

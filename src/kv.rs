@@ -184,12 +184,14 @@ pub(crate) fn value_ptr<T: KvType>(row: *const T, col: usize) -> *const u8 {
     }
 }
 
-/// Values per 64-byte cache line: the distance between the decode paths' prefetches.
+/// Values between the decode paths' prefetches: a 64-byte line's worth, and one per q8_0
+/// block (34 bytes, so every line a row touches is asked for although rows and blocks do
+/// not start on lines).
 pub(crate) const fn line_values(kind: KvKind) -> usize {
     match kind {
         KvKind::F32 => 16,
         KvKind::F16 | KvKind::Bf16 => 32,
-        KvKind::Q8_0 => 64,
+        KvKind::Q8_0 => Q8_0_VALUES,
     }
 }
 
@@ -211,8 +213,8 @@ pub(crate) unsafe fn load<S: Widen, T: KvType>(simd: S, row: *const T, col: usiz
             KvKind::Bf16 => simd.widen_bf16(at as *const u16),
             KvKind::Q8_0 => {
                 let block = row.add(col / Q8_0_VALUES) as *const BlockQ8_0;
-                let d = core::ptr::addr_of!((*block).d).read_unaligned().to_f32();
-                simd.mul_f32s(simd.widen_i8(at as *const i8), simd.splat_f32s(d))
+                let d = simd.splat_f16(core::ptr::addr_of!((*block).d).read_unaligned().to_bits());
+                simd.mul_f32s(simd.widen_i8(at as *const i8), d)
             }
         }
     }
@@ -251,5 +253,58 @@ pub(crate) fn widen_row<S: Widen, T: KvType>(simd: S, row: &[T], col: usize, dst
     }
     for (i, d) in tail.iter_mut().enumerate() {
         *d = value(row, col + full + i).unwrap_or(0.0);
+    }
+}
+
+/// Loads of the same columns of `X` rows stored as `T`, for columns visited in increasing
+/// order: the decode tiles' reads. A q8_0 block's scale is widened once per block and row,
+/// not once per vector.
+pub(crate) struct RowLoads<S: Widen, T, const X: usize> {
+    rows: [*const T; X],
+    /// The q8_0 block whose scales are in `scales` and whose values start at `values`
+    /// (`usize::MAX`: none yet).
+    block: usize,
+    scales: [S::f32s; X],
+    values: [*const i8; X],
+}
+
+impl<S: Widen, T: KvType, const X: usize> RowLoads<S, T, X> {
+    /// Loads of `rows` (nothing is read yet).
+    #[inline(always)]
+    pub fn new(simd: S, rows: [*const T; X]) -> Self {
+        RowLoads {
+            rows,
+            block: usize::MAX,
+            scales: [simd.splat_f32s(0.0); X],
+            values: [core::ptr::null(); X],
+        }
+    }
+
+    /// Columns `col..col + lanes` of every row, widened ([`load`]).
+    ///
+    /// # Safety
+    /// As [`load`], for every row.
+    #[inline(always)]
+    pub unsafe fn at(&mut self, simd: S, col: usize) -> [S::f32s; X] {
+        if T::KIND != KvKind::Q8_0 {
+            // SAFETY: the caller's guarantee.
+            return core::array::from_fn(|x| unsafe { load::<S, T>(simd, self.rows[x], col) });
+        }
+        let block = col / Q8_0_VALUES;
+        if block != self.block {
+            self.block = block;
+            for x in 0..X {
+                let b = self.rows[x].wrapping_add(block) as *const BlockQ8_0;
+                // SAFETY: the block holding column `col` is readable (the caller's guarantee).
+                let d = unsafe { core::ptr::addr_of!((*b).d).read_unaligned() };
+                self.scales[x] = simd.splat_f16(d.to_bits());
+                self.values[x] = value_ptr(b, 0) as *const i8;
+            }
+        }
+        core::array::from_fn(|x| {
+            let qs = self.values[x].wrapping_add(col % Q8_0_VALUES);
+            // SAFETY: the caller's guarantee, for the values of those columns.
+            simd.mul_f32s(unsafe { simd.widen_i8(qs) }, self.scales[x])
+        })
     }
 }

@@ -3,6 +3,8 @@
 
 use pulp::Simd;
 
+use super::mem::StreamHint;
+
 /// Query rows per block at full size: the lanes of the score tile, and the rows that share
 /// each K and V block read. A multiple of every lane count (1, 4, 8, 16).
 pub const BLOCK_Q: usize = 48;
@@ -82,6 +84,20 @@ pub(crate) const PV_KEYS_NARROW: usize = 2;
 /// Zen 5; with one request per line read, 24 measured best at 32k keys there: AVX-512 lost
 /// 10–20% at 32 and 48 and 7% at 16; AVX2 was within noise from 16 to 48 and lost 10% at 8.
 pub(crate) const PREFETCH_KEYS: usize = 24;
+
+/// How decode asks for the K/V lines it streams from memory, per CPU vendor:
+/// - **Intel** (measured on Emerald Rapids, family 6 model 207): `prefetcht0`. With
+///   `prefetchnta` decode-32k ran at half the speed: AVX-512, f32, 32/8 heads, d 128, in one
+///   process alternating the two builds, 134–185 ms against 69–111 ms (benches/NOTES.md).
+/// - **Everything else** (measured on AMD Zen 4 and Zen 5): `prefetchnta`, which the
+///   [`PREFETCH_KEYS`] measurements above were taken with.
+#[inline(always)]
+pub(crate) fn stream_hint() -> StreamHint {
+    match crate::dispatch::cpu_is_intel() {
+        true => StreamHint::AllLevels,
+        false => StreamHint::NonTemporal,
+    }
+}
 
 /// Whether the wide register tiles fit: levels with 32 vector registers, and the scalar
 /// level, whose targets have 32 floating-point registers (Cortex-M4F, RV32F; and on x86-64

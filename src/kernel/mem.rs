@@ -115,11 +115,23 @@ pub(super) fn prefetch_at<T>(p: *const T) {
     prefetch::<T0, T>(p);
 }
 
-/// [`prefetch`] for a line read once: into L1, bypassing what the outer caches keep
-/// (`prefetchnta`), for the K/V lines decode streams from memory.
+/// How decode asks for the K/V lines it streams from memory, read once each
+/// ([`config::stream_hint`](super::config::stream_hint) chooses per CPU vendor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StreamHint {
+    /// `prefetchnta`: into L1, bypassing what the outer caches keep.
+    NonTemporal,
+    /// `prefetcht0`: into every level.
+    AllLevels,
+}
+
+/// [`prefetch`] for a line read once, with the CPU's [`StreamHint`].
 #[inline(always)]
-pub(super) fn prefetch_once<T>(p: *const T) {
-    prefetch::<NTA, T>(p);
+pub(super) fn prefetch_once<T>(p: *const T, hint: StreamHint) {
+    match hint {
+        StreamHint::NonTemporal => prefetch::<NTA, T>(p),
+        StreamHint::AllLevels => prefetch::<T0, T>(p),
+    }
 }
 
 /// Runs `$body` with `$n` (a run-time count) as the constant `$c`, for each count a tile is

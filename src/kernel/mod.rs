@@ -114,6 +114,8 @@ struct Inputs<'p, 'a> {
     q: &'p [f32],
     /// `p.scale()`, computed once per call: without std, `sqrtf` is a software loop.
     scale: f32,
+    /// How decode asks for the K/V lines it streams.
+    stream_hint: mem::StreamHint,
 }
 
 /// One block of keys, `k0..k0 + cols`, and how far ahead of its V rows the P·V tiles ask
@@ -159,6 +161,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         p,
         q,
         scale: p.scale(),
+        stream_hint: config::stream_hint(),
     };
     let group = shape.q_heads / shape.kv_heads;
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row

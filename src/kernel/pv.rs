@@ -232,7 +232,7 @@ impl Block {
                     ptr: acc.as_mut_ptr(),
                     stride: v_cols,
                 };
-                let ahead = keys.v_ahead;
+                let ahead = (keys.v_ahead, x.stream_hint);
                 match n {
                     PV_KEYS_WIDE => {
                         pv_keys_kernel::<S, V, M, PV_KEYS_WIDE>(simd, rows, v0, wp, ap, full, ahead)

@@ -228,7 +228,7 @@ impl Block {
         // only (the lines are read once). A prefetch past the tensor is harmless: it never
         // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
         // (V's lines are asked for by P·V, a block ahead.)
-        let ahead = PREFETCH_KEYS.checked_mul(ks).unwrap_or(0);
+        let ahead = (PREFETCH_KEYS.checked_mul(ks).unwrap_or(0), x.stream_hint);
         let mut j = 0;
         while j < cols {
             let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };

@@ -4,7 +4,7 @@
 
 use pulp::Simd;
 
-use super::mem::{Rows, RowsMut, prefetch_at, prefetch_once};
+use super::mem::{Rows, RowsMut, StreamHint, prefetch_at, prefetch_once};
 use super::widen::Widen;
 use crate::kv::{self, KvType};
 
@@ -79,8 +79,8 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
 /// The decode dot tile: `s[m][x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
 /// and `X` consecutive keys stored as `K`, widened in registers, lanes along `head_dim`, `C`
 /// accumulator chains per score (`M × X × C` multiply-adds in flight) and one horizontal sum
-/// per score. Each 64 bytes of K read are paired with one prefetch of the same bytes `ahead`
-/// elements of `K` further on.
+/// per score. Each 64 bytes of K read are paired with one prefetch (`hint`) of the same bytes
+/// `ahead` elements of `K` further on.
 ///
 /// # Safety
 /// For `x < X`, the `dim` values of row `x` of `k` are readable; so are the `dim` floats at
@@ -97,7 +97,7 @@ pub(super) unsafe fn dot_kernel<
     k: Rows<K>,
     q: [*const f32; M],
     dim: usize,
-    ahead: usize,
+    (ahead, hint): (usize, StreamHint),
     s: RowsMut,
 ) {
     let lanes = S::F32_LANES;
@@ -112,6 +112,7 @@ pub(super) unsafe fn dot_kernel<
         }
     };
     let full = dim / lanes * lanes;
+    let mut k_loads = kv::RowLoads::<S, K, X>::new(simd, core::array::from_fn(|x| k.row(x)));
     let mut d = 0;
     while d < full {
         // Chain c takes vector c of each run of C (a constant trip count keeps the chain
@@ -123,11 +124,11 @@ pub(super) unsafe fn dot_kernel<
             }
             if at % line == 0 {
                 for x in 0..X {
-                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at));
+                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at), hint);
                 }
             }
             // SAFETY: at + lanes ≤ full ≤ dim: inside row x of `k`.
-            let kv = core::array::from_fn(|x| unsafe { kv::load::<S, K>(simd, k.row(x), at) });
+            let kv = unsafe { k_loads.at(simd, at) };
             // SAFETY: the same columns of every q row.
             let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
             fma(kv, qv, c);
@@ -139,7 +140,7 @@ pub(super) unsafe fn dot_kernel<
         // points slower on AVX-512 decode-32k (82% → 72% of the streaming read).
         if full.is_multiple_of(line) {
             for x in 0..X {
-                prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), full));
+                prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), full), hint);
             }
         }
         // (A q8_0 row has no tail: its length is a multiple of 32, so of the lanes.)
@@ -216,8 +217,8 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
 /// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m][x] · v[x][col0 + c·lanes..]`
 /// for `m < M` and every whole vector `c < full` of the panel, `X` value rows stored as `V`
 /// read side by side in memory order and widened in registers (`[row][key]` weights); with
-/// `ahead` > 0, the lines `ahead` elements of `V` past each row are prefetched, one request
-/// per line read.
+/// `ahead` > 0, the lines `ahead` elements of `V` past each row are prefetched (`hint`), one
+/// request per line read.
 ///
 /// # Safety
 /// For `x < X`, values `col0..col0 + full·lanes` of row `x` of `v` are readable, and `col0`
@@ -232,7 +233,7 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
     w: Rows,
     acc: RowsMut,
     full: usize,
-    ahead: usize,
+    (ahead, hint): (usize, StreamHint),
 ) {
     let lanes = S::F32_LANES;
     let line = kv::line_values(V::KIND);
@@ -242,16 +243,16 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
             simd.splat_f32s(unsafe { *w.at(m, x) })
         })
     });
+    let mut v_loads = kv::RowLoads::<S, V, X>::new(simd, core::array::from_fn(|x| v.row(x)));
     for c in 0..full {
         let col = col0 + c * lanes;
         if ahead != 0 && col.is_multiple_of(line) {
             for x in 0..X {
-                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col));
+                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
             }
         }
         // SAFETY: x < X and col + lanes ≤ col0 + full·lanes.
-        let vv: [S::f32s; X] =
-            core::array::from_fn(|x| unsafe { kv::load::<S, V>(simd, v.row(x), col) });
+        let vv: [S::f32s; X] = unsafe { v_loads.at(simd, col) };
         for (m, wb) in wb.iter().enumerate() {
             let at = acc.at(m, c * lanes);
             // SAFETY: m < M, inside the first full·lanes floats of row m.

@@ -39,6 +39,8 @@ pub(crate) unsafe trait Widen: Simd {
     /// # Safety
     /// `F32_LANES` bytes at `p` are readable.
     unsafe fn widen_i8(self, p: *const i8) -> Self::f32s;
+    /// The `f16` with these bits, as `f32` in every lane (a q8_0 block's scale).
+    fn splat_f16(self, bits: u16) -> Self::f32s;
     /// Runs `phase` with this level's target features.
     fn enter<P: Phase>(self, phase: P) -> P::Output;
 }
@@ -75,6 +77,10 @@ macro_rules! widen_by_lanes {
                 lanes::<Self>(|i| unsafe { *p.add(i) } as f32)
             }
             #[inline(always)]
+            fn splat_f16(self, bits: u16) -> Self::f32s {
+                self.splat_f32s(f16::from_bits(bits).to_f32())
+            }
+            #[inline(always)]
             fn enter<P: Phase>(self, phase: P) -> P::Output {
                 phase.run(self)
             }
@@ -107,6 +113,10 @@ mod neon {
         unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
             // SAFETY: as above.
             lanes::<Self>(|i| unsafe { *p.add(i) } as f32)
+        }
+        #[inline(always)]
+        fn splat_f16(self, bits: u16) -> Self::f32s {
+            self.splat_f32s(f16::from_bits(bits).to_f32())
         }
         #[inline(always)]
         fn enter<P: Phase>(self, phase: P) -> P::Output {
@@ -149,6 +159,11 @@ mod x86 {
             pulp::cast(unsafe {
                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const _)))
             })
+        }
+        #[inline(always)]
+        fn splat_f16(self, bits: u16) -> Self::f32s {
+            // SAFETY: F16C is enabled in every phase (`enter`); no memory is read.
+            pulp::cast(unsafe { _mm256_cvtph_ps(_mm_set1_epi16(bits as i16)) })
         }
         #[inline(always)]
         fn enter<P: Phase>(self, phase: P) -> P::Output {
@@ -194,6 +209,11 @@ mod x86 {
                 pulp::cast(unsafe {
                     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const _)))
                 })
+            }
+            #[inline(always)]
+            fn splat_f16(self, bits: u16) -> Self::f32s {
+                // SAFETY: AVX-512F is enabled; no memory is read.
+                pulp::cast(unsafe { _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16)) })
             }
             #[inline(always)]
             fn enter<P: Phase>(self, phase: P) -> P::Output {
