@@ -169,17 +169,10 @@ impl<T: KvType> Phase for WidenRows<'_, T> {
 
     #[inline(always)]
     fn run<S: Widen>(self, simd: S) {
-        let WidenRows {
-            src,
-            stride,
-            rows,
-            col,
-            dst,
-            width,
-        } = self;
-        for (j, dst) in dst.chunks_exact_mut(width).take(rows).enumerate() {
-            let row = src.get(j * stride..).unwrap_or(&[]);
-            kv::widen_row(simd, row, col, dst);
+        let rows = self.dst.chunks_exact_mut(self.width).take(self.rows);
+        for (j, dst) in rows.enumerate() {
+            let row = self.src.get(j * self.stride..).unwrap_or(&[]);
+            kv::widen_row(simd, row, self.col, dst);
         }
     }
 }

@@ -77,6 +77,7 @@ use pulp::Simd;
 use crate::Params;
 use crate::kv::KvType;
 pub use config::BLOCK_Q;
+use mem::with_count;
 use scratch::Scratch;
 pub(crate) use scratch::Tiles;
 use widen::Phase;
@@ -236,18 +237,48 @@ impl Phase for Step<'_, '_> {
 
     #[inline(always)]
     fn run<S: Widen>(self, simd: S) {
-        let Step {
-            block,
-            x,
-            keys,
-            scratch,
-            op,
-        } = self;
-        match op {
-            Op::PrepareQ => block.prepare_q::<S>(x, scratch),
-            Op::Scores { d0, dw, k } => block.scores_tiled(simd, x, keys, (d0, dw), k, scratch),
-            Op::Softmax => block.softmax(simd, x, keys, scratch),
-            Op::Values(v) => block.values_tiled(simd, keys, v, scratch),
+        let (b, x, keys, scratch) = (self.block, self.x, self.keys, self.scratch);
+        match self.op {
+            Op::PrepareQ => b.prepare_q::<S>(x, scratch),
+            Op::Scores { d0, dw, k } => b.scores_tiled(simd, x, keys, (d0, dw), k, scratch),
+            Op::Softmax => b.softmax(simd, x, keys, scratch),
+            Op::Values(v) => b.values_tiled(simd, keys, v, scratch),
+        }
+    }
+}
+
+/// A phase of a decode block that reads K or V as stored (`T`), without widening a tile:
+/// the dot tile's scores ([`Block::scores_dot`]) or the key-major weighted values
+/// ([`Block::pv_keys`]). One instance per level and type serves K and V alike.
+struct Stored<'s, 'w, T> {
+    block: Block,
+    x: &'s Inputs<'s, 's>,
+    data: &'s [T],
+    keys: Keys,
+    scratch: &'s mut Scratch<'w>,
+    read: Read,
+}
+
+/// Which tensor a [`Stored`] phase reads.
+#[derive(Clone, Copy)]
+enum Read {
+    Scores,
+    Values,
+}
+
+impl<T: KvType> Phase for Stored<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        let (b, x, data, keys, scratch) = (self.block, self.x, self.data, self.keys, self.scratch);
+        match self.read {
+            Read::Scores => {
+                with_count!(b.rows, [4, 3, 2], 1, M => b.scores_dot::<S, T, M>(simd, x, data, keys, scratch))
+            }
+            Read::Values => {
+                with_count!(b.rows, [4, 3, 2], 1, M => b.pv_keys::<S, T, M>(simd, x, data, keys, scratch))
+            }
         }
     }
 }
@@ -338,6 +369,27 @@ impl Block {
             self.step(simd, x, kb, scratch, Op::Softmax);
             self.weighted_values(simd, x, kv.1, kb, scratch, tile);
         }
+    }
+
+    /// Runs a [`Stored`] phase of the block over `data`, K or V as `read` says.
+    #[inline(always)]
+    fn stored_step<S: Widen, T: KvType>(
+        self,
+        simd: S,
+        x: &Inputs,
+        (data, keys): (&[T], Keys),
+        scratch: &mut Scratch,
+        read: Read,
+    ) {
+        let stored = Stored {
+            block: self,
+            x,
+            data,
+            keys,
+            scratch,
+            read,
+        };
+        phase(simd, stored)
     }
 
     /// Runs one [`Step`] of the block as a [`phase`].

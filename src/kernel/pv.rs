@@ -9,8 +9,8 @@ use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, w
 use super::mem::{F32Rows, Rows, RowsMut, WidenRows, load, strided_copy, vectors_mut, with_count};
 use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
-use super::widen::{Phase, Widen};
-use super::{Block, Inputs, Keys, Op, phase};
+use super::widen::Widen;
+use super::{Block, Inputs, Keys, Op, Read, phase};
 use crate::kv::{self, KvType};
 
 impl Block {
@@ -33,14 +33,7 @@ impl Block {
         // multiply-add: the scalar level keeps the register tile.
         let all_whole = (0..self.rows).all(|r| scratch.row(r).whole);
         if S::F32_LANES > 1 && !self.packed() && all_whole {
-            let keyed = Keyed {
-                block: self,
-                x,
-                v,
-                keys,
-                scratch,
-            };
-            return phase(simd, keyed);
+            return self.stored_step(simd, x, (v, keys), scratch, Read::Values);
         }
         let (stride, first) = (x.p.v.row_stride, x.p.v.at(self.g, keys.k0) + self.v0);
         let rows = match kv::as_f32(v) {
@@ -188,7 +181,7 @@ impl Block {
     /// order as it is stored, each line once, with the lines `keys.v_ahead` elements
     /// further on prefetched.
     #[inline(always)]
-    fn pv_keys<S: Widen, V: KvType, const M: usize>(
+    pub(super) fn pv_keys<S: Widen, V: KvType, const M: usize>(
         self,
         simd: S,
         x: &Inputs,
@@ -314,31 +307,5 @@ impl Block {
             }
             vectors_mut::<S>(acc)[0] = a;
         }
-    }
-}
-
-/// The phase of the P·V of a decode block whose rows include the whole key block:
-/// [`Block::pv_keys`].
-struct Keyed<'s, 'w, V> {
-    block: Block,
-    x: &'s Inputs<'s, 's>,
-    v: &'s [V],
-    keys: Keys,
-    scratch: &'s mut Scratch<'w>,
-}
-
-impl<V: KvType> Phase for Keyed<'_, '_, V> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<S: Widen>(self, simd: S) {
-        let Keyed {
-            block,
-            x,
-            v,
-            keys,
-            scratch,
-        } = self;
-        with_count!(block.rows, [4, 3, 2], 1, M => block.pv_keys::<S, V, M>(simd, x, v, keys, scratch));
     }
 }

@@ -11,8 +11,8 @@ use super::config::{
 use super::mem::{F32Rows, Rows, RowsMut, WidenRows, strided_copy, with_count};
 use super::scratch::Scratch;
 use super::tiles::{dot_kernel, qk_kernel};
-use super::widen::{Phase, Widen};
-use super::{Block, Inputs, Keys, Op, phase};
+use super::widen::Widen;
+use super::{Block, Inputs, Keys, Op, Read, phase};
 use crate::kv::{self, KvType};
 
 impl Block {
@@ -57,14 +57,7 @@ impl Block {
         tile: &mut [f32],
     ) {
         if !self.packed() {
-            let dot = Dot {
-                block: self,
-                x,
-                k,
-                keys,
-                scratch,
-            };
-            return phase(simd, dot);
+            return self.stored_step(simd, x, (k, keys), scratch, Read::Scores);
         }
         let head_dim = x.p.shape.head_dim;
         let q_cols = scratch.t.q_cols;
@@ -175,36 +168,11 @@ impl Block {
     }
 }
 
-/// The phase of the scores of a block of at most `MR` rows: [`Block::scores_dot`].
-struct Dot<'s, 'w, K> {
-    block: Block,
-    x: &'s Inputs<'s, 's>,
-    k: &'s [K],
-    keys: Keys,
-    scratch: &'s mut Scratch<'w>,
-}
-
-impl<K: KvType> Phase for Dot<'_, '_, K> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<S: Widen>(self, simd: S) {
-        let Dot {
-            block,
-            x,
-            k,
-            keys,
-            scratch,
-        } = self;
-        with_count!(block.rows, [4, 3, 2], 1, M => block.scores_dot::<S, K, M>(simd, x, k, keys, scratch))
-    }
-}
-
 impl Block {
     /// `scratch.dot_scores[m][j]` for a block of `M ≤ MR` rows: each K row is streamed once,
     /// straight from memory, and dotted with every query row, lanes along `head_dim`.
     #[inline(always)]
-    fn scores_dot<S: Widen, K: KvType, const M: usize>(
+    pub(super) fn scores_dot<S: Widen, K: KvType, const M: usize>(
         self,
         simd: S,
         x: &Inputs,

@@ -56,10 +56,26 @@ fn lanes<S: Simd>(f: impl Fn(usize) -> f32) -> S::f32s {
     v
 }
 
-/// [`Widen`] for a level that decodes lane by lane and needs no target features.
+/// [`Widen`] for a level that decodes lane by lane: with no target features to enable
+/// (scalar, emulated), or with those named.
 macro_rules! widen_by_lanes {
-    ($($ty:ty),*) => {$(
-        // SAFETY: `enter` enables nothing; the loads read exactly the lanes they are given.
+    ($ty:ty) => {
+        widen_by_lanes!($ty, |simd, phase| phase.run(simd));
+    };
+    ($ty:ty, $features:literal) => {
+        widen_by_lanes!($ty, |simd, phase| {
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn imp<P: Phase>(simd: $ty, phase: P) -> P::Output {
+                phase.run(simd)
+            }
+            // SAFETY: the token proves the level's features.
+            unsafe { imp(simd, phase) }
+        });
+    };
+    ($ty:ty, |$simd:ident, $phase:ident| $enter:expr) => {
+        // SAFETY: `enter` enables at most the features the token proves; the loads read
+        // exactly the lanes they are given.
         unsafe impl Widen for $ty {
             #[inline(always)]
             unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
@@ -81,54 +97,70 @@ macro_rules! widen_by_lanes {
                 self.splat_f32s(f16::from_bits(bits).to_f32())
             }
             #[inline(always)]
-            fn enter<P: Phase>(self, phase: P) -> P::Output {
-                phase.run(self)
+            fn enter<P: Phase>(self, $phase: P) -> P::Output {
+                let $simd = self;
+                $enter
             }
         }
-    )*};
+    };
 }
 
 widen_by_lanes!(pulp::Scalar);
 #[cfg(feature = "emulated")]
-widen_by_lanes!(pulp::Scalar128b, pulp::Scalar256b, pulp::Scalar512b);
-
+widen_by_lanes!(pulp::Scalar128b);
+#[cfg(feature = "emulated")]
+widen_by_lanes!(pulp::Scalar256b);
+#[cfg(feature = "emulated")]
+widen_by_lanes!(pulp::Scalar512b);
 #[cfg(target_arch = "aarch64")]
-mod neon {
-    use super::*;
-    use pulp::aarch64::Neon;
+widen_by_lanes!(pulp::aarch64::Neon, "neon");
 
-    // SAFETY: `enter` enables NEON, which the token proves; the loads read exactly 4 lanes.
-    unsafe impl Widen for Neon {
-        #[inline(always)]
-        unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
-            // SAFETY: lane i < 4, readable by the caller's guarantee.
-            lanes::<Self>(|i| f16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
-        }
-        #[inline(always)]
-        unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
-            // SAFETY: as above.
-            lanes::<Self>(|i| bf16::from_bits(unsafe { p.add(i).read_unaligned() }).to_f32())
-        }
-        #[inline(always)]
-        unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
-            // SAFETY: as above.
-            lanes::<Self>(|i| unsafe { *p.add(i) } as f32)
-        }
-        #[inline(always)]
-        fn splat_f16(self, bits: u16) -> Self::f32s {
-            self.splat_f32s(f16::from_bits(bits).to_f32())
-        }
-        #[inline(always)]
-        fn enter<P: Phase>(self, phase: P) -> P::Output {
-            #[target_feature(enable = "neon")]
-            #[inline]
-            unsafe fn imp<P: Phase>(simd: Neon, phase: P) -> P::Output {
-                phase.run(simd)
+/// [`Widen`] for an x86 level: F16C's `vcvtph2ps` for f16, a zero extension shifted left 16
+/// for bf16, a sign extension and `vcvtdq2ps` for i8, at the level's width (`$load_half`
+/// loads the 16-bit lanes, `$load_bytes` the 8-bit ones).
+#[cfg(target_arch = "x86_64")]
+macro_rules! widen_x86 {
+    (
+        $ty:ty, $features:literal,
+        $load_half:ident, $load_bytes:ident, $cvtph:ident, $cvtepu16:ident, $slli:ident,
+        $cvtepi8:ident, $cvtepi32:ident, $set1_16:ident
+    ) => {
+        // SAFETY: `enter` enables the level's features and F16C, which `dispatch` checks
+        // before it makes the token for the kernel (AVX-512F has F16C's conversions); the
+        // loads read exactly the lanes of the level.
+        unsafe impl Widen for $ty {
+            #[inline(always)]
+            unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: the lanes are readable; F16C is enabled in every phase (`enter`).
+                pulp::cast(unsafe { $cvtph($load_half(p as *const _)) })
             }
-            // SAFETY: the token proves NEON.
-            unsafe { imp(self, phase) }
+            #[inline(always)]
+            unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+                // SAFETY: the lanes are readable; the level's features are enabled.
+                pulp::cast(unsafe { $slli::<16>($cvtepu16($load_half(p as *const _))) })
+            }
+            #[inline(always)]
+            unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+                // SAFETY: the lanes are readable; the level's features are enabled.
+                pulp::cast(unsafe { $cvtepi32($cvtepi8($load_bytes(p as *const _))) })
+            }
+            #[inline(always)]
+            fn splat_f16(self, bits: u16) -> Self::f32s {
+                // SAFETY: F16C is enabled in every phase (`enter`); no memory is read.
+                pulp::cast(unsafe { $cvtph($set1_16(bits as i16)) })
+            }
+            #[inline(always)]
+            fn enter<P: Phase>(self, phase: P) -> P::Output {
+                #[target_feature(enable = $features)]
+                #[inline]
+                unsafe fn imp<P: Phase>(simd: $ty, phase: P) -> P::Output {
+                    phase.run(simd)
+                }
+                // SAFETY: the token proves the level's features; F16C is checked with it.
+                unsafe { imp(self, phase) }
+            }
         }
-    }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -136,97 +168,30 @@ mod x86 {
     use core::arch::x86_64::*;
 
     use super::*;
-    use pulp::x86::V3;
 
-    // SAFETY: `enter` enables V3's features and F16C, which `dispatch` checks before it makes
-    // a V3 token for the kernel; the loads read exactly 8 lanes.
-    unsafe impl Widen for V3 {
-        #[inline(always)]
-        unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
-            // SAFETY: 8 u16 readable; F16C is enabled in every phase (`enter`).
-            pulp::cast(unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) })
-        }
-        #[inline(always)]
-        unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
-            // SAFETY: 8 u16 readable; AVX2 is enabled.
-            pulp::cast(unsafe {
-                _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const _)))
-            })
-        }
-        #[inline(always)]
-        unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
-            // SAFETY: 8 bytes readable; AVX2 is enabled.
-            pulp::cast(unsafe {
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const _)))
-            })
-        }
-        #[inline(always)]
-        fn splat_f16(self, bits: u16) -> Self::f32s {
-            // SAFETY: F16C is enabled in every phase (`enter`); no memory is read.
-            pulp::cast(unsafe { _mm256_cvtph_ps(_mm_set1_epi16(bits as i16)) })
-        }
-        #[inline(always)]
-        fn enter<P: Phase>(self, phase: P) -> P::Output {
-            #[target_feature(
-                enable = "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c"
-            )]
-            #[inline]
-            unsafe fn imp<P: Phase>(simd: V3, phase: P) -> P::Output {
-                phase.run(simd)
-            }
-            // SAFETY: the token proves V3's features; F16C is checked with it (`dispatch`).
-            unsafe { imp(self, phase) }
-        }
-    }
-
+    widen_x86!(
+        pulp::x86::V3,
+        "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c",
+        _mm_loadu_si128,
+        _mm_loadl_epi64,
+        _mm256_cvtph_ps,
+        _mm256_cvtepu16_epi32,
+        _mm256_slli_epi32,
+        _mm256_cvtepi8_epi32,
+        _mm256_cvtepi32_ps,
+        _mm_set1_epi16
+    );
     #[cfg(feature = "x86-v4")]
-    mod v4 {
-        use core::arch::x86_64::*;
-
-        use super::super::*;
-        use pulp::x86::V4;
-
-        // SAFETY: `enter` enables V4's features (AVX-512F has the 512-bit `vcvtph2ps`); the
-        // loads read exactly 16 lanes.
-        unsafe impl Widen for V4 {
-            #[inline(always)]
-            unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
-                // SAFETY: 16 u16 readable; AVX-512F is enabled.
-                pulp::cast(unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) })
-            }
-            #[inline(always)]
-            unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
-                // SAFETY: 16 u16 readable; AVX-512F is enabled.
-                pulp::cast(unsafe {
-                    _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
-                        p as *const _,
-                    )))
-                })
-            }
-            #[inline(always)]
-            unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
-                // SAFETY: 16 bytes readable; AVX-512F is enabled.
-                pulp::cast(unsafe {
-                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const _)))
-                })
-            }
-            #[inline(always)]
-            fn splat_f16(self, bits: u16) -> Self::f32s {
-                // SAFETY: AVX-512F is enabled; no memory is read.
-                pulp::cast(unsafe { _mm512_cvtph_ps(_mm256_set1_epi16(bits as i16)) })
-            }
-            #[inline(always)]
-            fn enter<P: Phase>(self, phase: P) -> P::Output {
-                #[target_feature(
-                    enable = "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c,avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
-                )]
-                #[inline]
-                unsafe fn imp<P: Phase>(simd: V4, phase: P) -> P::Output {
-                    phase.run(simd)
-                }
-                // SAFETY: the token proves V4's features, AVX-512F among them (which has F16C).
-                unsafe { imp(self, phase) }
-            }
-        }
-    }
+    widen_x86!(
+        pulp::x86::V4,
+        "sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c,avx512f,avx512bw,avx512cd,avx512dq,avx512vl",
+        _mm256_loadu_si256,
+        _mm_loadu_si128,
+        _mm512_cvtph_ps,
+        _mm512_cvtepu16_epi32,
+        _mm512_slli_epi32,
+        _mm512_cvtepi8_epi32,
+        _mm512_cvtepi32_ps,
+        _mm256_set1_epi16
+    );
 }
