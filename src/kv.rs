@@ -240,10 +240,11 @@ pub(crate) fn widen_row<S: Widen, T: KvType>(simd: S, row: &[T], col: usize, dst
     let full = vectors.len() * lanes;
     let in_row = full == 0 || value(row, col + full - 1).is_some();
     if in_row && col.is_multiple_of(lanes) {
+        let mut loads = RowLoads::<S, T, 1>::new(simd, [row.as_ptr()]);
         for (c, d) in vectors.iter_mut().enumerate() {
             // SAFETY: columns col + c·lanes .. + lanes are inside `row`: its value at
             // col + full − 1 exists, and a row's values are contiguous.
-            *d = unsafe { load::<S, T>(simd, row.as_ptr(), col + c * lanes) };
+            [*d] = unsafe { loads.at(simd, col + c * lanes) };
         }
     } else {
         let flat: &mut [f32] = bytemuck::cast_slice_mut(vectors);

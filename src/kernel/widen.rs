@@ -2,9 +2,9 @@
 //! to `f32` lanes, and how it enters a phase with its target features. Everything else is
 //! written once over [`pulp::Simd`].
 //!
-//! The x86 levels use F16C (`vcvtph2ps`) and sign extension (`vpmovsxbd`); the other levels
-//! (scalar, NEON, the emulated widths) decode lane by lane with [`half`], which LLVM turns
-//! into the target's conversions where it has them.
+//! The x86 levels use F16C (`vcvtph2ps`) and sign extension (`vpmovsxbd`), NEON `fcvtl`,
+//! shifts and `sxtl`; the scalar level and the emulated widths decode lane by lane with
+//! [`half`].
 
 use half::{bf16, f16};
 use pulp::Simd;
@@ -56,26 +56,11 @@ fn lanes<S: Simd>(f: impl Fn(usize) -> f32) -> S::f32s {
     v
 }
 
-/// [`Widen`] for a level that decodes lane by lane: with no target features to enable
-/// (scalar, emulated), or with those named.
+/// [`Widen`] for a level that decodes lane by lane and has no target features to enable
+/// (scalar, emulated).
 macro_rules! widen_by_lanes {
     ($ty:ty) => {
-        widen_by_lanes!($ty, |simd, phase| phase.run(simd));
-    };
-    ($ty:ty, $features:literal) => {
-        widen_by_lanes!($ty, |simd, phase| {
-            #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn imp<P: Phase>(simd: $ty, phase: P) -> P::Output {
-                phase.run(simd)
-            }
-            // SAFETY: the token proves the level's features.
-            unsafe { imp(simd, phase) }
-        });
-    };
-    ($ty:ty, |$simd:ident, $phase:ident| $enter:expr) => {
-        // SAFETY: `enter` enables at most the features the token proves; the loads read
-        // exactly the lanes they are given.
+        // SAFETY: `enter` enables nothing; the loads read exactly the lanes they are given.
         unsafe impl Widen for $ty {
             #[inline(always)]
             unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
@@ -97,9 +82,8 @@ macro_rules! widen_by_lanes {
                 self.splat_f32s(f16::from_bits(bits).to_f32())
             }
             #[inline(always)]
-            fn enter<P: Phase>(self, $phase: P) -> P::Output {
-                let $simd = self;
-                $enter
+            fn enter<P: Phase>(self, phase: P) -> P::Output {
+                phase.run(self)
             }
         }
     };
@@ -112,8 +96,63 @@ widen_by_lanes!(pulp::Scalar128b);
 widen_by_lanes!(pulp::Scalar256b);
 #[cfg(feature = "emulated")]
 widen_by_lanes!(pulp::Scalar512b);
+
+/// [`Widen`] for NEON: `fcvtl` for f16 (through `asm!`: the `float16x4_t` intrinsics are
+/// not stable), `ushll #16` for bf16, `sxtl` twice and `scvtf` for i8.
 #[cfg(target_arch = "aarch64")]
-widen_by_lanes!(pulp::aarch64::Neon, "neon");
+mod neon {
+    use core::arch::aarch64::*;
+
+    use super::*;
+    use pulp::aarch64::Neon;
+
+    // SAFETY: `enter` enables NEON, which the token proves; the loads read exactly 4 lanes.
+    unsafe impl Widen for Neon {
+        #[inline(always)]
+        unsafe fn widen_f16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: 4 u16 readable (the caller's guarantee); NEON is enabled (`enter`).
+            let half = unsafe { vld1_u16(p) };
+            let wide: float32x4_t;
+            // SAFETY: `fcvtl` widens the 4 halves of a register; it touches nothing else.
+            unsafe {
+                core::arch::asm!(
+                    "fcvtl {wide:v}.4s, {half:v}.4h",
+                    wide = lateout(vreg) wide,
+                    half = in(vreg) half,
+                    options(pure, nomem, nostack, preserves_flags)
+                )
+            };
+            pulp::cast(wide)
+        }
+        #[inline(always)]
+        unsafe fn widen_bf16(self, p: *const u16) -> Self::f32s {
+            // SAFETY: 4 u16 readable; NEON is enabled.
+            pulp::cast(unsafe { vshll_n_u16::<16>(vld1_u16(p)) })
+        }
+        #[inline(always)]
+        unsafe fn widen_i8(self, p: *const i8) -> Self::f32s {
+            // SAFETY: 4 bytes readable, read as one unaligned u32; NEON is enabled.
+            pulp::cast(unsafe {
+                let bytes = vreinterpret_s8_u32(vdup_n_u32((p as *const u32).read_unaligned()));
+                vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(bytes))))
+            })
+        }
+        #[inline(always)]
+        fn splat_f16(self, bits: u16) -> Self::f32s {
+            self.splat_f32s(f16::from_bits(bits).to_f32())
+        }
+        #[inline(always)]
+        fn enter<P: Phase>(self, phase: P) -> P::Output {
+            #[target_feature(enable = "neon")]
+            #[inline]
+            unsafe fn imp<P: Phase>(simd: Neon, phase: P) -> P::Output {
+                phase.run(simd)
+            }
+            // SAFETY: the token proves NEON.
+            unsafe { imp(self, phase) }
+        }
+    }
+}
 
 /// [`Widen`] for an x86 level: F16C's `vcvtph2ps` for f16, a zero extension shifted left 16
 /// for bf16, a sign extension and `vcvtdq2ps` for i8, at the level's width (`$load_half`
