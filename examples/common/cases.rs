@@ -219,10 +219,15 @@ impl Typed {
         let mut params = case.params();
         params.k = kit::kv::in_units(kinds.0, params.k);
         params.v = kit::kv::in_units(kinds.1, params.v);
+        // Any values: rounded to the nearest f16/bf16, quantised as ggml does.
+        let store = |kind, t: &[f32]| match kind {
+            KvKind::Q8_0 => kit::kv::Stored::Q8_0(kit::kv::quantized(t)),
+            _ => kit::kv::store(kind, t),
+        };
         Some(Typed {
             kinds,
-            k: kit::kv::store(kinds.0, &d.k),
-            v: kit::kv::store(kinds.1, &d.v),
+            k: store(kinds.0, &d.k),
+            v: store(kinds.1, &d.v),
             params,
         })
     }
