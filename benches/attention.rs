@@ -11,6 +11,13 @@
 //!   split-KV decode at the detected level, two `qkv::split::partial` key ranges on one
 //!   thread or on two, then `qkv::split::merge` (`examples/common/split_kv.rs`).
 //!
+//! K and V stored as other types (`prefill-typed` and `decode-typed`): the detected level
+//! with K and V both `f16` or both `q8_0` (`examples/common/cases.rs`'s `Typed`: rounded or
+//! quantised as a KV cache would hold them), on `prefill-4k-d128` and both decode shapes,
+//! next to the same level on `f32`, so that a type's entry and its `f32` twin are in one
+//! group: `cargo bench -p qkv-bench -- typed`. The time ratio against `f32` measured in
+//! interleaved rounds is the bench example's `--kv all` (`vs f32` column).
+//!
 //! One entry per available level (`scalar`, `avx2`, `avx512`, `neon`) plus `baseline`, the
 //! three-pass SGEMM attention of `examples/common/baseline.rs`. The scalar level runs only
 //! where one call takes under about a second (the 1024 and decode shapes), so that the whole
@@ -30,9 +37,10 @@ mod split_kv;
 
 use std::time::Duration;
 
-use cases::{Case, Data, Kind};
+use cases::kit::kv::{Stored, with_stored};
+use cases::{Case, Data, Kind, Typed};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
-use qkv::Isa;
+use qkv::{Isa, KvKind};
 
 /// Flops above which the scalar level is left out (it runs at well under 1 GFLOP/s).
 const SCALAR_MAX_FLOPS: f64 = 1.2e9;
@@ -76,6 +84,37 @@ fn bench_case(group: &mut BenchmarkGroup<'_, WallTime>, case: &Case, with_refere
     }
 }
 
+/// The storage types of the typed groups, after `f32` for comparison.
+const TYPED: [KvKind; 3] = [KvKind::F32, KvKind::F16, KvKind::Q8_0];
+
+/// The detected level on `case` with K and V both stored as each of [`TYPED`], as
+/// `{shape}/{type}`. Decode's throughput is in bytes of K+V as stored (criterion's `B/s`),
+/// prefill's in flops.
+fn bench_typed(group: &mut BenchmarkGroup<'_, WallTime>, case: &Case) {
+    let mut d = Data::new(case.shape, 1);
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(if case.flops() > 2e9 { 4 } else { 2 }));
+    let isa = Isa::detect();
+    for kind in TYPED {
+        let Some(t) = Typed::new(case, &d, (kind, kind)) else {
+            continue;
+        };
+        group.throughput(match case.kind {
+            Kind::Decode => Throughput::Bytes(case.kv_bytes_as(kind, kind) as u64),
+            Kind::Prefill => Throughput::Elements(case.flops() as u64),
+        });
+        let (params, q, out) = (&t.params, &d.q, &mut d.out);
+        group.bench_function(
+            format!("{}/{}/{}", case.name, isa.name(), kind.name()),
+            |b| {
+                with_stored!(&t.k, |k| with_stored!(&t.v, |v| b
+                    .iter(|| isa.attention(params, q, k, v, out, None).unwrap())))
+            },
+        );
+    }
+}
+
 fn prefill(c: &mut Criterion) {
     let mut group = c.benchmark_group("prefill");
     group.warm_up_time(Duration::from_millis(500));
@@ -95,5 +134,23 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion::criterion_group!(benches, prefill, decode);
+fn typed(c: &mut Criterion) {
+    let all = cases::cases(1);
+    for (name, kind) in [
+        ("prefill-typed", Kind::Prefill),
+        ("decode-typed", Kind::Decode),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.warm_up_time(Duration::from_millis(500));
+        for case in all
+            .iter()
+            .filter(|c| c.kind == kind && (kind == Kind::Decode || c.name == "prefill-4k-d128"))
+        {
+            bench_typed(&mut group, case);
+        }
+        group.finish();
+    }
+}
+
+criterion::criterion_group!(benches, prefill, decode, typed);
 criterion::criterion_main!(benches);

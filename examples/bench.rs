@@ -22,6 +22,13 @@
 //! Decode shapes also get two split-KV rows, `split-1t` and `split-2t`: the detected level
 //! through `qkv::split::partial` over two key ranges, on one thread or one each on two
 //! threads, then `qkv::split::merge` (see `common/split_kv.rs`); the time includes the merge.
+//!
+//! `--kv` stores K and V as `f16`, `bf16` or `q8_0` (or several: `--kv all`). A row's
+//! storage types are then measured *interleaved*, in one process: each round runs every
+//! type once (each run after its own probe slot), so the time ratio against the `f32` run
+//! (`vs f32`, the median of the per-round ratios) compares runs made seconds apart under the
+//! same neighbours and clock. The error column compares with the reference on the values the
+//! types store (rounded or quantised), so it measures the kernel, not the rounding.
 
 #[path = "common/baseline.rs"]
 mod baseline;
@@ -32,9 +39,10 @@ mod split_kv;
 
 use std::time::Instant;
 
-use cases::{Case, Data, Kind, at};
+use cases::kit::kv::{Stored, with_stored};
+use cases::{Case, Data, Kind, Typed, at, kv_label};
 use pulp::{Simd, WithSimd};
-use qkv::{Isa, Mask, Params, QueryPos, Shape};
+use qkv::{Isa, KvKind, KvType, Mask, Params, QueryPos, Shape};
 
 const HELP: &str = "\
 bench: qkv's attention levels against this core's measured ceilings and an SGEMM baseline
@@ -52,23 +60,30 @@ WHAT THE DEFAULT RUN DOES (about a minute on a 2-core VM, a few seconds per shap
       prefill-{1k,4k}-d{128,64}[-causal]  q_len = kv_len = 1024 or 4096, 1 head (--heads)
       window256-16k-d128                  causal sliding window of 256 keys, 16384², 1 head
       decode-{4k,32k}                     q_len 1, 32 query heads over 8 kv heads, d128
+    K and V are f32 unless --kv says otherwise (the baseline always runs on f32).
     Each row: a warm-up run, then timed runs for about 0.25 s with their probe slots (3 to
     15 runs); the time is their median. A level estimated to take over 2 s a run is
     skipped (scalar on the big prefill shapes) unless --full.
 
 COLUMNS
+    kv      the storage type of K and V (k/v when they differ): f32, f16, bf16, q8_0
     rate    GFLOP/s (prefill; 4·q·kv·d per head over visible pairs) or GB/s of K+V read once
-            per GQA group (decode)
+            per GQA group (decode), counted in the bytes of the row's storage type (q8_0: 34
+            bytes per 32 values)
     %peak   the rate against a ceiling measured next to this row, on the row's threads:
             prefill: the level's own multiply-add probe (12 independent chains; fused on the
               SIMD levels; on scalar an unfused 4-lane mul+add, because the compiler
               vectorises \"scalar\" code to SSE2/NEON but cannot fuse it), for baseline the
               widest level matrixmultiply may use; decode: a streaming read of as many
-              bytes as the row's K+V (so both see the same caches).
+              bytes as the row's K+V in its storage type (so both see the same caches).
             Every timed run is preceded by a probe slot, one more follows the last; the
             ceiling is the median of the slots. Above 100% prints as >100%! : a measurement
             error (the clock or a neighbour changed within the row), not a result.
     %avx2   prefill rate against the AVX2 FMA probe, measured the same way (a yardstick)
+    vs base the baseline's time (f32 K/V, one thread) over the row's
+    vs f32  with f32 among the --kv types: the row's time over the f32 row's of the same
+            shape and level, the median of the ratios of runs made in the same round
+            (< 1: the type is faster)
     runs    clean/timed; a clean run waited < 1% of its time on the run queue; the median
             is over the clean runs (* on the time: fewer than 3 were clean)
     err/tol max |out - qkv::reference| over the checked heads×rows; worst err over
@@ -89,6 +104,15 @@ OPTIONS
     --level NAME      only this row kind: scalar avx2 avx512 neon split split-1t split-2t
                       baseline (the baseline runs anyway, for `vs base`)
                         --level avx2
+    --kv TYPES        store K and V as these types, comma-separated or repeated: f32 f16
+                      bf16 q8_0, or all (= f32,f16,bf16,q8_0); several types are run
+                      interleaved, and with f32 among them each row gets `vs f32`. q8_0
+                      needs head_dim and v_dim multiples of 32 (other shapes skip it).
+                      Default f32.
+                        --kv all                     every type, with vs f32
+                        --kv f32,f16 --shape decode-32k
+    --k TYPE          K's type in every --kv entry, V keeping the entry's type (and --v
+    --v TYPE          V's likewise): --kv f16 --k q8_0 stores K as q8_0 and V as f16
     --heads N         heads of the named prefill and window shapes (default 1; 8 with
                       --full). Decode shapes keep 32/8 heads; custom shapes give their own.
                         --heads 8
@@ -101,10 +125,10 @@ OPTIONS
     --csv             print CSV to stdout instead of the table
     --csv FILE        print the table and write CSV to FILE; columns include commit (-dirty
                       if tracked files changed), cpu, cpu_family, cpu_model, date_utc, rustc,
-                      detected_level and threads
+                      detected_level, threads, k_type, v_type, kv_bytes and time_vs_f32
                         --csv before.csv
-    --compare A B     match the rows of two CSV files by (shape, level) and print B/A of
-                      time, rate and %peak per row, with their medians (runs nothing)
+    --compare A B     match the rows of two CSV files by (shape, level, K/V types) and print
+                      B/A of time, rate and %peak per row, with their medians (runs nothing)
                         --compare before.csv after.csv
     --list            list the named shapes
     -h, --help        this text
@@ -165,6 +189,31 @@ struct Options {
     quick: bool,
     full: bool,
     list: bool,
+    /// The (K, V) storage types each row runs with, in order, without repeats.
+    kv: Vec<(KvKind, KvKind)>,
+}
+
+/// The types `--kv` names: one of `f32 f16 bf16 q8_0`, or `all` for the four.
+fn kv_kinds(flag: &str, v: &str, all: bool) -> Vec<KvKind> {
+    let mut r = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match KvKind::ALL.iter().find(|k| k.name() == name) {
+            Some(&k) => r.push(k),
+            None if all && name == "all" => r.extend(KvKind::ALL),
+            None => usage_error(&format!(
+                "{flag} takes {}, not {name:?}",
+                if all {
+                    "f32, f16, bf16, q8_0 or all (comma-separated)"
+                } else {
+                    "one of f32, f16, bf16, q8_0"
+                }
+            )),
+        }
+    }
+    if r.is_empty() || (!all && r.len() > 1) {
+        usage_error(&format!("{flag} takes one type, not {v:?}"));
+    }
+    r
 }
 
 /// Prints `msg` and exits with status 2, the usage-error status (no panic, no backtrace).
@@ -185,8 +234,10 @@ fn options() -> Options {
         quick: false,
         full: false,
         list: false,
+        kv: Vec::new(),
     };
     let mut heads = None;
+    let (mut kv, mut k_only, mut v_only) = (Vec::new(), None, None);
     let mut args = std::env::args().skip(1).peekable();
     let positive = |flag: &str, v: String| -> usize {
         v.parse()
@@ -202,6 +253,9 @@ fn options() -> Options {
         match a.as_str() {
             "--shape" => o.shapes.push(value("--shape")),
             "--level" => o.level = Some(value("--level")),
+            "--kv" => kv.extend(kv_kinds("--kv", &value("--kv"), true)),
+            "--k" => k_only = Some(kv_kinds("--k", &value("--k"), false)[0]),
+            "--v" => v_only = Some(kv_kinds("--v", &value("--v"), false)[0]),
             "--heads" => heads = Some(positive("--heads", value("--heads"))),
             "--threads" => o.threads = Some(positive("--threads", value("--threads"))),
             "--compare" => {
@@ -228,6 +282,15 @@ fn options() -> Options {
         }
     }
     o.heads = heads.unwrap_or(if o.full { 8 } else { 1 });
+    if kv.is_empty() {
+        kv.push(KvKind::F32);
+    }
+    for x in kv {
+        let pair = (k_only.unwrap_or(x), v_only.unwrap_or(x));
+        if !o.kv.contains(&pair) {
+            o.kv.push(pair);
+        }
+    }
     o
 }
 
@@ -318,7 +381,7 @@ fn custom_case(spec: &str) -> Result<Case, String> {
 /// The rows' thread pool for `--threads`: `qkv::parallel` with the `parallel` feature;
 /// without it there is no pool, and `--threads` is refused up front.
 mod pool {
-    use qkv::{Isa, Params};
+    use qkv::{Isa, KvType, Params};
 
     #[cfg(feature = "parallel")]
     pub struct Pool(rayon::ThreadPool);
@@ -346,13 +409,13 @@ mod pool {
         }
 
         /// `qkv::parallel::attention` on this pool, with the level forced to `isa`.
-        pub fn attention(
+        pub fn attention<K: KvType, V: KvType>(
             &self,
             isa: Isa,
             params: &Params,
             q: &[f32],
-            k: &[f32],
-            v: &[f32],
+            k: &[K],
+            v: &[V],
             out: &mut [f32],
         ) -> Result<(), qkv::Error> {
             #[cfg(not(feature = "parallel"))]
@@ -381,20 +444,33 @@ struct Budget {
     max_runs: usize,
 }
 
-/// Runs `f` once to warm up, then repeatedly, each run preceded by a slot of `probes` (and
-/// one more slot after the last; each [`Prober`] keeps its slots' rates), and returns the
-/// median time of `f`.
+/// One of the kernels [`measure`] times, with the probes run in a slot before each of its
+/// runs.
+struct Arm<'a, 'b> {
+    probes: Vec<Prober<'b>>,
+    run: Box<dyn FnMut() + 'a>,
+}
+
+/// One timed run: its wall time and the seconds its threads waited for a CPU, per thread,
+/// if the OS says.
+type Run = (f64, Option<f64>);
+
+/// Runs each arm once to warm up, then repeatedly in rounds (each round runs every arm once,
+/// in order), each run preceded by a slot of its arm's probes (and one more slot per arm
+/// after the last round; each [`Prober`] keeps its slots' rates), and returns each arm's
+/// [`Timing`] and its runs in round order (for [`round_ratio`]). With one arm this is the
+/// plain alternation probe, run, probe, run, ...
 ///
 /// On a shared machine another process may take the core in the middle of a run. Linux
 /// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a
 /// thread gets the CPU back), so each run is classed as *clean* (the row's `threads` waited
 /// under 1% of its wall time each, on average) or not, and the median is taken over the
-/// clean runs when there are at least 3 (runs are repeated, within 3× the budget, to get
-/// them). Elsewhere, or if too few runs were clean, it is the median of all runs, and
-/// [`Timing::clean`] says so. A warm-up run longer than a second is itself the only sample
-/// (far past any cold-cache effect).
-fn measure(budget: &Budget, threads: usize, probes: &mut [Prober], mut f: impl FnMut()) -> Timing {
-    let mut run = || {
+/// clean runs when there are at least 3 (rounds are repeated, within 3× the budget, to get
+/// them for every arm). Elsewhere, or if too few runs were clean, it is the median of all
+/// runs, and [`Timing::clean`] says so. A warm-up run longer than a second is itself the
+/// only sample (far past any cold-cache effect).
+fn measure(budget: &Budget, threads: usize, arms: &mut [Arm]) -> Vec<(Timing, Vec<Run>)> {
+    let run = |f: &mut dyn FnMut()| -> Run {
         let w0 = waited_ns(threads > 1);
         let t = Instant::now();
         f();
@@ -412,32 +488,74 @@ fn measure(budget: &Budget, threads: usize, probes: &mut [Prober], mut f: impl F
         }
         t.elapsed().as_secs_f64()
     };
-    slot(probes);
-    let first = run();
-    let slot_time = slot(probes);
-    if first.0 > 1.0 {
-        return Timing::of(vec![first]);
+    // Warm-up: every arm once, after a slot of its probes.
+    let mut firsts = Vec::new();
+    let mut round_time = 0.0;
+    for arm in arms.iter_mut() {
+        round_time += slot(&mut arm.probes);
+        let first = run(&mut arm.run);
+        round_time += first.0;
+        firsts.push(first);
     }
-    let target = ((budget.seconds / (first.0 + slot_time).max(1e-9)) as usize)
-        .clamp(budget.min_runs, budget.max_runs);
+    if firsts.iter().any(|f| f.0 > 1.0) {
+        for arm in arms.iter_mut() {
+            slot(&mut arm.probes);
+        }
+        return firsts
+            .into_iter()
+            .map(|f| (Timing::of(vec![f]), vec![f]))
+            .collect();
+    }
+    let target =
+        ((budget.seconds / round_time.max(1e-9)) as usize).clamp(budget.min_runs, budget.max_runs);
     let start = Instant::now();
-    let mut runs = Vec::new();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); arms.len()];
     loop {
-        runs.push(run());
-        slot(probes);
-        let clean = runs.iter().filter(|r| is_clean(r)).count();
+        for (arm, r) in arms.iter_mut().zip(runs.iter_mut()) {
+            slot(&mut arm.probes);
+            r.push(run(&mut arm.run));
+        }
+        let rounds = runs[0].len();
+        let clean = runs
+            .iter()
+            .map(|r| r.iter().filter(|x| is_clean(x)).count())
+            .min()
+            .unwrap_or(0);
         let more_for_clean = clean < 3
             && start.elapsed().as_secs_f64() < 3.0 * budget.seconds
-            && runs.len() < 3 * budget.max_runs;
-        if runs.len() >= target && !more_for_clean {
+            && rounds < 3 * budget.max_runs;
+        if rounds >= target && !more_for_clean {
             break;
         }
     }
-    Timing::of(runs)
+    for arm in arms.iter_mut() {
+        slot(&mut arm.probes);
+    }
+    runs.into_iter()
+        .map(|r| (Timing::of(r.clone()), r))
+        .collect()
+}
+
+/// The median over rounds of `a`'s time over `b`'s in the same round ([`measure`]'s runs of
+/// two arms): over the rounds in which both runs were clean if there are 3, else over all.
+fn round_ratio(a: &[Run], b: &[Run]) -> Option<f64> {
+    let pairs: Vec<(&Run, &Run)> = a.iter().zip(b).collect();
+    let clean: Vec<f64> = pairs
+        .iter()
+        .filter(|(x, y)| is_clean(x) && is_clean(y))
+        .map(|(x, y)| x.0 / y.0)
+        .collect();
+    if clean.len() >= 3 {
+        Some(median(clean))
+    } else if pairs.is_empty() {
+        None
+    } else {
+        Some(median(pairs.iter().map(|(x, y)| x.0 / y.0).collect()))
+    }
 }
 
 /// A run during which this thread waited for the CPU less than 1% of the time.
-fn is_clean(run: &(f64, Option<f64>)) -> bool {
+fn is_clean(run: &Run) -> bool {
     run.1.is_some_and(|w| w <= 0.01 * run.0)
 }
 
@@ -462,7 +580,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 impl Timing {
-    fn of(runs: Vec<(f64, Option<f64>)>) -> Timing {
+    fn of(runs: Vec<Run>) -> Timing {
         let clean: Vec<f64> = runs.iter().filter(|r| is_clean(r)).map(|r| r.0).collect();
         let known = runs.iter().all(|r| r.1.is_some());
         let wall: f64 = runs.iter().map(|r| r.0).sum();
@@ -771,6 +889,20 @@ fn baseline_level() -> Isa {
         .unwrap_or(Isa::Scalar)
 }
 
+/// The probers of a row on `threads` threads, none run yet ([`probes_for`]); `buf` is the
+/// stream probe's buffer.
+fn probers<'b>(case: &Case, runner: Runner, threads: usize, buf: &'b [f32]) -> Vec<Prober<'b>> {
+    probes_for(case, runner)
+        .into_iter()
+        .map(|probe| Prober {
+            probe,
+            threads,
+            buf,
+            rates: Vec::new(),
+        })
+        .collect()
+}
+
 /// The probes of a row: its own ceiling first, then the AVX2 yardstick (prefill only).
 fn probes_for(case: &Case, runner: Runner) -> Vec<Probe> {
     if case.kind == Kind::Decode {
@@ -831,8 +963,9 @@ fn sample(shape: Shape) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// Compares the sampled rows of `out` with the reference, each row recomputed as a one-row,
-/// one-head sub-problem: same K/V rows, the query's mask position given explicitly.
-fn check(params: &Params, d: &Data) -> Check {
+/// one-head sub-problem: same K/V rows, the query's mask position given explicitly. `k` and
+/// `v` are the values the kernel read, as `f32`, in `params`' layouts.
+fn check(params: &Params, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) -> Check {
     let s = params.shape;
     let (heads, rows) = sample(s);
     let scale = params.scale();
@@ -847,8 +980,8 @@ fn check(params: &Params, d: &Data) -> Check {
     let mut expect = vec![0.0f32; s.v_dim];
     for &h in &heads {
         let g = h / group;
-        let k = &d.k[at(&params.k, g, 0)..];
-        let v = &d.v[at(&params.v, g, 0)..];
+        let kg = &k[at(&params.k, g, 0)..];
+        let vg = &v[at(&params.v, g, 0)..];
         for &i in &rows {
             let one = Shape::new(1, 1, s.kv_len, s.head_dim).with_v_dim(s.v_dim);
             let sub = Params::new(one)
@@ -863,12 +996,12 @@ fn check(params: &Params, d: &Data) -> Check {
                     params.v,
                     qkv::Layout::planar(1, s.v_dim),
                 );
-            let q = &d.q[at(&params.q, h, i)..][..s.head_dim];
-            qkv::reference::attention(&sub, q, k, v, &mut expect, None)
+            let qi = &q[at(&params.q, h, i)..][..s.head_dim];
+            qkv::reference::attention(&sub, qi, kg, vg, &mut expect, None)
                 .expect("valid reference sub-problem");
-            let got = &d.out[at(&params.out, h, i)..][..s.v_dim];
+            let got = &out[at(&params.out, h, i)..][..s.v_dim];
             // Error and bound as the tests and the fuzz targets compute them.
-            let row = cases::kit::row(params, &d.q, &d.k, &d.v, h, i);
+            let row = cases::kit::row(params, q, k, v, h, i);
             let e = cases::kit::compare_row(&row, &expect, got);
             c.max_err = c.max_err.max(e.max_err);
             c.worst_ratio = c.worst_ratio.max(e.worst_ratio);
@@ -1062,11 +1195,16 @@ impl Ceilings {
 struct Row {
     case: Case,
     runner: Runner,
+    /// The storage types of K and V.
+    kinds: (KvKind, KvKind),
     threads: usize,
     timing: Timing,
     ceil: Ceilings,
     check: Check,
     speedup: Option<f64>,
+    /// This row's time over the f32 row's of the same shape and runner, per round
+    /// ([`round_ratio`]); `None` for f32 itself or without an f32 row.
+    vs_f32: Option<f64>,
 }
 
 impl Row {
@@ -1074,8 +1212,13 @@ impl Row {
         self.case.flops() / self.timing.median / 1e9
     }
 
+    /// Bytes of K and V in their storage types.
+    fn kv_bytes(&self) -> f64 {
+        self.case.kv_bytes_as(self.kinds.0, self.kinds.1)
+    }
+
     fn gbps(&self) -> f64 {
-        self.case.kv_bytes() / self.timing.median / 1e9
+        self.kv_bytes() / self.timing.median / 1e9
     }
 
     /// The rate as a percentage of the row's own ceiling.
@@ -1128,7 +1271,8 @@ fn chosen_cases(o: &Options) -> Vec<Case> {
 const CSV_HEADER: &str = "shape,level,q_heads,kv_heads,q_len,kv_len,head_dim,mask,time_s,runs,\
     flops,gflops,kv_gbps,ceiling_gflops,avx2_ceiling_gflops,stream_gbps,pct_peak,pct_avx2,\
     speedup_vs_baseline,max_abs_err,err_over_tolerance,checked_heads,checked_rows,clean_runs,\
-    cpu_share,threads,commit,cpu,cpu_family,cpu_model,date_utc,rustc,detected_level";
+    cpu_share,threads,commit,cpu,cpu_family,cpu_model,date_utc,rustc,detected_level,k_type,\
+    v_type,kv_bytes,time_vs_f32";
 
 fn main() {
     let o = options();
@@ -1209,35 +1353,55 @@ fn main() {
     let mut over = false;
     // Per runner, the slowest prefill GFLOP/s seen so far, for the skip estimate.
     let mut slowest: Vec<(&'static str, f64)> = Vec::new();
+    let f32_pair = (KvKind::F32, KvKind::F32);
     for case in &chosen {
         let params = case.params();
-        let mut data = Data::new(case.shape, 1);
-        // The stream probe's buffer: as many bytes as the K/V the row reads.
-        let stream_buf: Vec<f32> = match case.kind {
-            Kind::Decode => vec![1.0; (case.kv_bytes() as usize / 4).max(1)],
-            Kind::Prefill => Vec::new(),
+        let data = Data::new(case.shape, 1);
+        // K and V in each --kv pair of types.
+        let typed: Vec<Typed> =
+            o.kv.iter()
+                .filter_map(|&kinds| {
+                    let t = Typed::new(case, &data, kinds);
+                    if t.is_none() && table {
+                        println!(
+                            "{:24} {} skipped: q8_0 needs head_dim and v_dim multiples of 32",
+                            case.name,
+                            kv_label(kinds)
+                        );
+                    }
+                    t
+                })
+                .collect();
+        // The values each runs on, as f32: the reference's inputs.
+        let values: Vec<(Vec<f32>, Vec<f32>)> = typed.iter().map(Typed::values).collect();
+        let f32_arm = typed.iter().position(|t| t.kinds == f32_pair);
+        // The stream probe's buffers: as many bytes as the K/V each row reads (the baseline
+        // reads f32).
+        let stream_buf = |kinds: (KvKind, KvKind)| -> Vec<f32> {
+            match case.kind {
+                Kind::Decode => vec![1.0; (case.kv_bytes_as(kinds.0, kinds.1) as usize / 4).max(1)],
+                Kind::Prefill => Vec::new(),
+            }
         };
+        let base_buf = stream_buf(f32_pair);
+        let bufs: Vec<Vec<f32>> = typed.iter().map(|t| stream_buf(t.kinds)).collect();
         let mut base_time = None;
         for &runner in &runners {
             if matches!(runner, Runner::Split(_)) && case.kind != Kind::Decode {
                 continue;
             }
+            if runner != Runner::Baseline && typed.is_empty() {
+                continue;
+            }
             let threads = runner.threads(level_threads);
-            let mut probes: Vec<Prober> = probes_for(case, runner)
-                .into_iter()
-                .map(|probe| Prober {
-                    probe,
-                    threads,
-                    buf: &stream_buf,
-                    rates: Vec::new(),
-                })
-                .collect();
+            let probers = |buf| probers(case, runner, threads, buf);
             let seen = slowest.iter().find(|x| x.0 == runner.name()).map(|x| x.1);
             if !o.full && case.kind == Kind::Prefill {
                 // Estimated from one probe slot when the level has no rate yet.
                 let rate = seen.or_else(|| {
-                    probes[0].slot();
-                    probes[0].ceiling().map(|c| 0.1 * c)
+                    let mut p = probers(&base_buf);
+                    p[0].slot();
+                    p[0].ceiling().map(|c| 0.1 * c)
                 });
                 let estimate = rate.map_or(0.0, |r| case.flops() / (r * 1e9));
                 if estimate > SKIP_SECONDS {
@@ -1253,54 +1417,79 @@ fn main() {
                     continue;
                 }
             }
-            data.out.fill(f32::NAN);
-            let timing = {
-                let Data { q, k, v, out } = &mut data;
-                match (runner, &pool) {
-                    (Runner::Baseline, _) => {
-                        measure(&budget, 1, &mut probes, || base.run(&params, q, k, v, out))
-                    }
-                    (Runner::Level(isa), None) => measure(&budget, 1, &mut probes, || {
-                        isa.attention(&params, q, k, v, out, None)
-                            .expect("valid inputs")
-                    }),
-                    (Runner::Level(isa), Some(pool)) => {
-                        measure(&budget, threads, &mut probes, || {
-                            pool.attention(isa, &params, q, k, v, out)
-                                .expect("valid inputs")
+            // One arm per row: the baseline on f32, or the runner on each --kv pair.
+            let arm_kinds: Vec<(KvKind, KvKind)> = if runner == Runner::Baseline {
+                vec![f32_pair]
+            } else {
+                typed.iter().map(|t| t.kinds).collect()
+            };
+            let out_len = data.out.len();
+            let mut outs: Vec<Vec<f32>> = vec![vec![f32::NAN; out_len]; arm_kinds.len()];
+            let (measured, ceils) = {
+                let mut arms: Vec<Arm> = if runner == Runner::Baseline {
+                    let (params, base) = (&params, &mut base);
+                    let Data { q, k, v, .. } = &data;
+                    let out = &mut outs[0];
+                    vec![Arm {
+                        probes: probers(&base_buf),
+                        run: Box::new(move || base.run(params, q, k, v, out)),
+                    }]
+                } else {
+                    typed
+                        .iter()
+                        .zip(outs.iter_mut())
+                        .zip(&bufs)
+                        .map(|((t, out), buf)| Arm {
+                            probes: probers(buf),
+                            run: kernel_run(runner, pool.as_ref(), t, &data.q, out),
                         })
-                    }
-                    (Runner::Split(t), _) => {
-                        let mut split = split_kv::SplitKv::new(&params, t);
-                        measure(&budget, t, &mut probes, || split.run(&params, q, k, v, out))
-                    }
-                }
+                        .collect()
+                };
+                let measured = measure(&budget, threads, &mut arms);
+                let ceils: Vec<Ceilings> = arms.iter().map(|a| Ceilings::of(&a.probes)).collect();
+                (measured, ceils)
             };
             if runner == Runner::Baseline {
-                base_time = Some(timing.median);
+                base_time = Some(measured[0].0.median);
             }
-            if case.kind == Kind::Prefill {
-                let rate = case.flops() / timing.median / 1e9;
-                match slowest.iter_mut().find(|x| x.0 == runner.name()) {
-                    Some(x) => x.1 = x.1.min(rate),
-                    None => slowest.push((runner.name(), rate)),
+            let f32_runs = f32_arm
+                .filter(|_| runner != Runner::Baseline)
+                .map(|i| measured[i].1.clone());
+            for (i, ((timing, runs), ceil)) in measured.into_iter().zip(ceils).enumerate() {
+                let kinds = arm_kinds[i];
+                let (k, v) = if runner == Runner::Baseline {
+                    (&data.k, &data.v)
+                } else {
+                    (&values[i].0, &values[i].1)
+                };
+                if case.kind == Kind::Prefill {
+                    let rate = case.flops() / timing.median / 1e9;
+                    match slowest.iter_mut().find(|x| x.0 == runner.name()) {
+                        Some(x) => x.1 = x.1.min(rate),
+                        None => slowest.push((runner.name(), rate)),
+                    }
                 }
-            }
-            let row = Row {
-                case: case.clone(),
-                speedup: base_time.map(|b| b / timing.median),
-                runner,
-                threads,
-                ceil: Ceilings::of(&probes),
-                timing,
-                check: check(&params, &data),
-            };
-            over |= row.pct_peak().is_some_and(|p| p > 100.0);
-            if table {
-                print_row(&row);
-            }
-            if let Some(w) = &mut csv {
-                writeln!(w, "{}", csv_row(&row, &info)).expect("CSV written");
+                let row = Row {
+                    case: case.clone(),
+                    speedup: base_time.map(|b| b / timing.median),
+                    vs_f32: f32_runs
+                        .as_ref()
+                        .filter(|_| kinds != f32_pair)
+                        .and_then(|f| round_ratio(&runs, f)),
+                    runner,
+                    kinds,
+                    threads,
+                    ceil,
+                    timing,
+                    check: check(&params, &data.q, k, v, &outs[i]),
+                };
+                over |= row.pct_peak().is_some_and(|p| p > 100.0);
+                if table {
+                    print_row(&row);
+                }
+                if let Some(w) = &mut csv {
+                    writeln!(w, "{}", csv_row(&row, &info)).expect("CSV written");
+                }
             }
         }
     }
@@ -1310,6 +1499,48 @@ fn main() {
              cannot reach: a measurement error (the clock or a neighbour changed between the \
              probe slots and the runs). Rerun; pin the core (taskset -c N) on a shared host."
         );
+    }
+}
+
+/// A timed run of `runner` (a level or split-KV, not the baseline) on `t`'s K and V, Q
+/// `q`, into `out`.
+fn kernel_run<'a>(
+    runner: Runner,
+    pool: Option<&'a pool::Pool>,
+    t: &'a Typed,
+    q: &'a [f32],
+    out: &'a mut [f32],
+) -> Box<dyn FnMut() + 'a> {
+    let params = &t.params;
+    with_stored!(&t.k, |k| with_stored!(&t.v, |v| typed_run(
+        runner, pool, params, q, k, v, out
+    )))
+}
+
+/// [`kernel_run`] with the types known.
+fn typed_run<'a, K: KvType, V: KvType>(
+    runner: Runner,
+    pool: Option<&'a pool::Pool>,
+    params: &'a Params<'static>,
+    q: &'a [f32],
+    k: &'a [K],
+    v: &'a [V],
+    out: &'a mut [f32],
+) -> Box<dyn FnMut() + 'a> {
+    match (runner, pool) {
+        (Runner::Level(isa), None) => Box::new(move || {
+            isa.attention(params, q, k, v, out, None)
+                .expect("valid inputs")
+        }),
+        (Runner::Level(isa), Some(pool)) => Box::new(move || {
+            pool.attention(isa, params, q, k, v, out)
+                .expect("valid inputs")
+        }),
+        (Runner::Split(t), _) => {
+            let mut split = split_kv::SplitKv::new(params, t);
+            Box::new(move || split.run(params, q, k, v, out))
+        }
+        (Runner::Baseline, _) => unreachable!("the baseline runs on f32 only"),
     }
 }
 
@@ -1367,9 +1598,10 @@ fn print_header(info: &RunInfo, o: &Options) {
     );
     println!();
     println!(
-        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7}",
+        "{:24} {:8} {:9} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>7} {:>9} {:>6} {:>7}",
         "shape",
         "level",
+        "kv",
         "time ms",
         "runs",
         "cpu",
@@ -1377,6 +1609,7 @@ fn print_header(info: &RunInfo, o: &Options) {
         "%peak",
         "%avx2",
         "vs base",
+        "vs f32",
         "err",
         "tol",
         "checked"
@@ -1416,9 +1649,10 @@ fn print_row(r: &Row) {
         format!("{:.1}!", r.check.worst_ratio)
     };
     println!(
-        "{:24} {:8} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>9.1e} {:>6} {:>7}",
+        "{:24} {:8} {:9} {:>10} {:>5} {:>4} {:>14} {:>7} {:>6} {:>8} {:>7} {:>9.1e} {:>6} {:>7}",
         r.case.name,
         r.runner.name(),
+        kv_label(r.kinds),
         format!(
             "{:.3}{}",
             r.timing.median * 1e3,
@@ -1436,6 +1670,8 @@ fn print_row(r: &Row) {
         pct_of_ceiling(r.pct_peak()),
         pct_avx2,
         speed,
+        r.vs_f32
+            .map_or_else(|| "-".to_string(), |x| format!("{x:.3}x")),
         r.check.max_err,
         tol,
         format!("{}h×{}r", r.check.heads, r.check.rows),
@@ -1491,6 +1727,10 @@ fn csv_row(r: &Row, info: &RunInfo) -> String {
         info.date.clone(),
         info.rustc.clone(),
         info.detected.to_string(),
+        r.kinds.0.name().to_string(),
+        r.kinds.1.name().to_string(),
+        format!("{:.0}", r.kv_bytes()),
+        opt(r.vs_f32),
     ];
     fields
         .iter()
@@ -1573,18 +1813,25 @@ fn compare(a_path: &str, b_path: &str) {
     println!("A: {a_path}: {}", a.describe());
     println!("B: {b_path}: {}", b.describe());
     println!(
-        "B/A per row matched by (shape, level): time (< 1: B faster), rate (> 1: B faster), \
-         %peak (> 1: B closer to its ceiling; robust to a changed clock)"
+        "B/A per row matched by (shape, level, K/V types): time (< 1: B faster), rate (> 1: B \
+         faster), %peak (> 1: B closer to its ceiling; robust to a changed clock)"
     );
     println!();
     println!(
-        "{:26} {:8} {:>10} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}",
-        "shape", "level", "A ms", "B ms", "time", "rate", "A %pk", "B %pk", "%peak"
+        "{:26} {:8} {:9} {:>10} {:>10} {:>8} {:>8} {:>7} {:>7} {:>8}",
+        "shape", "level", "kv", "A ms", "B ms", "time", "rate", "A %pk", "B %pk", "%peak"
     );
+    // A CSV from before the K/V types has f32 rows only.
     let key = |t: &Table, r: &[String]| {
+        let kind = |col| t.get(r, col).unwrap_or("f32").to_string();
         (
             t.get(r, "shape").unwrap_or_default().to_string(),
             t.get(r, "level").unwrap_or_default().to_string(),
+            if kind("k_type") == kind("v_type") {
+                kind("k_type")
+            } else {
+                format!("{}/{}", kind("k_type"), kind("v_type"))
+            },
         )
     };
     let (mut times, mut rates, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
@@ -1592,7 +1839,7 @@ fn compare(a_path: &str, b_path: &str) {
     for ra in &a.rows {
         let k = key(&a, ra);
         let Some(rb) = b.rows.iter().find(|rb| key(&b, rb) == k) else {
-            only_a.push(format!("{}/{}", k.0, k.1));
+            only_a.push(format!("{}/{}/{}", k.0, k.1, k.2));
             continue;
         };
         let (Some(ta), Some(tb)) = (a.num(ra, "time_s"), b.num(rb, "time_s")) else {
@@ -1615,9 +1862,10 @@ fn compare(a_path: &str, b_path: &str) {
         peaks.extend(peak);
         let pct = |p: Option<f64>| p.map_or_else(|| "-".to_string(), |v| format!("{v:.0}%"));
         println!(
-            "{:26} {:8} {:>10.3} {:>10.3} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
+            "{:26} {:8} {:9} {:>10.3} {:>10.3} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
             k.0,
             k.1,
+            k.2,
             ta * 1e3,
             tb * 1e3,
             time,
@@ -1632,14 +1880,15 @@ fn compare(a_path: &str, b_path: &str) {
         .iter()
         .map(|r| key(&b, r))
         .filter(|k| !a.rows.iter().any(|ra| key(&a, ra) == *k))
-        .map(|k| format!("{}/{}", k.0, k.1))
+        .map(|k| format!("{}/{}/{}", k.0, k.1, k.2))
         .collect();
     if times.is_empty() {
         println!("no (shape, level) row is in both files");
     } else {
         println!(
-            "{:26} {:8} {:>10} {:>10} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
+            "{:26} {:8} {:9} {:>10} {:>10} {:>7.3}x {:>7.3}x {:>7} {:>7} {:>8}",
             format!("median of {} rows", times.len()),
+            "",
             "",
             "",
             "",
@@ -1715,7 +1964,7 @@ mod tests {
         let fields = ["plain", "a,b", "say \"hi\"", "", "x"];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         assert_eq!(csv_split(&line.join(",")), fields);
-        assert_eq!(CSV_HEADER.split(',').count(), 33);
+        assert_eq!(CSV_HEADER.split(',').count(), 37);
     }
 
     #[test]
@@ -1723,6 +1972,22 @@ mod tests {
         assert_eq!(utc_date(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_date(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_date(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn kv_types_parse_and_count_their_bytes() {
+        use KvKind::*;
+        assert_eq!(kv_kinds("--kv", "all", true), [F32, F16, Bf16, Q8_0]);
+        assert_eq!(kv_kinds("--kv", "q8_0, f16", true), [Q8_0, F16]);
+        assert_eq!(kv_kinds("--k", "bf16", false), [Bf16]);
+        let c = custom_case("32/8x1x32768x128").unwrap();
+        let f32_bytes = (8 * 32768 * 256 * 4) as f64;
+        assert_eq!(c.kv_bytes(), f32_bytes);
+        assert_eq!(c.kv_bytes_as(F16, Bf16), f32_bytes / 2.0);
+        // Four 34-byte blocks per 128-value row.
+        assert_eq!(c.kv_bytes_as(Q8_0, Q8_0), (8 * 32768 * 2 * 4 * 34) as f64);
+        assert_eq!(kv_label((F16, F16)), "f16");
+        assert_eq!(kv_label((Q8_0, F16)), "q8_0/f16");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use qkv::{Mask, Params, Shape};
+use qkv::{KvKind, Mask, Params, Shape};
 
 /// The test kit (`tests/common`): the benchmark's error column is the tests' row comparison
 /// with `qkv::reference`. Included by path, as in the tests and the fuzz crate.
@@ -67,10 +67,17 @@ impl Case {
     }
 
     /// Bytes of K and V a kernel must read at least once (each kv head once, shared by its
-    /// GQA group): the decode traffic.
+    /// GQA group), stored as `f32`: the decode traffic.
     pub fn kv_bytes(&self) -> f64 {
+        self.kv_bytes_as(KvKind::F32, KvKind::F32)
+    }
+
+    /// [`Case::kv_bytes`] with K stored as `k` and V as `v`: a `q8_0` row of 32·n values
+    /// takes n blocks of 34 bytes.
+    pub fn kv_bytes_as(&self, k: KvKind, v: KvKind) -> f64 {
         let s = self.shape;
-        (s.kv_heads * s.kv_len * (s.head_dim + s.v_dim) * 4) as f64
+        let row = |kind: KvKind, dim: usize| dim.div_ceil(kind.values()) * kind.bytes();
+        (s.kv_heads * s.kv_len * (row(k, s.head_dim) + row(v, s.v_dim))) as f64
     }
 
     /// A one-line description of the shape.
@@ -185,4 +192,74 @@ impl Data {
 /// The index of element `[head][row][0]` in a tensor with layout `l`.
 pub fn at(l: &qkv::Layout, head: usize, row: usize) -> usize {
     head * l.head_stride + row * l.row_stride
+}
+
+/// K and V of a case's [`Data`] stored as other types: what the kernel reads when a KV cache
+/// holds `f16`, `bf16` or `q8_0` (`f32` is a plain copy).
+pub struct Typed {
+    /// The types of K and V.
+    pub kinds: (KvKind, KvKind),
+    pub k: kit::kv::Stored,
+    pub v: kit::kv::Stored,
+    /// The case's parameters with the K and V strides in elements of their types (a `q8_0`
+    /// row of 128 values is 4 blocks).
+    pub params: Params<'static>,
+}
+
+impl Typed {
+    /// `d`'s K and V (planar, as [`Data::new`] lays them out) rounded to `kinds` (nearest
+    /// `f16`/`bf16`, ggml's `q8_0` quantisation); `None` when a `q8_0` row length is not a
+    /// multiple of 32.
+    pub fn new(case: &Case, d: &Data, kinds: (KvKind, KvKind)) -> Option<Typed> {
+        let s = case.shape;
+        let q8 = |kind, dim: usize| kind == KvKind::Q8_0 && !dim.is_multiple_of(32);
+        if q8(kinds.0, s.head_dim) || q8(kinds.1, s.v_dim) {
+            return None;
+        }
+        let mut params = case.params();
+        params.k = kit::kv::in_units(kinds.0, params.k);
+        params.v = kit::kv::in_units(kinds.1, params.v);
+        // Any values: rounded to the nearest f16/bf16, quantised as ggml does.
+        let store = |kind, t: &[f32]| match kind {
+            KvKind::Q8_0 => kit::kv::Stored::Q8_0(kit::kv::quantized(t)),
+            _ => kit::kv::store(kind, t),
+        };
+        Some(Typed {
+            kinds,
+            k: store(kinds.0, &d.k),
+            v: store(kinds.1, &d.v),
+            params,
+        })
+    }
+
+    /// The values of K and V as the kernel sees them, as `f32` (planar, the case's
+    /// [`Case::params`] layouts): the reference's inputs for this storage.
+    pub fn values(&self) -> (Vec<f32>, Vec<f32>) {
+        (widen(&self.k), widen(&self.v))
+    }
+
+    /// `k` or `k/v`: the types' names, once when they are the same.
+    pub fn label(&self) -> String {
+        kv_label(self.kinds)
+    }
+}
+
+/// `k` or `k/v`: the types' names, once when they are the same.
+pub fn kv_label(kinds: (KvKind, KvKind)) -> String {
+    if kinds.0 == kinds.1 {
+        kinds.0.name().to_string()
+    } else {
+        format!("{}/{}", kinds.0.name(), kinds.1.name())
+    }
+}
+
+/// Every value of `t` as the `f32` it decodes to.
+pub fn widen(t: &kit::kv::Stored) -> Vec<f32> {
+    use kit::kv::Stored;
+    match t {
+        Stored::F32(x) => x.clone(),
+        Stored::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
+        Stored::Bf16(x) => x.iter().map(|v| v.to_f32()).collect(),
+        Stored::Q8_0(x) => kit::kv::decoded(x),
+    }
 }

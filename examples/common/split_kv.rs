@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use qkv::{Params, split};
+use qkv::{KvType, Params, split};
 
 /// Key ranges per call. Fixed, so that the 1-thread entry pays the same split and merge as
 /// the 2-thread one and the two differ only in the threads.
@@ -37,8 +37,16 @@ impl SplitKv {
     }
 
     /// Attention over all keys: [`SPLITS`] partials spread over the threads (the calling
-    /// thread takes the first share), then merged into `out`, in key order.
-    pub fn run(&mut self, params: &Params, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    /// thread takes the first share), then merged into `out`, in key order. K and V in any
+    /// of qkv's storage types (`params`' K/V strides in their elements).
+    pub fn run<K: KvType, V: KvType>(
+        &mut self,
+        params: &Params,
+        q: &[f32],
+        k: &[K],
+        v: &[V],
+        out: &mut [f32],
+    ) {
         let n = params.shape.kv_len;
         let range = |r: usize| r * n / SPLITS..(r + 1) * n / SPLITS;
         let (lse0, lse_rest) = self.lse.split_first_mut().expect("SPLITS > 0");

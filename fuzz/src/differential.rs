@@ -13,6 +13,14 @@
 //! values from `±amp` or, at a chosen rate, from [`SPECIALS`]: 0, −0, ±subnormal, ±tiny,
 //! ±huge (1e30, 3e38, `f32::MAX`), ±inf and NaN.
 //!
+//! Last, K and V each get a storage type, `f32`, `f16`, `bf16` or `q8_0`, drawn
+//! independently ([`kv_kinds`]), and the case is stored as them with the test kit's
+//! `Case::store`: the values become those the types hold (an `f16` past 65504 is infinite, a
+//! `q8_0` block of 32 values shares one `f16` scale) and the kernel reads the typed slices.
+//! `q8_0` needs a row length that is a multiple of 32; where it is not, that side is `f32`.
+//! Drawn after everything else, so an input decodes to the same shape, layouts, mask, bias
+//! and values as before the types existed; only the types are new.
+//!
 //! # What is compared
 //! Every level of the test kit (`tests/common`: each available [`Isa`](qkv::Isa) and every
 //! [`Emulated`](qkv::Emulated) width) runs on the case and is checked by its
@@ -22,7 +30,7 @@
 
 use crate::bytes::Bytes;
 use crate::common::{Case, check_all, extent, laid_out};
-use qkv::{Layout, Mask, QueryPos, Shape};
+use qkv::{KvKind, Layout, Mask, QueryPos, Shape};
 
 /// The special values the data is drawn from at a chosen rate.
 pub const SPECIALS: [f32; 24] = [
@@ -160,6 +168,11 @@ const MAX_WORK: usize = 400_000;
 
 /// Decodes any bytes into a valid case (see the module docs).
 pub fn decode(data: &[u8]) -> Case {
+    decode_as(data, true)
+}
+
+/// [`decode`], with the K/V storage types drawn and applied when `typed`, else `f32`.
+pub fn decode_as(data: &[u8], typed: bool) -> Case {
     let b = &mut Bytes::new(data);
     let mut kv_heads = b.range(1, 3);
     let mut group = b.pick(&[1, 1, 2, 3, 4]);
@@ -248,7 +261,7 @@ pub fn decode(data: &[u8]) -> Case {
             Some((data, hs, rs))
         }
     };
-    Case {
+    let mut case = Case {
         shape,
         layouts,
         scale,
@@ -259,11 +272,36 @@ pub fn decode(data: &[u8]) -> Case {
         v,
         out_len,
         lse,
-        kinds: (qkv::KvKind::F32, qkv::KvKind::F32),
+        kinds: (KvKind::F32, KvKind::F32),
+    };
+    if typed {
+        let kinds = kv_kinds(b, head_dim, v_dim);
+        assert!(
+            case.store(kinds),
+            "kv_kinds gives q8_0 only to rows of 32·n"
+        );
     }
+    case
+}
+
+/// The storage types of K and V: each any of the four, except that a `q8_0` side whose row
+/// length (`head_dim` for K, `v_dim` for V) is not a multiple of 32 falls back to `f32`.
+pub fn kv_kinds(b: &mut Bytes, head_dim: usize, v_dim: usize) -> (KvKind, KvKind) {
+    let mut kind = |dim: usize| match b.pick(&KvKind::ALL) {
+        KvKind::Q8_0 if !dim.is_multiple_of(32) => KvKind::F32,
+        kind => kind,
+    };
+    (kind(head_dim), kind(v_dim))
 }
 
 /// The fuzz entry point: decode, run every level, check each against the reference.
 pub fn run(data: &[u8]) {
     check_all(&decode(data));
+}
+
+/// [`run`] on the case with K and V left in `f32` (the storage types not drawn): how every
+/// input decoded before the types existed, so that `tests/regressions.rs` replays the
+/// failures recorded before them as they were found, besides their typed variants.
+pub fn run_f32(data: &[u8]) {
+    check_all(&decode_as(data, false));
 }

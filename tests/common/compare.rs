@@ -273,13 +273,14 @@ impl Row {
 /// The case without its data, for failure messages.
 fn describe(case: &Case) -> String {
     format!(
-        "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {}",
+        "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {} K/V stored as {:?}",
         case.shape,
         case.layouts,
         case.scale,
         case.mask,
         case.bias.as_ref().map(|(_, hs, rs)| (hs, rs)),
-        case.lse
+        case.lse,
+        case.kinds
     )
 }
 

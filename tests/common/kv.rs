@@ -76,8 +76,42 @@ pub fn store(kind: KvKind, t: &[f32]) -> Stored {
         KvKind::F32 => Stored::F32(t.to_vec()),
         KvKind::F16 => Stored::F16(t.iter().map(|&x| f16::from_f32(x)).collect()),
         KvKind::Bf16 => Stored::Bf16(t.iter().map(|&x| bf16::from_f32(x)).collect()),
-        KvKind::Q8_0 => Stored::Q8_0(quantized(t)),
+        KvKind::Q8_0 => Stored::Q8_0(encoded(t)),
     }
+}
+
+/// q8_0 blocks that decode to `t` exactly, whose values were decoded from q8_0 blocks.
+///
+/// Quantising again is exact for a finite scale, but not for an infinite one (a block of a
+/// value past `f16::MAX · 127`): its values are `±inf` (`q ≠ 0`) and NaN (`inf · 0`), which
+/// quantise to another block. Those are encoded with the scale `inf` (NaN if all are NaN).
+pub fn encoded(t: &[f32]) -> Vec<BlockQ8_0> {
+    let same = |b: &BlockQ8_0, c: &[f32]| {
+        decoded(core::slice::from_ref(b))
+            .iter()
+            .zip(c)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+    };
+    quantized(t)
+        .into_iter()
+        .zip(t.chunks(32))
+        .map(|(b, c)| {
+            if same(&b, c) {
+                return b;
+            }
+            let all_nan = c.iter().all(|x| x.is_nan());
+            let inf = BlockQ8_0 {
+                d: if all_nan { f16::NAN } else { f16::INFINITY },
+                qs: core::array::from_fn(|i| match c.get(i) {
+                    Some(&x) if x == f32::INFINITY => 1,
+                    Some(&x) if x == f32::NEG_INFINITY => -1,
+                    _ => 0,
+                }),
+            };
+            assert!(same(&inf, c), "{c:?} are not the values of a q8_0 block");
+            inf
+        })
+        .collect()
 }
 
 /// `l` (in values) in elements of `kind`.
