@@ -2,7 +2,7 @@
 //! Q, the bias, `out` and `lse` are always `f32`, and every type is accumulated in `f32`.
 //!
 //! K and V each take any of the four, independently, as slices of [`KvType`]. Strides count
-//! the slice's own elements: values for `f32`, [`f16`] and [`bf16`], 32-value blocks for
+//! the slice's own elements: values for `f32`, [`f16`](struct@f16) and [`bf16`], 32-value blocks for
 //! [`BlockQ8_0`] (`head_dim` and `v_dim` must then be multiples of 32;
 //! [`Params::with_kv_units`](crate::Params::with_kv_units) turns layouts given in values into
 //! blocks). Each stored value decodes exactly to an `f32` (a `q8_0` value is `d · q` with an
@@ -24,7 +24,7 @@ pub const Q8_0_VALUES: usize = 32;
 pub enum KvKind {
     /// `f32`.
     F32 = 0,
-    /// IEEE binary16, [`f16`].
+    /// IEEE binary16, [`f16`](struct@f16).
     F16 = 1,
     /// bfloat16, [`bf16`]: the top half of an `f32`.
     Bf16 = 2,
@@ -124,7 +124,7 @@ mod sealed {
     impl Sealed for super::BlockQ8_0 {}
 }
 
-/// A type K or V may be stored in: `f32`, [`f16`], [`bf16`] or [`BlockQ8_0`]. Sealed: the
+/// A type K or V may be stored in: `f32`, [`f16`](struct@f16), [`bf16`] or [`BlockQ8_0`]. Sealed: the
 /// kernel has a load for each.
 pub trait KvType: sealed::Sealed + bytemuck::Pod + Send + Sync + 'static {
     /// The type, named at run time.

@@ -110,7 +110,7 @@ pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 /// the exact semantics. Returns an [`Error`] (and writes nothing) if the slices do not match
 /// the shape and strides.
 ///
-/// K and V may each be stored as `f32`, [`f16`], [`bf16`] or [`BlockQ8_0`] ([`kv`]); their
+/// K and V may each be stored as `f32`, [`f16`](struct@f16), [`bf16`] or [`BlockQ8_0`] ([`kv`]); their
 /// values are widened to `f32` as they are read.
 pub fn attention<K: KvType, V: KvType>(
     params: &Params,

@@ -306,7 +306,8 @@ struct Block {
 /// (2⁻⁶⁴) times every weight keeps `Σ weight · v` finite for any finite `v` and up to 2⁶⁴
 /// keys. The output is a ratio of two sums that both carry the factor, so it is unchanged;
 /// weights below 2⁻⁶² of the largest, whose share of the output is under the rounding,
-/// underflow. The plain path pays one compare per output element in `write`. (A max score
+/// become the smallest subnormal (`softmax::weight`), so an infinite value keeps its
+/// infinity. The plain path pays one compare per output element in `write`. (A max score
 /// beyond ±2²⁹, whose rounding is above the shift, leaves such an overflow as it is.)
 const OVERFLOW_SHIFT: f32 = 44.361_42;
 

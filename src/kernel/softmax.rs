@@ -71,6 +71,24 @@ fn decide(old_max: f32, s: RowScores<impl Fn(usize) -> f32>) -> Option<(f32, Row
     Some((new_max, RowBlock { whole, keys }))
 }
 
+/// The weight of a score `d` below the row's max: `e^(d − shift)`, flushed to 0 below
+/// `2^-126` ([`exp_weight`]). In the redo of a block whose accumulator overflowed (`shift` >
+/// 0), a weight that only the shift flushed is kept as the smallest subnormal instead: an
+/// infinite value times it stays infinite, as in the first pass, while its share of a finite
+/// sum stays under the rounding. (Without it, `0 · inf` made NaN where the first pass, and
+/// the reference, had an infinity.)
+#[inline(always)]
+fn weight<S: Simd>(simd: S, d: S::f32s, shift: f32) -> S::f32s {
+    if shift == 0.0 {
+        return exp_weight(simd, d);
+    }
+    let w = exp_weight(simd, simd.sub_f32s(d, simd.splat_f32s(shift)));
+    // The first pass's weight is not 0 above about -87.68 (`exp_weight`); NaN is not kept.
+    let nonzero_unshifted = simd.greater_than_f32s(d, simd.splat_f32s(-87.0));
+    let tiny = simd.splat_f32s(f32::from_bits(1));
+    simd.select_f32s(nonzero_unshifted, simd.max_f32s(w, tiny), w)
+}
+
 /// Moves a row's running `max` and `sum`, and its accumulator `acc`, to include a block whose
 /// weights were taken against `new_max` and sum to `block_sum`: the old sum and accumulator
 /// are rescaled by `e^(max − new_max)` only when the max moved.
@@ -195,14 +213,13 @@ impl Block {
         }
 
         // Weights and their sums.
-        let shift = simd.splat_f32s(self.shift);
         for c in 0..row_vectors {
             let at = c * lanes;
-            let m = simd.add_f32s(load(simd, &scratch.weight_max[at..]), shift);
+            let m = load(simd, &scratch.weight_max[at..]);
             let mut sum = simd.splat_f32s(0.0);
             for row in scratch.scores.chunks_exact_mut(stride).take(cols) {
                 let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
-                let w = exp_weight(simd, simd.sub_f32s(*s, m));
+                let w = weight(simd, simd.sub_f32s(*s, m), self.shift);
                 sum = simd.add_f32s(sum, w);
                 *s = w;
             }
@@ -319,11 +336,11 @@ impl Block {
         };
 
         // Weights and their sum.
-        let m = simd.splat_f32s(new_max + self.shift);
+        let m = simd.splat_f32s(new_max);
         let mut sum = simd.splat_f32s(0.0);
         let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * ks..][..ks])[..n_vec];
         for s in row.iter_mut() {
-            let w = exp_weight(simd, simd.sub_f32s(*s, m));
+            let w = weight(simd, simd.sub_f32s(*s, m), self.shift);
             sum = simd.add_f32s(sum, w);
             *s = w;
         }
