@@ -123,7 +123,8 @@ fn c_against_the_shared_library() {
 }
 
 /// The `no_std` static library on the host: CPUID detection without std, the panic-handler
-/// feature, and `panic = "abort"` as docs/c-api.md says.
+/// feature, the K/V types (`kv-*`, which `--no-default-features` drops) and
+/// `panic = "abort"` as docs/c-api.md says.
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_against_the_no_std_static_library() {
@@ -136,7 +137,7 @@ fn c_against_the_no_std_static_library() {
         .args(["rustc", "--release", "--lib", "--no-default-features"])
         .args([
             "--features",
-            "panic-handler,x86-v4",
+            "panic-handler,x86-v4,kv-f16,kv-bf16,kv-q8_0",
             "--crate-type",
             "staticlib",
         ])

@@ -612,7 +612,7 @@ pub fn run(data: &[u8]) {
         _ => out.ptr().cast_mut(),
     };
     let lse_ptr = lse.as_ref().map_or(ptr::null_mut(), |l| l.ptr().cast_mut());
-    let (qp, kp, vp) = (q.ptr(), k.ptr(), v.ptr());
+    let (qp, kp, vp) = (q.ptr(), k.ptr().cast(), v.ptr().cast());
     let q_before: Vec<u32> = q.buf.iter().map(|x| x.to_bits()).collect();
     let desc_ptr = desc.ptr();
     // SAFETY: every buffer holds at least the length the pointer contract derives for it,

@@ -367,14 +367,14 @@ int main(void) {
 
 #ifdef QKV_STUBS
 /* The same program without the library: each entry point does nothing. */
-qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q_, const float *k_,
-                             const float *v_, float *out_, float *lse_) {
+qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q_, const void *k_,
+                             const void *v_, float *out_, float *lse_) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_;
     return QKV_OK;
 }
 #if QKV_GROUP >= 2
-qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q_, const float *k_,
-                           const float *v_, size_t key_start, size_t key_end, float *out_,
+qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q_, const void *k_,
+                           const void *v_, size_t key_start, size_t key_end, float *out_,
                            float *lse_) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
         (void)lse_;
@@ -396,7 +396,7 @@ qkv_status qkv_stream_init(const qkv_desc *desc, float *state_, size_t state_len
     return QKV_OK;
 }
 qkv_status qkv_stream_update(const qkv_desc *desc, float *state_, size_t state_len,
-                             const float *q_, const float *k_, const float *v_,
+                             const float *q_, const void *k_, const void *v_,
                              size_t key_start, size_t key_end) {
     (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
         (void)key_end;
@@ -413,21 +413,21 @@ size_t qkv_workspace_size(const qkv_desc *desc) {
     (void)desc;
     return 0;
 }
-qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
-                                const float *v_, float *out_, float *lse_, float *ws,
+qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q_, const void *k_,
+                                const void *v_, float *out_, float *lse_, float *ws,
                                 size_t ws_len) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_, (void)ws, (void)ws_len;
     return QKV_OK;
 }
-qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
-                              const float *v_, size_t key_start, size_t key_end, float *out_,
+qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q_, const void *k_,
+                              const void *v_, size_t key_start, size_t key_end, float *out_,
                               float *lse_, float *ws, size_t ws_len) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
         (void)lse_, (void)ws, (void)ws_len;
     return QKV_OK;
 }
 qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state_, size_t state_len,
-                                const float *q_, const float *k_, const float *v_,
+                                const float *q_, const void *k_, const void *v_,
                                 size_t key_start, size_t key_end, float *ws, size_t ws_len) {
     (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
         (void)key_end, (void)ws, (void)ws_len;
