@@ -11,7 +11,7 @@ use crate::{BlockQ8_0, KvKind, bf16, f16};
 /// [`QkvDesc::k_type`](super::QkvDesc::k_type) / `v_type`: `float` (the zero value, and what a
 /// descriptor older than these fields means).
 pub const QKV_TYPE_F32: u32 = KvKind::F32 as u32;
-/// `k_type` / `v_type`: IEEE binary16 ([`f16`]), 2 bytes, aligned to 2 (feature `kv-f16`).
+/// `k_type` / `v_type`: IEEE binary16 ([`f16`](struct@f16)), 2 bytes, aligned to 2 (feature `kv-f16`).
 pub const QKV_TYPE_F16: u32 = KvKind::F16 as u32;
 /// `k_type` / `v_type`: bfloat16 ([`bf16`]), 2 bytes, aligned to 2 (feature `kv-bf16`).
 pub const QKV_TYPE_BF16: u32 = KvKind::Bf16 as u32;
