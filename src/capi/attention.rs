@@ -107,13 +107,15 @@ pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
 /// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
 /// ([`attention`](crate::attention)).
 ///
-/// `lse` may be NULL; otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns
-/// [`QKV_OK`](super::QKV_OK) or an error status, in which case nothing was written.
+/// `k` and `v` are stored as the descriptor's `k_type` and `v_type` say. `lse` may be NULL;
+/// otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns [`QKV_OK`](super::QKV_OK)
+/// or an error status, in which case nothing was written.
 ///
 /// # Safety
 /// `desc` is NULL or points to a descriptor of at least `struct_size` readable bytes. Each
 /// tensor pointer follows the [pointer contract](super#the-pointer-contract): it points to
-/// as many floats as its count field or extent says (or that length is 0), those of `q`,
+/// as many elements of its type (floats, or those of `k_type` and `v_type`) as its count
+/// field or extent says (or that length is 0), those of `q`,
 /// `k`, `v` and `bias` are not written by anyone during the call, and those of `out` and
 /// `lse` are writable and not accessed by anyone else during the call.
 #[unsafe(no_mangle)]
