@@ -320,7 +320,7 @@ fn a_first_version_descriptor_means_f32() {
         v_type: 99,
         ..d
     };
-    let (q, k, v) = (data(200, 1), data(800, 2), data(800, 3));
+    let (q, k, v) = (data(384, 1), data(384, 2), data(768, 3)); // the extents
     let run = |d: &QkvDesc| {
         let mut out = vec![7.0f32; s.q_heads * s.q_len * s.v_dim];
         // SAFETY: the buffers hold the extents of `shape()` with `f32` K and V.
