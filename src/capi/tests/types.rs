@@ -231,6 +231,15 @@ macro_rules! every_pair {
 
 #[test]
 fn every_type_pair_equals_the_rust_call() {
+    if cfg!(miri) {
+        // Every type on each side once: all sixteen pairs run far longer than the other
+        // unit tests under Miri.
+        same_as_rust::<f32, BlockQ8_0>();
+        same_as_rust::<f16, bf16>();
+        same_as_rust::<BlockQ8_0, f16>();
+        same_as_rust::<bf16, f32>();
+        return;
+    }
     every_pair!(f32, f16, bf16, BlockQ8_0; [f32, f16, bf16, BlockQ8_0]);
 }
 
