@@ -10,12 +10,19 @@
 # - runs both under qemu-system-arm -M mps2-an386 -semihosting -icount shift=0; each computes
 #   attention on deterministic inputs, paints the stack below each call and counts the
 #   instructions of each call (SysTick under icount), and prints it all;
-# - measures the .text qkv adds to the C program for three groups of C entry points.
+# - measures the .text qkv adds to the C program for four groups of C entry points;
+# - builds the library again with the K/V type features (kv-f16, kv-q8_0, then all three)
+#   and measures the .text qkv adds to the program calling qkv_attention_f32 alone (the
+#   dispatch links every type compiled in), and runs a third program (ckv) calling
+#   qkv_attention_f32 and qkv_attention_f32_ws with f16 and q8_0 K and V against the build
+#   with all three.
 # Then tests/firmware/src/bin/check.rs, on the host, compares every output with
 # qkv::reference within qkv::tolerance and prints stack and instructions per call.
 #
 # Fails (after printing every number) when an output is wrong, a program does not finish, a
-# call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048; 0 reports only), or,
+# call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048; 0 reports only; plus
+# 1 KiB for the f16 and q8_0 calls without a workspace, whose stack workspace is 1 KiB
+# larger: qkv::kernel::STACK_BYTES_NARROW), or,
 # unless QKV_FIRMWARE_SIZE_LIMITS=report, the z+LTO code size exceeds the limits below.
 #
 # Installs, as root, the Rust target and the Debian packages gcc-arm-none-eabi,
@@ -103,13 +110,28 @@ build_and_run() {
 	done
 	grep -q ' T qkv_attention_f32$' <(arm-none-eabi-nm "$out/c1.elf") ||
 		{ echo "firmware.sh: qkv_attention_f32 not linked" >&2; exit 1; }
+
+	# The K/V types: the group-1 program against libraries with each type feature.
+	local kv
+	for kv in kv-f16 kv-q8_0 kv-f16,kv-bf16,kv-q8_0; do
+		echo "== [$profile] the same library with --features panic-handler,$kv"
+		"${env[@]}" cargo rustc --release --lib --no-default-features \
+			--features "panic-handler,$kv" --crate-type staticlib --target "$target" \
+			--target-dir "$dir"
+		cp "$dir/$target/release/libqkv.a" "$out/libqkv-$kv.a"
+		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=1 tests/c/firmware.c "$out/libqkv-$kv.a" \
+			-lgcc -o "$out/c1-$kv.elf"
+		size[$profile/$kv]=$(($(text "$out/c1-$kv.elf") - $(text "$out/stubs1.elf")))
+	done
+	arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=1 -DQKV_KV_TYPES tests/c/firmware.c \
+		"$out/libqkv-kv-f16,kv-bf16,kv-q8_0.a" -lgcc -o "$out/ckv.elf"
 	echo "== [$profile] largest symbols of the C program (every group)"
 	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c4.elf" |
 		awk '$3 ~ /[tTwW]/' | tail -5
 
 	[ $run_qemu = 1 ] || return 0
 	local prog
-	for prog in c4 rust; do
+	for prog in c4 ckv rust; do
 		local label=${prog%4}/$profile
 		echo "== [$profile] qemu-system-arm -M mps2-an386 -semihosting -icount shift=0 -kernel $prog.elf"
 		# Semihosting writes to stderr; qemu exits 0 only when the program says it succeeded.
@@ -151,6 +173,16 @@ for g in 1 2 3 4; do
 		fi
 	fi
 	printf '%-44s %12s %12s %16s\n' "${groups[$g]}" "${size[release/$g]}" "${size[z-lto/$g]}" "$verdict"
+done
+echo
+echo "The K/V types: .text qkv adds to the program calling qkv_attention_f32 (f32 K/V) when the"
+echo "library is built with these features besides panic-handler"
+printf '%-44s %12s %12s\n' "features" "release" "z + LTO"
+kvs=("" kv-f16 kv-q8_0 kv-f16,kv-bf16,kv-q8_0)
+names=("(none: f32 only)" "kv-f16" "kv-q8_0" "kv-f16, kv-bf16, kv-q8_0 (all)")
+for i in 0 1 2 3; do
+	key=${kvs[$i]:-1}
+	printf '%-44s %12s %12s\n' "${names[$i]}" "${size[release/$key]}" "${size[z-lto/$key]}"
 done
 [ "$size_limits" = enforce ] || echo "size limits: report only (QKV_FIRMWARE_SIZE_LIMITS=report)"
 echo "firmware.sh: $((SECONDS - start)) s"

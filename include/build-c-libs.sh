@@ -21,9 +21,11 @@
 #      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o app                 # glibc Linux
 #   cc -std=c99 -O2 -IPREFIX/include app.c -LPREFIX/lib -lqkv -o app      # shared
 #
-# Both libraries come from one `cargo rustc` (features: default + capi, release profile),
-# into cargo's target directory (CARGO_TARGET_DIR, else target/); set QKV_FEATURES to build
-# other features than `capi` (it must include capi). ELF platforms only (Linux, the BSDs):
+# Both libraries come from one `cargo rustc` (features: default + capi and the K/V types
+# kv-f16, kv-bf16 and kv-q8_0, named even though the defaults have them, so that a k_type or
+# v_type of the header is never QKV_ERR_TYPE in an installed library; release profile), into
+# cargo's target directory (CARGO_TARGET_DIR, else target/); set QKV_FEATURES to build other
+# features than these (it must include capi). ELF platforms only (Linux, the BSDs):
 # the SONAME, symlinks and symbol localisation are ELF's. Needs cargo, and binutils' ld,
 # objcopy, ar and readelf.
 set -euo pipefail
@@ -46,7 +48,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 case "$target_dir" in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
 cargo=${CARGO:-cargo}
-features=${QKV_FEATURES:-capi}
+features=${QKV_FEATURES:-capi,kv-f16,kv-bf16,kv-q8_0}
 
 version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' "$root/Cargo.toml")
 major=${version%%.*}

@@ -20,17 +20,30 @@
  * written: on an error status, out and lse are untouched.
  *
  * Tensor layout: element [head][row][col] of a tensor lives at
- * head * head_stride + row * row_stride + col (in floats, not bytes).
+ * head * head_stride + row * row_stride + col (in elements, not bytes).
  * q is [q_heads][q_len][head_dim], k is [kv_heads][kv_len][head_dim],
  * v is [kv_heads][kv_len][v_dim], out is [q_heads][q_len][v_dim],
  * bias is [q_heads][q_len][kv_len] and lse is [q_heads][q_len], dense.
  *
- * POINTER CONTRACT. Each tensor pointer must point to at least `len` floats, aligned to
- * 4 bytes, where `len` is the tensor's count field (q_count, ...) when that is nonzero and
- * otherwise its extent:
+ * K/V TYPES. q, bias, out and lse are float. k and v are stored as desc->k_type and
+ * desc->v_type say (QKV_TYPE_*, float when 0 or when the descriptor predates the fields):
+ * float; IEEE half (QKV_TYPE_F16) or bfloat16 (QKV_TYPE_BF16), 2 bytes each; or ggml's
+ * block_q8_0 (QKV_TYPE_Q8_0: 34 bytes, a half scale d then 32 int8 q, value d*q), in which
+ * case head_dim (for k) or v_dim (for v) must be a multiple of 32 (QKV_ERR_BLOCK_SIZE).
+ * Their strides, counts and extents count elements of their type: blocks for q8_0, so a
+ * row of head_dim values is head_dim/32 blocks (qkv_desc_kv_types() converts the strides
+ * of a descriptor made for values). Values are widened to float exactly as they are read;
+ * every type is accumulated in float. A value that is no QKV_TYPE_*, or a type the library
+ * was built without (Cargo features kv-f16, kv-bf16, kv-q8_0; all in the default build),
+ * is QKV_ERR_TYPE.
+ *
+ * POINTER CONTRACT. Each tensor pointer must point to at least `len` elements of its type,
+ * aligned to the type (4 bytes for float; 2 for half, bfloat16 and q8_0 blocks), where
+ * `len` is the tensor's count field (q_count, ...) when that is nonzero and otherwise its
+ * extent (V = values per element: 32 for q8_0, otherwise 1; the division rounds up):
  *   q    (q_heads-1)*q.head_stride    + (q_len-1)*q.row_stride    + head_dim
- *   k    (kv_heads-1)*k.head_stride   + (kv_len-1)*k.row_stride   + head_dim
- *   v    (kv_heads-1)*v.head_stride   + (kv_len-1)*v.row_stride   + v_dim
+ *   k    (kv_heads-1)*k.head_stride   + (kv_len-1)*k.row_stride   + head_dim/V
+ *   v    (kv_heads-1)*v.head_stride   + (kv_len-1)*v.row_stride   + v_dim/V
  *   out  (q_heads-1)*out.head_stride  + (q_len-1)*out.row_stride  + v_dim
  *   bias (q_heads-1)*bias_layout.head_stride + (q_len-1)*bias_layout.row_stride + kv_len
  *   lse  q_heads*q_len
@@ -46,13 +59,14 @@
  * MEMORY. Nothing is allocated. The kernel works in a working memory ("workspace") of
  * floats: the _ws functions take it from the caller (qkv_workspace_size() floats for full
  * speed, at least qkv_workspace_min_size(); it needs no initialisation and holds nothing
- * between calls) and keep no tile on the stack: under 2 KiB of stack on a Cortex-M4F
+ * between calls) and keep no tile on the stack: under 2.3 KiB of stack on a Cortex-M4F
  * (measured, README "Firmware"). The other functions keep their workspace on the stack:
  * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
- * targets), 256 bytes in one built without them (firmware; one query row at a time, so
- * slower: pass a workspace for speed), where each uses under 2 KiB of stack but
- * qkv_stream_update (2.2 KiB). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the
- * query functions keep no workspace.
+ * targets; about 84 KiB when k or v is 16- or 8-bit), 256 bytes in one built without them
+ * (firmware; 1,280 bytes when k or v is 16- or 8-bit; one query row at a time, so slower:
+ * pass a workspace for speed), where each uses under 2.6 KiB of stack (3.2 KiB with 16- or
+ * 8-bit k or v). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the query functions
+ * keep no workspace.
  *
  * All functions are thread-safe and never abort, panic or unwind on any input.
  */
@@ -101,7 +115,8 @@ enum qkv_status_code {
     QKV_ERR_UNSUPPORTED = 7,
     /** desc is NULL, or a tensor pointer is NULL while its length is not 0. */
     QKV_ERR_NULL_POINTER = 8,
-    /** A tensor pointer whose length is not 0 is not aligned to float (4 bytes). */
+    /** A tensor pointer whose length is not 0 is not aligned to its type (4 bytes for
+     *  float, 2 for half, bfloat16 and q8_0 blocks). */
     QKV_ERR_MISALIGNED = 9,
     /** out or lse overlaps another buffer of the call. */
     QKV_ERR_ALIASING = 10,
@@ -119,7 +134,26 @@ enum qkv_status_code {
     /** A bug in the library; never returned by a correct build. */
     QKV_ERR_INTERNAL = 16,
     /** The workspace of a _ws call holds fewer floats than qkv_workspace_min_size(). */
-    QKV_ERR_WORKSPACE_TOO_SMALL = 17
+    QKV_ERR_WORKSPACE_TOO_SMALL = 17,
+    /** k is stored as QKV_TYPE_Q8_0 and head_dim, or v is and v_dim, is not a multiple of
+     *  32 (the values of a block). Checked after every pointer, as the shape is. */
+    QKV_ERR_BLOCK_SIZE = 18,
+    /** k_type or v_type is not a QKV_TYPE_* value, or names a type this library was built
+     *  without. Checked right after mask and query_pos. */
+    QKV_ERR_TYPE = 19
+};
+
+/** Values of qkv_desc.k_type and qkv_desc.v_type: how k and v are stored. */
+enum qkv_kv_type {
+    /** float, 4 bytes, aligned to 4 (0: the default, and what an older descriptor means). */
+    QKV_TYPE_F32 = 0,
+    /** IEEE 754 binary16 (_Float16, __fp16), 2 bytes, aligned to 2. */
+    QKV_TYPE_F16 = 1,
+    /** bfloat16 (the upper half of a float), 2 bytes, aligned to 2. */
+    QKV_TYPE_BF16 = 2,
+    /** ggml's block_q8_0: a binary16 scale d then int8_t q[32] (value i = d * q[i]), 34
+     *  bytes, aligned to 2; strides, counts and extents count blocks. */
+    QKV_TYPE_Q8_0 = 3
 };
 
 /** Values of qkv_desc.mask: which keys each query row sees. */
@@ -161,18 +195,23 @@ enum qkv_isa {
 /** window_left / window_right value meaning "no limit on this side". */
 #define QKV_UNBOUNDED SIZE_MAX
 
-/** Size of the first version of qkv_desc: 26 size_t-sized fields, then 24 bytes. */
+/** Size of the first version of qkv_desc: 26 size_t-sized fields, then 24 bytes. A
+ *  descriptor of this size (a caller built against an older header) has float k and v. */
 #define QKV_DESC_SIZE_V1 (26 * sizeof(size_t) + 24)
+
+/** Size of the second version, this header's: QKV_DESC_SIZE_V1 then k_type and v_type. */
+#define QKV_DESC_SIZE_V2 (QKV_DESC_SIZE_V1 + 8)
 
 /** The largest struct_size the library accepts (nothing past it is ever read). */
 #define QKV_DESC_MAX_SIZE 4096
 
 /** Where a tensor's elements live: [head][row][col] is at
- *  head * head_stride + row * row_stride + col, in floats. */
+ *  head * head_stride + row * row_stride + col, in elements of the tensor's type (floats;
+ *  for k and v, elements of k_type and v_type: blocks for q8_0). */
 typedef struct qkv_layout {
-    /** Floats between the starts of consecutive heads. */
+    /** Elements between the starts of consecutive heads. */
     size_t head_stride;
-    /** Floats between the starts of consecutive rows of one head. */
+    /** Elements between the starts of consecutive rows of one head. */
     size_t row_stride;
 } qkv_layout;
 
@@ -221,9 +260,9 @@ typedef struct qkv_desc {
     qkv_layout bias_layout;
     /** Floats q points to, or 0 to use its extent. */
     size_t q_count;
-    /** Floats k points to, or 0 to use its extent. */
+    /** Elements of k_type k points to, or 0 to use its extent. */
     size_t k_count;
-    /** Floats v points to, or 0 to use its extent. */
+    /** Elements of v_type v points to, or 0 to use its extent. */
     size_t v_count;
     /** Floats out points to, or 0 to use its extent. */
     size_t out_count;
@@ -241,15 +280,20 @@ typedef struct qkv_desc {
     int32_t mask;
     /** A QKV_QUERY_POS_* value (used by QKV_MASK_CAUSAL and QKV_MASK_BAND). */
     int32_t query_pos;
+    /** Since version 2: a QKV_TYPE_* value, how k is stored (0 is float). */
+    uint32_t k_type;
+    /** Since version 2: a QKV_TYPE_* value, how v is stored (0 is float). */
+    uint32_t v_type;
 } qkv_desc;
 
 /** Compile-time check (C99 and C++) that this compiler lays qkv_desc out without padding,
  *  as the library does; a negative array size fails the build. */
-typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V1) ? 1 : -1];
+typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V2) ? 1 : -1];
 
 /**
  * A descriptor for planar [heads][rows][dim] tensors, packed densely: default scale
- * 1/sqrt(head_dim), no mask, no bias, lengths derived from the shape.
+ * 1/sqrt(head_dim), no mask, no bias, lengths derived from the shape, float k and v (see
+ * qkv_desc_kv_types() for others).
  */
 static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q_len,
                                        size_t kv_len, size_t head_dim, size_t v_dim) {
@@ -285,6 +329,8 @@ static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q
     d.flags = 0;
     d.mask = QKV_MASK_NONE;
     d.query_pos = QKV_QUERY_POS_BOTTOM_RIGHT;
+    d.k_type = QKV_TYPE_F32;
+    d.v_type = QKV_TYPE_F32;
     return d;
 }
 
@@ -308,17 +354,35 @@ static inline qkv_desc qkv_desc_interleaved(size_t q_heads, size_t kv_heads, siz
 }
 
 /**
+ * d with k stored as k_type and v as v_type (QKV_TYPE_* values), its k and v strides, given
+ * in values as qkv_desc_planar() and qkv_desc_interleaved() give them, turned into elements
+ * of those types (divided by 32 for QKV_TYPE_Q8_0, unchanged for the others). Set k_count
+ * and v_count, if any, in elements too.
+ */
+static inline qkv_desc qkv_desc_kv_types(qkv_desc d, uint32_t k_type, uint32_t v_type) {
+    size_t kn = k_type == QKV_TYPE_Q8_0 ? 32 : 1, vn = v_type == QKV_TYPE_Q8_0 ? 32 : 1;
+    d.k_type = k_type;
+    d.v_type = v_type;
+    d.k.head_stride /= kn;
+    d.k.row_stride /= kn;
+    d.v.head_stride /= vn;
+    d.v.row_stride /= vn;
+    return d;
+}
+
+/**
  * Attention with the best instruction set this CPU supports (qkv_detected_isa()).
  *
  * @param desc the call's descriptor; not kept after the call.
- * @param q, k, v the inputs, each following the pointer contract (see the top of this file).
+ * @param q, k, v the inputs, each following the pointer contract (see the top of this file);
+ *                k and v of desc->k_type and desc->v_type.
  * @param out receives [q_heads][q_len][v_dim] as desc->out says.
  * @param lse NULL, or receives the natural log of each row's softmax denominator,
  *            [q_heads][q_len], dense.
  * @return QKV_OK, or an error status and nothing written.
  */
-qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q, const float *k,
-                             const float *v, float *out, float *lse);
+qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q, const void *k,
+                             const void *v, float *out, float *lse);
 
 /**
  * qkv_attention_f32() in the caller's workspace: workspace_len floats at workspace
@@ -327,17 +391,20 @@ qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q, const float *
  * initialisation, must not overlap any other buffer of the call (QKV_ERR_ALIASING), and
  * may be NULL only when workspace_len is 0. The stack holds no tile: under 2 KiB.
  */
-qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q, const float *k,
-                                const float *v, float *out, float *lse, float *workspace,
+qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q, const void *k,
+                                const void *v, float *out, float *lse, float *workspace,
                                 size_t workspace_len);
 
 /** The floats of workspace with which the _ws functions run at full speed for desc (only
- *  its shape fields count): at most about 15,300 (60 KiB), less for small heads, short
- *  queries and narrow values. 0 if desc is NULL or its struct_size is not accepted. */
+ *  its shape fields, k_type and v_type count): at most about 15,300 (60 KiB) for float k
+ *  and v, up to about 6,100 more when either is narrower (the tile its values are widened
+ *  into); less for small heads, short queries and narrow values. 0 if desc is NULL, its
+ *  struct_size is not accepted or a type is unknown (QKV_ERR_TYPE). */
 size_t qkv_workspace_size(const qkv_desc *desc);
 
 /** The fewest floats of workspace the _ws functions run in for desc (a few dozen whatever
- *  the shape; tiles of one row, 16 keys, 16 value columns). 0 as qkv_workspace_size(). */
+ *  the shape for float k and v, at most 352 when v is narrower; tiles of one row, 16 keys,
+ *  16 value columns). 0 as qkv_workspace_size(). */
 size_t qkv_workspace_min_size(const qkv_desc *desc);
 
 /**
@@ -346,14 +413,14 @@ size_t qkv_workspace_min_size(const qkv_desc *desc);
  * (after every other check) for a level this CPU or build lacks.
  */
 qkv_status qkv_attention_f32_isa(int32_t isa, const qkv_desc *desc, const float *q,
-                                 const float *k, const float *v, float *out, float *lse);
+                                 const void *k, const void *v, float *out, float *lse);
 
 /**
  * The reference implementation: the same function computed in double precision, two-pass,
  * with the same arguments, checks and statuses as qkv_attention_f32(). Slow; for tests.
  */
-qkv_status qkv_reference_f32(const qkv_desc *desc, const float *q, const float *k,
-                             const float *v, float *out, float *lse);
+qkv_status qkv_reference_f32(const qkv_desc *desc, const float *q, const void *k,
+                             const void *v, float *out, float *lse);
 
 /** The QKV_ISA_* level qkv_attention_f32() uses on this CPU (detected once, cached). */
 int32_t qkv_detected_isa(void);
@@ -385,13 +452,13 @@ uint32_t qkv_version(void);
  * qkv_attention_f32(), lse treated like out). A range outside 0..kv_len, or with
  * key_start > key_end, is QKV_ERR_TOO_SHORT. Nothing is written on error.
  */
-qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q, const float *k,
-                           const float *v, size_t key_start, size_t key_end, float *out,
+qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q, const void *k,
+                           const void *v, size_t key_start, size_t key_end, float *out,
                            float *lse);
 
 /** qkv_partial_f32() in the caller's workspace, as qkv_attention_f32_ws(). */
-qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q, const float *k,
-                              const float *v, size_t key_start, size_t key_end, float *out,
+qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q, const void *k,
+                              const void *v, size_t key_start, size_t key_end, float *out,
                               float *lse, float *workspace, size_t workspace_len);
 
 /**
@@ -424,13 +491,13 @@ qkv_status qkv_stream_init(const qkv_desc *desc, float *state, size_t state_len)
  * is unchanged on error.
  */
 qkv_status qkv_stream_update(const qkv_desc *desc, float *state, size_t state_len,
-                             const float *q, const float *k, const float *v,
+                             const float *q, const void *k, const void *v,
                              size_t key_start, size_t key_end);
 
 /** qkv_stream_update() in the caller's workspace, as qkv_attention_f32_ws() (a
  *  workspace_len of 0 runs as qkv_stream_update()); it must not overlap state either. */
 qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state, size_t state_len,
-                                const float *q, const float *k, const float *v,
+                                const float *q, const void *k, const void *v,
                                 size_t key_start, size_t key_end, float *workspace,
                                 size_t workspace_len);
 

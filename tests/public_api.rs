@@ -403,12 +403,14 @@ fn capi() {
         (QKV_ERR_UNKNOWN_ISA, 15),
         (QKV_ERR_INTERNAL, 16),
         (QKV_ERR_WORKSPACE_TOO_SMALL, 17),
+        (QKV_ERR_BLOCK_SIZE, 18),
+        (QKV_ERR_TYPE, 19),
     ] {
         assert_eq!(status, value);
     }
     let _: i32 = QKV_OK;
-    let _: [QkvStatus; 18] = ALL_STATUSES;
-    let _: [&str; 18] = STATUS_NAMES;
+    let _: [QkvStatus; 20] = ALL_STATUSES;
+    let _: [&str; 20] = STATUS_NAMES;
     for (kind, value) in [
         (QKV_MASK_NONE, 0),
         (QKV_MASK_CAUSAL, 1),
@@ -425,7 +427,21 @@ fn capi() {
         assert_eq!(kind, value);
     }
     let _: [u32; 3] = [QKV_FLAG_SCALE, QKV_KNOWN_FLAGS, QKV_VERSION];
-    let _: [usize; 3] = [QKV_UNBOUNDED, QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE];
+    for (ty, value) in [
+        (QKV_TYPE_F32, 0),
+        (QKV_TYPE_F16, 1),
+        (QKV_TYPE_BF16, 2),
+        (QKV_TYPE_Q8_0, 3),
+    ] {
+        let _: (u32, u32) = (ty, value);
+        assert_eq!(ty, value);
+    }
+    let _: [usize; 4] = [
+        QKV_UNBOUNDED,
+        QKV_DESC_SIZE_V1,
+        QKV_DESC_SIZE_V2,
+        QKV_DESC_MAX_SIZE,
+    ];
     const _: QkvStatus = error_status(Error::InvalidScale);
     let _: fn(Error) -> QkvStatus = error_status;
 
@@ -466,40 +482,51 @@ fn capi() {
         flags,
         mask,
         query_pos,
+        k_type,
+        v_type,
     }: QkvDesc = DESC;
-    let _: (*const f32, i64, f32, u32, i32, i32) =
-        (bias, query_offset, scale, flags, mask, query_pos);
+    let _: (*const f32, i64, f32, u32, i32, i32, u32, u32) = (
+        bias,
+        query_offset,
+        scale,
+        flags,
+        mask,
+        query_pos,
+        k_type,
+        v_type,
+    );
     // A raw pointer inside: not Send or Sync, like the C struct.
     fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
     desc_traits::<QkvDesc>();
 
     // The C argument types, short so that each signature reads on one line: a tensor read
-    // (`R`) or written (`W`).
+    // (`R`) or written (`W`), and K or V of any type (`T`).
     type Desc = *const QkvDesc;
     type R = *const f32;
     type W = *mut f32;
-    type Call = unsafe extern "C" fn(Desc, R, R, R, W, W) -> QkvStatus;
+    type T = *const core::ffi::c_void;
+    type Call = unsafe extern "C" fn(Desc, R, T, T, W, W) -> QkvStatus;
     let _: Call = qkv_attention_f32;
     let _: Call = qkv_reference_f32;
-    let _: unsafe extern "C" fn(Desc, R, R, R, W, W, W, usize) -> QkvStatus = qkv_attention_f32_ws;
+    let _: unsafe extern "C" fn(Desc, R, T, T, W, W, W, usize) -> QkvStatus = qkv_attention_f32_ws;
     let _: unsafe extern "C" fn(Desc) -> usize = qkv_workspace_size;
     let _: unsafe extern "C" fn(Desc) -> usize = qkv_workspace_min_size;
-    let _: unsafe extern "C" fn(i32, Desc, R, R, R, W, W) -> QkvStatus = qkv_attention_f32_isa;
+    let _: unsafe extern "C" fn(i32, Desc, R, T, T, W, W) -> QkvStatus = qkv_attention_f32_isa;
     let _: extern "C" fn() -> i32 = qkv_detected_isa;
     let _: extern "C" fn(i32) -> i32 = qkv_isa_available;
     let _: extern "C" fn(i32) -> *const c_char = qkv_isa_name;
     let _: extern "C" fn(QkvStatus) -> *const c_char = qkv_status_str;
     let _: extern "C" fn() -> u32 = qkv_version;
 
-    let _: unsafe extern "C" fn(Desc, R, R, R, usize, usize, W, W) -> QkvStatus = qkv_partial_f32;
-    let _: unsafe extern "C" fn(Desc, R, R, R, usize, usize, W, W, W, usize) -> QkvStatus =
+    let _: unsafe extern "C" fn(Desc, R, T, T, usize, usize, W, W) -> QkvStatus = qkv_partial_f32;
+    let _: unsafe extern "C" fn(Desc, R, T, T, usize, usize, W, W, W, usize) -> QkvStatus =
         qkv_partial_f32_ws;
     let _: unsafe extern "C" fn(Desc, W, W, R, R) -> QkvStatus = qkv_merge_f32;
     let _: unsafe extern "C" fn(Desc, *mut usize) -> QkvStatus = qkv_stream_state_len;
     let _: unsafe extern "C" fn(Desc, W, usize) -> QkvStatus = qkv_stream_init;
-    let _: unsafe extern "C" fn(Desc, W, usize, R, R, R, usize, usize) -> QkvStatus =
+    let _: unsafe extern "C" fn(Desc, W, usize, R, T, T, usize, usize) -> QkvStatus =
         qkv_stream_update;
-    let _: unsafe extern "C" fn(Desc, W, usize, R, R, R, usize, usize, W, usize) -> QkvStatus =
+    let _: unsafe extern "C" fn(Desc, W, usize, R, T, T, usize, usize, W, usize) -> QkvStatus =
         qkv_stream_update_ws;
     let _: unsafe extern "C" fn(Desc, W, usize, W, W) -> QkvStatus = qkv_stream_finish;
 }

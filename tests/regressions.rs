@@ -204,8 +204,8 @@ fn capi_huge_shape_is_not_an_internal_error() {
         qkv_attention_f32(
             &d,
             q.as_ptr(),
-            k.as_ptr(),
-            v.as_ptr(),
+            k.as_ptr().cast(),
+            v.as_ptr().cast(),
             out.as_mut_ptr(),
             core::ptr::null_mut(),
         )

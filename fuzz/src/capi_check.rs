@@ -1,7 +1,12 @@
 //! The C-ABI check: `qkv_attention_f32`, `qkv_attention_f32_isa` and `qkv_reference_f32`
 //! called the way C would, with arbitrary descriptors (any `struct_size`, unaligned, with
-//! unknown flags, mask, query position or ISA values, huge sizes and strides, counts or
-//! extents), NULL, misaligned and aliasing pointers; plus the small query functions.
+//! unknown flags, mask, query position, K/V type or ISA values, huge sizes and strides,
+//! counts or extents), K and V stored as `f32`, `f16`, `bf16` or `q8_0` blocks, NULL,
+//! misaligned and aliasing pointers; plus the small query functions.
+//!
+//! The K/V types are drawn last, after every other byte of the case, so that inputs recorded
+//! before they existed still decode to the same case (with types from the bytes after it,
+//! or from the generator once the input runs out).
 //!
 //! Every buffer handed over is at least as long as the length the documented pointer
 //! contract derives (count if nonzero, else extent), so the library may read all of it;
@@ -11,9 +16,10 @@
 //! Checked, for every call:
 //! - the status is exactly the one the contract in `docs/c-api.md` and `include/qkv.h`
 //!   implies: first the C-level checks in their documented order (NULL descriptor,
-//!   `struct_size` range and zero tail, unknown flags, query position, mask, then each
-//!   tensor's length, NULL and alignment, then aliasing of `out`/`lse`), and after them the
-//!   status of the same call through the Rust API on slices of those lengths;
+//!   `struct_size` range and zero tail, unknown flags, query position, mask, the K/V types,
+//!   then each tensor's length, NULL and alignment (its type's), then aliasing of
+//!   `out`/`lse`, in bytes), and after them the status of the same call through the
+//!   generic Rust API on slices of those lengths and types;
 //! - never `QKV_ERR_INTERNAL` (a caught panic);
 //! - on an error nothing in `out` or `lse` is written; on `QKV_OK` the results are bit for
 //!   bit those of the Rust call, and nothing outside the output rows is written.
@@ -24,7 +30,9 @@ use std::cell::Cell;
 
 use crate::bytes::Bytes;
 use qkv::capi::*;
-use qkv::{Bias, Isa, Layout, Mask, Params, QueryPos, Shape};
+use qkv::{
+    Bias, BlockQ8_0, Error, Isa, KvKind, KvType, Layout, Mask, Params, QueryPos, Shape, bf16, f16,
+};
 
 pub(crate) const SENTINEL: u32 = 0xffc0_5a5a;
 pub(crate) const MAX_BUF: usize = 2048;
@@ -101,19 +109,28 @@ pub(crate) enum PtrKind {
     AliasQ,
 }
 
-/// One tensor: the count field to put in the descriptor, the length the library derives,
-/// and the buffer.
+/// One tensor: the count field to put in the descriptor, the length the library derives
+/// (in elements of `elem`), and the buffer (floats, or the bytes of K or V's elements).
 pub(crate) struct Tensor {
     pub(crate) count: usize,
     /// `Err(())`: the length overflows (extent) or exceeds `PTRDIFF_MAX` bytes.
     pub(crate) len: Result<usize, ()>,
     pub(crate) kind: PtrKind,
     pub(crate) buf: Vec<f32>,
+    /// The type of the elements (`F32` but for K and V).
+    pub(crate) elem: KvKind,
 }
 
 pub(crate) const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
 
-pub(crate) fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alias: bool) -> Tensor {
+/// What a tensor draws from the input before its length is known: its count field and how
+/// its pointer is passed.
+pub(crate) struct TensorDraw {
+    count: usize,
+    kind: PtrKind,
+}
+
+pub(crate) fn draw_tensor(b: &mut Bytes, allow_alias: bool) -> TensorDraw {
     // The count field: 0 (use the extent) or explicit, sometimes beyond PTRDIFF_MAX.
     let count = match b.below(8) {
         0..=3 => 0,
@@ -121,33 +138,80 @@ pub(crate) fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alia
         5 => usize::MAX - b.below(2),
         _ => b.range(1, 300),
     };
-    let len = match count {
-        0 => extent.ok_or(()),
-        n => Ok(n),
-    }
-    .and_then(|n| if n > MAX_LEN { Err(()) } else { Ok(n) });
-    let mut kind = match b.below(16) {
+    let kind = match b.below(16) {
         0 => PtrKind::Null,
         1 => PtrKind::Misaligned(b.range(1, 3)),
         2 if allow_alias => PtrKind::AliasQ,
         _ => PtrKind::Normal,
     };
-    // A length the buffer cannot hold is only passed where nothing is read: too long for
-    // `PTRDIFF_MAX` (refused first) or NULL (refused next).
-    let alloc = match len {
-        Ok(n) if n <= MAX_BUF => n,
-        Ok(_) => {
-            kind = PtrKind::Null;
-            0
+    TensorDraw { count, kind }
+}
+
+/// One element of `elem` whose value is `fill`'s (for `q8_0`, 32 values of about `fill`),
+/// as bytes.
+fn element_bytes(elem: KvKind, fill: f32) -> Vec<u8> {
+    match elem {
+        KvKind::F32 => fill.to_le_bytes().to_vec(),
+        KvKind::F16 => f16::from_f32(fill).to_le_bytes().to_vec(),
+        KvKind::Bf16 => bf16::from_f32(fill).to_le_bytes().to_vec(),
+        KvKind::Q8_0 => {
+            let block =
+                BlockQ8_0::quantize(&core::array::from_fn(|i| fill * (1.0 + i as f32 / 64.0)));
+            bytemuck::bytes_of(&block).to_vec()
         }
-        Err(()) => 0,
-    };
-    Tensor {
-        count,
-        len,
-        kind,
-        // One float of slack for a misaligned pointer.
-        buf: vec![fill; alloc + 1],
+    }
+}
+
+impl TensorDraw {
+    /// The tensor of `extent` elements of `elem` (used when the count is 0), each `fill`.
+    pub(crate) fn build(self, extent: Option<usize>, fill: f32, elem: KvKind) -> Tensor {
+        let TensorDraw { count, mut kind } = self;
+        let max_len = isize::MAX as usize / elem.bytes();
+        let len = match count {
+            0 => extent.ok_or(()),
+            n => Ok(n),
+        }
+        .and_then(|n| if n > max_len { Err(()) } else { Ok(n) });
+        // A length the buffer cannot hold is only passed where nothing is read: too long for
+        // `PTRDIFF_MAX` (refused first) or NULL (refused next).
+        let alloc = match len {
+            Ok(n) if n <= MAX_BUF => n,
+            Ok(_) => {
+                kind = PtrKind::Null;
+                0
+            }
+            Err(()) => 0,
+        };
+        let bytes = alloc * elem.bytes();
+        // Floats, so that the buffer is aligned for every type; one float of slack for a
+        // misaligned pointer.
+        let mut buf = vec![fill; bytes.div_ceil(4) + 1];
+        if elem != KvKind::F32 {
+            let one = element_bytes(elem, fill);
+            let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+            for (b, x) in raw[..bytes].iter_mut().zip(one.iter().cycle()) {
+                *b = *x;
+            }
+        }
+        Tensor {
+            count,
+            len,
+            kind,
+            buf,
+            elem,
+        }
+    }
+}
+
+pub(crate) fn tensor(b: &mut Bytes, extent: Option<usize>, fill: f32, allow_alias: bool) -> Tensor {
+    draw_tensor(b, allow_alias).build(extent, fill, KvKind::F32)
+}
+
+/// The alignment the C ABI asks of a pointer to `elem`s.
+fn align(elem: KvKind) -> usize {
+    match elem {
+        KvKind::F32 => 4,
+        _ => 2,
     }
 }
 
@@ -167,7 +231,7 @@ impl Tensor {
             Ok(0) => None,
             Ok(_) => match self.kind {
                 PtrKind::Null => Some(QKV_ERR_NULL_POINTER),
-                PtrKind::Misaligned(_) => Some(QKV_ERR_MISALIGNED),
+                PtrKind::Misaligned(n) if n % align(self.elem) != 0 => Some(QKV_ERR_MISALIGNED),
                 _ => None,
             },
         }
@@ -176,6 +240,31 @@ impl Tensor {
     /// The slice the library sees (only meaningful when it is not refused).
     pub(crate) fn slice(&self) -> &[f32] {
         &self.buf[..*self.len.as_ref().unwrap_or(&0)]
+    }
+
+    /// The elements the library sees as `T` (`elem` must be `T::KIND`; only meaningful when
+    /// the tensor is not refused), from the pointer it is passed (which may be 2 bytes past
+    /// the buffer's start).
+    pub(crate) fn typed<T: KvType>(&self) -> &[T] {
+        assert_eq!(T::KIND, self.elem);
+        let n = *self.len.as_ref().unwrap_or(&0);
+        if n == 0 {
+            return &[]; // the pointer is not looked at (it may be NULL or misaligned)
+        }
+        let skip = match self.kind {
+            PtrKind::Misaligned(k) => k,
+            _ => 0,
+        };
+        let raw: &[u8] = bytemuck::cast_slice(&self.buf);
+        bytemuck::cast_slice(&raw[skip..skip + n * size_of::<T>()])
+    }
+
+    /// The bytes the tensor's pointer and length cover: `(address, bytes)`.
+    pub(crate) fn byte_span(&self) -> (usize, usize) {
+        (
+            self.ptr() as usize,
+            self.len.as_ref().map_or(0, |n| n * self.elem.bytes()),
+        )
     }
 }
 
@@ -189,6 +278,11 @@ enum Entry {
 
 pub(crate) fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.1 != 0 && b.1 != 0 && a.0 < b.0 + b.1 * 4 && b.0 < a.0 + a.1 * 4
+}
+
+/// [`overlaps`] of two `(address, bytes)` spans.
+fn overlaps_bytes(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.1 != 0 && b.1 != 0 && a.0 < b.0 + b.1 && b.0 < a.0 + a.1
 }
 
 /// What [`random_desc`] chose, as the Rust values the library must decode the descriptor
@@ -226,13 +320,21 @@ impl Drawn {
         }
     }
 
-    /// The extent of `tensor` for the drawn shape and layouts, `None` when it overflows.
+    /// The extent of `tensor` for the drawn shape and layouts, `None` when it overflows
+    /// (K and V as `f32`).
     pub(crate) fn extent(&self, tensor: qkv::Tensor) -> Option<usize> {
+        self.extent_of(tensor, KvKind::F32)
+    }
+
+    /// [`Drawn::extent`] with K or V stored as `elem`: in its elements, a row being
+    /// `dim / values` of them, rounded up.
+    pub(crate) fn extent_of(&self, tensor: qkv::Tensor, elem: KvKind) -> Option<usize> {
         let s = self.shape;
+        let units = |dim: usize| dim.div_ceil(elem.values());
         match tensor {
             qkv::Tensor::Q => self.q.extent(s.q_heads, s.q_len, s.head_dim),
-            qkv::Tensor::K => self.k.extent(s.kv_heads, s.kv_len, s.head_dim),
-            qkv::Tensor::V => self.v.extent(s.kv_heads, s.kv_len, s.v_dim),
+            qkv::Tensor::K => self.k.extent(s.kv_heads, s.kv_len, units(s.head_dim)),
+            qkv::Tensor::V => self.v.extent(s.kv_heads, s.kv_len, units(s.v_dim)),
             qkv::Tensor::Out => self.out.extent(s.q_heads, s.q_len, s.v_dim),
             qkv::Tensor::Bias => self.bias_layout.extent(s.q_heads, s.q_len, s.kv_len),
             qkv::Tensor::Lse => s.q_heads.checked_mul(s.q_len),
@@ -358,6 +460,8 @@ pub(crate) fn random_desc(b: &mut Bytes) -> (QkvDesc, Drawn) {
 pub(crate) struct DescArg {
     bytes: Vec<u8>,
     offset: usize,
+    /// `struct_size`.
+    size: usize,
     null: bool,
     /// `struct_size` outside the accepted range, or a nonzero byte past this version's size.
     bad_size: bool,
@@ -403,9 +507,35 @@ impl DescArg {
         DescArg {
             bytes,
             offset,
+            size: d.struct_size,
             null,
             bad_size,
         }
+    }
+
+    /// Writes `k_type` and `v_type` into the descriptor's bytes (drawn after it was laid
+    /// out), and returns the types the library reads: the fields within `struct_size`, 0
+    /// for the bytes past it (a version-1 descriptor means `f32`).
+    pub(crate) fn set_types(&mut self, k_type: u32, v_type: u32) -> (u32, u32) {
+        let at = |f: usize| self.offset + f;
+        let (k_at, v_at) = (
+            at(core::mem::offset_of!(QkvDesc, k_type)),
+            at(core::mem::offset_of!(QkvDesc, v_type)),
+        );
+        self.bytes[k_at..k_at + 4].copy_from_slice(&k_type.to_le_bytes());
+        self.bytes[v_at..v_at + 4].copy_from_slice(&v_type.to_le_bytes());
+        let end = self.offset + self.size.min(size_of::<QkvDesc>());
+        let read = |from: usize| {
+            let b: [u8; 4] = core::array::from_fn(|i| {
+                if from + i < end {
+                    self.bytes[from + i]
+                } else {
+                    0
+                }
+            });
+            u32::from_le_bytes(b)
+        };
+        (read(k_at), read(v_at))
     }
 
     /// The pointer C passes: `readable ≥ min(struct_size, ...)` bytes, or NULL.
@@ -484,8 +614,9 @@ pub fn run(data: &[u8]) {
 
     let s = drawn.shape;
     let q = tensor(b, drawn.extent(qkv::Tensor::Q), 0.5, false);
-    let k = tensor(b, drawn.extent(qkv::Tensor::K), -0.25, false);
-    let v = tensor(b, drawn.extent(qkv::Tensor::V), 2.0, false);
+    // K and V are built once their types are drawn, last.
+    let k_draw = draw_tensor(b, false);
+    let v_draw = draw_tensor(b, false);
     let sentinel = f32::from_bits(SENTINEL);
     let mut out = tensor(b, drawn.extent(qkv::Tensor::Out), sentinel, true);
     let bias = with_bias.then(|| tensor(b, drawn.extent(qkv::Tensor::Bias), 0.125, false));
@@ -500,7 +631,8 @@ pub fn run(data: &[u8]) {
     if out.kind == PtrKind::AliasQ && q.buf.len() < out.buf.len() {
         out.kind = PtrKind::Normal;
     }
-    (d.q_count, d.k_count, d.v_count, d.out_count) = (q.count, k.count, v.count, out.count);
+    (d.q_count, d.k_count, d.v_count, d.out_count) =
+        (q.count, k_draw.count, v_draw.count, out.count);
     d.bias = bias.as_ref().map_or(ptr::null(), |t| t.ptr());
     d.bias_count = bias.as_ref().map_or(0, |t| t.count);
     d.lse_count = lse.as_ref().map_or(0, |t| t.count);
@@ -508,7 +640,28 @@ pub fn run(data: &[u8]) {
     let bias = bias.filter(|t| !t.ptr().is_null());
     let mut lse = lse.filter(|t| !t.ptr().is_null());
 
-    let desc = DescArg::new(b, &mut d);
+    let mut desc = DescArg::new(b, &mut d);
+
+    // The types: `f32` half of the time, else each a `QKV_TYPE_*` or any value.
+    let mut kv_type = || match b.below(12) {
+        0..=5 => QKV_TYPE_F32,
+        6..=10 => b.below(4) as u32,
+        _ => b.u32(),
+    };
+    let (k_type, v_type) = (kv_type(), kv_type());
+    (d.k_type, d.v_type) = (k_type, v_type);
+    let read_types = desc.set_types(k_type, v_type);
+    // The kinds the library decodes (every `kv-*` feature is on here), or `QKV_ERR_TYPE`.
+    let kinds = match (
+        KvKind::from_u32(read_types.0),
+        KvKind::from_u32(read_types.1),
+    ) {
+        (Some(k), Some(v)) => Ok((k, v)),
+        _ => Err(QKV_ERR_TYPE),
+    };
+    let (k_kind, v_kind) = kinds.unwrap_or((KvKind::F32, KvKind::F32));
+    let k = k_draw.build(drawn.extent_of(qkv::Tensor::K, k_kind), -0.25, k_kind);
+    let v = v_draw.build(drawn.extent_of(qkv::Tensor::V, v_kind), 2.0, v_kind);
 
     // The status the contract implies, check by check.
     let pre = (|| {
@@ -521,6 +674,7 @@ pub fn run(data: &[u8]) {
             return Err(s);
         }
         let mask = drawn.mask?;
+        kinds?;
         for t in [
             Some(&q),
             Some(&k),
@@ -536,22 +690,22 @@ pub fn run(data: &[u8]) {
                 return Err(s);
             }
         }
-        let span = |t: &Tensor| (t.ptr() as usize, *t.len.as_ref().unwrap());
+        let span = |t: &Tensor| t.byte_span();
         let inputs: Vec<_> = [Some(&q), Some(&k), Some(&v), bias.as_ref()]
             .into_iter()
             .flatten()
             .map(span)
             .collect();
-        let clash = |w: (usize, usize)| inputs.iter().any(|&r| overlaps(w, r));
+        let clash = |w: (usize, usize)| inputs.iter().any(|&r| overlaps_bytes(w, r));
         let o = if out.kind == PtrKind::AliasQ {
-            (q.buf.as_ptr() as usize, *out.len.as_ref().unwrap())
+            (q.buf.as_ptr() as usize, 4 * *out.len.as_ref().unwrap())
         } else {
             span(&out)
         };
         if clash(o)
             || lse
                 .as_ref()
-                .is_some_and(|l| clash(span(l)) || overlaps(span(l), o))
+                .is_some_and(|l| clash(span(l)) || overlaps_bytes(span(l), o))
         {
             return Err(QKV_ERR_ALIASING);
         }
@@ -564,44 +718,23 @@ pub fn run(data: &[u8]) {
     let (want_status, want) = match &rust_params {
         Err(s) => (*s, None),
         Ok(p) => {
-            let valid = p.validate(
-                q.slice(),
-                k.slice(),
-                v.slice(),
-                &vec![0.0; out_len],
-                lse.as_ref().map(|l| l.slice()),
+            let lse_len = lse.as_ref().map(|l| l.slice().len());
+            let r = dispatch(
+                (k_kind, v_kind),
+                Oracle {
+                    entry,
+                    p,
+                    q: q.slice(),
+                    k: &k,
+                    v: &v,
+                    out_len,
+                    lse_len,
+                },
             );
-            if valid.is_ok() && work(p) > MAX_WORK {
-                return; // correct, but too slow to run here
-            }
-            let mut o = vec![f32::from_bits(SENTINEL); out_len];
-            let mut l = lse
-                .as_ref()
-                .map(|l| vec![f32::from_bits(SENTINEL); l.slice().len()]);
-            let r = match entry {
-                Entry::Best => {
-                    qkv::attention(p, q.slice(), k.slice(), v.slice(), &mut o, l.as_deref_mut())
-                }
-                Entry::Isa(i) => Isa::from_u8(i as u8).unwrap().attention(
-                    p,
-                    q.slice(),
-                    k.slice(),
-                    v.slice(),
-                    &mut o,
-                    l.as_deref_mut(),
-                ),
-                Entry::Reference => qkv::reference::attention(
-                    p,
-                    q.slice(),
-                    k.slice(),
-                    v.slice(),
-                    &mut o,
-                    l.as_deref_mut(),
-                ),
-            };
             match r {
-                Ok(()) => (QKV_OK, Some((o, l))),
-                Err(e) => (error_status(e), None),
+                None => return, // correct, but too slow to run here
+                Some(Ok((o, l))) => (QKV_OK, Some((o, l))),
+                Some(Err(e)) => (error_status(e), None),
             }
         }
     };
@@ -612,7 +745,7 @@ pub fn run(data: &[u8]) {
         _ => out.ptr().cast_mut(),
     };
     let lse_ptr = lse.as_ref().map_or(ptr::null_mut(), |l| l.ptr().cast_mut());
-    let (qp, kp, vp) = (q.ptr(), k.ptr(), v.ptr());
+    let (qp, kp, vp) = (q.ptr(), k.ptr().cast(), v.ptr().cast());
     let q_before: Vec<u32> = q.buf.iter().map(|x| x.to_bits()).collect();
     let desc_ptr = desc.ptr();
     // SAFETY: every buffer holds at least the length the pointer contract derives for it,
@@ -672,6 +805,66 @@ pub fn run(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// The Rust call on the C call's data: what the status and results must be.
+struct Oracle<'a> {
+    entry: Entry,
+    p: &'a Params<'a>,
+    q: &'a [f32],
+    k: &'a Tensor,
+    v: &'a Tensor,
+    out_len: usize,
+    lse_len: Option<usize>,
+}
+
+/// `out` and `lse` of a successful call.
+type Results = (Vec<f32>, Option<Vec<f32>>);
+
+impl Oracle<'_> {
+    /// The generic Rust call with K and V as `K` and `V` (their tensors' types): `None` when
+    /// the call is valid but too slow to run here.
+    fn run<K: KvType, V: KvType>(self) -> Option<Result<Results, Error>> {
+        let (p, q, k, v) = (self.p, self.q, self.k.typed::<K>(), self.v.typed::<V>());
+        let sentinel = f32::from_bits(SENTINEL);
+        let lse_probe = self.lse_len.map(|n| vec![0.0f32; n]);
+        let valid = p.validate(q, k, v, &vec![0.0; self.out_len], lse_probe.as_deref());
+        if valid.is_ok() && work(p) > MAX_WORK {
+            return None;
+        }
+        let mut o = vec![sentinel; self.out_len];
+        let mut l = self.lse_len.map(|n| vec![sentinel; n]);
+        let r = match self.entry {
+            Entry::Best => qkv::attention(p, q, k, v, &mut o, l.as_deref_mut()),
+            Entry::Isa(i) => {
+                let isa = Isa::from_u8(i as u8).unwrap();
+                isa.attention(p, q, k, v, &mut o, l.as_deref_mut())
+            }
+            Entry::Reference => qkv::reference::attention(p, q, k, v, &mut o, l.as_deref_mut()),
+        };
+        Some(r.map(|()| (o, l)))
+    }
+}
+
+/// [`Oracle::run`] on the pair of types `kinds` names: the test's own dispatch, a plain
+/// `match` (not the library's).
+fn dispatch(kinds: (KvKind, KvKind), o: Oracle) -> Option<Result<Results, Error>> {
+    macro_rules! v {
+        ($k:ty, $v:expr) => {
+            match $v {
+                KvKind::F32 => o.run::<$k, f32>(),
+                KvKind::F16 => o.run::<$k, f16>(),
+                KvKind::Bf16 => o.run::<$k, bf16>(),
+                KvKind::Q8_0 => o.run::<$k, BlockQ8_0>(),
+            }
+        };
+    }
+    match kinds.0 {
+        KvKind::F32 => v!(f32, kinds.1),
+        KvKind::F16 => v!(f16, kinds.1),
+        KvKind::Bf16 => v!(bf16, kinds.1),
+        KvKind::Q8_0 => v!(BlockQ8_0, kinds.1),
     }
 }
 

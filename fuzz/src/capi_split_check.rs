@@ -575,7 +575,7 @@ fn partial_case(b: &mut Bytes) {
     }
     let desc_ptr = desc.ptr();
     let call = |w: &mut World, out: &Arg, lse: &Arg, ks: usize, ke: usize| {
-        let (qp, kp, vp) = (w.ptr(&q), w.ptr(&k), w.ptr(&v));
+        let (qp, kp, vp) = (w.ptr(&q), w.ptr(&k).cast(), w.ptr(&v).cast());
         let (op, lp) = (w.mut_ptr(out), w.mut_ptr(lse));
         // SAFETY: every pointer is NULL or points to at least the floats the contract
         // derives for it (see `arg` and `alias`); `desc_ptr` to `struct_size` bytes or more.
@@ -942,7 +942,7 @@ fn stream_case(b: &mut Bytes) {
                         })
                     },
                     |w| {
-                        let (qp, kp, vp) = (w.ptr(&q), w.ptr(&k), w.ptr(&v));
+                        let (qp, kp, vp) = (w.ptr(&q), w.ptr(&k).cast(), w.ptr(&v).cast());
                         let sp = w.mut_ptr(&state);
                         // SAFETY: every pointer is NULL or holds what the contract derives.
                         unsafe { qkv_stream_update(desc_ptr, sp, state.count, qp, kp, vp, ks, ke) }

@@ -2,11 +2,14 @@
 //! [`qkv_attention_f32_isa`] and [`qkv_reference_f32`], and [`Call`], the decoding they
 //! and the split-KV partials share.
 
+use core::ffi::c_void;
+
 use super::buf::check_aliasing;
 use super::desc::Problem;
+use super::types::{KvSlice, with_kv};
 use super::workspace::workspace;
 use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, error_status, guard, isa_from_i32};
-use crate::{Error, Params};
+use crate::Params;
 
 /// Whether a call's `lse` pointer may be NULL (one-shot calls) or not (partials).
 #[derive(Clone, Copy)]
@@ -20,13 +23,14 @@ pub(super) enum Lse {
 /// A call over the whole problem (one-shot or split-KV partial), its descriptor and
 /// pointers decoded and checked against the pointer contract, in the order the statuses
 /// document (the problem, `lse`, the workspace, then aliasing): the params and slices the
-/// Rust call takes.
+/// Rust call takes, K and V as [`KvSlice`]s for [`with_kv!`].
 pub(super) struct Call<'a> {
-    params: Params<'a>,
-    qkv: [&'a [f32]; 3],
-    out: &'a mut [f32],
-    lse: Option<&'a mut [f32]>,
-    ws: &'a mut [f32],
+    pub(super) params: Params<'a>,
+    pub(super) q: &'a [f32],
+    pub(super) kv: [KvSlice<'a>; 2],
+    pub(super) out: &'a mut [f32],
+    pub(super) lse: Option<&'a mut [f32]>,
+    pub(super) ws: &'a mut [f32],
 }
 
 impl<'a> Call<'a> {
@@ -39,7 +43,7 @@ impl<'a> Call<'a> {
     #[inline(never)]
     pub(super) unsafe fn decode(
         desc: *const QkvDesc,
-        [q, k, v]: [*const f32; 3],
+        (q, k, v): (*const f32, *const c_void, *const c_void),
         out: *mut f32,
         lse: Lse,
         (ws, ws_len): (*mut f32, usize),
@@ -56,42 +60,46 @@ impl<'a> Call<'a> {
             None => check_aliasing(&[p.out, ws], &p.inputs.all())?,
         }
         // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
-        let (qkv, bias) = unsafe { p.inputs.slices() };
+        let inputs = unsafe { p.inputs.slices() }?;
         // SAFETY: as above; `out`, `lse` and the workspace were checked disjoint from each
         // other and from every input.
         let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
         // SAFETY: as above.
         let lse = lse.map(|l| unsafe { l.slice_mut() });
-        let params = p.desc.params(p.mask, bias);
+        let params = p.desc.params(p.mask, inputs.bias);
         Ok(Call {
             params,
-            qkv,
+            q: inputs.q,
+            kv: inputs.kv,
             out,
             lse,
             ws,
         })
     }
-
-    /// Calls `entry` with the params, `q`, `k`, `v`, `out`, `lse` and the caller's workspace
-    /// (empty for the calls without one): one of [`attention`](crate::attention),
-    /// [`attention_in`](crate::attention_in), [`Isa::attention`](crate::Isa::attention),
-    /// [`reference::attention`](crate::reference::attention) or a [`split`](crate::split)
-    /// partial, each instantiated separately so that firmware calling one links only that
-    /// one.
-    #[inline(always)]
-    pub(super) fn run(
-        self,
-        entry: impl FnOnce(
-            &Params,
-            [&[f32]; 3],
-            &mut [f32],
-            Option<&mut [f32]>,
-            &mut [f32],
-        ) -> Result<(), Error>,
-    ) -> Result<(), QkvStatus> {
-        entry(&self.params, self.qkv, self.out, self.lse, self.ws).map_err(error_status)
-    }
 }
+
+/// Runs a decoded [`Call`]: `$call` with `p`, `q`, `k`, `v`, `out`, `lse` and `ws` bound to
+/// its params, slices and workspace (empty for the calls without one), K and V as slices of
+/// their types (through [`with_kv!`]), the error as its status. `$call` is one of
+/// [`attention`](crate::attention), [`attention_in`](crate::attention_in),
+/// [`Isa::attention`](crate::Isa::attention),
+/// [`reference::attention`](crate::reference::attention) or a [`split`](crate::split)
+/// partial, each instantiated separately so that firmware calling one links only that one.
+macro_rules! run {
+    ($c:expr, |$p:ident, $q:ident, $k:ident, $v:ident, $out:ident, $lse:ident, $ws:pat_param| $call:expr) => {{
+        let Call {
+            params,
+            q: $q,
+            kv,
+            out: $out,
+            lse: $lse,
+            ws: $ws,
+        } = $c;
+        let $p = &params;
+        with_kv!(kv, |$k, $v| $call).map_err(error_status)
+    }};
+}
+pub(super) use run;
 
 /// No workspace.
 pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
@@ -99,28 +107,32 @@ pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
 /// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
 /// ([`attention`](crate::attention)).
 ///
-/// `lse` may be NULL; otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns
-/// [`QKV_OK`](super::QKV_OK) or an error status, in which case nothing was written.
+/// `k` and `v` are stored as the descriptor's `k_type` and `v_type` say. `lse` may be NULL;
+/// otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns [`QKV_OK`](super::QKV_OK)
+/// or an error status, in which case nothing was written.
 ///
 /// # Safety
 /// `desc` is NULL or points to a descriptor of at least `struct_size` readable bytes. Each
 /// tensor pointer follows the [pointer contract](super#the-pointer-contract): it points to
-/// as many floats as its count field or extent says (or that length is 0), those of `q`,
+/// as many elements of its type (floats, or those of `k_type` and `v_type`) as its count
+/// field or extent says (or that length is 0), those of `q`,
 /// `k`, `v` and `bias` are not written by anyone during the call, and those of `out` and
 /// `lse` are writable and not accessed by anyone else during the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_attention_f32(
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
-            .run(|p, [q, k, v], out, lse, _| crate::attention(p, q, k, v, out, lse))
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+        run!(c, |p, q, k, v, out, lse, _| crate::attention(
+            p, q, k, v, out, lse
+        ))
     })
 }
 
@@ -144,8 +156,8 @@ pub unsafe extern "C" fn qkv_attention_f32(
 pub unsafe extern "C" fn qkv_attention_f32_ws(
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     out: *mut f32,
     lse: *mut f32,
     workspace: *mut f32,
@@ -154,8 +166,10 @@ pub unsafe extern "C" fn qkv_attention_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), ws)?
-            .run(|p, [q, k, v], out, lse, ws| crate::attention_in(ws, p, q, k, v, out, lse))
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), ws)?;
+        run!(c, |p, q, k, v, out, lse, ws| crate::attention_in(
+            ws, p, q, k, v, out, lse
+        ))
     })
 }
 
@@ -173,8 +187,8 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     isa: i32,
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
@@ -183,8 +197,9 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     };
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
-            .run(|p, [q, k, v], out, lse, _| isa.attention(p, q, k, v, out, lse))
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+        run!(c, |p, q, k, v, out, lse, _| isa
+            .attention(p, q, k, v, out, lse))
     })
 }
 
@@ -198,14 +213,16 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
 pub unsafe extern "C" fn qkv_reference_f32(
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Optional(lse), NONE)?
-            .run(|p, [q, k, v], out, lse, _| crate::reference::attention(p, q, k, v, out, lse))
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+        run!(c, |p, q, k, v, out, lse, _| crate::reference::attention(
+            p, q, k, v, out, lse
+        ))
     })
 }

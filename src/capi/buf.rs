@@ -2,26 +2,39 @@
 //! it, and the checks on it (length, NULL, alignment, aliasing) that run before any is read;
 //! [`Inputs`], the read-only ones of a call.
 
-use core::mem::size_of;
-
+use super::types::{self, KvSlice};
 use super::{
-    QKV_ERR_ALIASING, QKV_ERR_MISALIGNED, QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvStatus,
+    QKV_ERR_ALIASING, QKV_ERR_MISALIGNED, QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_TYPE,
+    QkvStatus,
 };
+use crate::KvKind;
 
-/// The most `f32`s one buffer can hold: `PTRDIFF_MAX` bytes.
-pub(crate) const MAX_LEN: usize = isize::MAX as usize / size_of::<f32>();
-
-/// One tensor argument: its pointer and the number of floats it is taken to hold.
+/// One tensor argument: its pointer, the type of its elements (`f32` but for K and V) and
+/// the number of elements it is taken to hold.
 #[derive(Clone, Copy)]
 pub(crate) struct Buf {
-    ptr: *const f32,
+    ptr: *const u8,
     len: usize,
+    kind: KvKind,
 }
 
 impl Buf {
-    /// `len` is `count` if nonzero, else the extent; checks it, then the pointer.
+    /// A buffer of `float`s: `len` is `count` if nonzero, else the extent; checks it, then
+    /// the pointer.
     pub(crate) fn new(
         ptr: *const f32,
+        count: usize,
+        extent: Option<usize>,
+    ) -> Result<Buf, QkvStatus> {
+        Buf::of(KvKind::F32, ptr.cast(), count, extent)
+    }
+
+    /// A buffer of elements of `kind` (`count` and `extent` in those elements), checked as
+    /// [`Buf::new`]: its length against `PTRDIFF_MAX` bytes, then NULL, then the alignment
+    /// of the type.
+    pub(crate) fn of(
+        kind: KvKind,
+        ptr: *const u8,
         count: usize,
         extent: Option<usize>,
     ) -> Result<Buf, QkvStatus> {
@@ -29,18 +42,18 @@ impl Buf {
             0 => extent.ok_or(QKV_ERR_OVERFLOW)?,
             n => n,
         };
-        if len > MAX_LEN {
+        if len > isize::MAX as usize / kind.bytes() {
             return Err(QKV_ERR_OVERFLOW);
         }
         if len != 0 {
             if ptr.is_null() {
                 return Err(QKV_ERR_NULL_POINTER);
             }
-            if !ptr.is_aligned() {
+            if !(ptr as usize).is_multiple_of(types::align(kind)) {
                 return Err(QKV_ERR_MISALIGNED);
             }
         }
-        Ok(Buf { ptr, len })
+        Ok(Buf { ptr, len, kind })
     }
 
     /// Whether the two buffers share a byte.
@@ -48,37 +61,71 @@ impl Buf {
         if self.len == 0 || other.len == 0 {
             return false;
         }
-        // `len ≤ MAX_LEN`, so the byte counts do not overflow; a valid buffer does not wrap
-        // around the address space, and saturating keeps an invalid one from looking disjoint.
+        // `len · bytes ≤ PTRDIFF_MAX` (checked in `of`), so the byte counts do not overflow; a
+        // valid buffer does not wrap around the address space, and saturating keeps an
+        // invalid one from looking disjoint.
         let (a, b) = (self.ptr as usize, other.ptr as usize);
-        let a_end = a.saturating_add(self.len * size_of::<f32>());
-        let b_end = b.saturating_add(other.len * size_of::<f32>());
+        let a_end = a.saturating_add(self.len * self.kind.bytes());
+        let b_end = b.saturating_add(other.len * other.kind.bytes());
         a < b_end && b < a_end
     }
 
+    /// The elements as a slice of `T`, empty if `T` is not the buffer's type.
+    ///
     /// # Safety
-    /// The pointer contract: `ptr` points to `len` initialized, readable floats that nothing
-    /// writes during `'a` (checked non-NULL and aligned by [`Buf::new`]).
-    pub(crate) unsafe fn slice<'a>(self) -> &'a [f32] {
-        if self.len == 0 {
+    /// The pointer contract: `ptr` points to `len` initialized, readable elements that
+    /// nothing writes during `'a` (checked non-NULL and aligned by [`Buf::of`]).
+    unsafe fn typed<'a, T: crate::KvType>(self) -> &'a [T] {
+        if self.len == 0 || T::KIND != self.kind {
             return &[];
         }
-        // SAFETY: non-NULL and aligned (checked in `new`), `len` floats readable and not
-        // written while the slice lives (the caller's contract), `len·4 ≤ isize::MAX`.
-        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+        // SAFETY: non-NULL and aligned to `T` (checked in `of`; `align` is `T`'s), `len`
+        // elements of `T` readable and not written while the slice lives (the caller's
+        // contract), `len · size_of::<T>() ≤ isize::MAX` (checked in `of`); every bit
+        // pattern is a valid `T` (`Pod`).
+        unsafe { core::slice::from_raw_parts(self.ptr.cast::<T>(), self.len) }
+    }
+
+    /// # Safety
+    /// As [`Buf::typed`], for a buffer of `float`s (empty otherwise).
+    pub(crate) unsafe fn slice<'a>(self) -> &'a [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { self.typed() }
+    }
+
+    /// K or V as a slice of its type; [`QKV_ERR_TYPE`] for a type this build leaves out
+    /// (which [`types::kind`] refused before the buffer was made).
+    ///
+    /// # Safety
+    /// As [`Buf::typed`].
+    pub(crate) unsafe fn kv<'a>(self) -> Result<KvSlice<'a>, QkvStatus> {
+        // SAFETY: in every arm, the caller's contract, for the buffer's own type.
+        unsafe {
+            match self.kind {
+                KvKind::F32 => Ok(KvSlice::F32(self.typed())),
+                #[cfg(feature = "kv-f16")]
+                KvKind::F16 => Ok(KvSlice::F16(self.typed())),
+                #[cfg(feature = "kv-bf16")]
+                KvKind::Bf16 => Ok(KvSlice::Bf16(self.typed())),
+                #[cfg(feature = "kv-q8_0")]
+                KvKind::Q8_0 => Ok(KvSlice::Q8_0(self.typed())),
+                #[allow(unreachable_patterns)]
+                _ => Err(QKV_ERR_TYPE),
+            }
+        }
     }
 
     /// # Safety
     /// The pointer contract: `ptr` points to `len` writable floats that nothing else reads or
     /// writes during `'a` (checked non-NULL, aligned and disjoint from the other buffers).
     pub(crate) unsafe fn slice_mut<'a>(self) -> &'a mut [f32] {
-        if self.len == 0 {
+        if self.len == 0 || self.kind != KvKind::F32 {
             return &mut [];
         }
-        // SAFETY: non-NULL and aligned (checked in `new`), writable and unaliased for `len`
-        // floats (the caller's contract; the other buffers of the call were checked
+        // SAFETY: non-NULL and aligned to `f32` (checked in `of`), writable and unaliased for
+        // `len` floats (the caller's contract; the other buffers of the call were checked
         // disjoint), `len·4 ≤ isize::MAX`.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast_mut(), self.len) }
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<f32>().cast_mut(), self.len) }
     }
 }
 
@@ -110,15 +157,30 @@ impl Inputs {
         [Some(q), Some(k), Some(v), self.bias]
     }
 
-    /// `q`, `k`, `v` and the bias as slices.
+    /// `q`, `k`, `v` and the bias as slices, K and V of their types.
     ///
     /// # Safety
     /// The pointer contract for the lengths the buffers were given, and nothing writes them
     /// during `'a`.
-    pub(crate) unsafe fn slices<'a>(self) -> ([&'a [f32]; 3], Option<&'a [f32]>) {
+    pub(crate) unsafe fn slices<'a>(self) -> Result<Slices<'a>, QkvStatus> {
+        let [q, k, v] = self.qkv;
         // SAFETY: the caller's contract, for each buffer.
-        let qkv = self.qkv.map(|b| unsafe { b.slice() });
-        // SAFETY: as above.
-        (qkv, self.bias.map(|b| unsafe { b.slice() }))
+        unsafe {
+            Ok(Slices {
+                q: q.slice(),
+                kv: [k.kv()?, v.kv()?],
+                bias: self.bias.map(|b| b.slice()),
+            })
+        }
     }
+}
+
+/// The inputs of a call as slices: what the Rust entry points take.
+pub(crate) struct Slices<'a> {
+    /// `q`.
+    pub(crate) q: &'a [f32],
+    /// `k` and `v`, for [`with_kv!`](super::types::with_kv).
+    pub(crate) kv: [KvSlice<'a>; 2],
+    /// The bias.
+    pub(crate) bias: Option<&'a [f32]>,
 }

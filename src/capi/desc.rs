@@ -1,17 +1,19 @@
 //! The descriptor: `qkv_desc` and `qkv_layout` as Rust types, the values of their enum and
 //! flag fields, and [`Desc`], the one decoder every C entry point reads a descriptor with
-//! (struct size, flags, mask and query position, shape, layouts, bias and counts, to
-//! buffers and a [`Params`]).
+//! (struct size, flags, mask and query position, K/V types, shape, layouts, bias and
+//! counts, to buffers and a [`Params`]).
 
+use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
 
 use super::buf::{Buf, Inputs};
+use super::types::{self, QKV_TYPE_F32};
 use super::{
     QKV_ERR_NULL_POINTER, QKV_ERR_STRUCT_SIZE, QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK,
     QKV_ERR_UNKNOWN_QUERY_POS, QkvStatus,
 };
-use crate::{Bias, Layout, Mask, Params, QueryPos, Shape, Tensor};
+use crate::{Bias, KvKind, Layout, Mask, Params, QueryPos, Shape, Tensor};
 
 /// [`QkvDesc::mask`]: every key is visible to every query ([`Mask::NONE`]); the window and
 /// query position fields are ignored.
@@ -40,13 +42,20 @@ pub const QKV_KNOWN_FLAGS: u32 = QKV_FLAG_SCALE;
 pub const QKV_UNBOUNDED: usize = usize::MAX;
 
 /// The size of the first version of [`QkvDesc`]: 26 `size_t`-sized fields, then 24 bytes
-/// (`int64_t`, `float`, `uint32_t`, two `int32_t`), with no padding on any target.
+/// (`int64_t`, `float`, `uint32_t`, two `int32_t`), with no padding on any target. A
+/// descriptor of this size has `f32` K and V.
 pub const QKV_DESC_SIZE_V1: usize = 26 * size_of::<usize>() + 24;
+/// The size of the second version, this one: [`QKV_DESC_SIZE_V1`] and the two `uint32_t`
+/// [`QkvDesc::k_type`] and [`QkvDesc::v_type`], with no padding on any target (the `int64_t`
+/// sits at a multiple of 8 in both, and 8 more bytes keep the size a multiple of 8).
+pub const QKV_DESC_SIZE_V2: usize = QKV_DESC_SIZE_V1 + 8;
 /// The largest `struct_size` accepted; a larger one is taken for garbage and nothing past
 /// `struct_size` is read.
 pub const QKV_DESC_MAX_SIZE: usize = 4096;
 
-/// `qkv_layout`: where a tensor's elements live, in elements; see [`Layout`].
+/// `qkv_layout`: where a tensor's elements live, in elements of its type (floats, and for K
+/// and V the elements of `k_type` and `v_type`: `q8_0` blocks for [`QKV_TYPE_Q8_0`](super::QKV_TYPE_Q8_0)); see
+/// [`Layout`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct QkvLayout {
@@ -120,9 +129,9 @@ pub struct QkvDesc {
     pub bias_layout: QkvLayout,
     /// Floats `q` points to, or 0 to use its extent.
     pub q_count: usize,
-    /// Floats `k` points to, or 0 to use its extent.
+    /// Elements of `k_type` that `k` points to, or 0 to use its extent.
     pub k_count: usize,
-    /// Floats `v` points to, or 0 to use its extent.
+    /// Elements of `v_type` that `v` points to, or 0 to use its extent.
     pub v_count: usize,
     /// Floats `out` points to, or 0 to use its extent.
     pub out_count: usize,
@@ -141,9 +150,15 @@ pub struct QkvDesc {
     pub mask: i32,
     /// `QKV_QUERY_POS_*`: where the query rows sit (for causal and band masks).
     pub query_pos: i32,
+    /// `QKV_TYPE_*`: how `k` is stored ([`QKV_TYPE_F32`], the zero value, for a descriptor of
+    /// [`QKV_DESC_SIZE_V1`] bytes); another value, or a type this build leaves out, is
+    /// [`QKV_ERR_TYPE`](super::QKV_ERR_TYPE). Since version 2.
+    pub k_type: u32,
+    /// `QKV_TYPE_*`: how `v` is stored, as [`QkvDesc::k_type`]. Since version 2.
+    pub v_type: u32,
 }
 
-const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V1);
+const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V2);
 const _: () = assert!(size_of::<QkvDesc>() <= QKV_DESC_MAX_SIZE);
 
 impl Default for QkvDesc {
@@ -202,6 +217,8 @@ impl QkvDesc {
             flags: 0,
             mask: QKV_MASK_NONE,
             query_pos: QKV_QUERY_POS_BOTTOM_RIGHT,
+            k_type: QKV_TYPE_F32,
+            v_type: QKV_TYPE_F32,
         }
     }
 }
@@ -236,14 +253,15 @@ impl Problem {
     pub(crate) unsafe fn decode(
         desc: *const QkvDesc,
         q: *const f32,
-        k: *const f32,
-        v: *const f32,
+        k: *const c_void,
+        v: *const c_void,
         out: *mut f32,
     ) -> Result<Problem, QkvStatus> {
         // SAFETY: the caller's contract.
         let desc = unsafe { Desc::read(desc) }?;
         let mask = desc.mask()?;
-        let qkv = desc.qkv(q, k, v, KeyRows::All)?;
+        let kinds = desc.kv_kinds()?;
+        let qkv = desc.qkv(q, [k, v], kinds, KeyRows::All)?;
         let out = desc.out(out)?;
         let bias = desc.bias()?;
         Ok(Problem {
@@ -336,8 +354,16 @@ impl Desc {
         }
     }
 
+    /// The types of K and V ([`QkvDesc::k_type`], then [`QkvDesc::v_type`]):
+    /// [`QKV_ERR_TYPE`](super::QKV_ERR_TYPE) for a value that is no `QKV_TYPE_*` or a type
+    /// this build leaves out.
+    pub(crate) fn kv_kinds(&self) -> Result<[KvKind; 2], QkvStatus> {
+        Ok([types::kind(self.0.k_type)?, types::kind(self.0.v_type)?])
+    }
+
     /// The [`Params`] the descriptor describes, with `mask` (from [`Desc::mask`]) and
-    /// `bias` as the bias's data (its strides are `bias_layout`).
+    /// `bias` as the bias's data (its strides are `bias_layout`). The K and V layouts are
+    /// taken as they are: in elements of their types.
     pub(crate) fn params<'a>(&self, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
         let d = &self.0;
         let mut params = Params::new(self.shape())
@@ -357,24 +383,39 @@ impl Desc {
     }
 
     /// The buffer of `tensor` at `ptr`: its count field if nonzero, otherwise its extent
-    /// (over `keys` rows for K and V), checked as [`Buf::new`] says.
-    fn tensor(&self, tensor: Tensor, ptr: *const f32, keys: KeyRows) -> Result<Buf, QkvStatus> {
+    /// (over `keys` rows for K and V, in elements of their types `kinds`), checked as
+    /// [`Buf::of`] says. A K or V row of a block type spans `dim / values` blocks rounded up:
+    /// a `dim` that is no multiple of the block is refused later, by the Rust call
+    /// ([`QKV_ERR_BLOCK_SIZE`](super::QKV_ERR_BLOCK_SIZE)), and meanwhile no extent is
+    /// shorter than the row.
+    fn tensor(
+        &self,
+        tensor: Tensor,
+        ptr: *const u8,
+        [k_kind, v_kind]: [KvKind; 2],
+        keys: KeyRows,
+    ) -> Result<Buf, QkvStatus> {
         let (d, s) = (&self.0, self.shape());
         let (kv_count, kv_rows) = match keys {
             KeyRows::All => (None, s.kv_len),
             KeyRows::Chunk(n) => (Some(0), n),
         };
         let extent = |l: QkvLayout, heads, rows, cols| Layout::from(l).extent(heads, rows, cols);
+        let mut kind = KvKind::F32;
         let (count, extent) = match tensor {
             Tensor::Q => (d.q_count, extent(d.q, s.q_heads, s.q_len, s.head_dim)),
-            Tensor::K => (
-                kv_count.unwrap_or(d.k_count),
-                extent(d.k, s.kv_heads, kv_rows, s.head_dim),
-            ),
-            Tensor::V => (
-                kv_count.unwrap_or(d.v_count),
-                extent(d.v, s.kv_heads, kv_rows, s.v_dim),
-            ),
+            Tensor::K => {
+                kind = k_kind;
+                let cols = s.head_dim.div_ceil(k_kind.values());
+                let count = kv_count.unwrap_or(d.k_count);
+                (count, extent(d.k, s.kv_heads, kv_rows, cols))
+            }
+            Tensor::V => {
+                kind = v_kind;
+                let cols = s.v_dim.div_ceil(v_kind.values());
+                let count = kv_count.unwrap_or(d.v_count);
+                (count, extent(d.v, s.kv_heads, kv_rows, cols))
+            }
             Tensor::Out => (d.out_count, extent(d.out, s.q_heads, s.q_len, s.v_dim)),
             Tensor::Lse => (d.lse_count, s.q_heads.checked_mul(s.q_len)),
             Tensor::Bias => (
@@ -382,17 +423,22 @@ impl Desc {
                 extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
             ),
         };
-        Buf::new(ptr, count, extent)
+        Buf::of(kind, ptr, count, extent)
+    }
+
+    /// A `float` tensor (not K or V).
+    fn floats(&self, tensor: Tensor, ptr: *const f32) -> Result<Buf, QkvStatus> {
+        self.tensor(tensor, ptr.cast(), [KvKind::F32; 2], KeyRows::All)
     }
 
     /// The buffer of `out`, or of a partial output laid out like it.
     pub(crate) fn out(&self, ptr: *const f32) -> Result<Buf, QkvStatus> {
-        self.tensor(Tensor::Out, ptr, KeyRows::All)
+        self.floats(Tensor::Out, ptr)
     }
 
     /// The buffer of a required `lse`, `[q_heads][q_len]`.
     pub(crate) fn lse(&self, ptr: *const f32) -> Result<Buf, QkvStatus> {
-        self.tensor(Tensor::Lse, ptr, KeyRows::All)
+        self.floats(Tensor::Lse, ptr)
     }
 
     /// The buffer of an optional `lse`: none when `ptr` is NULL.
@@ -400,19 +446,19 @@ impl Desc {
         (!ptr.is_null()).then(|| self.lse(ptr)).transpose()
     }
 
-    /// The buffers of `q`, `k` and `v` (holding `keys` rows of K and V), checked in that
-    /// order.
+    /// The buffers of `q`, `k` and `v` (holding `keys` rows of K and V, stored as `kinds`
+    /// from [`Desc::kv_kinds`]), checked in that order.
     pub(crate) fn qkv(
         &self,
         q: *const f32,
-        k: *const f32,
-        v: *const f32,
+        [k, v]: [*const c_void; 2],
+        kinds: [KvKind; 2],
         keys: KeyRows,
     ) -> Result<[Buf; 3], QkvStatus> {
         Ok([
-            self.tensor(Tensor::Q, q, keys)?,
-            self.tensor(Tensor::K, k, keys)?,
-            self.tensor(Tensor::V, v, keys)?,
+            self.floats(Tensor::Q, q)?,
+            self.tensor(Tensor::K, k.cast(), kinds, keys)?,
+            self.tensor(Tensor::V, v.cast(), kinds, keys)?,
         ])
     }
 
@@ -420,7 +466,7 @@ impl Desc {
     pub(crate) fn bias(&self) -> Result<Option<Buf>, QkvStatus> {
         let ptr = self.0.bias;
         (!ptr.is_null())
-            .then(|| self.tensor(Tensor::Bias, ptr, KeyRows::All))
+            .then(|| self.floats(Tensor::Bias, ptr))
             .transpose()
     }
 }

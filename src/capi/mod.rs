@@ -5,7 +5,8 @@
 //! every function and status.
 //!
 //! One home per concept: `desc.rs` decodes the descriptor for every entry point, `buf.rs`
-//! checks the pointers, [`error_status`] is the one [`Error`] → status mapping, and
+//! checks the pointers, `types.rs` holds the K/V types and `with_kv!`, the one run-time
+//! dispatch over them, [`error_status`] is the one [`Error`] → status mapping, and
 //! `attention.rs`, `split.rs` and `stream.rs` hold the entry points (those of the last two
 //! are exported as [`capi_split`](crate::capi_split)).
 //!
@@ -17,14 +18,20 @@
 //!
 //! # The pointer contract
 //! Each tensor pointer must point to at least `len` readable (for `out` and `lse`,
-//! writable) `float`s, 4-byte aligned, where `len` is the tensor's *count* field in the
-//! descriptor when that is nonzero, and otherwise its *extent*:
+//! writable) elements, aligned to their type, where `len` is the tensor's *count* field in
+//! the descriptor when that is nonzero, and otherwise its *extent*. The elements are
+//! `float`s (4 bytes, aligned to 4), but those of `k` and `v`, which are of the
+//! [`QkvDesc::k_type`] and [`QkvDesc::v_type`] (`QKV_TYPE_*`): `float`; `f16` or `bf16`
+//! (2 bytes, aligned to 2); or `q8_0` blocks (34 bytes, aligned to 2, 32 values each). The
+//! strides, counts and extents of `k` and `v` count those elements, so the last term of
+//! their extents is `head_dim / 32` and `v_dim / 32` blocks for `q8_0` (rounded up; a
+//! `head_dim` or `v_dim` that is no multiple of 32 is [`QKV_ERR_BLOCK_SIZE`]):
 //!
 //! | tensor | extent                                                                   |
 //! |--------|--------------------------------------------------------------------------|
 //! | `q`    | `(q_heads-1)·q.head_stride + (q_len-1)·q.row_stride + head_dim`          |
-//! | `k`    | `(kv_heads-1)·k.head_stride + (kv_len-1)·k.row_stride + head_dim`        |
-//! | `v`    | `(kv_heads-1)·v.head_stride + (kv_len-1)·v.row_stride + v_dim`           |
+//! | `k`    | `(kv_heads-1)·k.head_stride + (kv_len-1)·k.row_stride + head_dim/values` |
+//! | `v`    | `(kv_heads-1)·v.head_stride + (kv_len-1)·v.row_stride + v_dim/values`    |
 //! | `out`  | `(q_heads-1)·out.head_stride + (q_len-1)·out.row_stride + v_dim`         |
 //! | `bias` | `(q_heads-1)·bias_layout.head_stride + (q_len-1)·bias_layout.row_stride + kv_len` |
 //! | `lse`  | `q_heads·q_len`                                                          |
@@ -35,7 +42,7 @@
 //! extents do not depend on `q_len`; with `kv_len = 0` it is `k` and `v`. A nonzero count
 //! field makes its pointer required whatever the extent. (A NULL `bias` means no bias, and
 //! a NULL `lse`, where it is optional, that none is wanted.) The extents are computed with
-//! checked arithmetic; one that overflows `size_t`, or a `len` over `PTRDIFF_MAX` bytes, is
+//! checked arithmetic; one that overflows `size_t`, or a `len` of more than `PTRDIFF_MAX` bytes, is
 //! [`QKV_ERR_OVERFLOW`]. `out` and `lse` must not overlap each other or any input
 //! ([`QKV_ERR_ALIASING`]); inputs may overlap each other. The descriptor itself needs no
 //! alignment and must hold `struct_size` readable bytes.
@@ -47,6 +54,7 @@ pub(crate) mod split;
 pub(crate) mod stream;
 #[cfg(test)]
 mod tests;
+pub(crate) mod types;
 mod workspace;
 
 use core::ffi::c_char;
@@ -57,10 +65,11 @@ pub use attention::{
     qkv_attention_f32, qkv_attention_f32_isa, qkv_attention_f32_ws, qkv_reference_f32,
 };
 pub use desc::{
-    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_FLAG_SCALE, QKV_KNOWN_FLAGS, QKV_MASK_BAND,
-    QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_QUERY_POS_BOTTOM_RIGHT, QKV_QUERY_POS_OFFSET,
-    QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED, QkvDesc, QkvLayout,
+    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_DESC_SIZE_V2, QKV_FLAG_SCALE, QKV_KNOWN_FLAGS,
+    QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_QUERY_POS_BOTTOM_RIGHT,
+    QKV_QUERY_POS_OFFSET, QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED, QkvDesc, QkvLayout,
 };
+pub use types::{QKV_TYPE_BF16, QKV_TYPE_F16, QKV_TYPE_F32, QKV_TYPE_Q8_0};
 pub use workspace::{qkv_workspace_min_size, qkv_workspace_size};
 
 /// A status code: [`QKV_OK`] or one of the `QKV_ERR_*` constants.
@@ -86,7 +95,8 @@ pub const QKV_ERR_INVALID_SCALE: QkvStatus = 6;
 pub const QKV_ERR_UNSUPPORTED: QkvStatus = 7;
 /// The descriptor is NULL, or a tensor pointer is NULL while its length is not 0.
 pub const QKV_ERR_NULL_POINTER: QkvStatus = 8;
-/// A tensor pointer whose length is not 0 is not aligned to `float` (4 bytes).
+/// A tensor pointer whose length is not 0 is not aligned to its type (4 bytes for `float`,
+/// 2 for the 16-bit types and `q8_0` blocks).
 pub const QKV_ERR_MISALIGNED: QkvStatus = 9;
 /// `out` or `lse` overlaps another buffer of the call.
 pub const QKV_ERR_ALIASING: QkvStatus = 10;
@@ -250,7 +260,7 @@ pub extern "C" fn qkv_status_str(status: QkvStatus) -> *const c_char {
         QKV_ERR_INVALID_SCALE => c"scale is NaN or infinite",
         QKV_ERR_UNSUPPORTED => c"the instruction set is not available on this CPU or build",
         QKV_ERR_NULL_POINTER => c"a required pointer is NULL",
-        QKV_ERR_MISALIGNED => c"a tensor pointer is not aligned to float",
+        QKV_ERR_MISALIGNED => c"a tensor pointer is not aligned to its type",
         QKV_ERR_ALIASING => c"out or lse overlaps another buffer",
         QKV_ERR_STRUCT_SIZE => c"struct_size is not a descriptor size this library accepts",
         QKV_ERR_UNKNOWN_FLAGS => c"flags has an unknown bit",
@@ -259,6 +269,8 @@ pub extern "C" fn qkv_status_str(status: QkvStatus) -> *const c_char {
         QKV_ERR_UNKNOWN_ISA => c"unknown instruction set",
         QKV_ERR_INTERNAL => c"internal error",
         QKV_ERR_WORKSPACE_TOO_SMALL => c"the workspace is smaller than qkv_workspace_min_size",
+        QKV_ERR_BLOCK_SIZE => c"head_dim or v_dim is not a multiple of the q8_0 block (32)",
+        QKV_ERR_TYPE => c"k_type or v_type is unknown or not in this build",
         _ => c"unknown status",
     };
     s.as_ptr()

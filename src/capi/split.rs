@@ -2,11 +2,13 @@
 //! [`split::partial`] and [`split::merge`], so a `no_std` caller can spread one long decode
 //! over its own threads or cores: one partial per key range, then merges.
 
+use core::ffi::c_void;
 use core::ops::Range;
 
-use super::attention::{Call, Lse, NONE};
+use super::attention::{Call, Lse, NONE, run};
 use super::buf::check_aliasing;
 use super::desc::Desc;
+use super::types::with_kv;
 use super::{QkvDesc, QkvStatus, error_status, guard};
 use crate::{Level, Mask, split};
 
@@ -28,8 +30,8 @@ use crate::{Level, Mask, split};
 pub unsafe extern "C" fn qkv_partial_f32(
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     key_start: usize,
     key_end: usize,
     out: *mut f32,
@@ -38,12 +40,11 @@ pub unsafe extern "C" fn qkv_partial_f32(
     let keys: Range<usize> = key_start..key_end;
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Required(lse), NONE)?.run(
-            |p, [q, k, v], out, lse, _| {
-                // `Lse::Required` makes `lse` `Some`.
-                split::partial(p, q, k, v, keys, out, lse.unwrap_or_default())
-            },
-        )
+        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), NONE)?;
+        run!(c, |p, q, k, v, out, lse, _| {
+            // `Lse::Required` makes `lse` `Some`.
+            split::partial(p, q, k, v, keys, out, lse.unwrap_or_default())
+        })
     })
 }
 
@@ -59,8 +60,8 @@ pub unsafe extern "C" fn qkv_partial_f32(
 pub unsafe extern "C" fn qkv_partial_f32_ws(
     desc: *const QkvDesc,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     key_start: usize,
     key_end: usize,
     out: *mut f32,
@@ -72,13 +73,12 @@ pub unsafe extern "C" fn qkv_partial_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        Call::decode(desc, [q, k, v], out, Lse::Required(lse), ws)?.run(
-            |p, [q, k, v], out, lse, ws| {
-                // `Lse::Required` makes `lse` `Some`.
-                let lse = lse.unwrap_or_default();
-                split::partial_in(Level::Detect, ws, p, q, k, v, keys, out, lse)
-            },
-        )
+        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), ws)?;
+        run!(c, |p, q, k, v, out, lse, ws| {
+            // `Lse::Required` makes `lse` `Some`.
+            let lse = lse.unwrap_or_default();
+            split::partial_in(Level::Detect, ws, p, q, k, v, keys, out, lse)
+        })
     })
 }
 

@@ -3,10 +3,12 @@
 //! by [`qkv_stream_finish`]; each call decodes the same descriptor again and resumes the
 //! stream from the state.
 
+use core::ffi::c_void;
 use core::ops::Range;
 
 use super::buf::{Buf, Inputs, check_aliasing};
 use super::desc::{Desc, KeyRows};
+use super::types::{KvSlice, with_kv};
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
 use crate::stream::Stream;
@@ -62,10 +64,11 @@ unsafe fn init(desc: *const QkvDesc, state: *mut f32, state_len: usize) -> Resul
 }
 
 /// A stream update decoded and checked against the pointer contract: the params and the
-/// slices `Stream::update` takes.
+/// slices `Stream::update` takes, K and V as [`KvSlice`]s for [`with_kv!`].
 struct Update<'a> {
     params: Params<'a>,
-    qkv: [&'a [f32]; 3],
+    q: &'a [f32],
+    kv: [KvSlice<'a>; 2],
     state: &'a mut [f32],
     ws: &'a mut [f32],
 }
@@ -78,13 +81,14 @@ impl<'a> Update<'a> {
     unsafe fn decode(
         desc: *const QkvDesc,
         (state, state_len): (*mut f32, usize),
-        [q, k, v]: [*const f32; 3],
+        (q, k, v): (*const f32, *const c_void, *const c_void),
         keys: &Range<usize>,
         (ws, ws_len): (*mut f32, usize),
     ) -> Result<Update<'a>, QkvStatus> {
         // SAFETY: the caller's contract for `desc`.
         let d = unsafe { Desc::read(desc) }?;
         let mask = d.mask()?;
+        let kinds = d.kv_kinds()?;
         let st = state_buf(state, state_len)?;
         // A reversed range has no length to size `k` and `v` with: refused before they are
         // looked at, with the status `Stream::update` gives it.
@@ -95,19 +99,20 @@ impl<'a> Update<'a> {
         };
         let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
         let inputs = Inputs {
-            qkv: d.qkv(q, k, v, KeyRows::Chunk(n))?,
+            qkv: d.qkv(q, [k, v], kinds, KeyRows::Chunk(n))?,
             bias: d.bias()?,
         };
         let ws = workspace(ws, ws_len)?;
         check_aliasing(&[st, ws], &inputs.all())?;
         // SAFETY: the caller's pointer contract for the lengths the buffers were given; the
         // state and the workspace were checked disjoint from each other and from every input.
-        let (qkv, bias) = unsafe { inputs.slices() };
+        let inputs = unsafe { inputs.slices() }?;
         // SAFETY: as above.
         let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
         Ok(Update {
-            params: d.params(mask, bias),
-            qkv,
+            params: d.params(mask, inputs.bias),
+            q: inputs.q,
+            kv: inputs.kv,
             state,
             ws,
         })
@@ -119,18 +124,19 @@ impl<'a> Update<'a> {
 unsafe fn update(
     desc: *const QkvDesc,
     state: (*mut f32, usize),
-    qkv: [*const f32; 3],
+    qkv: (*const f32, *const c_void, *const c_void),
     keys: Range<usize>,
     ws: (*mut f32, usize),
 ) -> Result<(), QkvStatus> {
     // SAFETY: the same contract, passed on.
     let u = unsafe { Update::decode(desc, state, qkv, &keys, ws) }?;
-    let [q, k, v] = u.qkv;
-    let ws = u.ws;
+    let (q, ws) = (u.q, u.ws);
     Stream::resume(&u.params, u.state)
-        .and_then(|mut stream| match ws.len() {
-            0 => stream.update(q, k, v, keys),
-            _ => stream.update_in(ws, q, k, v, keys),
+        .and_then(|mut stream| {
+            with_kv!(u.kv, |k, v| match ws.len() {
+                0 => stream.update(q, k, v, keys),
+                _ => stream.update_in(ws, q, k, v, keys),
+            })
         })
         .map_err(error_status)
 }
@@ -205,8 +211,8 @@ pub unsafe extern "C" fn qkv_stream_update(
     state: *mut f32,
     state_len: usize,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     key_start: usize,
     key_end: usize,
 ) -> QkvStatus {
@@ -216,7 +222,7 @@ pub unsafe extern "C" fn qkv_stream_update(
         (core::ptr::null_mut(), 0),
     );
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { update(desc, st, [q, k, v], keys, none) })
+    guard(|| unsafe { update(desc, st, (q, k, v), keys, none) })
 }
 
 /// `qkv_stream_update_ws`: [`qkv_stream_update`] in the caller's working memory, as
@@ -234,8 +240,8 @@ pub unsafe extern "C" fn qkv_stream_update_ws(
     state: *mut f32,
     state_len: usize,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
+    k: *const c_void,
+    v: *const c_void,
     key_start: usize,
     key_end: usize,
     workspace: *mut f32,
@@ -247,7 +253,7 @@ pub unsafe extern "C" fn qkv_stream_update_ws(
         (workspace, workspace_len),
     );
     // SAFETY: the same contract, passed on.
-    guard(|| unsafe { update(desc, st, [q, k, v], keys, ws) })
+    guard(|| unsafe { update(desc, st, (q, k, v), keys, ws) })
 }
 
 /// `qkv_stream_finish`: writes the attention over every key fed so far to `out` (the `out`

@@ -5,42 +5,48 @@
 use super::buf::Buf;
 use super::desc::Desc;
 use super::{QkvDesc, QkvStatus};
-use crate::Params;
+use crate::{KvKind, Params};
 
 /// `qkv_workspace_size`: the floats of workspace with which `qkv_attention_f32_ws`,
 /// `qkv_partial_f32_ws` and `qkv_stream_update_ws` run at full speed for `desc`
-/// ([`workspace_len`](crate::workspace_len)): at most about 15,300 (60 KiB), less for small
-/// heads, short queries and narrow values. Depends only on the shape fields. 0 when `desc`
-/// is NULL or its `struct_size` is not accepted (no valid call needs 0 floats).
+/// ([`workspace_len_for`](crate::workspace_len_for)): at most about 15,300 (60 KiB) for
+/// `float` K and V, up to about 6,100 more when either is narrower (the tile its values are
+/// widened into); less for small heads, short queries and narrow values. Depends only on the
+/// shape, `k_type` and `v_type` fields. 0 when `desc` is NULL, its `struct_size` is not
+/// accepted or a type is not ([`QKV_ERR_TYPE`](super::QKV_ERR_TYPE)); no valid call needs 0
+/// floats.
 ///
 /// # Safety
 /// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_workspace_size(desc: *const QkvDesc) -> usize {
     // SAFETY: the same contract, passed on.
-    unsafe { size(desc, crate::workspace_len) }
+    unsafe { size(desc, crate::workspace_len_for) }
 }
 
 /// `qkv_workspace_min_size`: the fewest floats of workspace the `_ws` calls run in for
-/// `desc` ([`min_workspace_len`](crate::min_workspace_len); a few dozen, whatever the
-/// shape); fewer is `QKV_ERR_WORKSPACE_TOO_SMALL`. 0 as for [`qkv_workspace_size`].
+/// `desc` ([`min_workspace_len_for`](crate::min_workspace_len_for); a few dozen for `float`
+/// K and V, at most 352 when V is narrower, whatever the shape); fewer is
+/// `QKV_ERR_WORKSPACE_TOO_SMALL`. 0 as for [`qkv_workspace_size`].
 ///
 /// # Safety
 /// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_workspace_min_size(desc: *const QkvDesc) -> usize {
     // SAFETY: the same contract, passed on.
-    unsafe { size(desc, crate::min_workspace_len) }
+    unsafe { size(desc, crate::min_workspace_len_for) }
 }
 
-/// `len(params)` of the descriptor's shape, or 0 when it cannot be read.
+/// `len(params, k_type, v_type)` of the descriptor's shape and types, or 0 when it cannot be
+/// read or a type is refused.
 ///
 /// # Safety
 /// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).
-unsafe fn size(desc: *const QkvDesc, len: fn(&Params) -> usize) -> usize {
+unsafe fn size(desc: *const QkvDesc, len: fn(&Params, KvKind, KvKind) -> usize) -> usize {
     // SAFETY: the caller's contract for `desc`.
-    match unsafe { Desc::read(desc) } {
-        Ok(d) => len(&Params::new(d.shape())),
+    let read = unsafe { Desc::read(desc) };
+    match read.and_then(|d| Ok((d.shape(), d.kv_kinds()?))) {
+        Ok((shape, [k, v])) => len(&Params::new(shape), k, v),
         Err(_) => 0,
     }
 }

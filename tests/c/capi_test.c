@@ -1,5 +1,6 @@
-/* The C ABI from C: results against qkv_reference_f32 at every available level, and every
- * status code reached (with out and lse left untouched on error). Run by tests/capi.rs;
+/* The C ABI from C: results against qkv_reference_f32 at every available level, with K and
+ * V stored as float, half, bfloat16 and q8_0 blocks, and every status code reached (with out
+ * and lse left untouched on error). Run by tests/capi.rs;
  * prints "reached <status>" for each status it saw and "PASS" at the end, exits 1 on any
  * failure. */
 #include "qkv.h"
@@ -64,9 +65,11 @@ static int close_enough(float a, float b) {
 }
 
 /* Runs desc at the detected level, at every available one, and in a caller-owned workspace
- * of the full and the least size; compares out and lse with the reference element by
- * element over the whole buffers (padding included). */
-static void compare(const char *name, const qkv_desc *d, int with_lse) {
+ * of the full and the least size, on Q and k, v (of desc's k_type and v_type); compares out
+ * and lse with the reference element by element over the whole buffers (padding
+ * included). */
+static void compare_kv(const char *name, const qkv_desc *d, const void *k, const void *v,
+                       int with_lse) {
     size_t i;
     int isa;
     qkv_status s;
@@ -75,7 +78,7 @@ static void compare(const char *name, const qkv_desc *d, int with_lse) {
           ws_min, ws_full);
     fill_value(REF, BIG, 3.0f);
     fill_value(REF_LSE, 4096, 3.0f);
-    s = qkv_reference_f32(d, Q, K, V, REF, with_lse ? REF_LSE : NULL);
+    s = qkv_reference_f32(d, Q, k, v, REF, with_lse ? REF_LSE : NULL);
     note(s);
     CHECK(s == QKV_OK, "%s: reference: %s", name, qkv_status_str(s));
     /* isa -3 and -2: the detected level in a workspace of the least and the full size. */
@@ -86,13 +89,13 @@ static void compare(const char *name, const qkv_desc *d, int with_lse) {
         fill_value(LSE, 4096, 3.0f);
         fill_value(WS, WS_LEN, NAN);
         if (isa == -3)
-            s = qkv_attention_f32_ws(d, Q, K, V, OUT, lse, WS, ws_min);
+            s = qkv_attention_f32_ws(d, Q, k, v, OUT, lse, WS, ws_min);
         else if (isa == -2)
-            s = qkv_attention_f32_ws(d, Q, K, V, OUT, lse, WS, ws_full);
+            s = qkv_attention_f32_ws(d, Q, k, v, OUT, lse, WS, ws_full);
         else if (isa == -1)
-            s = qkv_attention_f32(d, Q, K, V, OUT, lse);
+            s = qkv_attention_f32(d, Q, k, v, OUT, lse);
         else
-            s = qkv_attention_f32_isa(isa, d, Q, K, V, OUT, lse);
+            s = qkv_attention_f32_isa(isa, d, Q, k, v, OUT, lse);
         note(s);
         CHECK(s == QKV_OK, "%s at %s: %s", name, isa < 0 ? "detected" : qkv_isa_name(isa),
               qkv_status_str(s));
@@ -111,6 +114,131 @@ static void compare(const char *name, const qkv_desc *d, int with_lse) {
             }
         }
     }
+}
+
+static void compare(const char *name, const qkv_desc *d, int with_lse) {
+    compare_kv(name, d, K, V, with_lse);
+}
+
+/* ---- K and V in 16 and 8 bits. The values are chosen exactly representable, so that the
+ * float copies K32 and V32 hold the same numbers and the reference on them must give the
+ * same bits as on the stored types. */
+
+/* The bits of x as IEEE half (or bfloat16), for an x that is exactly one: zero or normal. */
+static uint16_t half_bits(float x) {
+    union {
+        float f;
+        uint32_t u;
+    } b;
+    uint32_t sign, e;
+    b.f = x;
+    sign = (b.u >> 16) & 0x8000u;
+    e = (b.u >> 23) & 0xffu;
+    if (e == 0) return (uint16_t)sign;
+    return (uint16_t)(sign | ((e - 127u + 15u) << 10) | ((b.u & 0x7fffffu) >> 13));
+}
+
+static uint16_t bf16_bits(float x) {
+    union {
+        float f;
+        uint32_t u;
+    } b;
+    b.f = x;
+    return (uint16_t)(b.u >> 16);
+}
+
+/* k/1024 for k in -1024..1023: exact in half and bfloat16 alike (11 significant bits are
+ * too many for bfloat16, so bfloat16 gets k/128 for k in -128..127). */
+static float small_value(int bits) {
+    rng = rng * 1664525u + 1013904223u;
+    return bits == 16 ? (float)((int)(rng >> 21) - 1024) / 1024.0f
+                      : (float)((int)(rng >> 24) - 128) / 128.0f;
+}
+
+#define KV_ELEMS 4096
+static uint16_t K16[KV_ELEMS], V16[KV_ELEMS];
+/* q8_0 blocks: 34 bytes each, in uint16_t storage aligned to 4 (a float over them is
+ * aligned for the aliasing check). */
+#define BLOCKS 128
+static union {
+    float align;
+    uint16_t h[BLOCKS * 17];
+} KQ_, VQ_;
+#define KQ KQ_.h
+#define VQ VQ_.h
+static float K32[KV_ELEMS], V32[KV_ELEMS];
+
+/* n values of type t (QKV_TYPE_F16 or QKV_TYPE_BF16) in dst, their floats in f32. */
+static void fill16(uint16_t *dst, float *f32, size_t n, uint32_t t) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        f32[i] = small_value(t == QKV_TYPE_F16 ? 16 : 8);
+        dst[i] = t == QKV_TYPE_F16 ? half_bits(f32[i]) : bf16_bits(f32[i]);
+    }
+}
+
+/* n blocks of q8_0 in dst (scales 1/64, 1/32, 1/16, 1/8 by turns), their 32 n floats in
+ * f32. */
+static void fill_q8(uint16_t *dst, float *f32, size_t n) {
+    size_t b, i;
+    unsigned char *bytes = (unsigned char *)dst;
+    for (b = 0; b < n; b++) {
+        float d = (float)(1u << (b % 4)) / 64.0f;
+        uint16_t h = half_bits(d);
+        unsigned char *block = bytes + 34 * b;
+        memcpy(block, &h, 2); /* little-endian host, as ggml */
+        for (i = 0; i < 32; i++) {
+            int q;
+            rng = rng * 1664525u + 1013904223u;
+            q = (int)(rng >> 24) - 128;
+            if (q == -128) q = -127;
+            block[2 + i] = (unsigned char)(signed char)q;
+            f32[32 * b + i] = d * (float)q;
+        }
+    }
+}
+
+/* desc with K and V stored as k_type and v_type: results at every level against the
+ * reference, and the reference on the stored types bit for bit that on their floats. */
+static void compare_types(const char *name, qkv_desc d, uint32_t kt, uint32_t vt) {
+    size_t nk = d.kv_heads * d.kv_len * d.head_dim, nv = d.kv_heads * d.kv_len * d.v_dim;
+    const void *k = K32, *v = V32;
+    qkv_desc typed = qkv_desc_kv_types(d, kt, vt);
+    qkv_status s;
+    size_t i;
+    static float ref32[4096], lse32[64];
+    if (kt == QKV_TYPE_Q8_0) fill_q8(KQ, K32, nk / 32), k = KQ;
+    else if (kt != QKV_TYPE_F32) fill16(K16, K32, nk, kt), k = K16;
+    else fill(K32, nk);
+    if (vt == QKV_TYPE_Q8_0) fill_q8(VQ, V32, nv / 32), v = VQ;
+    else if (vt != QKV_TYPE_F32) fill16(V16, V32, nv, vt), v = V16;
+    else fill(V32, nv);
+    compare_kv(name, &typed, k, v, 1);
+    s = qkv_reference_f32(&d, Q, K32, V32, ref32, lse32);
+    note(s);
+    CHECK(s == QKV_OK, "%s: reference on floats: %s", name, qkv_status_str(s));
+    for (i = 0; i < d.q_heads * d.q_len * d.v_dim; i++) {
+        if (memcmp(&ref32[i], &REF[i], sizeof(float)) != 0) {
+            CHECK(0, "%s: reference out[%zu] = %g on the types, %g on floats", name, i, REF[i],
+                  ref32[i]);
+            break;
+        }
+    }
+    CHECK(memcmp(lse32, REF_LSE, d.q_heads * d.q_len * sizeof(float)) == 0,
+          "%s: reference lse differs between the types and floats", name);
+}
+
+static void types(void) {
+    qkv_desc d = qkv_desc_planar(4, 2, 3, 9, 32, 64);
+    d.mask = QKV_MASK_CAUSAL;
+    compare_types("f16 k and v", d, QKV_TYPE_F16, QKV_TYPE_F16);
+    compare_types("q8_0 k and v", d, QKV_TYPE_Q8_0, QKV_TYPE_Q8_0);
+    compare_types("f16 k, q8_0 v", d, QKV_TYPE_F16, QKV_TYPE_Q8_0);
+    compare_types("q8_0 k, bf16 v", d, QKV_TYPE_Q8_0, QKV_TYPE_BF16);
+    compare_types("f32 k, f16 v", d, QKV_TYPE_F32, QKV_TYPE_F16);
+    /* Interleaved [seq][heads][dim] q8_0 cache: strides in blocks. */
+    d = qkv_desc_interleaved(4, 2, 1, 11, 64, 32);
+    compare_types("interleaved q8_0 decode", d, QKV_TYPE_Q8_0, QKV_TYPE_Q8_0);
 }
 
 static void results(void) {
@@ -206,7 +334,7 @@ static void results(void) {
 /* Expects status want from every entry point (attention, reference, and each available
  * level), with out and lse untouched. */
 static void expect_at(int line, qkv_status want, const qkv_desc *d, const float *q,
-                      const float *k, const float *v, float *out, float *lse) {
+                      const void *k, const void *v, float *out, float *lse) {
     int isa;
     for (isa = -2; isa <= QKV_ISA_NEON; isa++) {
         qkv_status s;
@@ -410,10 +538,9 @@ static void statuses(void) {
     /* QKV_ERR_INTERNAL is unreachable by design; it and every other code has a text. */
     {
         int s;
-        for (s = QKV_OK; s <= QKV_ERR_WORKSPACE_TOO_SMALL; s++)
+        for (s = QKV_OK; s <= QKV_ERR_TYPE; s++)
             CHECK(strcmp(qkv_status_str(s), "unknown status") != 0, "status %d", s);
-        CHECK(strcmp(qkv_status_str(QKV_ERR_WORKSPACE_TOO_SMALL + 1), "unknown status") == 0,
-              "18");
+        CHECK(strcmp(qkv_status_str(QKV_ERR_TYPE + 1), "unknown status") == 0, "20");
         CHECK(strcmp(qkv_status_str(-1), "unknown status") == 0, "-1");
     }
 }
@@ -429,13 +556,60 @@ static void isas(void) {
     printf("detected isa: %s\n", qkv_isa_name(best));
 }
 
+/* The statuses of the K/V types. */
+static void type_statuses(void) {
+    qkv_desc base = qkv_desc_planar(4, 2, 5, 6, 32, 32), d;
+    /* A descriptor of the first version: float K and V, whatever follows it in memory. */
+    d = base;
+    d.struct_size = QKV_DESC_SIZE_V1;
+    d.k_type = QKV_TYPE_Q8_0; /* past struct_size: never read */
+    d.v_type = 77;
+    EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
+    CHECK(qkv_workspace_size(&d) == qkv_workspace_size(&base), "V1 workspace size");
+
+    d = base;
+    d.k_type = 4;
+    EXPECT(QKV_ERR_TYPE, &d, Q, K, V, OUT, LSE);
+    d.k_type = QKV_TYPE_F32;
+    d.v_type = 0xffffffffu;
+    EXPECT(QKV_ERR_TYPE, &d, Q, K, V, OUT, LSE);
+    CHECK(qkv_workspace_size(&d) == 0 && qkv_workspace_min_size(&d) == 0, "bad type size");
+    /* The type is checked before the pointers. */
+    EXPECT(QKV_ERR_TYPE, &d, Q, NULL, NULL, OUT, LSE);
+
+    /* q8_0 needs head_dim (for k) and v_dim (for v) multiples of 32. */
+    d = qkv_desc_kv_types(qkv_desc_planar(4, 2, 5, 6, 48, 32), QKV_TYPE_Q8_0, QKV_TYPE_F32);
+    d.k.head_stride = 6 * 2;
+    d.k.row_stride = 2;
+    EXPECT(QKV_ERR_BLOCK_SIZE, &d, Q, KQ, V, OUT, LSE);
+    d = qkv_desc_kv_types(qkv_desc_planar(4, 2, 5, 6, 32, 40), QKV_TYPE_F16, QKV_TYPE_Q8_0);
+    d.v.head_stride = 6 * 2;
+    d.v.row_stride = 2;
+    EXPECT(QKV_ERR_BLOCK_SIZE, &d, Q, K16, VQ, OUT, LSE);
+
+    /* 16-bit and q8_0 pointers need 2-byte alignment only. */
+    d = qkv_desc_kv_types(base, QKV_TYPE_F16, QKV_TYPE_Q8_0);
+    EXPECT(QKV_OK, &d, Q, K16 + 1, VQ + 17, OUT, LSE);
+    EXPECT(QKV_ERR_MISALIGNED, &d, Q, (const char *)K16 + 1, VQ, OUT, LSE);
+    EXPECT(QKV_ERR_MISALIGNED, &d, Q, K16, (const char *)VQ + 3, OUT, LSE);
+    /* Counts are in elements: 2 kv heads x 6 keys x 1 block of v is 12 blocks. */
+    d.v_count = 11;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K16, VQ, OUT, LSE);
+    d.v_count = 12;
+    EXPECT(QKV_OK, &d, Q, K16, VQ, OUT, LSE);
+    /* out over the 12 blocks (408 bytes) of v: aliasing counts bytes. */
+    EXPECT(QKV_ERR_ALIASING, &d, Q, K16, VQ, (float *)(void *)(VQ + 2 * 17), LSE);
+}
+
 int main(void) {
     int s;
     CHECK(qkv_version() == QKV_VERSION, "library %x, header %x", (unsigned)qkv_version(),
           (unsigned)QKV_VERSION);
     isas();
     results();
+    types();
     statuses();
+    type_statuses();
     for (s = 0; s < 64; s++)
         if (reached[s]) printf("reached %d\n", s);
     if (failures) {

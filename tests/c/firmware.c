@@ -10,7 +10,10 @@
  * QKV_GROUP selects which C entry points the program calls, so that .ci/firmware.sh can
  * measure the code each group adds: 1 qkv_attention_f32, 2 also qkv_partial_f32 and
  * qkv_merge_f32, 3 also qkv_stream_*, 4 (default) also the _ws variants. With -DQKV_STUBS the qkv functions are
- * replaced by empty ones, which gives the size of the same program without the library. */
+ * replaced by empty ones, which gives the size of the same program without the library.
+ * With -DQKV_KV_TYPES it also runs the GQA case with K and V stored as IEEE half and as
+ * q8_0 blocks (a library built with the kv-f16 and kv-q8_0 features), with and without a
+ * workspace. */
 #include "qkv.h"
 
 #ifndef QKV_GROUP
@@ -37,9 +40,17 @@ static float lse_b[GQA_Q_HEADS * GQA_Q_LEN];
 #if QKV_GROUP >= 3
 static float state[GQA_Q_HEADS * GQA_Q_LEN * (3 + 2 * GQA_DIM)];
 #endif
-#if QKV_GROUP >= 4
-/* The caller-owned workspace of the _ws calls: qkv_workspace_size() of the largest case. */
-static float workspace[8192];
+#if QKV_GROUP >= 4 || defined(QKV_KV_TYPES)
+/* The caller-owned workspace of the _ws calls: qkv_workspace_size() of the largest case
+ * (narrow K/V add a tile their values are widened into). */
+static float workspace[16384];
+#endif
+#ifdef QKV_KV_TYPES
+/* K and V of the GQA case as half (2 bytes a value) and as q8_0 blocks (34 bytes per 32
+ * values), in uint16_t storage: aligned to 2 as both need. */
+#define GQA_KV_VALUES (GQA_KV_HEADS * GQA_KV_LEN * GQA_DIM)
+static uint16_t k16[GQA_KV_VALUES], v16[GQA_KV_VALUES];
+static uint16_t kq8[GQA_KV_VALUES / 32 * 17], vq8[GQA_KV_VALUES / 32 * 17];
 #endif
 
 /* ---- Semihosting (ARM DUI 0471): bkpt 0xAB with the operation in r0, its argument in r1. */
@@ -154,7 +165,7 @@ static void report(const char *call, const char *name, const sample *s) {
         report(call_name, "gqa", &(s)); \
     } while (0)
 
-#if QKV_GROUP >= 4
+#if QKV_GROUP >= 4 || defined(QKV_KV_TYPES)
 /* The length to pass with `workspace`: qkv_workspace_size(), or 0 where `workspace` is
  * smaller (the call then returns QKV_ERR_WORKSPACE_TOO_SMALL). */
 static size_t workspace_len(const qkv_desc *d) {
@@ -239,6 +250,73 @@ static void run_attention(const char *name, const qkv_desc *d) {
     }
 #endif
 }
+
+#ifdef QKV_KV_TYPES
+/* ---- K and V in 16 and 8 bits, from the LCG as tests/firmware/src/lib.rs does it: half
+ * values n/1024 for n in -1024..1023, q8_0 blocks with scales 2^(b%4)/64 and values
+ * -127..127, all exact. */
+
+/* The half bits of x, which is zero or a normal half exactly. */
+static uint16_t half_bits(float x) {
+    union { float f; unsigned long u; } b;
+    unsigned long e;
+    b.f = x;
+    e = (b.u >> 23) & 0xFFUL;
+    if (e == 0) return (uint16_t)((b.u >> 16) & 0x8000UL);
+    return (uint16_t)(((b.u >> 16) & 0x8000UL) | ((e - 112UL) << 10) | ((b.u & 0x7FFFFFUL) >> 13));
+}
+
+static void fill_f16(uint16_t *x, unsigned n, unsigned long seed) {
+    unsigned i;
+    for (i = 0; i < n; i++) {
+        seed = seed * 1664525UL + 1013904223UL;
+        x[i] = half_bits((float)((long)(seed >> 21) - 1024) * (1.0f / 1024.0f));
+    }
+}
+
+static void fill_q8_0(uint16_t *blocks, unsigned n, unsigned long seed) {
+    unsigned char *bytes = (unsigned char *)blocks;
+    unsigned b, i;
+    for (b = 0; b < n; b++) {
+        unsigned char *block = bytes + 34 * b;
+        uint16_t d = half_bits((float)(1UL << (b % 4)) * (1.0f / 64.0f));
+        block[0] = (unsigned char)(d & 0xFF); /* little-endian, as ggml */
+        block[1] = (unsigned char)(d >> 8);
+        for (i = 0; i < 32; i++) {
+            long q;
+            seed = seed * 1664525UL + 1013904223UL;
+            q = (long)(seed >> 24) - 128;
+            block[2 + i] = (unsigned char)(signed char)(q == -128 ? -127 : q);
+        }
+    }
+}
+
+/* The GQA case with K and V of one type: qkv_attention_f32 and qkv_attention_f32_ws, their
+ * outputs printed as the cases `name` and `name`-ws. */
+static void run_typed(const char *name, const char *ws_name, uint32_t type, const void *kp,
+                      const void *vp) {
+    sample s;
+    qkv_desc d = qkv_desc_kv_types(gqa_desc(), type, type);
+    fill(q, (unsigned)(d.q_heads * d.q_len * d.head_dim), 1);
+    clear_outputs();
+    MEASURE(s, qkv_attention_f32(&d, q, kp, vp, out, lse));
+    report("attention", name, &s);
+    print_result(name, &d);
+    clear_outputs();
+    MEASURE(s, qkv_attention_f32_ws(&d, q, kp, vp, out, lse, workspace, workspace_len(&d)));
+    report("attention_ws", name, &s);
+    print_result(ws_name, &d);
+}
+
+static void run_types(void) {
+    fill_f16(k16, GQA_KV_VALUES, 2);
+    fill_f16(v16, GQA_KV_VALUES, 3);
+    run_typed("gqa_f16", "gqa_f16-ws", QKV_TYPE_F16, k16, v16);
+    fill_q8_0(kq8, GQA_KV_VALUES / 32, 2);
+    fill_q8_0(vq8, GQA_KV_VALUES / 32, 3);
+    run_typed("gqa_q8_0", "gqa_q8_0-ws", QKV_TYPE_Q8_0, kq8, vq8);
+}
+#endif
 
 /* Bad input (3 query heads over 2 kv heads): an error status and nothing written. */
 static void run_error(void) {
@@ -360,6 +438,9 @@ int main(void) {
 #if QKV_GROUP >= 3
     run_stream();
 #endif
+#ifdef QKV_KV_TYPES
+    run_types();
+#endif
     put_str("done");
     flush();
     return 0;
@@ -367,14 +448,14 @@ int main(void) {
 
 #ifdef QKV_STUBS
 /* The same program without the library: each entry point does nothing. */
-qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q_, const float *k_,
-                             const float *v_, float *out_, float *lse_) {
+qkv_status qkv_attention_f32(const qkv_desc *desc, const float *q_, const void *k_,
+                             const void *v_, float *out_, float *lse_) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_;
     return QKV_OK;
 }
 #if QKV_GROUP >= 2
-qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q_, const float *k_,
-                           const float *v_, size_t key_start, size_t key_end, float *out_,
+qkv_status qkv_partial_f32(const qkv_desc *desc, const float *q_, const void *k_,
+                           const void *v_, size_t key_start, size_t key_end, float *out_,
                            float *lse_) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
         (void)lse_;
@@ -396,7 +477,7 @@ qkv_status qkv_stream_init(const qkv_desc *desc, float *state_, size_t state_len
     return QKV_OK;
 }
 qkv_status qkv_stream_update(const qkv_desc *desc, float *state_, size_t state_len,
-                             const float *q_, const float *k_, const float *v_,
+                             const float *q_, const void *k_, const void *v_,
                              size_t key_start, size_t key_end) {
     (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
         (void)key_end;
@@ -413,21 +494,21 @@ size_t qkv_workspace_size(const qkv_desc *desc) {
     (void)desc;
     return 0;
 }
-qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
-                                const float *v_, float *out_, float *lse_, float *ws,
+qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q_, const void *k_,
+                                const void *v_, float *out_, float *lse_, float *ws,
                                 size_t ws_len) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_, (void)ws, (void)ws_len;
     return QKV_OK;
 }
-qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q_, const float *k_,
-                              const float *v_, size_t key_start, size_t key_end, float *out_,
+qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q_, const void *k_,
+                              const void *v_, size_t key_start, size_t key_end, float *out_,
                               float *lse_, float *ws, size_t ws_len) {
     (void)desc, (void)q_, (void)k_, (void)v_, (void)key_start, (void)key_end, (void)out_,
         (void)lse_, (void)ws, (void)ws_len;
     return QKV_OK;
 }
 qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state_, size_t state_len,
-                                const float *q_, const float *k_, const float *v_,
+                                const float *q_, const void *k_, const void *v_,
                                 size_t key_start, size_t key_end, float *ws, size_t ws_len) {
     (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
         (void)key_end, (void)ws, (void)ws_len;

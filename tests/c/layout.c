@@ -46,6 +46,8 @@ int main(void) {
     DESC(flags);
     DESC(mask);
     DESC(query_pos);
+    DESC(k_type);
+    DESC(v_type);
     SIZE(qkv_status);
 
     VALUE(QKV_OK);
@@ -66,6 +68,8 @@ int main(void) {
     VALUE(QKV_ERR_UNKNOWN_ISA);
     VALUE(QKV_ERR_INTERNAL);
     VALUE(QKV_ERR_WORKSPACE_TOO_SMALL);
+    VALUE(QKV_ERR_BLOCK_SIZE);
+    VALUE(QKV_ERR_TYPE);
     VALUE(QKV_MASK_NONE);
     VALUE(QKV_MASK_CAUSAL);
     VALUE(QKV_MASK_BAND);
@@ -77,8 +81,13 @@ int main(void) {
     VALUE(QKV_ISA_AVX512);
     VALUE(QKV_ISA_NEON);
     VALUE(QKV_FLAG_SCALE);
+    VALUE(QKV_TYPE_F32);
+    VALUE(QKV_TYPE_F16);
+    VALUE(QKV_TYPE_BF16);
+    VALUE(QKV_TYPE_Q8_0);
     VALUE(QKV_UNBOUNDED == SIZE_MAX);
     VALUE(QKV_DESC_SIZE_V1);
+    VALUE(QKV_DESC_SIZE_V2);
     VALUE(QKV_DESC_MAX_SIZE);
     VALUE(QKV_VERSION);
     VALUE(QKV_VERSION_MAJOR);

@@ -62,6 +62,8 @@ fn main() {
         flags,
         mask,
         query_pos,
+        k_type,
+        v_type,
     );
     println!("size qkv_status {}", size_of::<QkvStatus>());
 
@@ -80,12 +82,21 @@ fn main() {
         QKV_ISA_AVX512,
         QKV_ISA_NEON,
         QKV_FLAG_SCALE,
+        QKV_TYPE_F32,
+        QKV_TYPE_F16,
+        QKV_TYPE_BF16,
+        QKV_TYPE_Q8_0,
     );
     println!(
         "value QKV_UNBOUNDED == SIZE_MAX {}",
         (QKV_UNBOUNDED == usize::MAX) as i64
     );
-    value!(QKV_DESC_SIZE_V1, QKV_DESC_MAX_SIZE, QKV_VERSION);
+    value!(
+        QKV_DESC_SIZE_V1,
+        QKV_DESC_SIZE_V2,
+        QKV_DESC_MAX_SIZE,
+        QKV_VERSION
+    );
     // QKV_VERSION comes from Cargo.toml's version, so this checks the header's macros too.
     println!("value QKV_VERSION_MAJOR {}", QKV_VERSION >> 16);
     println!("value QKV_VERSION_MINOR {}", (QKV_VERSION >> 8) & 0xff);

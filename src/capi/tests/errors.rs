@@ -10,7 +10,7 @@ extern crate std;
 use std::{vec, vec::Vec};
 
 /// One value of every [`Error`] variant, with the status the docs give it.
-const EVERY_ERROR: [(Error, QkvStatus); 9] = [
+const EVERY_ERROR: [(Error, QkvStatus); 10] = [
     (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
     (
         Error::HeadsNotDivisible {
@@ -43,6 +43,14 @@ const EVERY_ERROR: [(Error, QkvStatus); 9] = [
         Error::WorkspaceTooSmall { needed: 58, len: 1 },
         QKV_ERR_WORKSPACE_TOO_SMALL,
     ),
+    (
+        Error::BlockSize {
+            tensor: Tensor::K,
+            dim: 4,
+            block: 32,
+        },
+        QKV_ERR_BLOCK_SIZE,
+    ),
 ];
 
 /// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
@@ -58,6 +66,7 @@ fn variant(e: Error) -> usize {
         Error::Unsupported(_) => 6,
         Error::KeyRange { .. } => 7,
         Error::WorkspaceTooSmall { .. } => 8,
+        Error::BlockSize { .. } => 9,
     }
 }
 
@@ -107,6 +116,7 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     let overlap = variant(Error::Overlap(Tensor::Out));
     let scale = variant(Error::InvalidScale);
     let workspace = variant(EVERY_ERROR[8].0);
+    let block = variant(EVERY_ERROR[9].0);
     match entry {
         // Only a forced level can be unsupported; only split-KV and streams take key ranges;
         // only the `_ws` calls take a workspace.
@@ -115,13 +125,13 @@ fn unreachable(entry: Entry) -> Vec<usize> {
         Entry::AttentionIsa => vec![key_range, workspace],
         Entry::Partial => vec![unsupported, workspace],
         Entry::PartialWs => vec![unsupported],
-        // A merge reads no scale and no keys.
-        Entry::Merge => vec![unsupported, key_range, scale, workspace],
+        // A merge reads no scale and no keys (so no K/V type).
+        Entry::Merge => vec![unsupported, key_range, scale, workspace, block],
         // The state's own layout is planar, so it cannot overlap; no keys at init.
-        Entry::StreamInit => vec![unsupported, key_range, overlap, workspace],
+        Entry::StreamInit => vec![unsupported, key_range, overlap, workspace, block],
         Entry::StreamUpdate => vec![unsupported, overlap, workspace],
         Entry::StreamUpdateWs => vec![unsupported, overlap],
-        Entry::StreamFinish => vec![unsupported, key_range, workspace],
+        Entry::StreamFinish => vec![unsupported, key_range, workspace, block],
     }
 }
 
@@ -250,6 +260,19 @@ fn cases(entry: Entry) -> Vec<Case> {
         ws_len: 1,
         ..case(EVERY_ERROR[8].0, base)
     });
+    // K in q8_0 blocks, with a `head_dim` of 4 (one block per row, rounded up: 9 blocks,
+    // 306 bytes, within `ROOM` floats).
+    all.push(case(
+        EVERY_ERROR[9].0,
+        QkvDesc {
+            k_type: QKV_TYPE_Q8_0,
+            k: QkvLayout {
+                head_stride: 5,
+                row_stride: 1,
+            },
+            ..base
+        },
+    ));
     let skip = unreachable(entry);
     all.retain(|c| !skip.contains(&variant(c.error)));
     if matches!(
@@ -328,7 +351,8 @@ impl Buffers {
     /// Calls `entry` with the arguments of `c`.
     fn call(&mut self, entry: Entry, c: &Case) -> QkvStatus {
         let d = &c.desc;
-        let (q, k, v) = (self.q.as_ptr(), self.k.as_ptr(), self.v.as_ptr());
+        let q = self.q.as_ptr();
+        let (k, v) = (self.k.as_ptr().cast(), self.v.as_ptr().cast());
         let (out, lse) = (self.out.as_mut_ptr(), self.lse.as_mut_ptr());
         let (ob, lb) = (self.out_b.as_ptr(), self.lse_b.as_ptr());
         let state = self.state.as_mut_ptr();

@@ -1,7 +1,10 @@
 //! Unit tests of the C ABI: names, statuses, descriptor versions, NULL and aliasing
-//! pointers; `errors.rs` tests the one `Error` → status mapping from every entry point.
+//! pointers; `errors.rs` tests the one `Error` → status mapping from every entry point, and
+//! `types.rs` the K/V types: every pair through every entry point against the Rust call,
+//! and their statuses.
 
 mod errors;
+mod types;
 
 use super::*;
 use crate::{Mask, Params, Shape};
@@ -59,8 +62,8 @@ fn call(desc: *const QkvDesc) -> (QkvStatus, Vec<f32>) {
         qkv_attention_f32(
             desc,
             q.as_ptr(),
-            k.as_ptr(),
-            v.as_ptr(),
+            k.as_ptr().cast(),
+            v.as_ptr().cast(),
             out.as_mut_ptr(),
             ptr::null_mut(),
         )
@@ -126,7 +129,7 @@ fn in_place_is_refused() {
     let mut buf = data(40, 4);
     let p = buf.as_mut_ptr();
     // SAFETY: `buf` holds the extents of every tensor; the call refuses before touching it.
-    let s = unsafe { qkv_attention_f32(&d, p, p, p, p, ptr::null_mut()) };
+    let s = unsafe { qkv_attention_f32(&d, p, p.cast(), p.cast(), p, ptr::null_mut()) };
     assert_eq!(s, QKV_ERR_ALIASING);
 }
 
@@ -152,7 +155,16 @@ fn which_pointers_may_be_null() {
     let call = |d: &QkvDesc, k: *const f32, v: *const f32| {
         // SAFETY: `k` and `v` are NULL or hold the 40 floats of a 2×5×4 planar tensor; every
         // other extent is 0.
-        unsafe { qkv_attention_f32(d, null, k, v, ptr::null_mut(), ptr::null_mut()) }
+        unsafe {
+            qkv_attention_f32(
+                d,
+                null,
+                k.cast(),
+                v.cast(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        }
     };
     let no_queries = QkvDesc {
         bias: null,
