@@ -106,7 +106,7 @@ fn errors_are_those_of_the_single_threaded_call() {
     let empty = Params::new(Shape::new(2, 0, 10, 4));
     parallel::attention(&empty, &[], &k, &k, &mut [], None).unwrap();
     let no_keys = Params::new(Shape::new(2, 3, 0, 4));
-    parallel::attention(&no_keys, &q, &[], &[], &mut out, Some(&mut lse)).unwrap();
+    parallel::attention::<f32, f32>(&no_keys, &q, &[], &[], &mut out, Some(&mut lse)).unwrap();
     assert!(out.iter().all(|&x| x == 0.0));
     assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY));
 }
