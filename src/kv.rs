@@ -309,3 +309,74 @@ impl<S: Widen, T: KvType, const X: usize> RowLoads<S, T, X> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::{Emulated, Level, Mask, Params, Shape};
+
+    fn to<T: KvType>(x: &[f32], f: fn(f32) -> T) -> Vec<T> {
+        x.iter().map(|&x| f(x)).collect()
+    }
+
+    fn q8(x: &[f32]) -> Vec<BlockQ8_0> {
+        x.chunks_exact(Q8_0_VALUES)
+            .map(|c| BlockQ8_0::quantize(c.try_into().unwrap_or(&[0.0; Q8_0_VALUES])))
+            .collect()
+    }
+
+    /// Each type on each side, decode (the tiles that widen in registers, a key block past
+    /// the prefetch distance) and a packed block (the widened tile), on the scalar level and
+    /// every emulated width, against the reference on the same stored values. Small enough
+    /// for Miri, which runs it on every load path's unsafe code (`tests/kv_types.rs` is the
+    /// thorough version).
+    #[test]
+    fn every_type_on_each_side_matches_the_reference() {
+        let levels = [
+            Level::Isa(crate::Isa::Scalar),
+            Level::Emulated(Emulated::Lanes4),
+            Level::Emulated(Emulated::Lanes16),
+        ];
+        for shape in [Shape::new(2, 1, 30, 64).gqa(2, 1), Shape::new(1, 6, 9, 32)] {
+            let n = |len: usize, s: f32| -> Vec<f32> {
+                (0..len)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0 * s)
+                    .collect()
+            };
+            let s = shape;
+            let q = n(s.q_heads * s.q_len * s.head_dim, 1.0);
+            let k = n(s.kv_heads * s.kv_len * s.head_dim, 0.5);
+            let v = n(s.kv_heads * s.kv_len * s.v_dim, 1.0);
+            let p = Params::new(shape).with_mask(Mask::causal());
+            let out_len = s.q_heads * s.q_len * s.v_dim;
+            let check = |got: &[f32], want: &[f32]| {
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+                }
+            };
+            let (k16, vb, k8, v8) = (
+                to(&k, f16::from_f32),
+                to(&v, bf16::from_f32),
+                q8(&k),
+                q8(&v),
+            );
+            let mut want = std::vec![0.0f32; out_len];
+            let mut got = std::vec![0.0f32; out_len];
+            for level in levels {
+                let p8k = p.with_kv_units::<BlockQ8_0, bf16>();
+                crate::reference::attention(&p8k, &q, &k8, &vb, &mut want, None).unwrap();
+                level.attention(&p8k, &q, &k8, &vb, &mut got, None).unwrap();
+                check(&got, &want);
+                let p8v = p.with_kv_units::<f16, BlockQ8_0>();
+                crate::reference::attention(&p8v, &q, &k16, &v8, &mut want, None).unwrap();
+                level
+                    .attention(&p8v, &q, &k16, &v8, &mut got, None)
+                    .unwrap();
+                check(&got, &want);
+            }
+        }
+    }
+}

@@ -288,7 +288,7 @@ fn kv_units_of_planar_and_interleaved_layouts() {
 #[test]
 fn split_stream_and_threads_take_the_types() {
     let mut rng = Rng(17);
-    let shape = Shape::new(4, 3, 150, 64).gqa(4, 2);
+    let shape = Shape::new(4, 3, budget(150, 12), 64).gqa(4, 2);
     let mut case = Case::dense(&mut rng, shape, 1.0);
     case.mask = Mask::causal();
     assert!(case.store((KvKind::F16, KvKind::Q8_0)));
@@ -311,7 +311,8 @@ fn split_stream_and_threads_take_the_types() {
     // Split in three and merged.
     let mut acc = vec![0.0f32; rows * s.v_dim];
     let mut acc_lse = vec![f32::NEG_INFINITY; rows];
-    for keys in [0..40, 40..41, 41..150] {
+    let n = shape.kv_len;
+    for keys in [0..n / 3, n / 3..n / 3 + 1, n / 3 + 1..n] {
         let mut o = vec![0.0f32; rows * s.v_dim];
         let mut l = vec![0.0f32; rows];
         qkv::split::partial(&p, &case.q, &k, &v, keys, &mut o, &mut l).unwrap();
@@ -322,7 +323,7 @@ fn split_stream_and_threads_take_the_types() {
     // A stream fed the same chunks, each its own slices.
     let mut state = vec![0.0f32; qkv::stream::Stream::state_len(&s)];
     let mut stream = qkv::stream::Stream::new(&p, &mut state).unwrap();
-    for keys in [0..70, 70..150] {
+    for keys in [0..n / 2, n / 2..n] {
         let kc = &k[p.k.at(0, keys.start)..];
         let vc = &v[p.v.at(0, keys.start)..];
         stream.update(&case.q, kc, vc, keys).unwrap();
