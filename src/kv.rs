@@ -224,11 +224,16 @@ pub(crate) unsafe fn load<S: Widen, T: KvType>(simd: S, row: *const T, col: usiz
 /// is not a multiple of the lanes. `row` holds the whole row; columns past it read as 0.
 #[inline(always)]
 pub(crate) fn load_tail<S: Widen, T: KvType>(simd: S, row: &[T], col: usize, n: usize) -> S::f32s {
+    let n = n.min(S::F32_LANES);
+    // f32 rows load as they are, as the P·V tiles' panel tails did before the types.
+    if let Some(tail) = as_f32(row).and_then(|r| r.get(col..col + n)) {
+        return simd.partial_load_f32s(tail);
+    }
     let mut buf = [0.0f32; 16];
-    for (i, b) in buf.iter_mut().enumerate().take(n.min(S::F32_LANES)) {
+    for (i, b) in buf.iter_mut().enumerate().take(n) {
         *b = value(row, col + i).unwrap_or(0.0);
     }
-    simd.partial_load_f32s(&buf[..n.min(S::F32_LANES)])
+    simd.partial_load_f32s(&buf[..n])
 }
 
 /// Writes columns `col..col + dst.len()` of `row` into `dst` as `f32`, whole vectors widened in
