@@ -10,7 +10,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::kernel::{self, Tiles, Widen};
-use crate::kv::{KvKind, KvType};
+use crate::kv::{BlockQ8_0, KvKind, KvType, Typed, bf16, f16};
 use crate::{Error, Params, Shape};
 
 /// An instruction set the kernel is compiled for.
@@ -266,11 +266,12 @@ impl Level {
     }
 
     /// Runs `job` on this level's instance: the one place that maps a level to a
-    /// [`pulp::Simd`] type. The job's inputs must already be validated.
-    fn run<K: KvType, V: KvType>(self, job: kernel::Job<'_, '_, K, V>) -> Result<(), Error> {
+    /// [`pulp::Simd`] type. The job's inputs must already be validated. Called only through
+    /// the functions of [`typed_runs!`], one per K/V type pair.
+    fn run_on<K: KvType, V: KvType>(self, job: kernel::Job<'_, '_, K, V>) -> Result<(), Error> {
         let missing = |isa| Error::Unsupported(isa);
         match self {
-            Level::Detect => return Level::Isa(Isa::detect()).run(job),
+            Level::Detect => return Level::Isa(Isa::detect()).run_on(job),
             Level::Isa(Isa::Scalar) => kernel::run(pulp::Scalar::new(), job),
             Level::Isa(Isa::Avx2) => arch::run(arch::v3().ok_or(missing(Isa::Avx2))?, job),
             Level::Isa(Isa::Avx512) => arch::run(arch::v4().ok_or(missing(Isa::Avx512))?, job),
@@ -280,6 +281,50 @@ impl Level {
         }
         Ok(())
     }
+}
+
+/// The kernel's instances for each K/V type pair as functions that are not generic, so they
+/// are compiled once, here, rather than in every crate that calls a generic entry point (a
+/// test binary or a user's crate would otherwise compile every level of the kernel again for
+/// each pair it uses). `Level::run` picks one from the pair's types, known at compile time,
+/// so a program links only the pairs it calls.
+macro_rules! typed_runs {
+    ($($k:ident: $kt:ty, $v:ident: $vt:ty => $name:ident;)*) => {
+        impl Level {
+            /// Runs `job` through the instance of its K/V pair.
+            #[inline(always)]
+            fn run<K: KvType, V: KvType>(self, job: kernel::Job<'_, '_, K, V>) -> Result<(), Error> {
+                match (K::typed(job.k), V::typed(job.v)) {
+                    $((Typed::$k(k), Typed::$v(v)) => $name(self, job.with_kv(k, v)),)*
+                }
+            }
+        }
+        $(
+            #[inline(never)]
+            fn $name(level: Level, job: kernel::Job<'_, '_, $kt, $vt>) -> Result<(), Error> {
+                level.run_on(job)
+            }
+        )*
+    };
+}
+
+typed_runs! {
+    F32: f32, F32: f32 => run_f32_f32;
+    F32: f32, F16: f16 => run_f32_f16;
+    F32: f32, Bf16: bf16 => run_f32_bf16;
+    F32: f32, Q8_0: BlockQ8_0 => run_f32_q8_0;
+    F16: f16, F32: f32 => run_f16_f32;
+    F16: f16, F16: f16 => run_f16_f16;
+    F16: f16, Bf16: bf16 => run_f16_bf16;
+    F16: f16, Q8_0: BlockQ8_0 => run_f16_q8_0;
+    Bf16: bf16, F32: f32 => run_bf16_f32;
+    Bf16: bf16, F16: f16 => run_bf16_f16;
+    Bf16: bf16, Bf16: bf16 => run_bf16_bf16;
+    Bf16: bf16, Q8_0: BlockQ8_0 => run_bf16_q8_0;
+    Q8_0: BlockQ8_0, F32: f32 => run_q8_0_f32;
+    Q8_0: BlockQ8_0, F16: f16 => run_q8_0_f16;
+    Q8_0: BlockQ8_0, Bf16: bf16 => run_q8_0_bf16;
+    Q8_0: BlockQ8_0, Q8_0: BlockQ8_0 => run_q8_0_q8_0;
 }
 
 /// `f32`s of the working memory that calls without a workspace keep on the stack with `f32`

@@ -117,12 +117,49 @@ impl BlockQ8_0 {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for super::f16 {}
-    impl Sealed for super::bf16 {}
-    impl Sealed for super::BlockQ8_0 {}
+    use super::{BlockQ8_0, bf16, f16};
+
+    /// A K or V slice as the concrete type it is: what picks the kernel's instance for a type
+    /// pair (`dispatch`), with no cast.
+    #[derive(Clone, Copy)]
+    pub enum Typed<'a> {
+        F32(&'a [f32]),
+        F16(&'a [f16]),
+        Bf16(&'a [bf16]),
+        Q8_0(&'a [BlockQ8_0]),
+    }
+
+    pub trait Sealed: Sized {
+        /// `s` as its concrete type.
+        fn typed(s: &[Self]) -> Typed<'_>;
+    }
+
+    impl Sealed for f32 {
+        #[inline(always)]
+        fn typed(s: &[f32]) -> Typed<'_> {
+            Typed::F32(s)
+        }
+    }
+    impl Sealed for f16 {
+        #[inline(always)]
+        fn typed(s: &[f16]) -> Typed<'_> {
+            Typed::F16(s)
+        }
+    }
+    impl Sealed for bf16 {
+        #[inline(always)]
+        fn typed(s: &[bf16]) -> Typed<'_> {
+            Typed::Bf16(s)
+        }
+    }
+    impl Sealed for BlockQ8_0 {
+        #[inline(always)]
+        fn typed(s: &[BlockQ8_0]) -> Typed<'_> {
+            Typed::Q8_0(s)
+        }
+    }
 }
+pub(crate) use sealed::Typed;
 
 /// A type K or V may be stored in: `f32`, [`f16`](struct@f16), [`bf16`] or [`BlockQ8_0`]. Sealed: the
 /// kernel has a load for each.

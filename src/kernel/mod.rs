@@ -107,6 +107,31 @@ pub(crate) struct Job<'p, 'a, K, V> {
     pub workspace: &'p mut [f32],
 }
 
+impl<'p, 'a, K, V> Job<'p, 'a, K, V> {
+    /// The same job over `k` and `v`: the job's own K and V as their concrete types.
+    pub fn with_kv<K2, V2>(self, k: &'p [K2], v: &'p [V2]) -> Job<'p, 'a, K2, V2> {
+        let Job {
+            params,
+            q,
+            out,
+            lse,
+            tiles,
+            workspace,
+            ..
+        } = self;
+        Job {
+            params,
+            q,
+            k,
+            v,
+            out,
+            lse,
+            tiles,
+            workspace,
+        }
+    }
+}
+
 /// The read-only inputs of a call that do not depend on the K/V types, and the scale
 /// computed once.
 #[derive(Clone, Copy)]
