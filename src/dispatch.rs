@@ -380,14 +380,7 @@ fn on_stack<const N: usize, R>(used: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
 /// kernel's tuning differs by vendor (`kernel::config`). `false` off x86-64.
 pub(crate) fn cpu_is_intel() -> bool {
     static INTEL: AtomicU8 = AtomicU8::new(u8::MAX);
-    match INTEL.load(Ordering::Relaxed) {
-        u8::MAX => {
-            let intel = arch::is_intel();
-            INTEL.store(intel as u8, Ordering::Relaxed);
-            intel
-        }
-        n => n == 1,
-    }
+    arch::once(&INTEL, arch::is_intel)
 }
 
 /// Per-architecture detection. Each function returns the SIMD token only when the level is
@@ -447,22 +440,45 @@ mod arch {
         }
     }
 
+    /// `detect()`, run once and then read from `cell` (`u8::MAX`: not yet run). Every call
+    /// asks which level it may run: CPUID and XGETBV in a virtual machine are exits to the
+    /// hypervisor, microseconds each (4% of a 0.2 ms decode call on a KVM guest, AMD Zen 4),
+    /// and pulp without `std` runs CPUID on every `try_new`.
+    pub fn once(cell: &super::AtomicU8, detect: impl FnOnce() -> bool) -> bool {
+        use super::Ordering::Relaxed;
+        match cell.load(Relaxed) {
+            u8::MAX => {
+                let found = detect();
+                cell.store(found as u8, Relaxed);
+                found
+            }
+            n => n == 1,
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     pub fn v3() -> Option<pulp::x86::V3> {
-        if cfg!(miri) {
-            return None;
-        }
+        static USABLE: super::AtomicU8 = super::AtomicU8::new(u8::MAX);
         // The kernel's widening loads of f16 use F16C, which every AVX2 CPU has; checked all
         // the same, since the V3 token does not promise it.
-        pulp::x86::V3::try_new().filter(|_| x86::os_saves(x86::YMM_STATE) && x86::has_f16c())
+        let usable = || {
+            !cfg!(miri)
+                && pulp::x86::V3::try_new().is_some()
+                && x86::os_saves(x86::YMM_STATE)
+                && x86::has_f16c()
+        };
+        // SAFETY: `try_new` found V3's features on this CPU (and the OS saves their state):
+        // the same CPU, since a process does not change CPUs' instruction sets.
+        once(&USABLE, usable).then(|| unsafe { pulp::x86::V3::new_unchecked() })
     }
 
     #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
     pub fn v4() -> Option<pulp::x86::V4> {
-        if cfg!(miri) {
-            return None;
-        }
-        pulp::x86::V4::try_new().filter(|_| x86::os_saves(x86::ZMM_STATE))
+        static USABLE: super::AtomicU8 = super::AtomicU8::new(u8::MAX);
+        let usable =
+            || !cfg!(miri) && pulp::x86::V4::try_new().is_some() && x86::os_saves(x86::ZMM_STATE);
+        // SAFETY: as in `v3`, for V4's features.
+        once(&USABLE, usable).then(|| unsafe { pulp::x86::V4::new_unchecked() })
     }
 
     #[cfg(target_arch = "aarch64")]
