@@ -407,17 +407,23 @@ mod tests {
             );
             let mut want = std::vec![0.0f32; out_len];
             let mut got = std::vec![0.0f32; out_len];
-            for level in levels {
-                let p8k = p.with_kv_units::<BlockQ8_0, bf16>();
-                crate::reference::attention(&p8k, &q, &k8, &vb, &mut want, None).unwrap();
-                level.attention(&p8k, &q, &k8, &vb, &mut got, None).unwrap();
-                check(&got, &want);
-                let p8v = p.with_kv_units::<f16, BlockQ8_0>();
-                crate::reference::attention(&p8v, &q, &k16, &v8, &mut want, None).unwrap();
-                level
-                    .attention(&p8v, &q, &k16, &v8, &mut got, None)
-                    .unwrap();
-                check(&got, &want);
+            for (n, level) in levels.into_iter().enumerate() {
+                // Under Miri (minutes per call) each level takes one of the two pairs, in turn:
+                // every type is still read on each side, by the scalar and the emulated loads.
+                if !cfg!(miri) || n % 2 == 0 {
+                    let p8k = p.with_kv_units::<BlockQ8_0, bf16>();
+                    crate::reference::attention(&p8k, &q, &k8, &vb, &mut want, None).unwrap();
+                    level.attention(&p8k, &q, &k8, &vb, &mut got, None).unwrap();
+                    check(&got, &want);
+                }
+                if !cfg!(miri) || n % 2 == 1 {
+                    let p8v = p.with_kv_units::<f16, BlockQ8_0>();
+                    crate::reference::attention(&p8v, &q, &k16, &v8, &mut want, None).unwrap();
+                    level
+                        .attention(&p8v, &q, &k16, &v8, &mut got, None)
+                        .unwrap();
+                    check(&got, &want);
+                }
             }
         }
     }
