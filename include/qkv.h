@@ -140,7 +140,10 @@ enum qkv_status_code {
     QKV_ERR_BLOCK_SIZE = 18,
     /** k_type or v_type is not a QKV_TYPE_* value, or names a type this library was built
      *  without. Checked right after mask and query_pos. */
-    QKV_ERR_TYPE = 19
+    QKV_ERR_TYPE = 19,
+    /** qkv_plan_run_task(): the task index is not below plan->tasks as the descriptor
+     *  gives it. */
+    QKV_ERR_TASK = 20
 };
 
 /** Values of qkv_desc.k_type and qkv_desc.v_type: how k and v are stored. */
@@ -505,6 +508,64 @@ qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state, size_t state
  *  saw no key: 0 and -INFINITY). The state is left as it was; streaming can go on. */
 qkv_status qkv_stream_finish(const qkv_desc *desc, float *state, size_t state_len,
                              float *out, float *lse);
+
+/* ---- Plans: one call as tasks for the caller's threads: src/capi/plan.rs ------------ */
+
+/**
+ * How one call is cut into independent tasks: one kv head's group of query heads x a block
+ * of query rows x a range of keys. Any thread pool, OpenMP loop or RTOS runs the tasks,
+ * in any order and at the same time (each index once), each writing its own part of one
+ * partial buffer of partial_len floats; qkv_plan_finish() then merges the key ranges into
+ * out and lse. With q_block >= q_len and no key split the result is qkv_attention_f32()'s,
+ * bit for bit; otherwise it agrees within the tolerance of a split-KV merge.
+ *
+ *     qkv_plan plan;
+ *     qkv_plan_make(&desc, threads, &plan);
+ *     float *partial = malloc(plan.partial_len * sizeof(float));
+ *     #pragma omp parallel for
+ *     for (size_t t = 0; t < plan.tasks; t++)
+ *         qkv_plan_run_task(&plan, &desc, q, k, v, t, partial, NULL, 0);
+ *     qkv_plan_finish(&plan, &desc, partial, out, lse);
+ *
+ * A caller may choose q_block and kv_block itself if it sets tasks and partial_len as
+ * qkv_plan_make() would; the calls recompute both from desc and refuse a smaller
+ * partial_len (QKV_ERR_TOO_SHORT). Stack: as the calls they wrap (qkv_plan_run_task()
+ * as qkv_attention_f32() or, with a workspace, qkv_attention_f32_ws()).
+ */
+typedef struct qkv_plan {
+    size_t q_block;     /* query rows per task */
+    size_t kv_block;    /* keys per task; blocks of the same rows over other keys are merged */
+    size_t tasks;       /* tasks, numbered from 0 (0: nothing to compute) */
+    size_t partial_len; /* floats of the partial buffer */
+} qkv_plan;
+
+/** Fills *plan for `threads` threads: at least 8 * threads tasks where the problem allows,
+ *  over heads and query blocks, and over keys only when those are too few (decode).
+ *  Statuses as qkv_attention_f32() for desc's shape, mask and types; QKV_ERR_NULL_POINTER
+ *  for a NULL plan. Nothing is written on error. */
+qkv_status qkv_plan_make(const qkv_desc *desc, size_t threads, qkv_plan *plan);
+
+/** Runs task `task` of plan over the problem desc describes (q, k, v and bias of the whole
+ *  problem), writing its own part of partial (plan->partial_len floats) and nothing else.
+ *  workspace as for qkv_attention_f32_ws() (NULL and 0: as qkv_attention_f32()); concurrent
+ *  tasks need workspaces of their own. QKV_ERR_TASK for task >= the plan's tasks,
+ *  QKV_ERR_TOO_SHORT for a partial_len below the plan's, otherwise the statuses of
+ *  qkv_attention_f32_ws(). Nothing is written on error. */
+qkv_status qkv_plan_run_task(const qkv_plan *plan, const qkv_desc *desc, const float *q,
+                             const void *k, const void *v, size_t task, float *partial,
+                             float *workspace, size_t workspace_len);
+
+/** Merges the partials every task of plan wrote into out and, unless NULL, lse, laid out as
+ *  by qkv_attention_f32(). Uses desc's shape, out layout, out_count and lse_count. Nothing
+ *  is written on error. */
+qkv_status qkv_plan_finish(const qkv_plan *plan, const qkv_desc *desc, const float *partial,
+                           float *out, float *lse);
+
+/** qkv_attention_f32() on the threads of the library's own pool (rayon; the library built
+ *  with the `parallel` feature, which needs std). Same arguments, statuses and results up
+ *  to the merge's rounding. */
+qkv_status qkv_attention_parallel_f32(const qkv_desc *desc, const float *q, const void *k,
+                                      const void *v, float *out, float *lse);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -84,6 +84,13 @@ pub enum Error {
         /// Values per block.
         block: usize,
     },
+    /// A task index past the last task of a [`Plan`](crate::plan::Plan).
+    TaskIndex {
+        /// The index given.
+        task: usize,
+        /// The plan's number of tasks for the shape.
+        tasks: usize,
+    },
     /// A range of keys (split-KV partials, streaming chunks) is not within `0..=kv_len`, or
     /// its start is after its end.
     KeyRange {
@@ -126,6 +133,12 @@ impl fmt::Display for Error {
                 f,
                 "{tensor:?} is stored in blocks of {block} values but its rows have {dim}"
             ),
+            Error::TaskIndex { task, tasks } => {
+                write!(
+                    f,
+                    "task {task} is past the last of the plan's {tasks} tasks"
+                )
+            }
             Error::KeyRange { start, end, kv_len } => write!(
                 f,
                 "the key range {start}..{end} is not within the {kv_len} keys of the problem"

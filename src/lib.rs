@@ -89,6 +89,7 @@ pub mod kv;
 #[cfg_attr(docsrs, doc(cfg(feature = "parallel")))]
 pub mod parallel;
 mod params;
+pub mod plan;
 mod range;
 pub mod reference;
 pub mod split;

@@ -19,6 +19,42 @@ impl Params<'_> {
         out: &[f32],
         lse: Option<&[f32]>,
     ) -> Result<(), Error> {
+        self.check_shape()?;
+        self.check_qkv(q, k, v)?;
+        self.check_out(out)?;
+        self.check_bias()?;
+        self.check_lse(lse)
+    }
+
+    /// [`validate`](Params::validate) without the outputs: the shape, `q`, `k`, `v` and the
+    /// bias (the tasks of a [`Plan`](crate::plan::Plan), which write partials).
+    pub(crate) fn validate_inputs<K: KvType, V: KvType>(
+        &self,
+        q: &[f32],
+        k: &[K],
+        v: &[V],
+    ) -> Result<(), Error> {
+        self.check_shape()?;
+        self.check_qkv(q, k, v)?;
+        self.check_bias()
+    }
+
+    /// [`validate`](Params::validate) of the shape and the outputs only (the merge of a
+    /// [`Plan`](crate::plan::Plan)'s partials).
+    pub(crate) fn validate_outputs(&self, out: &[f32], lse: Option<&[f32]>) -> Result<(), Error> {
+        self.check_shape()?;
+        self.check_out(out)?;
+        self.check_lse(lse)
+    }
+
+    /// [`validate`](Params::validate) of the shape and scale only (the C ABI's plans).
+    #[cfg(feature = "capi")]
+    pub(crate) fn validate_shape(&self) -> Result<(), Error> {
+        self.check_shape()
+    }
+
+    /// Dimensions, heads and scale.
+    fn check_shape(&self) -> Result<(), Error> {
         let s = &self.shape;
         for (n, d) in [
             (s.q_heads, Dim::QHeads),
@@ -40,11 +76,22 @@ impl Params<'_> {
         if !scale.is_finite() {
             return Err(Error::InvalidScale);
         }
+        Ok(())
+    }
+
+    /// The extents of `q`, `k` and `v` (in their own elements).
+    fn check_qkv<K: KvType, V: KvType>(&self, q: &[f32], k: &[K], v: &[V]) -> Result<(), Error> {
+        let s = &self.shape;
         let k_cols = units(Tensor::K, s.head_dim, K::KIND.values())?;
         let v_cols = units(Tensor::V, s.v_dim, V::KIND.values())?;
         check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
         check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, k_cols)?;
-        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, v_cols)?;
+        check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, v_cols)
+    }
+
+    /// The extent of `out`, and that its rows are disjoint.
+    fn check_out(&self, out: &[f32]) -> Result<(), Error> {
+        let s = &self.shape;
         check_extent(
             Tensor::Out,
             out.len(),
@@ -53,7 +100,12 @@ impl Params<'_> {
             s.q_len,
             s.v_dim,
         )?;
-        check_disjoint(Tensor::Out, self.out, s.q_heads, s.q_len, s.v_dim)?;
+        check_disjoint(Tensor::Out, self.out, s.q_heads, s.q_len, s.v_dim)
+    }
+
+    /// The extent of the bias, if any.
+    fn check_bias(&self) -> Result<(), Error> {
+        let s = &self.shape;
         if let Some(b) = &self.bias {
             check_extent(
                 Tensor::Bias,
@@ -64,6 +116,12 @@ impl Params<'_> {
                 s.kv_len,
             )?;
         }
+        Ok(())
+    }
+
+    /// The length of `lse`, if any: `[q_heads][q_len]`.
+    fn check_lse(&self, lse: Option<&[f32]>) -> Result<(), Error> {
+        let s = &self.shape;
         if let Some(lse) = lse {
             let needed = s
                 .q_heads

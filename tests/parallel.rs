@@ -110,3 +110,55 @@ fn errors_are_those_of_the_single_threaded_call() {
     assert!(out.iter().all(|&x| x == 0.0));
     assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY));
 }
+
+/// `qkv_attention_parallel_f32`, the C ABI's call on the pool, is `parallel::attention`: the
+/// same results as the one-shot C call within the merge's tolerance, and its statuses.
+#[cfg(feature = "capi")]
+#[test]
+fn c_attention_parallel_matches_the_one_shot_call() {
+    use qkv::capi::{
+        QKV_ERR_NULL_POINTER, QKV_ERR_TOO_SHORT, QKV_OK, QkvDesc, qkv_attention_f32,
+        qkv_attention_parallel_f32,
+    };
+    let mut rng = Rng(72);
+    for (q_heads, kv_heads, q_len, kv_len) in [(8, 2, 1, 3000), (4, 2, 130, 130)] {
+        let shape = Shape::new(1, q_len, kv_len, 32).gqa(q_heads, kv_heads);
+        let case = Case::dense(&mut rng, shape, 1.0);
+        let mut d = QkvDesc::planar(q_heads, kv_heads, q_len, kv_len, 32, 32);
+        d.mask = qkv::capi::QKV_MASK_CAUSAL;
+        let n = q_heads * q_len;
+        let (mut want, mut got) = (vec![0.0f32; n * 32], vec![f32::NAN; n * 32]);
+        let (mut want_lse, mut got_lse) = (vec![0.0f32; n], vec![f32::NAN; n]);
+        let (q, k, v) = (
+            case.q.as_ptr(),
+            case.k.as_ptr().cast(),
+            case.v.as_ptr().cast(),
+        );
+        // SAFETY: every buffer holds the extent `d` gives it (planar, dense) and nothing else
+        // touches them during the calls.
+        unsafe {
+            let s = qkv_attention_f32(&d, q, k, v, want.as_mut_ptr(), want_lse.as_mut_ptr());
+            assert_eq!(s, QKV_OK);
+            let s = qkv_attention_parallel_f32(&d, q, k, v, got.as_mut_ptr(), got_lse.as_mut_ptr());
+            assert_eq!(s, QKV_OK);
+            let null = core::ptr::null();
+            let s =
+                qkv_attention_parallel_f32(null, q, k, v, got.as_mut_ptr(), null.cast_mut().cast());
+            assert_eq!(s, QKV_ERR_NULL_POINTER);
+            let mut short = d;
+            short.k_count = kv_heads * kv_len * 32 - 1;
+            let s = qkv_attention_parallel_f32(
+                &short,
+                q,
+                k,
+                v,
+                got.as_mut_ptr(),
+                core::ptr::null_mut(),
+            );
+            assert_eq!(s, QKV_ERR_TOO_SHORT);
+        }
+        for (g, w) in got.iter().chain(&got_lse).zip(want.iter().chain(&want_lse)) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+    }
+}

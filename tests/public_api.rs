@@ -189,6 +189,7 @@ fn errors() {
             dim: 48,
             block: 32,
         },
+        Error::TaskIndex { task: 3, tasks: 3 },
     ];
     // `Error` is `#[non_exhaustive]`: users match it with a wildcard arm, so a new variant
     // is not a breaking change; the fields of the existing ones are.
@@ -222,6 +223,9 @@ fn errors() {
             }
             Error::BlockSize { tensor, dim, block } => {
                 let _: (Tensor, usize, usize) = (tensor, dim, block);
+            }
+            Error::TaskIndex { task, tasks } => {
+                let _: (usize, usize) = (task, tasks);
             }
             _ => {}
         }
@@ -333,6 +337,26 @@ fn split() {
         qkv::split::partial_in;
     let _: fn(&Params, Out, Out, In, In) -> Res = qkv::split::merge;
     let _: fn(Out, &mut f32, In, f32) -> Res = qkv::split::merge_rows;
+    plan();
+}
+
+/// `qkv::plan`: tasks any thread pool can run, no_std. (`qkv::parallel::Plan` is the same
+/// type.)
+fn plan() {
+    use qkv::plan::Plan;
+    let Plan {
+        q_block: _,
+        kv_block: _,
+    }: Plan = Plan::auto(&SHAPE, 2);
+    let _: fn(&Shape, usize) -> Plan = Plan::auto;
+    let _: fn(Plan, &Shape) -> usize = Plan::tasks;
+    let _: fn(Plan, &Shape) -> usize = Plan::partial_len;
+    let _: fn(Plan, &Shape, usize) -> Option<Range<usize>> = Plan::task_partial;
+    value::<Plan>();
+    eq_hash::<Plan>();
+    let _: fn(Level, Plan, &Params, In, In, In, usize, Out) -> Res = qkv::plan::run_task;
+    let _: fn(Level, Out, Plan, &Params, In, In, In, usize, Out) -> Res = qkv::plan::run_task_in;
+    let _: fn(Plan, &Params, In, Out, Lse) -> Res = qkv::plan::finish;
 }
 
 fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
@@ -405,12 +429,13 @@ fn capi() {
         (QKV_ERR_WORKSPACE_TOO_SMALL, 17),
         (QKV_ERR_BLOCK_SIZE, 18),
         (QKV_ERR_TYPE, 19),
+        (QKV_ERR_TASK, 20),
     ] {
         assert_eq!(status, value);
     }
     let _: i32 = QKV_OK;
-    let _: [QkvStatus; 20] = ALL_STATUSES;
-    let _: [&str; 20] = STATUS_NAMES;
+    let _: [QkvStatus; 21] = ALL_STATUSES;
+    let _: [&str; 21] = STATUS_NAMES;
     for (kind, value) in [
         (QKV_MASK_NONE, 0),
         (QKV_MASK_CAUSAL, 1),
@@ -529,6 +554,23 @@ fn capi() {
     let _: unsafe extern "C" fn(Desc, W, usize, R, T, T, usize, usize, W, usize) -> QkvStatus =
         qkv_stream_update_ws;
     let _: unsafe extern "C" fn(Desc, W, usize, W, W) -> QkvStatus = qkv_stream_finish;
+
+    let QkvPlan {
+        q_block: _,
+        kv_block: _,
+        tasks: _,
+        partial_len: _,
+    } = QkvPlan::default();
+    value::<QkvPlan>();
+    type P = *const QkvPlan;
+    let _: unsafe extern "C" fn(Desc, usize, *mut QkvPlan) -> QkvStatus = qkv_plan_make;
+    let _: unsafe extern "C" fn(P, Desc, R, T, T, usize, W, W, usize) -> QkvStatus =
+        qkv_plan_run_task;
+    let _: unsafe extern "C" fn(P, Desc, R, W, W) -> QkvStatus = qkv_plan_finish;
+    #[cfg(feature = "parallel")]
+    {
+        let _: Call = qkv_attention_parallel_f32;
+    }
 }
 
 /// Runs the functions above: they only name items (no call computes anything), so a

@@ -127,6 +127,23 @@ impl Buf {
         // disjoint), `len·4 ≤ isize::MAX`.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.cast::<f32>().cast_mut(), self.len) }
     }
+
+    /// Floats `range` of the buffer (empty if the range is not inside it): the part of a
+    /// buffer that one of several concurrent calls writes.
+    ///
+    /// # Safety
+    /// As [`Buf::slice_mut`], for the floats of `range` only: nothing else reads or writes
+    /// them during `'a` (other calls may use the rest of the buffer).
+    pub(crate) unsafe fn part_mut<'a>(self, range: core::ops::Range<usize>) -> &'a mut [f32] {
+        if self.kind != KvKind::F32 || range.start > range.end || range.end > self.len {
+            return &mut [];
+        }
+        // SAFETY: as in `slice_mut`, for `range`, which is inside the buffer's `len` floats.
+        unsafe {
+            let start = self.ptr.cast::<f32>().cast_mut().add(range.start);
+            core::slice::from_raw_parts_mut(start, range.len())
+        }
+    }
 }
 
 /// [`QKV_ERR_ALIASING`] if any of `writes` overlaps another of them or any of `reads`.

@@ -50,6 +50,7 @@
 mod attention;
 mod buf;
 mod desc;
+mod plan;
 pub(crate) mod split;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub use desc::{
     QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_QUERY_POS_BOTTOM_RIGHT,
     QKV_QUERY_POS_OFFSET, QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED, QkvDesc, QkvLayout,
 };
+#[cfg(feature = "parallel")]
+pub use plan::qkv_attention_parallel_f32;
+pub use plan::{QkvPlan, qkv_plan_finish, qkv_plan_make, qkv_plan_run_task};
 pub use types::{QKV_TYPE_BF16, QKV_TYPE_F16, QKV_TYPE_F32, QKV_TYPE_Q8_0};
 pub use workspace::{qkv_workspace_min_size, qkv_workspace_size};
 
@@ -122,14 +126,17 @@ pub const QKV_ERR_BLOCK_SIZE: QkvStatus = 18;
 /// `k_type` or `v_type` is not a `QKV_TYPE_*` value, or names a type this build of the
 /// library leaves out (see the `kv-*` features).
 pub const QKV_ERR_TYPE: QkvStatus = 19;
+/// [`Error::TaskIndex`]: a task index past the last task of the plan
+/// ([`qkv_plan_run_task`]).
+pub const QKV_ERR_TASK: QkvStatus = 20;
 
 /// Defines [`ALL_STATUSES`] and [`STATUS_NAMES`] from one list, so the two cannot disagree.
 macro_rules! statuses {
     ($($status:ident),* $(,)?) => {
         /// Every status code, in order of value (`QKV_OK` is 0, each next one is one more).
-        pub const ALL_STATUSES: [QkvStatus; 20] = [$($status),*];
+        pub const ALL_STATUSES: [QkvStatus; 21] = [$($status),*];
         /// The C name of each of [`ALL_STATUSES`], in the same order (`"QKV_OK"`, ...).
-        pub const STATUS_NAMES: [&str; 20] = [$(stringify!($status)),*];
+        pub const STATUS_NAMES: [&str; 21] = [$(stringify!($status)),*];
     };
 }
 statuses!(
@@ -153,6 +160,7 @@ statuses!(
     QKV_ERR_WORKSPACE_TOO_SMALL,
     QKV_ERR_BLOCK_SIZE,
     QKV_ERR_TYPE,
+    QKV_ERR_TASK,
 );
 
 /// The status code of an [`Error`]: the one mapping every entry point returns its errors
@@ -168,6 +176,7 @@ pub const fn error_status(e: Error) -> QkvStatus {
         Error::Unsupported(_) => QKV_ERR_UNSUPPORTED,
         Error::WorkspaceTooSmall { .. } => QKV_ERR_WORKSPACE_TOO_SMALL,
         Error::BlockSize { .. } => QKV_ERR_BLOCK_SIZE,
+        Error::TaskIndex { .. } => QKV_ERR_TASK,
     }
 }
 
@@ -271,6 +280,7 @@ pub extern "C" fn qkv_status_str(status: QkvStatus) -> *const c_char {
         QKV_ERR_WORKSPACE_TOO_SMALL => c"the workspace is smaller than qkv_workspace_min_size",
         QKV_ERR_BLOCK_SIZE => c"head_dim or v_dim is not a multiple of the q8_0 block (32)",
         QKV_ERR_TYPE => c"k_type or v_type is unknown or not in this build",
+        QKV_ERR_TASK => c"the task index is past the last task of the plan",
         _ => c"unknown status",
     };
     s.as_ptr()

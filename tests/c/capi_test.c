@@ -538,9 +538,9 @@ static void statuses(void) {
     /* QKV_ERR_INTERNAL is unreachable by design; it and every other code has a text. */
     {
         int s;
-        for (s = QKV_OK; s <= QKV_ERR_TYPE; s++)
+        for (s = QKV_OK; s <= QKV_ERR_TASK; s++)
             CHECK(strcmp(qkv_status_str(s), "unknown status") != 0, "status %d", s);
-        CHECK(strcmp(qkv_status_str(QKV_ERR_TYPE + 1), "unknown status") == 0, "20");
+        CHECK(strcmp(qkv_status_str(QKV_ERR_TASK + 1), "unknown status") == 0, "21");
         CHECK(strcmp(qkv_status_str(-1), "unknown status") == 0, "-1");
     }
 }
@@ -576,6 +576,17 @@ static void type_statuses(void) {
     CHECK(qkv_workspace_size(&d) == 0 && qkv_workspace_min_size(&d) == 0, "bad type size");
     /* The type is checked before the pointers. */
     EXPECT(QKV_ERR_TYPE, &d, Q, NULL, NULL, OUT, LSE);
+
+    /* Plans (tests/c/plan_test.c runs them on threads): a task index past the last. */
+    {
+        qkv_plan plan;
+        CHECK(qkv_plan_make(&base, 1, &plan) == QKV_OK, "plan");
+        float *partial = malloc(plan.partial_len * sizeof(float));
+        qkv_status s = qkv_plan_run_task(&plan, &base, Q, K, V, plan.tasks, partial, NULL, 0);
+        note(s);
+        CHECK(s == QKV_ERR_TASK, "task past the last: %d", s);
+        free(partial);
+    }
 
     /* q8_0 needs head_dim (for k) and v_dim (for v) multiples of 32. */
     d = qkv_desc_kv_types(qkv_desc_planar(4, 2, 5, 6, 48, 32), QKV_TYPE_Q8_0, QKV_TYPE_F32);

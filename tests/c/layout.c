@@ -49,6 +49,12 @@ int main(void) {
     DESC(k_type);
     DESC(v_type);
     SIZE(qkv_status);
+    SIZE(qkv_plan);
+    ALIGN(qkv_plan);
+    FIELD(qkv_plan, q_block);
+    FIELD(qkv_plan, kv_block);
+    FIELD(qkv_plan, tasks);
+    FIELD(qkv_plan, partial_len);
 
     VALUE(QKV_OK);
     VALUE(QKV_ERR_ZERO_DIM);
@@ -70,6 +76,7 @@ int main(void) {
     VALUE(QKV_ERR_WORKSPACE_TOO_SMALL);
     VALUE(QKV_ERR_BLOCK_SIZE);
     VALUE(QKV_ERR_TYPE);
+    VALUE(QKV_ERR_TASK);
     VALUE(QKV_MASK_NONE);
     VALUE(QKV_MASK_CAUSAL);
     VALUE(QKV_MASK_BAND);

@@ -66,6 +66,16 @@ fn main() {
         v_type,
     );
     println!("size qkv_status {}", size_of::<QkvStatus>());
+    println!("size qkv_plan {}", size_of::<QkvPlan>());
+    println!("align qkv_plan {}", align_of::<QkvPlan>());
+    for (field, offset) in [
+        ("q_block", offset_of!(QkvPlan, q_block)),
+        ("kv_block", offset_of!(QkvPlan, kv_block)),
+        ("tasks", offset_of!(QkvPlan, tasks)),
+        ("partial_len", offset_of!(QkvPlan, partial_len)),
+    ] {
+        println!("offset qkv_plan.{field} {offset}");
+    }
 
     for (name, status) in STATUS_NAMES.iter().zip(ALL_STATUSES) {
         println!("value {name} {}", status as i64);

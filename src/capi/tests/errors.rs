@@ -10,7 +10,7 @@ extern crate std;
 use std::{vec, vec::Vec};
 
 /// One value of every [`Error`] variant, with the status the docs give it.
-const EVERY_ERROR: [(Error, QkvStatus); 10] = [
+const EVERY_ERROR: [(Error, QkvStatus); 11] = [
     (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
     (
         Error::HeadsNotDivisible {
@@ -51,6 +51,7 @@ const EVERY_ERROR: [(Error, QkvStatus); 10] = [
         },
         QKV_ERR_BLOCK_SIZE,
     ),
+    (Error::TaskIndex { task: 99, tasks: 6 }, QKV_ERR_TASK),
 ];
 
 /// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
@@ -67,6 +68,7 @@ fn variant(e: Error) -> usize {
         Error::KeyRange { .. } => 7,
         Error::WorkspaceTooSmall { .. } => 8,
         Error::BlockSize { .. } => 9,
+        Error::TaskIndex { .. } => 10,
     }
 }
 
@@ -93,9 +95,11 @@ enum Entry {
     StreamUpdate,
     StreamUpdateWs,
     StreamFinish,
+    PlanRunTask,
+    PlanFinish,
 }
 
-const ENTRIES: [Entry; 11] = [
+const ENTRIES: [Entry; 13] = [
     Entry::Attention,
     Entry::AttentionWs,
     Entry::AttentionIsa,
@@ -107,6 +111,8 @@ const ENTRIES: [Entry; 11] = [
     Entry::StreamUpdate,
     Entry::StreamUpdateWs,
     Entry::StreamFinish,
+    Entry::PlanRunTask,
+    Entry::PlanFinish,
 ];
 
 /// The variants `entry` cannot return, each for the reason given.
@@ -117,9 +123,10 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     let scale = variant(Error::InvalidScale);
     let workspace = variant(EVERY_ERROR[8].0);
     let block = variant(EVERY_ERROR[9].0);
-    match entry {
+    let task = variant(EVERY_ERROR[10].0);
+    let mut never = match entry {
         // Only a forced level can be unsupported; only split-KV and streams take key ranges;
-        // only the `_ws` calls take a workspace.
+        // only the `_ws` calls (and plan tasks) take a workspace.
         Entry::Attention | Entry::Reference => vec![unsupported, key_range, workspace],
         Entry::AttentionWs => vec![unsupported, key_range],
         Entry::AttentionIsa => vec![key_range, workspace],
@@ -132,7 +139,16 @@ fn unreachable(entry: Entry) -> Vec<usize> {
         Entry::StreamUpdate => vec![unsupported, overlap, workspace],
         Entry::StreamUpdateWs => vec![unsupported, overlap],
         Entry::StreamFinish => vec![unsupported, key_range, workspace, block],
+        // A task writes its part of the partial buffer, not `out`.
+        Entry::PlanRunTask => vec![unsupported, key_range, overlap],
+        // The merge of the partials reads no keys.
+        Entry::PlanFinish => vec![unsupported, key_range, workspace, block],
+    };
+    // Only a task has an index.
+    if entry != Entry::PlanRunTask {
+        never.push(task);
     }
+    never
 }
 
 /// A call that must fail with `error`: the descriptor, key range, level and state length
@@ -188,7 +204,7 @@ fn cases(entry: Entry) -> Vec<Case> {
         ),
         // `q` is not read: a count of `out` below its extent, or with strides whose extent
         // overflows.
-        Entry::Merge | Entry::StreamFinish => (
+        Entry::Merge | Entry::StreamFinish | Entry::PlanFinish => (
             case(
                 EVERY_ERROR[2].0,
                 QkvDesc {
@@ -273,6 +289,11 @@ fn cases(entry: Entry) -> Vec<Case> {
             ..base
         },
     ));
+    // A task index past the plan's tasks.
+    all.push(Case {
+        keys: 99..100,
+        ..case(EVERY_ERROR[10].0, base)
+    });
     let skip = unreachable(entry);
     all.retain(|c| !skip.contains(&variant(c.error)));
     if matches!(
@@ -376,6 +397,22 @@ impl Buffers {
                     qkv_stream_update_ws(d, state, n, q, k, v, ks, ke, ws, wl)
                 }
                 Entry::StreamFinish => qkv_stream_finish(d, state, c.state_len, out, lse),
+                // The state buffer as a task's partial buffer, `out_b` as the partials to merge;
+                // one row per task and no key split, the task index from the key range.
+                Entry::PlanRunTask | Entry::PlanFinish => {
+                    let plan = QkvPlan {
+                        q_block: 1,
+                        kv_block: usize::MAX,
+                        tasks: 0,
+                        partial_len: ROOM,
+                    };
+                    match entry {
+                        Entry::PlanRunTask => {
+                            qkv_plan_run_task(&plan, d, q, k, v, ks, state, ws, wl)
+                        }
+                        _ => qkv_plan_finish(&plan, d, ob, out, lse),
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,249 @@
+//! `qkv::plan`: tasks run in any order (here backwards, with and without a workspace) and
+//! merged by `finish` match the reference and the one-shot call on random problems and random
+//! plans at every level and width, with K/V of every type; the task regions tile the partial
+//! buffer; errors write nothing; no rows or no keys mean no tasks.
+
+mod common;
+use common::kv::{Stored, with_stored};
+use common::{Case, Joined, Outputs, Rng, compare_joined, joined_series, one_shot};
+use qkv::plan::{self, Plan};
+use qkv::split::Level;
+use qkv::{Error, KvKind, Params, Shape, Tensor};
+
+/// `case` through `plan`'s tasks, run from the last to the first, then `finish`.
+fn planned(case: &Case, level: Level, plan: Plan, with_workspace: bool) -> Outputs {
+    let s = case.shape;
+    let p = case.stored_params();
+    let mut partial = vec![f32::NAN; plan.partial_len(&s)];
+    let (sk, sv) = case.stored();
+    let mut ws = vec![0.0f32; qkv::workspace_len_for(&p, case.kinds.0, case.kinds.1)];
+    for task in (0..plan.tasks(&s)).rev() {
+        let region = plan.task_partial(&s, task).expect("a task's region");
+        let part = &mut partial[region];
+        with_stored!(&sk, |k| with_stored!(&sv, |v| match with_workspace {
+            true => plan::run_task_in(level, &mut ws, plan, &p, &case.q, k, v, task, part),
+            false => plan::run_task(level, plan, &p, &case.q, k, v, task, part),
+        }))
+        .expect("the task runs");
+    }
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+    plan::finish(plan, &p, &partial, &mut out, Some(&mut lse)).expect("finish");
+    (out, lse)
+}
+
+/// The depth of the merge of a plan's key splits.
+fn depth(shape: &Shape, plan: Plan) -> usize {
+    let splits = shape
+        .kv_len
+        .div_ceil(plan.kv_block.clamp(1, shape.kv_len.max(1)));
+    splits.saturating_sub(1)
+}
+
+#[test]
+fn tasks_in_any_order_match_the_reference_and_the_one_shot_call() {
+    // Each comparison also checks that nothing outside the output rows is written.
+    joined_series(90, 100, 5, |rng, case, level| {
+        let s = case.shape;
+        let plan = Plan {
+            q_block: rng.range(0, s.q_len + 1),
+            kv_block: rng.range(0, s.kv_len + 1),
+        };
+        let with_ws = rng.coin(1, 2);
+        let got = planned(case, level, plan, with_ws);
+        let who = format!("{level:?} {plan:?} workspace {with_ws}");
+        (got, Joined::Merged(depth(&s, plan)), who)
+    });
+}
+
+#[test]
+fn every_kv_type_pair_through_tasks() {
+    let mut rng = Rng(94);
+    for n in 0..common::budget(40, 1) {
+        let mut case = common::series_case(&mut rng, n, 4);
+        if !case.store((rng.pick(&KvKind::ALL), rng.pick(&KvKind::ALL))) {
+            continue;
+        }
+        let s = case.shape;
+        let want = one_shot(&case, None);
+        for level in common::levels() {
+            let plan = Plan {
+                q_block: rng.range(0, s.q_len + 1),
+                kv_block: rng.range(0, s.kv_len + 1),
+            };
+            let got = planned(&case, level, plan, rng.coin(1, 2));
+            let who = format!("{level:?} {plan:?} {:?}", case.kinds);
+            compare_joined(
+                &case,
+                &want,
+                &got,
+                Joined::Merged(depth(&s, plan)),
+                1.0,
+                &who,
+            );
+        }
+    }
+}
+
+#[test]
+fn one_task_per_kv_head_is_the_one_shot_call_bit_for_bit() {
+    let mut rng = Rng(91);
+    for n in 0..common::budget(20, 1) {
+        let case = common::series_case(&mut rng, n, 4);
+        for level in common::levels() {
+            // One block of rows per kv head and no key split: the one-shot call's blocks.
+            let plan = Plan {
+                q_block: usize::MAX,
+                kv_block: usize::MAX,
+            };
+            let got = planned(&case, level, plan, false);
+            let want = one_shot(&case, Some(level));
+            common::assert_same_bits(&want, &got, &format!("{level:?} {plan:?}"));
+        }
+    }
+}
+
+#[test]
+fn task_regions_tile_the_partial_buffer_in_task_order() {
+    let mut rng = Rng(92);
+    for _ in 0..common::budget(200, 5) {
+        let kv_heads = rng.range(1, 4);
+        let shape = Shape::new(1, rng.range(1, 90), rng.range(1, 900), 8)
+            .gqa(rng.range(1, 4) * kv_heads, kv_heads)
+            .with_v_dim(rng.range(1, 40));
+        for plan in [
+            Plan::auto(&shape, rng.range(1, 9)),
+            Plan {
+                q_block: rng.range(0, 100),
+                kv_block: rng.range(0, 1000),
+            },
+        ] {
+            let mut next = 0;
+            for task in 0..plan.tasks(&shape) {
+                let r = plan.task_partial(&shape, task).expect("a region");
+                assert_eq!(r.start, next, "{shape:?} {plan:?} task {task}");
+                assert!(!r.is_empty());
+                next = r.end;
+            }
+            assert_eq!(next, plan.partial_len(&shape), "{shape:?} {plan:?}");
+            assert_eq!(plan.task_partial(&shape, plan.tasks(&shape)), None);
+            let expected =
+                shape.q_heads * shape.q_len * (shape.v_dim + 1) * (depth(&shape, plan) + 1);
+            assert_eq!(plan.partial_len(&shape), expected, "{shape:?} {plan:?}");
+        }
+    }
+}
+
+#[test]
+fn errors_write_nothing() {
+    let mut rng = Rng(93);
+    let shape = Shape::new(2, 5, 70, 8).gqa(4, 2);
+    let case = Case::dense(&mut rng, shape, 1.0);
+    let p = case.params();
+    let plan = Plan {
+        q_block: 2,
+        kv_block: 30,
+    };
+    let tasks = plan.tasks(&shape);
+    assert_eq!(tasks, 2 * 3 * 3);
+    let mut partial = vec![f32::NAN; plan.partial_len(&shape)];
+    let region = plan.task_partial(&shape, 0).expect("task 0");
+    let run = |task: usize, part: &mut [f32], k: &[f32]| {
+        plan::run_task(Level::Detect, plan, &p, &case.q, k, &case.v, task, part)
+    };
+
+    let err = run(tasks, &mut partial[region.clone()], &case.k);
+    assert_eq!(err, Err(Error::TaskIndex { task: tasks, tasks }));
+    let short = region.start..region.end - 1;
+    let err = run(0, &mut partial[short], &case.k);
+    assert!(
+        matches!(
+            err,
+            Err(Error::TooShort {
+                tensor: Tensor::Out,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = run(0, &mut partial[region.clone()], &case.k[1..]);
+    assert!(
+        matches!(
+            err,
+            Err(Error::TooShort {
+                tensor: Tensor::K,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        partial.iter().all(|x| x.is_nan()),
+        "a refused task wrote its partial"
+    );
+
+    for task in 0..tasks {
+        let r = plan.task_partial(&shape, task).expect("a region");
+        run(task, &mut partial[r], &case.k).expect("the task runs");
+    }
+    let mut out = vec![f32::NAN; case.out_len];
+    let mut lse = vec![f32::NAN; shape.q_heads * shape.q_len];
+    let err = plan::finish(plan, &p, &partial[1..], &mut out, Some(&mut lse));
+    assert!(
+        matches!(
+            err,
+            Err(Error::TooShort {
+                tensor: Tensor::Out,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = plan::finish(plan, &p, &partial, &mut out[1..], Some(&mut lse));
+    assert!(
+        matches!(
+            err,
+            Err(Error::TooShort {
+                tensor: Tensor::Out,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = plan::finish(plan, &p, &partial, &mut out, Some(&mut lse[1..]));
+    assert!(
+        matches!(
+            err,
+            Err(Error::TooShort {
+                tensor: Tensor::Lse,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        out.iter().chain(&lse).all(|x| x.is_nan()),
+        "a refused finish wrote"
+    );
+    plan::finish(plan, &p, &partial, &mut out, Some(&mut lse)).expect("finish");
+    assert!(out.iter().chain(&lse).all(|x| x.is_finite()));
+}
+
+#[test]
+fn no_rows_or_no_keys_mean_no_tasks() {
+    for (q_len, kv_len) in [(0, 5), (3, 0), (0, 0)] {
+        let shape = Shape::new(2, q_len, kv_len, 4);
+        let p = Params::new(shape);
+        let plan = Plan::auto(&shape, 4);
+        assert_eq!((plan.tasks(&shape), plan.partial_len(&shape)), (0, 0));
+        assert_eq!(plan.task_partial(&shape, 0), None);
+        let (q, k) = (vec![0.5f32; 2 * q_len * 4], vec![0.5f32; 2 * kv_len * 4]);
+        let err = plan::run_task(Level::Detect, plan, &p, &q, &k, &k, 0, &mut []);
+        assert_eq!(err, Err(Error::TaskIndex { task: 0, tasks: 0 }));
+        let mut out = vec![f32::NAN; 2 * q_len * 4];
+        let mut lse = vec![f32::NAN; 2 * q_len];
+        plan::finish(plan, &p, &[], &mut out, Some(&mut lse)).expect("finish");
+        assert!(out.iter().all(|&x| x == 0.0), "{out:?}");
+        assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY), "{lse:?}");
+    }
+}
