@@ -9,27 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "qkv.h"
-
-static int failures = 0;
-
-static void expect(int ok, const char *what) {
-    if (!ok) {
-        printf("FAIL: %s\n", what);
-        failures++;
-    }
-}
-
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffff) / 65536.0f * 2.0f - 1.0f;
-}
-
-static int close_to(float a, float b) {
-    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-    if (isinf(a) || isinf(b)) return a == b;
-    return fabsf(a - b) <= 1e-5f + 1e-5f * fabsf(b);
-}
 
 /* One worker: every task t with t % 2 == id, forwards for thread 0, backwards for 1. */
 struct worker {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "qkv.h"
 
 #define QH 4
@@ -15,26 +16,6 @@
 #define D 16
 #define OUT_N (QH * QL * D)
 #define LSE_N (QH * QL)
-
-static int failures = 0;
-
-static void expect(int ok, const char *what) {
-    if (!ok) {
-        printf("FAIL: %s\n", what);
-        failures++;
-    }
-}
-
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)((*s >> 8) & 0xffff) / 65536.0f * 2.0f - 1.0f;
-}
-
-static int close_to(float a, float b) {
-    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-    if (isinf(a) || isinf(b)) return a == b;
-    return fabsf(a - b) <= 1e-5f + 1e-5f * fabsf(b);
-}
 
 static void check_problem(const qkv_desc *d, const float *q, const float *k, const float *v,
                           const char *name) {
