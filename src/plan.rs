@@ -68,14 +68,16 @@ pub(crate) struct Task {
     pub at: usize,
 }
 
-/// The counts of a plan over a shape: query blocks per kv head, key splits per block, and
-/// the floats of a partial per query row of a task (`group · (v_dim + 1)`).
+/// The counts of a plan over a shape: query blocks per kv head, key splits per block, tasks,
+/// and the floats of a partial per query row of a task (`group · (v_dim + 1)`).
 #[derive(Clone, Copy)]
 struct Counts {
     q_block: usize,
     kv_block: usize,
     blocks: usize,
     splits: usize,
+    /// `kv_heads · blocks · splits`.
+    tasks: usize,
     row_floats: usize,
 }
 
@@ -108,9 +110,7 @@ impl Plan {
     /// The number of tasks over `shape` (0 when there is nothing to compute: no query rows or
     /// no keys, or a `shape` that [`Params::validate`] refuses).
     pub fn tasks(self, shape: &Shape) -> usize {
-        self.counts(shape)
-            .and_then(|c| shape.kv_heads.checked_mul(c.blocks)?.checked_mul(c.splits))
-            .unwrap_or(0)
+        self.counts(shape).map_or(0, |c| c.tasks)
     }
 
     /// The floats of the buffer the tasks write their partials into:
@@ -144,11 +144,13 @@ impl Plan {
         }
         let q_block = self.q_block.clamp(1, s.q_len);
         let kv_block = self.kv_block.clamp(1, s.kv_len);
+        let (blocks, splits) = (s.q_len.div_ceil(q_block), s.kv_len.div_ceil(kv_block));
         Some(Counts {
             q_block,
             kv_block,
-            blocks: s.q_len.div_ceil(q_block),
-            splits: s.kv_len.div_ceil(kv_block),
+            blocks,
+            splits,
+            tasks: s.kv_heads.checked_mul(blocks)?.checked_mul(splits)?,
             row_floats: (s.q_heads / s.kv_heads).checked_mul(s.v_dim.checked_add(1)?)?,
         })
     }
@@ -156,7 +158,7 @@ impl Plan {
     /// Task `task`: tasks are numbered by kv head, then query block, then key range.
     pub(crate) fn task(self, shape: &Shape, task: usize) -> Option<Task> {
         let c = self.counts(shape)?;
-        if task >= self.tasks(shape) {
+        if task >= c.tasks {
             return None;
         }
         let split = task % c.splits;
