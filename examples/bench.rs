@@ -410,13 +410,7 @@ mod pool {
 
         /// `qkv::parallel::attention` on this pool, with the level forced to `isa`.
         pub fn attention<K: KvType, V: KvType>(
-            &self,
-            isa: Isa,
-            params: &Params,
-            q: &[f32],
-            k: &[K],
-            v: &[V],
-            out: &mut [f32],
+            &self, isa: Isa, params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
         ) -> Result<(), qkv::Error> {
             #[cfg(not(feature = "parallel"))]
             {
@@ -1505,11 +1499,7 @@ fn main() {
 /// A timed run of `runner` (a level or split-KV, not the baseline) on `t`'s K and V, Q
 /// `q`, into `out`.
 fn kernel_run<'a>(
-    runner: Runner,
-    pool: Option<&'a pool::Pool>,
-    t: &'a Typed,
-    q: &'a [f32],
-    out: &'a mut [f32],
+    runner: Runner, pool: Option<&'a pool::Pool>, t: &'a Typed, q: &'a [f32], out: &'a mut [f32],
 ) -> Box<dyn FnMut() + 'a> {
     let params = &t.params;
     with_stored!(&t.k, |k| with_stored!(&t.v, |v| typed_run(
@@ -1519,13 +1509,8 @@ fn kernel_run<'a>(
 
 /// [`kernel_run`] with the types known.
 fn typed_run<'a, K: KvType, V: KvType>(
-    runner: Runner,
-    pool: Option<&'a pool::Pool>,
-    params: &'a Params<'static>,
-    q: &'a [f32],
-    k: &'a [K],
-    v: &'a [V],
-    out: &'a mut [f32],
+    runner: Runner, pool: Option<&'a pool::Pool>, params: &'a Params<'static>, q: &'a [f32],
+    k: &'a [K], v: &'a [V], out: &'a mut [f32],
 ) -> Box<dyn FnMut() + 'a> {
     match (runner, pool) {
         (Runner::Level(isa), None) => Box::new(move || {

@@ -134,30 +134,18 @@ mod sealed {
         fn typed(s: &[Self]) -> Typed<'_>;
     }
 
-    impl Sealed for f32 {
-        #[inline(always)]
-        fn typed(s: &[f32]) -> Typed<'_> {
-            Typed::F32(s)
-        }
+    /// Each type names its own variant of [`Typed`].
+    macro_rules! typed {
+        ($($t:ty => $variant:ident),*) => {$(
+            impl Sealed for $t {
+                #[inline(always)]
+                fn typed(s: &[$t]) -> Typed<'_> {
+                    Typed::$variant(s)
+                }
+            }
+        )*};
     }
-    impl Sealed for f16 {
-        #[inline(always)]
-        fn typed(s: &[f16]) -> Typed<'_> {
-            Typed::F16(s)
-        }
-    }
-    impl Sealed for bf16 {
-        #[inline(always)]
-        fn typed(s: &[bf16]) -> Typed<'_> {
-            Typed::Bf16(s)
-        }
-    }
-    impl Sealed for BlockQ8_0 {
-        #[inline(always)]
-        fn typed(s: &[BlockQ8_0]) -> Typed<'_> {
-            Typed::Q8_0(s)
-        }
-    }
+    typed!(f32 => F32, f16 => F16, bf16 => Bf16, BlockQ8_0 => Q8_0);
 }
 pub(crate) use sealed::Typed;
 

@@ -114,12 +114,7 @@ pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
 /// K and V may each be stored as `f32`, [`f16`](struct@f16), [`bf16`] or [`BlockQ8_0`] ([`kv`]); their
 /// values are widened to `f32` as they are read.
 pub fn attention<K: KvType, V: KvType>(
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    out: &mut [f32],
-    lse: Option<&mut [f32]>,
+    params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     Level::Detect.attention(params, q, k, v, out, lse)
 }
@@ -132,12 +127,7 @@ pub fn attention<K: KvType, V: KvType>(
 /// lives there), whatever the shape. With K or V narrower than `f32`, size it with
 /// [`workspace_len_for`].
 pub fn attention_in<K: KvType, V: KvType>(
-    workspace: &mut [f32],
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    out: &mut [f32],
+    workspace: &mut [f32], params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     Level::Detect.attention_in(workspace, params, q, k, v, out, lse)

@@ -38,12 +38,7 @@ use crate::{Error, KvType, Level, Params, plan};
 /// [`attention`](crate::attention) on the current rayon pool, with the best level and
 /// [`Plan::auto`]. Same arguments, errors and semantics.
 pub fn attention<K: KvType, V: KvType>(
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    out: &mut [f32],
-    lse: Option<&mut [f32]>,
+    params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     let plan = Plan::auto(&params.shape, rayon::current_num_threads());
     attention_planned(Level::Detect, plan, params, q, k, v, out, lse)
@@ -53,13 +48,7 @@ pub fn attention<K: KvType, V: KvType>(
 /// is written on error.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_planned<K: KvType, V: KvType>(
-    level: Level,
-    plan: Plan,
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    out: &mut [f32],
+    level: Level, plan: Plan, params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
     lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     params.validate(q, k, v, out, lse.as_deref())?;

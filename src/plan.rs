@@ -191,13 +191,7 @@ impl Plan {
 /// [`Tensor::Out`] for a `partial` of another length than the task's region.
 #[allow(clippy::too_many_arguments)] // the call's arguments, the level, the plan and the task
 pub fn run_task<K: KvType, V: KvType>(
-    level: Level,
-    plan: Plan,
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    task: usize,
+    level: Level, plan: Plan, params: &Params, q: &[f32], k: &[K], v: &[V], task: usize,
     partial: &mut [f32],
 ) -> Result<(), Error> {
     let (sub, part, (out, lse)) = prepare(plan, params, q, k, v, task, partial)?;
@@ -209,15 +203,8 @@ pub fn run_task<K: KvType, V: KvType>(
 /// [`attention_in`](crate::attention_in) (`workspace_len` of the whole problem is enough).
 #[allow(clippy::too_many_arguments)] // run_task's arguments and the workspace
 pub fn run_task_in<K: KvType, V: KvType>(
-    level: Level,
-    workspace: &mut [f32],
-    plan: Plan,
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    task: usize,
-    partial: &mut [f32],
+    level: Level, workspace: &mut [f32], plan: Plan, params: &Params, q: &[f32], k: &[K], v: &[V],
+    task: usize, partial: &mut [f32],
 ) -> Result<(), Error> {
     let (sub, part, (out, lse)) = prepare(plan, params, q, k, v, task, partial)?;
     let (q, k, v) = part.inputs(params, q, k, v);
@@ -228,12 +215,7 @@ pub fn run_task_in<K: KvType, V: KvType>(
 /// lse.
 #[allow(clippy::type_complexity)]
 fn prepare<'a, 'p, K: KvType, V: KvType>(
-    plan: Plan,
-    params: &Params<'a>,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    task: usize,
+    plan: Plan, params: &Params<'a>, q: &[f32], k: &[K], v: &[V], task: usize,
     partial: &'p mut [f32],
 ) -> Result<(Params<'a>, Part, (&'p mut [f32], &'p mut [f32])), Error> {
     let s = params.shape;
@@ -273,11 +255,7 @@ fn prepare<'a, 'p, K: KvType, V: KvType>(
 /// [`Params::validate`] says), or a `partial` shorter than [`Plan::partial_len`]
 /// ([`Error::TooShort`]`(`[`Tensor::Out`]`)`).
 pub fn finish(
-    plan: Plan,
-    params: &Params,
-    partial: &[f32],
-    out: &mut [f32],
-    mut lse: Option<&mut [f32]>,
+    plan: Plan, params: &Params, partial: &[f32], out: &mut [f32], mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     params.validate_outputs(out, lse.as_deref())?;
     let s = params.shape;

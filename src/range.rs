@@ -60,11 +60,7 @@ impl Part {
     /// `q`, `k` and `v` from the part's first element (empty past the end, which only an
     /// empty part reaches).
     pub fn inputs<'s, K, V>(
-        &self,
-        params: &Params,
-        q: &'s [f32],
-        k: &'s [K],
-        v: &'s [V],
+        &self, params: &Params, q: &'s [f32], k: &'s [K], v: &'s [V],
     ) -> (&'s [f32], &'s [K], &'s [V]) {
         let group = params.shape.q_heads / params.shape.kv_heads.max(1);
         let g = self.heads.start / group.max(1);

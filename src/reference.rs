@@ -24,12 +24,7 @@ const COLS: usize = 32;
 /// It allocates nothing: it recomputes each score once per pass instead of storing the row.
 /// K and V values of any [`KvType`] are decoded exactly, then used in `f64`.
 pub fn attention<K: KvType, V: KvType>(
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    out: &mut [f32],
-    mut lse: Option<&mut [f32]>,
+    params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     params.validate(q, k, v, out, lse.as_deref())?;
     let s = params.shape;

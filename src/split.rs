@@ -63,12 +63,7 @@ pub use crate::Level;
 /// included); only a range of `2⁶³` keys or more (broadcast K and V) whose shifted position
 /// leaves `i64` is [`Error::Overflow`]`(`[`Tensor::Q`]`)`. Nothing is written on error.
 pub fn partial<K: KvType, V: KvType>(
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    keys: Range<usize>,
-    out: &mut [f32],
+    params: &Params, q: &[f32], k: &[K], v: &[V], keys: Range<usize>, out: &mut [f32],
     lse: &mut [f32],
 ) -> Result<(), Error> {
     partial_at(Level::Detect, params, q, k, v, keys, out, lse)
@@ -77,14 +72,8 @@ pub fn partial<K: KvType, V: KvType>(
 /// [`partial`] on a chosen [`Level`].
 #[allow(clippy::too_many_arguments)] // `partial`'s arguments and the level
 pub fn partial_at<K: KvType, V: KvType>(
-    level: Level,
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    keys: Range<usize>,
-    out: &mut [f32],
-    lse: &mut [f32],
+    level: Level, params: &Params, q: &[f32], k: &[K], v: &[V], keys: Range<usize>,
+    out: &mut [f32], lse: &mut [f32],
 ) -> Result<(), Error> {
     let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
     let (q, k, v) = part.inputs(params, q, k, v);
@@ -99,15 +88,8 @@ pub fn partial_at<K: KvType, V: KvType>(
 /// ([`Error::WorkspaceTooSmall`] otherwise).
 #[allow(clippy::too_many_arguments)] // `partial`'s arguments, the level and the workspace
 pub fn partial_in<K: KvType, V: KvType>(
-    level: Level,
-    workspace: &mut [f32],
-    params: &Params,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    keys: Range<usize>,
-    out: &mut [f32],
-    lse: &mut [f32],
+    level: Level, workspace: &mut [f32], params: &Params, q: &[f32], k: &[K], v: &[V],
+    keys: Range<usize>, out: &mut [f32], lse: &mut [f32],
 ) -> Result<(), Error> {
     let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
     let (q, k, v) = part.inputs(params, q, k, v);
@@ -116,13 +98,7 @@ pub fn partial_in<K: KvType, V: KvType>(
 
 /// The checks of a partial, in the documented order, and its sub-problem.
 fn validate_partial<'a, K: KvType, V: KvType>(
-    params: &Params<'a>,
-    q: &[f32],
-    k: &[K],
-    v: &[V],
-    keys: &Range<usize>,
-    out: &[f32],
-    lse: &[f32],
+    params: &Params<'a>, q: &[f32], k: &[K], v: &[V], keys: &Range<usize>, out: &[f32], lse: &[f32],
 ) -> Result<(Params<'a>, Part), Error> {
     params.validate(q, k, v, out, Some(lse))?;
     check_keys(keys, params.shape.kv_len)?;
@@ -166,11 +142,7 @@ pub(crate) fn validate_out(params: &Params, out: &[f32], lse: Option<&[f32]>) ->
 /// for `out_a`/`out_b` (reported as [`Tensor::Out`]) and the lse slices ([`Tensor::Lse`]),
 /// [`Error::ZeroDim`] and [`Error::HeadsNotDivisible`] as for the shape.
 pub fn merge(
-    params: &Params,
-    out_a: &mut [f32],
-    lse_a: &mut [f32],
-    out_b: &[f32],
-    lse_b: &[f32],
+    params: &Params, out_a: &mut [f32], lse_a: &mut [f32], out_b: &[f32], lse_b: &[f32],
 ) -> Result<(), Error> {
     validate_out(params, out_a, Some(lse_a))?;
     validate_out(params, out_b, Some(lse_b))?;
@@ -208,10 +180,7 @@ pub fn merge(
 /// Errors with [`Error::TooShort`]`(`[`Tensor::Out`]`)` (nothing written) when the rows differ
 /// in length.
 pub fn merge_rows(
-    out_a: &mut [f32],
-    lse_a: &mut f32,
-    out_b: &[f32],
-    lse_b: f32,
+    out_a: &mut [f32], lse_a: &mut f32, out_b: &[f32], lse_b: f32,
 ) -> Result<(), Error> {
     if out_a.len() != out_b.len() {
         return Err(Error::TooShort {

@@ -183,11 +183,7 @@ impl<'p, 's> Stream<'p, 's> {
     /// `0..=kv_len`, then what [`attention`](crate::attention) returns for the chunk as a
     /// problem of `keys.len()` keys (slices too short, an unavailable level…).
     pub fn update<K: KvType, V: KvType>(
-        &mut self,
-        q: &[f32],
-        k: &[K],
-        v: &[V],
-        keys: Range<usize>,
+        &mut self, q: &[f32], k: &[K], v: &[V], keys: Range<usize>,
     ) -> Result<(), Error> {
         let shape = self.params.shape;
         self.update_by(keys, |level, sub, out, lse| {
@@ -204,12 +200,7 @@ impl<'p, 's> Stream<'p, 's> {
     /// stream's params for full speed, at least [`min_workspace_len`](crate::min_workspace_len)
     /// ([`Error::WorkspaceTooSmall`] otherwise, the state unchanged).
     pub fn update_in<K: KvType, V: KvType>(
-        &mut self,
-        workspace: &mut [f32],
-        q: &[f32],
-        k: &[K],
-        v: &[V],
-        keys: Range<usize>,
+        &mut self, workspace: &mut [f32], q: &[f32], k: &[K], v: &[V], keys: Range<usize>,
     ) -> Result<(), Error> {
         self.update_by(keys, |level, sub, out, lse| {
             level.attention_in(workspace, sub, q, k, v, out, Some(lse))
@@ -219,8 +210,7 @@ impl<'p, 's> Stream<'p, 's> {
     /// Runs the chunk `keys` with `chunk(level, sub-problem, out, lse)` into the state's
     /// scratch rows, then folds it into the running values.
     fn update_by(
-        &mut self,
-        keys: Range<usize>,
+        &mut self, keys: Range<usize>,
         chunk: impl FnOnce(Level, &Params, &mut [f32], &mut [f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         check_keys(&keys, self.params.shape.kv_len)?;

@@ -54,12 +54,7 @@ pub fn lse_bound(score_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32) -
 /// `lse_abs` is the largest `|lse|` of a partial with a weight that matters: the merged
 /// `|lse|` plus 20 (a weight below `e^−20` contributes less than its rounding) is safe.
 pub fn merged_output_bound(
-    score_abs: f32,
-    v_abs: f32,
-    head_dim: usize,
-    kv_len: usize,
-    lse_abs: f32,
-    depth: usize,
+    score_abs: f32, v_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32, depth: usize,
 ) -> f32 {
     let d = depth as f32;
     let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * d * (lse_abs + 1.0) * EPS;
@@ -79,11 +74,7 @@ fn weighted_mean_bound(partial: f32, v_abs: f32, eta: f32, roundings: f32) -> f3
 /// lse is a smooth maximum of the partials' (Lipschitz 1), so their error carries over, plus
 /// one rounding per level.
 pub fn merged_lse_bound(
-    score_abs: f32,
-    head_dim: usize,
-    kv_len: usize,
-    lse_abs: f32,
-    depth: usize,
+    score_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32, depth: usize,
 ) -> f32 {
     lse_bound(score_abs, head_dim, kv_len, lse_abs)
         + 4.0 * (depth as f32 + 1.0) * (lse_abs + 1.0) * EPS
@@ -102,12 +93,7 @@ pub fn merged_lse_bound(
 ///
 /// `lse_abs` as in [`merged_output_bound`].
 pub fn stream_output_bound(
-    score_abs: f32,
-    v_abs: f32,
-    head_dim: usize,
-    kv_len: usize,
-    lse_abs: f32,
-    chunks: usize,
+    score_abs: f32, v_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32, chunks: usize,
 ) -> f32 {
     let n = stream_roundings(chunks);
     let eta = lse_bound(score_abs, head_dim, kv_len, lse_abs) + 2.0 * n * EPS;
@@ -125,11 +111,7 @@ fn stream_roundings(chunks: usize) -> f32 {
 /// error, the relative error of the running sum (`2·(chunks + 2)·ε`, as a log) and the final
 /// rounding.
 pub fn stream_lse_bound(
-    score_abs: f32,
-    head_dim: usize,
-    kv_len: usize,
-    lse_abs: f32,
-    chunks: usize,
+    score_abs: f32, head_dim: usize, kv_len: usize, lse_abs: f32, chunks: usize,
 ) -> f32 {
     lse_bound(score_abs, head_dim, kv_len, lse_abs)
         + 4.0 * (2.0 * stream_roundings(chunks) + lse_abs) * EPS

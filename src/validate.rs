@@ -12,12 +12,7 @@ impl Params<'_> {
     /// level and the C ABI. K and V are checked in their own elements ([`KvType`]): a
     /// `q8_0` K needs a `head_dim`, and a `q8_0` V a `v_dim`, that is a multiple of 32.
     pub fn validate<K: KvType, V: KvType>(
-        &self,
-        q: &[f32],
-        k: &[K],
-        v: &[V],
-        out: &[f32],
-        lse: Option<&[f32]>,
+        &self, q: &[f32], k: &[K], v: &[V], out: &[f32], lse: Option<&[f32]>,
     ) -> Result<(), Error> {
         self.check_shape()?;
         self.check_qkv(q, k, v)?;
@@ -29,10 +24,7 @@ impl Params<'_> {
     /// [`validate`](Params::validate) without the outputs: the shape, `q`, `k`, `v` and the
     /// bias (the tasks of a [`Plan`](crate::plan::Plan), which write partials).
     pub(crate) fn validate_inputs<K: KvType, V: KvType>(
-        &self,
-        q: &[f32],
-        k: &[K],
-        v: &[V],
+        &self, q: &[f32], k: &[K], v: &[V],
     ) -> Result<(), Error> {
         self.check_shape()?;
         self.check_qkv(q, k, v)?;
@@ -155,12 +147,7 @@ fn units(tensor: Tensor, dim: usize, values: usize) -> Result<usize, Error> {
 /// Every element `[h][r][c]` for `h < heads, r < rows, c < cols` must be inside a slice of
 /// `len` elements ([`Layout::extent`]).
 fn check_extent(
-    tensor: Tensor,
-    len: usize,
-    layout: Layout,
-    heads: usize,
-    rows: usize,
-    cols: usize,
+    tensor: Tensor, len: usize, layout: Layout, heads: usize, rows: usize, cols: usize,
 ) -> Result<(), Error> {
     let needed = layout
         .extent(heads, rows, cols)
@@ -180,11 +167,7 @@ fn check_extent(
 /// `b ≥ (na - 1)·a + cols`; a dimension of count 1 imposes nothing. Called after
 /// [`check_extent`], whose sum bounds this one, so nothing here overflows.
 fn check_disjoint(
-    tensor: Tensor,
-    layout: Layout,
-    heads: usize,
-    rows: usize,
-    cols: usize,
+    tensor: Tensor, layout: Layout, heads: usize, rows: usize, cols: usize,
 ) -> Result<(), Error> {
     if heads == 0 || rows == 0 || cols == 0 {
         return Ok(());

@@ -22,11 +22,7 @@ use std::sync::OnceLock;
 /// Compiles the one source `tests/c/{file}` with `compiler` under the language standard `std`
 /// (a flag such as `-std=c99`) as `name`, linked with `link`.
 fn compile_one(
-    compiler: &str,
-    std: &str,
-    file: &str,
-    name: &str,
-    link: &[impl AsRef<OsStr>],
+    compiler: &str, std: &str, file: &str, name: &str, link: &[impl AsRef<OsStr>],
 ) -> PathBuf {
     compile(compiler, name, &[std], &[&c_file(file)], link)
 }

@@ -6,20 +6,9 @@
 mod harness;
 
 use harness::*;
-use std::process::Command;
 
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_plan_tasks_on_two_pthreads_match_the_one_shot_call() {
-    let mut libs = std_build().static_link();
-    libs.extend(["-lpthread".into(), "-lm".into()]);
-    let exe = compile(
-        "cc",
-        "plan_test",
-        &["-std=c99", "-O1"],
-        &[&c_file("plan_test.c")],
-        &libs,
-    );
-    let text = stdout(&run(&mut Command::new(exe)));
-    assert!(text.ends_with("PASS\n"), "{text}");
+    run_c_test("plan_test", &["-lpthread", "-lm"]);
 }

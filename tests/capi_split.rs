@@ -8,20 +8,9 @@
 mod harness;
 
 use harness::*;
-use std::process::Command;
 
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
 fn c_partials_merges_and_streams_match_the_one_shot_call() {
-    let mut libs = std_build().static_link();
-    libs.push("-lm".into());
-    let exe = compile(
-        "cc",
-        "split_test",
-        &["-std=c99", "-O1"],
-        &[&c_file("split_test.c")],
-        &libs,
-    );
-    let text = stdout(&run(&mut Command::new(exe)));
-    assert!(text.ends_with("PASS\n"), "{text}");
+    run_c_test("split_test", &["-lm"]);
 }

@@ -6,12 +6,7 @@ use qkv::{Bias, Dim, Error, Isa, Layout, Params, Shape, Tensor};
 
 /// Runs every level and the reference; all must return `want` and write nothing.
 fn expect(
-    p: &Params,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out_len: usize,
-    lse_len: Option<usize>,
+    p: &Params, q: &[f32], k: &[f32], v: &[f32], out_len: usize, lse_len: Option<usize>,
     want: Error,
 ) {
     let mut results = vec![];

@@ -34,12 +34,8 @@ fn random_plans_match_single_threaded_and_reference() {
     // Each comparison also checks that nothing outside the output rows is written.
     joined_series(70, 120, 5, |rng, case, level| {
         let s = case.shape;
-        let plan = Plan {
-            q_block: rng.range(0, s.q_len + 1),
-            kv_block: rng.range(0, s.kv_len + 1),
-        };
-        let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
-        let depth = splits.saturating_sub(1);
+        let plan = common::random_plan(rng, &s);
+        let depth = common::plan_depth(&s, plan);
         let got = planned(case, level, plan);
         (got, Joined::Merged(depth), format!("{level:?} {plan:?}"))
     });

@@ -32,27 +32,16 @@ fn planned(case: &Case, level: Level, plan: Plan, with_workspace: bool) -> Outpu
     (out, lse)
 }
 
-/// The depth of the merge of a plan's key splits.
-fn depth(shape: &Shape, plan: Plan) -> usize {
-    let splits = shape
-        .kv_len
-        .div_ceil(plan.kv_block.clamp(1, shape.kv_len.max(1)));
-    splits.saturating_sub(1)
-}
-
 #[test]
 fn tasks_in_any_order_match_the_reference_and_the_one_shot_call() {
     // Each comparison also checks that nothing outside the output rows is written.
     joined_series(90, 100, 5, |rng, case, level| {
         let s = case.shape;
-        let plan = Plan {
-            q_block: rng.range(0, s.q_len + 1),
-            kv_block: rng.range(0, s.kv_len + 1),
-        };
+        let plan = common::random_plan(rng, &s);
         let with_ws = rng.coin(1, 2);
         let got = planned(case, level, plan, with_ws);
         let who = format!("{level:?} {plan:?} workspace {with_ws}");
-        (got, Joined::Merged(depth(&s, plan)), who)
+        (got, Joined::Merged(common::plan_depth(&s, plan)), who)
     });
 }
 
@@ -67,17 +56,14 @@ fn every_kv_type_pair_through_tasks() {
         let s = case.shape;
         let want = one_shot(&case, None);
         for level in common::levels() {
-            let plan = Plan {
-                q_block: rng.range(0, s.q_len + 1),
-                kv_block: rng.range(0, s.kv_len + 1),
-            };
+            let plan = common::random_plan(&mut rng, &s);
             let got = planned(&case, level, plan, rng.coin(1, 2));
             let who = format!("{level:?} {plan:?} {:?}", case.kinds);
             compare_joined(
                 &case,
                 &want,
                 &got,
-                Joined::Merged(depth(&s, plan)),
+                Joined::Merged(common::plan_depth(&s, plan)),
                 1.0,
                 &who,
             );
@@ -127,8 +113,10 @@ fn task_regions_tile_the_partial_buffer_in_task_order() {
             }
             assert_eq!(next, plan.partial_len(&shape), "{shape:?} {plan:?}");
             assert_eq!(plan.task_partial(&shape, plan.tasks(&shape)), None);
-            let expected =
-                shape.q_heads * shape.q_len * (shape.v_dim + 1) * (depth(&shape, plan) + 1);
+            let expected = shape.q_heads
+                * shape.q_len
+                * (shape.v_dim + 1)
+                * (common::plan_depth(&shape, plan) + 1);
             assert_eq!(plan.partial_len(&shape), expected, "{shape:?} {plan:?}");
         }
     }
@@ -156,27 +144,9 @@ fn errors_write_nothing() {
     assert_eq!(err, Err(Error::TaskIndex { task: tasks, tasks }));
     let short = region.start..region.end - 1;
     let err = run(0, &mut partial[short], &case.k);
-    assert!(
-        matches!(
-            err,
-            Err(Error::TooShort {
-                tensor: Tensor::Out,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert_too_short(err, Tensor::Out);
     let err = run(0, &mut partial[region.clone()], &case.k[1..]);
-    assert!(
-        matches!(
-            err,
-            Err(Error::TooShort {
-                tensor: Tensor::K,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert_too_short(err, Tensor::K);
     assert!(
         partial.iter().all(|x| x.is_nan()),
         "a refused task wrote its partial"
@@ -189,38 +159,11 @@ fn errors_write_nothing() {
     let mut out = vec![f32::NAN; case.out_len];
     let mut lse = vec![f32::NAN; shape.q_heads * shape.q_len];
     let err = plan::finish(plan, &p, &partial[1..], &mut out, Some(&mut lse));
-    assert!(
-        matches!(
-            err,
-            Err(Error::TooShort {
-                tensor: Tensor::Out,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert_too_short(err, Tensor::Out);
     let err = plan::finish(plan, &p, &partial, &mut out[1..], Some(&mut lse));
-    assert!(
-        matches!(
-            err,
-            Err(Error::TooShort {
-                tensor: Tensor::Out,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert_too_short(err, Tensor::Out);
     let err = plan::finish(plan, &p, &partial, &mut out, Some(&mut lse[1..]));
-    assert!(
-        matches!(
-            err,
-            Err(Error::TooShort {
-                tensor: Tensor::Lse,
-                ..
-            })
-        ),
-        "{err:?}"
-    );
+    assert_too_short(err, Tensor::Lse);
     assert!(
         out.iter().chain(&lse).all(|x| x.is_nan()),
         "a refused finish wrote"
@@ -246,4 +189,12 @@ fn no_rows_or_no_keys_mean_no_tasks() {
         assert!(out.iter().all(|&x| x == 0.0), "{out:?}");
         assert!(lse.iter().all(|&x| x == f32::NEG_INFINITY), "{lse:?}");
     }
+}
+
+/// Asserts that `err` is [`Error::TooShort`] for `tensor`.
+fn assert_too_short(err: Result<(), Error>, tensor: Tensor) {
+    assert!(
+        matches!(err, Err(Error::TooShort { tensor: t, .. }) if t == tensor),
+        "{err:?}"
+    );
 }

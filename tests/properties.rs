@@ -19,9 +19,7 @@ fn max_len() -> usize {
 /// adjusts the case and returns what every level's `check` needs, then `check` runs at each
 /// level; its first error fails the property.
 fn at_every_level<T>(
-    seed: u64,
-    max_dim: usize,
-    prepare: impl FnOnce(&mut Rng, &mut Case) -> T,
+    seed: u64, max_dim: usize, prepare: impl FnOnce(&mut Rng, &mut Case) -> T,
     check: impl Fn(&Case, &T, Level) -> Result<(), String>,
 ) -> TestResult {
     let mut rng = Rng(seed);

@@ -128,12 +128,8 @@ impl Baseline {
 /// `a` and `c` hold at least `m·inner` and `m·cols` elements, and every element of `b` the
 /// strides address is inside `b`.
 unsafe fn gemm(
-    (m, inner, cols): (usize, usize, usize),
-    alpha: f32,
-    a: &[f32],
-    b: &[f32],
-    b_strides: (usize, usize),
-    c: &mut [f32],
+    (m, inner, cols): (usize, usize, usize), alpha: f32, a: &[f32], b: &[f32],
+    b_strides: (usize, usize), c: &mut [f32],
 ) {
     let (rsb, csb) = (b_strides.0 as isize, b_strides.1 as isize);
     let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());

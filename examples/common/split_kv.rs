@@ -40,12 +40,7 @@ impl SplitKv {
     /// thread takes the first share), then merged into `out`, in key order. K and V in any
     /// of qkv's storage types (`params`' K/V strides in their elements).
     pub fn run<K: KvType, V: KvType>(
-        &mut self,
-        params: &Params,
-        q: &[f32],
-        k: &[K],
-        v: &[V],
-        out: &mut [f32],
+        &mut self, params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
     ) {
         let n = params.shape.kv_len;
         let range = |r: usize| r * n / SPLITS..(r + 1) * n / SPLITS;

@@ -207,12 +207,7 @@ fn attach_bias(d: &mut QkvDesc, w: &World, bias: Option<Arg>) -> Option<Arg> {
 
 /// [`arg`], with buffers of up to `cap` floats.
 fn arg_up_to(
-    b: &mut Bytes,
-    w: &mut World,
-    count: usize,
-    extent: Option<usize>,
-    fill: Fill,
-    cap: usize,
+    b: &mut Bytes, w: &mut World, count: usize, extent: Option<usize>, fill: Fill, cap: usize,
 ) -> Arg {
     let len = match count {
         0 => extent.ok_or(()),
@@ -288,9 +283,7 @@ fn aliasing(w: &World, writes: &[&Arg], reads: &[&Arg]) -> Result<(), QkvStatus>
 /// The Rust side of a stream call: `run` on the state's floats, taken out of `w` for the call
 /// and put back after it, and the status its result maps to.
 fn on_state(
-    w: &mut World,
-    state: &Arg,
-    run: impl FnOnce(&mut World, &mut [f32]) -> Result<(), Error>,
+    w: &mut World, state: &Arg, run: impl FnOnce(&mut World, &mut [f32]) -> Result<(), Error>,
 ) -> QkvStatus {
     let mut st = w.take(state);
     let sn = *state.len.as_ref().unwrap();
@@ -311,12 +304,8 @@ fn rust_status(r: Result<(), Error>) -> QkvStatus {
 /// `rust` computes the Rust API's status on a copy of the world (and leaves there what the
 /// call must leave), `c` makes the call. Returns the status.
 fn check_call(
-    what: &str,
-    d: &QkvDesc,
-    w: &mut World,
-    pre: Result<(), QkvStatus>,
-    rust: impl FnOnce(&mut World) -> QkvStatus,
-    c: impl FnOnce(&mut World) -> QkvStatus,
+    what: &str, d: &QkvDesc, w: &mut World, pre: Result<(), QkvStatus>,
+    rust: impl FnOnce(&mut World) -> QkvStatus, c: impl FnOnce(&mut World) -> QkvStatus,
 ) -> QkvStatus {
     let before = w.bits();
     let mut expect = w.clone();
@@ -378,14 +367,7 @@ enum Joined {
 /// Compares a joined result with the reference under the documented bound.
 #[allow(clippy::too_many_arguments)]
 fn close_to_reference(
-    p: &Params,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out: &[f32],
-    lse: &[f32],
-    how: Joined,
-    d: &QkvDesc,
+    p: &Params, q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], how: Joined, d: &QkvDesc,
 ) {
     let s = p.shape;
     if show() {

@@ -42,11 +42,8 @@ impl<'a> Call<'a> {
     // before the kernel's frames start (firmware stacks are small).
     #[inline(never)]
     pub(super) unsafe fn decode(
-        desc: *const QkvDesc,
-        (q, k, v): (*const f32, *const c_void, *const c_void),
-        out: *mut f32,
-        lse: Lse,
-        (ws, ws_len): (*mut f32, usize),
+        desc: *const QkvDesc, (q, k, v): (*const f32, *const c_void, *const c_void), out: *mut f32,
+        lse: Lse, (ws, ws_len): (*mut f32, usize),
     ) -> Result<Call<'a>, QkvStatus> {
         // SAFETY: the caller's contract for `desc`.
         let p = unsafe { Problem::decode(desc, q, k, v, out) }?;
@@ -120,11 +117,7 @@ pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
 /// `lse` are writable and not accessed by anyone else during the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_attention_f32(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    out: *mut f32,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
@@ -154,14 +147,8 @@ pub unsafe extern "C" fn qkv_attention_f32(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_attention_f32_ws(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    out: *mut f32,
-    lse: *mut f32,
-    workspace: *mut f32,
-    workspace_len: usize,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
+    lse: *mut f32, workspace: *mut f32, workspace_len: usize,
 ) -> QkvStatus {
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
@@ -184,13 +171,8 @@ pub unsafe extern "C" fn qkv_attention_f32_ws(
 /// The contract of [`qkv_attention_f32`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_attention_f32_isa(
-    isa: i32,
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    out: *mut f32,
-    lse: *mut f32,
+    isa: i32, desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void,
+    out: *mut f32, lse: *mut f32,
 ) -> QkvStatus {
     let Some(isa) = isa_from_i32(isa) else {
         return QKV_ERR_UNKNOWN_ISA;
@@ -211,11 +193,7 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
 /// The contract of [`qkv_attention_f32`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_reference_f32(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    out: *mut f32,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.

@@ -22,9 +22,7 @@ impl Buf {
     /// A buffer of `float`s: `len` is `count` if nonzero, else the extent; checks it, then
     /// the pointer.
     pub(crate) fn new(
-        ptr: *const f32,
-        count: usize,
-        extent: Option<usize>,
+        ptr: *const f32, count: usize, extent: Option<usize>,
     ) -> Result<Buf, QkvStatus> {
         Buf::of(KvKind::F32, ptr.cast(), count, extent)
     }
@@ -33,10 +31,7 @@ impl Buf {
     /// [`Buf::new`]: its length against `PTRDIFF_MAX` bytes, then NULL, then the alignment
     /// of the type.
     pub(crate) fn of(
-        kind: KvKind,
-        ptr: *const u8,
-        count: usize,
-        extent: Option<usize>,
+        kind: KvKind, ptr: *const u8, count: usize, extent: Option<usize>,
     ) -> Result<Buf, QkvStatus> {
         let len = match count {
             0 => extent.ok_or(QKV_ERR_OVERFLOW)?,

@@ -172,12 +172,7 @@ impl QkvDesc {
     /// The descriptor of [`Params::new`]: planar layouts, default scale, no mask, no bias,
     /// lengths derived from the shape. The header's `qkv_desc_planar` does the same.
     pub const fn planar(
-        q_heads: usize,
-        kv_heads: usize,
-        q_len: usize,
-        kv_len: usize,
-        head_dim: usize,
-        v_dim: usize,
+        q_heads: usize, kv_heads: usize, q_len: usize, kv_len: usize, head_dim: usize, v_dim: usize,
     ) -> QkvDesc {
         // Wrapping, as the header's `size_t` arithmetic does: a product that overflows
         // gives strides that validation then refuses.
@@ -251,11 +246,7 @@ impl Problem {
     /// # Safety
     /// `desc` as [`Desc::read`] requires.
     pub(crate) unsafe fn decode(
-        desc: *const QkvDesc,
-        q: *const f32,
-        k: *const c_void,
-        v: *const c_void,
-        out: *mut f32,
+        desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
     ) -> Result<Problem, QkvStatus> {
         // SAFETY: the caller's contract.
         let desc = unsafe { Desc::read(desc) }?;
@@ -389,11 +380,7 @@ impl Desc {
     /// ([`QKV_ERR_BLOCK_SIZE`](super::QKV_ERR_BLOCK_SIZE)), and meanwhile no extent is
     /// shorter than the row.
     fn tensor(
-        &self,
-        tensor: Tensor,
-        ptr: *const u8,
-        [k_kind, v_kind]: [KvKind; 2],
-        keys: KeyRows,
+        &self, tensor: Tensor, ptr: *const u8, [k_kind, v_kind]: [KvKind; 2], keys: KeyRows,
     ) -> Result<Buf, QkvStatus> {
         let (d, s) = (&self.0, self.shape());
         let (kv_count, kv_rows) = match keys {
@@ -449,11 +436,7 @@ impl Desc {
     /// The buffers of `q`, `k` and `v` (holding `keys` rows of K and V, stored as `kinds`
     /// from [`Desc::kv_kinds`]), checked in that order.
     pub(crate) fn qkv(
-        &self,
-        q: *const f32,
-        [k, v]: [*const c_void; 2],
-        kinds: [KvKind; 2],
-        keys: KeyRows,
+        &self, q: *const f32, [k, v]: [*const c_void; 2], kinds: [KvKind; 2], keys: KeyRows,
     ) -> Result<[Buf; 3], QkvStatus> {
         Ok([
             self.floats(Tensor::Q, q)?,

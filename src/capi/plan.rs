@@ -77,9 +77,7 @@ fn partial_buf(plan: &QkvPlan, d: &Desc, ptr: *const f32) -> Result<Buf, QkvStat
 /// to a writable `qkv_plan`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_plan_make(
-    desc: *const QkvDesc,
-    threads: usize,
-    plan: *mut QkvPlan,
+    desc: *const QkvDesc, threads: usize, plan: *mut QkvPlan,
 ) -> QkvStatus {
     guard(|| {
         // SAFETY: the caller's contract for `desc`.
@@ -125,15 +123,8 @@ pub unsafe extern "C" fn qkv_plan_make(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_plan_run_task(
-    plan: *const QkvPlan,
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    task: usize,
-    partial: *mut f32,
-    workspace_ptr: *mut f32,
-    workspace_len: usize,
+    plan: *const QkvPlan, desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void,
+    task: usize, partial: *mut f32, workspace_ptr: *mut f32, workspace_len: usize,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
@@ -183,11 +174,7 @@ pub unsafe extern "C" fn qkv_plan_run_task(
 /// input and `out` and `lse` that of outputs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_plan_finish(
-    plan: *const QkvPlan,
-    desc: *const QkvDesc,
-    partial: *const f32,
-    out: *mut f32,
-    lse: *mut f32,
+    plan: *const QkvPlan, desc: *const QkvDesc, partial: *const f32, out: *mut f32, lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
@@ -218,11 +205,7 @@ pub unsafe extern "C" fn qkv_plan_finish(
 #[cfg(feature = "parallel")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_attention_parallel_f32(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    out: *mut f32,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
     lse: *mut f32,
 ) -> QkvStatus {
     use super::attention::{Call, Lse, NONE, run};

@@ -28,14 +28,8 @@ use crate::{Level, Mask, split};
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_partial_f32(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    key_start: usize,
-    key_end: usize,
-    out: *mut f32,
-    lse: *mut f32,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, key_start: usize,
+    key_end: usize, out: *mut f32, lse: *mut f32,
 ) -> QkvStatus {
     let keys: Range<usize> = key_start..key_end;
     // SAFETY: the same contract, passed on.
@@ -58,16 +52,8 @@ pub unsafe extern "C" fn qkv_partial_f32(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_partial_f32_ws(
-    desc: *const QkvDesc,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    key_start: usize,
-    key_end: usize,
-    out: *mut f32,
-    lse: *mut f32,
-    workspace: *mut f32,
-    workspace_len: usize,
+    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, key_start: usize,
+    key_end: usize, out: *mut f32, lse: *mut f32, workspace: *mut f32, workspace_len: usize,
 ) -> QkvStatus {
     let keys: Range<usize> = key_start..key_end;
     let ws = (workspace, workspace_len);
@@ -96,11 +82,7 @@ pub unsafe extern "C" fn qkv_partial_f32_ws(
 /// follow the contract of `out` and `lse`, `out_b` and `lse_b` that of inputs.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_merge_f32(
-    desc: *const QkvDesc,
-    out_a: *mut f32,
-    lse_a: *mut f32,
-    out_b: *const f32,
-    lse_b: *const f32,
+    desc: *const QkvDesc, out_a: *mut f32, lse_a: *mut f32, out_b: *const f32, lse_b: *const f32,
 ) -> QkvStatus {
     guard(|| {
         // SAFETY: the caller's contract for `desc`.

@@ -79,10 +79,8 @@ impl<'a> Update<'a> {
     // Not inlined: the descriptor's copy lives in this frame, gone before the kernel runs.
     #[inline(never)]
     unsafe fn decode(
-        desc: *const QkvDesc,
-        (state, state_len): (*mut f32, usize),
-        (q, k, v): (*const f32, *const c_void, *const c_void),
-        keys: &Range<usize>,
+        desc: *const QkvDesc, (state, state_len): (*mut f32, usize),
+        (q, k, v): (*const f32, *const c_void, *const c_void), keys: &Range<usize>,
         (ws, ws_len): (*mut f32, usize),
     ) -> Result<Update<'a>, QkvStatus> {
         // SAFETY: the caller's contract for `desc`.
@@ -122,11 +120,8 @@ impl<'a> Update<'a> {
 /// # Safety
 /// The contract of [`qkv_stream_update_ws`] (a workspace `(NULL, 0)` for none).
 unsafe fn update(
-    desc: *const QkvDesc,
-    state: (*mut f32, usize),
-    qkv: (*const f32, *const c_void, *const c_void),
-    keys: Range<usize>,
-    ws: (*mut f32, usize),
+    desc: *const QkvDesc, state: (*mut f32, usize),
+    qkv: (*const f32, *const c_void, *const c_void), keys: Range<usize>, ws: (*mut f32, usize),
 ) -> Result<(), QkvStatus> {
     // SAFETY: the same contract, passed on.
     let u = unsafe { Update::decode(desc, state, qkv, &keys, ws) }?;
@@ -144,11 +139,7 @@ unsafe fn update(
 /// # Safety
 /// The contract of [`qkv_stream_finish`].
 unsafe fn finish(
-    desc: *const QkvDesc,
-    state: *mut f32,
-    state_len: usize,
-    out: *mut f32,
-    lse: *mut f32,
+    desc: *const QkvDesc, state: *mut f32, state_len: usize, out: *mut f32, lse: *mut f32,
 ) -> Result<(), QkvStatus> {
     // SAFETY: the caller's contract for `desc`.
     let d = unsafe { Desc::read(desc) }?;
@@ -182,9 +173,7 @@ unsafe fn finish(
 /// call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_stream_init(
-    desc: *const QkvDesc,
-    state: *mut f32,
-    state_len: usize,
+    desc: *const QkvDesc, state: *mut f32, state_len: usize,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe { init(desc, state, state_len) })
@@ -207,14 +196,8 @@ pub unsafe extern "C" fn qkv_stream_init(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_stream_update(
-    desc: *const QkvDesc,
-    state: *mut f32,
-    state_len: usize,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    key_start: usize,
-    key_end: usize,
+    desc: *const QkvDesc, state: *mut f32, state_len: usize, q: *const f32, k: *const c_void,
+    v: *const c_void, key_start: usize, key_end: usize,
 ) -> QkvStatus {
     let (st, keys, none) = (
         (state, state_len),
@@ -236,16 +219,8 @@ pub unsafe extern "C" fn qkv_stream_update(
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn qkv_stream_update_ws(
-    desc: *const QkvDesc,
-    state: *mut f32,
-    state_len: usize,
-    q: *const f32,
-    k: *const c_void,
-    v: *const c_void,
-    key_start: usize,
-    key_end: usize,
-    workspace: *mut f32,
-    workspace_len: usize,
+    desc: *const QkvDesc, state: *mut f32, state_len: usize, q: *const f32, k: *const c_void,
+    v: *const c_void, key_start: usize, key_end: usize, workspace: *mut f32, workspace_len: usize,
 ) -> QkvStatus {
     let (st, keys, ws) = (
         (state, state_len),
@@ -268,11 +243,7 @@ pub unsafe extern "C" fn qkv_stream_update_ws(
 /// outputs and overlap neither each other nor `state`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qkv_stream_finish(
-    desc: *const QkvDesc,
-    state: *mut f32,
-    state_len: usize,
-    out: *mut f32,
-    lse: *mut f32,
+    desc: *const QkvDesc, state: *mut f32, state_len: usize, out: *mut f32, lse: *mut f32,
 ) -> QkvStatus {
     // SAFETY: the same contract, passed on.
     guard(|| unsafe { finish(desc, state, state_len, out, lse) })

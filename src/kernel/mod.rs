@@ -361,12 +361,7 @@ impl Block {
     /// narrower.
     #[inline(always)]
     fn attend<S: Widen, K: KvType, V: KvType>(
-        self,
-        simd: S,
-        x: &Inputs,
-        kv: (&[K], &[V]),
-        keys: (usize, usize),
-        scratch: &mut Scratch,
+        self, simd: S, x: &Inputs, kv: (&[K], &[V]), keys: (usize, usize), scratch: &mut Scratch,
         tile: &mut [f32],
     ) {
         let t = scratch.t;
@@ -400,12 +395,7 @@ impl Block {
     /// Runs a [`Stored`] phase of the block over `data`, K or V as `read` says.
     #[inline(always)]
     fn stored_step<S: Widen, T: KvType>(
-        self,
-        simd: S,
-        x: &Inputs,
-        (data, keys): (&[T], Keys),
-        scratch: &mut Scratch,
-        read: Read,
+        self, simd: S, x: &Inputs, (data, keys): (&[T], Keys), scratch: &mut Scratch, read: Read,
     ) {
         let stored = Stored {
             block: self,
@@ -443,11 +433,7 @@ impl Block {
     /// Out of line: on the scalar level it is a frame of its own, like a [`phase`].
     #[inline(never)]
     fn write(
-        self,
-        p: &Params,
-        out: &mut [f32],
-        mut lse: Option<&mut [f32]>,
-        scratch: &Scratch,
+        self, p: &Params, out: &mut [f32], mut lse: Option<&mut [f32]>, scratch: &Scratch,
     ) -> bool {
         let redo = self.shift != 0.0;
         let mut overflowed = false;

@@ -21,13 +21,7 @@ impl Block {
     /// otherwise widened into `tile`.
     #[inline(always)]
     pub(super) fn weighted_values<S: Widen, V: KvType>(
-        self,
-        simd: S,
-        x: &Inputs,
-        v: &[V],
-        keys: Keys,
-        scratch: &mut Scratch,
-        tile: &mut [f32],
+        self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch, tile: &mut [f32],
     ) {
         // With one lane a key-major walk would load and store an accumulator per
         // multiply-add: the scalar level keeps the register tile.
@@ -69,11 +63,7 @@ impl Block {
     /// by a mask edge takes its run of keys through it; scattered exclusions go key by key.
     #[inline(always)]
     pub(super) fn values_tiled<S: Widen>(
-        self,
-        simd: S,
-        keys: Keys,
-        v: F32Rows,
-        scratch: &mut Scratch,
+        self, simd: S, keys: Keys, v: F32Rows, scratch: &mut Scratch,
     ) {
         let cols = keys.cols;
         if !self.packed() {
@@ -114,12 +104,7 @@ impl Block {
     /// `M` rows from `r0` that include exactly the keys `run.0..run.1` of the block.
     #[inline(always)]
     fn pv_rows<S: Widen, const M: usize>(
-        self,
-        simd: S,
-        v: F32Rows,
-        run: (usize, usize),
-        r0: usize,
-        scratch: &mut Scratch,
+        self, simd: S, v: F32Rows, run: (usize, usize), r0: usize, scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let cols = run.1 - run.0;
@@ -182,12 +167,7 @@ impl Block {
     /// further on prefetched.
     #[inline(always)]
     pub(super) fn pv_keys<S: Widen, V: KvType, const M: usize>(
-        self,
-        simd: S,
-        x: &Inputs,
-        v: &[V],
-        keys: Keys,
-        scratch: &mut Scratch,
+        self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let cols = keys.cols;
@@ -253,12 +233,7 @@ impl Block {
     /// One row, only the keys whose bit is set in `bits`.
     #[inline(always)]
     fn pv_row_masked<S: Simd>(
-        self,
-        simd: S,
-        v: F32Rows,
-        r: usize,
-        mut bits: u64,
-        scratch: &mut Scratch,
+        self, simd: S, v: F32Rows, r: usize, mut bits: u64, scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
@@ -283,13 +258,8 @@ impl Block {
     /// Rows `j < cols` of `v` hold columns `0..col0 + vw`.
     #[inline(always)]
     unsafe fn pv_last_vector<S: Widen, T: KvType>(
-        self,
-        simd: S,
-        (v, col0): (Rows<T>, usize),
-        cols: usize,
-        (acc, stride): (&mut [f32], usize),
-        rows: usize,
-        w: impl Fn(usize, usize) -> f32,
+        self, simd: S, (v, col0): (Rows<T>, usize), cols: usize,
+        (acc, stride): (&mut [f32], usize), rows: usize, w: impl Fn(usize, usize) -> f32,
     ) {
         let col = self.vw / S::F32_LANES * S::F32_LANES;
         if col == self.vw {

@@ -48,13 +48,7 @@ impl Block {
     /// `f32`, the caller's when K is `f32` and otherwise widened into `tile` panel by panel.
     #[inline(always)]
     pub(super) fn scores<S: Widen, K: KvType>(
-        self,
-        simd: S,
-        x: &Inputs,
-        k: &[K],
-        keys: Keys,
-        scratch: &mut Scratch,
-        tile: &mut [f32],
+        self, simd: S, x: &Inputs, k: &[K], keys: Keys, scratch: &mut Scratch, tile: &mut [f32],
     ) {
         if !self.packed() {
             return self.stored_step(simd, x, (k, keys), scratch, Read::Scores);
@@ -99,12 +93,7 @@ impl Block {
     /// block's rows of those columns.
     #[inline(always)]
     pub(super) fn scores_tiled<S: Simd>(
-        self,
-        simd: S,
-        x: &Inputs,
-        keys: Keys,
-        panel: (usize, usize),
-        k: F32Rows,
+        self, simd: S, x: &Inputs, keys: Keys, panel: (usize, usize), k: F32Rows,
         scratch: &mut Scratch,
     ) {
         if S::F32_LANES == 1 {
@@ -119,12 +108,7 @@ impl Block {
     /// [`Block::scores_tiled`] with tiles of `KR` keys × `QR` vectors of rows.
     #[inline(always)]
     fn scores_tile<S: Simd, const KR: usize, const QR: usize>(
-        self,
-        simd: S,
-        x: &Inputs,
-        keys: Keys,
-        (d0, dw): (usize, usize),
-        k: F32Rows,
+        self, simd: S, x: &Inputs, keys: Keys, (d0, dw): (usize, usize), k: F32Rows,
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
@@ -173,12 +157,7 @@ impl Block {
     /// straight from memory, and dotted with every query row, lanes along `head_dim`.
     #[inline(always)]
     pub(super) fn scores_dot<S: Widen, K: KvType, const M: usize>(
-        self,
-        simd: S,
-        x: &Inputs,
-        k: &[K],
-        keys: Keys,
-        scratch: &mut Scratch,
+        self, simd: S, x: &Inputs, k: &[K], keys: Keys, scratch: &mut Scratch,
     ) {
         let head_dim = x.p.shape.head_dim;
         let q_rows: [*const f32; M] = core::array::from_fn(|m| {

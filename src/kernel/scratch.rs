@@ -55,8 +55,7 @@ impl Tiles {
     /// The entry `(rows, keys, q_cols, v_cols)` of the tile table, cut to what `shape` can
     /// use, for K and V stored as `kinds`.
     const fn fitted(
-        shape: &Shape,
-        kinds: (KvKind, KvKind),
+        shape: &Shape, kinds: (KvKind, KvKind),
         (rows, keys, q_cols, v_cols): (usize, usize, usize, usize),
     ) -> Tiles {
         let q_len = if shape.q_len == 0 { 1 } else { shape.q_len };

@@ -94,12 +94,7 @@ fn weight<S: Simd>(simd: S, d: S::f32s, shift: f32) -> S::f32s {
 /// are rescaled by `e^(max − new_max)` only when the max moved.
 #[inline(always)]
 fn advance<S: Simd>(
-    simd: S,
-    max: &mut f32,
-    sum: &mut f32,
-    acc: &mut [f32],
-    new_max: f32,
-    block_sum: f32,
+    simd: S, max: &mut f32, sum: &mut f32, acc: &mut [f32], new_max: f32, block_sum: f32,
 ) {
     if new_max != *max {
         let alpha = exp1(*max - new_max);
@@ -267,12 +262,7 @@ impl Block {
     /// in `scratch.dot_scores[r]`, lanes along keys. Leaves the weights there.
     #[inline(always)]
     fn softmax_row<S: Simd>(
-        self,
-        simd: S,
-        x: &Inputs,
-        keys: Keys,
-        r: usize,
-        scratch: &mut Scratch,
+        self, simd: S, x: &Inputs, keys: Keys, r: usize, scratch: &mut Scratch,
     ) -> RowBlock {
         let lanes = S::F32_LANES;
         let cols = keys.cols;

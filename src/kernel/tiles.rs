@@ -38,12 +38,7 @@ unsafe fn store<S: Simd>(p: *mut f32, x: S::f32s) {
 /// writable.
 #[inline(always)]
 pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
-    simd: S,
-    k: [*const f32; KR],
-    q_pack: Rows,
-    s: RowsMut,
-    dw: usize,
-    first: bool,
+    simd: S, k: [*const f32; KR], q_pack: Rows, s: RowsMut, dw: usize, first: bool,
 ) {
     let lanes = S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); N]; KR];
@@ -93,11 +88,7 @@ pub(super) unsafe fn dot_kernel<
     const X: usize,
     const C: usize,
 >(
-    simd: S,
-    k: Rows<K>,
-    q: [*const f32; M],
-    dim: usize,
-    (ahead, hint): (usize, StreamHint),
+    simd: S, k: Rows<K>, q: [*const f32; M], dim: usize, (ahead, hint): (usize, StreamHint),
     s: RowsMut,
 ) {
     let lanes = S::F32_LANES;
@@ -176,13 +167,7 @@ pub(super) unsafe fn dot_kernel<
 /// from `col` are readable, and those at `acc.at(m, col)` are readable and writable.
 #[inline(always)]
 pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
-    simd: S,
-    v: Rows,
-    w: Rows,
-    acc: RowsMut,
-    col: usize,
-    cols: usize,
-    ahead: usize,
+    simd: S, v: Rows, w: Rows, acc: RowsMut, col: usize, cols: usize, ahead: usize,
 ) {
     let lanes = S::F32_LANES;
     let mut a: [[S::f32s; N]; M] = core::array::from_fn(|m| {
@@ -227,12 +212,7 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
 /// and writable.
 #[inline(always)]
 pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X: usize>(
-    simd: S,
-    v: Rows<V>,
-    col0: usize,
-    w: Rows,
-    acc: RowsMut,
-    full: usize,
+    simd: S, v: Rows<V>, col0: usize, w: Rows, acc: RowsMut, full: usize,
     (ahead, hint): (usize, StreamHint),
 ) {
     let lanes = S::F32_LANES;

@@ -1,4 +1,4 @@
-//! What the C-ABI tests (`tests/capi.rs`, `tests/capi_split.rs`) share, included by path:
+//! What the C-ABI tests (`tests/capi*.rs`, `tests/c_link.rs`) share, included by path:
 //! the documented build of the libraries, run once per test binary, and compiling and
 //! running the C programs of this folder against them.
 #![allow(dead_code)]
@@ -87,11 +87,7 @@ pub fn std_build() -> &'static StdBuild {
 
 /// Compiles `sources` with `compiler` and `flags` into `work_dir()/name`, returns the path.
 pub fn compile(
-    compiler: &str,
-    name: &str,
-    flags: &[&str],
-    sources: &[&Path],
-    libs: &[impl AsRef<OsStr>],
+    compiler: &str, name: &str, flags: &[&str], sources: &[&Path], libs: &[impl AsRef<OsStr>],
 ) -> PathBuf {
     let exe = work_dir().join(name);
     run(Command::new(compiler)
@@ -113,4 +109,20 @@ pub fn compile(
 
 pub fn c_file(name: &str) -> PathBuf {
     Path::new(ROOT).join("tests/c").join(name)
+}
+
+/// Compiles `tests/c/{name}.c` as C99 against the static library (plus `extra_libs`), runs
+/// it, and checks that it printed `PASS` last.
+pub fn run_c_test(name: &str, extra_libs: &[&str]) {
+    let mut libs = std_build().static_link();
+    libs.extend(extra_libs.iter().map(|l| l.to_string()));
+    let exe = compile(
+        "cc",
+        name,
+        &["-std=c99", "-O1"],
+        &[&c_file(&format!("{name}.c"))],
+        &libs,
+    );
+    let text = stdout(&run(&mut Command::new(exe)));
+    assert!(text.ends_with("PASS\n"), "{text}");
 }

@@ -36,9 +36,7 @@ pub fn extent(l: Layout, heads: usize, rows: usize, cols: usize) -> Option<usize
 /// of it shows). The visiting order is fixed (heads, rows, columns), so a generator drawing
 /// the values gives the same tensor every time.
 pub fn laid_out(
-    l: Layout,
-    (heads, rows, cols): (usize, usize, usize),
-    extra: usize,
+    l: Layout, (heads, rows, cols): (usize, usize, usize), extra: usize,
     mut value: impl FnMut(usize, usize, usize) -> f32,
 ) -> Vec<f32> {
     let len = extent(l, heads, rows, cols).expect("a test tensor fits in memory");
@@ -246,11 +244,7 @@ pub fn error_fixture() -> (Params<'static>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f3
 
 /// The one-shot call's error for a `k` one element short, checked to be `TooShort` for K.
 pub fn short_k_error(
-    p: &Params,
-    q: &[f32],
-    k: &[f32],
-    out: &mut [f32],
-    lse: &mut [f32],
+    p: &Params, q: &[f32], k: &[f32], out: &mut [f32], lse: &mut [f32],
 ) -> Result<(), Error> {
     let want = qkv::attention(p, q, &k[..k.len() - 1], k, out, Some(lse));
     assert!(matches!(

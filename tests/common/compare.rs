@@ -454,9 +454,7 @@ pub enum Joined {
 /// result is compared with the reference and, at `slack` 2, with the one-shot call of the
 /// same level.
 pub fn joined_series(
-    seed: u64,
-    count: usize,
-    big_every: usize,
+    seed: u64, count: usize, big_every: usize,
     mut join: impl FnMut(&mut super::Rng, &Case, Level) -> (Outputs, Joined, String),
 ) {
     let mut rng = super::Rng(seed);
@@ -476,12 +474,7 @@ pub fn joined_series(
 /// `slack` 2 for the one-shot's own error) under the bound of `how`; elements outside the
 /// output rows of `got` must still be NaN.
 pub fn compare_joined(
-    case: &Case,
-    want: &Outputs,
-    got: &Outputs,
-    how: Joined,
-    slack: f32,
-    who: &str,
+    case: &Case, want: &Outputs, got: &Outputs, how: Joined, slack: f32, who: &str,
 ) {
     use qkv::tolerance::{merged_lse_bound, merged_output_bound};
     use qkv::tolerance::{stream_lse_bound, stream_output_bound};

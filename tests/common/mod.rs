@@ -22,8 +22,9 @@ pub use compare::{
     check_level, close, compare_joined, compare_row, joined_series, one_shot, row,
 };
 
+use qkv::plan::Plan;
 use qkv::split::Level;
-use qkv::{Emulated, Isa};
+use qkv::{Emulated, Isa, Shape};
 
 /// SplitMix64: small, seedable, good enough for test data.
 pub struct Rng(pub u64);
@@ -93,4 +94,18 @@ pub fn widths() -> Vec<Emulated> {
         w.retain(|&e| e != Emulated::Lanes8);
     }
     w
+}
+
+/// A random plan for `s`: each block from 0 (one block for the whole length) to the length.
+pub fn random_plan(rng: &mut Rng, s: &Shape) -> Plan {
+    Plan {
+        q_block: rng.range(0, s.q_len + 1),
+        kv_block: rng.range(0, s.kv_len + 1),
+    }
+}
+
+/// How many merges deep the key splits of `plan` go, for `Joined::Merged`'s tolerance.
+pub fn plan_depth(s: &Shape, plan: Plan) -> usize {
+    let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
+    splits.saturating_sub(1)
 }
