@@ -14,10 +14,13 @@
  * Semantics are those of the Rust crate (`qkv::attention`): for query head h, row i and
  * kv head g = h / (q_heads / kv_heads), the keys j that row i includes are those inside its
  * mask band whose bias is not -inf and whose score
- * s_j = scale * dot(q[h][i], k[g][j]) + bias[h][i][j] is not -inf; then
- * out[h][i] = sum_j e^(s_j) v[g][j] / sum_j e^(s_j) and lse[h][i] = ln sum_j e^(s_j).
- * A row with no key gets out = 0 and lse = -inf. Every check runs before anything is
- * written: on an error status, out and lse are untouched.
+ * s_j = c(scale * dot(q[h][i], k[g][j])) + bias[h][i][j] + alibi[h] * (j - pos(i))
+ * is not -inf, where c(x) = softcap * tanh(x / softcap) with a softcap (c(x) = x without),
+ * the ALiBi term counts only with slopes, and pos(i) is the query's position (query_pos);
+ * then out[h][i] = sum_j e^(s_j) v[g][j] / (e^(sink[h]) + sum_j e^(s_j)) and
+ * lse[h][i] = ln(e^(sink[h]) + sum_j e^(s_j)), the sink counting only with sinks.
+ * A row with no key gets out = 0 and lse = -inf (lse = sink[h] with sinks). Every check
+ * runs before anything is written: on an error status, out and lse are untouched.
  *
  * Tensor layout: element [head][row][col] of a tensor lives at
  * head * head_stride + row * row_stride + col (in elements, not bytes).
@@ -47,10 +50,12 @@
  *   out  (q_heads-1)*out.head_stride  + (q_len-1)*out.row_stride  + v_dim
  *   bias (q_heads-1)*bias_layout.head_stride + (q_len-1)*bias_layout.row_stride + kv_len
  *   lse  q_heads*q_len
+ *   sinks, alibi  q_heads
  * An extent is 0 when any of its heads, rows or last dimension is 0; a pointer whose len
  * is 0 is never read and may be NULL. Extents are computed with checked arithmetic: one
  * that overflows size_t, or a len over PTRDIFF_MAX bytes, is QKV_ERR_OVERFLOW; a nonzero
- * count smaller than the extent is QKV_ERR_TOO_SHORT. q, k, v and bias are only read and
+ * count smaller than the extent is QKV_ERR_TOO_SHORT. q, k, v, bias, sinks and alibi are
+ * only read and
  * may overlap each other (a stride of 0 broadcasts); out and lse are only written and must
  * not overlap each other or any input (QKV_ERR_ALIASING). Nobody else may write the inputs
  * or touch the outputs during a call. The descriptor needs no particular alignment and
@@ -143,7 +148,12 @@ enum qkv_status_code {
     QKV_ERR_TYPE = 19,
     /** qkv_plan_run_task(): the task index is not below plan->tasks as the descriptor
      *  gives it. */
-    QKV_ERR_TASK = 20
+    QKV_ERR_TASK = 20,
+    /** softcap is neither 0 (none) nor finite and positive. */
+    QKV_ERR_INVALID_SOFTCAP = 21,
+    /** sinks, alibi or softcap is set, and the library was built without them (Cargo
+     *  feature softmax-variants, in the default build; firmware builds leave it out). */
+    QKV_ERR_VARIANT = 22
 };
 
 /** Values of qkv_desc.k_type and qkv_desc.v_type: how k and v are stored. */
@@ -161,7 +171,8 @@ enum qkv_kv_type {
 
 /** Values of qkv_desc.mask: which keys each query row sees. */
 enum qkv_mask_kind {
-    /** Every key is visible to every query; window and query position fields are ignored. */
+    /** Every key is visible to every query; the window fields are ignored, and the query
+     *  position only places the queries for ALiBi. */
     QKV_MASK_NONE = 0,
     /** Causal: the query at position pos sees keys 0..=pos; window fields are ignored. */
     QKV_MASK_CAUSAL = 1,
@@ -202,8 +213,12 @@ enum qkv_isa {
  *  descriptor of this size (a caller built against an older header) has float k and v. */
 #define QKV_DESC_SIZE_V1 (26 * sizeof(size_t) + 24)
 
-/** Size of the second version, this header's: QKV_DESC_SIZE_V1 then k_type and v_type. */
+/** Size of the second version: QKV_DESC_SIZE_V1 then k_type and v_type. */
 #define QKV_DESC_SIZE_V2 (QKV_DESC_SIZE_V1 + 8)
+
+/** Size of the third version, this header's: QKV_DESC_SIZE_V2 then sinks, sinks_count,
+ *  alibi, alibi_count, softcap and reserved. */
+#define QKV_DESC_SIZE_V3 (QKV_DESC_SIZE_V2 + 4 * sizeof(size_t) + 8)
 
 /** The largest struct_size the library accepts (nothing past it is ever read). */
 #define QKV_DESC_MAX_SIZE 4096
@@ -281,17 +296,36 @@ typedef struct qkv_desc {
     uint32_t flags;
     /** A QKV_MASK_* value. */
     int32_t mask;
-    /** A QKV_QUERY_POS_* value (used by QKV_MASK_CAUSAL and QKV_MASK_BAND). */
+    /** A QKV_QUERY_POS_* value (used by QKV_MASK_CAUSAL, QKV_MASK_BAND and ALiBi). */
     int32_t query_pos;
     /** Since version 2: a QKV_TYPE_* value, how k is stored (0 is float). */
     uint32_t k_type;
     /** Since version 2: a QKV_TYPE_* value, how v is stored (0 is float). */
     uint32_t v_type;
+    /** Since version 3: one sink logit per query head, or NULL for none. A sink joins
+     *  every row of its head as one more key, always visible, with score sinks[h] and a
+     *  value row of zeros; -INFINITY is no sink. Partials (qkv_partial_f32) leave it out:
+     *  qkv_add_sinks_f32() adds it once after the merges. */
+    const float *sinks;
+    /** Floats sinks points to, or 0 to use q_heads; ignored when sinks is NULL. */
+    size_t sinks_count;
+    /** Since version 3: one ALiBi slope per query head, or NULL for none: the bias
+     *  alibi[h] * (j - pos(i)) computed by the library, pos(i) as query_pos says (also
+     *  without a mask). */
+    const float *alibi;
+    /** Floats alibi points to, or 0 to use q_heads; ignored when alibi is NULL. */
+    size_t alibi_count;
+    /** Since version 3: the softcap cap: each scaled score s becomes cap * tanh(s / cap)
+     *  before the bias, ALiBi and the mask; 0 for none, otherwise finite and positive
+     *  (QKV_ERR_INVALID_SOFTCAP). */
+    float softcap;
+    /** Zero. */
+    uint32_t reserved;
 } qkv_desc;
 
 /** Compile-time check (C99 and C++) that this compiler lays qkv_desc out without padding,
  *  as the library does; a negative array size fails the build. */
-typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V2) ? 1 : -1];
+typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V3) ? 1 : -1];
 
 /**
  * A descriptor for planar [heads][rows][dim] tensors, packed densely: default scale
@@ -334,6 +368,12 @@ static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q
     d.query_pos = QKV_QUERY_POS_BOTTOM_RIGHT;
     d.k_type = QKV_TYPE_F32;
     d.v_type = QKV_TYPE_F32;
+    d.sinks = NULL;
+    d.sinks_count = 0;
+    d.alibi = NULL;
+    d.alibi_count = 0;
+    d.softcap = 0.0f;
+    d.reserved = 0;
     return d;
 }
 
@@ -474,6 +514,14 @@ qkv_status qkv_partial_f32_ws(const qkv_desc *desc, const float *q, const void *
  */
 qkv_status qkv_merge_f32(const qkv_desc *desc, float *out_a, float *lse_a,
                          const float *out_b, const float *lse_b);
+
+/**
+ * Merges desc's sinks into a result merged from partials (out, lse required), which never
+ * count them: row i of head h becomes its merge with a partial of zeros and lse sinks[h].
+ * Call it once, after the last qkv_merge_f32(). Only desc's shape, out layout, counts and
+ * sinks are used; with sinks NULL it changes nothing. Nothing is written on error.
+ */
+qkv_status qkv_add_sinks_f32(const qkv_desc *desc, float *out, float *lse);
 
 /* ---- Streaming: a caller-owned state fed K/V chunks (pages, single tokens) ------------ */
 

@@ -4,8 +4,10 @@ use core::fmt;
 
 use crate::Isa;
 
-/// Which tensor an [`Error`] is about.
+/// Which tensor an [`Error`] is about. Non-exhaustive: a later variant of attention may
+/// add a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Tensor {
     /// The queries.
     Q,
@@ -19,6 +21,10 @@ pub enum Tensor {
     Lse,
     /// The additive bias.
     Bias,
+    /// The sinks, one per query head.
+    Sinks,
+    /// The ALiBi slopes, one per query head.
+    Alibi,
 }
 
 /// Which dimension of a [`Shape`](crate::Shape) an [`Error`] is about.
@@ -65,6 +71,11 @@ pub enum Error {
     Overlap(Tensor),
     /// `scale` is NaN or infinite.
     InvalidScale,
+    /// The softcap is not finite and positive.
+    InvalidSoftcap,
+    /// The params set a softcap, sinks or ALiBi slopes, which this build of the library
+    /// leaves out (it lacks the feature `softmax-variants`).
+    VariantsNotBuilt,
     /// The requested instruction set is not usable on this CPU (or not compiled in).
     Unsupported(Isa),
     /// The working memory passed to a call is smaller than the least it can run in.
@@ -124,6 +135,10 @@ impl fmt::Display for Error {
             Error::Overflow(t) => write!(f, "the extent of {t:?} overflows usize"),
             Error::Overlap(t) => write!(f, "the strides of {t:?} make elements overlap"),
             Error::InvalidScale => f.write_str("scale is NaN or infinite"),
+            Error::InvalidSoftcap => f.write_str("the softcap is not finite and positive"),
+            Error::VariantsNotBuilt => f.write_str(
+                "softcap, sinks or ALiBi set in a build without the feature softmax-variants",
+            ),
             Error::Unsupported(isa) => write!(f, "{} is not available on this CPU", isa.name()),
             Error::WorkspaceTooSmall { needed, len } => write!(
                 f,

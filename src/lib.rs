@@ -74,7 +74,9 @@ pub mod capi;
 #[cfg(feature = "capi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
 pub mod capi_split {
-    pub use crate::capi::split::{qkv_merge_f32, qkv_partial_f32, qkv_partial_f32_ws};
+    pub use crate::capi::split::{
+        qkv_add_sinks_f32, qkv_merge_f32, qkv_partial_f32, qkv_partial_f32_ws,
+    };
     pub use crate::capi::stream::{
         qkv_stream_finish, qkv_stream_init, qkv_stream_state_len, qkv_stream_update,
         qkv_stream_update_ws,

@@ -243,11 +243,30 @@ impl<'a> Bias<'a> {
     }
 }
 
+/// Whether this build has the softmax variants (feature `softmax-variants`).
+pub(crate) const VARIANTS: bool = cfg!(feature = "softmax-variants");
+
 /// Everything an attention call needs besides the data: [`Shape`], one [`Layout`] per tensor,
-/// `scale`, [`Mask`] and an optional [`Bias`].
+/// `scale`, [`Mask`], an optional [`Bias`], and the variants of the softmax: a softcap and
+/// sinks.
 ///
-/// `Params::new(shape)` gives the planar layouts, `scale = 1/√head_dim`, no mask and no bias;
-/// the `with_*` methods change one thing each.
+/// `Params::new(shape)` gives the planar layouts, `scale = 1/√head_dim`, no mask, no bias, no
+/// softcap and no sinks; the `with_*` methods change one thing each.
+///
+/// The score of query row `i` and key `j` of head `h` is, in this order:
+/// 1. `s = scale · q[h][i] · k[g][j]`;
+/// 2. with a softcap `cap`: `s = cap · tanh(s / cap)` (Gemma 2 and ggml apply it here, to
+///    the scaled score, before the bias and the mask);
+/// 3. with a bias: `s = s + bias[h][i][j]`;
+/// 4. with ALiBi slopes: `s = s + alibi[h] · (j − pos(i))`, where `pos(i)` is the query's
+///    position as the mask's [`QueryPos`] says (also without a mask: by default the queries
+///    are the last `q_len` positions), so keys behind the query get a negative bias;
+/// 5. the [`Mask`] (and a `-inf` bias or score) leaves the key out.
+///
+/// A sink `sinks[h]` is a logit that joins the softmax of every row of head `h` with no value:
+/// it behaves as one more key, always visible, with score `sinks[h]` and a value row of
+/// zeros. So `out = Σ_j e^(s_j) v_j / (e^(sink) + Σ_j e^(s_j))`, `lse` counts it, a row that
+/// sees no key gets `out = 0` and `lse = sink`, and a sink of `-inf` is no sink.
 ///
 /// The log-sum-exp output, when asked for, is `[q_heads][q_len]`, dense.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -266,8 +285,16 @@ pub struct Params<'a> {
     pub scale: Option<f32>,
     /// Which keys each row sees.
     pub mask: Mask,
-    /// Added to the scaled scores.
+    /// Added to the scaled (and softcapped) scores.
     pub bias: Option<Bias<'a>>,
+    /// `cap` of the softcap `s → cap · tanh(s / cap)` of the scaled scores; finite and
+    /// positive ([`Error::InvalidSoftcap`](crate::Error::InvalidSoftcap) otherwise).
+    pub softcap: Option<f32>,
+    /// One sink logit per query head, `sinks[h]` (at least `q_heads` values).
+    pub sinks: Option<&'a [f32]>,
+    /// One ALiBi slope per query head, `alibi[h]` (at least `q_heads` values): the bias
+    /// `alibi[h] · (j − pos(i))`, computed in the kernel.
+    pub alibi: Option<&'a [f32]>,
 }
 
 impl<'a> Params<'a> {
@@ -282,6 +309,9 @@ impl<'a> Params<'a> {
             scale: None,
             mask: Mask::NONE,
             bias: None,
+            softcap: None,
+            sinks: None,
+            alibi: None,
         }
     }
 
@@ -352,6 +382,72 @@ impl<'a> Params<'a> {
         Params {
             bias: Some(bias),
             ..self
+        }
+    }
+
+    /// Softcaps the scaled scores at `cap`: `s → cap · tanh(s / cap)`.
+    pub const fn with_softcap(self, cap: f32) -> Params<'a> {
+        Params {
+            softcap: Some(cap),
+            ..self
+        }
+    }
+
+    /// Adds one sink logit per query head (`sinks[h]`, at least `q_heads` values).
+    pub const fn with_sinks(self, sinks: &'a [f32]) -> Params<'a> {
+        Params {
+            sinks: Some(sinks),
+            ..self
+        }
+    }
+
+    /// Adds ALiBi: the bias `slopes[h] · (j − pos(i))` (at least `q_heads` slopes), computed
+    /// in the kernel instead of read from a `[q_len][kv_len]` matrix.
+    pub const fn with_alibi(self, slopes: &'a [f32]) -> Params<'a> {
+        Params {
+            alibi: Some(slopes),
+            ..self
+        }
+    }
+
+    /// The ALiBi slope of query head `h` (0 without ALiBi).
+    pub(crate) fn slope(&self, h: usize) -> f32 {
+        self.alibi.and_then(|s| s.get(h).copied()).unwrap_or(0.0)
+    }
+
+    /// `j − pos(i)` for key `j` and query row `i`, exactly, as the ALiBi bias multiplies it.
+    pub(crate) fn distance(&self, i: usize, j: usize) -> i128 {
+        j as i128 - (self.query_offset() + i as i128)
+    }
+
+    /// The softcap the kernel applies: none in a build without the variants, whose
+    /// validation refuses params that set one (so the kernel's code for it is left out).
+    pub(crate) fn cap(&self) -> Option<f32> {
+        if VARIANTS { self.softcap } else { None }
+    }
+
+    /// The ALiBi slopes the kernel applies, as [`Params::cap`].
+    pub(crate) fn slopes(&self) -> Option<&'a [f32]> {
+        if VARIANTS { self.alibi } else { None }
+    }
+
+    /// The sink of query head `h`, `-inf` (no sink) when there are none (or, as
+    /// [`Params::cap`], in a build without the variants).
+    pub(crate) fn sink(&self, h: usize) -> f32 {
+        match (self.sinks, VARIANTS) {
+            (Some(s), true) => s.get(h).copied().unwrap_or(f32::NEG_INFINITY),
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
+    /// The online softmax's running `(max, sum)` of a row of head `h` before any key: the
+    /// sink as a key of weight `e^0 = 1` (`(sink, 1)`); `(-inf, 0)` without one; `(NaN, NaN)`
+    /// for a NaN or `+inf` sink, whose weight `e^(inf − inf)` is NaN as an infinite score's is.
+    pub(crate) fn start_state(&self, h: usize) -> (f32, f32) {
+        match self.sink(h) {
+            f32::NEG_INFINITY => (f32::NEG_INFINITY, 0.0),
+            s if s.is_finite() => (s, 1.0),
+            _ => (f32::NAN, f32::NAN),
         }
     }
 

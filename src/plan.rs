@@ -37,7 +37,7 @@
 use core::ops::Range;
 
 use crate::range::Part;
-use crate::split::merge_rows;
+use crate::split::{merge_rows, merge_sink};
 use crate::{Error, KvType, Layout, Level, Params, Shape, Tensor};
 
 /// How a call is cut into tasks.
@@ -265,9 +265,13 @@ pub fn finish(
         for h in 0..s.q_heads {
             for i in 0..s.q_len {
                 let at = params.out.at(h, i);
-                out[at..at + s.v_dim].fill(0.0);
+                let (dst, mut row_lse) = (&mut out[at..at + s.v_dim], f32::NEG_INFINITY);
+                dst.fill(0.0);
+                if params.sinks.is_some() {
+                    merge_sink(dst, &mut row_lse, params.sink(h));
+                }
                 if let Some(l) = lse.as_deref_mut() {
-                    l[h * s.q_len + i] = f32::NEG_INFINITY;
+                    l[h * s.q_len + i] = row_lse;
                 }
             }
         }
@@ -305,6 +309,10 @@ pub fn finish(
                         let (b, lb) = part_of(&t, hh, r);
                         merge_rows(dst, &mut row_lse, b, lb)?;
                     }
+                }
+                // The sink joins once, after the key ranges.
+                if params.sinks.is_some() {
+                    merge_sink(dst, &mut row_lse, params.sink(h));
                 }
                 if let Some(l) = lse.as_deref_mut() {
                     l[h * s.q_len + first.i0 + r] = row_lse;

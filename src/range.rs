@@ -30,8 +30,8 @@ impl Part {
     }
 
     /// The problem this part is: its shape, the mask shifted so keys keep their absolute
-    /// positions ([`shifted_mask`]), and the bias from the part's first element. Layouts are
-    /// those of `params`.
+    /// positions ([`shifted_mask`]), the bias and ALiBi slopes from the part's first element,
+    /// and no sinks. Layouts and the softcap are those of `params`.
     ///
     /// Errors as [`shifted_mask`].
     pub fn params<'a>(&self, params: &Params<'a>) -> Result<Params<'a>, Error> {
@@ -44,6 +44,12 @@ impl Part {
         sub.shape.kv_len = self.keys.len();
         let shift = self.keys.start as i128 - self.rows.start as i128;
         sub.mask = shifted_mask(params, shift, &sub)?;
+        // A part's result is a partial: the sinks join once, where partials are joined
+        // (`split::add_sinks`, a plan's finish, a stream's state), never per part.
+        sub.sinks = None;
+        sub.alibi = params
+            .alibi
+            .map(|s| s.get(self.heads.start..).unwrap_or(&[]));
         sub.bias = params.bias.map(|b| {
             let first = b
                 .layout()
@@ -81,6 +87,9 @@ fn from<T>(data: &[T], at: usize) -> &[T] {
 /// `params`: the query position moved `shift` back, so every (row, key) pair of `part` is
 /// visible exactly when it is in the whole problem.
 ///
+/// With ALiBi the position is kept even without a window (the bias reads it), and one that
+/// leaves `i64` errs with [`Error::Overflow`]`(`[`Tensor::Q`]`)`.
+///
 /// A position that leaves `i64` is brought back to its edge with the window moved along
 /// (`pos − left` and `pos + right` unchanged): a side that no longer reaches the part's keys
 /// becomes an empty band, one that overflows `usize` unbounded. This is exact while the part
@@ -88,18 +97,23 @@ fn from<T>(data: &[T], at: usize) -> &[T] {
 /// errs with [`Error::Overflow`]`(`[`Tensor::Q`]`)`.
 fn shifted_mask(params: &Params, shift: i128, part: &Params) -> Result<Mask, Error> {
     let mask = params.mask;
-    if mask.left.is_none() && mask.right.is_none() {
+    let offset = params.query_offset() - shift;
+    // ALiBi reads the position even without a window: it must stay exact.
+    if mask.left.is_none() && mask.right.is_none() && params.alibi.is_none() {
         return Ok(Mask {
             query_pos: QueryPos::Offset(0),
             ..mask
         });
     }
-    let offset = params.query_offset() - shift;
     if let Ok(o) = i64::try_from(offset) {
         return Ok(Mask {
             query_pos: QueryPos::Offset(o),
             ..mask
         });
+    }
+    if params.alibi.is_some() {
+        // No exact position to give ALiBi: distances of 2⁶³ keys or more.
+        return Err(Error::Overflow(Tensor::Q));
     }
     let half = 1u128 << 63;
     let (rows, keys) = (part.shape.q_len as u128, part.shape.kv_len as u128);

@@ -4,13 +4,18 @@
 //! Per query head `h` and row `i`, with `g = h / (q_heads / kv_heads)`:
 //! 1. the visible keys are those the [`Mask`](crate::Mask) allows ([`Params::is_visible`]),
 //!    minus those whose bias is `-inf`;
-//! 2. each visible key gets the score `s_j = scale · (q[h][i] · k[g][j]) + bias[h][i][j]`,
-//!    with the dot product accumulated in `f64`; keys whose score is `-inf` are dropped too;
-//! 3. two passes: `m = max s_j`, then `p_j = exp(s_j − m)`, `l = Σ p_j`, all in `f64`;
-//! 4. `out[h][i] = Σ p_j · v[g][j] / l` and `lse[h][i] = m + ln l`.
+//! 2. each visible key gets the score
+//!    `s_j = c(scale · (q[h][i] · k[g][j])) + bias[h][i][j] + alibi[h] · (j − pos(i))`,
+//!    with the dot product accumulated in `f64`, `c(x) = cap · tanh(x / cap)` with a softcap
+//!    (`c(x) = x` without) and the ALiBi term only with slopes; keys whose score is `-inf`
+//!    are dropped too;
+//! 3. a sink `sinks[h]` (unless `-inf`) joins as one more score with a value row of zeros;
+//! 4. two passes: `m = max s_j`, then `p_j = exp(s_j − m)`, `l = Σ p_j`, all in `f64`;
+//! 5. `out[h][i] = Σ p_j · v[g][j] / l` and `lse[h][i] = m + ln l`.
 //!
-//! A row with no key left writes `out = 0` and `lse = −inf`. A NaN score makes the whole row
-//! (and its lse) NaN; a NaN in `v` makes the output columns it touches NaN.
+//! A row with no key left (and no sink) writes `out = 0` and `lse = −inf`. A NaN score (or
+//! sink) makes the whole row (and its lse) NaN; a NaN in `v` makes the output columns it
+//! touches NaN.
 
 use crate::kv::{self, KvType};
 use crate::{Error, Params};
@@ -56,12 +61,22 @@ pub fn attention<K: KvType, V: KvType>(
                     .enumerate()
                     .map(|(d, &a)| a as f64 * kv::value(k_row, d).unwrap_or(f32::NAN) as f64)
                     .sum();
-                let s = scale * dot + bias;
+                let alibi = match params.alibi {
+                    Some(_) => params.slope(h) as f64 * params.distance(i, j) as f64,
+                    None => 0.0,
+                };
+                let s = match params.softcap {
+                    Some(cap) => cap as f64 * libm::tanh(scale * dot / cap as f64),
+                    None => scale * dot,
+                } + bias
+                    + alibi;
                 (s != f64::NEG_INFINITY).then_some(s)
             };
+            // The sink, a score with a zero value row (none: `-inf`).
+            let sink = params.sink(h) as f64;
 
-            let mut max = f64::NEG_INFINITY;
-            let mut nan = false;
+            let mut max = sink;
+            let mut nan = sink.is_nan();
             for j in 0..s.kv_len {
                 if let Some(sj) = score(j) {
                     nan |= sj.is_nan();
@@ -77,7 +92,10 @@ pub fn attention<K: KvType, V: KvType>(
                 out_row.fill(0.0);
                 f64::NEG_INFINITY
             } else {
-                let mut sum = 0.0f64;
+                let mut sum = match sink == f64::NEG_INFINITY {
+                    true => 0.0,
+                    false => libm::exp(sink - max),
+                };
                 for j in 0..s.kv_len {
                     if let Some(sj) = score(j) {
                         sum += libm::exp(sj - max);

@@ -36,6 +36,12 @@
 //! tests hold merged results to is [`tolerance::merged_output_bound`] and
 //! [`tolerance::merged_lse_bound`](crate::tolerance::merged_lse_bound).
 //!
+//! ## Sinks
+//! A partial never counts [`Params::sinks`]: each head's sink must join the softmax once, and
+//! a problem split into `n` ranges has `n` partials. Merge the partials, then call
+//! [`add_sinks`] once on the result: it merges in each row's sink as one more partial, with
+//! `lse = sinks[h]` and an output of zeros. (Plans, threads and streams do this themselves.)
+//!
 //! [`tolerance::merged_output_bound`]: crate::tolerance::merged_output_bound
 
 use core::ops::Range;
@@ -55,7 +61,8 @@ pub use crate::Level;
 /// the log of their softmax denominator. A row that includes no key of the range gets
 /// `out = 0` and `lse = -inf`, which [`merge`] treats as "no contribution". Masks keep their
 /// absolute positions, so a causal or window mask means the same as in the one-shot call;
-/// a bias is read at columns `keys`.
+/// a bias is read at columns `keys`; the softcap applies; the sinks do not (see
+/// [`add_sinks`]).
 ///
 /// Errors: the same as [`attention`](crate::attention) for the full problem, then
 /// [`Error::KeyRange`] if `keys` is not within `0..=kv_len`. Every query position the
@@ -123,6 +130,8 @@ pub(crate) fn validate_out(params: &Params, out: &[f32], lse: Option<&[f32]>) ->
         },
         scale: Some(1.0),
         bias: None,
+        softcap: None,
+        sinks: None,
         ..*params
     };
     probe.validate::<f32, f32>(&[0.0], &[], &[], out, lse)
@@ -167,6 +176,66 @@ pub fn merge(
         }
     }
     Ok(())
+}
+
+/// Merges each row's sink into a result merged from partials (see [Sinks](self#sinks)):
+/// row `i` of head `h` becomes the merge of itself with a partial of output 0 and
+/// `lse = sinks[h]`, so it equals the one-shot call with the sinks. Does nothing when
+/// `params.sinks` is `None`.
+///
+/// Errors (nothing written): as [`merge`] for `out` and `lse`, and
+/// [`Error::TooShort`]`(`[`Tensor::Sinks`]`)` for too few sinks.
+pub fn add_sinks(params: &Params, out: &mut [f32], lse: &mut [f32]) -> Result<(), Error> {
+    validate_out(params, out, Some(lse))?;
+    params.check_sinks()?;
+    let s = params.shape;
+    if params.sinks.is_none() || s.q_len == 0 {
+        return Ok(());
+    }
+    for h in 0..s.q_heads {
+        for i in 0..s.q_len {
+            let row = params.out.at(h, i);
+            let (Some(o), Some(l)) = (
+                out.get_mut(row..row + s.v_dim),
+                lse.get_mut(h * s.q_len + i),
+            ) else {
+                continue; // unreachable after validation
+            };
+            merge_sink(o, l, params.sink(h));
+        }
+    }
+    Ok(())
+}
+
+/// Merges a sink into one row: [`merge_row`] with a partial of zeros and `lse = sink`, except
+/// that an infinite sink makes the row NaN, as an infinite score does in the one-shot call
+/// (its weight is `e^(inf − inf)`).
+pub(crate) fn merge_sink(oa: &mut [f32], la: &mut f32, sink: f32) {
+    let a = *la;
+    if a.is_nan() || sink.is_nan() || sink == f32::INFINITY {
+        oa.fill(f32::NAN);
+        *la = f32::NAN;
+        return;
+    }
+    if sink == f32::NEG_INFINITY {
+        if a == f32::NEG_INFINITY {
+            oa.fill(0.0);
+        }
+        return;
+    }
+    if a == f32::NEG_INFINITY {
+        oa.fill(0.0);
+        *la = sink;
+        return;
+    }
+    let m = a.max(sink);
+    let (wa, wb) = (weight(a, m), weight(sink, m));
+    let total = wa + wb;
+    let wa = wa / total;
+    for x in oa.iter_mut() {
+        *x = (wa * *x as f64) as f32;
+    }
+    *la = (m as f64 + libm::log(total)) as f32;
 }
 
 /// [`merge`] for one row: joins `(out_b, lse_b)` into `(out_a, lse_a)`.

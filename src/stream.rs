@@ -16,7 +16,8 @@
 //! the chunk's columns. Chunks may come in any order; each key should be fed once (a key fed
 //! twice counts twice). After all keys `0..kv_len`, the result equals the one-shot call within
 //! [`tolerance::stream_output_bound`](crate::tolerance::stream_output_bound), for every
-//! chunking; keys never fed count as excluded.
+//! chunking; keys never fed count as excluded. The [sinks](Params::sinks) join each row's
+//! running values once, when the stream starts ([`Stream::new`], [`Stream::reset`]).
 //!
 //! [`QueryPos::BottomRight`]: crate::QueryPos::BottomRight
 //!
@@ -133,6 +134,7 @@ impl<'p, 's> Stream<'p, 's> {
         if !params.scale().is_finite() {
             return Err(Error::InvalidScale);
         }
+        params.check_variants()?;
         Ok(Stream {
             params: *params,
             level: Level::Detect,
@@ -150,9 +152,12 @@ impl<'p, 's> Stream<'p, 's> {
 
     /// Forgets every key fed so far.
     pub fn reset(&mut self) {
+        let (params, q_len) = (self.params, self.params.shape.q_len);
         if let Some(p) = self.parts() {
-            p.max.fill(f32::NEG_INFINITY);
-            p.sum.fill(0.0);
+            // Each row starts with its head's sink, if any: it joins once, here.
+            for (r, (max, sum)) in p.max.iter_mut().zip(p.sum.iter_mut()).enumerate() {
+                (*max, *sum) = params.start_state(r / q_len.max(1));
+            }
             p.acc.fill(0.0);
         }
     }
@@ -236,7 +241,8 @@ impl<'p, 's> Stream<'p, 's> {
     }
 
     /// Writes the attention over every key fed so far: `out` laid out as `params.out`, and
-    /// `lse`, if given, `[q_heads][q_len]`. Rows that saw no key get `out = 0`, `lse = -inf`.
+    /// `lse`, if given, `[q_heads][q_len]`. Rows that saw no key get `out = 0` and
+    /// `lse = -inf` (with sinks, `lse` is the row's sink).
     /// The stream is left as it was, so more keys can follow.
     ///
     /// Errors (nothing written): as [`attention`](crate::attention) for `out` and `lse`.

@@ -17,7 +17,9 @@ pub const EPS: f32 = f32::EPSILON / 2.0;
 /// The bound on `|out − reference|` for one output row.
 ///
 /// - `score_abs`: the largest `|scale| · Σ_d |q_d · k_d| + |bias_j|` over the row's included
-///   keys (the magnitude the score rounds against: the dot product, then the added bias);
+///   keys (the magnitude the score rounds against: the dot product, then the added bias),
+///   plus `|slope · (j − pos)|` with ALiBi and `2·cap` with a softcap (whose `tanh` is within
+///   1 ulp of 1 and two roundings, under `4ε·cap`, which `(head_dim + 2)·ε·2·cap` covers);
 /// - `v_abs`: the largest `|v|` over the included keys and this column panel;
 /// - `head_dim`, `kv_len`: the lengths summed over.
 ///

@@ -3,6 +3,7 @@
 
 use crate::error::{Dim, Error, Tensor};
 use crate::kv::KvType;
+use crate::params::VARIANTS;
 use crate::{Layout, Params};
 
 impl Params<'_> {
@@ -39,13 +40,14 @@ impl Params<'_> {
         self.check_lse(lse)
     }
 
-    /// [`validate`](Params::validate) of the shape and scale only (the C ABI's plans).
+    /// [`validate`](Params::validate) of the shape, scale, softcap and sinks only (the C
+    /// ABI's plans).
     #[cfg(feature = "capi")]
     pub(crate) fn validate_shape(&self) -> Result<(), Error> {
         self.check_shape()
     }
 
-    /// Dimensions, heads and scale.
+    /// Dimensions, heads, scale, and the variants ([`Params::check_variants`]).
     fn check_shape(&self) -> Result<(), Error> {
         let s = &self.shape;
         for (n, d) in [
@@ -68,7 +70,37 @@ impl Params<'_> {
         if !scale.is_finite() {
             return Err(Error::InvalidScale);
         }
-        Ok(())
+        self.check_variants()
+    }
+
+    /// The softcap, and the lengths of the sinks and the ALiBi slopes; none of them in a build
+    /// without the variants.
+    pub(crate) fn check_variants(&self) -> Result<(), Error> {
+        self.check_variants_in(VARIANTS)
+    }
+
+    /// [`Params::check_variants`] in a build with the variants (`built`) or without.
+    fn check_variants_in(&self, built: bool) -> Result<(), Error> {
+        let any = self.softcap.is_some() || self.sinks.is_some() || self.alibi.is_some();
+        if any && !built {
+            return Err(Error::VariantsNotBuilt);
+        }
+        if let Some(cap) = self.softcap
+            && !(cap.is_finite() && cap > 0.0)
+        {
+            return Err(Error::InvalidSoftcap);
+        }
+        self.check_sinks()?;
+        per_head(Tensor::Alibi, self.alibi, self.shape.q_heads)
+    }
+
+    /// The length of the sinks, if any: one per query head (and none in a build without the
+    /// variants).
+    pub(crate) fn check_sinks(&self) -> Result<(), Error> {
+        if self.sinks.is_some() && !VARIANTS {
+            return Err(Error::VariantsNotBuilt);
+        }
+        per_head(Tensor::Sinks, self.sinks, self.shape.q_heads)
     }
 
     /// The extents of `q`, `k` and `v` (in their own elements).
@@ -131,6 +163,18 @@ impl Params<'_> {
     }
 }
 
+/// A per-head array, if given, holds at least `q_heads` values.
+fn per_head(tensor: Tensor, values: Option<&[f32]>, q_heads: usize) -> Result<(), Error> {
+    match values {
+        Some(v) if v.len() < q_heads => Err(Error::TooShort {
+            tensor,
+            needed: q_heads,
+            len: v.len(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The elements of a row of `dim` values stored `values` to an element: `dim` must be a
 /// multiple of `values`.
 fn units(tensor: Tensor, dim: usize, values: usize) -> Result<usize, Error> {
@@ -186,5 +230,32 @@ fn check_disjoint(
         Ok(())
     } else {
         Err(Error::Overlap(tensor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Params, Shape};
+
+    /// A build without the feature `softmax-variants` refuses every variant and accepts
+    /// params without them; with it, each is checked on its own.
+    #[test]
+    fn variants_are_refused_where_not_built() {
+        let p = Params::new(Shape::new(2, 1, 4, 8));
+        let one = [0.0f32; 2];
+        for (v, with) in [
+            (p.with_softcap(2.0), Ok(())),
+            (p.with_sinks(&one), Ok(())),
+            (p.with_alibi(&one), Ok(())),
+            (p.with_softcap(-1.0), Err(Error::InvalidSoftcap)),
+        ] {
+            assert_eq!(
+                v.check_variants_in(false),
+                Err(Error::VariantsNotBuilt),
+                "{v:?}"
+            );
+            assert_eq!(v.check_variants_in(true), with, "{v:?}");
+        }
+        assert_eq!(p.check_variants_in(false), Ok(()));
     }
 }

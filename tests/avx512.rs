@@ -187,7 +187,8 @@ fn avx512_split_and_stream_match_reference() {
             for b in &parts[1..] {
                 split::merge(&p, &mut acc.0, &mut acc.1, &b.0, &b.1).unwrap();
             }
-            compare_joined(&case, &want, &acc, Joined::Merged(2), 1.0, "avx512 split");
+            split::add_sinks(&p, &mut acc.0, &mut acc.1).unwrap();
+            compare_joined(&case, &want, &acc, Joined::Merged(3), 1.0, "avx512 split");
             // A stream fed in pages of 7 keys.
             let mut state = vec![f32::NAN; Stream::state_len(&s)];
             let mut stream = Stream::new(&p, &mut state).unwrap().with_level(AVX512);

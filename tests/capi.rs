@@ -33,7 +33,8 @@ fn capi_test(name: &str, link: &[impl AsRef<OsStr>]) -> PathBuf {
 }
 
 /// Runs a compiled `capi_test.c` and checks it passed and reached every status but
-/// `QKV_ERR_INTERNAL` (a bug by definition).
+/// `QKV_ERR_INTERNAL` (a bug by definition) and `QKV_ERR_VARIANT` (only a library built
+/// without `softmax-variants` returns it: the firmware programs, `.ci/firmware.sh`, check it).
 fn check_capi_test(exe: &Path) {
     let out = run(&mut Command::new(exe));
     let text = stdout(&out);
@@ -49,7 +50,7 @@ fn check_capi_test(exe: &Path) {
         .expect("QKV_ERR_INTERNAL")
         .1;
     for (name, value) in status_values() {
-        if value != internal {
+        if value != internal && name != "QKV_ERR_VARIANT" {
             assert!(
                 reached.contains(&value),
                 "{name} ({value}) never reached:\n{text}"
@@ -119,7 +120,8 @@ fn c_against_the_shared_library() {
 }
 
 /// The `no_std` static library on the host: CPUID detection without std, the panic-handler
-/// feature, the K/V types (`kv-*`, which `--no-default-features` drops) and
+/// feature, the K/V types and softmax variants (`kv-*`, `softmax-variants`, which
+/// `--no-default-features` drops) and
 /// `panic = "abort"` as docs/c-api.md says.
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
@@ -133,7 +135,7 @@ fn c_against_the_no_std_static_library() {
         .args(["rustc", "--release", "--lib", "--no-default-features"])
         .args([
             "--features",
-            "panic-handler,x86-v4,kv-f16,kv-bf16,kv-q8_0",
+            "panic-handler,x86-v4,kv-f16,kv-bf16,kv-q8_0,softmax-variants",
             "--crate-type",
             "staticlib",
         ])
@@ -224,9 +226,9 @@ fn firmware_links_for_cortex_m4() {
         .arg(".ci/firmware.sh")
         .env("QKV_FIRMWARE_NO_INSTALL", "1")
         // The limits `.ci/run` holds the firmware step to (README "Firmware").
-        .env("QKV_FIRMWARE_MAX_STACK", "2624")
-        .env("QKV_FIRMWARE_LIMIT_ATTENTION", "29696")
-        .env("QKV_FIRMWARE_LIMIT_ALL", "43008")
+        .env("QKV_FIRMWARE_MAX_STACK", "2688")
+        .env("QKV_FIRMWARE_LIMIT_ATTENTION", "32256")
+        .env("QKV_FIRMWARE_LIMIT_ALL", "45568")
         .env("QKV_FIRMWARE_TARGET_DIR", work_dir().join("firmware")));
     let text = stdout(&out);
     assert!(text.contains("qkv code size on Cortex-M4F"), "{text}");

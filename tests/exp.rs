@@ -2,28 +2,35 @@
 //! level and emulated width.
 
 mod common;
-use common::exp::{ExpAll, ulps};
+use common::exp::{ExpAll, TanhAll, ulps};
 use pulp::Simd;
 
-fn levels(xs: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
-    let mut r = vec![("scalar", Simd::vectorize(pulp::Scalar::new(), ExpAll(xs)))];
+/// `f` (`ExpAll` or `TanhAll`) over `xs` at every level and emulated width.
+fn levels_of<'a, F: pulp::WithSimd<Output = Vec<f32>>>(
+    xs: &'a [f32], f: impl Fn(&'a [f32]) -> F,
+) -> Vec<(&'static str, Vec<f32>)> {
+    let mut r = vec![("scalar", Simd::vectorize(pulp::Scalar::new(), f(xs)))];
     if !common::under_emulator() {
-        r.push(("emulated4", Simd::vectorize(pulp::Scalar128b, ExpAll(xs))));
-        r.push(("emulated16", Simd::vectorize(pulp::Scalar512b, ExpAll(xs))));
+        r.push(("emulated4", Simd::vectorize(pulp::Scalar128b, f(xs))));
+        r.push(("emulated16", Simd::vectorize(pulp::Scalar512b, f(xs))));
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(s) = pulp::x86::V3::try_new() {
-        r.push(("avx2", Simd::vectorize(s, ExpAll(xs))));
+        r.push(("avx2", Simd::vectorize(s, f(xs))));
     }
     #[cfg(all(target_arch = "x86_64", feature = "x86-v4"))]
     if let Some(s) = pulp::x86::V4::try_new() {
-        r.push(("avx512", Simd::vectorize(s, ExpAll(xs))));
+        r.push(("avx512", Simd::vectorize(s, f(xs))));
     }
     #[cfg(target_arch = "aarch64")]
     if let Some(s) = pulp::aarch64::Neon::try_new() {
-        r.push(("neon", Simd::vectorize(s, ExpAll(xs))));
+        r.push(("neon", Simd::vectorize(s, f(xs))));
     }
     r
+}
+
+fn levels(xs: &[f32]) -> Vec<(&'static str, Vec<f32>)> {
+    levels_of(xs, ExpAll)
 }
 
 #[test]
@@ -102,4 +109,86 @@ fn exp_special_values() {
         assert_eq!(ys[11], f32::INFINITY, "{name}");
         assert!(ys[12].is_nan(), "{name}: NaN stays NaN");
     }
+}
+
+/// The softcap's `tanh` (`qkv::exp::tanh`) against `f64` over every 37th `f32` in
+/// `[-10, 10]` (beyond, it is ±1 exactly), at every level: within 1 ulp of 1 (`2⁻²³`)
+/// absolutely, the error the softcap's tolerance counts, and within 3 ulp of the result.
+#[test]
+fn tanh_is_within_one_ulp_of_one() {
+    let step: usize = if cfg!(miri) {
+        1 << 22
+    } else if common::under_emulator() {
+        370
+    } else {
+        37
+    };
+    let neg = (0x8000_0000u32..=(-10.0f32).to_bits()).step_by(step);
+    let pos = (0u32..=10.0f32.to_bits()).step_by(step);
+    let mut xs: Vec<f32> = neg.chain(pos).map(f32::from_bits).collect();
+    xs.extend([0.3125f32, -0.3125, 0.31249998, 9.01, 44.0, 1e30, -1e30]);
+    let ulp1 = f32::EPSILON as f64;
+    for (name, ys) in levels_of(&xs, TanhAll) {
+        let (mut worst_abs, mut worst_rel) = ((0.0f64, 0.0f32), (0.0f64, 0.0f32));
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).tanh();
+            let abs = (y as f64 - want).abs() / ulp1;
+            let w = want as f32;
+            let unit = (f32::from_bits(w.abs().to_bits() + 1) - w.abs()) as f64;
+            let rel = (y as f64 - want).abs() / unit;
+            if abs > worst_abs.0 {
+                worst_abs = (abs, x);
+            }
+            if rel > worst_rel.0 {
+                worst_rel = (rel, x);
+            }
+            assert_eq!(
+                y.is_sign_negative(),
+                x.is_sign_negative(),
+                "{name}: tanh({x:e}) = {y:e}"
+            );
+        }
+        println!(
+            "{name}: tanh worst {:.3} ulp of 1 at {:e}, {:.3} ulp of the result at {:e}",
+            worst_abs.0, worst_abs.1, worst_rel.0, worst_rel.1
+        );
+        assert!(
+            worst_abs.0 <= 2.0,
+            "{name}: {} ulp of 1 at {:e}",
+            worst_abs.0,
+            worst_abs.1
+        );
+        assert!(
+            worst_rel.0 <= 4.0,
+            "{name}: {} ulp at {:e}",
+            worst_rel.0,
+            worst_rel.1
+        );
+    }
+}
+
+#[test]
+fn tanh_special_values() {
+    let xs = [
+        f32::NEG_INFINITY,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NAN,
+        1e-40,
+        -1e-40,
+    ];
+    for (name, ys) in levels_of(&xs, TanhAll) {
+        assert_eq!(ys[0], -1.0, "{name}");
+        assert_eq!(ys[1].to_bits(), (-0.0f32).to_bits(), "{name}");
+        assert_eq!(ys[2].to_bits(), 0.0f32.to_bits(), "{name}");
+        assert_eq!(ys[3], 1.0, "{name}");
+        assert!(ys[4].is_nan(), "{name}");
+        assert_eq!(ys[5], 1e-40, "{name}");
+        assert_eq!(ys[6], -1e-40, "{name}");
+    }
+    assert_eq!(qkv::exp::tanh1(0.5), {
+        let s = pulp::Scalar::new();
+        qkv::exp::tanh(s, 0.5)
+    });
 }

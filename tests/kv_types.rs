@@ -318,6 +318,7 @@ fn split_stream_and_threads_take_the_types() {
         qkv::split::partial(&p, &case.q, &k, &v, keys, &mut o, &mut l).unwrap();
         qkv::split::merge(&p, &mut acc, &mut acc_lse, &o, &l).unwrap();
     }
+    qkv::split::add_sinks(&p, &mut acc, &mut acc_lse).unwrap();
     assert!(close(&acc), "split");
 
     // A stream fed the same chunks, each its own slices.

@@ -72,6 +72,7 @@ fn partials_over_any_range_merge_to_the_one_shot_result() {
             partial(p, q, k, v, 0..cut, &mut a, &mut la).expect(&who);
             partial(p, q, k, v, cut..s.kv_len, &mut b, &mut lb).expect(&who);
             merge(p, &mut a, &mut la, &b, &lb).unwrap();
+            qkv::split::add_sinks(p, &mut a, &mut la).unwrap();
             close((&a, &la), want, &who);
         }
     });

@@ -75,7 +75,10 @@ fn every_kv_type_pair_through_tasks() {
 fn one_task_per_kv_head_is_the_one_shot_call_bit_for_bit() {
     let mut rng = Rng(91);
     for n in 0..common::budget(20, 1) {
-        let case = common::series_case(&mut rng, n, 4);
+        let mut case = common::series_case(&mut rng, n, 4);
+        // Without sinks: `finish` merges them in f64, the one-shot call takes each as its
+        // first key in f32 (both within tolerance, in tests of their own).
+        case.sinks = None;
         for level in common::levels() {
             // One block of rows per kv head and no key split: the one-shot call's blocks.
             let plan = Plan {

@@ -145,15 +145,22 @@ fn bias_and_params<'a>(_: Params<'a>) {
         scale,
         mask: _,
         bias,
+        softcap,
+        sinks,
+        alibi,
     }: Params<'a> = PARAMS;
     let _: Option<f32> = scale;
     let _: Option<Bias<'a>> = bias;
+    let _: (Option<f32>, Option<&'a [f32]>, Option<&'a [f32]>) = (softcap, sinks, alibi);
     let _: fn(Shape) -> Params<'a> = Params::new;
     let _: fn(Params<'a>) -> Params<'a> = Params::interleaved;
     let _: fn(Params<'a>, Layout, Layout, Layout, Layout) -> Params<'a> = Params::with_layouts;
     let _: fn(Params<'a>, f32) -> Params<'a> = Params::with_scale;
     let _: fn(Params<'a>, Mask) -> Params<'a> = Params::with_mask;
     let _: fn(Params<'a>, Bias<'a>) -> Params<'a> = Params::with_bias;
+    let _: fn(Params<'a>, f32) -> Params<'a> = Params::with_softcap;
+    let _: fn(Params<'a>, &'a [f32]) -> Params<'a> = Params::with_sinks;
+    let _: fn(Params<'a>, &'a [f32]) -> Params<'a> = Params::with_alibi;
     let _: fn(&Params<'a>) -> f32 = Params::scale;
     let _: fn(&Params<'a>) -> i128 = Params::query_offset;
     let _: fn(&Params<'a>, usize, usize) -> bool = Params::is_visible;
@@ -177,6 +184,8 @@ fn errors() {
         Error::Overflow(Tensor::K),
         Error::Overlap(Tensor::Out),
         Error::InvalidScale,
+        Error::InvalidSoftcap,
+        Error::VariantsNotBuilt,
         Error::Unsupported(Isa::Neon),
         Error::KeyRange {
             start: 0,
@@ -208,10 +217,13 @@ fn errors() {
             } => {
                 let _: (Tensor, usize, usize) = (tensor, needed, len);
             }
+            // `Tensor` is `#[non_exhaustive]` too.
             Error::Overflow(t) | Error::Overlap(t) => match t {
                 Tensor::Q | Tensor::K | Tensor::V | Tensor::Out | Tensor::Lse | Tensor::Bias => {}
+                Tensor::Sinks | Tensor::Alibi => {}
+                _ => {}
             },
-            Error::InvalidScale => {}
+            Error::InvalidScale | Error::InvalidSoftcap | Error::VariantsNotBuilt => {}
             Error::Unsupported(isa) => {
                 let _: Isa = isa;
             }
@@ -337,6 +349,7 @@ fn split() {
         qkv::split::partial_in;
     let _: fn(&Params, Out, Out, In, In) -> Res = qkv::split::merge;
     let _: fn(Out, &mut f32, In, f32) -> Res = qkv::split::merge_rows;
+    let _: fn(&Params, Out, Out) -> Res = qkv::split::add_sinks;
     plan();
 }
 
@@ -378,6 +391,10 @@ fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
 fn exp_and_tolerance() {
     let _: fn(pulp::Scalar, f32) -> f32 = qkv::exp::exp::<pulp::Scalar>;
     let _: fn(f32) -> f32 = qkv::exp::exp1;
+    let _: fn(pulp::Scalar, f32) -> f32 = qkv::exp::tanh::<pulp::Scalar>;
+    let _: fn(f32) -> f32 = qkv::exp::tanh1;
+    let _: fn(pulp::Scalar, f32, f32) -> f32 = qkv::exp::softcap::<pulp::Scalar>;
+    let _: fn(f32, f32) -> f32 = qkv::exp::softcap1;
     let _: f32 = qkv::tolerance::EPS;
     let _: fn(f32, f32, usize, usize) -> f32 = qkv::tolerance::output_bound;
     let _: fn(f32, usize, usize, f32) -> f32 = qkv::tolerance::lse_bound;
@@ -425,12 +442,14 @@ fn capi() {
         (QKV_ERR_BLOCK_SIZE, 18),
         (QKV_ERR_TYPE, 19),
         (QKV_ERR_TASK, 20),
+        (QKV_ERR_INVALID_SOFTCAP, 21),
+        (QKV_ERR_VARIANT, 22),
     ] {
         assert_eq!(status, value);
     }
     let _: i32 = QKV_OK;
-    let _: [QkvStatus; 21] = ALL_STATUSES;
-    let _: [&str; 21] = STATUS_NAMES;
+    let _: [QkvStatus; 23] = ALL_STATUSES;
+    let _: [&str; 23] = STATUS_NAMES;
     for (kind, value) in [
         (QKV_MASK_NONE, 0),
         (QKV_MASK_CAUSAL, 1),
@@ -449,10 +468,11 @@ fn capi() {
     let _: [u32; 3] = [QKV_FLAG_SCALE, QKV_KNOWN_FLAGS, QKV_VERSION];
     let types: [u32; 4] = [QKV_TYPE_F32, QKV_TYPE_F16, QKV_TYPE_BF16, QKV_TYPE_Q8_0];
     assert_eq!(types, [0, 1, 2, 3]);
-    let _: [usize; 4] = [
+    let _: [usize; 5] = [
         QKV_UNBOUNDED,
         QKV_DESC_SIZE_V1,
         QKV_DESC_SIZE_V2,
+        QKV_DESC_SIZE_V3,
         QKV_DESC_MAX_SIZE,
     ];
     const _: QkvStatus = error_status(Error::InvalidScale);
@@ -497,9 +517,17 @@ fn capi() {
         query_pos,
         k_type,
         v_type,
+        sinks,
+        sinks_count,
+        alibi,
+        alibi_count,
+        softcap,
+        reserved,
     }: QkvDesc = DESC;
     let _: (*const f32, i64, f32) = (bias, query_offset, scale);
     let _: (u32, i32, i32, u32, u32) = (flags, mask, query_pos, k_type, v_type);
+    let _: (*const f32, usize, *const f32, usize) = (sinks, sinks_count, alibi, alibi_count);
+    let _: (f32, u32) = (softcap, reserved);
     // A raw pointer inside: not Send or Sync, like the C struct.
     fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
     desc_traits::<QkvDesc>();
@@ -527,6 +555,7 @@ fn capi() {
     let _: unsafe extern "C" fn(Desc, R, T, T, usize, usize, W, W, W, usize) -> QkvStatus =
         qkv_partial_f32_ws;
     let _: unsafe extern "C" fn(Desc, W, W, R, R) -> QkvStatus = qkv_merge_f32;
+    let _: unsafe extern "C" fn(Desc, W, W) -> QkvStatus = qkv_add_sinks_f32;
     let _: unsafe extern "C" fn(Desc, *mut usize) -> QkvStatus = qkv_stream_state_len;
     let _: unsafe extern "C" fn(Desc, W, usize) -> QkvStatus = qkv_stream_init;
     let _: unsafe extern "C" fn(Desc, W, usize, R, T, T, usize, usize) -> QkvStatus =

@@ -101,7 +101,10 @@ fn token_by_token_decode_with_sliding_window() {
 
 #[test]
 fn one_chunk_is_the_one_shot_call_exactly() {
-    for case in random_cases(62, budget((40, 60, 20), (1, 6, 20))) {
+    for mut case in random_cases(62, budget((40, 60, 20), (1, 6, 20))) {
+        // Without sinks: a stream adds them to its state in f64, the one-shot call takes each
+        // as its first key in f32 (both within tolerance, in tests of their own).
+        case.sinks = None;
         for level in levels() {
             let all = 0..case.shape.kv_len;
             let got = run_stream(&case, level, std::slice::from_ref(&all));

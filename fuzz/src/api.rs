@@ -194,6 +194,9 @@ pub fn run(data: &[u8]) {
             head_stride: bias_layout.head_stride,
             row_stride: bias_layout.row_stride,
         }),
+        softcap: None,
+        sinks: None,
+        alibi: None,
     };
     let p = &params;
     let sentinel = f32::from_bits(SENTINEL);

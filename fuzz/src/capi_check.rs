@@ -317,6 +317,10 @@ impl Drawn {
                 head_stride: self.bias_layout.head_stride,
                 row_stride: self.bias_layout.row_stride,
             }),
+            // The descriptors drawn here set none of the variants (version-3 fields zero).
+            softcap: None,
+            sinks: None,
+            alibi: None,
         }
     }
 
@@ -338,6 +342,7 @@ impl Drawn {
             qkv::Tensor::Out => self.out.extent(s.q_heads, s.q_len, s.v_dim),
             qkv::Tensor::Bias => self.bias_layout.extent(s.q_heads, s.q_len, s.kv_len),
             qkv::Tensor::Lse => s.q_heads.checked_mul(s.q_len),
+            _ => Some(s.q_heads), // the sinks and ALiBi slopes: one per query head
         }
     }
 }

@@ -21,6 +21,11 @@
 //! Drawn after everything else, so an input decodes to the same shape, layouts, mask, bias
 //! and values as before the types existed; only the types are new.
 //!
+//! After the types, the softmax variants, each in about one case of five: a softcap (tiny,
+//! around the scores, or huge up to `f32::MAX`), one sink per query head (around the
+//! scores, far above or below them, `±inf` or NaN) and one ALiBi slope per query head (the
+//! paper's powers of two, 0, negative, huge, tiny, `+inf` or NaN).
+//!
 //! # What is compared
 //! Every level of the test kit (`tests/common`: each available [`Isa`](qkv::Isa) and every
 //! [`Emulated`](qkv::Emulated) width) runs on the case and is checked by its
@@ -273,12 +278,46 @@ pub fn decode_as(data: &[u8], typed: bool) -> Case {
         out_len,
         lse,
         kinds: (KvKind::F32, KvKind::F32),
+        softcap: None,
+        sinks: None,
+        alibi: None,
     };
     if typed {
         let kinds = kv_kinds(b, head_dim, v_dim);
         assert!(
             case.store(kinds),
             "kv_kinds gives q8_0 only to rows of 32·n"
+        );
+    }
+    // The softmax variants, drawn last so that inputs from before them decode to the same
+    // problem up to here.
+    if b.chance(48) {
+        case.softcap = Some(b.pick(&[1e-3, 0.05, 1.0, 3.0, 30.0, 1e20, f32::MAX]));
+    }
+    if b.chance(48) {
+        case.sinks = Some(
+            (0..q_heads)
+                .map(|_| match b.below(10) {
+                    0 => f32::NEG_INFINITY,
+                    1 => f32::NAN,
+                    2 => f32::INFINITY,
+                    3 => b.pick(&[-1e30, 1e30, 100.0, -100.0]),
+                    _ => (b.u16() as f32 / 32767.5 - 1.0) * 8.0,
+                })
+                .collect(),
+        );
+    }
+    if b.chance(48) {
+        case.alibi = Some(
+            (0..q_heads)
+                .map(|_| match b.below(10) {
+                    0 => 0.0,
+                    1 => f32::NAN,
+                    2 => f32::INFINITY,
+                    3 => b.pick(&[-1.0, 1e30, -1e-30, 8.0]),
+                    _ => (-(b.below(16) as f32) / 2.0).exp2(),
+                })
+                .collect(),
         );
     }
     case

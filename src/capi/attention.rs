@@ -63,7 +63,7 @@ impl<'a> Call<'a> {
         let (out, ws) = unsafe { (p.out.slice_mut(), ws.slice_mut()) };
         // SAFETY: as above.
         let lse = lse.map(|l| unsafe { l.slice_mut() });
-        let params = p.desc.params(p.mask, inputs.bias);
+        let params = p.desc.params(p.mask, inputs.extras);
         Ok(Call {
             params,
             q: inputs.q,

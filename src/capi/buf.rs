@@ -2,6 +2,7 @@
 //! it, and the checks on it (length, NULL, alignment, aliasing) that run before any is read;
 //! [`Inputs`], the read-only ones of a call.
 
+use super::desc::{ExtraBufs, Extras};
 use super::types::{self, KvSlice};
 use super::{
     QKV_ERR_ALIASING, QKV_ERR_MISALIGNED, QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_TYPE,
@@ -158,18 +159,19 @@ pub(crate) fn check_aliasing(writes: &[Buf], reads: &[Option<Buf>]) -> Result<()
 pub(crate) struct Inputs {
     /// `q`, `k` and `v`, from [`Desc::qkv`](super::desc::Desc::qkv).
     pub(crate) qkv: [Buf; 3],
-    /// The bias, from [`Desc::bias`](super::desc::Desc::bias).
-    pub(crate) bias: Option<Buf>,
+    /// The bias, sinks and ALiBi slopes, from [`Desc::extras`](super::desc::Desc::extras).
+    pub(crate) extras: ExtraBufs,
 }
 
 impl Inputs {
-    /// The four buffers, for the aliasing check of the outputs.
-    pub(crate) fn all(&self) -> [Option<Buf>; 4] {
+    /// The six buffers, for the aliasing check of the outputs.
+    pub(crate) fn all(&self) -> [Option<Buf>; 6] {
         let [q, k, v] = self.qkv;
-        [Some(q), Some(k), Some(v), self.bias]
+        let [bias, sinks, alibi] = self.extras.all();
+        [Some(q), Some(k), Some(v), bias, sinks, alibi]
     }
 
-    /// `q`, `k`, `v` and the bias as slices, K and V of their types.
+    /// `q`, `k`, `v` and the extras as slices, K and V of their types.
     ///
     /// # Safety
     /// The pointer contract for the lengths the buffers were given, and nothing writes them
@@ -181,7 +183,7 @@ impl Inputs {
             Ok(Slices {
                 q: q.slice(),
                 kv: [k.kv()?, v.kv()?],
-                bias: self.bias.map(|b| b.slice()),
+                extras: self.extras.slices(),
             })
         }
     }
@@ -193,6 +195,6 @@ pub(crate) struct Slices<'a> {
     pub(crate) q: &'a [f32],
     /// `k` and `v`, for [`with_kv!`](super::types::with_kv).
     pub(crate) kv: [KvSlice<'a>; 2],
-    /// The bias.
-    pub(crate) bias: Option<&'a [f32]>,
+    /// The bias, sinks and ALiBi slopes.
+    pub(crate) extras: Extras<'a>,
 }

@@ -1,7 +1,7 @@
 //! The descriptor: `qkv_desc` and `qkv_layout` as Rust types, the values of their enum and
 //! flag fields, and [`Desc`], the one decoder every C entry point reads a descriptor with
-//! (struct size, flags, mask and query position, K/V types, shape, layouts, bias and
-//! counts, to buffers and a [`Params`]).
+//! (struct size, flags, mask and query position, K/V types, shape, layouts, bias, sinks,
+//! ALiBi slopes, softcap and counts, to buffers and a [`Params`]).
 
 use core::ffi::c_void;
 use core::mem::size_of;
@@ -15,8 +15,8 @@ use super::{
 };
 use crate::{Bias, KvKind, Layout, Mask, Params, QueryPos, Shape, Tensor};
 
-/// [`QkvDesc::mask`]: every key is visible to every query ([`Mask::NONE`]); the window and
-/// query position fields are ignored.
+/// [`QkvDesc::mask`]: every key is visible to every query ([`Mask::NONE`]); the window
+/// fields are ignored, and the query position only places the queries for ALiBi.
 pub const QKV_MASK_NONE: i32 = 0;
 /// [`QkvDesc::mask`]: causal ([`Mask::causal`]), aligned as `query_pos` says; the window
 /// fields are ignored.
@@ -45,10 +45,15 @@ pub const QKV_UNBOUNDED: usize = usize::MAX;
 /// (`int64_t`, `float`, `uint32_t`, two `int32_t`), with no padding on any target. A
 /// descriptor of this size has `f32` K and V.
 pub const QKV_DESC_SIZE_V1: usize = 26 * size_of::<usize>() + 24;
-/// The size of the second version, this one: [`QKV_DESC_SIZE_V1`] and the two `uint32_t`
+/// The size of the second version: [`QKV_DESC_SIZE_V1`] and the two `uint32_t`
 /// [`QkvDesc::k_type`] and [`QkvDesc::v_type`], with no padding on any target (the `int64_t`
 /// sits at a multiple of 8 in both, and 8 more bytes keep the size a multiple of 8).
 pub const QKV_DESC_SIZE_V2: usize = QKV_DESC_SIZE_V1 + 8;
+/// The size of the third version, this one: [`QKV_DESC_SIZE_V2`] and the softmax variants,
+/// [`QkvDesc::sinks`], [`QkvDesc::sinks_count`], [`QkvDesc::alibi`],
+/// [`QkvDesc::alibi_count`] (`size_t`-sized) and [`QkvDesc::softcap`] with a reserved
+/// `uint32_t` (8 bytes), with no padding on any target.
+pub const QKV_DESC_SIZE_V3: usize = QKV_DESC_SIZE_V2 + 4 * size_of::<usize>() + 8;
 /// The largest `struct_size` accepted; a larger one is taken for garbage and nothing past
 /// `struct_size` is read.
 pub const QKV_DESC_MAX_SIZE: usize = 4096;
@@ -148,7 +153,7 @@ pub struct QkvDesc {
     pub flags: u32,
     /// `QKV_MASK_*`: which keys each query sees.
     pub mask: i32,
-    /// `QKV_QUERY_POS_*`: where the query rows sit (for causal and band masks).
+    /// `QKV_QUERY_POS_*`: where the query rows sit (for causal and band masks, and ALiBi).
     pub query_pos: i32,
     /// `QKV_TYPE_*`: how `k` is stored ([`QKV_TYPE_F32`], the zero value, for a descriptor of
     /// [`QKV_DESC_SIZE_V1`] bytes); another value, or a type this build leaves out, is
@@ -156,9 +161,23 @@ pub struct QkvDesc {
     pub k_type: u32,
     /// `QKV_TYPE_*`: how `v` is stored, as [`QkvDesc::k_type`]. Since version 2.
     pub v_type: u32,
+    /// One sink logit per query head ([`Params::sinks`]), or NULL for none. Since version 3.
+    pub sinks: *const f32,
+    /// Floats `sinks` points to, or 0 for `q_heads`; ignored when `sinks` is NULL.
+    pub sinks_count: usize,
+    /// One ALiBi slope per query head ([`Params::alibi`]), or NULL for none. Since version 3.
+    pub alibi: *const f32,
+    /// Floats `alibi` points to, or 0 for `q_heads`; ignored when `alibi` is NULL.
+    pub alibi_count: usize,
+    /// The softcap `cap` of the scaled scores ([`Params::softcap`]), or 0 for none; anything
+    /// else not finite and positive is
+    /// [`QKV_ERR_INVALID_SOFTCAP`](super::QKV_ERR_INVALID_SOFTCAP). Since version 3.
+    pub softcap: f32,
+    /// Zero. (A later version may give it a meaning, its zero keeping today's.)
+    pub reserved: u32,
 }
 
-const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V2);
+const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V3);
 const _: () = assert!(size_of::<QkvDesc>() <= QKV_DESC_MAX_SIZE);
 
 impl Default for QkvDesc {
@@ -214,6 +233,54 @@ impl QkvDesc {
             query_pos: QKV_QUERY_POS_BOTTOM_RIGHT,
             k_type: QKV_TYPE_F32,
             v_type: QKV_TYPE_F32,
+            sinks: ptr::null(),
+            sinks_count: 0,
+            alibi: ptr::null(),
+            alibi_count: 0,
+            softcap: 0.0,
+            reserved: 0,
+        }
+    }
+}
+
+/// The float inputs a descriptor points to besides `q`, `k` and `v`, as slices.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    /// The bias's data (its strides are `bias_layout`).
+    pub(crate) bias: Option<&'a [f32]>,
+    /// The sinks.
+    pub(crate) sinks: Option<&'a [f32]>,
+    /// The ALiBi slopes.
+    pub(crate) alibi: Option<&'a [f32]>,
+}
+
+/// [`Extras`] as buffers, checked against the pointer contract.
+#[derive(Clone, Copy)]
+pub(crate) struct ExtraBufs {
+    pub(crate) bias: Option<Buf>,
+    pub(crate) sinks: Option<Buf>,
+    pub(crate) alibi: Option<Buf>,
+}
+
+impl ExtraBufs {
+    /// The three buffers, for the aliasing checks of the outputs.
+    pub(crate) fn all(&self) -> [Option<Buf>; 3] {
+        [self.bias, self.sinks, self.alibi]
+    }
+
+    /// As slices.
+    ///
+    /// # Safety
+    /// The pointer contract for the lengths the buffers were given, and nothing writes them
+    /// during `'a`.
+    pub(crate) unsafe fn slices<'a>(self) -> Extras<'a> {
+        // SAFETY: the caller's contract, for each buffer.
+        unsafe {
+            Extras {
+                bias: self.bias.map(|b| b.slice()),
+                sinks: self.sinks.map(|b| b.slice()),
+                alibi: self.alibi.map(|b| b.slice()),
+            }
         }
     }
 }
@@ -254,11 +321,11 @@ impl Problem {
         let kinds = desc.kv_kinds()?;
         let qkv = desc.qkv(q, [k, v], kinds, KeyRows::All)?;
         let out = desc.out(out)?;
-        let bias = desc.bias()?;
+        let extras = desc.extras()?;
         Ok(Problem {
             desc,
             mask,
-            inputs: Inputs { qkv, bias },
+            inputs: Inputs { qkv, extras },
             out,
         })
     }
@@ -334,7 +401,11 @@ impl Desc {
         };
         let side = |w: usize| (w != QKV_UNBOUNDED).then_some(w);
         match d.mask {
-            QKV_MASK_NONE => Ok(Mask::NONE),
+            // No window; the position still places the queries for ALiBi.
+            QKV_MASK_NONE => Ok(Mask {
+                query_pos,
+                ..Mask::NONE
+            }),
             QKV_MASK_CAUSAL => Ok(Mask::causal().aligned(query_pos)),
             QKV_MASK_BAND => Ok(Mask {
                 left: side(d.window_left),
@@ -352,10 +423,10 @@ impl Desc {
         Ok([types::kind(self.0.k_type)?, types::kind(self.0.v_type)?])
     }
 
-    /// The [`Params`] the descriptor describes, with `mask` (from [`Desc::mask`]) and
-    /// `bias` as the bias's data (its strides are `bias_layout`). The K and V layouts are
-    /// taken as they are: in elements of their types.
-    pub(crate) fn params<'a>(&self, mask: Mask, bias: Option<&'a [f32]>) -> Params<'a> {
+    /// The [`Params`] the descriptor describes, with `mask` (from [`Desc::mask`]) and the
+    /// `extras` it points to (from [`Desc::extras`] or [`Desc::sinks`]; those absent are
+    /// none). The K and V layouts are taken as they are: in elements of their types.
+    pub(crate) fn params<'a>(&self, mask: Mask, extras: Extras<'a>) -> Params<'a> {
         let d = &self.0;
         let mut params = Params::new(self.shape())
             .with_layouts(d.q.into(), d.k.into(), d.v.into(), d.out.into())
@@ -363,7 +434,13 @@ impl Desc {
         if d.flags & QKV_FLAG_SCALE != 0 {
             params = params.with_scale(d.scale);
         }
-        if let Some(data) = bias {
+        // 0 (either sign) is none; anything else is the softcap, validated by the call.
+        if d.softcap != 0.0 {
+            params = params.with_softcap(d.softcap);
+        }
+        params.sinks = extras.sinks;
+        params.alibi = extras.alibi;
+        if let Some(data) = extras.bias {
             params = params.with_bias(Bias {
                 data,
                 head_stride: d.bias_layout.head_stride,
@@ -409,6 +486,8 @@ impl Desc {
                 d.bias_count,
                 extent(d.bias_layout, s.q_heads, s.q_len, s.kv_len),
             ),
+            Tensor::Sinks => (d.sinks_count, Some(s.q_heads)),
+            Tensor::Alibi => (d.alibi_count, Some(s.q_heads)),
         };
         Buf::of(kind, ptr, count, extent)
     }
@@ -445,11 +524,25 @@ impl Desc {
         ])
     }
 
-    /// The buffer of the bias, or none when the descriptor's `bias` is NULL.
-    pub(crate) fn bias(&self) -> Result<Option<Buf>, QkvStatus> {
-        let ptr = self.0.bias;
+    /// The buffer of a float tensor at `ptr`, or none when `ptr` is NULL.
+    fn optional(&self, tensor: Tensor, ptr: *const f32) -> Result<Option<Buf>, QkvStatus> {
         (!ptr.is_null())
-            .then(|| self.floats(Tensor::Bias, ptr))
+            .then(|| self.floats(tensor, ptr))
             .transpose()
+    }
+
+    /// The buffer of the sinks, or none when the descriptor's `sinks` is NULL.
+    pub(crate) fn sinks(&self) -> Result<Option<Buf>, QkvStatus> {
+        self.optional(Tensor::Sinks, self.0.sinks)
+    }
+
+    /// The buffers of the bias, the sinks and the ALiBi slopes, in that order, each none
+    /// where its pointer is NULL.
+    pub(crate) fn extras(&self) -> Result<ExtraBufs, QkvStatus> {
+        Ok(ExtraBufs {
+            bias: self.optional(Tensor::Bias, self.0.bias)?,
+            sinks: self.sinks()?,
+            alibi: self.optional(Tensor::Alibi, self.0.alibi)?,
+        })
     }
 }

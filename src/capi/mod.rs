@@ -66,8 +66,8 @@ pub use attention::{
     qkv_attention_f32, qkv_attention_f32_isa, qkv_attention_f32_ws, qkv_reference_f32,
 };
 pub use desc::{
-    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_DESC_SIZE_V2, QKV_FLAG_SCALE, QKV_KNOWN_FLAGS,
-    QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_QUERY_POS_BOTTOM_RIGHT,
+    QKV_DESC_MAX_SIZE, QKV_DESC_SIZE_V1, QKV_DESC_SIZE_V2, QKV_DESC_SIZE_V3, QKV_FLAG_SCALE,
+    QKV_KNOWN_FLAGS, QKV_MASK_BAND, QKV_MASK_CAUSAL, QKV_MASK_NONE, QKV_QUERY_POS_BOTTOM_RIGHT,
     QKV_QUERY_POS_OFFSET, QKV_QUERY_POS_TOP_LEFT, QKV_UNBOUNDED, QkvDesc, QkvLayout,
 };
 #[cfg(feature = "parallel")]
@@ -129,14 +129,20 @@ pub const QKV_ERR_TYPE: QkvStatus = 19;
 /// [`Error::TaskIndex`]: a task index past the last task of the plan
 /// ([`qkv_plan_run_task`]).
 pub const QKV_ERR_TASK: QkvStatus = 20;
+/// [`Error::InvalidSoftcap`]: the descriptor's `softcap` is neither 0 (none) nor finite and
+/// positive.
+pub const QKV_ERR_INVALID_SOFTCAP: QkvStatus = 21;
+/// [`Error::VariantsNotBuilt`]: the descriptor sets `sinks`, `alibi` or `softcap`, which this
+/// build of the library leaves out (the feature `softmax-variants`).
+pub const QKV_ERR_VARIANT: QkvStatus = 22;
 
 /// Defines [`ALL_STATUSES`] and [`STATUS_NAMES`] from one list, so the two cannot disagree.
 macro_rules! statuses {
     ($($status:ident),* $(,)?) => {
         /// Every status code, in order of value (`QKV_OK` is 0, each next one is one more).
-        pub const ALL_STATUSES: [QkvStatus; 21] = [$($status),*];
+        pub const ALL_STATUSES: [QkvStatus; 23] = [$($status),*];
         /// The C name of each of [`ALL_STATUSES`], in the same order (`"QKV_OK"`, ...).
-        pub const STATUS_NAMES: [&str; 21] = [$(stringify!($status)),*];
+        pub const STATUS_NAMES: [&str; 23] = [$(stringify!($status)),*];
     };
 }
 statuses!(
@@ -161,6 +167,8 @@ statuses!(
     QKV_ERR_BLOCK_SIZE,
     QKV_ERR_TYPE,
     QKV_ERR_TASK,
+    QKV_ERR_INVALID_SOFTCAP,
+    QKV_ERR_VARIANT,
 );
 
 /// The status code of an [`Error`]: the one mapping every entry point returns its errors
@@ -177,6 +185,8 @@ pub const fn error_status(e: Error) -> QkvStatus {
         Error::WorkspaceTooSmall { .. } => QKV_ERR_WORKSPACE_TOO_SMALL,
         Error::BlockSize { .. } => QKV_ERR_BLOCK_SIZE,
         Error::TaskIndex { .. } => QKV_ERR_TASK,
+        Error::InvalidSoftcap => QKV_ERR_INVALID_SOFTCAP,
+        Error::VariantsNotBuilt => QKV_ERR_VARIANT,
     }
 }
 
@@ -281,6 +291,8 @@ pub extern "C" fn qkv_status_str(status: QkvStatus) -> *const c_char {
         QKV_ERR_BLOCK_SIZE => c"head_dim or v_dim is not a multiple of the q8_0 block (32)",
         QKV_ERR_TYPE => c"k_type or v_type is unknown or not in this build",
         QKV_ERR_TASK => c"the task index is past the last task of the plan",
+        QKV_ERR_INVALID_SOFTCAP => c"softcap is neither 0 nor finite and positive",
+        QKV_ERR_VARIANT => c"sinks, alibi or softcap set in a library built without them",
         _ => c"unknown status",
     };
     s.as_ptr()

@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 
 use super::buf::{Buf, check_aliasing};
-use super::desc::{Desc, KeyRows};
+use super::desc::{Desc, Extras, KeyRows};
 use super::types::with_kv;
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_TASK, QKV_ERR_TOO_SHORT, QkvDesc, QkvStatus};
@@ -84,7 +84,7 @@ pub unsafe extern "C" fn qkv_plan_make(
         let d = unsafe { Desc::read(desc) }?;
         let mask = d.mask()?;
         d.kv_kinds()?;
-        let params = d.params(mask, None);
+        let params = d.params(mask, Extras::default());
         params.validate_shape().map_err(error_status)?;
         if plan.is_null() {
             return Err(QKV_ERR_NULL_POINTER);
@@ -133,20 +133,20 @@ pub unsafe extern "C" fn qkv_plan_run_task(
         let mask = d.mask()?;
         let kinds = d.kv_kinds()?;
         // The shape first: a plan over a shape without tasks would say QKV_ERR_TASK.
-        d.params(mask, None)
+        d.params(mask, Extras::default())
             .validate_shape()
             .map_err(error_status)?;
         let qkv = d.qkv(q, [k, v], kinds, KeyRows::All)?;
-        let bias = d.bias()?;
+        let extras = d.extras()?;
         let part = partial_buf(&plan, &d, partial)?;
         let ws = workspace(workspace_ptr, workspace_len)?;
-        let inputs = super::buf::Inputs { qkv, bias };
+        let inputs = super::buf::Inputs { qkv, extras };
         check_aliasing(&[part, ws], &inputs.all())?;
         let p = plan.plan();
         let shape = d.shape();
         let region = p.task_partial(&shape, task).ok_or(QKV_ERR_TASK)?;
         let slices = inputs.slices()?;
-        let params = d.params(mask, slices.bias);
+        let params = d.params(mask, slices.extras);
         // This task's part only: other tasks may be writing the rest.
         let part = part.part_mut(region);
         let ws = ws.slice_mut();
@@ -180,17 +180,24 @@ pub unsafe extern "C" fn qkv_plan_finish(
     guard(|| unsafe {
         let plan = read_plan(plan)?;
         let d = Desc::read(desc)?;
-        let params = d.params(Mask::NONE, None);
-        params.validate_shape().map_err(error_status)?;
+        d.params(Mask::NONE, Extras::default())
+            .validate_shape()
+            .map_err(error_status)?;
         let out = d.out(out)?;
         let lse = d.lse_opt(lse)?;
         let part = partial_buf(&plan, &d, partial)?;
+        let sinks = d.sinks()?;
         match lse {
-            Some(l) => check_aliasing(&[out, l], &[Some(part)])?,
-            None => check_aliasing(&[out], &[Some(part)])?,
+            Some(l) => check_aliasing(&[out, l], &[Some(part), sinks])?,
+            None => check_aliasing(&[out], &[Some(part), sinks])?,
         }
         let (out, part) = (out.slice_mut(), part.slice());
         let lse = lse.map(|l| l.slice_mut());
+        let extras = Extras {
+            sinks: sinks.map(|s| s.slice()),
+            ..Extras::default()
+        };
+        let params = d.params(Mask::NONE, extras);
         plan::finish(plan.plan(), &params, part, out, lse).map_err(error_status)
     })
 }

@@ -7,7 +7,7 @@ use core::ops::Range;
 
 use super::attention::{Call, Lse, NONE, run};
 use super::buf::check_aliasing;
-use super::desc::Desc;
+use super::desc::{Desc, Extras};
 use super::types::with_kv;
 use super::{QkvDesc, QkvStatus, error_status, guard};
 use crate::{Level, Mask, split};
@@ -97,7 +97,41 @@ pub unsafe extern "C" fn qkv_merge_f32(
         let (ob, lb) = unsafe { (ob.slice(), lb.slice()) };
         // `split::merge` uses only the shape and the `out` layout, so the flags, mask and bias
         // fields are neither checked nor needed.
-        let params = d.params(Mask::NONE, None);
+        let params = d.params(Mask::NONE, Extras::default());
         split::merge(&params, oa, la, ob, lb).map_err(error_status)
+    })
+}
+
+/// `qkv_add_sinks_f32`: merges the descriptor's sinks into a result merged from partials
+/// (`out`, `lse` required), as [`split::add_sinks`]: partials never count the sinks, so call
+/// it once, after the last merge. Only the shape, the `out` layout, the counts and `sinks`
+/// are used; without sinks (`sinks` NULL) it changes nothing.
+///
+/// Returns [`QKV_OK`](super::QKV_OK) or a status as `qkv_attention_f32` would for `out`,
+/// `lse` and `sinks`; nothing is written on error.
+///
+/// # Safety
+/// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32); `out` and `lse` follow
+/// the contract of outputs, `sinks` that of an input.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkv_add_sinks_f32(
+    desc: *const QkvDesc, out: *mut f32, lse: *mut f32,
+) -> QkvStatus {
+    guard(|| {
+        // SAFETY: the caller's contract for `desc`.
+        let d = unsafe { Desc::read(desc) }?;
+        let (out, lse) = (d.out(out)?, d.lse(lse)?);
+        let sinks = d.sinks()?;
+        check_aliasing(&[out, lse], &[sinks])?;
+        // SAFETY: the caller's pointer contract for the lengths the buffers were given; `out`
+        // and `lse` were checked disjoint from each other and from the sinks.
+        let (out, lse) = unsafe { (out.slice_mut(), lse.slice_mut()) };
+        // SAFETY: as above.
+        let sinks = sinks.map(|s| unsafe { s.slice() });
+        let extras = Extras {
+            sinks,
+            ..Extras::default()
+        };
+        split::add_sinks(&d.params(Mask::NONE, extras), out, lse).map_err(error_status)
     })
 }

@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use core::ops::Range;
 
 use super::buf::{Buf, Inputs, check_aliasing};
-use super::desc::{Desc, KeyRows};
+use super::desc::{Desc, Extras, KeyRows};
 use super::types::{KvSlice, with_kv};
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
@@ -56,9 +56,16 @@ unsafe fn init(desc: *const QkvDesc, state: *mut f32, state_len: usize) -> Resul
     let d = unsafe { Desc::read(desc) }?;
     let mask = d.mask()?;
     let st = state_buf(state, state_len)?;
-    // SAFETY: `state_len` writable floats (the caller's contract), no other buffer.
-    let state = unsafe { st.slice_mut() };
-    Stream::new(&d.params(mask, None), state)
+    let sinks = d.sinks()?;
+    check_aliasing(&[st], &[sinks])?;
+    // SAFETY: `state_len` writable floats (the caller's contract), checked disjoint from the
+    // sinks, which nothing writes during the call.
+    let (state, sinks) = unsafe { (st.slice_mut(), sinks.map(|s| s.slice())) };
+    let extras = Extras {
+        sinks,
+        ..Extras::default()
+    };
+    Stream::new(&d.params(mask, extras), state)
         .map(|_| ())
         .map_err(error_status)
 }
@@ -98,7 +105,7 @@ impl<'a> Update<'a> {
         let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
         let inputs = Inputs {
             qkv: d.qkv(q, [k, v], kinds, KeyRows::Chunk(n))?,
-            bias: d.bias()?,
+            extras: d.extras()?,
         };
         let ws = workspace(ws, ws_len)?;
         check_aliasing(&[st, ws], &inputs.all())?;
@@ -108,7 +115,7 @@ impl<'a> Update<'a> {
         // SAFETY: as above.
         let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
         Ok(Update {
-            params: d.params(mask, inputs.bias),
+            params: d.params(mask, inputs.extras),
             q: inputs.q,
             kv: inputs.kv,
             state,
@@ -155,7 +162,7 @@ unsafe fn finish(
     let (state, out) = unsafe { (st.slice_mut(), out.slice_mut()) };
     // SAFETY: as above.
     let lse = lse.map(|l| unsafe { l.slice_mut() });
-    Stream::resume(&d.params(mask, None), state)
+    Stream::resume(&d.params(mask, Extras::default()), state)
         .and_then(|mut stream| stream.finish(out, lse))
         .map_err(error_status)
 }

@@ -365,9 +365,7 @@ impl Block {
         tile: &mut [f32],
     ) {
         let t = scratch.t;
-        scratch.max[..self.rows].fill(f32::NEG_INFINITY);
-        scratch.sum[..self.rows].fill(0.0);
-        scratch.acc[..self.rows * t.v_cols].fill(0.0);
+        self.start_rows(x, scratch);
         let no_keys = Keys {
             k0: keys.0,
             cols: 0,

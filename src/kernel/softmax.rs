@@ -7,14 +7,19 @@
 //! Around it, two passes over the scores differ only in their layout: packed blocks keep
 //! `[key][row]` scores and run a lane per row ([`Block::softmax`] on more than `MR` rows);
 //! blocks of at most `MR` rows keep `[row][key]` scores and run lanes along keys.
+//!
+//! The variants of the softmax live here too: the softcap and the ALiBi term change scores
+//! in the score passes (in the documented order: softcap, bias, ALiBi, mask), and a sink is
+//! each row's state before its first block ([`Block::start_rows`]).
 
 use pulp::Simd;
 
+use super::config::MAX_LANES;
 use super::mem::{IOTA, load, vectors_mut};
 use super::scratch::{RowBlock, Scratch};
 use super::{Block, Inputs, Keys};
 use crate::Params;
-use crate::exp::{exp_weight, exp1};
+use crate::exp::{exp_weight, exp1, softcap, softcap1};
 
 /// The keys of the block `keys` that query row `i` may see under the mask, as offsets
 /// `lo..hi` into the block (`lo == hi` when it sees none).
@@ -108,7 +113,49 @@ fn advance<S: Simd>(
     *max = new_max;
 }
 
+/// `v + slope · d`, except that a score already `-inf` (a key a `-inf` bias leaves out)
+/// stays `-inf` whatever the slope.
+#[inline(always)]
+fn add_alibi<S: Simd>(simd: S, v: S::f32s, slope: S::f32s, d: S::f32s) -> S::f32s {
+    let out = simd.equal_f32s(v, simd.splat_f32s(f32::NEG_INFINITY));
+    simd.select_f32s(out, v, simd.mul_add_e_f32s(slope, d, v))
+}
+
 impl Block {
+    /// For the packed rows `at..at + lanes`, with ALiBi: each lane's slope, and its distance
+    /// `j − pos(i)` to the block's first key (padding lanes: 0 and 0).
+    #[inline(always)]
+    fn alibi_lanes<S: Simd>(
+        self, simd: S, p: &Params, keys: Keys, at: usize,
+    ) -> Option<(S::f32s, S::f32s)> {
+        p.slopes()?;
+        let (mut slope, mut base) = ([0.0f32; MAX_LANES], [0.0f32; MAX_LANES]);
+        for lane in 0..S::F32_LANES {
+            let r = at + lane;
+            if r < self.rows {
+                let (h, i) = self.row(r);
+                slope[lane] = p.slope(h);
+                base[lane] = p.distance(i, keys.k0) as f32;
+            }
+        }
+        Some((load(simd, &slope), load(simd, &base)))
+    }
+
+    /// Each row's running state before its first key block: empty (max `-inf`, sum 0), or
+    /// with a sink as if it had seen one key of score `sinks[h]` and a zero value row (max
+    /// the sink, sum its weight). A sink of `-inf` is no sink; NaN makes the row NaN.
+    #[inline(always)]
+    pub(super) fn start_rows(self, x: &Inputs, scratch: &mut Scratch) {
+        // The sink's weight, e^0 = 1, as a redo (`shift` > 0) takes it.
+        let one = weight(pulp::Scalar::new(), 0.0, self.shift);
+        for r in 0..self.rows {
+            let (max, sum) = x.p.start_state(self.row(r).0);
+            scratch.max[r] = max;
+            scratch.sum[r] = if sum == 1.0 { one } else { sum };
+        }
+        scratch.acc[..self.rows * scratch.t.v_cols].fill(0.0);
+    }
+
     /// The online softmax step of every row for the key block `keys`: leaves the weights where
     /// the scores were and what the block means for each row in `scratch.rows`.
     #[inline(always)]
@@ -155,6 +202,7 @@ impl Block {
             let at = c * lanes;
             let lo = load(simd, &scratch.window_lo[at..]);
             let hi = load(simd, &scratch.window_hi[at..]);
+            let alibi = self.alibi_lanes(simd, p, keys, at);
             let mut max = neg_inf;
             let mut min_visible = pos_inf;
             // Rows of the tile as whole slices: the range check of `at..at + lanes` is the
@@ -163,6 +211,13 @@ impl Block {
             for (j, row) in tile.enumerate() {
                 let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
                 let mut v = simd.mul_f32s(*s, scale);
+                if let (Some(cap), None) = (x.p.cap(), p.bias) {
+                    v = softcap(simd, v, cap);
+                }
+                if let Some((slope, base)) = alibi {
+                    let d = simd.add_f32s(base, simd.splat_f32s(j as f32));
+                    v = add_alibi(simd, v, slope, d);
+                }
                 if masked {
                     let jv = simd.splat_f32s(j as f32);
                     let visible = simd.and_m32s(
@@ -239,7 +294,8 @@ impl Block {
     }
 
     /// Row `r`'s window of the block; with a bias, its visible scores become
-    /// `scale · s + bias` (or `-inf` where the bias is `-inf`).
+    /// `scale · s + bias`, softcapped before the bias is added (or `-inf` where the bias is
+    /// `-inf`).
     #[inline(always)]
     fn bias_row(self, x: &Inputs, keys: Keys, r: usize, scratch: &mut Scratch) -> (usize, usize) {
         let (h, i) = self.row(r);
@@ -249,9 +305,14 @@ impl Block {
             let stride = scratch.t.row_stride;
             for (j, &b) in (lo..hi).zip(bias) {
                 let s = &mut scratch.scores[j * stride + r];
+                let scaled = *s * x.scale;
+                let capped = match x.p.cap() {
+                    Some(cap) => softcap1(scaled, cap),
+                    None => scaled,
+                };
                 *s = match b == f32::NEG_INFINITY {
                     true => f32::NEG_INFINITY,
-                    false => core::hint::black_box(*s * x.scale + b),
+                    false => core::hint::black_box(capped + b),
                 };
             }
         }
@@ -285,22 +346,44 @@ impl Block {
         // Scale, bias and mask; the block's max and the least visible score.
         let mut max = neg_inf;
         let mut min_visible = pos_inf;
+        // The scaled score, softcapped.
+        let scaled = |s: S::f32s| {
+            let v = simd.mul_f32s(s, scale);
+            match x.p.cap() {
+                Some(cap) => softcap(simd, v, cap),
+                None => v,
+            }
+        };
+        // The ALiBi bias of vector `vi`: keys `k0 + vi·lanes + lane`, at `distance(i, k0)`
+        // from the query plus their offsets in the block.
+        let alibi = x.p.slopes().map(|_| {
+            let base = simd.splat_f32s(x.p.distance(i, keys.k0) as f32);
+            (simd.splat_f32s(x.p.slope(h)), simd.add_f32s(base, iota))
+        });
+        let with_alibi = |v: S::f32s, vi: usize| match alibi {
+            Some((slope, base)) => {
+                let d = simd.add_f32s(base, simd.splat_f32s((vi * lanes) as f32));
+                add_alibi(simd, v, slope, d)
+            }
+            None => v,
+        };
         if bias.is_none() && (lo, hi) == (0, cols) && cols.is_multiple_of(lanes) {
             // Every lane is a visible key: no masks to build.
-            for s in row.iter_mut() {
-                let v = simd.mul_f32s(*s, scale);
+            for (vi, s) in row.iter_mut().enumerate() {
+                let v = with_alibi(scaled(*s), vi);
                 min_visible = simd.min_f32s(min_visible, v);
                 max = simd.max_f32s(max, v);
                 *s = v;
             }
         } else {
             for (vi, s) in row.iter_mut().enumerate() {
-                let mut v = simd.mul_f32s(*s, scale);
+                let mut v = scaled(*s);
                 if let Some(bias) = bias {
                     let b = load(simd, &bias[vi * lanes..]);
                     let excluded = simd.equal_f32s(b, neg_inf);
                     v = simd.select_f32s(excluded, neg_inf, simd.add_f32s(v, b));
                 }
+                v = with_alibi(v, vi);
                 let j = simd.add_f32s(iota, simd.splat_f32s((vi * lanes) as f32));
                 let visible = simd.and_m32s(
                     simd.greater_than_or_equal_f32s(j, simd.splat_f32s(lo as f32)),

@@ -538,9 +538,9 @@ static void statuses(void) {
     /* QKV_ERR_INTERNAL is unreachable by design; it and every other code has a text. */
     {
         int s;
-        for (s = QKV_OK; s <= QKV_ERR_TASK; s++)
+        for (s = QKV_OK; s <= QKV_ERR_VARIANT; s++)
             CHECK(strcmp(qkv_status_str(s), "unknown status") != 0, "status %d", s);
-        CHECK(strcmp(qkv_status_str(QKV_ERR_TASK + 1), "unknown status") == 0, "21");
+        CHECK(strcmp(qkv_status_str(QKV_ERR_VARIANT + 1), "unknown status") == 0, "23");
         CHECK(strcmp(qkv_status_str(-1), "unknown status") == 0, "-1");
     }
 }
@@ -612,6 +612,133 @@ static void type_statuses(void) {
     EXPECT(QKV_ERR_ALIASING, &d, Q, K16, VQ, (float *)(void *)(VQ + 2 * 17), LSE);
 }
 
+/* ---- The softmax variants: sinks, ALiBi and the softcap (descriptor version 3). */
+
+static float SINKS[16], SLOPES[16];
+
+/* Each variant and their composition against the reference at every level (compare()),
+ * one worked by hand, split partials merged with the sinks added once, and their statuses. */
+static void variants(void) {
+    qkv_desc base = qkv_desc_planar(4, 2, 5, 37, 16, 16), d;
+    size_t i;
+    for (i = 0; i < 16; i++) {
+        SINKS[i] = rnd() * 3.0f;
+        SLOPES[i] = 1.0f / (float)(1u << (i % 8));
+    }
+    d = base;
+    d.sinks = SINKS;
+    compare("sinks", &d, 1);
+    d = base;
+    d.alibi = SLOPES;
+    d.mask = QKV_MASK_CAUSAL;
+    compare("alibi causal", &d, 1);
+    d = base;
+    d.softcap = 0.5f;
+    compare("softcap", &d, 1);
+    d = base;
+    d.sinks = SINKS;
+    d.alibi = SLOPES;
+    d.softcap = 2.0f;
+    d.bias = B;
+    d.bias_layout.head_stride = 5 * 37;
+    d.bias_layout.row_stride = 37;
+    d.mask = QKV_MASK_BAND;
+    d.window_left = 9;
+    d.window_right = 0;
+    compare("all three with bias and a window", &d, 1);
+    d.q_len = 1; /* decode */
+    compare("all three, decode", &d, 1);
+
+    /* By hand: one key of score 6 (softcapped at 4: 4 tanh 1.5), bias 0.5, ALiBi slope 0.25
+     * at distance 0 - (query at position 2) = -2, value 5, beside a sink of -1:
+     * out = e^s 5 / (e^s + e^-1), lse = ln(e^s + e^-1). */
+    {
+        float q1[1] = {2.0f}, k1[1] = {3.0f}, v1[1] = {5.0f}, b1[1] = {0.5f};
+        float sink[1] = {-1.0f}, slope[1] = {0.25f}, o1[1], l1[1];
+        double sc = 4.0 * tanh(6.0 / 4.0) + 0.5 - 0.5, want, want_lse;
+        qkv_status st;
+        d = qkv_desc_planar(1, 1, 1, 1, 1, 1);
+        d.flags = QKV_FLAG_SCALE;
+        d.scale = 1.0f;
+        d.softcap = 4.0f;
+        d.bias = b1;
+        d.sinks = sink;
+        d.alibi = slope;
+        d.query_pos = QKV_QUERY_POS_OFFSET;
+        d.query_offset = 2;
+        want = exp(sc) * 5.0 / (exp(sc) + exp(-1.0));
+        want_lse = log(exp(sc) + exp(-1.0));
+        st = qkv_attention_f32(&d, q1, k1, v1, o1, l1);
+        CHECK(st == QKV_OK && fabs(o1[0] - want) < 1e-5 && fabs(l1[0] - want_lse) < 1e-5,
+              "by hand: %g %g, want %g %g", o1[0], l1[0], want, want_lse);
+    }
+
+    /* Split: partials leave the sinks out, qkv_add_sinks_f32 adds them once. */
+    {
+        static float OA[BIG / 8], LA[64], OB[BIG / 8], LB[64];
+        d = base;
+        d.sinks = SINKS;
+        d.alibi = SLOPES;
+        d.softcap = 3.0f;
+        CHECK(qkv_attention_f32(&d, Q, K, V, REF, REF_LSE) == QKV_OK, "one-shot");
+        CHECK(qkv_partial_f32(&d, Q, K, V, 0, 20, OA, LA) == QKV_OK, "partial a");
+        CHECK(qkv_partial_f32(&d, Q, K, V, 20, 37, OB, LB) == QKV_OK, "partial b");
+        CHECK(qkv_merge_f32(&d, OA, LA, OB, LB) == QKV_OK, "merge");
+        CHECK(qkv_add_sinks_f32(&d, OA, LA) == QKV_OK, "add sinks");
+        for (i = 0; i < 4 * 5 * 16; i++)
+            if (!close_enough(OA[i], REF[i])) {
+                CHECK(0, "split out[%zu] = %g, one-shot %g", i, OA[i], REF[i]);
+                break;
+            }
+        for (i = 0; i < 4 * 5; i++)
+            CHECK(close_enough(LA[i], REF_LSE[i]), "split lse[%zu] = %g, one-shot %g", i,
+                  LA[i], REF_LSE[i]);
+        /* Aliasing: sinks inside out. */
+        d.sinks = OA + 4;
+        note(qkv_add_sinks_f32(&d, OA, LA));
+        CHECK(qkv_add_sinks_f32(&d, OA, LA) == QKV_ERR_ALIASING, "sinks in out");
+    }
+
+    /* Statuses. */
+    d = base;
+    d.softcap = -1.0f;
+    EXPECT(QKV_ERR_INVALID_SOFTCAP, &d, Q, K, V, OUT, LSE);
+    d.softcap = (float)INFINITY;
+    EXPECT(QKV_ERR_INVALID_SOFTCAP, &d, Q, K, V, OUT, LSE);
+    d.softcap = (float)NAN;
+    EXPECT(QKV_ERR_INVALID_SOFTCAP, &d, Q, K, V, OUT, LSE);
+    d.softcap = -0.0f; /* zero of either sign: none */
+    EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.sinks = SINKS;
+    d.sinks_count = 3; /* 4 query heads */
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K, V, OUT, LSE);
+    d.sinks_count = 4;
+    EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
+    d.sinks = (const float *)(const void *)((const char *)SINKS + 1);
+    EXPECT(QKV_ERR_MISALIGNED, &d, Q, K, V, OUT, LSE);
+    d = base;
+    d.alibi = SLOPES;
+    d.alibi_count = 1;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, K, V, OUT, LSE);
+    d.alibi_count = 0;
+    EXPECT(QKV_ERR_ALIASING, &d, Q, K, V, OUT, (float *)SLOPES);
+    /* A version-2 descriptor: the variant fields past its size are never read. */
+    d = base;
+    d.struct_size = QKV_DESC_SIZE_V2;
+    d.softcap = -1.0f;
+    d.sinks = SINKS + 1;
+    EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
+    /* A plan's statuses: the softcap is checked when the plan is made. */
+    {
+        qkv_plan plan;
+        d = base;
+        d.softcap = -2.0f;
+        note(qkv_plan_make(&d, 2, &plan));
+        CHECK(qkv_plan_make(&d, 2, &plan) == QKV_ERR_INVALID_SOFTCAP, "plan softcap");
+    }
+}
+
 int main(void) {
     int s;
     CHECK(qkv_version() == QKV_VERSION, "library %x, header %x", (unsigned)qkv_version(),
@@ -621,6 +748,7 @@ int main(void) {
     types();
     statuses();
     type_statuses();
+    variants();
     for (s = 0; s < 64; s++)
         if (reached[s]) printf("reached %d\n", s);
     if (failures) {

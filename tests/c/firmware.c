@@ -330,6 +330,16 @@ static void run_error(void) {
     put_dec((unsigned long)(untouched(out, sizeof out / sizeof out[0]) &&
                             untouched(lse, sizeof lse / sizeof lse[0])));
     flush();
+    /* A softcap, left out of a firmware build (no feature softmax-variants): refused. */
+    d = gqa_desc();
+    d.softcap = 2.0f;
+    clear_outputs();
+    MEASURE(s, qkv_attention_f32(&d, q, k, v, out, lse));
+    report("attention", "variant", &s);
+    put_str("untouched variant ");
+    put_dec((unsigned long)(untouched(out, sizeof out / sizeof out[0]) &&
+                            untouched(lse, sizeof lse / sizeof lse[0])));
+    flush();
 }
 
 #if QKV_GROUP >= 2

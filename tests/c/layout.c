@@ -48,6 +48,12 @@ int main(void) {
     DESC(query_pos);
     DESC(k_type);
     DESC(v_type);
+    DESC(sinks);
+    DESC(sinks_count);
+    DESC(alibi);
+    DESC(alibi_count);
+    DESC(softcap);
+    DESC(reserved);
     SIZE(qkv_status);
     SIZE(qkv_plan);
     ALIGN(qkv_plan);
@@ -77,6 +83,8 @@ int main(void) {
     VALUE(QKV_ERR_BLOCK_SIZE);
     VALUE(QKV_ERR_TYPE);
     VALUE(QKV_ERR_TASK);
+    VALUE(QKV_ERR_INVALID_SOFTCAP);
+    VALUE(QKV_ERR_VARIANT);
     VALUE(QKV_MASK_NONE);
     VALUE(QKV_MASK_CAUSAL);
     VALUE(QKV_MASK_BAND);
@@ -95,6 +103,7 @@ int main(void) {
     VALUE(QKV_UNBOUNDED == SIZE_MAX);
     VALUE(QKV_DESC_SIZE_V1);
     VALUE(QKV_DESC_SIZE_V2);
+    VALUE(QKV_DESC_SIZE_V3);
     VALUE(QKV_DESC_MAX_SIZE);
     VALUE(QKV_VERSION);
     VALUE(QKV_VERSION_MAJOR);

@@ -64,6 +64,12 @@ fn main() {
         query_pos,
         k_type,
         v_type,
+        sinks,
+        sinks_count,
+        alibi,
+        alibi_count,
+        softcap,
+        reserved,
     );
     println!("size qkv_status {}", size_of::<QkvStatus>());
     println!("size qkv_plan {}", size_of::<QkvPlan>());
@@ -104,6 +110,7 @@ fn main() {
     value!(
         QKV_DESC_SIZE_V1,
         QKV_DESC_SIZE_V2,
+        QKV_DESC_SIZE_V3,
         QKV_DESC_MAX_SIZE,
         QKV_VERSION
     );

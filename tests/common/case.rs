@@ -23,6 +23,12 @@ pub struct Case {
     pub lse: bool,
     /// How K and V are stored ([`Case::store`]); `k` and `v` hold their values as `f32`.
     pub kinds: (KvKind, KvKind),
+    /// The softcap, if any.
+    pub softcap: Option<f32>,
+    /// One sink per query head, if any.
+    pub sinks: Option<Vec<f32>>,
+    /// One ALiBi slope per query head, if any.
+    pub alibi: Option<Vec<f32>>,
 }
 
 /// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
@@ -59,6 +65,9 @@ impl Case {
             .with_layouts(q, k, v, out)
             .with_mask(self.mask);
         p.scale = self.scale;
+        p.softcap = self.softcap;
+        p.sinks = self.sinks.as_deref();
+        p.alibi = self.alibi.as_deref();
         if let Some((data, hs, rs)) = &self.bias {
             p = p.with_bias(Bias {
                 data,
@@ -85,6 +94,9 @@ impl Case {
             out_len: s.q_heads * s.q_len * s.v_dim,
             lse: true,
             kinds: (KvKind::F32, KvKind::F32),
+            softcap: None,
+            sinks: None,
+            alibi: None,
         }
     }
 
@@ -146,6 +158,16 @@ impl Case {
             }
             case.bias = Some((data, head_stride, row_stride));
         }
+        if rng.coin(1, 4) {
+            // Caps around the scores' size, and far above and below it.
+            case.softcap = Some(rng.pick(&[0.05, 0.5, 1.0, 2.0, 5.0, 30.0, 1e4]));
+        }
+        if rng.coin(1, 4) {
+            case.sinks = Some(random_sinks(rng, q_heads));
+        }
+        if rng.coin(1, 4) {
+            case.alibi = Some(alibi_slopes(q_heads));
+        }
         case
     }
 
@@ -206,6 +228,31 @@ pub fn series_case(rng: &mut Rng, n: usize, big_every: usize) -> Case {
         (40, 24)
     };
     Case::random(rng, max_len, max_dim)
+}
+
+/// One sink per head: mostly around the scores (±3), sometimes far above or below them,
+/// `-inf` (no sink), and rarely NaN or `+inf` (a NaN row).
+pub fn random_sinks(rng: &mut Rng, q_heads: usize) -> Vec<f32> {
+    (0..q_heads)
+        .map(|_| match rng.range(0, 19) {
+            0 => f32::NEG_INFINITY,
+            1 => 40.0,
+            2 => -40.0,
+            3 if rng.coin(1, 2) => f32::NAN,
+            3 => f32::INFINITY,
+            _ => rng.f32() * 3.0,
+        })
+        .collect()
+}
+
+/// The ALiBi slopes of `q_heads` heads as the ALiBi paper sets them: `2^(−8(h+1)/n)`, with
+/// `n` the power of two at or above `q_heads` (the extra heads of a non-power-of-two count
+/// interleaved as the paper does are left out: any slopes serve a test).
+pub fn alibi_slopes(q_heads: usize) -> Vec<f32> {
+    let n = q_heads.next_power_of_two() as f32;
+    (0..q_heads)
+        .map(|h| (-8.0 * (h + 1) as f32 / n).exp2())
+        .collect()
 }
 
 /// No mask, causal or a random band, at a random query position (offsets around `kv_len`).

@@ -39,7 +39,13 @@
 //! 5. **The bias rounds too.** The `f32` sum `scale·q·k + bias` rounds against the bias as
 //!    well as the dot product (with a bias of `1e10`, scores `1e10 + 0` and `1e10 + 1` are the
 //!    same `f32`), so `score_abs` is `max |scale|·Σ|q_d k_d| + |bias|` over the included
-//!    keys, as `tolerance::output_bound` documents it.
+//!    keys, as `tolerance::output_bound` documents it. An ALiBi term `slope·(j − pos)` counts
+//!    the same way, `+ |slope·(j − pos)|`, and one past `1e38` puts the row out of contract.
+//! 6. **The softcap rounds too.** `cap·tanh(s/cap)` is within 1 ulp of 1 of `tanh`
+//!    (`qkv::exp::tanh`) and two roundings, under `4ε·cap`: `score_abs` counts `2·cap` more,
+//!    as `tolerance::output_bound` documents, which covers it for any `head_dim`.
+//! 7. **A sink is a score.** `sinks[h]` joins the row as a score with no `v` row: NaN or
+//!    `+inf` makes the row NaN, and it counts in the row's max (rule 3).
 //!
 //! Everywhere else an element is [`close`]: NaN where the reference is NaN, the same infinity
 //! where it is infinite, else finite and within the bound.
@@ -132,14 +138,23 @@ pub fn row(p: &Params, q: &[f32], k: &[f32], v: &[f32], h: usize, i: usize) -> R
                 finite_abs += prod.abs();
             }
         }
+        let alibi = match p.alibi {
+            Some(slopes) => slopes[h] as f64 * (j as f64 - (p.query_offset() + i as i128) as f64),
+            None => 0.0,
+        };
         let scaled_abs = scale.abs() * finite_abs;
         if finite_abs > LIMIT
             || scaled_abs > LIMIT
             || (bias.is_finite() && scaled_abs + bias.abs() > LIMIT)
+            || alibi.abs() > LIMIT
         {
             in_contract = false;
         }
-        let score = scale * dot + bias;
+        let score = match p.softcap {
+            Some(cap) => cap as f64 * (scale * dot / cap as f64).tanh(),
+            None => scale * dot,
+        } + bias
+            + alibi;
         if score == f64::NEG_INFINITY {
             continue;
         }
@@ -147,13 +162,17 @@ pub fn row(p: &Params, q: &[f32], k: &[f32], v: &[f32], h: usize, i: usize) -> R
             nan = true;
             continue;
         }
+        // With a softcap, `2·cap` more (rule 6).
+        let capped_abs = scaled_abs + p.softcap.map_or(0.0, |cap| 2.0 * cap as f64);
         included.push((j, score));
-        score_abs = score_abs.max(scaled_abs + bias.abs());
-        dot_abs = dot_abs.max(scaled_abs);
+        // ALiBi rounds like a bias (rule 5).
+        score_abs = score_abs.max(capped_abs + bias.abs() + alibi.abs());
+        dot_abs = dot_abs.max(capped_abs);
     }
-    let max = included
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &(_, x)| m.max(x));
+    // A sink is one more score, with no `v` row (rule 7).
+    let sink = p.sinks.map_or(f64::NEG_INFINITY, |s| s[h] as f64);
+    nan |= sink.is_nan() || sink == f64::INFINITY;
+    let max = included.iter().fold(sink, |m, &(_, x)| m.max(x));
     let v_row = |j: usize| &v[p.v.at(g, j)..][..s.v_dim];
     let v_abs = included
         .iter()
@@ -273,14 +292,18 @@ impl Row {
 /// The case without its data, for failure messages.
 fn describe(case: &Case) -> String {
     format!(
-        "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {} K/V stored as {:?}",
+        "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {} K/V stored as {:?} \
+         softcap {:?} sinks {:?} alibi {:?}",
         case.shape,
         case.layouts,
         case.scale,
         case.mask,
         case.bias.as_ref().map(|(_, hs, rs)| (hs, rs)),
         case.lse,
-        case.kinds
+        case.kinds,
+        case.softcap,
+        case.sinks,
+        case.alibi
     )
 }
 

@@ -31,3 +31,20 @@ pub fn ulps(got: f32, x: f32) -> f64 {
     };
     (got as f64 - want).abs() / unit
 }
+
+/// Evaluates `qkv::exp::tanh` over `xs` with the given SIMD level.
+pub struct TanhAll<'a>(pub &'a [f32]);
+
+impl WithSimd for TanhAll<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
+        let mut out = vec![0.0; self.0.len()];
+        let lanes = S::F32_LANES;
+        for (x, o) in self.0.chunks(lanes).zip(out.chunks_mut(lanes)) {
+            let y = qkv::exp::tanh(simd, simd.partial_load_f32s(x));
+            simd.partial_store_f32s(o, y);
+        }
+        out
+    }
+}

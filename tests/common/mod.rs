@@ -15,7 +15,8 @@ pub mod exp;
 pub mod kv;
 
 pub use case::{
-    Case, error_fixture, extent, laid_out, random_cases, random_mask, series_case, short_k_error,
+    Case, alibi_slopes, error_fixture, extent, laid_out, random_cases, random_mask, random_sinks,
+    series_case, short_k_error,
 };
 pub use compare::{
     Expected, Joined, Outputs, Row, RowError, assert_same_bits, check, check_all, check_in,

@@ -10,7 +10,7 @@ extern crate std;
 use std::{vec, vec::Vec};
 
 /// One value of every [`Error`] variant, with the status the docs give it.
-const EVERY_ERROR: [(Error, QkvStatus); 11] = [
+const EVERY_ERROR: [(Error, QkvStatus); 13] = [
     (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
     (
         Error::HeadsNotDivisible {
@@ -52,6 +52,8 @@ const EVERY_ERROR: [(Error, QkvStatus); 11] = [
         QKV_ERR_BLOCK_SIZE,
     ),
     (Error::TaskIndex { task: 99, tasks: 6 }, QKV_ERR_TASK),
+    (Error::InvalidSoftcap, QKV_ERR_INVALID_SOFTCAP),
+    (Error::VariantsNotBuilt, QKV_ERR_VARIANT),
 ];
 
 /// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
@@ -69,6 +71,8 @@ fn variant(e: Error) -> usize {
         Error::WorkspaceTooSmall { .. } => 8,
         Error::BlockSize { .. } => 9,
         Error::TaskIndex { .. } => 10,
+        Error::InvalidSoftcap => 11,
+        Error::VariantsNotBuilt => 12,
     }
 }
 
@@ -97,9 +101,10 @@ enum Entry {
     StreamFinish,
     PlanRunTask,
     PlanFinish,
+    AddSinks,
 }
 
-const ENTRIES: [Entry; 13] = [
+const ENTRIES: [Entry; 14] = [
     Entry::Attention,
     Entry::AttentionWs,
     Entry::AttentionIsa,
@@ -113,6 +118,7 @@ const ENTRIES: [Entry; 13] = [
     Entry::StreamFinish,
     Entry::PlanRunTask,
     Entry::PlanFinish,
+    Entry::AddSinks,
 ];
 
 /// The variants `entry` cannot return, each for the reason given.
@@ -124,6 +130,7 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     let workspace = variant(EVERY_ERROR[8].0);
     let block = variant(EVERY_ERROR[9].0);
     let task = variant(EVERY_ERROR[10].0);
+    let softcap = variant(Error::InvalidSoftcap);
     let mut never = match entry {
         // Only a forced level can be unsupported; only split-KV and streams take key ranges;
         // only the `_ws` calls (and plan tasks) take a workspace.
@@ -132,8 +139,11 @@ fn unreachable(entry: Entry) -> Vec<usize> {
         Entry::AttentionIsa => vec![key_range, workspace],
         Entry::Partial => vec![unsupported, workspace],
         Entry::PartialWs => vec![unsupported],
-        // A merge reads no scale and no keys (so no K/V type).
-        Entry::Merge => vec![unsupported, key_range, scale, workspace, block],
+        // A merge reads no scale, softcap and no keys (so no K/V type); nor does adding
+        // the sinks.
+        Entry::Merge | Entry::AddSinks => {
+            vec![unsupported, key_range, scale, workspace, block, softcap]
+        }
         // The state's own layout is planar, so it cannot overlap; no keys at init.
         Entry::StreamInit => vec![unsupported, key_range, overlap, workspace, block],
         Entry::StreamUpdate => vec![unsupported, overlap, workspace],
@@ -148,6 +158,8 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     if entry != Entry::PlanRunTask {
         never.push(task);
     }
+    // This build has the variants (`validate.rs` tests the refusal without them).
+    never.push(variant(Error::VariantsNotBuilt));
     never
 }
 
@@ -204,7 +216,7 @@ fn cases(entry: Entry) -> Vec<Case> {
         ),
         // `q` is not read: a count of `out` below its extent, or with strides whose extent
         // overflows.
-        Entry::Merge | Entry::StreamFinish | Entry::PlanFinish => (
+        Entry::Merge | Entry::StreamFinish | Entry::PlanFinish | Entry::AddSinks => (
             case(
                 EVERY_ERROR[2].0,
                 QkvDesc {
@@ -255,6 +267,13 @@ fn cases(entry: Entry) -> Vec<Case> {
                 ..base
             },
         ),
+        case(
+            Error::InvalidSoftcap,
+            QkvDesc {
+                softcap: -1.0,
+                ..base
+            },
+        ),
         // Past `kv_len`, and reversed.
         case(EVERY_ERROR[7].0, base),
         #[allow(clippy::reversed_empty_ranges)]
@@ -263,7 +282,7 @@ fn cases(entry: Entry) -> Vec<Case> {
             ..case(EVERY_ERROR[7].0, base)
         },
     ];
-    all[6].keys = 0..6;
+    all[7].keys = 0..6;
     // A level this CPU lacks (x86 has no NEON, Arm no AVX).
     if let Some(isa) = Isa::ALL.into_iter().find(|i| !i.is_available()) {
         all.push(Case {
@@ -413,6 +432,7 @@ impl Buffers {
                         _ => qkv_plan_finish(&plan, d, ob, out, lse),
                     }
                 }
+                Entry::AddSinks => qkv_add_sinks_f32(d, out, lse),
             }
         }
     }

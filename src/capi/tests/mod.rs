@@ -181,3 +181,25 @@ fn which_pointers_may_be_null() {
     let no_keys = QkvDesc::planar(2, 2, 0, 0, 4, 4);
     assert_eq!(call(&no_keys, null, null), QKV_OK);
 }
+
+/// A second-version descriptor (before the softmax variants) ignores whatever lies past its
+/// size, and a third-version one with the variant fields zero is the same call.
+#[test]
+fn a_second_version_descriptor_has_no_variants() {
+    let sinks = [5.0f32; 16];
+    let with = QkvDesc {
+        sinks: sinks.as_ptr(),
+        softcap: 0.25,
+        ..desc()
+    };
+    let old = QkvDesc {
+        struct_size: QKV_DESC_SIZE_V2,
+        ..with
+    };
+    let (s, out) = call(&old);
+    assert_eq!(s, QKV_OK);
+    assert_eq!(call(&desc()), (QKV_OK, out));
+    let (s, varied) = call(&with);
+    assert_eq!(s, QKV_OK);
+    assert_ne!(varied, call(&desc()).1);
+}
