@@ -1,4 +1,5 @@
-//! `qkv::exp::exp` over a slice on any pulp SIMD instance, and its error in ulps.
+//! `qkv::exp::exp` and `qkv::exp::tanh` over a slice on any pulp SIMD instance, and the error
+//! of `exp` in ulps.
 
 use pulp::{Simd, WithSimd};
 
@@ -9,14 +10,19 @@ impl WithSimd for ExpAll<'_> {
     type Output = Vec<f32>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
-        let mut out = vec![0.0; self.0.len()];
-        let lanes = S::F32_LANES;
-        for (x, o) in self.0.chunks(lanes).zip(out.chunks_mut(lanes)) {
-            let y = qkv::exp::exp(simd, simd.partial_load_f32s(x));
-            simd.partial_store_f32s(o, y);
-        }
-        out
+        lane_by_lane(simd, self.0, qkv::exp::exp)
     }
+}
+
+/// `f` over `xs`, a vector of lanes at a time (the last one partial).
+#[inline(always)]
+fn lane_by_lane<S: Simd>(simd: S, xs: &[f32], f: impl Fn(S, S::f32s) -> S::f32s) -> Vec<f32> {
+    let mut out = vec![0.0; xs.len()];
+    let lanes = S::F32_LANES;
+    for (x, o) in xs.chunks(lanes).zip(out.chunks_mut(lanes)) {
+        simd.partial_store_f32s(o, f(simd, simd.partial_load_f32s(x)));
+    }
+    out
 }
 
 /// Error in ulps of the correctly rounded result; for subnormal results, in units of the
@@ -39,12 +45,6 @@ impl WithSimd for TanhAll<'_> {
     type Output = Vec<f32>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
-        let mut out = vec![0.0; self.0.len()];
-        let lanes = S::F32_LANES;
-        for (x, o) in self.0.chunks(lanes).zip(out.chunks_mut(lanes)) {
-            let y = qkv::exp::tanh(simd, simd.partial_load_f32s(x));
-            simd.partial_store_f32s(o, y);
-        }
-        out
+        lane_by_lane(simd, self.0, qkv::exp::tanh)
     }
 }
