@@ -258,7 +258,8 @@ pub(crate) const VARIANTS: bool = cfg!(feature = "softmax-variants");
 /// 2. with a softcap `cap`: `s = cap · tanh(s / cap)` (Gemma 2 and ggml apply it here, to
 ///    the scaled score, before the bias and the mask);
 /// 3. with a bias: `s = s + bias[h][i][j]`;
-/// 4. with ALiBi slopes: `s = s + alibi[h] · (j − pos(i))`, where `pos(i)` is the query's
+/// 4. with ALiBi slopes, unless `s` is already `-inf` (that key is out whatever the slope):
+///    `s = s + alibi[h] · (j − pos(i))`, where `pos(i)` is the query's
 ///    position as the mask's [`QueryPos`] says (also without a mask: by default the queries
 ///    are the last `q_len` positions), so keys behind the query get a negative bias;
 /// 5. the [`Mask`] (and a `-inf` bias or score) leaves the key out.

@@ -7,8 +7,8 @@
 //! 2. each visible key gets the score
 //!    `s_j = c(scale · (q[h][i] · k[g][j])) + bias[h][i][j] + alibi[h] · (j − pos(i))`,
 //!    with the dot product accumulated in `f64`, `c(x) = cap · tanh(x / cap)` with a softcap
-//!    (`c(x) = x` without) and the ALiBi term only with slopes; keys whose score is `-inf`
-//!    are dropped too;
+//!    (`c(x) = x` without) and the ALiBi term only with slopes, added only to a score that
+//!    is not already `-inf`; keys whose score is `-inf` are dropped too;
 //! 3. a sink `sinks[h]` (unless `-inf`) joins as one more score with a value row of zeros;
 //! 4. two passes: `m = max s_j`, then `p_j = exp(s_j − m)`, `l = Σ p_j`, all in `f64`;
 //! 5. `out[h][i] = Σ p_j · v[g][j] / l` and `lse[h][i] = m + ln l`.
@@ -61,15 +61,19 @@ pub fn attention<K: KvType, V: KvType>(
                     .enumerate()
                     .map(|(d, &a)| a as f64 * kv::value(k_row, d).unwrap_or(f32::NAN) as f64)
                     .sum();
+                let s = match params.softcap {
+                    Some(cap) => cap as f64 * libm::tanh(scale * dot / cap as f64),
+                    None => scale * dot,
+                } + bias;
+                if s == f64::NEG_INFINITY {
+                    return None;
+                }
+                // ALiBi, on a key still in (so a NaN slope cannot bring back a `-inf` score).
                 let alibi = match params.alibi {
                     Some(_) => params.slope(h) as f64 * params.distance(i, j) as f64,
                     None => 0.0,
                 };
-                let s = match params.softcap {
-                    Some(cap) => cap as f64 * libm::tanh(scale * dot / cap as f64),
-                    None => scale * dot,
-                } + bias
-                    + alibi;
+                let s = s + alibi;
                 (s != f64::NEG_INFINITY).then_some(s)
             };
             // The sink, a score with a zero value row (none: `-inf`).

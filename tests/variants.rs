@@ -393,6 +393,31 @@ fn special_slopes() {
     }
 }
 
+/// A key whose score is already `-inf` before ALiBi, from the dot product (an infinite `k`)
+/// rather than a bias, stays out whatever the slope, NaN and `+inf` included; the other keys
+/// of the row take the slope as usual. (The fuzz target found the reference adding a NaN
+/// slope to such a key.)
+#[test]
+fn a_minus_infinite_score_stays_out_whatever_the_slope() {
+    let mut rng = Rng(178);
+    for shape in shapes() {
+        for slope in [f32::NAN, f32::INFINITY, -0.5, 0.25] {
+            let mut case = Case::dense(&mut rng, shape, 1.0);
+            case.q.iter_mut().for_each(|x| *x = x.abs() + 0.5);
+            // Every third key is `-inf` in every dimension: its score is `-inf`.
+            let k_len = case.k.len();
+            for (i, x) in case.k.iter_mut().enumerate() {
+                if (i * 3 / k_len.max(1)) == 0 || rng.coin(1, 3) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            case.alibi = Some(vec![slope; shape.q_heads]);
+            case.mask = random_mask(&mut rng, &shape);
+            check_all(&case);
+        }
+    }
+}
+
 /// ALiBi is the bias `slope·(j − pos(i))`: the same problem with that bias written out as a
 /// matrix gives the same result within tolerance, at every level and query position.
 #[test]

@@ -153,8 +153,13 @@ pub fn row(p: &Params, q: &[f32], k: &[f32], v: &[f32], h: usize, i: usize) -> R
         let score = match p.softcap {
             Some(cap) => cap as f64 * (scale * dot / cap as f64).tanh(),
             None => scale * dot,
-        } + bias
-            + alibi;
+        } + bias;
+        // ALiBi is added only to a score that is not already `-inf`.
+        let score = if score == f64::NEG_INFINITY {
+            score
+        } else {
+            score + alibi
+        };
         if score == f64::NEG_INFINITY {
             continue;
         }
