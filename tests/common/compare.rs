@@ -12,7 +12,9 @@
 //! 1. **Scores must be representable in `f32`.** A row is compared only if, for every
 //!    candidate key, `F = Σ_d |q_d·k_d|` over the terms whose two factors are finite
 //!    satisfies `F ≤ 1e38`, `|scale|·F ≤ 1e38` and, when the bias `b` is finite,
-//!    `|scale|·F + |b| ≤ 1e38`. `F` bounds every partial sum of the dot product in any order
+//!    `|scale|·F + |b| ≤ 1e38`; with a softcap `cap`, also `C + |b| + |a| ≤ 1e38` for the
+//!    capped score `C = min(|scale|·F, cap)` (`cap` when a product is infinite) and the
+//!    ALiBi term `a`. `F` bounds every partial sum of the dot product in any order
 //!    (and every product), so no `f32` intermediate of the score, nor a difference of two
 //!    scores, can overflow; `f64` never does. Rows outside this are not compared (what was
 //!    written is still checked).
@@ -149,6 +151,19 @@ pub fn row(p: &Params, q: &[f32], k: &[f32], v: &[f32], h: usize, i: usize) -> R
             || alibi.abs() > LIMIT
         {
             in_contract = false;
+        }
+        // A capped score is at most `cap` (exactly `±cap` from an infinite dot product), and
+        // with a cap near `f32::MAX` adding the bias or the ALiBi term can overflow (rule 1).
+        if let Some(cap) = p.softcap {
+            let capped = if dot.is_finite() {
+                scaled_abs.min(cap as f64)
+            } else {
+                cap as f64
+            };
+            let b = if bias.is_finite() { bias.abs() } else { 0.0 };
+            if capped + b + alibi.abs() > LIMIT {
+                in_contract = false;
+            }
         }
         let score = match p.softcap {
             Some(cap) => cap as f64 * (scale * dot / cap as f64).tanh(),
