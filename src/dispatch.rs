@@ -127,13 +127,14 @@ impl core::fmt::Display for Isa {
 /// `emulated` feature (the crate's own tests turn it on), so no release build links them.
 #[cfg(feature = "emulated")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Emulated {
     /// 4 lanes, the width of NEON.
-    Lanes4,
+    Lanes4 = 4,
     /// 8 lanes, the width of AVX2.
-    Lanes8,
+    Lanes8 = 8,
     /// 16 lanes, the width of AVX-512.
-    Lanes16,
+    Lanes16 = 16,
 }
 
 #[cfg(feature = "emulated")]
@@ -141,13 +142,9 @@ impl Emulated {
     /// All three widths.
     pub const ALL: [Emulated; 3] = [Emulated::Lanes4, Emulated::Lanes8, Emulated::Lanes16];
 
-    /// Number of `f32` lanes.
+    /// Number of `f32` lanes (the discriminant).
     pub const fn lanes(self) -> usize {
-        match self {
-            Emulated::Lanes4 => 4,
-            Emulated::Lanes8 => 8,
-            Emulated::Lanes16 => 16,
-        }
+        self as usize
     }
 
     /// Runs [`attention`](crate::attention) on this portable instance; same contract.

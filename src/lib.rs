@@ -87,6 +87,7 @@ mod error;
 pub mod exp;
 pub mod kernel;
 pub mod kv;
+mod mask;
 #[cfg(feature = "parallel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "parallel")))]
 pub mod parallel;
@@ -104,7 +105,8 @@ pub use dispatch::Emulated;
 pub use dispatch::{Isa, Level};
 pub use error::{Dim, Error, Tensor};
 pub use kv::{BlockQ8_0, KvKind, KvType, bf16, f16};
-pub use params::{Bias, Layout, Mask, Params, QueryPos, Shape};
+pub use mask::{Mask, QueryPos};
+pub use params::{Bias, Layout, Params, Shape};
 
 /// Computes attention with the best [`Isa`] this CPU supports.
 ///

@@ -172,7 +172,7 @@ pub fn merge(
                 // Unreachable after validation.
                 continue;
             };
-            merge_row(oa, la, ob, lb);
+            merge_row(oa, la, Some(ob), lb);
         }
     }
     Ok(())
@@ -211,31 +211,7 @@ pub fn add_sinks(params: &Params, out: &mut [f32], lse: &mut [f32]) -> Result<()
 /// that an infinite sink makes the row NaN, as an infinite score does in the one-shot call
 /// (its weight is `e^(inf − inf)`).
 pub(crate) fn merge_sink(oa: &mut [f32], la: &mut f32, sink: f32) {
-    let a = *la;
-    if a.is_nan() || sink.is_nan() || sink == f32::INFINITY {
-        oa.fill(f32::NAN);
-        *la = f32::NAN;
-        return;
-    }
-    if sink == f32::NEG_INFINITY {
-        if a == f32::NEG_INFINITY {
-            oa.fill(0.0);
-        }
-        return;
-    }
-    if a == f32::NEG_INFINITY {
-        oa.fill(0.0);
-        *la = sink;
-        return;
-    }
-    let m = a.max(sink);
-    let (wa, wb) = (weight(a, m), weight(sink, m));
-    let total = wa + wb;
-    let wa = wa / total;
-    for x in oa.iter_mut() {
-        *x = (wa * *x as f64) as f32;
-    }
-    *la = (m as f64 + libm::log(total)) as f32;
+    merge_row(oa, la, None, sink);
 }
 
 /// [`merge`] for one row: joins `(out_b, lse_b)` into `(out_a, lse_a)`.
@@ -258,7 +234,7 @@ pub fn merge_rows(
             len: out_a.len().min(out_b.len()),
         });
     }
-    merge_row(out_a, lse_a, out_b, lse_b);
+    merge_row(out_a, lse_a, Some(out_b), lse_b);
     Ok(())
 }
 
@@ -272,10 +248,11 @@ pub(crate) fn weight(x: f32, m: f32) -> f64 {
     }
 }
 
-/// The row merge; the rows have the same length.
-fn merge_row(oa: &mut [f32], la: &mut f32, ob: &[f32], lb: f32) {
+/// The row merge; the rows have the same length. `ob = None` is a row of zeros whose lse
+/// is a sink's, and then an infinite `lb` makes the row NaN.
+fn merge_row(oa: &mut [f32], la: &mut f32, ob: Option<&[f32]>, lb: f32) {
     let a = *la;
-    if a.is_nan() || lb.is_nan() {
+    if a.is_nan() || lb.is_nan() || (ob.is_none() && lb == f32::INFINITY) {
         oa.fill(f32::NAN);
         *la = f32::NAN;
         return;
@@ -287,7 +264,10 @@ fn merge_row(oa: &mut [f32], la: &mut f32, ob: &[f32], lb: f32) {
         return;
     }
     if a == f32::NEG_INFINITY {
-        oa.copy_from_slice(ob);
+        match ob {
+            Some(ob) => oa.copy_from_slice(ob),
+            None => oa.fill(0.0),
+        }
         *la = lb;
         return;
     }
@@ -295,8 +275,13 @@ fn merge_row(oa: &mut [f32], la: &mut f32, ob: &[f32], lb: f32) {
     let (wa, wb) = (weight(a, m), weight(lb, m));
     let total = wa + wb;
     let (wa, wb) = (wa / total, wb / total);
-    for (x, &y) in oa.iter_mut().zip(ob) {
-        *x = (wa * *x as f64 + wb * y as f64) as f32;
+    match ob {
+        Some(ob) => {
+            for (x, &y) in oa.iter_mut().zip(ob) {
+                *x = (wa * *x as f64 + wb * y as f64) as f32;
+            }
+        }
+        None => oa.iter_mut().for_each(|x| *x = (wa * *x as f64) as f32),
     }
     *la = (m as f64 + libm::log(total)) as f32;
 }

@@ -5,18 +5,18 @@
 use core::ffi::c_void;
 
 use super::buf::check_aliasing;
-use super::desc::Problem;
-use super::types::{KvSlice, with_kv};
+use super::decode::Problem;
+use super::types::KvSlice;
 use super::workspace::workspace;
-use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, error_status, guard, isa_from_i32};
+use super::{QKV_ERR_UNKNOWN_ISA, QkvDesc, QkvStatus, guard, isa_from_i32};
 use crate::Params;
 
 /// Whether a call's `lse` pointer may be NULL (one-shot calls) or not (partials).
 #[derive(Clone, Copy)]
 pub(super) enum Lse {
-    /// Decoded as [`Desc::lse_opt`](super::desc::Desc::lse_opt): NULL means none wanted.
+    /// Decoded as [`Desc::lse_opt`](super::decode::Desc::lse_opt): NULL means none wanted.
     Optional(*mut f32),
-    /// Decoded as [`Desc::lse`](super::desc::Desc::lse): the entry always gets `Some`.
+    /// Decoded as [`Desc::lse`](super::decode::Desc::lse): the entry always gets `Some`.
     Required(*mut f32),
 }
 
@@ -35,7 +35,7 @@ pub(super) struct Call<'a> {
 
 impl<'a> Call<'a> {
     /// # Safety
-    /// `desc` as [`Desc::read`](super::desc::Desc::read) requires, and the pointer contract
+    /// `desc` as [`Desc::read`](super::decode::Desc::read) requires, and the pointer contract
     /// of [`qkv_attention_f32`] (of [`qkv_partial_f32`](super::qkv_partial_f32) for a
     /// required `lse`, and for the workspace that of [`qkv_attention_f32_ws`]) for `'a`.
     // Not inlined: the descriptor's copy and its decoding live in this frame, which is gone
@@ -93,7 +93,7 @@ macro_rules! run {
             ws: $ws,
         } = $c;
         let $p = &params;
-        with_kv!(kv, |$k, $v| $call).map_err(error_status)
+        $crate::capi::types::with_kv!(kv, |$k, $v| $call).map_err($crate::capi::error_status)
     }};
 }
 pub(super) use run;
@@ -101,32 +101,49 @@ pub(super) use run;
 /// No workspace.
 pub(super) const NONE: (*mut f32, usize) = (core::ptr::null_mut(), 0);
 
-/// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
-/// ([`attention`](crate::attention)).
-///
-/// `k` and `v` are stored as the descriptor's `k_type` and `v_type` say. `lse` may be NULL;
-/// otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns [`QKV_OK`](super::QKV_OK)
-/// or an error status, in which case nothing was written.
-///
-/// # Safety
-/// `desc` is NULL or points to a descriptor of at least `struct_size` readable bytes. Each
-/// tensor pointer follows the [pointer contract](super#the-pointer-contract): it points to
-/// as many elements of its type (floats, or those of `k_type` and `v_type`) as its count
-/// field or extent says (or that length is 0), those of `q`,
-/// `k`, `v` and `bias` are not written by anyone during the call, and those of `out` and
-/// `lse` are writable and not accessed by anyone else during the call.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn qkv_attention_f32(
-    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
-    lse: *mut f32,
-) -> QkvStatus {
-    // SAFETY: the same contract, passed on.
-    guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
-        run!(c, |p, q, k, v, out, lse, _| crate::attention(
-            p, q, k, v, out, lse
-        ))
-    })
+/// Declares a one-shot entry point with [`qkv_attention_f32`]'s arguments and contract that
+/// decodes the call and runs `$run(params, q, k, v, out, lse)`, `$run` being an
+/// [`attention`](crate::attention)-shaped function; its docs (`# Safety` included) go first
+/// in the macro call.
+macro_rules! one_shot_entry {
+    ($(#[$doc:meta])* $name:ident => $($run:tt)+) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            desc: *const $crate::capi::QkvDesc, q: *const f32, k: *const ::core::ffi::c_void,
+            v: *const ::core::ffi::c_void, out: *mut f32, lse: *mut f32,
+        ) -> $crate::capi::QkvStatus {
+            use $crate::capi::attention::{Call, Lse, NONE};
+            // SAFETY: the entry point's contract (its `# Safety`), passed on.
+            $crate::capi::guard(|| unsafe {
+                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+                $crate::capi::attention::run!(c, |p, q, k, v, out, lse, _| {
+                    $($run)+(p, q, k, v, out, lse)
+                })
+            })
+        }
+    };
+}
+// For `qkv_attention_parallel_f32` in `plan.rs`.
+#[cfg(feature = "parallel")]
+pub(super) use one_shot_entry;
+
+one_shot_entry! {
+    /// `qkv_attention_f32`: attention with the best [`Isa`](crate::Isa) this CPU supports
+    /// ([`attention`](crate::attention)).
+    ///
+    /// `k` and `v` are stored as the descriptor's `k_type` and `v_type` say. `lse` may be NULL;
+    /// otherwise it receives `[q_heads][q_len]` log-sum-exps. Returns [`QKV_OK`](super::QKV_OK)
+    /// or an error status, in which case nothing was written.
+    ///
+    /// # Safety
+    /// `desc` is NULL or points to a descriptor of at least `struct_size` readable bytes. Each
+    /// tensor pointer follows the [pointer contract](super#the-pointer-contract): it points to
+    /// as many elements of its type (floats, or those of `k_type` and `v_type`) as its count
+    /// field or extent says (or that length is 0), those of `q`,
+    /// `k`, `v` and `bias` are not written by anyone during the call, and those of `out` and
+    /// `lse` are writable and not accessed by anyone else during the call.
+    qkv_attention_f32 => crate::attention
 }
 
 /// `qkv_attention_f32_ws`: [`qkv_attention_f32`] in the caller's working memory `workspace`
@@ -185,22 +202,12 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     })
 }
 
-/// `qkv_reference_f32`: the `f64` reference
-/// ([`reference::attention`](crate::reference::attention)), with the arguments, checks and
-/// results of [`qkv_attention_f32`].
-///
-/// # Safety
-/// The contract of [`qkv_attention_f32`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn qkv_reference_f32(
-    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
-    lse: *mut f32,
-) -> QkvStatus {
-    // SAFETY: the same contract, passed on.
-    guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
-        run!(c, |p, q, k, v, out, lse, _| crate::reference::attention(
-            p, q, k, v, out, lse
-        ))
-    })
+one_shot_entry! {
+    /// `qkv_reference_f32`: the `f64` reference
+    /// ([`reference::attention`](crate::reference::attention)), with the arguments, checks and
+    /// results of [`qkv_attention_f32`].
+    ///
+    /// # Safety
+    /// The contract of [`qkv_attention_f32`].
+    qkv_reference_f32 => crate::reference::attention
 }

@@ -2,7 +2,7 @@
 //! it, and the checks on it (length, NULL, alignment, aliasing) that run before any is read;
 //! [`Inputs`], the read-only ones of a call.
 
-use super::desc::{ExtraBufs, Extras};
+use super::decode::{ExtraBufs, Extras};
 use super::types::{self, KvSlice};
 use super::{
     QKV_ERR_ALIASING, QKV_ERR_MISALIGNED, QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QKV_ERR_TYPE,
@@ -157,9 +157,9 @@ pub(crate) fn check_aliasing(writes: &[Buf], reads: &[Option<Buf>]) -> Result<()
 /// The read-only tensors of a call, checked against the pointer contract.
 #[derive(Clone, Copy)]
 pub(crate) struct Inputs {
-    /// `q`, `k` and `v`, from [`Desc::qkv`](super::desc::Desc::qkv).
+    /// `q`, `k` and `v`, from [`Desc::qkv`](super::decode::Desc::qkv).
     pub(crate) qkv: [Buf; 3],
-    /// The bias, sinks and ALiBi slopes, from [`Desc::extras`](super::desc::Desc::extras).
+    /// The bias, sinks and ALiBi slopes, from [`Desc::extras`](super::decode::Desc::extras).
     pub(crate) extras: ExtraBufs,
 }
 

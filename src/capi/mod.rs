@@ -4,7 +4,8 @@
 //! `docs/c-api.md` is the C reference: how to build and link the library, the descriptor,
 //! every function and status.
 //!
-//! One home per concept: `desc.rs` decodes the descriptor for every entry point, `buf.rs`
+//! One home per concept: `desc.rs` declares the descriptor, `decode.rs` decodes it for every
+//! entry point, `buf.rs`
 //! checks the pointers, `types.rs` holds the K/V types and `with_kv!`, the one run-time
 //! dispatch over them, [`error_status`] is the one [`Error`] → status mapping, and
 //! `attention.rs`, `split.rs` and `stream.rs` hold the entry points (those of the last two
@@ -49,6 +50,7 @@
 
 mod attention;
 mod buf;
+mod decode;
 mod desc;
 mod plan;
 pub(crate) mod split;

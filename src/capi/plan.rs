@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 
 use super::buf::{Buf, check_aliasing};
-use super::desc::{Desc, Extras, KeyRows};
+use super::decode::{Desc, Extras, KeyRows};
 use super::types::with_kv;
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_TASK, QKV_ERR_TOO_SHORT, QkvDesc, QkvStatus};
@@ -202,25 +202,14 @@ pub unsafe extern "C" fn qkv_plan_finish(
     })
 }
 
-/// `qkv_attention_parallel_f32`: [`qkv_attention_f32`](super::qkv_attention_f32) on the
-/// threads of the `parallel` feature's pool (rayon's global pool;
-/// [`parallel::attention`](crate::parallel::attention)). Same arguments, statuses and
-/// results (key splits are merged exactly up to one rounding).
-///
-/// # Safety
-/// The contract of [`qkv_attention_f32`](super::qkv_attention_f32).
 #[cfg(feature = "parallel")]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn qkv_attention_parallel_f32(
-    desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
-    lse: *mut f32,
-) -> QkvStatus {
-    use super::attention::{Call, Lse, NONE, run};
-    // SAFETY: the same contract, passed on.
-    guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
-        run!(c, |p, q, k, v, out, lse, _| crate::parallel::attention(
-            p, q, k, v, out, lse
-        ))
-    })
+super::attention::one_shot_entry! {
+    /// `qkv_attention_parallel_f32`: [`qkv_attention_f32`](super::qkv_attention_f32) on the
+    /// threads of the `parallel` feature's pool (rayon's global pool;
+    /// [`parallel::attention`](crate::parallel::attention)). Same arguments, statuses and
+    /// results (key splits are merged exactly up to one rounding).
+    ///
+    /// # Safety
+    /// The contract of [`qkv_attention_f32`](super::qkv_attention_f32).
+    qkv_attention_parallel_f32 => crate::parallel::attention
 }

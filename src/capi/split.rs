@@ -7,8 +7,7 @@ use core::ops::Range;
 
 use super::attention::{Call, Lse, NONE, run};
 use super::buf::check_aliasing;
-use super::desc::{Desc, Extras};
-use super::types::with_kv;
+use super::decode::{Desc, Extras};
 use super::{QkvDesc, QkvStatus, error_status, guard};
 use crate::{Level, Mask, split};
 

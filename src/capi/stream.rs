@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use core::ops::Range;
 
 use super::buf::{Buf, Inputs, check_aliasing};
-use super::desc::{Desc, Extras, KeyRows};
+use super::decode::{Desc, Extras, KeyRows};
 use super::types::{KvSlice, with_kv};
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};

@@ -3,7 +3,7 @@
 //! checks, and what the `_ws` entry points share.
 
 use super::buf::Buf;
-use super::desc::Desc;
+use super::decode::Desc;
 use super::{QkvDesc, QkvStatus};
 use crate::{KvKind, Params};
 

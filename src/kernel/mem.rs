@@ -176,3 +176,32 @@ impl<T: KvType> Phase for WidenRows<'_, T> {
         }
     }
 }
+
+/// The keys `0..cols` as `(first, count)` steps of `n` keys, then single keys for the rest:
+/// the key loop of the tiles whose `n`-key kernel leaves a remainder of fewer than `n`.
+pub(super) fn key_steps(cols: usize, n: usize) -> KeySteps {
+    KeySteps { j: 0, cols, n }
+}
+
+/// The iterator of [`key_steps`]; `j ≤ cols` always.
+pub(super) struct KeySteps {
+    j: usize,
+    cols: usize,
+    n: usize,
+}
+
+impl Iterator for KeySteps {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let left = self.cols - self.j;
+        if left == 0 {
+            return None;
+        }
+        let n = if left >= self.n { self.n } else { 1 };
+        let j = self.j;
+        self.j += n;
+        Some((j, n))
+    }
+}

@@ -6,7 +6,9 @@
 use pulp::Simd;
 
 use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, wide};
-use super::mem::{F32Rows, Rows, RowsMut, WidenRows, load, strided_copy, vectors_mut, with_count};
+use super::mem::{
+    F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
+};
 use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
 use super::widen::Widen;
@@ -186,9 +188,7 @@ impl Block {
         } else {
             PV_KEYS_NARROW
         };
-        let mut j = 0;
-        while j < cols {
-            let n = if cols - j >= x_max { x_max } else { 1 };
+        for (j, n) in key_steps(cols, x_max) {
             // SAFETY: keys j..j + n < cols are rows of `v` (at x·stride from row j, each with
             // the panel's values v0..v0 + vw, and full·lanes ≤ vw); `w[m·ks + j + x]` is in `w` for m < M; `acc` holds
             // rows m < M of v_cols ≥ vw floats.
@@ -216,7 +216,6 @@ impl Block {
                     _ => pv_keys_kernel::<S, V, M, 1>(simd, rows, v0, wp, ap, full, ahead),
                 }
             }
-            j += n;
         }
         let rows = Rows {
             ptr: v.as_ptr(),

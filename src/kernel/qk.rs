@@ -8,7 +8,7 @@ use super::config::{
     DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, QR_NARROW, QR_WIDE,
     QR_WIDE_SCALAR, wide,
 };
-use super::mem::{F32Rows, Rows, RowsMut, WidenRows, strided_copy, with_count};
+use super::mem::{F32Rows, Rows, RowsMut, WidenRows, key_steps, strided_copy, with_count};
 use super::scratch::Scratch;
 use super::tiles::{dot_kernel, qk_kernel};
 use super::widen::Widen;
@@ -176,9 +176,7 @@ impl Block {
         // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
         // (V's lines are asked for by P·V, a block ahead.)
         let ahead = (PREFETCH_KEYS.checked_mul(ks).unwrap_or(0), x.stream_hint);
-        let mut j = 0;
-        while j < cols {
-            let n = if cols - j >= DOT_KEYS { DOT_KEYS } else { 1 };
+        for (j, n) in key_steps(cols, DOT_KEYS) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
             // `out[m·key_stride + j + x]` is in `out` for m < M, j + x < cols ≤ key_stride.
@@ -199,7 +197,6 @@ impl Block {
                     _ => dot_kernel::<S, K, M, 1, 2>(simd, k, q_rows, head_dim, ahead, s),
                 }
             }
-            j += n;
         }
     }
 }
