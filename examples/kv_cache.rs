@@ -9,7 +9,11 @@
 //! cargo run --release --example kv_cache
 //! ```
 
-use qkv::{BlockQ8_0, KvType, Mask, Params, Shape, bf16, f16};
+#[path = "common/problem.rs"]
+mod problem;
+
+use problem::{decode, prefill};
+use qkv::{BlockQ8_0, KvType, Mask, bf16, f16};
 
 /// A deterministic sample of [-1, 1) (SplitMix64).
 fn sample(n: usize, seed: u64) -> Vec<f32> {
@@ -40,27 +44,17 @@ fn error(got: &[f32], want: &[f32]) -> (f32, f32) {
 }
 
 fn main() -> Result<(), qkv::Error> {
-    let problems = [
-        (
-            "decode 32/8x1x4096, d128",
-            Shape::new(32, 1, 4096, 128).gqa(32, 8),
-            Mask::NONE,
-        ),
-        (
-            "prefill 4x256x256, d128, causal",
-            Shape::new(4, 256, 256, 128),
-            Mask::causal(),
-        ),
-    ];
-    for (name, shape, mask) in problems {
-        let s = shape;
-        let q = sample(s.q_heads * s.q_len * s.head_dim, 1);
-        let k = sample(s.kv_heads * s.kv_len * s.head_dim, 2);
-        let v = sample(s.kv_heads * s.kv_len * s.v_dim, 3);
-        let params = Params::new(shape).with_mask(mask);
-        let mut want = vec![0.0f32; s.q_heads * s.q_len * s.v_dim];
+    for problem in [
+        decode(32, 8, 4096, Mask::NONE),
+        prefill(4, 256, Mask::causal()),
+    ] {
+        let s = problem.shape;
+        let [q, k, v] = problem.inputs(sample);
+        let mut want = vec![0.0f32; problem.out_len()];
+        let params = problem.params();
         qkv::reference::attention(&params, &q, &k, &v, &mut want, None)?;
 
+        let name = &problem.name;
         println!("{name}: max and mean |out - reference on the f32 cache|");
         println!("  type   bytes/key   max error   mean error");
         let mut out = vec![0.0f32; want.len()];

@@ -6,6 +6,9 @@
 //! cargo run --release --features parallel --example parallel [rounds]
 //! ```
 
+#[path = "common/problem.rs"]
+mod problem;
+
 #[cfg(not(feature = "parallel"))]
 fn main() {
     eprintln!("this example needs `--features parallel`");
@@ -13,8 +16,9 @@ fn main() {
 
 #[cfg(feature = "parallel")]
 fn main() {
+    use problem::{decode, prefill};
     use qkv::parallel::{self, Plan};
-    use qkv::{Isa, Mask, Params, Shape};
+    use qkv::{Isa, Mask};
     use std::time::Instant;
 
     let rounds: usize = std::env::args()
@@ -41,40 +45,22 @@ fn main() {
         Isa::detect()
     );
 
-    let fill = |n: usize, seed: usize| -> Vec<f32> {
+    let fill = |n: usize, seed: u64| -> Vec<f32> {
         (0..n)
-            .map(|i| ((i * 31 + seed * 17) % 97) as f32 / 97.0 - 0.5)
+            .map(|i| ((i * 31 + seed as usize * 17) % 97) as f32 / 97.0 - 0.5)
             .collect()
     };
     let cases = [
-        (
-            "prefill 8h 1024x1024 d128",
-            Shape::new(8, 1024, 1024, 128),
-            Mask::NONE,
-        ),
-        (
-            "prefill 8h 1024x1024 d128 causal",
-            Shape::new(8, 1024, 1024, 128),
-            Mask::causal(),
-        ),
-        (
-            "decode 32q/8kv kv=32768 d128",
-            Shape::new(8, 1, 32768, 128).gqa(32, 8),
-            Mask::causal(),
-        ),
-        (
-            "decode 8q/1kv kv=32768 d128",
-            Shape::new(1, 1, 32768, 128).gqa(8, 1),
-            Mask::causal(),
-        ),
+        prefill(8, 1024, Mask::NONE),
+        prefill(8, 1024, Mask::causal()),
+        decode(32, 8, 32768, Mask::causal()),
+        decode(8, 1, 32768, Mask::causal()),
     ];
-    for (name, shape, mask) in cases {
-        let s = shape;
-        let q = fill(s.q_heads * s.q_len * s.head_dim, 1);
-        let k = fill(s.kv_heads * s.kv_len * s.head_dim, 2);
-        let v = fill(s.kv_heads * s.kv_len * s.v_dim, 3);
-        let mut out = vec![0.0f32; s.q_heads * s.q_len * s.v_dim];
-        let params = Params::new(shape).with_mask(mask);
+    for problem in cases {
+        let s = problem.shape;
+        let [q, k, v] = problem.inputs(fill);
+        let mut out = vec![0.0f32; problem.out_len()];
+        let params = problem.params();
         // times[0]: single-threaded call; times[1 + n]: parallel on pools[n].
         let mut times = vec![vec![]; 1 + pools.len()];
         for _ in 0..rounds {
@@ -93,11 +79,11 @@ fn main() {
             ts[ts.len() / 2]
         };
         let base = median(&mut times[0]);
-        println!("{name}:");
+        println!("{}:", problem.name);
         println!("  qkv::attention           {:8.3} ms", base * 1e3);
         for (n, &nt) in threads.iter().enumerate() {
             let t = median(&mut times[1 + n]);
-            let plan = Plan::auto(&shape, nt);
+            let plan = Plan::auto(&s, nt);
             println!(
                 "  parallel, {nt} thread(s)    {:8.3} ms  x{:.2}  (q_block {}, kv splits {})",
                 t * 1e3,

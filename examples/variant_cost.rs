@@ -9,7 +9,11 @@
 
 use std::time::Instant;
 
-use qkv::{Isa, Level, Mask, Params, Shape};
+#[path = "common/problem.rs"]
+mod problem;
+
+use problem::{decode, prefill};
+use qkv::{Isa, Level, Mask};
 
 fn fill(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -55,34 +59,20 @@ fn main() {
         })
         .unwrap_or_default();
     println!("{cpu}; level {name}; {seconds} s a shape, calls interleaved");
-    for (label, shape, mask) in [
-        (
-            "prefill 4k² d128",
-            Shape::new(1, 4096, 4096, 128),
-            Mask::NONE,
-        ),
-        (
-            "prefill 4k² d128 causal",
-            Shape::new(1, 4096, 4096, 128),
-            Mask::causal(),
-        ),
-        (
-            "decode 32/8 × 32k, d128",
-            Shape::new(8, 1, 32768, 128).gqa(32, 8),
-            Mask::NONE,
-        ),
+    for problem in [
+        prefill(1, 4096, Mask::NONE),
+        prefill(1, 4096, Mask::causal()),
+        decode(32, 8, 32768, Mask::NONE),
     ] {
-        let s = shape;
-        let q = fill(s.q_heads * s.q_len * s.head_dim, 1);
-        let k = fill(s.kv_heads * s.kv_len * s.head_dim, 2);
-        let v = fill(s.kv_heads * s.kv_len * s.v_dim, 3);
-        let mut out = vec![0.0f32; s.q_heads * s.q_len * s.v_dim];
+        let s = problem.shape;
+        let [q, k, v] = problem.inputs(fill);
+        let mut out = vec![0.0f32; problem.out_len()];
         let sinks = vec![0.5f32; s.q_heads];
         let n = s.q_heads as f32;
         let slopes: Vec<f32> = (0..s.q_heads)
             .map(|h| (-8.0 * (h as f32 + 1.0) / n).exp2())
             .collect();
-        let plain = Params::new(shape).with_mask(mask);
+        let plain = problem.params();
         let configs = [
             ("plain", plain),
             ("softcap 30", plain.with_softcap(30.0)),
@@ -109,7 +99,7 @@ fn main() {
         }
         // Per round, each configuration's time over the plain call's.
         let plain_times = times[0].clone();
-        println!("{label}:");
+        println!("{}:", problem.name);
         for ((what, _), t) in configs.iter().zip(&times) {
             let ratios: Vec<f64> = t.iter().zip(&plain_times).map(|(a, b)| a / b).collect();
             println!(

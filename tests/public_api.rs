@@ -18,9 +18,15 @@ use core::ops::Range;
 use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{
-    Bias, BlockQ8_0, Dim, Emulated, Error, Isa, KvKind, KvType, Layout, Mask, Params, QueryPos,
-    Shape, Tensor, bf16, f16,
+    Bias, BlockQ8_0, Dim, Emulated, Error, Isa, KvKind, KvType, Layout, Mask, Params,
+    QueryPos, Shape, Tensor, bf16, f16,
 };
+
+/// `qkv_desc_fields!`: the fields of `QkvDesc`, the list tests/c/layout.rs prints.
+#[cfg(feature = "capi")]
+#[macro_use]
+#[path = "c/desc_fields.rs"]
+mod desc_fields;
 
 /// Argument types short enough that each signature below reads on one line.
 type In<'a> = &'a [f32];
@@ -488,46 +494,19 @@ fn capi() {
 
     const DESC: QkvDesc = QkvDesc::planar(4, 2, 3, 5, 8, 6);
     let _: fn(usize, usize, usize, usize, usize, usize) -> QkvDesc = QkvDesc::planar;
-    let QkvDesc {
-        struct_size: _,
-        q_heads: _,
-        kv_heads: _,
-        q_len: _,
-        kv_len: _,
-        head_dim: _,
-        v_dim: _,
-        q: _,
-        k: _,
-        v: _,
-        out: _,
-        window_left: _,
-        window_right: _,
-        bias,
-        bias_layout: _,
-        q_count: _,
-        k_count: _,
-        v_count: _,
-        out_count: _,
-        lse_count: _,
-        bias_count: _,
-        query_offset,
-        scale,
-        flags,
-        mask,
-        query_pos,
-        k_type,
-        v_type,
-        sinks,
-        sinks_count,
-        alibi,
-        alibi_count,
-        softcap,
-        reserved,
-    }: QkvDesc = DESC;
-    let _: (*const f32, i64, f32) = (bias, query_offset, scale);
-    let _: (u32, i32, i32, u32, u32) = (flags, mask, query_pos, k_type, v_type);
-    let _: (*const f32, usize, *const f32, usize) = (sinks, sinks_count, alibi, alibi_count);
-    let _: (f32, u32) = (softcap, reserved);
+    // Every field by name, with no `..`: one the list leaves out fails to compile here.
+    macro_rules! every_field {
+        ($($f:ident),* $(,)?) => {
+            let QkvDesc { $($f: _),* } = DESC;
+        };
+    }
+    qkv_desc_fields!(every_field);
+    let d = DESC;
+    let _: (*const f32, i64, f32) = (d.bias, d.query_offset, d.scale);
+    let _: (u32, i32, i32, u32, u32) = (d.flags, d.mask, d.query_pos, d.k_type, d.v_type);
+    let _: (*const f32, usize) = (d.sinks, d.sinks_count);
+    let _: (*const f32, usize) = (d.alibi, d.alibi_count);
+    let _: (f32, u32) = (d.softcap, d.reserved);
     // A raw pointer inside: not Send or Sync, like the C struct.
     fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
     desc_traits::<QkvDesc>();

@@ -25,62 +25,70 @@ fn shapes() -> Vec<Shape> {
     ]
 }
 
-#[test]
-fn softcap_at_every_level_with_masks_and_bias() {
-    let mut rng = Rng(170);
+/// For every shape of [`shapes`] and each of `values`: a dense case (data in ±`amp`) that
+/// `set` gives the variant under test, checked at every level (`check_all`).
+fn check_each<T>(
+    seed: u64, amp: f32, values: impl IntoIterator<Item = T> + Clone,
+    mut set: impl FnMut(&mut Rng, &mut Case, T),
+) {
+    let mut rng = Rng(seed);
     for shape in shapes() {
-        for cap in [0.1f32, 1.0, 4.0, 50.0, 1e30] {
-            // Scores well past the cap, so it bites.
-            let mut case = Case::dense(&mut rng, shape, 3.0);
-            case.softcap = Some(cap);
-            case.mask = random_mask(&mut rng, &shape);
-            if rng.coin(1, 2) {
-                let n = shape.q_heads * shape.q_len * shape.kv_len;
-                let row_stride = shape.kv_len;
-                case.bias = Some((rng.fill(n, 2.0), shape.q_len * row_stride, row_stride));
-            }
+        for x in values.clone() {
+            let mut case = Case::dense(&mut rng, shape, amp);
+            set(&mut rng, &mut case, x);
             check_all(&case);
         }
     }
 }
 
+/// A bias of `s` with an entry for every query head, row and key (planar), in ±2.
+fn dense_bias(rng: &mut Rng, s: &Shape) -> (Vec<f32>, usize, usize) {
+    let row_stride = s.kv_len;
+    let data = rng.fill(s.q_heads * s.q_len * row_stride, 2.0);
+    (data, s.q_len * row_stride, row_stride)
+}
+
+#[test]
+fn softcap_at_every_level_with_masks_and_bias() {
+    // Data in ±3: scores well past the cap, so it bites.
+    let caps = [0.1f32, 1.0, 4.0, 50.0, 1e30];
+    check_each(170, 3.0, caps, |rng, case, cap| {
+        case.softcap = Some(cap);
+        case.mask = random_mask(rng, &case.shape);
+        if rng.coin(1, 2) {
+            case.bias = Some(dense_bias(rng, &case.shape));
+        }
+    });
+}
+
 #[test]
 fn sinks_at_every_level_with_masks_and_bias() {
-    let mut rng = Rng(171);
-    for shape in shapes() {
-        for _ in 0..budget(4, 1) {
-            let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.sinks = Some(random_sinks(&mut rng, shape.q_heads));
-            case.mask = random_mask(&mut rng, &shape);
-            if rng.coin(1, 2) {
-                case.softcap = Some(2.0);
-            }
-            check_all(&case);
+    check_each(171, 1.0, 0..budget(4, 1), |rng, case, _| {
+        case.sinks = Some(random_sinks(rng, case.shape.q_heads));
+        case.mask = random_mask(rng, &case.shape);
+        if rng.coin(1, 2) {
+            case.softcap = Some(2.0);
         }
-    }
+    });
 }
 
 /// Every special sink value on each path: `-inf` is no sink, NaN and `+inf` make the row NaN,
 /// a huge one swamps the keys (out ≈ 0), a very negative one vanishes.
 #[test]
 fn special_sinks() {
-    let mut rng = Rng(172);
-    for shape in shapes() {
-        for sink in [
-            f32::NEG_INFINITY,
-            f32::NAN,
-            f32::INFINITY,
-            1e30,
-            -1e30,
-            80.0,
-            -80.0,
-            0.0,
-        ] {
-            let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.sinks = Some(vec![sink; shape.q_heads]);
-            check_all(&case);
-        }
-    }
+    let sinks = [
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::INFINITY,
+        1e30,
+        -1e30,
+        80.0,
+        -80.0,
+        0.0,
+    ];
+    check_each(172, 1.0, sinks, |_, case, sink| {
+        case.sinks = Some(vec![sink; case.shape.q_heads]);
+    });
 }
 
 /// One key of score `s` and value `v` beside a sink `σ`: `out = e^s·v / (e^s + e^σ)` and
@@ -347,50 +355,41 @@ fn absent_variants_change_nothing() {
 
 #[test]
 fn alibi_at_every_level_with_masks_positions_and_bias() {
-    let mut rng = Rng(175);
-    for shape in shapes() {
-        for _ in 0..budget(4, 1) {
-            let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.alibi = Some(alibi_slopes(shape.q_heads));
-            // Every query position, with and without a window (ALiBi reads it either way).
-            case.mask = random_mask(&mut rng, &shape);
-            if rng.coin(1, 3) {
-                case.mask.left = None;
-                case.mask.right = None;
-            }
-            if rng.coin(1, 2) {
-                let n = shape.q_heads * shape.q_len * shape.kv_len;
-                let row_stride = shape.kv_len;
-                case.bias = Some((rng.fill(n, 2.0), shape.q_len * row_stride, row_stride));
-            }
-            if rng.coin(1, 3) {
-                case.softcap = Some(1.5);
-            }
-            check_all(&case);
+    check_each(175, 1.0, 0..budget(4, 1), |rng, case, _| {
+        let shape = case.shape;
+        case.alibi = Some(alibi_slopes(shape.q_heads));
+        // Every query position, with and without a window (ALiBi reads it either way).
+        case.mask = random_mask(rng, &shape);
+        if rng.coin(1, 3) {
+            case.mask.left = None;
+            case.mask.right = None;
         }
-    }
+        if rng.coin(1, 2) {
+            case.bias = Some(dense_bias(rng, &shape));
+        }
+        if rng.coin(1, 3) {
+            case.softcap = Some(1.5);
+        }
+    });
 }
 
 /// Slopes of every kind: 0 (no bias), negative, huge, and NaN or `+inf` (a NaN row where a
 /// distance is 0, ±inf scores elsewhere), with `-inf` bias entries that must stay excluded.
 #[test]
 fn special_slopes() {
-    let mut rng = Rng(176);
-    for shape in shapes() {
-        for slope in [0.0f32, -0.5, 1e30, f32::NAN, f32::INFINITY] {
-            let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.alibi = Some(vec![slope; shape.q_heads]);
-            let n = shape.q_heads * shape.q_len * shape.kv_len;
-            let mut bias = vec![0.0f32; n];
-            for b in bias.iter_mut() {
-                if rng.coin(1, 3) {
-                    *b = f32::NEG_INFINITY;
-                }
+    let slopes = [0.0f32, -0.5, 1e30, f32::NAN, f32::INFINITY];
+    check_each(176, 1.0, slopes, |rng, case, slope| {
+        let shape = case.shape;
+        case.alibi = Some(vec![slope; shape.q_heads]);
+        let n = shape.q_heads * shape.q_len * shape.kv_len;
+        let mut bias = vec![0.0f32; n];
+        for b in bias.iter_mut() {
+            if rng.coin(1, 3) {
+                *b = f32::NEG_INFINITY;
             }
-            case.bias = Some((bias, shape.q_len * shape.kv_len, shape.kv_len));
-            check_all(&case);
         }
-    }
+        case.bias = Some((bias, shape.q_len * shape.kv_len, shape.kv_len));
+    });
 }
 
 /// A key whose score is already `-inf` before ALiBi, from the dot product (an infinite `k`)
@@ -399,23 +398,19 @@ fn special_slopes() {
 /// slope to such a key.)
 #[test]
 fn a_minus_infinite_score_stays_out_whatever_the_slope() {
-    let mut rng = Rng(178);
-    for shape in shapes() {
-        for slope in [f32::NAN, f32::INFINITY, -0.5, 0.25] {
-            let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.q.iter_mut().for_each(|x| *x = x.abs() + 0.5);
-            // Every third key is `-inf` in every dimension: its score is `-inf`.
-            let k_len = case.k.len();
-            for (i, x) in case.k.iter_mut().enumerate() {
-                if (i * 3 / k_len.max(1)) == 0 || rng.coin(1, 3) {
-                    *x = f32::NEG_INFINITY;
-                }
+    let slopes = [f32::NAN, f32::INFINITY, -0.5, 0.25];
+    check_each(178, 1.0, slopes, |rng, case, slope| {
+        case.q.iter_mut().for_each(|x| *x = x.abs() + 0.5);
+        // Every third key is `-inf` in every dimension: its score is `-inf`.
+        let k_len = case.k.len();
+        for (i, x) in case.k.iter_mut().enumerate() {
+            if (i * 3 / k_len.max(1)) == 0 || rng.coin(1, 3) {
+                *x = f32::NEG_INFINITY;
             }
-            case.alibi = Some(vec![slope; shape.q_heads]);
-            case.mask = random_mask(&mut rng, &shape);
-            check_all(&case);
         }
-    }
+        case.alibi = Some(vec![slope; case.shape.q_heads]);
+        case.mask = random_mask(rng, &case.shape);
+    });
 }
 
 /// ALiBi is the bias `slope·(j − pos(i))`: the same problem with that bias written out as a

@@ -280,16 +280,21 @@ fn aliasing(w: &World, writes: &[&Arg], reads: &[&Arg]) -> Result<(), QkvStatus>
     Ok(())
 }
 
-/// The Rust side of a stream call: `run` on the state's floats, taken out of `w` for the call
-/// and put back after it, and the status its result maps to.
-fn on_state(
-    w: &mut World, state: &Arg, run: impl FnOnce(&mut World, &mut [f32]) -> Result<(), Error>,
+/// [`check_call`] for a stream call on `state`: the Rust side is `rust` on the state's
+/// floats, taken out of the world for the call and put back after it.
+fn check_stream_call(
+    what: &str, d: &QkvDesc, w: &mut World, state: &Arg, pre: Result<(), QkvStatus>,
+    rust: impl FnOnce(&mut World, &mut [f32]) -> Result<(), Error>,
+    c: impl FnOnce(&mut World) -> QkvStatus,
 ) -> QkvStatus {
-    let mut st = w.take(state);
-    let sn = *state.len.as_ref().unwrap();
-    let r = run(w, &mut st[..sn]);
-    w.put(state, st);
-    rust_status(r)
+    let on_state = |w: &mut World| {
+        let mut st = w.take(state);
+        let sn = *state.len.as_ref().unwrap();
+        let r = rust(w, &mut st[..sn]);
+        w.put(state, st);
+        rust_status(r)
+    };
+    check_call(what, d, w, pre, on_state, c)
 }
 
 fn rust_status(r: Result<(), Error>) -> QkvStatus {
@@ -499,12 +504,20 @@ pub fn run(data: &[u8]) {
     }
 }
 
+/// How a partial and a stream case start: a random descriptor, whether the data is tame
+/// (finite, in ±2, with a moderate scale: the cases compared with the reference), and whether
+/// there is a bias.
+fn random_problem(b: &mut Bytes) -> (QkvDesc, Drawn, bool, bool) {
+    let (d, r) = random_desc(b);
+    let tame = b.chance(128) && tame_scale(&r);
+    let with_bias = b.chance(80);
+    (d, r, tame, with_bias)
+}
+
 /// `qkv_partial_f32` once; when it succeeds on tame data, the complementary partials and
 /// their merges through the C ABI too, against the reference.
 fn partial_case(b: &mut Bytes) {
-    let (mut d, r) = random_desc(b);
-    let tame = b.chance(128) && tame_scale(&r);
-    let with_bias = b.chance(80);
+    let (mut d, r, tame, with_bias) = random_problem(b);
     let s = r.shape;
     let w = &mut World::default();
     let [ext_q, ext_k, ext_v, ext_out, ext_lse] =
@@ -775,9 +788,7 @@ fn chunking(b: &mut Bytes, n: usize) -> Vec<(usize, usize)> {
 
 /// A session of stream calls on one caller-owned state.
 fn stream_case(b: &mut Bytes) {
-    let (mut d, r) = random_desc(b);
-    let tame = b.chance(128) && tame_scale(&r);
-    let with_bias = b.chance(80);
+    let (mut d, r, tame, with_bias) = random_problem(b);
     let s = r.shape;
     let w = &mut World::default();
     let [ext_q, ext_out, ext_lse] = [Tensor::Q, Tensor::Out, Tensor::Lse].map(|t| r.extent(t));
@@ -844,16 +855,13 @@ fn stream_case(b: &mut Bytes) {
         match op {
             0 => {
                 let pre = base.and_then(|()| refusals(w, &[&state]));
-                let got = check_call(
+                let got = check_stream_call(
                     "qkv_stream_init",
                     &d,
                     w,
+                    &state,
                     pre,
-                    |w| {
-                        on_state(w, &state, |_, st| {
-                            Stream::new(&r.params(mask.unwrap(), None), st).map(|_| ())
-                        })
-                    },
+                    |_, st| Stream::new(&r.params(mask.unwrap(), None), st).map(|_| ()),
                     // SAFETY: `state` is NULL or holds `state_len` floats.
                     |w| unsafe { qkv_stream_init(desc_ptr, w.mut_ptr(&state), state.count) },
                 );
@@ -910,17 +918,16 @@ fn stream_case(b: &mut Bytes) {
                         continue;
                     }
                 }
-                let got = check_call(
+                let got = check_stream_call(
                     "qkv_stream_update",
                     &d,
                     w,
+                    &state,
                     pre,
-                    |w| {
-                        on_state(w, &state, |w, st| {
-                            let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
-                            Stream::resume(&p, st).and_then(|mut stream| {
-                                stream.update(w.input(&q), w.input(&k), w.input(&v), ks..ke)
-                            })
+                    |w, st| {
+                        let p = r.params(mask.unwrap(), bias.as_ref().map(|a| w.input(a)));
+                        Stream::resume(&p, st).and_then(|mut stream| {
+                            stream.update(w.input(&q), w.input(&k), w.input(&v), ks..ke)
                         })
                     },
                     |w| {
@@ -956,28 +963,27 @@ fn stream_case(b: &mut Bytes) {
                     refusals(w, &args)?;
                     aliasing(w, &args, &[])
                 });
-                let got = check_call(
+                let got = check_stream_call(
                     "qkv_stream_finish",
                     &d,
                     w,
+                    &state,
                     pre,
-                    |w| {
-                        on_state(w, &state, |w, st| {
-                            let mut o = w.take(&out);
-                            let mut l = lse.as_ref().map(|l| w.take(l));
-                            let on = *out.len.as_ref().unwrap();
-                            let ln = lse.as_ref().map(|l| *l.len.as_ref().unwrap());
-                            let p = r.params(mask.unwrap(), None);
-                            let r = Stream::resume(&p, st).and_then(|mut stream| {
-                                let l = l.as_mut().map(|l| &mut l[..ln.unwrap()]);
-                                stream.finish(&mut o[..on], l)
-                            });
-                            w.put(&out, o);
-                            if let (Some(a), Some(l)) = (&lse, l) {
-                                w.put(a, l);
-                            }
-                            r
-                        })
+                    |w, st| {
+                        let mut o = w.take(&out);
+                        let mut l = lse.as_ref().map(|l| w.take(l));
+                        let on = *out.len.as_ref().unwrap();
+                        let ln = lse.as_ref().map(|l| *l.len.as_ref().unwrap());
+                        let p = r.params(mask.unwrap(), None);
+                        let r = Stream::resume(&p, st).and_then(|mut stream| {
+                            let l = l.as_mut().map(|l| &mut l[..ln.unwrap()]);
+                            stream.finish(&mut o[..on], l)
+                        });
+                        w.put(&out, o);
+                        if let (Some(a), Some(l)) = (&lse, l) {
+                            w.put(a, l);
+                        }
+                        r
                     },
                     |w| {
                         let (sp, op) = (w.mut_ptr(&state), w.mut_ptr(&out));

@@ -616,6 +616,15 @@ static void type_statuses(void) {
 
 static float SINKS[16], SLOPES[16];
 
+/* d with all three variants: these sinks and ALiBi slopes (one per query head) and this
+ * softcap. */
+static qkv_desc with_variants(qkv_desc d, const float *sinks, const float *alibi, float softcap) {
+    d.sinks = sinks;
+    d.alibi = alibi;
+    d.softcap = softcap;
+    return d;
+}
+
 /* Each variant and their composition against the reference at every level (compare()),
  * one worked by hand, split partials merged with the sinks added once, and their statuses. */
 static void variants(void) {
@@ -635,10 +644,7 @@ static void variants(void) {
     d = base;
     d.softcap = 0.5f;
     compare("softcap", &d, 1);
-    d = base;
-    d.sinks = SINKS;
-    d.alibi = SLOPES;
-    d.softcap = 2.0f;
+    d = with_variants(base, SINKS, SLOPES, 2.0f);
     d.bias = B;
     d.bias_layout.head_stride = 5 * 37;
     d.bias_layout.row_stride = 37;
@@ -657,13 +663,10 @@ static void variants(void) {
         float sink[1] = {-1.0f}, slope[1] = {0.25f}, o1[1], l1[1];
         double sc = 4.0 * tanh(6.0 / 4.0) + 0.5 - 0.5, want, want_lse;
         qkv_status st;
-        d = qkv_desc_planar(1, 1, 1, 1, 1, 1);
+        d = with_variants(qkv_desc_planar(1, 1, 1, 1, 1, 1), sink, slope, 4.0f);
         d.flags = QKV_FLAG_SCALE;
         d.scale = 1.0f;
-        d.softcap = 4.0f;
         d.bias = b1;
-        d.sinks = sink;
-        d.alibi = slope;
         d.query_pos = QKV_QUERY_POS_OFFSET;
         d.query_offset = 2;
         want = exp(sc) * 5.0 / (exp(sc) + exp(-1.0));
@@ -676,10 +679,7 @@ static void variants(void) {
     /* Split: partials leave the sinks out, qkv_add_sinks_f32 adds them once. */
     {
         static float OA[BIG / 8], LA[64], OB[BIG / 8], LB[64];
-        d = base;
-        d.sinks = SINKS;
-        d.alibi = SLOPES;
-        d.softcap = 3.0f;
+        d = with_variants(base, SINKS, SLOPES, 3.0f);
         CHECK(qkv_attention_f32(&d, Q, K, V, REF, REF_LSE) == QKV_OK, "one-shot");
         CHECK(qkv_partial_f32(&d, Q, K, V, 0, 20, OA, LA) == QKV_OK, "partial a");
         CHECK(qkv_partial_f32(&d, Q, K, V, 20, 37, OB, LB) == QKV_OK, "partial b");

@@ -5,6 +5,9 @@
 use core::mem::{align_of, offset_of, size_of, size_of_val};
 use qkv::capi::*;
 
+#[macro_use]
+mod desc_fields;
+
 macro_rules! desc {
     ($($f:ident),* $(,)?) => {{
         let d = QkvDesc::default();
@@ -35,42 +38,8 @@ fn main() {
 
     println!("size qkv_desc {}", size_of::<QkvDesc>());
     println!("align qkv_desc {}", align_of::<QkvDesc>());
-    desc!(
-        struct_size,
-        q_heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        head_dim,
-        v_dim,
-        q,
-        k,
-        v,
-        out,
-        window_left,
-        window_right,
-        bias,
-        bias_layout,
-        q_count,
-        k_count,
-        v_count,
-        out_count,
-        lse_count,
-        bias_count,
-        query_offset,
-        scale,
-        flags,
-        mask,
-        query_pos,
-        k_type,
-        v_type,
-        sinks,
-        sinks_count,
-        alibi,
-        alibi_count,
-        softcap,
-        reserved,
-    );
+    // Every field: the list tests/public_api.rs holds to the struct's.
+    qkv_desc_fields!(desc);
     println!("size qkv_status {}", size_of::<QkvStatus>());
     println!("size qkv_plan {}", size_of::<QkvPlan>());
     println!("align qkv_plan {}", align_of::<QkvPlan>());

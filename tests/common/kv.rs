@@ -19,23 +19,15 @@ pub enum Stored {
 /// called).
 macro_rules! with_stored {
     ($stored:expr, |$x:ident| $body:expr) => {
+        with_stored!(@arms $stored, $x, $body, F32, F16, Bf16, Q8_0)
+    };
+    // The same arm for each variant: `$body` is compiled once per slice type.
+    (@arms $stored:expr, $x:ident, $body:expr, $($variant:ident),*) => {
         match $stored {
-            Stored::F32(t) => {
+            $(Stored::$variant(t) => {
                 let $x = &t[..];
                 $body
-            }
-            Stored::F16(t) => {
-                let $x = &t[..];
-                $body
-            }
-            Stored::Bf16(t) => {
-                let $x = &t[..];
-                $body
-            }
-            Stored::Q8_0(t) => {
-                let $x = &t[..];
-                $body
-            }
+            })*
         }
     };
 }

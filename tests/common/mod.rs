@@ -110,3 +110,17 @@ pub fn plan_depth(s: &Shape, plan: Plan) -> usize {
     let splits = s.kv_len.div_ceil(plan.kv_block.clamp(1, s.kv_len.max(1)));
     splits.saturating_sub(1)
 }
+
+/// [`joined_series`] with a [`random_plan`] for each case and level: `run` computes the case
+/// through the plan's tasks and says who it is (for messages); the result is held to the
+/// bound of its merge depth ([`plan_depth`]).
+pub fn plan_series(
+    seed: u64, count: usize, big_every: usize,
+    mut run: impl FnMut(&mut Rng, &Case, Level, Plan) -> (Outputs, String),
+) {
+    joined_series(seed, count, big_every, |rng, case, level| {
+        let plan = random_plan(rng, &case.shape);
+        let (got, who) = run(rng, case, level, plan);
+        (got, Joined::Merged(plan_depth(&case.shape, plan)), who)
+    });
+}
