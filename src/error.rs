@@ -25,6 +25,8 @@ pub enum Tensor {
     Sinks,
     /// The ALiBi slopes, one per query head.
     Alibi,
+    /// The block table of paged K/V ([`Pages::table`](crate::Pages::table)).
+    BlockTable,
 }
 
 /// Which dimension of a [`Shape`](crate::Shape) an [`Error`] is about.
@@ -73,6 +75,11 @@ pub enum Error {
     InvalidScale,
     /// The softcap is not finite and positive.
     InvalidSoftcap,
+    /// Paged K/V with a [`page_len`](crate::Pages::page_len) of 0.
+    ZeroPageLen,
+    /// The params read K and V through pages, which this build of the library leaves out
+    /// (it lacks the feature `paged-kv`).
+    PagesNotBuilt,
     /// The params set a softcap, sinks or ALiBi slopes, which this build of the library
     /// leaves out (it lacks the feature `softmax-variants`).
     VariantsNotBuilt,
@@ -136,6 +143,10 @@ impl fmt::Display for Error {
             Error::Overlap(t) => write!(f, "the strides of {t:?} make elements overlap"),
             Error::InvalidScale => f.write_str("scale is NaN or infinite"),
             Error::InvalidSoftcap => f.write_str("the softcap is not finite and positive"),
+            Error::ZeroPageLen => f.write_str("page_len is 0; it must be at least 1"),
+            Error::PagesNotBuilt => {
+                f.write_str("paged K/V set in a build without the feature paged-kv")
+            }
             Error::VariantsNotBuilt => f.write_str(
                 "softcap, sinks or ALiBi set in a build without the feature softmax-variants",
             ),

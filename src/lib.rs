@@ -88,6 +88,7 @@ pub mod exp;
 pub mod kernel;
 pub mod kv;
 mod mask;
+mod pages;
 #[cfg(feature = "parallel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "parallel")))]
 pub mod parallel;
@@ -106,6 +107,7 @@ pub use dispatch::{Isa, Level};
 pub use error::{Dim, Error, Tensor};
 pub use kv::{BlockQ8_0, KvKind, KvType, bf16, f16};
 pub use mask::{Mask, QueryPos};
+pub use pages::Pages;
 pub use params::{Bias, Layout, Params, Shape};
 
 /// Computes attention with the best [`Isa`] this CPU supports.

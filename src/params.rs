@@ -4,6 +4,7 @@
 
 use crate::kv::KvType;
 use crate::mask::{Mask, QueryPos};
+use crate::pages::{PAGED, Pages};
 
 /// The sizes of one attention call.
 ///
@@ -230,6 +231,9 @@ pub struct Params<'a> {
     /// One ALiBi slope per query head, `alibi[h]` (at least `q_heads` values): the bias
     /// `alibi[h] · (j − pos(i))`, computed in the kernel.
     pub alibi: Option<&'a [f32]>,
+    /// K and V in pages through a block table ([`Pages`]); `None`: `k` and `v` hold the
+    /// keys in order, as `self.k` and `self.v` lay them out.
+    pub pages: Option<Pages<'a>>,
 }
 
 impl<'a> Params<'a> {
@@ -247,6 +251,7 @@ impl<'a> Params<'a> {
             softcap: None,
             sinks: None,
             alibi: None,
+            pages: None,
         }
     }
 
@@ -273,8 +278,8 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// Re-expresses the K and V layouts, given in values, in the elements of the types they
-    /// are stored in: their strides divided by the values per element (32 for
+    /// Re-expresses the K and V layouts (and page strides), given in values, in the elements
+    /// of the types they are stored in: their strides divided by the values per element (32 for
     /// [`BlockQ8_0`](crate::BlockQ8_0), 1 for the others, for which this changes nothing).
     /// Call it once, after the layouts are set.
     ///
@@ -294,6 +299,14 @@ impl<'a> Params<'a> {
             v: Layout {
                 head_stride: self.v.head_stride / vv,
                 row_stride: self.v.row_stride / vv,
+            },
+            pages: match self.pages {
+                Some(p) => Some(Pages {
+                    k_page_stride: p.k_page_stride / kv,
+                    v_page_stride: p.v_page_stride / vv,
+                    ..p
+                }),
+                None => None,
             },
             ..self
         }
@@ -316,6 +329,14 @@ impl<'a> Params<'a> {
     pub const fn with_bias(self, bias: Bias<'a>) -> Params<'a> {
         Params {
             bias: Some(bias),
+            ..self
+        }
+    }
+
+    /// Reads K and V through `pages` ([`Pages`]); `self.k` and `self.v` then lay out one page.
+    pub const fn with_pages(self, pages: Pages<'a>) -> Params<'a> {
+        Params {
+            pages: Some(pages),
             ..self
         }
     }
@@ -391,6 +412,50 @@ impl<'a> Params<'a> {
         match self.scale {
             Some(s) => s,
             None => 1.0 / libm::sqrtf(self.shape.head_dim as f32),
+        }
+    }
+
+    /// The pages the kernel reads through: none in a build without them, whose validation
+    /// refuses params that set them (so the kernel's code for them is left out).
+    #[inline(always)]
+    pub(crate) fn paged(&self) -> Option<Pages<'a>> {
+        if PAGED { self.pages } else { None }
+    }
+
+    /// Where key `j` of kv head `g` starts in `k` (wrapping, as [`Layout::at`]; through
+    /// the pages if any).
+    #[inline(always)]
+    pub(crate) fn k_at(&self, g: usize, j: usize) -> usize {
+        match self.paged() {
+            None => self.k.at(g, j),
+            Some(p) => {
+                let (page, row) = p.locate(j);
+                page.wrapping_mul(p.k_page_stride)
+                    .wrapping_add(self.k.at(g, row))
+            }
+        }
+    }
+
+    /// [`Params::k_at`] for `v`.
+    #[inline(always)]
+    pub(crate) fn v_at(&self, g: usize, j: usize) -> usize {
+        match self.paged() {
+            None => self.v.at(g, j),
+            Some(p) => {
+                let (page, row) = p.locate(j);
+                page.wrapping_mul(p.v_page_stride)
+                    .wrapping_add(self.v.at(g, row))
+            }
+        }
+    }
+
+    /// One past the last key stored in order with key `j` at the row stride: the end of its
+    /// page, or `usize::MAX` without pages.
+    #[inline(always)]
+    pub(crate) fn run_end(&self, j: usize) -> usize {
+        match self.paged() {
+            None => usize::MAX,
+            Some(p) => p.page_end(j),
         }
     }
 

@@ -31,7 +31,7 @@ impl Part {
 
     /// The problem this part is: its shape, the mask shifted so keys keep their absolute
     /// positions ([`shifted_mask`]), the bias and ALiBi slopes from the part's first element,
-    /// and no sinks. Layouts and the softcap are those of `params`.
+    /// the pages from its first key, and no sinks. Layouts and the softcap are those of `params`.
     ///
     /// Errors as [`shifted_mask`].
     pub fn params<'a>(&self, params: &Params<'a>) -> Result<Params<'a>, Error> {
@@ -50,6 +50,8 @@ impl Part {
         sub.alibi = params
             .alibi
             .map(|s| s.get(self.heads.start..).unwrap_or(&[]));
+        // Key 0 of the part is key `keys.start` of the pages.
+        sub.pages = params.pages.map(|p| p.starting_at(self.keys.start));
         sub.bias = params.bias.map(|b| {
             let first = b
                 .layout()
@@ -70,10 +72,17 @@ impl Part {
     ) -> (&'s [f32], &'s [K], &'s [V]) {
         let group = params.shape.q_heads / params.shape.kv_heads.max(1);
         let g = self.heads.start / group.max(1);
+        // With pages, K and V stay whole pools, from the part's first kv head; the part's
+        // pages (`Part::params`) find its keys.
+        let key = if params.paged().is_some() {
+            0
+        } else {
+            self.keys.start
+        };
         (
             from(q, params.q.at(self.heads.start, self.rows.start)),
-            from(k, params.k.at(g, self.keys.start)),
-            from(v, params.v.at(g, self.keys.start)),
+            from(k, params.k.at(g, key)),
+            from(v, params.v.at(g, key)),
         )
     }
 }

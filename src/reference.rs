@@ -55,7 +55,7 @@ pub fn attention<K: KvType, V: KvType>(
                 if bias == f64::NEG_INFINITY {
                     return None;
                 }
-                let k_row = &k[params.k.at(g, j)..];
+                let k_row = &k[params.k_at(g, j)..];
                 let dot: f64 = q_row
                     .iter()
                     .enumerate()
@@ -111,7 +111,7 @@ pub fn attention<K: KvType, V: KvType>(
                     for j in 0..s.kv_len {
                         if let Some(sj) = score(j) {
                             let p = libm::exp(sj - max);
-                            let v_row = &v[params.v.at(g, j)..];
+                            let v_row = &v[params.v_at(g, j)..];
                             for (c, a) in acc.iter_mut().take(o.len()).enumerate() {
                                 let x = kv::value(v_row, chunk * COLS + c).unwrap_or(f32::NAN);
                                 *a += p * x as f64;

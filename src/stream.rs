@@ -181,8 +181,9 @@ impl<'p, 's> Stream<'p, 's> {
     }
 
     /// Feeds the keys at absolute positions `keys`: `k` and `v` hold their rows (row 0 is key
-    /// `keys.start`), laid out with the strides of `params.k` and `params.v`; `q` is the
-    /// problem's `q` (the same at every update).
+    /// `keys.start`), laid out with the strides of `params.k` and `params.v`; with pages
+    /// ([`Params::pages`]), `k` and `v` are the whole pools and the table finds the keys. `q`
+    /// is the problem's `q` (the same at every update).
     ///
     /// Errors (the state is unchanged): [`Error::KeyRange`] if `keys` is not within
     /// `0..=kv_len`, then what [`attention`](crate::attention) returns for the chunk as a

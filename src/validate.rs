@@ -103,12 +103,17 @@ impl Params<'_> {
         per_head(Tensor::Sinks, self.sinks, self.shape.q_heads)
     }
 
-    /// The extents of `q`, `k` and `v` (in their own elements).
+    /// The extents of `q`, `k` and `v` (in their own elements; with pages, every page the
+    /// keys reach).
     fn check_qkv<K: KvType, V: KvType>(&self, q: &[f32], k: &[K], v: &[V]) -> Result<(), Error> {
         let s = &self.shape;
         let k_cols = units(Tensor::K, s.head_dim, K::KIND.values())?;
         let v_cols = units(Tensor::V, s.v_dim, V::KIND.values())?;
         check_extent(Tensor::Q, q.len(), self.q, s.q_heads, s.q_len, s.head_dim)?;
+        if let Some(pages) = &self.pages {
+            let (k, v) = ((self.k, k_cols, k.len()), (self.v, v_cols, v.len()));
+            return pages.check(s.kv_heads, s.kv_len, k, v);
+        }
         check_extent(Tensor::K, k.len(), self.k, s.kv_heads, s.kv_len, k_cols)?;
         check_extent(Tensor::V, v.len(), self.v, s.kv_heads, s.kv_len, v_cols)
     }

@@ -18,7 +18,7 @@ use core::ops::Range;
 use qkv::split::Level;
 use qkv::stream::Stream;
 use qkv::{
-    Bias, BlockQ8_0, Dim, Emulated, Error, Isa, KvKind, KvType, Layout, Mask, Params,
+    Bias, BlockQ8_0, Dim, Emulated, Error, Isa, KvKind, KvType, Layout, Mask, Pages, Params,
     QueryPos, Shape, Tensor, bf16, f16,
 };
 
@@ -154,7 +154,9 @@ fn bias_and_params<'a>(_: Params<'a>) {
         softcap,
         sinks,
         alibi,
+        pages,
     }: Params<'a> = PARAMS;
+    let _: Option<Pages<'a>> = pages;
     let _: Option<f32> = scale;
     let _: Option<Bias<'a>> = bias;
     let _: (Option<f32>, Option<&'a [f32]>, Option<&'a [f32]>) = (softcap, sinks, alibi);
@@ -167,6 +169,19 @@ fn bias_and_params<'a>(_: Params<'a>) {
     let _: fn(Params<'a>, f32) -> Params<'a> = Params::with_softcap;
     let _: fn(Params<'a>, &'a [f32]) -> Params<'a> = Params::with_sinks;
     let _: fn(Params<'a>, &'a [f32]) -> Params<'a> = Params::with_alibi;
+    let _: fn(Params<'a>, Pages<'a>) -> Params<'a> = Params::with_pages;
+    let Pages {
+        table,
+        page_len,
+        k_page_stride,
+        v_page_stride,
+        offset,
+    } = Pages::new(&[], 16, 0, 0);
+    let _: (&[u32], usize, usize, usize, usize) =
+        (table, page_len, k_page_stride, v_page_stride, offset);
+    let _: fn(&'a [u32], usize, usize, usize) -> Pages<'a> = Pages::new;
+    value::<Pages<'a>>();
+    eq_hash::<Pages<'a>>();
     let _: fn(&Params<'a>) -> f32 = Params::scale;
     let _: fn(&Params<'a>) -> i128 = Params::query_offset;
     let _: fn(&Params<'a>, usize, usize) -> bool = Params::is_visible;
@@ -192,6 +207,7 @@ fn errors() {
         Error::InvalidScale,
         Error::InvalidSoftcap,
         Error::VariantsNotBuilt,
+        Error::ZeroPageLen,
         Error::Unsupported(Isa::Neon),
         Error::KeyRange {
             start: 0,
@@ -226,10 +242,11 @@ fn errors() {
             // `Tensor` is `#[non_exhaustive]` too.
             Error::Overflow(t) | Error::Overlap(t) => match t {
                 Tensor::Q | Tensor::K | Tensor::V | Tensor::Out | Tensor::Lse | Tensor::Bias => {}
-                Tensor::Sinks | Tensor::Alibi => {}
+                Tensor::Sinks | Tensor::Alibi | Tensor::BlockTable => {}
                 _ => {}
             },
             Error::InvalidScale | Error::InvalidSoftcap | Error::VariantsNotBuilt => {}
+            Error::ZeroPageLen => {}
             Error::Unsupported(isa) => {
                 let _: Isa = isa;
             }

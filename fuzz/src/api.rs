@@ -197,6 +197,7 @@ pub fn run(data: &[u8]) {
         softcap: None,
         sinks: None,
         alibi: None,
+        pages: None,
     };
     let p = &params;
     let sentinel = f32::from_bits(SENTINEL);

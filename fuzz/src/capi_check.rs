@@ -321,6 +321,7 @@ impl Drawn {
             softcap: None,
             sinks: None,
             alibi: None,
+            pages: None,
         }
     }
 

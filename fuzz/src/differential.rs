@@ -26,6 +26,10 @@
 //! scores, far above or below them, `±inf` or NaN) and one ALiBi slope per query head (the
 //! paper's powers of two, 0, negative, huge, tiny, `+inf` or NaN).
 //!
+//! Last, in about one case of four, paged K/V: the test kit's pools (`tests/common/pages.rs`:
+//! pages in reverse order, unused rows NaN) with pages of 1 to 100 keys, either layout, key 0
+//! at any row of the first page. The reference still reads the keys in order.
+//!
 //! # What is compared
 //! Every level of the test kit (`tests/common`: each available [`Isa`](qkv::Isa) and every
 //! [`Emulated`](qkv::Emulated) width) runs on the case and is checked by its
@@ -34,7 +38,7 @@
 //! with the rules for values past `f32`'s range, infinite `v` and the bias's rounding).
 
 use crate::bytes::Bytes;
-use crate::common::{Case, check_all, extent, laid_out};
+use crate::common::{Case, Paging, check_all, extent, laid_out};
 use qkv::{KvKind, Layout, Mask, QueryPos, Shape};
 
 /// The special values the data is drawn from at a chosen rate.
@@ -281,6 +285,7 @@ pub fn decode_as(data: &[u8], typed: bool) -> Case {
         softcap: None,
         sinks: None,
         alibi: None,
+        paging: None,
     };
     if typed {
         let kinds = kv_kinds(b, head_dim, v_dim);
@@ -319,6 +324,16 @@ pub fn decode_as(data: &[u8], typed: bool) -> Case {
                 })
                 .collect(),
         );
+    }
+    // Paged K/V, last of all: pages of 1 to 100 keys (below, at and above a block), either
+    // layout, from a row inside the first page.
+    if b.chance(64) {
+        let page_len = b.pick(&[1, 2, 3, 7, 16, 48, 64, 100]);
+        case.paging = Some(Paging {
+            page_len,
+            hnd: b.chance(128),
+            offset: b.below(page_len),
+        });
     }
     case
 }

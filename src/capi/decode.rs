@@ -264,6 +264,9 @@ impl Desc {
             ),
             Tensor::Sinks => (d.sinks_count, Some(s.q_heads)),
             Tensor::Alibi => (d.alibi_count, Some(s.q_heads)),
+            // The descriptor has no block table (paged K/V is not in the C ABI yet), so no
+            // entry point asks for its buffer.
+            Tensor::BlockTable => (0, Some(0)),
         };
         Buf::of(kind, ptr, count, extent)
     }

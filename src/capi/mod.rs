@@ -177,7 +177,7 @@ statuses!(
 /// through. No wildcard arm, so a new variant does not compile until it has a status.
 pub const fn error_status(e: Error) -> QkvStatus {
     match e {
-        Error::ZeroDim(_) => QKV_ERR_ZERO_DIM,
+        Error::ZeroDim(_) | Error::ZeroPageLen => QKV_ERR_ZERO_DIM,
         Error::HeadsNotDivisible { .. } => QKV_ERR_HEADS_NOT_DIVISIBLE,
         Error::TooShort { .. } | Error::KeyRange { .. } => QKV_ERR_TOO_SHORT,
         Error::Overflow(_) => QKV_ERR_OVERFLOW,
@@ -188,7 +188,7 @@ pub const fn error_status(e: Error) -> QkvStatus {
         Error::BlockSize { .. } => QKV_ERR_BLOCK_SIZE,
         Error::TaskIndex { .. } => QKV_ERR_TASK,
         Error::InvalidSoftcap => QKV_ERR_INVALID_SOFTCAP,
-        Error::VariantsNotBuilt => QKV_ERR_VARIANT,
+        Error::VariantsNotBuilt | Error::PagesNotBuilt => QKV_ERR_VARIANT,
     }
 }
 

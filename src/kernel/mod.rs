@@ -144,12 +144,14 @@ struct Inputs<'p, 'a> {
     stream_hint: mem::StreamHint,
 }
 
-/// One block of keys, `k0..k0 + cols`, and how far ahead of its V rows the P·V tiles ask
-/// for the next block's (0: not at all).
+/// One block of keys, `k0..k0 + cols`, and how far ahead of its K and V rows (in elements,
+/// wrapping: the next page may come before this one) decode's Q·Kᵀ and the P·V tiles ask
+/// for lines they will read next (0: not at all).
 #[derive(Clone, Copy)]
 struct Keys {
     k0: usize,
     cols: usize,
+    k_ahead: usize,
     v_ahead: usize,
 }
 
@@ -369,24 +371,48 @@ impl Block {
         let no_keys = Keys {
             k0: keys.0,
             cols: 0,
+            k_ahead: 0,
             v_ahead: 0,
         };
         self.step(simd, x, no_keys, scratch, Op::PrepareQ);
-        for k0 in (keys.0..keys.1).step_by(t.keys) {
+        let paged = x.p.paged().is_some();
+        // A block never crosses a page end, where its rows stop being at one stride. The
+        // rest of a page between one and two blocks long is cut in halves of a multiple of 4
+        // keys (the tiles' key steps): a page of 64 keys is two blocks of 32, not 48 and 16.
+        let block_len = |k0: usize| {
+            let left = keys.1 - k0;
+            let run = x.p.run_end(k0) - k0;
+            match paged && run <= left && run > t.keys && run < 2 * t.keys {
+                true => (run / 2).next_multiple_of(4).min(t.keys),
+                false => t.keys.min(left).min(run),
+            }
+        };
+        let mut k0 = keys.0;
+        while k0 < keys.1 {
+            let cols = block_len(k0);
+            let next = k0 + cols;
+            let next_cols = block_len(next);
             // While P·V reads a block's V lines it asks for the same lines of the next block
-            // (not past the keys): decode streams V from memory, prefill from L2 or L3.
-            let v_ahead = match keys.1 - k0 >= 2 * t.keys {
-                true => t.keys * x.p.v.row_stride,
-                false => 0,
-            };
+            // (a whole one; not past the keys): decode streams V from memory, prefill from L2
+            // or L3. Decode asks for K `PREFETCH_KEYS` rows ahead, or with pages, where that
+            // may leave the page, the next block's.
+            let (p, g, whole_next) = (x.p, self.g, next_cols == cols);
+            let ahead = |from: usize, to: usize| if whole_next { to.wrapping_sub(from) } else { 0 };
             let kb = Keys {
                 k0,
-                cols: t.keys.min(keys.1 - k0),
-                v_ahead,
+                cols,
+                k_ahead: match paged {
+                    false => config::PREFETCH_KEYS
+                        .checked_mul(p.k.row_stride)
+                        .unwrap_or(0),
+                    true => ahead(p.k_at(g, k0), p.k_at(g, next)),
+                },
+                v_ahead: ahead(p.v_at(g, k0), p.v_at(g, next)),
             };
             self.scores(simd, x, kv.0, kb, scratch, tile);
             self.step(simd, x, kb, scratch, Op::Softmax);
             self.weighted_values(simd, x, kv.1, kb, scratch, tile);
+            k0 = next;
         }
     }
 

@@ -31,7 +31,7 @@ impl Block {
         if S::F32_LANES > 1 && !self.packed() && all_whole {
             return self.stored_step(simd, x, (v, keys), scratch, Read::Values);
         }
-        let (stride, first) = (x.p.v.row_stride, x.p.v.at(self.g, keys.k0) + self.v0);
+        let (stride, first) = (x.p.v.row_stride, x.p.v_at(self.g, keys.k0) + self.v0);
         let rows = match kv::as_f32(v) {
             // Validation guarantees these rows are inside `v`; checked once per block.
             Some(v) => F32Rows {
@@ -42,7 +42,7 @@ impl Block {
             None => {
                 let dst = &mut tile[..keys.cols * self.vw];
                 let widen = WidenRows {
-                    src: v.get(x.p.v.at(self.g, keys.k0)..).unwrap_or(&[]),
+                    src: v.get(x.p.v_at(self.g, keys.k0)..).unwrap_or(&[]),
                     stride,
                     rows: keys.cols,
                     col: self.v0,
@@ -175,7 +175,7 @@ impl Block {
         let cols = keys.cols;
         let (ks, v_cols) = (scratch.t.key_stride, scratch.t.v_cols);
         let stride = x.p.v.row_stride;
-        let (values, first) = (V::KIND.values(), x.p.v.at(self.g, keys.k0));
+        let (values, first) = (V::KIND.values(), x.p.v_at(self.g, keys.k0));
         let v0 = self.v0;
         // Validation guarantees these rows are inside `v`; checked once per block. The rows
         // start at column 0: a q8_0 panel may start inside a block.

@@ -5,8 +5,7 @@
 use pulp::Simd;
 
 use super::config::{
-    DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, PREFETCH_KEYS, QR_NARROW, QR_WIDE,
-    QR_WIDE_SCALAR, wide,
+    DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, QR_NARROW, QR_WIDE, QR_WIDE_SCALAR, wide,
 };
 use super::mem::{F32Rows, Rows, RowsMut, WidenRows, key_steps, strided_copy, with_count};
 use super::scratch::Scratch;
@@ -55,7 +54,7 @@ impl Block {
         }
         let head_dim = x.p.shape.head_dim;
         let q_cols = scratch.t.q_cols;
-        let (ks, first) = (x.p.k.row_stride, x.p.k.at(self.g, keys.k0));
+        let (ks, first) = (x.p.k.row_stride, x.p.k_at(self.g, keys.k0));
         for d0 in (0..head_dim).step_by(q_cols) {
             let dw = q_cols.min(head_dim - d0);
             let rows = match kv::as_f32(k) {
@@ -168,14 +167,13 @@ impl Block {
         let ks = x.p.k.row_stride;
         let cols = keys.cols;
         let units = head_dim / K::KIND.values();
-        let k_block = &k[x.p.k.at(self.g, keys.k0)..][..(cols - 1) * ks + units];
+        let k_block = &k[x.p.k_at(self.g, keys.k0)..][..(cols - 1) * ks + units];
         let key_stride = scratch.t.key_stride;
         let out = &mut scratch.dot_scores[..M * key_stride];
-        // Decode streams K from memory once: ask for the rows `PREFETCH_KEYS` ahead, for L1
-        // only (the lines are read once). A prefetch past the tensor is harmless: it never
-        // faults; but past `usize` (a huge stride over few keys) there is nothing to ask for.
-        // (V's lines are asked for by P·V, a block ahead.)
-        let ahead = (PREFETCH_KEYS.checked_mul(ks).unwrap_or(0), x.stream_hint);
+        // Decode streams K from memory once: ask for the rows `keys.k_ahead` elements on
+        // with the CPU's hint for lines read once. A prefetch past the tensor is harmless: it
+        // never faults. (V's lines are asked for by P·V, a block ahead.)
+        let ahead = (keys.k_ahead, x.stream_hint);
         for (j, n) in key_steps(cols, DOT_KEYS) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and

@@ -29,6 +29,9 @@ pub struct Case {
     pub sinks: Option<Vec<f32>>,
     /// One ALiBi slope per query head, if any.
     pub alibi: Option<Vec<f32>>,
+    /// Whether the call reads K and V through pages ([`Case::call_inputs`]); `k` and `v`
+    /// hold them in order either way.
+    pub paging: Option<super::pages::Paging>,
 }
 
 /// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
@@ -97,6 +100,7 @@ impl Case {
             softcap: None,
             sinks: None,
             alibi: None,
+            paging: None,
         }
     }
 

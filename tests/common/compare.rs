@@ -313,7 +313,7 @@ impl Row {
 fn describe(case: &Case) -> String {
     format!(
         "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {} K/V stored as {:?} \
-         softcap {:?} sinks {:?} alibi {:?}",
+         softcap {:?} sinks {:?} alibi {:?} paging {:?}",
         case.shape,
         case.layouts,
         case.scale,
@@ -323,7 +323,8 @@ fn describe(case: &Case) -> String {
         case.kinds,
         case.softcap,
         case.sinks,
-        case.alibi
+        case.alibi,
+        case.paging
     )
 }
 
@@ -402,9 +403,9 @@ pub fn check_in(case: &Case, want: &Expected, level: Level, workspace: Option<us
         case.lse.then_some(&mut got_lse[..]),
     );
     let _ = (k, v);
-    let (sk, sv) = case.stored();
-    let sp = case.stored_params();
-    with_stored!(&sk, |k| with_stored!(&sv, |v| match workspace {
+    let call = case.call_inputs();
+    let sp = call.params(case);
+    with_stored!(&call.k, |k| with_stored!(&call.v, |v| match workspace {
         None => level.attention(&sp, q, k, v, &mut got, lse),
         Some(n) => level.attention_in(&mut vec![f32::NAN; n], &sp, q, k, v, &mut got, lse),
     }))
@@ -456,10 +457,18 @@ pub fn one_shot(case: &Case, level: Option<Level>) -> Outputs {
     let p = case.params();
     let mut out = vec![f32::NAN; case.out_len];
     let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
-    let (sk, sv) = case.stored();
-    let sp = case.stored_params();
+    // The reference reads the keys in order: paged or not, it is the same oracle.
+    let call = match level {
+        Some(_) => case.call_inputs(),
+        None => Case {
+            paging: None,
+            ..case.clone()
+        }
+        .call_inputs(),
+    };
+    let sp = call.params(case);
     let _ = p;
-    with_stored!(&sk, |k| with_stored!(&sv, |v| match level {
+    with_stored!(&call.k, |k| with_stored!(&call.v, |v| match level {
         Some(l) => l.attention(&sp, &case.q, k, v, &mut out, Some(&mut lse)),
         None => qkv::reference::attention(&sp, &case.q, k, v, &mut out, Some(&mut lse)),
     }))

@@ -13,6 +13,7 @@ pub mod case;
 pub mod compare;
 pub mod exp;
 pub mod kv;
+pub mod pages;
 
 pub use case::{
     Case, alibi_slopes, error_fixture, extent, laid_out, random_cases, random_mask, random_sinks,
@@ -22,6 +23,7 @@ pub use compare::{
     Expected, Joined, Outputs, Row, RowError, assert_same_bits, check, check_all, check_in,
     check_level, close, compare_joined, compare_row, joined_series, one_shot, row,
 };
+pub use pages::{CallInputs, Paging};
 
 use qkv::plan::Plan;
 use qkv::split::Level;

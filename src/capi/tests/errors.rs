@@ -10,7 +10,7 @@ extern crate std;
 use std::{vec, vec::Vec};
 
 /// One value of every [`Error`] variant, with the status the docs give it.
-const EVERY_ERROR: [(Error, QkvStatus); 13] = [
+const EVERY_ERROR: [(Error, QkvStatus); 15] = [
     (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
     (
         Error::HeadsNotDivisible {
@@ -54,6 +54,8 @@ const EVERY_ERROR: [(Error, QkvStatus); 13] = [
     (Error::TaskIndex { task: 99, tasks: 6 }, QKV_ERR_TASK),
     (Error::InvalidSoftcap, QKV_ERR_INVALID_SOFTCAP),
     (Error::VariantsNotBuilt, QKV_ERR_VARIANT),
+    (Error::ZeroPageLen, QKV_ERR_ZERO_DIM),
+    (Error::PagesNotBuilt, QKV_ERR_VARIANT),
 ];
 
 /// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
@@ -73,6 +75,8 @@ fn variant(e: Error) -> usize {
         Error::TaskIndex { .. } => 10,
         Error::InvalidSoftcap => 11,
         Error::VariantsNotBuilt => 12,
+        Error::ZeroPageLen => 13,
+        Error::PagesNotBuilt => 14,
     }
 }
 
@@ -160,6 +164,9 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     }
     // This build has the variants (`validate.rs` tests the refusal without them).
     never.push(variant(Error::VariantsNotBuilt));
+    // The descriptor has no block table: paged K/V is not in the C ABI.
+    never.push(variant(Error::ZeroPageLen));
+    never.push(variant(Error::PagesNotBuilt));
     never
 }
 

@@ -1,0 +1,171 @@
+//! What reading K and V through pages costs: decode over 32k keys (32 query heads over 8 kv
+//! heads, d128) with K/V in `f32` and in `f16`, and a 4k² prefill, each with K and V in
+//! order and in pools of pages of 16, 64 and 256 keys (`[pages][kv_heads][page_len][dim]`,
+//! the pages in a shuffled order as a cache that has served many sequences holds them). The
+//! calls are interleaved one by one so that every layout sees the same machine; medians of
+//! the call times and of their ratio to the in-order call of the same round.
+//!
+//! ```text
+//! cargo run --release --example paged_cost [-- --level avx2|avx512|scalar|neon] [--seconds S]
+//! ```
+
+use std::time::Instant;
+
+#[path = "common/problem.rs"]
+mod problem;
+
+use problem::{decode, prefill};
+use qkv::{Isa, KvType, Layout, Level, Mask, Pages, Params, f16};
+
+fn fill(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `pages` page indices in a shuffled order (a fixed permutation).
+fn shuffled(pages: usize) -> Vec<u32> {
+    let mut t: Vec<u32> = (0..pages as u32).collect();
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    for i in (1..t.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        t.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    t
+}
+
+/// `x` (planar `[kv_heads][kv_len][dim]`) copied into a pool of pages of `page_len` keys,
+/// `[pages][kv_heads][page_len][dim]`, placed as `table` says.
+fn paged<T: Copy + Default>(
+    x: &[T], kv_heads: usize, kv_len: usize, dim: usize, page_len: usize, table: &[u32],
+) -> Vec<T> {
+    let stride = kv_heads * page_len * dim;
+    let mut pool = vec![T::default(); table.len() * stride];
+    for g in 0..kv_heads {
+        for j in 0..kv_len {
+            let at = table[j / page_len] as usize * stride + (g * page_len + j % page_len) * dim;
+            pool[at..at + dim].copy_from_slice(&x[(g * kv_len + j) * dim..][..dim]);
+        }
+    }
+    pool
+}
+
+/// Times `problem` with K and V as `T`, in order and through pages of each length.
+fn run<T: KvType + Copy + Default>(
+    level: Level, seconds: f64, problem: &problem::Problem, convert: fn(&[f32]) -> Vec<T>,
+    what: &str,
+) {
+    let s = problem.shape;
+    let [q, k, v] = problem.inputs(fill);
+    let (k, v) = (convert(&k), convert(&v));
+    let mut out = vec![0.0f32; problem.out_len()];
+    let plain = problem.params();
+    let lens = [16usize, 64, 256];
+    let tables: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&l| shuffled(s.kv_len.div_ceil(l)))
+        .collect();
+    let pools: Vec<(Vec<T>, Vec<T>)> = lens
+        .iter()
+        .zip(&tables)
+        .map(|(&l, t)| {
+            (
+                paged(&k, s.kv_heads, s.kv_len, s.head_dim, l, t),
+                paged(&v, s.kv_heads, s.kv_len, s.v_dim, l, t),
+            )
+        })
+        .collect();
+    let pages: Vec<Pages> = lens
+        .iter()
+        .zip(&tables)
+        .map(|(&l, t)| {
+            let stride = s.kv_heads * l * s.head_dim;
+            Pages::new(t, l, stride, stride)
+        })
+        .collect();
+    let mut configs: Vec<(String, Params, &[T], &[T])> =
+        vec![("in order".to_string(), plain, &k, &v)];
+    for ((l, p), (pk, pv)) in lens.iter().zip(&pages).zip(&pools) {
+        let params = Params {
+            k: Layout::planar(*l, s.head_dim),
+            v: Layout::planar(*l, s.v_dim),
+            ..plain.with_pages(*p)
+        };
+        configs.push((format!("pages of {l}"), params, pk, pv));
+    }
+    let mut times = vec![Vec::new(); configs.len()];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds || times[0].len() < 3 {
+        for (t, (_, p, k, v)) in times.iter_mut().zip(&configs) {
+            let t0 = Instant::now();
+            level
+                .attention(p, &q, k, v, &mut out, None)
+                .expect("valid problem");
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let base = times[0].clone();
+    println!("{} ({what} K/V):", problem.name);
+    for ((name, ..), t) in configs.iter().zip(&times) {
+        let ratios: Vec<f64> = t.iter().zip(&base).map(|(a, b)| a / b).collect();
+        println!(
+            "  {name:12} {:9.3} ms   {:.3}× in order ({} rounds)",
+            median(t.clone()) * 1e3,
+            median(ratios),
+            t.len()
+        );
+    }
+}
+
+fn main() {
+    let mut level = Level::Detect;
+    let mut seconds = 6.0;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--level", Some(l)) => {
+                let isa = Isa::ALL.into_iter().find(|i| i.name() == l);
+                level = Level::Isa(isa.unwrap_or_else(|| panic!("unknown level {l}")));
+            }
+            ("--seconds", Some(s)) => seconds = s.parse().expect("--seconds takes a number"),
+            _ => panic!("usage: paged_cost [--level NAME] [--seconds S]"),
+        }
+    }
+    let name = match level {
+        Level::Isa(i) => i.name(),
+        _ => Isa::detect().name(),
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(String::from)
+        })
+        .unwrap_or_default();
+    println!("{cpu}; level {name}; {seconds} s a problem, calls interleaved");
+    let dec = decode(32, 8, 32768, Mask::NONE);
+    run::<f32>(level, seconds, &dec, |x| x.to_vec(), "f32");
+    run::<f16>(
+        level,
+        seconds,
+        &dec,
+        |x| x.iter().map(|&a| f16::from_f32(a)).collect(),
+        "f16",
+    );
+    let pre = prefill(1, 4096, Mask::causal());
+    run::<f32>(level, seconds, &pre, |x| x.to_vec(), "f32");
+}

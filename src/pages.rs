@@ -1,0 +1,179 @@
+//! Paged K/V: the keys of a sequence in fixed-size pages of a pool, found through a block
+//! table (vLLM's and FlashInfer's paged KV cache), read in place. [`Pages`], where each key
+//! is, and the check of a table against the pools.
+
+use crate::Layout;
+use crate::error::{Error, Tensor};
+
+/// Whether this build reads paged K/V (feature `paged-kv`).
+pub(crate) const PAGED: bool = cfg!(feature = "paged-kv");
+
+/// K and V stored in pages of `page_len` keys, in any order, found through a block table.
+///
+/// Key `j` of the sequence is row `(offset + j) % page_len` of page
+/// `table[(offset + j) / page_len]`. Page `p` of the `k` pool starts at element
+/// `p · k_page_stride` (of `v`, at `p · v_page_stride`); within a page, kv heads and rows
+/// are laid out as [`Params::k`](crate::Params::k) and [`Params::v`](crate::Params::v) say.
+/// So element `d` of key `j` of kv head `g` is at
+/// `table[(offset + j) / page_len] · k_page_stride + k.at(g, (offset + j) % page_len) + d`.
+///
+/// The two usual layouts of a pool of pages of `page_len` keys:
+/// - `[pages][page_len][kv_heads][dim]` (vLLM's and FlashInfer's "NHD"):
+///   [`Layout::interleaved`]`(kv_heads, dim)` and a page stride of `page_len · kv_heads · dim`;
+/// - `[pages][kv_heads][page_len][dim]` ("HND"): [`Layout::planar`]`(page_len, dim)` and a
+///   page stride of `kv_heads · page_len · dim`.
+///
+/// Strides count elements of the stored type, as the layouts do (`q8_0` blocks: see
+/// [`Params::with_kv_units`](crate::Params::with_kv_units), which divides these too).
+/// The kernel cuts its blocks of keys at page ends, so a page of at least 48 keys costs
+/// nothing; smaller pages make smaller blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pages<'a> {
+    /// The page of each `page_len` keys of the sequence, in order; it must hold at least
+    /// `(offset + kv_len) / page_len` entries, rounded up.
+    pub table: &'a [u32],
+    /// Keys per page; at least 1 ([`Error::ZeroPageLen`]).
+    pub page_len: usize,
+    /// Elements of `k` from one page to the next.
+    pub k_page_stride: usize,
+    /// Elements of `v` from one page to the next.
+    pub v_page_stride: usize,
+    /// The row of key 0 in its page, counted from the start of `table[0]`: the first
+    /// `offset` rows of the table's pages are not keys of this call (0 for a whole sequence;
+    /// split-KV parts and stream chunks start later).
+    pub offset: usize,
+}
+
+impl<'a> Pages<'a> {
+    /// Pages of `page_len` keys through `table`, from the first row of `table[0]`.
+    pub const fn new(
+        table: &'a [u32], page_len: usize, k_page_stride: usize, v_page_stride: usize,
+    ) -> Pages<'a> {
+        Pages {
+            table,
+            page_len,
+            k_page_stride,
+            v_page_stride,
+            offset: 0,
+        }
+    }
+
+    /// The page (its index in the pool) and the row in it of key `j`. Wrapping: valid only
+    /// where [`Pages::check`] passed; a table too short gives page 0.
+    #[inline(always)]
+    pub(crate) fn locate(&self, j: usize) -> (usize, usize) {
+        let n = self.offset.wrapping_add(j);
+        let len = self.page_len.max(1);
+        let page = self.table.get(n / len).copied().unwrap_or(0);
+        (page as usize, n % len)
+    }
+
+    /// One past the last key in the page of key `j`.
+    #[inline(always)]
+    pub(crate) fn page_end(&self, j: usize) -> usize {
+        let len = self.page_len.max(1);
+        j.saturating_add(len - self.offset.wrapping_add(j) % len)
+    }
+
+    /// The same pages with key `start` as key 0.
+    pub(crate) fn starting_at(self, start: usize) -> Pages<'a> {
+        let len = self.page_len.max(1);
+        let n = self.offset.saturating_add(start);
+        Pages {
+            table: self.table.get(n / len..).unwrap_or(&[]),
+            offset: n % len,
+            ..self
+        }
+    }
+
+    /// Checks the table and both pools for `kv_len` keys of `kv_heads` heads, with rows of
+    /// `k_cols` and `v_cols` elements laid out as `k` and `v` within a page: every page the
+    /// keys reach must lie inside its pool. `O(pages)`.
+    ///
+    /// Errors: [`Error::PagesNotBuilt`] in a build without the feature `paged-kv`;
+    /// [`Error::ZeroPageLen`]; [`Error::TooShort`] for a table with too few entries
+    /// ([`Tensor::BlockTable`]) or a pool too short for a page it names ([`Tensor::K`],
+    /// [`Tensor::V`]); [`Error::Overflow`] where an extent overflows `usize`.
+    pub(crate) fn check(
+        &self, kv_heads: usize, kv_len: usize, k: (Layout, usize, usize), v: (Layout, usize, usize),
+    ) -> Result<(), Error> {
+        self.check_in(PAGED, kv_heads, kv_len, k, v)
+    }
+
+    /// [`Pages::check`] in a build with paged K/V (`built`) or without.
+    fn check_in(
+        &self, built: bool, kv_heads: usize, kv_len: usize,
+        (k, k_cols, k_len): (Layout, usize, usize), (v, v_cols, v_len): (Layout, usize, usize),
+    ) -> Result<(), Error> {
+        if !built {
+            return Err(Error::PagesNotBuilt);
+        }
+        let len = self.page_len;
+        if len == 0 {
+            return Err(Error::ZeroPageLen);
+        }
+        if kv_len == 0 {
+            return Ok(());
+        }
+        let end = self
+            .offset
+            .checked_add(kv_len)
+            .ok_or(Error::Overflow(Tensor::BlockTable))?;
+        let entries = end.div_ceil(len);
+        if self.table.len() < entries {
+            return Err(Error::TooShort {
+                tensor: Tensor::BlockTable,
+                needed: entries,
+                len: self.table.len(),
+            });
+        }
+        let first = self.offset / len;
+        let (mut k_needed, mut v_needed) = (0usize, 0usize);
+        for (e, &page) in self
+            .table
+            .get(first..entries)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            // Rows `..rows` of this page hold keys (the last page may be partly used).
+            let rows = (end - (first + e) * len).min(len);
+            let reach = |stride: usize, l: Layout, cols: usize, tensor| {
+                (page as usize)
+                    .checked_mul(stride)
+                    .zip(l.extent(kv_heads, rows, cols))
+                    .and_then(|(a, b)| a.checked_add(b))
+                    .ok_or(Error::Overflow(tensor))
+            };
+            k_needed = k_needed.max(reach(self.k_page_stride, k, k_cols, Tensor::K)?);
+            v_needed = v_needed.max(reach(self.v_page_stride, v, v_cols, Tensor::V)?);
+        }
+        for (tensor, needed, len) in [(Tensor::K, k_needed, k_len), (Tensor::V, v_needed, v_len)] {
+            if len < needed {
+                return Err(Error::TooShort {
+                    tensor,
+                    needed,
+                    len,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the feature `paged-kv` refuses pages, however well they fit.
+    #[test]
+    fn pages_are_refused_where_not_built() {
+        let pages = Pages::new(&[0], 4, 16, 16);
+        let rows = (Layout::planar(4, 4), 4, 16);
+        assert_eq!(pages.check_in(true, 1, 4, rows, rows), Ok(()));
+        assert_eq!(
+            pages.check_in(false, 1, 4, rows, rows),
+            Err(Error::PagesNotBuilt)
+        );
+    }
+}
