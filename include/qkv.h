@@ -104,7 +104,8 @@ typedef int32_t qkv_status;
 enum qkv_status_code {
     /** Success. */
     QKV_OK = 0,
-    /** q_heads, kv_heads, head_dim or v_dim is 0 (q_len = 0 and kv_len = 0 are fine). */
+    /** q_heads, kv_heads, head_dim or v_dim is 0 (q_len = 0 and kv_len = 0 are fine), or
+     *  page_len with a block_table. */
     QKV_ERR_ZERO_DIM = 1,
     /** q_heads is not a multiple of kv_heads. */
     QKV_ERR_HEADS_NOT_DIVISIBLE = 2,
@@ -152,7 +153,8 @@ enum qkv_status_code {
     /** softcap is neither 0 (none) nor finite and positive. */
     QKV_ERR_INVALID_SOFTCAP = 21,
     /** sinks, alibi or softcap is set, and the library was built without them (Cargo
-     *  feature softmax-variants, in the default build; firmware builds leave it out). */
+     *  feature softmax-variants, in the default build; firmware builds leave it out), or
+     *  block_table is, without paged K/V (feature paged-kv, likewise). */
     QKV_ERR_VARIANT = 22
 };
 
@@ -216,9 +218,13 @@ enum qkv_isa {
 /** Size of the second version: QKV_DESC_SIZE_V1 then k_type and v_type. */
 #define QKV_DESC_SIZE_V2 (QKV_DESC_SIZE_V1 + 8)
 
-/** Size of the third version, this header's: QKV_DESC_SIZE_V2 then sinks, sinks_count,
- *  alibi, alibi_count, softcap and reserved. */
+/** Size of the third version: QKV_DESC_SIZE_V2 then sinks, sinks_count, alibi,
+ *  alibi_count, softcap and reserved. */
 #define QKV_DESC_SIZE_V3 (QKV_DESC_SIZE_V2 + 4 * sizeof(size_t) + 8)
+
+/** Size of the fourth version, this header's: QKV_DESC_SIZE_V3 then block_table,
+ *  block_table_count, page_len, k_page_stride, v_page_stride and page_offset. */
+#define QKV_DESC_SIZE_V4 (QKV_DESC_SIZE_V3 + 6 * sizeof(size_t))
 
 /** The largest struct_size the library accepts (nothing past it is ever read). */
 #define QKV_DESC_MAX_SIZE 4096
@@ -321,11 +327,30 @@ typedef struct qkv_desc {
     float softcap;
     /** Zero. */
     uint32_t reserved;
+    /** Since version 4: paged K and V. The block table, or NULL: k and v then hold the keys
+     *  in order. With a table, k and v are pools of pages of page_len keys: key j is row
+     *  (page_offset + j) % page_len of page block_table[(page_offset + j) / page_len], page p
+     *  starts at element p * k_page_stride of k (p * v_page_stride of v), and the k and v
+     *  layouts lay out one page (NHD [pages][page_len][kv_heads][dim]: interleaved strides;
+     *  HND [pages][kv_heads][page_len][dim]: planar strides over page_len rows). The extent
+     *  of k and v is then what the table's pages reach. */
+    const uint32_t *block_table;
+    /** Entries block_table points to, or 0 for (page_offset + kv_len) / page_len rounded
+     *  up; ignored when block_table is NULL. */
+    size_t block_table_count;
+    /** Keys per page; 0 with a table is QKV_ERR_ZERO_DIM. */
+    size_t page_len;
+    /** Elements of k_type from one page of k to the next. */
+    size_t k_page_stride;
+    /** Elements of v_type from one page of v to the next. */
+    size_t v_page_stride;
+    /** The row of key 0 in the table's first page; usually 0. */
+    size_t page_offset;
 } qkv_desc;
 
 /** Compile-time check (C99 and C++) that this compiler lays qkv_desc out without padding,
  *  as the library does; a negative array size fails the build. */
-typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V3) ? 1 : -1];
+typedef char qkv_desc_has_no_padding_[(sizeof(qkv_desc) == QKV_DESC_SIZE_V4) ? 1 : -1];
 
 /**
  * A descriptor for planar [heads][rows][dim] tensors, packed densely: default scale
@@ -374,6 +399,12 @@ static inline qkv_desc qkv_desc_planar(size_t q_heads, size_t kv_heads, size_t q
     d.alibi_count = 0;
     d.softcap = 0.0f;
     d.reserved = 0;
+    d.block_table = NULL;
+    d.block_table_count = 0;
+    d.page_len = 0;
+    d.k_page_stride = 0;
+    d.v_page_stride = 0;
+    d.page_offset = 0;
     return d;
 }
 
@@ -399,8 +430,8 @@ static inline qkv_desc qkv_desc_interleaved(size_t q_heads, size_t kv_heads, siz
 /**
  * d with k stored as k_type and v as v_type (QKV_TYPE_* values), its k and v strides, given
  * in values as qkv_desc_planar() and qkv_desc_interleaved() give them, turned into elements
- * of those types (divided by 32 for QKV_TYPE_Q8_0, unchanged for the others). Set k_count
- * and v_count, if any, in elements too.
+ * of those types (divided by 32 for QKV_TYPE_Q8_0, unchanged for the others), and the page
+ * strides likewise. Set k_count and v_count, if any, in elements too.
  */
 static inline qkv_desc qkv_desc_kv_types(qkv_desc d, uint32_t k_type, uint32_t v_type) {
     size_t kn = k_type == QKV_TYPE_Q8_0 ? 32 : 1, vn = v_type == QKV_TYPE_Q8_0 ? 32 : 1;
@@ -410,6 +441,8 @@ static inline qkv_desc qkv_desc_kv_types(qkv_desc d, uint32_t k_type, uint32_t v
     d.k.row_stride /= kn;
     d.v.head_stride /= vn;
     d.v.row_stride /= vn;
+    d.k_page_stride /= kn;
+    d.v_page_stride /= vn;
     return d;
 }
 
@@ -536,7 +569,8 @@ qkv_status qkv_stream_init(const qkv_desc *desc, float *state, size_t state_len)
 /**
  * Feeds the keys at absolute positions key_start..key_end (end excluded): k and v hold
  * only those keys' rows (row 0 is key key_start) with the strides of desc->k and desc->v
- * and are taken to hold that many rows (k_count and v_count are ignored); q and bias are
+ * and are taken to hold that many rows (k_count and v_count are ignored) -- or, with a
+ * block_table, k and v are the whole pools of pages (k_count and v_count apply); q and bias are
  * those of the whole problem. Chunks may have any size and come in any order; masks and
  * bias use absolute positions. A range outside 0..kv_len is QKV_ERR_TOO_SHORT. The state
  * is unchanged on error.

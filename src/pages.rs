@@ -86,6 +86,40 @@ impl<'a> Pages<'a> {
         }
     }
 
+    /// What a pool must hold for the pages of `kv_len` keys of `kv_heads` heads, with rows of
+    /// `cols` elements laid out as `l` within a page and pages `stride` elements apart: one
+    /// past the last element any of them reaches (the last page counted only as far as its
+    /// last key). `None` when that overflows `usize`. Entries missing from a table too short
+    /// reach nothing here ([`Pages::check`] refuses the table); a `page_len` of 0 reaches
+    /// nothing.
+    pub(crate) fn reach(
+        &self, kv_heads: usize, kv_len: usize, l: Layout, cols: usize, stride: usize,
+    ) -> Option<usize> {
+        let len = self.page_len;
+        if len == 0 || kv_len == 0 {
+            return Some(0);
+        }
+        let end = self.offset.checked_add(kv_len)?;
+        let first = self.offset / len;
+        let entries = end.div_ceil(len).min(self.table.len());
+        let mut needed = 0usize;
+        for (e, &page) in self
+            .table
+            .get(first..entries)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
+            // Rows `..rows` of this page hold keys (the last page may be partly used).
+            let rows = (end - (first + e) * len).min(len);
+            let reach = (page as usize)
+                .checked_mul(stride)?
+                .checked_add(l.extent(kv_heads, rows, cols)?)?;
+            needed = needed.max(reach);
+        }
+        Some(needed)
+    }
+
     /// Checks the table and both pools for `kv_len` keys of `kv_heads` heads, with rows of
     /// `k_cols` and `v_cols` elements laid out as `k` and `v` within a page: every page the
     /// keys reach must lie inside its pool. `O(pages)`.
@@ -127,28 +161,14 @@ impl<'a> Pages<'a> {
                 len: self.table.len(),
             });
         }
-        let first = self.offset / len;
-        let (mut k_needed, mut v_needed) = (0usize, 0usize);
-        for (e, &page) in self
-            .table
-            .get(first..entries)
-            .unwrap_or(&[])
-            .iter()
-            .enumerate()
-        {
-            // Rows `..rows` of this page hold keys (the last page may be partly used).
-            let rows = (end - (first + e) * len).min(len);
-            let reach = |stride: usize, l: Layout, cols: usize, tensor| {
-                (page as usize)
-                    .checked_mul(stride)
-                    .zip(l.extent(kv_heads, rows, cols))
-                    .and_then(|(a, b)| a.checked_add(b))
-                    .ok_or(Error::Overflow(tensor))
-            };
-            k_needed = k_needed.max(reach(self.k_page_stride, k, k_cols, Tensor::K)?);
-            v_needed = v_needed.max(reach(self.v_page_stride, v, v_cols, Tensor::V)?);
-        }
-        for (tensor, needed, len) in [(Tensor::K, k_needed, k_len), (Tensor::V, v_needed, v_len)] {
+        let pools = [
+            (Tensor::K, k, k_cols, self.k_page_stride, k_len),
+            (Tensor::V, v, v_cols, self.v_page_stride, v_len),
+        ];
+        for (tensor, layout, cols, stride, len) in pools {
+            let needed = self
+                .reach(kv_heads, kv_len, layout, cols, stride)
+                .ok_or(Error::Overflow(tensor))?;
             if len < needed {
                 return Err(Error::TooShort {
                     tensor,

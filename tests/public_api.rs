@@ -491,11 +491,12 @@ fn capi() {
     let _: [u32; 3] = [QKV_FLAG_SCALE, QKV_KNOWN_FLAGS, QKV_VERSION];
     let types: [u32; 4] = [QKV_TYPE_F32, QKV_TYPE_F16, QKV_TYPE_BF16, QKV_TYPE_Q8_0];
     assert_eq!(types, [0, 1, 2, 3]);
-    let _: [usize; 5] = [
+    let _: [usize; 6] = [
         QKV_UNBOUNDED,
         QKV_DESC_SIZE_V1,
         QKV_DESC_SIZE_V2,
         QKV_DESC_SIZE_V3,
+        QKV_DESC_SIZE_V4,
         QKV_DESC_MAX_SIZE,
     ];
     const _: QkvStatus = error_status(Error::InvalidScale);
@@ -524,6 +525,8 @@ fn capi() {
     let _: (*const f32, usize) = (d.sinks, d.sinks_count);
     let _: (*const f32, usize) = (d.alibi, d.alibi_count);
     let _: (f32, u32) = (d.softcap, d.reserved);
+    let _: (*const u32, usize, usize) = (d.block_table, d.block_table_count, d.page_len);
+    let _: (usize, usize, usize) = (d.k_page_stride, d.v_page_stride, d.page_offset);
     // A raw pointer inside: not Send or Sync, like the C struct.
     fn desc_traits<T: Copy + Debug + PartialEq + Default>() {}
     desc_traits::<QkvDesc>();

@@ -89,6 +89,17 @@ impl Buf {
         unsafe { self.typed() }
     }
 
+    /// The buffer as `u32`s (a block table, whose buffer was made as the 4-byte, 4-aligned
+    /// `float`).
+    ///
+    /// # Safety
+    /// As [`Buf::typed`].
+    pub(crate) unsafe fn slice_u32<'a>(self) -> &'a [u32] {
+        // SAFETY: the caller's contract; `f32` and `u32` are both `Pod` of one size and
+        // alignment, so the cast keeps every element.
+        bytemuck::cast_slice(unsafe { self.slice() })
+    }
+
     /// K or V as a slice of its type; [`QKV_ERR_TYPE`] for a type this build leaves out
     /// (which [`types::kind`] refused before the buffer was made).
     ///
@@ -159,16 +170,16 @@ pub(crate) fn check_aliasing(writes: &[Buf], reads: &[Option<Buf>]) -> Result<()
 pub(crate) struct Inputs {
     /// `q`, `k` and `v`, from [`Desc::qkv`](super::decode::Desc::qkv).
     pub(crate) qkv: [Buf; 3],
-    /// The bias, sinks and ALiBi slopes, from [`Desc::extras`](super::decode::Desc::extras).
+    /// The bias, sinks, ALiBi slopes and block table, from [`Desc::extras`](super::decode::Desc::extras).
     pub(crate) extras: ExtraBufs,
 }
 
 impl Inputs {
-    /// The six buffers, for the aliasing check of the outputs.
-    pub(crate) fn all(&self) -> [Option<Buf>; 6] {
+    /// The seven buffers, for the aliasing check of the outputs.
+    pub(crate) fn all(&self) -> [Option<Buf>; 7] {
         let [q, k, v] = self.qkv;
-        let [bias, sinks, alibi] = self.extras.all();
-        [Some(q), Some(k), Some(v), bias, sinks, alibi]
+        let [bias, sinks, alibi, table] = self.extras.all();
+        [Some(q), Some(k), Some(v), bias, sinks, alibi, table]
     }
 
     /// `q`, `k`, `v` and the extras as slices, K and V of their types.

@@ -15,9 +15,10 @@ use super::desc::{
 use super::types;
 use super::{
     QKV_ERR_NULL_POINTER, QKV_ERR_STRUCT_SIZE, QKV_ERR_UNKNOWN_FLAGS, QKV_ERR_UNKNOWN_MASK,
-    QKV_ERR_UNKNOWN_QUERY_POS, QkvStatus,
+    QKV_ERR_UNKNOWN_QUERY_POS, QKV_ERR_VARIANT, QkvStatus,
 };
-use crate::{Bias, KvKind, Layout, Mask, Params, QueryPos, Shape, Tensor};
+use crate::pages::PAGED;
+use crate::{Bias, KvKind, Layout, Mask, Pages, Params, QueryPos, Shape, Tensor};
 
 /// The float inputs a descriptor points to besides `q`, `k` and `v`, as slices.
 #[derive(Clone, Copy, Default)]
@@ -28,6 +29,8 @@ pub(crate) struct Extras<'a> {
     pub(crate) sinks: Option<&'a [f32]>,
     /// The ALiBi slopes.
     pub(crate) alibi: Option<&'a [f32]>,
+    /// The block table of paged K/V.
+    pub(crate) table: Option<&'a [u32]>,
 }
 
 /// [`Extras`] as buffers, checked against the pointer contract.
@@ -36,12 +39,13 @@ pub(crate) struct ExtraBufs {
     pub(crate) bias: Option<Buf>,
     pub(crate) sinks: Option<Buf>,
     pub(crate) alibi: Option<Buf>,
+    pub(crate) table: Option<Buf>,
 }
 
 impl ExtraBufs {
-    /// The three buffers, for the aliasing checks of the outputs.
-    pub(crate) fn all(&self) -> [Option<Buf>; 3] {
-        [self.bias, self.sinks, self.alibi]
+    /// The four buffers, for the aliasing checks of the outputs.
+    pub(crate) fn all(&self) -> [Option<Buf>; 4] {
+        [self.bias, self.sinks, self.alibi, self.table]
     }
 
     /// As slices.
@@ -56,6 +60,7 @@ impl ExtraBufs {
                 bias: self.bias.map(|b| b.slice()),
                 sinks: self.sinks.map(|b| b.slice()),
                 alibi: self.alibi.map(|b| b.slice()),
+                table: self.table.map(|b| b.slice_u32()),
             }
         }
     }
@@ -95,7 +100,8 @@ impl Problem {
         let desc = unsafe { Desc::read(desc) }?;
         let mask = desc.mask()?;
         let kinds = desc.kv_kinds()?;
-        let qkv = desc.qkv(q, [k, v], kinds, KeyRows::All)?;
+        // SAFETY: the caller's contract, for the block table.
+        let qkv = unsafe { desc.qkv(q, [k, v], kinds, KeyRows::All) }?;
         let out = desc.out(out)?;
         let extras = desc.extras()?;
         Ok(Problem {
@@ -216,6 +222,9 @@ impl Desc {
         }
         params.sinks = extras.sinks;
         params.alibi = extras.alibi;
+        if PAGED {
+            params.pages = extras.table.map(|table| self.pages(table));
+        }
         if let Some(data) = extras.bias {
             params = params.with_bias(Bias {
                 data,
@@ -228,8 +237,9 @@ impl Desc {
 
     /// The buffer of `tensor` at `ptr`: its count field if nonzero, otherwise its extent
     /// (over `keys` rows for K and V, in elements of their types `kinds`), checked as
-    /// [`Buf::of`] says. A K or V row of a block type spans `dim / values` blocks rounded up:
-    /// a `dim` that is no multiple of the block is refused later, by the Rust call
+    /// [`Buf::of`] says. A K or V row of a
+    /// block type spans `dim / values` blocks rounded up: a `dim` that is no multiple of the
+    /// block is refused later, by the Rust call
     /// ([`QKV_ERR_BLOCK_SIZE`](super::QKV_ERR_BLOCK_SIZE)), and meanwhile no extent is
     /// shorter than the row.
     fn tensor(
@@ -264,9 +274,14 @@ impl Desc {
             ),
             Tensor::Sinks => (d.sinks_count, Some(s.q_heads)),
             Tensor::Alibi => (d.alibi_count, Some(s.q_heads)),
-            // The descriptor has no block table (paged K/V is not in the C ABI yet), so no
-            // entry point asks for its buffer.
-            Tensor::BlockTable => (0, Some(0)),
+            // The entries the keys reach (none for a `page_len` of 0, which the call refuses).
+            Tensor::BlockTable => (
+                d.block_table_count,
+                match d.page_len {
+                    0 => Some(0),
+                    len => d.page_offset.checked_add(s.kv_len).map(|e| e.div_ceil(len)),
+                },
+            ),
         };
         Buf::of(kind, ptr, count, extent)
     }
@@ -292,15 +307,46 @@ impl Desc {
     }
 
     /// The buffers of `q`, `k` and `v` (holding `keys` rows of K and V, stored as `kinds`
-    /// from [`Desc::kv_kinds`]), checked in that order.
-    pub(crate) fn qkv(
+    /// from [`Desc::kv_kinds`]), checked in that order. With a block table, `k` and `v` are
+    /// pools whose extents are what the table's pages reach (`keys` is then ignored): the
+    /// table's buffer is checked after `q`, and read.
+    ///
+    /// # Safety
+    /// The pointer contract for the block table, if any (it is read).
+    pub(crate) unsafe fn qkv(
         &self, q: *const f32, [k, v]: [*const c_void; 2], kinds: [KvKind; 2], keys: KeyRows,
     ) -> Result<[Buf; 3], QkvStatus> {
+        let q = self.floats(Tensor::Q, q)?;
+        // (`table` is none in a build without paged K/V: `pool` is then left out.)
+        if let Some(table) = self.table()? {
+            // SAFETY: the caller's contract for the table's buffer.
+            let pages = self.pages(unsafe { table.slice_u32() });
+            return Ok([
+                q,
+                self.pool(Tensor::K, k.cast(), kinds[0], pages)?,
+                self.pool(Tensor::V, v.cast(), kinds[1], pages)?,
+            ]);
+        }
         Ok([
-            self.floats(Tensor::Q, q)?,
+            q,
             self.tensor(Tensor::K, k.cast(), kinds, keys)?,
             self.tensor(Tensor::V, v.cast(), kinds, keys)?,
         ])
+    }
+
+    /// The buffer of the pool of pages `k` or `v` (`tensor`) at `ptr`, of `kind`: its count
+    /// field if nonzero, otherwise what the pages of all `kv_len` keys reach in it.
+    fn pool(
+        &self, tensor: Tensor, ptr: *const u8, kind: KvKind, pages: Pages,
+    ) -> Result<Buf, QkvStatus> {
+        let (d, s) = (&self.0, self.shape());
+        let (count, l, dim, stride) = match tensor {
+            Tensor::K => (d.k_count, d.k, s.head_dim, d.k_page_stride),
+            _ => (d.v_count, d.v, s.v_dim, d.v_page_stride),
+        };
+        let cols = dim.div_ceil(kind.values());
+        let reach = pages.reach(s.kv_heads, s.kv_len, l.into(), cols, stride);
+        Buf::of(kind, ptr, count, reach)
     }
 
     /// The buffer of a float tensor at `ptr`, or none when `ptr` is NULL.
@@ -315,13 +361,38 @@ impl Desc {
         self.optional(Tensor::Sinks, self.0.sinks)
     }
 
-    /// The buffers of the bias, the sinks and the ALiBi slopes, in that order, each none
-    /// where its pointer is NULL.
+    /// The buffers of the bias, the sinks, the ALiBi slopes and the block table, in that
+    /// order, each none where its pointer is NULL.
     pub(crate) fn extras(&self) -> Result<ExtraBufs, QkvStatus> {
         Ok(ExtraBufs {
             bias: self.optional(Tensor::Bias, self.0.bias)?,
             sinks: self.sinks()?,
             alibi: self.optional(Tensor::Alibi, self.0.alibi)?,
+            table: self.table()?,
         })
+    }
+
+    /// The buffer of the block table (`uint32_t`s: checked as the 4-byte, 4-aligned
+    /// `float`), or none when the descriptor's `block_table` is NULL;
+    /// [`QKV_ERR_VARIANT`] for a table in a build without paged K/V (whose decoding is
+    /// then left out).
+    fn table(&self) -> Result<Option<Buf>, QkvStatus> {
+        match (PAGED, self.0.block_table.is_null()) {
+            (_, true) => Ok(None),
+            (false, false) => Err(QKV_ERR_VARIANT),
+            (true, false) => self.optional(Tensor::BlockTable, self.0.block_table.cast()),
+        }
+    }
+
+    /// The [`Pages`] of the descriptor's page fields over `table`.
+    fn pages<'a>(&self, table: &'a [u32]) -> Pages<'a> {
+        let d = &self.0;
+        Pages {
+            table,
+            page_len: d.page_len,
+            k_page_stride: d.k_page_stride,
+            v_page_stride: d.v_page_stride,
+            offset: d.page_offset,
+        }
     }
 }

@@ -7,7 +7,7 @@ use core::ptr;
 use super::types::QKV_TYPE_F32;
 use crate::Layout;
 #[cfg(doc)]
-use crate::{Bias, Mask, Params, QueryPos, Shape};
+use crate::{Bias, Mask, Pages, Params, QueryPos, Shape};
 
 /// [`QkvDesc::mask`]: every key is visible to every query ([`Mask::NONE`]); the window
 /// fields are ignored, and the query position only places the queries for ALiBi.
@@ -43,11 +43,16 @@ pub const QKV_DESC_SIZE_V1: usize = 26 * size_of::<usize>() + 24;
 /// [`QkvDesc::k_type`] and [`QkvDesc::v_type`], with no padding on any target (the `int64_t`
 /// sits at a multiple of 8 in both, and 8 more bytes keep the size a multiple of 8).
 pub const QKV_DESC_SIZE_V2: usize = QKV_DESC_SIZE_V1 + 8;
-/// The size of the third version, this one: [`QKV_DESC_SIZE_V2`] and the softmax variants,
+/// The size of the third version: [`QKV_DESC_SIZE_V2`] and the softmax variants,
 /// [`QkvDesc::sinks`], [`QkvDesc::sinks_count`], [`QkvDesc::alibi`],
 /// [`QkvDesc::alibi_count`] (`size_t`-sized) and [`QkvDesc::softcap`] with a reserved
 /// `uint32_t` (8 bytes), with no padding on any target.
 pub const QKV_DESC_SIZE_V3: usize = QKV_DESC_SIZE_V2 + 4 * size_of::<usize>() + 8;
+/// The size of the fourth version, this one: [`QKV_DESC_SIZE_V3`] and paged K/V,
+/// [`QkvDesc::block_table`], [`QkvDesc::block_table_count`], [`QkvDesc::page_len`],
+/// [`QkvDesc::k_page_stride`], [`QkvDesc::v_page_stride`] and [`QkvDesc::page_offset`]
+/// (`size_t`-sized), with no padding on any target.
+pub const QKV_DESC_SIZE_V4: usize = QKV_DESC_SIZE_V3 + 6 * size_of::<usize>();
 /// The largest `struct_size` accepted; a larger one is taken for garbage and nothing past
 /// `struct_size` is read.
 pub const QKV_DESC_MAX_SIZE: usize = 4096;
@@ -169,9 +174,25 @@ pub struct QkvDesc {
     pub softcap: f32,
     /// Zero. (A later version may give it a meaning, its zero keeping today's.)
     pub reserved: u32,
+    /// The block table of paged K/V ([`Pages::table`]): `k` and `v` are then pools of pages
+    /// of `page_len` keys, and `desc.k` and `desc.v` lay out one page; NULL: `k` and `v`
+    /// hold the keys in order. Since version 4.
+    pub block_table: *const u32,
+    /// Entries `block_table` points to, or 0 for `(page_offset + kv_len) / page_len` rounded
+    /// up; ignored when `block_table` is NULL.
+    pub block_table_count: usize,
+    /// Keys per page ([`Pages::page_len`]); 0 with a table is
+    /// [`QKV_ERR_ZERO_DIM`](super::QKV_ERR_ZERO_DIM).
+    pub page_len: usize,
+    /// Elements of `k_type` from one page of `k` to the next ([`Pages::k_page_stride`]).
+    pub k_page_stride: usize,
+    /// Elements of `v_type` from one page of `v` to the next ([`Pages::v_page_stride`]).
+    pub v_page_stride: usize,
+    /// The row of key 0 in the table's first page ([`Pages::offset`]); usually 0.
+    pub page_offset: usize,
 }
 
-const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V3);
+const _: () = assert!(size_of::<QkvDesc>() == QKV_DESC_SIZE_V4);
 const _: () = assert!(size_of::<QkvDesc>() <= QKV_DESC_MAX_SIZE);
 
 impl Default for QkvDesc {
@@ -233,6 +254,12 @@ impl QkvDesc {
             alibi_count: 0,
             softcap: 0.0,
             reserved: 0,
+            block_table: ptr::null(),
+            block_table_count: 0,
+            page_len: 0,
+            k_page_stride: 0,
+            v_page_stride: 0,
+            page_offset: 0,
         }
     }
 }

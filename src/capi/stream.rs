@@ -104,7 +104,8 @@ impl<'a> Update<'a> {
         };
         let n = (keys.end.checked_sub(keys.start)).ok_or(error_status(range_error))?;
         let inputs = Inputs {
-            qkv: d.qkv(q, [k, v], kinds, KeyRows::Chunk(n))?,
+            // SAFETY: the caller's contract, for the block table.
+            qkv: unsafe { d.qkv(q, [k, v], kinds, KeyRows::Chunk(n)) }?,
             extras: d.extras()?,
         };
         let ws = workspace(ws, ws_len)?;
@@ -189,8 +190,9 @@ pub unsafe extern "C" fn qkv_stream_init(
 /// `qkv_stream_update`: feeds the keys at absolute positions `key_start..key_end`, as
 /// [`Stream::update`](crate::stream::Stream::update): `k` and `v` hold only those keys' rows
 /// (row 0 is key `key_start`) with the strides of `desc->k` and `desc->v`, and are taken to
-/// hold the extent of `key_end − key_start` rows (`k_count` and `v_count` are ignored);
-/// `q` and `bias` are those of the whole problem. Chunks may have any size and come in any
+/// hold the extent of `key_end − key_start` rows (`k_count` and `v_count` are ignored) —
+/// or, with a block table, `k` and `v` are the whole pools of pages (`k_count` and
+/// `v_count` apply); `q` and `bias` are those of the whole problem. Chunks may have any size and come in any
 /// order; masks and bias use the absolute positions.
 ///
 /// Returns [`QKV_OK`](super::QKV_OK) or a status ([`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) also for a range outside

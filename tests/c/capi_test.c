@@ -739,6 +739,100 @@ static void variants(void) {
     }
 }
 
+/* ---- Paged K and V: the keys of K and V copied into pools of pages in reverse order (page
+ * 0 unused and NaN, so a read of the wrong page shows), read through a block table, against
+ * the reference on the keys in order; split partials and a stream over the pools; the
+ * statuses of a table that does not fit. */
+
+#define PAGE_LEN 8
+#define PAGES 5 /* 37 keys */
+#define PAGE_FLOATS (2 * PAGE_LEN * 16) /* HND: kv_heads * page_len * head_dim */
+static float KP[(PAGES + 1) * PAGE_FLOATS], VP[(PAGES + 1) * PAGE_FLOATS];
+static uint32_t TABLE[PAGES];
+
+/* out and lse against the in-order reference in REF and REF_LSE (4 heads, 5 rows, 16). */
+static void compare_ref(const char *name, const float *out, const float *lse) {
+    size_t i;
+    for (i = 0; i < 4 * 5 * 16; i++)
+        if (!close_enough(out[i], REF[i])) {
+            CHECK(0, "%s: out[%zu] = %g, reference %g", name, i, out[i], REF[i]);
+            break;
+        }
+    for (i = 0; i < 4 * 5; i++)
+        CHECK(close_enough(lse[i], REF_LSE[i]), "%s: lse[%zu] = %g, reference %g", name, i,
+              lse[i], REF_LSE[i]);
+}
+
+static void pages(void) {
+    qkv_desc base = qkv_desc_planar(4, 2, 5, 37, 16, 16), d;
+    size_t g, j, e, state_len = 0;
+    int isa;
+    static float STATE[4096], OA[4 * 5 * 16], LA[4 * 5], OB[4 * 5 * 16], LB[4 * 5];
+    fill(Q, 4 * 5 * 16);
+    fill(K, 2 * 37 * 16);
+    fill(V, 2 * 37 * 16);
+    fill_value(KP, sizeof KP / sizeof KP[0], NAN);
+    fill_value(VP, sizeof VP / sizeof VP[0], NAN);
+    for (e = 0; e < PAGES; e++) TABLE[e] = (uint32_t)(PAGES - e);
+    for (g = 0; g < 2; g++)
+        for (j = 0; j < 37; j++) {
+            size_t at = TABLE[j / PAGE_LEN] * PAGE_FLOATS + (g * PAGE_LEN + j % PAGE_LEN) * 16;
+            memcpy(KP + at, K + (g * 37 + j) * 16, 16 * sizeof(float));
+            memcpy(VP + at, V + (g * 37 + j) * 16, 16 * sizeof(float));
+        }
+    base.mask = QKV_MASK_CAUSAL;
+    CHECK(qkv_reference_f32(&base, Q, K, V, REF, REF_LSE) == QKV_OK, "in-order reference");
+    d = base;
+    d.block_table = TABLE;
+    d.page_len = PAGE_LEN;
+    d.k_page_stride = d.v_page_stride = PAGE_FLOATS;
+    d.k.head_stride = d.v.head_stride = PAGE_LEN * 16;
+    d.k.row_stride = d.v.row_stride = 16;
+    for (isa = -1; isa <= QKV_ISA_NEON; isa++) {
+        qkv_status s;
+        if (isa >= 0 && !qkv_isa_available(isa)) continue;
+        fill_value(OUT, BIG, 3.0f);
+        s = isa < 0 ? qkv_attention_f32(&d, Q, KP, VP, OUT, LSE)
+                    : qkv_attention_f32_isa(isa, &d, Q, KP, VP, OUT, LSE);
+        note(s);
+        CHECK(s == QKV_OK, "paged at %s: %s", isa < 0 ? "detected" : qkv_isa_name(isa),
+              qkv_status_str(s));
+        compare_ref(isa < 0 ? "paged" : qkv_isa_name(isa), OUT, LSE);
+    }
+    /* Split partials over the pages, the cut inside a page. */
+    CHECK(qkv_partial_f32(&d, Q, KP, VP, 0, 13, OA, LA) == QKV_OK, "paged partial a");
+    CHECK(qkv_partial_f32(&d, Q, KP, VP, 13, 37, OB, LB) == QKV_OK, "paged partial b");
+    CHECK(qkv_merge_f32(&d, OA, LA, OB, LB) == QKV_OK, "paged merge");
+    compare_ref("paged split", OA, LA);
+    /* A stream fed the whole pools, two chunks. */
+    CHECK(qkv_stream_state_len(&d, &state_len) == QKV_OK && state_len <= 4096, "state len");
+    CHECK(qkv_stream_init(&d, STATE, state_len) == QKV_OK, "stream init");
+    CHECK(qkv_stream_update(&d, STATE, state_len, Q, KP, VP, 0, 21) == QKV_OK, "update a");
+    CHECK(qkv_stream_update(&d, STATE, state_len, Q, KP, VP, 21, 37) == QKV_OK, "update b");
+    CHECK(qkv_stream_finish(&d, STATE, state_len, OA, LA) == QKV_OK, "stream finish");
+    compare_ref("paged stream", OA, LA);
+
+    /* Statuses. */
+    d.page_len = 0;
+    EXPECT(QKV_ERR_ZERO_DIM, &d, Q, KP, VP, OUT, LSE);
+    d.page_len = PAGE_LEN;
+    d.block_table_count = PAGES - 1;
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, KP, VP, OUT, LSE);
+    d.block_table_count = 0;
+    d.k_count = PAGES * PAGE_FLOATS; /* page 5 is the pool's sixth */
+    EXPECT(QKV_ERR_TOO_SHORT, &d, Q, KP, VP, OUT, LSE);
+    d.k_count = 0;
+    d.block_table = (const uint32_t *)(const void *)((const char *)TABLE + 2);
+    EXPECT(QKV_ERR_MISALIGNED, &d, Q, KP, VP, OUT, LSE);
+    d.block_table = TABLE;
+    EXPECT(QKV_ERR_ALIASING, &d, Q, KP, VP, (float *)(void *)TABLE, LSE);
+    EXPECT(QKV_OK, &d, Q, KP, VP, OUT, LSE);
+    /* A version-3 descriptor never reads the page fields: k and v are in order. */
+    d.struct_size = QKV_DESC_SIZE_V3;
+    d.block_table = (const uint32_t *)(const void *)1;
+    EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
+}
+
 int main(void) {
     int s;
     CHECK(qkv_version() == QKV_VERSION, "library %x, header %x", (unsigned)qkv_version(),
@@ -749,6 +843,7 @@ int main(void) {
     statuses();
     type_statuses();
     variants();
+    pages();
     for (s = 0; s < 64; s++)
         if (reached[s]) printf("reached %d\n", s);
     if (failures) {

@@ -20,6 +20,9 @@ macro_rules! qkv_desc_fields {
             k_type, v_type,
             // Version 3: the softmax variants.
             sinks, sinks_count, alibi, alibi_count, softcap, reserved,
+            // Version 4: paged K/V.
+            block_table, block_table_count, page_len, k_page_stride, v_page_stride,
+            page_offset,
         }
     };
 }

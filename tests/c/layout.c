@@ -54,6 +54,12 @@ int main(void) {
     DESC(alibi_count);
     DESC(softcap);
     DESC(reserved);
+    DESC(block_table);
+    DESC(block_table_count);
+    DESC(page_len);
+    DESC(k_page_stride);
+    DESC(v_page_stride);
+    DESC(page_offset);
     SIZE(qkv_status);
     SIZE(qkv_plan);
     ALIGN(qkv_plan);
@@ -104,6 +110,7 @@ int main(void) {
     VALUE(QKV_DESC_SIZE_V1);
     VALUE(QKV_DESC_SIZE_V2);
     VALUE(QKV_DESC_SIZE_V3);
+    VALUE(QKV_DESC_SIZE_V4);
     VALUE(QKV_DESC_MAX_SIZE);
     VALUE(QKV_VERSION);
     VALUE(QKV_VERSION_MAJOR);

@@ -80,6 +80,7 @@ fn main() {
         QKV_DESC_SIZE_V1,
         QKV_DESC_SIZE_V2,
         QKV_DESC_SIZE_V3,
+        QKV_DESC_SIZE_V4,
         QKV_DESC_MAX_SIZE,
         QKV_VERSION
     );

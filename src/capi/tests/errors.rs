@@ -164,8 +164,18 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     }
     // This build has the variants (`validate.rs` tests the refusal without them).
     never.push(variant(Error::VariantsNotBuilt));
-    // The descriptor has no block table: paged K/V is not in the C ABI.
-    never.push(variant(Error::ZeroPageLen));
+    // Calls that read no K or V never look at the pages.
+    if matches!(
+        entry,
+        Entry::Merge
+            | Entry::AddSinks
+            | Entry::StreamInit
+            | Entry::StreamFinish
+            | Entry::PlanFinish
+    ) {
+        never.push(variant(Error::ZeroPageLen));
+    }
+    // This build has paged K/V (`pages.rs` tests the refusal without it).
     never.push(variant(Error::PagesNotBuilt));
     never
 }
@@ -312,6 +322,16 @@ fn cases(entry: Entry) -> Vec<Case> {
                 head_stride: 5,
                 row_stride: 1,
             },
+            ..base
+        },
+    ));
+    // Paged K/V with pages of no key.
+    static TABLE: [u32; 8] = [0; 8];
+    all.push(case(
+        Error::ZeroPageLen,
+        QkvDesc {
+            block_table: TABLE.as_ptr(),
+            page_len: 0,
             ..base
         },
     ));

@@ -352,7 +352,7 @@ fn a_first_version_descriptor_means_f32() {
         assert_eq!(qkv_workspace_size(&old), crate::workspace_len(&p));
         assert_eq!(qkv_workspace_min_size(&old), crate::min_workspace_len(&p));
     }
-    assert_eq!(size_of::<QkvDesc>(), QKV_DESC_SIZE_V3);
+    assert_eq!(size_of::<QkvDesc>(), QKV_DESC_SIZE_V4);
     assert_eq!(QKV_DESC_SIZE_V2, QKV_DESC_SIZE_V1 + 8);
 }
 
