@@ -11,28 +11,14 @@
 
 use std::time::Instant;
 
+#[path = "common/interleaved.rs"]
+mod interleaved;
 #[path = "common/problem.rs"]
 mod problem;
 
+use interleaved::{Args, fill, report};
 use problem::{decode, prefill};
-use qkv::{Isa, KvType, Layout, Level, Mask, Pages, Params, f16};
-
-fn fill(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use qkv::{KvType, Layout, Level, Mask, Pages, Params, f16};
 
 /// `pages` page indices in a shuffled order (a fixed permutation).
 fn shuffled(pages: usize) -> Vec<u32> {
@@ -117,46 +103,15 @@ fn run<T: KvType + Copy + Default>(
             t.push(t0.elapsed().as_secs_f64());
         }
     }
-    let base = times[0].clone();
     println!("{} ({what} K/V):", problem.name);
-    for ((name, ..), t) in configs.iter().zip(&times) {
-        let ratios: Vec<f64> = t.iter().zip(&base).map(|(a, b)| a / b).collect();
-        println!(
-            "  {name:12} {:9.3} ms   {:.3}× in order ({} rounds)",
-            median(t.clone()) * 1e3,
-            median(ratios),
-            t.len()
-        );
-    }
+    let names: Vec<String> = configs.iter().map(|c| c.0.clone()).collect();
+    report(&names, &times, "in order");
 }
 
 fn main() {
-    let mut level = Level::Detect;
-    let mut seconds = 6.0;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--level", Some(l)) => {
-                let isa = Isa::ALL.into_iter().find(|i| i.name() == l);
-                level = Level::Isa(isa.unwrap_or_else(|| panic!("unknown level {l}")));
-            }
-            ("--seconds", Some(s)) => seconds = s.parse().expect("--seconds takes a number"),
-            _ => panic!("usage: paged_cost [--level NAME] [--seconds S]"),
-        }
-    }
-    let name = match level {
-        Level::Isa(i) => i.name(),
-        _ => Isa::detect().name(),
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(String::from)
-        })
-        .unwrap_or_default();
-    println!("{cpu}; level {name}; {seconds} s a problem, calls interleaved");
+    let args = Args::parse("paged_cost");
+    println!("{}", args.header());
+    let (level, seconds) = (args.level, args.seconds);
     let dec = decode(32, 8, 32768, Mask::NONE);
     run::<f32>(level, seconds, &dec, |x| x.to_vec(), "f32");
     run::<f16>(

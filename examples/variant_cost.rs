@@ -9,56 +9,19 @@
 
 use std::time::Instant;
 
+#[path = "common/interleaved.rs"]
+mod interleaved;
 #[path = "common/problem.rs"]
 mod problem;
 
+use interleaved::{Args, fill, report};
 use problem::{decode, prefill};
-use qkv::{Isa, Level, Mask};
-
-fn fill(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use qkv::Mask;
 
 fn main() {
-    let mut level = Level::Detect;
-    let mut seconds = 6.0;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--level", Some(l)) => {
-                let isa = Isa::ALL.into_iter().find(|i| i.name() == l);
-                level = Level::Isa(isa.unwrap_or_else(|| panic!("unknown level {l}")));
-            }
-            ("--seconds", Some(s)) => seconds = s.parse().expect("--seconds takes a number"),
-            _ => panic!("usage: variant_cost [--level NAME] [--seconds S]"),
-        }
-    }
-    let name = match level {
-        Level::Isa(i) => i.name(),
-        _ => Isa::detect().name(),
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(String::from)
-        })
-        .unwrap_or_default();
-    println!("{cpu}; level {name}; {seconds} s a shape, calls interleaved");
+    let args = Args::parse("variant_cost");
+    println!("{}", args.header());
+    let (level, seconds) = (args.level, args.seconds);
     for problem in [
         prefill(1, 4096, Mask::NONE),
         prefill(1, 4096, Mask::causal()),
@@ -97,17 +60,8 @@ fn main() {
                 t.push(t0.elapsed().as_secs_f64());
             }
         }
-        // Per round, each configuration's time over the plain call's.
-        let plain_times = times[0].clone();
         println!("{}:", problem.name);
-        for ((what, _), t) in configs.iter().zip(&times) {
-            let ratios: Vec<f64> = t.iter().zip(&plain_times).map(|(a, b)| a / b).collect();
-            println!(
-                "  {what:11} {:9.3} ms   {:.3}× plain ({} rounds)",
-                median(t.clone()) * 1e3,
-                median(ratios),
-                t.len()
-            );
-        }
+        let names: Vec<String> = configs.iter().map(|c| c.0.to_string()).collect();
+        report(&names, &times, "plain");
     }
 }

@@ -2,8 +2,9 @@
 //! table (vLLM's and FlashInfer's paged KV cache), read in place. [`Pages`], where each key
 //! is, and the check of a table against the pools.
 
-use crate::Layout;
 use crate::error::{Error, Tensor};
+use crate::validate::check_len;
+use crate::{Layout, Params};
 
 /// Whether this build reads paged K/V (feature `paged-kv`).
 pub(crate) const PAGED: bool = cfg!(feature = "paged-kv");
@@ -153,14 +154,7 @@ impl<'a> Pages<'a> {
             .offset
             .checked_add(kv_len)
             .ok_or(Error::Overflow(Tensor::BlockTable))?;
-        let entries = end.div_ceil(len);
-        if self.table.len() < entries {
-            return Err(Error::TooShort {
-                tensor: Tensor::BlockTable,
-                needed: entries,
-                len: self.table.len(),
-            });
-        }
+        check_len(Tensor::BlockTable, self.table.len(), end.div_ceil(len))?;
         let pools = [
             (Tensor::K, k, k_cols, self.k_page_stride, k_len),
             (Tensor::V, v, v_cols, self.v_page_stride, v_len),
@@ -169,15 +163,55 @@ impl<'a> Pages<'a> {
             let needed = self
                 .reach(kv_heads, kv_len, layout, cols, stride)
                 .ok_or(Error::Overflow(tensor))?;
-            if len < needed {
-                return Err(Error::TooShort {
-                    tensor,
-                    needed,
-                    len,
-                });
-            }
+            check_len(tensor, len, needed)?;
         }
         Ok(())
+    }
+}
+
+/// Where the kernel and the reference find a key's row: through the pages if any.
+impl<'a> Params<'a> {
+    /// The pages the kernel reads through: none in a build without them, whose validation
+    /// refuses params that set them (so the kernel's code for them is left out).
+    #[inline(always)]
+    pub(crate) fn paged(&self) -> Option<Pages<'a>> {
+        if PAGED { self.pages } else { None }
+    }
+
+    /// Where key `j` of kv head `g` starts in `k` (wrapping, as [`Layout::at`]; through
+    /// the pages if any).
+    #[inline(always)]
+    pub(crate) fn k_at(&self, g: usize, j: usize) -> usize {
+        self.row_at(self.k, |p| p.k_page_stride, g, j)
+    }
+
+    /// [`Params::k_at`] for `v`.
+    #[inline(always)]
+    pub(crate) fn v_at(&self, g: usize, j: usize) -> usize {
+        self.row_at(self.v, |p| p.v_page_stride, g, j)
+    }
+
+    /// Row `j` of head `g` of a tensor laid out as `l`, in pages `page_stride` apart.
+    #[inline(always)]
+    fn row_at(&self, l: Layout, page_stride: fn(&Pages) -> usize, g: usize, j: usize) -> usize {
+        match self.paged() {
+            None => l.at(g, j),
+            Some(p) => {
+                let (page, row) = p.locate(j);
+                page.wrapping_mul(page_stride(&p))
+                    .wrapping_add(l.at(g, row))
+            }
+        }
+    }
+
+    /// One past the last key stored in order with key `j` at the row stride: the end of its
+    /// page, or `usize::MAX` without pages.
+    #[inline(always)]
+    pub(crate) fn run_end(&self, j: usize) -> usize {
+        match self.paged() {
+            None => usize::MAX,
+            Some(p) => p.page_end(j),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::kv::KvType;
 use crate::mask::{Mask, QueryPos};
-use crate::pages::{PAGED, Pages};
+use crate::pages::Pages;
 
 /// The sizes of one attention call.
 ///
@@ -412,50 +412,6 @@ impl<'a> Params<'a> {
         match self.scale {
             Some(s) => s,
             None => 1.0 / libm::sqrtf(self.shape.head_dim as f32),
-        }
-    }
-
-    /// The pages the kernel reads through: none in a build without them, whose validation
-    /// refuses params that set them (so the kernel's code for them is left out).
-    #[inline(always)]
-    pub(crate) fn paged(&self) -> Option<Pages<'a>> {
-        if PAGED { self.pages } else { None }
-    }
-
-    /// Where key `j` of kv head `g` starts in `k` (wrapping, as [`Layout::at`]; through
-    /// the pages if any).
-    #[inline(always)]
-    pub(crate) fn k_at(&self, g: usize, j: usize) -> usize {
-        match self.paged() {
-            None => self.k.at(g, j),
-            Some(p) => {
-                let (page, row) = p.locate(j);
-                page.wrapping_mul(p.k_page_stride)
-                    .wrapping_add(self.k.at(g, row))
-            }
-        }
-    }
-
-    /// [`Params::k_at`] for `v`.
-    #[inline(always)]
-    pub(crate) fn v_at(&self, g: usize, j: usize) -> usize {
-        match self.paged() {
-            None => self.v.at(g, j),
-            Some(p) => {
-                let (page, row) = p.locate(j);
-                page.wrapping_mul(p.v_page_stride)
-                    .wrapping_add(self.v.at(g, row))
-            }
-        }
-    }
-
-    /// One past the last key stored in order with key `j` at the row stride: the end of its
-    /// page, or `usize::MAX` without pages.
-    #[inline(always)]
-    pub(crate) fn run_end(&self, j: usize) -> usize {
-        match self.paged() {
-            None => usize::MAX,
-            Some(p) => p.page_end(j),
         }
     }
 

@@ -201,6 +201,11 @@ fn check_extent(
     let needed = layout
         .extent(heads, rows, cols)
         .ok_or(Error::Overflow(tensor))?;
+    check_len(tensor, len, needed)
+}
+
+/// [`Error::TooShort`] unless a slice of `len` elements holds the `needed` ones.
+pub(crate) fn check_len(tensor: Tensor, len: usize, needed: usize) -> Result<(), Error> {
     if len < needed {
         return Err(Error::TooShort {
             tensor,

@@ -65,6 +65,7 @@
 
 mod config;
 mod mem;
+mod phases;
 mod pv;
 mod qk;
 mod scratch;
@@ -77,10 +78,9 @@ use pulp::Simd;
 use crate::Params;
 use crate::kv::KvType;
 pub use config::BLOCK_Q;
-use mem::with_count;
+use phases::{Op, Read, phase};
 use scratch::Scratch;
 pub(crate) use scratch::Tiles;
-use widen::Phase;
 pub(crate) use widen::Widen;
 
 /// The bytes of the working memory that [`attention`](crate::attention) and the other calls
@@ -155,18 +155,6 @@ struct Keys {
     v_ahead: usize,
 }
 
-/// Runs a phase in a frame of its own, entered with the level's target features.
-///
-/// Every phase of a block is a call: the code of a phase that does not depend on the K/V
-/// types exists once per level, however many type pairs call it; and on the scalar level,
-/// what microcontrollers run, the stack holds one phase's frame at a time rather than the
-/// spills of all of them inlined into one. A phase is long enough (a block of keys) that the
-/// call costs nothing measurable.
-#[inline(never)]
-fn phase<S: Widen, P: Phase>(simd: S, p: P) -> P::Output {
-    simd.enter(p)
-}
-
 /// Runs a job on the instance `simd`.
 pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V>) {
     let Job {
@@ -227,84 +215,6 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
                         }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// A phase of a block that does not depend on the K/V types: its block, inputs, key block
-/// and working memory, and which step it is.
-struct Step<'s, 'w> {
-    block: Block,
-    x: &'s Inputs<'s, 's>,
-    keys: Keys,
-    scratch: &'s mut Scratch<'w>,
-    op: Op<'s>,
-}
-
-/// The steps of [`Step`].
-enum Op<'s> {
-    /// Pack the block's Q (`qk`).
-    PrepareQ,
-    /// The scores of the key block against columns `d0..d0 + dw` of `head_dim`, K's rows of
-    /// those columns in `k` (`qk`).
-    Scores {
-        d0: usize,
-        dw: usize,
-        k: mem::F32Rows<'s>,
-    },
-    /// The online-softmax step (`softmax`).
-    Softmax,
-    /// The weighted values of the block's panel, V's rows in `v` (`pv`).
-    Values(mem::F32Rows<'s>),
-}
-
-impl Phase for Step<'_, '_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<S: Widen>(self, simd: S) {
-        let (b, x, keys, scratch) = (self.block, self.x, self.keys, self.scratch);
-        match self.op {
-            Op::PrepareQ => b.prepare_q::<S>(x, scratch),
-            Op::Scores { d0, dw, k } => b.scores_tiled(simd, x, keys, (d0, dw), k, scratch),
-            Op::Softmax => b.softmax(simd, x, keys, scratch),
-            Op::Values(v) => b.values_tiled(simd, keys, v, scratch),
-        }
-    }
-}
-
-/// A phase of a decode block that reads K or V as stored (`T`), without widening a tile:
-/// the dot tile's scores ([`Block::scores_dot`]) or the key-major weighted values
-/// ([`Block::pv_keys`]). One instance per level and type serves K and V alike.
-struct Stored<'s, 'w, T> {
-    block: Block,
-    x: &'s Inputs<'s, 's>,
-    data: &'s [T],
-    keys: Keys,
-    scratch: &'s mut Scratch<'w>,
-    read: Read,
-}
-
-/// Which tensor a [`Stored`] phase reads.
-#[derive(Clone, Copy)]
-enum Read {
-    Scores,
-    Values,
-}
-
-impl<T: KvType> Phase for Stored<'_, '_, T> {
-    type Output = ();
-
-    #[inline(always)]
-    fn run<S: Widen>(self, simd: S) {
-        let (b, x, data, keys, scratch) = (self.block, self.x, self.data, self.keys, self.scratch);
-        match self.read {
-            Read::Scores => {
-                with_count!(b.rows, [4, 3, 2], 1, M => b.scores_dot::<S, T, M>(simd, x, data, keys, scratch))
-            }
-            Read::Values => {
-                with_count!(b.rows, [4, 3, 2], 1, M => b.pv_keys::<S, T, M>(simd, x, data, keys, scratch))
             }
         }
     }
@@ -414,35 +324,6 @@ impl Block {
             self.weighted_values(simd, x, kv.1, kb, scratch, tile);
             k0 = next;
         }
-    }
-
-    /// Runs a [`Stored`] phase of the block over `data`, K or V as `read` says.
-    #[inline(always)]
-    fn stored_step<S: Widen, T: KvType>(
-        self, simd: S, x: &Inputs, (data, keys): (&[T], Keys), scratch: &mut Scratch, read: Read,
-    ) {
-        let stored = Stored {
-            block: self,
-            x,
-            data,
-            keys,
-            scratch,
-            read,
-        };
-        phase(simd, stored)
-    }
-
-    /// Runs one [`Step`] of the block as a [`phase`].
-    #[inline(always)]
-    fn step<S: Widen>(self, simd: S, x: &Inputs, keys: Keys, scratch: &mut Scratch, op: Op) {
-        let step = Step {
-            block: self,
-            x,
-            keys,
-            scratch,
-            op,
-        };
-        phase(simd, step)
     }
 
     /// Normalises the accumulated rows into `out` (and `lse`).
