@@ -213,8 +213,21 @@ impl Level {
         self, workspace: &mut [f32], params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
         lse: Option<&mut [f32]>,
     ) -> Result<(), Error> {
+        self.attention_rows(workspace, params, q, k, v, out, lse, params.shape.q_len)
+    }
+
+    /// [`Level::attention_in`] with `lse_stride` elements between the heads of `lse` (at
+    /// least `q_len`): a sequence of a ragged batch writes its rows of the batch's `lse`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_rows<K: KvType, V: KvType>(
+        self, workspace: &mut [f32], params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
+        lse: Option<&mut [f32]>, lse_stride: usize,
+    ) -> Result<(), Error> {
         params.validate(q, k, v, out, lse.as_deref())?;
         let shape = params.shape;
+        if let Some(l) = lse.as_deref() {
+            params.check_lse_rows(l, lse_stride)?;
+        }
         let kinds = (K::KIND, V::KIND);
         let Some(tiles) = Tiles::choose(&shape, kinds, workspace.len()) else {
             return Err(Error::WorkspaceTooSmall {
@@ -229,6 +242,7 @@ impl Level {
             v,
             out,
             lse,
+            lse_stride,
             tiles,
             workspace,
         })

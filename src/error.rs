@@ -80,6 +80,13 @@ pub enum Error {
     /// The params read K and V through pages, which this build of the library leaves out
     /// (it lacks the feature `paged-kv`).
     PagesNotBuilt,
+    /// The cumulative offsets of a ragged [`Batch`](crate::ragged::Batch) do not describe
+    /// the packed tensors: the two lists differ in length or are empty, or an entry is not
+    /// 0 (the first), less than the one before, or the total (the last).
+    Batch {
+        /// The first entry found wrong (for lists of different lengths, the shorter's length).
+        index: usize,
+    },
     /// The params set a softcap, sinks or ALiBi slopes, which this build of the library
     /// leaves out (it lacks the feature `softmax-variants`).
     VariantsNotBuilt,
@@ -144,6 +151,12 @@ impl fmt::Display for Error {
             Error::InvalidScale => f.write_str("scale is NaN or infinite"),
             Error::InvalidSoftcap => f.write_str("the softcap is not finite and positive"),
             Error::ZeroPageLen => f.write_str("page_len is 0; it must be at least 1"),
+            Error::Batch { index } => {
+                write!(
+                    f,
+                    "entry {index} of the ragged batch's cumulative offsets is wrong"
+                )
+            }
             Error::PagesNotBuilt => {
                 f.write_str("paged K/V set in a build without the feature paged-kv")
             }

@@ -94,6 +94,7 @@ mod pages;
 pub mod parallel;
 mod params;
 pub mod plan;
+pub mod ragged;
 mod range;
 pub mod reference;
 pub mod split;

@@ -73,3 +73,50 @@ pub fn attention_planned<K: KvType, V: KvType>(
         .try_for_each(|(task, part)| plan::run_task(level, plan, params, q, k, v, task, part))?;
     plan::finish(plan, params, &partial, out, lse)
 }
+
+/// [`ragged::attention`](crate::ragged::attention) on the threads of rayon's pool: the
+/// sequences of the batch and, within each, the tasks of its own [`Plan`] (heads × query
+/// blocks × key ranges) are one pool of work, so a batch of many short sequences and one of
+/// a few long ones both fill the threads. Each sequence's result is what
+/// [`attention`] gives for it alone; they are written into `out` and `lse` after every
+/// sequence succeeded (nothing is written on error).
+pub fn ragged<K: KvType, V: KvType>(
+    params: &Params, batch: &crate::ragged::Batch, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    params.validate(q, k, v, out, lse.as_deref())?;
+    batch.check(params)?;
+    let s = params.shape;
+    // Each sequence into dense rows of its own: `[q_heads][q_len][v_dim]` and its lse.
+    let results: Vec<(Vec<f32>, Vec<f32>)> = (0..batch.len())
+        .into_par_iter()
+        .map(|b| {
+            let (mut sub, [qa, ka, va, _, _]) = batch.sequence(params, b);
+            let n = sub.shape.q_heads * sub.shape.q_len;
+            sub.out = crate::Layout::planar(sub.shape.q_len, s.v_dim);
+            let (mut o, mut l) = (vec![0.0f32; n * s.v_dim], vec![0.0f32; n]);
+            let (q, k, v) = (tail(q, qa), tail(k, ka), tail(v, va));
+            attention(&sub, q, k, v, &mut o, Some(&mut l))?;
+            Ok((o, l))
+        })
+        .collect::<Result<_, Error>>()?;
+    let mut lse = lse;
+    for (b, (o, l)) in results.iter().enumerate() {
+        let (q0, len) = (batch.cu_q[b], batch.cu_q[b + 1] - batch.cu_q[b]);
+        for h in 0..s.q_heads {
+            for i in 0..len {
+                let at = params.out.at(h, q0 + i);
+                out[at..at + s.v_dim].copy_from_slice(&o[(h * len + i) * s.v_dim..][..s.v_dim]);
+            }
+            if let Some(lse) = lse.as_deref_mut() {
+                lse[h * s.q_len + q0..][..len].copy_from_slice(&l[h * len..][..len]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `x` from element `at` (empty past the end).
+fn tail<T>(x: &[T], at: usize) -> &[T] {
+    x.get(at..).unwrap_or(&[])
+}

@@ -103,6 +103,22 @@ impl Params<'_> {
         per_head(Tensor::Sinks, self.sinks, self.shape.q_heads)
     }
 
+    /// That `lse` with `stride` elements between heads holds `[q_heads][q_len]` (the rows of
+    /// one sequence of a ragged batch in the batch's `lse`).
+    pub(crate) fn check_lse_rows(&self, lse: &[f32], stride: usize) -> Result<(), Error> {
+        let s = &self.shape;
+        let extent = Layout {
+            head_stride: stride,
+            row_stride: 1,
+        }
+        .extent(s.q_heads, s.q_len, 1);
+        check_len(
+            Tensor::Lse,
+            lse.len(),
+            extent.ok_or(Error::Overflow(Tensor::Lse))?,
+        )
+    }
+
     /// The extents of `q`, `k` and `v` (in their own elements; with pages, every page the
     /// keys reach).
     fn check_qkv<K: KvType, V: KvType>(&self, q: &[f32], k: &[K], v: &[V]) -> Result<(), Error> {

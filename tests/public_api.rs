@@ -208,6 +208,8 @@ fn errors() {
         Error::InvalidSoftcap,
         Error::VariantsNotBuilt,
         Error::ZeroPageLen,
+        Error::PagesNotBuilt,
+        Error::Batch { index: 2 },
         Error::Unsupported(Isa::Neon),
         Error::KeyRange {
             start: 0,
@@ -246,7 +248,10 @@ fn errors() {
                 _ => {}
             },
             Error::InvalidScale | Error::InvalidSoftcap | Error::VariantsNotBuilt => {}
-            Error::ZeroPageLen => {}
+            Error::ZeroPageLen | Error::PagesNotBuilt => {}
+            Error::Batch { index } => {
+                let _: usize = index;
+            }
             Error::Unsupported(isa) => {
                 let _: Isa = isa;
             }
@@ -395,6 +400,20 @@ fn plan() {
     let _: fn(Plan, &Params, In, Out, Lse) -> Res = qkv::plan::finish;
 }
 
+/// `qkv::ragged`: a batch of sequences of different lengths in one call.
+fn ragged() {
+    use qkv::ragged::{self, Batch};
+    let Batch { cu_q, cu_k } = Batch::new(&[0, 3], &[0, 5]);
+    let _: (&[usize], &[usize]) = (cu_q, cu_k);
+    let _: fn(&'static [usize], &'static [usize]) -> Batch<'static> = Batch::new;
+    let _: fn(&Batch<'static>) -> usize = Batch::len;
+    let _: fn(&Batch<'static>) -> bool = Batch::is_empty;
+    value::<Batch>();
+    eq_hash::<Batch>();
+    let _: fn(&Params, &Batch, In, In, In, Out, Lse) -> Res = ragged::attention;
+    let _: fn(Level, &Params, &Batch, In, In, In, Out, Lse) -> Res = ragged::attention_at;
+}
+
 fn stream<'p, 's>(s: Stream<'p, 's>) -> Stream<'p, 's> {
     let _: fn(&Shape) -> usize = Stream::state_len;
     let _: fn(&Params<'p>, &'s mut [f32]) -> Result<Stream<'p, 's>, Error> = Stream::new;
@@ -434,6 +453,7 @@ fn parallel() {
     let _: fn(Plan) -> qkv::plan::Plan = |p| p;
     let _: Attention = qkv::parallel::attention;
     let _: fn(Level, Plan, &Params, In, In, In, Out, Lse) -> Res = qkv::parallel::attention_planned;
+    let _: fn(&Params, &qkv::ragged::Batch, In, In, In, Out, Lse) -> Res = qkv::parallel::ragged;
 }
 
 #[cfg(feature = "capi")]
@@ -594,6 +614,7 @@ fn public_api_is_unchanged() {
     kv_types();
     let _ = levels();
     split();
+    ragged();
     let _: fn(Stream<'static, 'static>) -> Stream<'static, 'static> = stream;
     exp_and_tolerance();
     #[cfg(feature = "parallel")]

@@ -180,7 +180,7 @@ pub const fn error_status(e: Error) -> QkvStatus {
     match e {
         Error::ZeroDim(_) | Error::ZeroPageLen => QKV_ERR_ZERO_DIM,
         Error::HeadsNotDivisible { .. } => QKV_ERR_HEADS_NOT_DIVISIBLE,
-        Error::TooShort { .. } | Error::KeyRange { .. } => QKV_ERR_TOO_SHORT,
+        Error::TooShort { .. } | Error::KeyRange { .. } | Error::Batch { .. } => QKV_ERR_TOO_SHORT,
         Error::Overflow(_) => QKV_ERR_OVERFLOW,
         Error::Overlap(_) => QKV_ERR_OVERLAP,
         Error::InvalidScale => QKV_ERR_INVALID_SCALE,

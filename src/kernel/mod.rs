@@ -103,6 +103,8 @@ pub(crate) struct Job<'p, 'a, K, V> {
     pub v: &'p [V],
     pub out: &'p mut [f32],
     pub lse: Option<&'p mut [f32]>,
+    /// Elements of `lse` between heads: `q_len`, but for a sequence of a ragged batch.
+    pub lse_stride: usize,
     pub tiles: Tiles,
     pub workspace: &'p mut [f32],
 }
@@ -115,6 +117,7 @@ impl<'p, 'a, K, V> Job<'p, 'a, K, V> {
             q,
             out,
             lse,
+            lse_stride,
             tiles,
             workspace,
             ..
@@ -126,6 +129,7 @@ impl<'p, 'a, K, V> Job<'p, 'a, K, V> {
             v,
             out,
             lse,
+            lse_stride,
             tiles,
             workspace,
         }
@@ -164,6 +168,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         v,
         out,
         mut lse,
+        lse_stride,
         tiles: t,
         workspace,
     } = job;
@@ -210,7 +215,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
                         let block = Block { shift, ..block };
                         block.attend(simd, &x, (k, v), keys, scratch, tile);
                         let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
-                        if !block.write(p, out, lse, scratch) {
+                        if !block.write(p, out, lse.map(|l| (l, lse_stride)), scratch) {
                             break;
                         }
                     }
@@ -338,7 +343,7 @@ impl Block {
     /// Out of line: on the scalar level it is a frame of its own, like a [`phase`].
     #[inline(never)]
     fn write(
-        self, p: &Params, out: &mut [f32], mut lse: Option<&mut [f32]>, scratch: &Scratch,
+        self, p: &Params, out: &mut [f32], mut lse: Option<(&mut [f32], usize)>, scratch: &Scratch,
     ) -> bool {
         let redo = self.shift != 0.0;
         let mut overflowed = false;
@@ -368,8 +373,8 @@ impl Block {
                 overflowed |= !finite && max.is_finite() && sum.is_finite();
                 max + libm::logf(sum)
             };
-            if let (Some(lse), false) = (lse.as_deref_mut(), redo) {
-                lse[h * p.shape.q_len + i] = row_lse;
+            if let (Some((lse, stride)), false) = (lse.as_mut(), redo) {
+                lse[h * *stride + i] = row_lse;
             }
         }
         overflowed && !redo

@@ -10,7 +10,7 @@ extern crate std;
 use std::{vec, vec::Vec};
 
 /// One value of every [`Error`] variant, with the status the docs give it.
-const EVERY_ERROR: [(Error, QkvStatus); 15] = [
+const EVERY_ERROR: [(Error, QkvStatus); 16] = [
     (Error::ZeroDim(Dim::VDim), QKV_ERR_ZERO_DIM),
     (
         Error::HeadsNotDivisible {
@@ -56,6 +56,7 @@ const EVERY_ERROR: [(Error, QkvStatus); 15] = [
     (Error::VariantsNotBuilt, QKV_ERR_VARIANT),
     (Error::ZeroPageLen, QKV_ERR_ZERO_DIM),
     (Error::PagesNotBuilt, QKV_ERR_VARIANT),
+    (Error::Batch { index: 1 }, QKV_ERR_TOO_SHORT),
 ];
 
 /// The index of `e`'s variant in [`EVERY_ERROR`]. No wildcard arm: a new variant does not
@@ -77,6 +78,7 @@ fn variant(e: Error) -> usize {
         Error::VariantsNotBuilt => 12,
         Error::ZeroPageLen => 13,
         Error::PagesNotBuilt => 14,
+        Error::Batch { .. } => 15,
     }
 }
 
@@ -177,6 +179,8 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     }
     // This build has paged K/V (`pages.rs` tests the refusal without it).
     never.push(variant(Error::PagesNotBuilt));
+    // Ragged batches are not in the C ABI.
+    never.push(variant(Error::Batch { index: 0 }));
     never
 }
 
