@@ -33,6 +33,7 @@ use std::vec::Vec;
 use rayon::prelude::*;
 
 pub use crate::plan::Plan;
+use crate::range::from;
 use crate::{Error, KvType, Level, Params, plan};
 
 /// [`attention`](crate::attention) on the current rayon pool, with the best level and
@@ -95,7 +96,7 @@ pub fn ragged<K: KvType, V: KvType>(
             let n = sub.shape.q_heads * sub.shape.q_len;
             sub.out = crate::Layout::planar(sub.shape.q_len, s.v_dim);
             let (mut o, mut l) = (vec![0.0f32; n * s.v_dim], vec![0.0f32; n]);
-            let (q, k, v) = (tail(q, qa), tail(k, ka), tail(v, va));
+            let (q, k, v) = (from(q, qa), from(k, ka), from(v, va));
             attention(&sub, q, k, v, &mut o, Some(&mut l))?;
             Ok((o, l))
         })
@@ -114,9 +115,4 @@ pub fn ragged<K: KvType, V: KvType>(
         }
     }
     Ok(())
-}
-
-/// `x` from element `at` (empty past the end).
-fn tail<T>(x: &[T], at: usize) -> &[T] {
-    x.get(at..).unwrap_or(&[])
 }

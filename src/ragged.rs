@@ -18,7 +18,8 @@
 
 use crate::error::Error;
 use crate::kv::KvType;
-use crate::{Bias, Level, Params};
+use crate::range;
+use crate::{Level, Params};
 
 /// Where each sequence of a ragged batch is: sequence `b` owns query rows
 /// `cu_q[b]..cu_q[b + 1]` and keys `cu_k[b]..cu_k[b + 1]` of the packed tensors, whose
@@ -76,13 +77,8 @@ impl<'a> Batch<'a> {
         let mut sub = *params;
         sub.shape.q_len = self.cu_q[b + 1] - q0;
         sub.shape.kv_len = self.cu_k[b + 1] - k0;
-        sub.bias = params.bias.map(|bias| Bias {
-            data: bias.data.get(bias.layout().at(0, q0) + k0..).unwrap_or(&[]),
-            ..bias
-        });
-        // With pages K and V stay whole pools and the sequence's pages find its keys.
-        sub.pages = params.pages.map(|p| p.starting_at(k0));
-        let key = if params.paged().is_some() { 0 } else { k0 };
+        (sub.bias, sub.pages) = range::from_corner(params, 0, q0, k0);
+        let key = range::first_key(params, k0);
         let at = [
             params.q.at(0, q0),
             params.k.at(0, key),

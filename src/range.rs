@@ -8,7 +8,7 @@
 
 use core::ops::Range;
 
-use crate::{Bias, Error, Mask, Params, QueryPos, Tensor};
+use crate::{Bias, Error, Mask, Pages, Params, QueryPos, Tensor};
 
 /// A block of a problem: query heads `heads` (whole GQA groups), query rows `rows` and keys
 /// `keys`.
@@ -50,18 +50,8 @@ impl Part {
         sub.alibi = params
             .alibi
             .map(|s| s.get(self.heads.start..).unwrap_or(&[]));
-        // Key 0 of the part is key `keys.start` of the pages.
-        sub.pages = params.pages.map(|p| p.starting_at(self.keys.start));
-        sub.bias = params.bias.map(|b| {
-            let first = b
-                .layout()
-                .at(self.heads.start, self.rows.start)
-                .wrapping_add(self.keys.start);
-            Bias {
-                data: b.data.get(first..).unwrap_or(&[]),
-                ..b
-            }
-        });
+        (sub.bias, sub.pages) =
+            from_corner(params, self.heads.start, self.rows.start, self.keys.start);
         Ok(sub)
     }
 
@@ -72,13 +62,7 @@ impl Part {
     ) -> (&'s [f32], &'s [K], &'s [V]) {
         let group = params.shape.q_heads / params.shape.kv_heads.max(1);
         let g = self.heads.start / group.max(1);
-        // With pages, K and V stay whole pools, from the part's first kv head; the part's
-        // pages (`Part::params`) find its keys.
-        let key = if params.paged().is_some() {
-            0
-        } else {
-            self.keys.start
-        };
+        let key = first_key(params, self.keys.start);
         (
             from(q, params.q.at(self.heads.start, self.rows.start)),
             from(k, params.k.at(g, key)),
@@ -87,8 +71,29 @@ impl Part {
     }
 }
 
+/// The bias and the pages of a sub-problem whose head 0, query row 0 and key 0 are head `h`,
+/// row `row` and key `key` of `params` (a part, or a sequence of a ragged batch).
+pub(crate) fn from_corner<'a>(
+    params: &Params<'a>, h: usize, row: usize, key: usize,
+) -> (Option<Bias<'a>>, Option<Pages<'a>>) {
+    let bias = params.bias.map(|b| {
+        let first = b.layout().at(h, row).wrapping_add(key);
+        Bias {
+            data: b.data.get(first..).unwrap_or(&[]),
+            ..b
+        }
+    });
+    (bias, params.pages.map(|p| p.starting_at(key)))
+}
+
+/// The key from which a sub-problem starting at key `key` slices K and V: `key`, or 0 with
+/// pages, where K and V stay whole pools and the sub-problem's pages find its keys.
+pub(crate) fn first_key(params: &Params, key: usize) -> usize {
+    if params.paged().is_some() { 0 } else { key }
+}
+
 /// `data` from element `at` (empty past the end).
-fn from<T>(data: &[T], at: usize) -> &[T] {
+pub(crate) fn from<T>(data: &[T], at: usize) -> &[T] {
     data.get(at..).unwrap_or(&[])
 }
 
