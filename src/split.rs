@@ -82,10 +82,16 @@ pub fn partial_at<K: KvType, V: KvType>(
     level: Level, params: &Params, q: &[f32], k: &[K], v: &[V], keys: Range<usize>,
     out: &mut [f32], lse: &mut [f32],
 ) -> Result<(), Error> {
-    let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
+    // Used where it lies: moved out of its `Result`, the sub-problem would take a second
+    // slot of this frame, under every frame of the kernel (firmware stacks are small).
+    let validated = validate_partial(params, q, k, v, &keys, out, lse);
+    let (sub, part) = match &validated {
+        Ok(v) => v,
+        Err(e) => return Err(*e),
+    };
     let (q, k, v) = part.inputs(params, q, k, v);
     crate::dispatch::on_stack_workspace::<K, V, _>(&params.shape, |ws| {
-        level.attention_in(ws, &sub, q, k, v, out, Some(lse))
+        level.attention_in(ws, sub, q, k, v, out, Some(lse))
     })
 }
 
@@ -98,12 +104,21 @@ pub fn partial_in<K: KvType, V: KvType>(
     level: Level, workspace: &mut [f32], params: &Params, q: &[f32], k: &[K], v: &[V],
     keys: Range<usize>, out: &mut [f32], lse: &mut [f32],
 ) -> Result<(), Error> {
-    let (sub, part) = validate_partial(params, q, k, v, &keys, out, lse)?;
+    // Used where it lies, as in `partial_at`.
+    let validated = validate_partial(params, q, k, v, &keys, out, lse);
+    let (sub, part) = match &validated {
+        Ok(v) => v,
+        Err(e) => return Err(*e),
+    };
     let (q, k, v) = part.inputs(params, q, k, v);
-    level.attention_in(workspace, &sub, q, k, v, out, Some(lse))
+    level.attention_in(workspace, sub, q, k, v, out, Some(lse))
 }
 
 /// The checks of a partial, in the documented order, and its sub-problem.
+///
+/// Not inlined: the sub-problem is built in this frame, gone before the kernel's frames
+/// start (firmware stacks are small).
+#[inline(never)]
 fn validate_partial<'a, K: KvType, V: KvType>(
     params: &Params<'a>, q: &[f32], k: &[K], v: &[V], keys: &Range<usize>, out: &[f32], lse: &[f32],
 ) -> Result<(Params<'a>, Part), Error> {

@@ -221,13 +221,19 @@ impl<'p, 's> Stream<'p, 's> {
     ) -> Result<(), Error> {
         check_keys(&keys, self.params.shape.kv_len)?;
         let s = self.params.shape;
-        let mut sub = Part::keys(&self.params, keys).params(&self.params)?;
+        // Used where it lies: moved out of its `Result`, the sub-problem would take a second
+        // slot of this frame, under every frame of the kernel (firmware stacks are small).
+        let mut sub = Part::keys(&self.params, keys).params(&self.params);
+        let sub = match &mut sub {
+            Ok(sub) => sub,
+            Err(e) => return Err(*e),
+        };
         sub.out = Layout::planar(s.q_len, s.v_dim);
         let level = self.level;
         let Some(p) = self.parts() else {
             return Err(Error::Overflow(Tensor::Out));
         };
-        chunk(level, &sub, p.out_c, p.lse_c)?;
+        chunk(level, sub, p.out_c, p.lse_c)?;
         let v_dim = s.v_dim;
         for (r, (&lc, oc)) in p.lse_c.iter().zip(p.out_c.chunks_exact(v_dim)).enumerate() {
             if let (Some(m), Some(sum), Some(acc)) = (

@@ -75,24 +75,33 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Runs a decoded [`Call`]: `$call` with `p`, `q`, `k`, `v`, `out`, `lse` and `ws` bound to
-/// its params, slices and workspace (empty for the calls without one), K and V as slices of
-/// their types (through [`with_kv!`]), the error as its status. `$call` is one of
-/// [`attention`](crate::attention), [`attention_in`](crate::attention_in),
-/// [`Isa::attention`](crate::Isa::attention),
+/// Runs a decoded [`Call`] (`$decoded`, the result of [`Call::decode`]): `$call` with `p`,
+/// `q`, `k`, `v`, `out`, `lse` and `ws` bound to its params, slices and workspace (empty for
+/// the calls without one), K and V as slices of their types (through [`with_kv!`]), the
+/// error as its status. `$call` is one of [`attention`](crate::attention),
+/// [`attention_in`](crate::attention_in), [`Isa::attention`](crate::Isa::attention),
 /// [`reference::attention`](crate::reference::attention) or a [`split`](crate::split)
 /// partial, each instantiated separately so that firmware calling one links only that one.
+///
+/// The call is used where it lies in its `Result`: moved out, it would take a second slot of
+/// the entry point's frame (208 bytes on a Cortex-M), under every frame of the kernel.
 macro_rules! run {
-    ($c:expr, |$p:ident, $q:ident, $k:ident, $v:ident, $out:ident, $lse:ident, $ws:pat_param| $call:expr) => {{
+    ($decoded:expr, |$p:ident, $q:ident, $k:ident, $v:ident, $out:ident, $lse:ident, $ws:pat_param| $call:expr) => {{
+        let mut decoded = $decoded;
         let Call {
             params,
-            q: $q,
+            q,
             kv,
-            out: $out,
-            lse: $lse,
-            ws: $ws,
-        } = $c;
-        let $p = &params;
+            out,
+            lse,
+            ws,
+        } = match &mut decoded {
+            Ok(call) => call,
+            Err(status) => return Err(*status),
+        };
+        let ($p, $q, kv): (&$crate::Params, &[f32], _) = (&*params, *q, *kv);
+        let ($out, $lse): (&mut [f32], _) = (&mut **out, lse.as_deref_mut());
+        let $ws: &mut [f32] = &mut **ws;
         $crate::capi::types::with_kv!(kv, |$k, $v| $call).map_err($crate::capi::error_status)
     }};
 }
@@ -116,7 +125,7 @@ macro_rules! one_shot_entry {
             use $crate::capi::attention::{Call, Lse, NONE};
             // SAFETY: the entry point's contract (its `# Safety`), passed on.
             $crate::capi::guard(|| unsafe {
-                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
                 $crate::capi::attention::run!(c, |p, q, k, v, out, lse, _| {
                     $($run)+(p, q, k, v, out, lse)
                 })
@@ -170,7 +179,7 @@ pub unsafe extern "C" fn qkv_attention_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), ws)?;
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), ws);
         run!(c, |p, q, k, v, out, lse, ws| crate::attention_in(
             ws, p, q, k, v, out, lse
         ))
@@ -196,7 +205,7 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     };
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE)?;
+        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
         run!(c, |p, q, k, v, out, lse, _| isa
             .attention(p, q, k, v, out, lse))
     })

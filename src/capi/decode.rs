@@ -93,6 +93,7 @@ pub(crate) struct Problem {
 impl Problem {
     /// # Safety
     /// `desc` as [`Desc::read`] requires.
+    #[inline(always)]
     pub(crate) unsafe fn decode(
         desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32,
     ) -> Result<Problem, QkvStatus> {

@@ -33,7 +33,7 @@ pub unsafe extern "C" fn qkv_partial_f32(
     let keys: Range<usize> = key_start..key_end;
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), NONE)?;
+        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), NONE);
         run!(c, |p, q, k, v, out, lse, _| {
             // `Lse::Required` makes `lse` `Some`.
             split::partial(p, q, k, v, keys, out, lse.unwrap_or_default())
@@ -58,7 +58,7 @@ pub unsafe extern "C" fn qkv_partial_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), ws)?;
+        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), ws);
         run!(c, |p, q, k, v, out, lse, ws| {
             // `Lse::Required` makes `lse` `Some`.
             let lse = lse.unwrap_or_default();

@@ -11,8 +11,8 @@ use super::decode::{Desc, Extras, KeyRows};
 use super::types::{KvSlice, with_kv};
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
+use crate::Error;
 use crate::stream::Stream;
-use crate::{Error, Params};
 
 /// `qkv_stream_state_len`: writes to `*len` the number of floats a stream state for `desc`
 /// needs ([`Stream::state_len`](crate::stream::Stream::state_len):
@@ -73,10 +73,9 @@ unsafe fn init(desc: *const QkvDesc, state: *mut f32, state_len: usize) -> Resul
 /// A stream update decoded and checked against the pointer contract: the params and the
 /// slices `Stream::update` takes, K and V as [`KvSlice`]s for [`with_kv!`].
 struct Update<'a> {
-    params: Params<'a>,
+    stream: Stream<'a, 'a>,
     q: &'a [f32],
     kv: [KvSlice<'a>; 2],
-    state: &'a mut [f32],
     ws: &'a mut [f32],
 }
 
@@ -115,11 +114,13 @@ impl<'a> Update<'a> {
         let inputs = unsafe { inputs.slices() }?;
         // SAFETY: as above.
         let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
+        // The stream is resumed here, so that the kernel's frames stack under one copy of
+        // the params (the stream's), not two.
+        let stream = Stream::resume(&d.params(mask, inputs.extras), state);
         Ok(Update {
-            params: d.params(mask, inputs.extras),
+            stream: stream.map_err(error_status)?,
             q: inputs.q,
             kv: inputs.kv,
-            state,
             ws,
         })
     }
@@ -132,16 +133,19 @@ unsafe fn update(
     qkv: (*const f32, *const c_void, *const c_void), keys: Range<usize>, ws: (*mut f32, usize),
 ) -> Result<(), QkvStatus> {
     // SAFETY: the same contract, passed on.
-    let u = unsafe { Update::decode(desc, state, qkv, &keys, ws) }?;
-    let (q, ws) = (u.q, u.ws);
-    Stream::resume(&u.params, u.state)
-        .and_then(|mut stream| {
-            with_kv!(u.kv, |k, v| match ws.len() {
-                0 => stream.update(q, k, v, keys),
-                _ => stream.update_in(ws, q, k, v, keys),
-            })
-        })
-        .map_err(error_status)
+    let mut decoded = unsafe { Update::decode(desc, state, qkv, &keys, ws) };
+    // Used where it lies: moved out of its `Result`, the update (and its stream) would take
+    // a second slot of this frame, under every frame of the kernel.
+    let u = match &mut decoded {
+        Ok(u) => u,
+        Err(status) => return Err(*status),
+    };
+    let (q, stream, ws) = (u.q, &mut u.stream, &mut *u.ws);
+    with_kv!(u.kv, |k, v| match ws.len() {
+        0 => stream.update(q, k, v, keys),
+        _ => stream.update_in(ws, q, k, v, keys),
+    })
+    .map_err(error_status)
 }
 
 /// # Safety
