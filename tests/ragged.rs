@@ -2,13 +2,14 @@
 //! emulated width, exactly what that level gives for the sequence alone (its own shape, the
 //! mask aligned to its lengths, its block of the bias, the variants), bit for bit, `lse`
 //! included; `parallel::ragged` within 1e-5 relative (its plans may split keys and merge);
-//! a paged batch gives the in-order one; offsets that do not describe
-//! the tensors are refused before anything is written.
+//! a paged batch gives the in-order one; the test kit's random cases (any layout, mask, bias,
+//! variant, storage type, pages) as batches match the reference sequence by sequence;
+//! offsets that do not describe the tensors are refused before anything is written.
 
 mod common;
-use common::{Rng, budget, levels};
+use common::{Paging, Ragged, Rng, budget, check_all, levels, random_cases};
 use qkv::ragged::{self, Batch};
-use qkv::{Bias, Error, Layout, Mask, Pages, Params, QueryPos, Shape};
+use qkv::{Bias, Error, KvKind, Layout, Mask, Pages, Params, QueryPos, Shape};
 
 /// A random batch of `n` sequences: cumulative query rows and keys (some sequences empty).
 fn offsets(rng: &mut Rng, n: usize, max_q: usize, max_k: usize) -> (Vec<usize>, Vec<usize>) {
@@ -315,4 +316,39 @@ fn offsets_that_do_not_fit_are_refused() {
         Err(Error::TooShort { .. })
     ));
     assert!(out.iter().all(|x| x.is_nan()));
+}
+
+/// The test kit's random cases (layouts, masks, bias, softcap, sinks, ALiBi; K/V stored in
+/// every type; a third of them paged) cut into 1 to 4 sequences: every level against the
+/// reference on each sequence cut out of the case by hand (`common::ragged`).
+#[test]
+fn random_cases_as_batches_match_the_reference() {
+    let kinds = [
+        (KvKind::F32, KvKind::F32),
+        (KvKind::F16, KvKind::Bf16),
+        (KvKind::Q8_0, KvKind::F32),
+    ];
+    let mut rng = Rng(197);
+    for (n, mut case) in random_cases(198, budget((60, 70, 40), (3, 6, 16))).enumerate() {
+        let s = case.shape;
+        let seqs = rng.range(1, 4);
+        // Cuts anywhere in the totals, so some sequences are empty.
+        let mut cuts = |total: usize| -> Vec<usize> {
+            let mut cu: Vec<usize> = (1..seqs).map(|_| rng.range(0, total)).collect();
+            cu.sort_unstable();
+            [vec![0], cu, vec![total]].concat()
+        };
+        let (cu_q, cu_k) = (cuts(s.q_len), cuts(s.kv_len));
+        case.ragged = Some(Ragged { cu_q, cu_k });
+        let _ = case.store(kinds[n % kinds.len()]);
+        if n % 3 == 0 {
+            let page_len = rng.pick(&[1, 5, 16, 48]);
+            case.paging = Some(Paging {
+                page_len,
+                hnd: rng.coin(1, 2),
+                offset: rng.range(0, page_len - 1),
+            });
+        }
+        check_all(&case);
+    }
 }

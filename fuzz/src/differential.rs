@@ -30,6 +30,11 @@
 //! pages in reverse order, unused rows NaN) with pages of 1 to 100 keys, either layout, key 0
 //! at any row of the first page. The reference still reads the keys in order.
 //!
+//! After the pages, in about one case of five, a ragged batch: the case's rows and keys cut
+//! into 1 to 4 sequences (some empty) that `qkv::ragged` runs as one call; each sequence is
+//! checked against the reference on that sequence cut out of the case by hand
+//! (`tests/common/ragged.rs`).
+//!
 //! # What is compared
 //! Every level of the test kit (`tests/common`: each available [`Isa`](qkv::Isa) and every
 //! [`Emulated`](qkv::Emulated) width) runs on the case and is checked by its
@@ -38,7 +43,7 @@
 //! with the rules for values past `f32`'s range, infinite `v` and the bias's rounding).
 
 use crate::bytes::Bytes;
-use crate::common::{Case, Paging, check_all, extent, laid_out};
+use crate::common::{Case, Paging, Ragged, check_all, extent, laid_out};
 use qkv::{KvKind, Layout, Mask, QueryPos, Shape};
 
 /// The special values the data is drawn from at a chosen rate.
@@ -286,6 +291,7 @@ pub fn decode_as(data: &[u8], typed: bool) -> Case {
         sinks: None,
         alibi: None,
         paging: None,
+        ragged: None,
     };
     if typed {
         let kinds = kv_kinds(b, head_dim, v_dim);
@@ -334,6 +340,21 @@ pub fn decode_as(data: &[u8], typed: bool) -> Case {
             hnd: b.chance(128),
             offset: b.below(page_len),
         });
+    }
+    // A ragged batch, after the pages: the rows and keys cut into 1 to 4 sequences (some
+    // empty), each with its own mask alignment, bias block and first page row.
+    if b.chance(48) {
+        let n = b.range(1, 4);
+        let mut cut = |total: usize| {
+            let mut cu: Vec<usize> = (0..n - 1).map(|_| b.below(total + 1)).collect();
+            cu.sort_unstable();
+            cu.insert(0, 0);
+            cu.push(total);
+            cu
+        };
+        let cu_q = cut(q_len);
+        let cu_k = cut(kv_len);
+        case.ragged = Some(Ragged { cu_q, cu_k });
     }
     case
 }

@@ -32,6 +32,11 @@ pub struct Case {
     /// Whether the call reads K and V through pages ([`Case::call_inputs`]); `k` and `v`
     /// hold them in order either way.
     pub paging: Option<super::pages::Paging>,
+    /// Whether the case is a packed ragged batch of these sequences: [`check_all`] then runs
+    /// it as one (`qkv::ragged`); the other checks ignore it.
+    ///
+    /// [`check_all`]: super::compare::check_all
+    pub ragged: Option<super::ragged::Ragged>,
 }
 
 /// Elements a tensor of `heads × rows × cols` in layout `l` reaches: 0 when any size is 0,
@@ -101,6 +106,7 @@ impl Case {
             sinks: None,
             alibi: None,
             paging: None,
+            ragged: None,
         }
     }
 

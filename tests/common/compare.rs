@@ -310,10 +310,10 @@ impl Row {
 }
 
 /// The case without its data, for failure messages.
-fn describe(case: &Case) -> String {
+pub(super) fn describe(case: &Case) -> String {
     format!(
         "{:?} layouts {:?} scale {:?} mask {:?} bias strides {:?} lse {} K/V stored as {:?} \
-         softcap {:?} sinks {:?} alibi {:?} paging {:?}",
+         softcap {:?} sinks {:?} alibi {:?} paging {:?} ragged {:?}",
         case.shape,
         case.layouts,
         case.scale,
@@ -324,12 +324,13 @@ fn describe(case: &Case) -> String {
         case.softcap,
         case.sinks,
         case.alibi,
-        case.paging
+        case.paging,
+        case.ragged
     )
 }
 
 /// Which elements of `out` lie in an output row.
-fn inside_rows(case: &Case, out_len: usize) -> Vec<bool> {
+pub(super) fn inside_rows(case: &Case, out_len: usize) -> Vec<bool> {
     let s = case.shape;
     let l = case.layouts[3];
     let mut inside = vec![false; out_len];
@@ -370,8 +371,12 @@ pub fn check(case: &Case, level: Level) {
     check_level(case, &Expected::new(case), level);
 }
 
-/// [`check`] on every level of [`levels`](super::levels), the reference run once.
+/// [`check`] on every level of [`levels`](super::levels), the reference run once; a ragged
+/// case ([`Case::ragged`]) is checked as its batch ([`check_ragged`](super::check_ragged)).
 pub fn check_all(case: &Case) {
+    if let Some(r) = &case.ragged {
+        return super::ragged::check_ragged(case, r);
+    }
     let want = Expected::new(case);
     for level in super::levels() {
         check_level(case, &want, level);

@@ -14,6 +14,7 @@ pub mod compare;
 pub mod exp;
 pub mod kv;
 pub mod pages;
+pub mod ragged;
 
 pub use case::{
     Case, alibi_slopes, error_fixture, extent, laid_out, random_cases, random_mask, random_sinks,
@@ -24,6 +25,7 @@ pub use compare::{
     check_level, close, compare_joined, compare_row, joined_series, one_shot, row,
 };
 pub use pages::{CallInputs, Paging};
+pub use ragged::{Ragged, check_ragged};
 
 use qkv::plan::Plan;
 use qkv::split::Level;
