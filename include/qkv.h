@@ -109,7 +109,10 @@ enum qkv_status_code {
     QKV_ERR_ZERO_DIM = 1,
     /** q_heads is not a multiple of kv_heads. */
     QKV_ERR_HEADS_NOT_DIVISIBLE = 2,
-    /** A nonzero count field is smaller than the extent its shape and strides reach. */
+    /** A nonzero count field is smaller than the extent its shape and strides reach; also a
+     *  key range outside 0..kv_len (qkv_partial_f32(), qkv_stream_update()), and ragged
+     *  offsets that do not describe the tensors (qkv_attention_ragged_f32(): fewer than 2
+     *  entries, not starting at 0, decreasing, or not ending at q_len and kv_len). */
     QKV_ERR_TOO_SHORT = 3,
     /** An extent overflows size_t, or a length exceeds PTRDIFF_MAX bytes. */
     QKV_ERR_OVERFLOW = 4,
@@ -648,6 +651,54 @@ qkv_status qkv_plan_finish(const qkv_plan *plan, const qkv_desc *desc, const flo
  *  to the merge's rounding. */
 qkv_status qkv_attention_parallel_f32(const qkv_desc *desc, const float *q, const void *k,
                                       const void *v, float *out, float *lse);
+
+/* ---- Ragged batches: sequences of different lengths in one call: src/capi/ragged.rs ---- */
+
+/**
+ * Attention over a ragged batch: offsets_len - 1 sequences of different lengths packed along
+ * the rows of q, k, v and out, as FlashAttention's varlen API packs them. Sequence b owns
+ * query rows cu_q[b]..cu_q[b+1] and keys cu_k[b]..cu_k[b+1] (end excluded); desc
+ * describes the packed tensors, its q_len and kv_len being the totals, usually
+ * qkv_desc_interleaved() ([total][heads][dim]). Each sequence is a problem of its own: the
+ * mask aligned to its own lengths (causal bottom-right per sequence), its block of a
+ * [q_heads][q_len][kv_len] bias, the same scale, softcap, sinks and ALiBi slopes; its rows
+ * are, bit for bit, what qkv_attention_f32() gives for the sequence alone. Sequences may be
+ * empty.
+ *
+ *     size_t cu_q[] = {0, 3, 3, 5}, cu_k[] = {0, 5, 9, 16};   // 3 sequences, one empty
+ *     qkv_desc d = qkv_desc_interleaved(8, 2, 5, 16, 64, 64);  // the totals: 5 rows, 16 keys
+ *     d.mask = QKV_MASK_CAUSAL;
+ *     qkv_status s = qkv_attention_ragged_f32(&d, cu_q, cu_k, 4, q, k, v, out, lse);
+ *
+ * @param desc the packed call's descriptor (k_type, v_type, bias, variants and pages as for
+ *             qkv_attention_f32(); a block_table maps the packed keys); not kept.
+ * @param cu_q, cu_k offsets_len cumulative query rows and keys each: start at 0, never
+ *                   decrease, end at q_len and kv_len. Read only; may be NULL only when
+ *                   offsets_len is 0 (which is QKV_ERR_TOO_SHORT: no sequence).
+ * @param offsets_len entries of cu_q and of cu_k: the number of sequences plus one.
+ * @param q, k, v, out the packed tensors, each following the pointer contract.
+ * @param lse NULL, or receives [q_heads][q_len] over the total rows, dense.
+ * @return QKV_OK, or an error status and nothing written: those of qkv_attention_f32();
+ *         then, after its pointer checks, cu_q and cu_k (QKV_ERR_NULL_POINTER,
+ *         QKV_ERR_MISALIGNED to size_t, QKV_ERR_ALIASING when out or lse overlaps them);
+ *         QKV_ERR_TOO_SHORT, after the descriptor's own checks, for offsets that do not
+ *         describe the tensors.
+ *
+ * In the library built with the Cargo feature capi-ragged (default); firmware builds
+ * (--no-default-features) leave the ragged functions out.
+ */
+qkv_status qkv_attention_ragged_f32(const qkv_desc *desc, const size_t *cu_q,
+                                    const size_t *cu_k, size_t offsets_len, const float *q,
+                                    const void *k, const void *v, float *out, float *lse);
+
+/** qkv_attention_ragged_f32() on the threads of the library's own pool (rayon; the library
+ *  built with the `parallel` feature, which needs std), the sequences and each sequence's
+ *  tasks one pool of work. Same arguments and statuses; each sequence's rows are what
+ *  qkv_attention_parallel_f32() gives for it alone (up to the merge's rounding). */
+qkv_status qkv_attention_ragged_parallel_f32(const qkv_desc *desc, const size_t *cu_q,
+                                             const size_t *cu_k, size_t offsets_len,
+                                             const float *q, const void *k, const void *v,
+                                             float *out, float *lse);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -120,8 +120,8 @@ fn c_against_the_shared_library() {
 }
 
 /// The `no_std` static library on the host: CPUID detection without std, the panic-handler
-/// feature, the K/V types, softmax variants and paged K/V (`kv-*`, `softmax-variants`,
-/// `paged-kv`, which `--no-default-features` drops) and
+/// feature, the K/V types, softmax variants, paged K/V and the ragged C functions (`kv-*`,
+/// `softmax-variants`, `paged-kv`, `capi-ragged`, which `--no-default-features` drops) and
 /// `panic = "abort"` as docs/c-api.md says.
 #[test]
 #[cfg_attr(miri, ignore = "runs cargo and a C compiler")]
@@ -135,7 +135,7 @@ fn c_against_the_no_std_static_library() {
         .args(["rustc", "--release", "--lib", "--no-default-features"])
         .args([
             "--features",
-            "panic-handler,x86-v4,kv-f16,kv-bf16,kv-q8_0,softmax-variants,paged-kv",
+            "panic-handler,x86-v4,kv-f16,kv-bf16,kv-q8_0,softmax-variants,paged-kv,capi-ragged",
             "--crate-type",
             "staticlib",
         ])

@@ -599,6 +599,19 @@ fn capi() {
     {
         let _: Call = qkv_attention_parallel_f32;
     }
+
+    // Ragged batches (feature `capi-ragged`, default): the descriptor, `cu_q`, `cu_k` and
+    // their length, then the one-shot call's tensors.
+    #[cfg(feature = "capi-ragged")]
+    {
+        type Cu = *const usize;
+        type RaggedCall = unsafe extern "C" fn(Desc, Cu, Cu, usize, R, T, T, W, W) -> QkvStatus;
+        let _: RaggedCall = qkv_attention_ragged_f32;
+        #[cfg(feature = "parallel")]
+        {
+            let _: RaggedCall = qkv_attention_ragged_parallel_f32;
+        }
+    }
 }
 
 /// Runs the functions above: they only name items (no call computes anything), so a

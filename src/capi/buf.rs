@@ -52,6 +52,20 @@ impl Buf {
         Ok(Buf { ptr, len, kind })
     }
 
+    /// A buffer of `len` `size_t`s (the offsets of a ragged batch), checked as [`Buf::of`]
+    /// checks a `float` one (its length, then NULL, then alignment), the alignment being
+    /// `size_t`'s. It is held as the floats it spans, so that its bytes take part in the
+    /// aliasing checks; [`Buf::slice_usize`] reads it.
+    #[cfg(feature = "capi-ragged")]
+    pub(crate) fn sizes(ptr: *const usize, len: usize) -> Result<Buf, QkvStatus> {
+        let floats = len.checked_mul(FLOATS_PER_SIZE).ok_or(QKV_ERR_OVERFLOW)?;
+        let buf = Buf::of(KvKind::F32, ptr.cast(), floats, Some(0))?;
+        if len != 0 && !(ptr as usize).is_multiple_of(align_of::<usize>()) {
+            return Err(QKV_ERR_MISALIGNED);
+        }
+        Ok(buf)
+    }
+
     /// Whether the two buffers share a byte.
     pub(crate) fn overlaps(self, other: Buf) -> bool {
         if self.len == 0 || other.len == 0 {
@@ -98,6 +112,23 @@ impl Buf {
         // SAFETY: the caller's contract; `f32` and `u32` are both `Pod` of one size and
         // alignment, so the cast keeps every element.
         bytemuck::cast_slice(unsafe { self.slice() })
+    }
+
+    /// The buffer as the `size_t`s it was made of by [`Buf::sizes`].
+    ///
+    /// # Safety
+    /// As [`Buf::typed`], for a buffer made by [`Buf::sizes`]: `ptr` points to `len`
+    /// initialized, readable `size_t`s that nothing writes during `'a`.
+    #[cfg(feature = "capi-ragged")]
+    pub(crate) unsafe fn slice_usize<'a>(self) -> &'a [usize] {
+        if self.len == 0 || self.kind != KvKind::F32 {
+            return &[];
+        }
+        // SAFETY: non-NULL and aligned to `usize` (checked in `sizes`), `len` floats, that is
+        // `len / FLOATS_PER_SIZE` `usize`s, readable and not written while the slice lives
+        // (the caller's contract), at most `isize::MAX` bytes (checked in `of`); every bit
+        // pattern is a valid `usize`.
+        unsafe { core::slice::from_raw_parts(self.ptr.cast::<usize>(), self.len / FLOATS_PER_SIZE) }
     }
 
     /// K or V as a slice of its type; [`QKV_ERR_TYPE`] for a type this build leaves out
@@ -152,6 +183,13 @@ impl Buf {
         }
     }
 }
+
+/// The floats one `size_t` spans: a whole number of them on every target the crate builds
+/// for (32- and 64-bit), which [`Buf::sizes`] relies on.
+#[cfg(feature = "capi-ragged")]
+const FLOATS_PER_SIZE: usize = size_of::<usize>() / size_of::<f32>();
+#[cfg(feature = "capi-ragged")]
+const _: () = assert!(size_of::<usize>() == FLOATS_PER_SIZE * size_of::<f32>());
 
 /// [`QKV_ERR_ALIASING`] if any of `writes` overlaps another of them or any of `reads`.
 pub(crate) fn check_aliasing(writes: &[Buf], reads: &[Option<Buf>]) -> Result<(), QkvStatus> {

@@ -1,6 +1,6 @@
 //! The C ABI (feature `capi`): `extern "C"` functions over [`attention`](crate::attention),
-//! [`reference::attention`](crate::reference::attention), [`Isa`], [`split`](crate::split)
-//! and [`stream`](crate::stream), declared for C and C++ in `include/qkv.h`.
+//! [`reference::attention`](crate::reference::attention), [`Isa`], [`split`](crate::split),
+//! [`stream`](crate::stream) and [`ragged`](crate::ragged), declared for C and C++ in `include/qkv.h`.
 //! `docs/c-api.md` is the C reference: how to build and link the library, the descriptor,
 //! every function and status.
 //!
@@ -8,8 +8,8 @@
 //! entry point, `buf.rs`
 //! checks the pointers, `types.rs` holds the K/V types and `with_kv!`, the one run-time
 //! dispatch over them, [`error_status`] is the one [`Error`] → status mapping, and
-//! `attention.rs`, `split.rs` and `stream.rs` hold the entry points (those of the last two
-//! are exported as [`capi_split`](crate::capi_split)).
+//! `attention.rs`, `ragged.rs`, `plan.rs`, `split.rs` and `stream.rs` hold the entry points
+//! (those of the last two are exported as [`capi_split`](crate::capi_split)).
 //!
 //! Everything here is plain data and integers: a call is described by a [`QkvDesc`], enums
 //! are `int32_t` constants (an unknown value is an error, never undefined behaviour), and
@@ -53,6 +53,8 @@ mod buf;
 mod decode;
 mod desc;
 mod plan;
+#[cfg(feature = "capi-ragged")]
+mod ragged;
 pub(crate) mod split;
 pub(crate) mod stream;
 #[cfg(test)]
@@ -76,6 +78,10 @@ pub use desc::{
 #[cfg(feature = "parallel")]
 pub use plan::qkv_attention_parallel_f32;
 pub use plan::{QkvPlan, qkv_plan_finish, qkv_plan_make, qkv_plan_run_task};
+#[cfg(feature = "capi-ragged")]
+pub use ragged::qkv_attention_ragged_f32;
+#[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+pub use ragged::qkv_attention_ragged_parallel_f32;
 pub use types::{QKV_TYPE_BF16, QKV_TYPE_F16, QKV_TYPE_F32, QKV_TYPE_Q8_0};
 pub use workspace::{qkv_workspace_min_size, qkv_workspace_size};
 
@@ -90,7 +96,9 @@ pub const QKV_ERR_ZERO_DIM: QkvStatus = 1;
 pub const QKV_ERR_HEADS_NOT_DIVISIBLE: QkvStatus = 2;
 /// [`Error::TooShort`]: a nonzero count field is smaller than the tensor's extent; also
 /// [`Error::KeyRange`], a key range outside `0..=kv_len` (the keys it names are not in the
-/// tensors the descriptor describes).
+/// tensors the descriptor describes), and [`Error::Batch`], ragged offsets that do not
+/// describe the tensors ([`qkv_attention_ragged_f32`]: the sequences they name are not the
+/// rows and keys the descriptor describes).
 pub const QKV_ERR_TOO_SHORT: QkvStatus = 3;
 /// [`Error::Overflow`], or a length over `PTRDIFF_MAX` bytes: an extent overflows `size_t`.
 pub const QKV_ERR_OVERFLOW: QkvStatus = 4;
@@ -276,7 +284,7 @@ pub extern "C" fn qkv_status_str(status: QkvStatus) -> *const c_char {
         QKV_OK => c"ok",
         QKV_ERR_ZERO_DIM => c"q_heads, kv_heads, head_dim or v_dim is 0",
         QKV_ERR_HEADS_NOT_DIVISIBLE => c"q_heads is not a multiple of kv_heads",
-        QKV_ERR_TOO_SHORT => c"a count is smaller than the extent the shape and strides reach",
+        QKV_ERR_TOO_SHORT => c"a count, key range or ragged offset does not fit the shape",
         QKV_ERR_OVERFLOW => c"an extent overflows size_t or PTRDIFF_MAX bytes",
         QKV_ERR_OVERLAP => c"the strides of out make elements overlap",
         QKV_ERR_INVALID_SCALE => c"scale is NaN or infinite",

@@ -833,6 +833,110 @@ static void pages(void) {
     EXPECT(QKV_OK, &d, Q, K, V, OUT, LSE);
 }
 
+/* ---- Ragged batches: three sequences of different lengths packed [total][heads][dim],
+ * causal, 4 query heads over 2 kv heads; each sequence's rows of out and lse must be the
+ * bits qkv_attention_f32 gives for the sequence alone. Then the statuses of offsets that do
+ * not describe the tensors or break the pointer contract, with out and lse untouched. */
+
+#define R_SEQS 3
+#define R_HEADS 4
+#define R_KV_HEADS 2
+#define R_DIM 16
+static const size_t CU_Q[R_SEQS + 1] = {0, 3, 4, 9}, CU_K[R_SEQS + 1] = {0, 7, 12, 21};
+
+/* qkv_attention_ragged_f32 on Q, K, V into OUT and LSE (filled with 7 first). */
+static qkv_status ragged_call(const qkv_desc *d, const size_t *cu_q, const size_t *cu_k,
+                              size_t len, float *out) {
+    qkv_status s;
+    fill_value(OUT, BIG, 7.0f);
+    fill_value(LSE, 4096, 7.0f);
+    s = qkv_attention_ragged_f32(d, cu_q, cu_k, len, Q, K, V, out, LSE);
+    note(s);
+    return s;
+}
+
+static void ragged(void) {
+    const size_t total_q = CU_Q[R_SEQS], total_k = CU_K[R_SEQS];
+    qkv_desc d = qkv_desc_interleaved(R_HEADS, R_KV_HEADS, total_q, total_k, R_DIM, R_DIM);
+    static size_t offsets[2 * (R_SEQS + 1) + 1];
+    size_t b, h, i;
+    qkv_status s;
+    d.mask = QKV_MASK_CAUSAL;
+    fill(Q, total_q * R_HEADS * R_DIM);
+    fill(K, total_k * R_KV_HEADS * R_DIM);
+    fill(V, total_k * R_KV_HEADS * R_DIM);
+    s = ragged_call(&d, CU_Q, CU_K, R_SEQS + 1, OUT);
+    CHECK(s == QKV_OK, "ragged: %s", qkv_status_str(s));
+    for (b = 0; b < R_SEQS; b++) {
+        size_t lq = CU_Q[b + 1] - CU_Q[b], lk = CU_K[b + 1] - CU_K[b];
+        qkv_desc one = qkv_desc_interleaved(R_HEADS, R_KV_HEADS, lq, lk, R_DIM, R_DIM);
+        one.mask = QKV_MASK_CAUSAL;
+        fill_value(REF, BIG, 3.0f);
+        s = qkv_attention_f32(&one, Q + CU_Q[b] * R_HEADS * R_DIM,
+                              K + CU_K[b] * R_KV_HEADS * R_DIM, V + CU_K[b] * R_KV_HEADS * R_DIM,
+                              REF, REF_LSE);
+        CHECK(s == QKV_OK, "sequence %zu alone: %s", b, qkv_status_str(s));
+        CHECK(memcmp(OUT + CU_Q[b] * R_HEADS * R_DIM, REF, lq * R_HEADS * R_DIM * sizeof(float)) ==
+                  0,
+              "ragged: sequence %zu's out is not its own call's", b);
+        for (h = 0; h < R_HEADS; h++)
+            for (i = 0; i < lq; i++)
+                CHECK(memcmp(&LSE[h * total_q + CU_Q[b] + i], &REF_LSE[h * lq + i],
+                             sizeof(float)) == 0,
+                      "ragged: lse of sequence %zu, head %zu, row %zu: %g, alone %g", b, h, i,
+                      LSE[h * total_q + CU_Q[b] + i], REF_LSE[h * lq + i]);
+    }
+    CHECK(all_equal(OUT + total_q * R_HEADS * R_DIM, BIG - total_q * R_HEADS * R_DIM, 7.0f) &&
+              all_equal(LSE + R_HEADS * total_q, 4096 - R_HEADS * total_q, 7.0f),
+          "ragged: wrote past out or lse");
+    /* lse may be NULL. */
+    fill_value(OUT, BIG, 7.0f);
+    s = qkv_attention_ragged_f32(&d, CU_Q, CU_K, R_SEQS + 1, Q, K, V, OUT, NULL);
+    CHECK(s == QKV_OK && !all_equal(OUT, total_q * R_HEADS * R_DIM, 7.0f), "ragged, no lse: %s",
+          qkv_status_str(s));
+
+    /* Statuses, nothing written. The offsets in `offsets`, cu_q then cu_k. */
+#define RAGGED_EXPECT(want, d, cu_q, cu_k, len, out)                                         \
+    do {                                                                                   \
+        qkv_status got_ = ragged_call(d, cu_q, cu_k, len, out);                            \
+        CHECK(got_ == (want), "ragged: got %s, want %s", qkv_status_str(got_),             \
+              qkv_status_str(want));                                                       \
+        CHECK(all_equal(OUT, BIG, 7.0f) && all_equal(LSE, 4096, 7.0f),                     \
+              "ragged: an error wrote its output");                                        \
+    } while (0)
+    memcpy(offsets, CU_Q, sizeof CU_Q);
+    memcpy(offsets + R_SEQS + 1, CU_K, sizeof CU_K);
+    offsets[R_SEQS] = total_q - 1; /* cu_q does not end at q_len */
+    RAGGED_EXPECT(QKV_ERR_TOO_SHORT, &d, offsets, offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+    offsets[R_SEQS] = total_q;
+    offsets[1] = 5; /* decreasing: 5 then 4 */
+    RAGGED_EXPECT(QKV_ERR_TOO_SHORT, &d, offsets, offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+    offsets[1] = CU_Q[1];
+    offsets[R_SEQS + 1] = 1; /* cu_k does not start at 0 */
+    RAGGED_EXPECT(QKV_ERR_TOO_SHORT, &d, offsets, offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+    offsets[R_SEQS + 1] = 0;
+    /* One entry short: the last ones are not the totals. */
+    RAGGED_EXPECT(QKV_ERR_TOO_SHORT, &d, offsets, offsets + R_SEQS + 1, R_SEQS, OUT);
+    RAGGED_EXPECT(QKV_ERR_TOO_SHORT, &d, NULL, NULL, 0, OUT); /* no sequence at all */
+    RAGGED_EXPECT(QKV_ERR_NULL_POINTER, &d, offsets, NULL, R_SEQS + 1, OUT);
+    RAGGED_EXPECT(QKV_ERR_MISALIGNED, &d, (const size_t *)(const void *)((const char *)offsets + 1),
+                  offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+    {
+        /* cu_q inside out (at a size_t boundary). */
+        const char *in_out = (const char *)(OUT + 8);
+        in_out += (sizeof(size_t) - (uintptr_t)in_out % sizeof(size_t)) % sizeof(size_t);
+        RAGGED_EXPECT(QKV_ERR_ALIASING, &d, (const size_t *)(const void *)in_out,
+                      offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+    }
+    /* The descriptor's own checks come before the offsets'. */
+    offsets[R_SEQS] = total_q - 1;
+    d.kv_heads = 3;
+    RAGGED_EXPECT(QKV_ERR_HEADS_NOT_DIVISIBLE, &d, offsets, offsets + R_SEQS + 1, R_SEQS + 1,
+                  OUT);
+    RAGGED_EXPECT(QKV_ERR_NULL_POINTER, NULL, offsets, offsets + R_SEQS + 1, R_SEQS + 1, OUT);
+#undef RAGGED_EXPECT
+}
+
 int main(void) {
     int s;
     CHECK(qkv_version() == QKV_VERSION, "library %x, header %x", (unsigned)qkv_version(),
@@ -844,6 +948,7 @@ int main(void) {
     type_statuses();
     variants();
     pages();
+    ragged();
     for (s = 0; s < 64; s++)
         if (reached[s]) printf("reached %d\n", s);
     if (failures) {

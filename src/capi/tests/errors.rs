@@ -111,9 +111,13 @@ enum Entry {
     PlanRunTask,
     PlanFinish,
     AddSinks,
+    #[cfg(feature = "capi-ragged")]
+    Ragged,
+    #[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+    RaggedParallel,
 }
 
-const ENTRIES: [Entry; 14] = [
+const ENTRIES: &[Entry] = &[
     Entry::Attention,
     Entry::AttentionWs,
     Entry::AttentionIsa,
@@ -128,6 +132,10 @@ const ENTRIES: [Entry; 14] = [
     Entry::PlanRunTask,
     Entry::PlanFinish,
     Entry::AddSinks,
+    #[cfg(feature = "capi-ragged")]
+    Entry::Ragged,
+    #[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+    Entry::RaggedParallel,
 ];
 
 /// The variants `entry` cannot return, each for the reason given.
@@ -144,6 +152,10 @@ fn unreachable(entry: Entry) -> Vec<usize> {
         // Only a forced level can be unsupported; only split-KV and streams take key ranges;
         // only the `_ws` calls (and plan tasks) take a workspace.
         Entry::Attention | Entry::Reference => vec![unsupported, key_range, workspace],
+        #[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+        Entry::RaggedParallel => vec![unsupported, key_range, workspace],
+        #[cfg(feature = "capi-ragged")]
+        Entry::Ragged => vec![unsupported, key_range, workspace],
         Entry::AttentionWs => vec![unsupported, key_range],
         Entry::AttentionIsa => vec![key_range, workspace],
         Entry::Partial => vec![unsupported, workspace],
@@ -182,13 +194,29 @@ fn unreachable(entry: Entry) -> Vec<usize> {
     }
     // This build has paged K/V (`pages.rs` tests the refusal without it).
     never.push(variant(Error::PagesNotBuilt));
-    // Ragged batches are not in the C ABI.
-    never.push(variant(Error::Batch { index: 0 }));
+    // Only the ragged calls take offsets.
+    if !is_ragged(entry) {
+        never.push(variant(Error::Batch { index: 0 }));
+    }
     never
 }
 
-/// A call that must fail with `error`: the descriptor, key range, level and state length
-/// to pass.
+/// Whether `entry` is one of the ragged calls, which take `cu_q` and `cu_k`.
+fn is_ragged(entry: Entry) -> bool {
+    #[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+    if entry == Entry::RaggedParallel {
+        return true;
+    }
+    #[cfg(feature = "capi-ragged")]
+    if entry == Entry::Ragged {
+        return true;
+    }
+    let _ = entry;
+    false
+}
+
+/// A call that must fail with `error`: the descriptor, key range, level, state length,
+/// workspace length and, for the ragged calls, offsets to pass.
 struct Case {
     error: Error,
     desc: QkvDesc,
@@ -196,6 +224,8 @@ struct Case {
     isa: i32,
     state_len: usize,
     ws_len: usize,
+    /// `cu_q` and `cu_k`; none for two sequences that describe the descriptor's totals.
+    offsets: Option<([usize; 3], [usize; 3])>,
 }
 
 /// Room for every tensor of every case below.
@@ -213,6 +243,7 @@ fn cases(entry: Entry) -> Vec<Case> {
         isa: Isa::Scalar as i32,
         state_len: ROOM,
         ws_len: WS_ROOM,
+        offsets: None,
     };
     let scaled = |d| QkvDesc {
         flags: QKV_FLAG_SCALE,
@@ -342,6 +373,11 @@ fn cases(entry: Entry) -> Vec<Case> {
             ..base
         },
     ));
+    // Ragged offsets whose query rows end short of `q_len`.
+    all.push(Case {
+        offsets: Some(([0, 2, 2], [0, 2, 5])),
+        ..case(Error::Batch { index: 2 }, base)
+    });
     // A task index past the plan's tasks.
     all.push(Case {
         keys: 99..100,
@@ -380,7 +416,7 @@ fn cases(entry: Entry) -> Vec<Case> {
 /// [`error_status`] says, with every buffer (outputs and stream state included) untouched.
 #[test]
 fn every_entry_point_returns_each_error_as_its_status() {
-    for entry in ENTRIES {
+    for &entry in ENTRIES {
         let mut covered = unreachable(entry);
         for c in cases(entry) {
             let mut bufs = Buffers::new();
@@ -395,6 +431,7 @@ fn every_entry_point_returns_each_error_as_its_status() {
                     isa: 0,
                     state_len: ROOM,
                     ws_len: 0,
+                    offsets: None,
                 };
                 assert_eq!(bufs.call(Entry::StreamInit, &init), QKV_OK);
             }

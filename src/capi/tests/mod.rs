@@ -1,9 +1,11 @@
 //! Unit tests of the C ABI: names, statuses, descriptor versions, NULL and aliasing
-//! pointers; `errors.rs` tests the one `Error` → status mapping from every entry point, and
+//! pointers; `errors.rs` tests the one `Error` → status mapping from every entry point,
 //! `types.rs` the K/V types: every pair through every entry point against the Rust call,
-//! and their statuses.
+//! and their statuses, and `ragged.rs` the ragged batches against their sequences alone.
 
 mod errors;
+#[cfg(feature = "capi-ragged")]
+mod ragged;
 mod types;
 
 use super::*;

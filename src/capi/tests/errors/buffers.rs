@@ -59,8 +59,14 @@ impl Buffers {
         let state = self.state.as_mut_ptr();
         let (ks, ke) = (c.keys.start, c.keys.end);
         let (ws, wl) = (self.ws.as_mut_ptr(), c.ws_len);
+        // Two sequences over the descriptor's totals, unless the case has offsets of its own.
+        let (cu_q, cu_k) = c
+            .offsets
+            .unwrap_or(([0, d.q_len.min(1), d.q_len], [0, d.kv_len.min(2), d.kv_len]));
+        let (cq, ck) = (cu_q.as_ptr(), cu_k.as_ptr());
         // SAFETY: every buffer holds `ROOM` floats, more than any length the cases' counts
-        // and extents derive (`state_len` is at most `ROOM`); the outputs are distinct.
+        // and extents derive (`state_len` is at most `ROOM`); the outputs are distinct; the
+        // offsets are 3 `usize`s each.
         unsafe {
             match entry {
                 Entry::Attention => qkv_attention_f32(d, q, k, v, out, lse),
@@ -94,6 +100,12 @@ impl Buffers {
                     }
                 }
                 Entry::AddSinks => qkv_add_sinks_f32(d, out, lse),
+                #[cfg(feature = "capi-ragged")]
+                Entry::Ragged => qkv_attention_ragged_f32(d, cq, ck, 3, q, k, v, out, lse),
+                #[cfg(all(feature = "capi-ragged", feature = "parallel"))]
+                Entry::RaggedParallel => {
+                    qkv_attention_ragged_parallel_f32(d, cq, ck, 3, q, k, v, out, lse)
+                }
             }
         }
     }
