@@ -43,70 +43,68 @@ unsafe fn batch<'a>(
     Ok(unsafe { Batch::new(cu_q.slice_usize(), cu_k.slice_usize()) })
 }
 
-/// `qkv_attention_ragged_f32`: attention over a ragged batch
-/// ([`ragged::attention`](crate::ragged::attention)): sequences of different lengths packed
-/// along the rows of `q`, `k`, `v` and `out`, as FlashAttention's varlen API packs them.
-/// Sequence `b` (of `offsets_len − 1`) owns query rows `cu_q[b]..cu_q[b + 1]` and keys
-/// `cu_k[b]..cu_k[b + 1]`; the descriptor describes the packed tensors, its `q_len` and
-/// `kv_len` being the totals. Each sequence is a problem of its own: the mask aligned to its
-/// own lengths, its block of the bias, the same scale, softcap, sinks and ALiBi slopes; its
-/// rows are, bit for bit, what [`qkv_attention_f32`](super::qkv_attention_f32) gives for it
-/// alone. `k` and `v` are stored as the descriptor's `k_type` and `v_type` say, and may be
-/// pools of pages (one table over the packed keys). `lse` may be NULL; otherwise it receives
-/// `[q_heads][q_len]` log-sum-exps over the total rows.
-///
-/// Returns [`QKV_OK`](super::QKV_OK) or an error status, in which case nothing was written:
-/// the statuses of `qkv_attention_f32`; after its pointer checks, `cu_q` and `cu_k`
-/// (NULL with a nonzero `offsets_len`, misaligned to `size_t`, or overlapping `out` or `lse`:
-/// [`QKV_ERR_NULL_POINTER`](super::QKV_ERR_NULL_POINTER),
-/// [`QKV_ERR_MISALIGNED`](super::QKV_ERR_MISALIGNED),
-/// [`QKV_ERR_ALIASING`](super::QKV_ERR_ALIASING)); and, after the descriptor's own checks,
-/// [`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) for offsets that do not describe the
-/// tensors ([`Error::Batch`](crate::Error::Batch): fewer than two entries, not starting at 0,
-/// decreasing, or not ending at `q_len` and `kv_len`).
-///
-/// # Safety
-/// The contract of [`qkv_attention_f32`](super::qkv_attention_f32); `cu_q` and `cu_k` each
-/// point to `offsets_len` readable `size_t`s (or `offsets_len` is 0) that nobody writes
-/// during the call.
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn qkv_attention_ragged_f32(
-    desc: *const QkvDesc, cu_q: *const usize, cu_k: *const usize, offsets_len: usize,
-    q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32, lse: *mut f32,
-) -> QkvStatus {
-    // SAFETY: the same contract, passed on.
-    guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
-        let batch = batch((cu_q, cu_k, offsets_len), &c)?;
-        run!(c, |p, q, k, v, out, lse, _| crate::ragged::attention(
-            p, &batch, q, k, v, out, lse
-        ))
-    })
+/// Declares a ragged entry point with [`qkv_attention_ragged_f32`]'s arguments and contract
+/// that decodes the call and its offsets and runs `$run(params, batch, q, k, v, out, lse)`;
+/// its docs (`# Safety` included) and attributes go first in the macro call.
+macro_rules! ragged_entry {
+    ($(#[$attr:meta])* $name:ident => $run:path) => {
+        $(#[$attr])*
+        #[unsafe(no_mangle)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "C" fn $name(
+            desc: *const QkvDesc, cu_q: *const usize, cu_k: *const usize, offsets_len: usize,
+            q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32, lse: *mut f32,
+        ) -> QkvStatus {
+            // SAFETY: the entry point's contract (its `# Safety`), passed on.
+            guard(|| unsafe {
+                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
+                let batch = batch((cu_q, cu_k, offsets_len), &c)?;
+                run!(c, |p, q, k, v, out, lse, _| $run(p, &batch, q, k, v, out, lse))
+            })
+        }
+    };
 }
 
-/// `qkv_attention_ragged_parallel_f32`: [`qkv_attention_ragged_f32`] on the threads of the
-/// `parallel` feature's pool (rayon's global pool;
-/// [`parallel::ragged`](crate::parallel::ragged)), the sequences and each sequence's own
-/// plan one pool of work. Same arguments and statuses; each sequence's rows are what
-/// [`qkv_attention_parallel_f32`](super::qkv_attention_parallel_f32) gives for it alone
-/// (key splits are merged exactly up to one rounding).
-///
-/// # Safety
-/// The contract of [`qkv_attention_ragged_f32`].
-#[cfg(feature = "parallel")]
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn qkv_attention_ragged_parallel_f32(
-    desc: *const QkvDesc, cu_q: *const usize, cu_k: *const usize, offsets_len: usize,
-    q: *const f32, k: *const c_void, v: *const c_void, out: *mut f32, lse: *mut f32,
-) -> QkvStatus {
-    // SAFETY: the same contract, passed on.
-    guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
-        let batch = batch((cu_q, cu_k, offsets_len), &c)?;
-        run!(c, |p, q, k, v, out, lse, _| crate::parallel::ragged(
-            p, &batch, q, k, v, out, lse
-        ))
-    })
+ragged_entry! {
+    /// `qkv_attention_ragged_f32`: attention over a ragged batch
+    /// ([`ragged::attention`](crate::ragged::attention)): sequences of different lengths packed
+    /// along the rows of `q`, `k`, `v` and `out`, as FlashAttention's varlen API packs them.
+    /// Sequence `b` (of `offsets_len − 1`) owns query rows `cu_q[b]..cu_q[b + 1]` and keys
+    /// `cu_k[b]..cu_k[b + 1]`; the descriptor describes the packed tensors, its `q_len` and
+    /// `kv_len` being the totals. Each sequence is a problem of its own: the mask aligned to its
+    /// own lengths, its block of the bias, the same scale, softcap, sinks and ALiBi slopes; its
+    /// rows are, bit for bit, what [`qkv_attention_f32`](super::qkv_attention_f32) gives for it
+    /// alone. `k` and `v` are stored as the descriptor's `k_type` and `v_type` say, and may be
+    /// pools of pages (one table over the packed keys). `lse` may be NULL; otherwise it receives
+    /// `[q_heads][q_len]` log-sum-exps over the total rows.
+    ///
+    /// Returns [`QKV_OK`](super::QKV_OK) or an error status, in which case nothing was written:
+    /// the statuses of `qkv_attention_f32`; after its pointer checks, `cu_q` and `cu_k`
+    /// (NULL with a nonzero `offsets_len`, misaligned to `size_t`, or overlapping `out` or `lse`:
+    /// [`QKV_ERR_NULL_POINTER`](super::QKV_ERR_NULL_POINTER),
+    /// [`QKV_ERR_MISALIGNED`](super::QKV_ERR_MISALIGNED),
+    /// [`QKV_ERR_ALIASING`](super::QKV_ERR_ALIASING)); and, after the descriptor's own checks,
+    /// [`QKV_ERR_TOO_SHORT`](super::QKV_ERR_TOO_SHORT) for offsets that do not describe the
+    /// tensors ([`Error::Batch`](crate::Error::Batch): fewer than two entries, not starting at 0,
+    /// decreasing, or not ending at `q_len` and `kv_len`).
+    ///
+    /// # Safety
+    /// The contract of [`qkv_attention_f32`](super::qkv_attention_f32); `cu_q` and `cu_k` each
+    /// point to `offsets_len` readable `size_t`s (or `offsets_len` is 0) that nobody writes
+    /// during the call.
+    qkv_attention_ragged_f32 => crate::ragged::attention
+}
+
+ragged_entry! {
+    /// `qkv_attention_ragged_parallel_f32`: [`qkv_attention_ragged_f32`] on the threads of the
+    /// `parallel` feature's pool (rayon's global pool;
+    /// [`parallel::ragged`](crate::parallel::ragged)), the sequences and each sequence's own
+    /// plan one pool of work. Same arguments and statuses; each sequence's rows are what
+    /// [`qkv_attention_parallel_f32`](super::qkv_attention_parallel_f32) gives for it alone
+    /// (key splits are merged exactly up to one rounding).
+    ///
+    /// # Safety
+    /// The contract of [`qkv_attention_ragged_f32`].
+    #[cfg(feature = "parallel")]
+    qkv_attention_ragged_parallel_f32 => crate::parallel::ragged
 }
