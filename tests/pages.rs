@@ -19,18 +19,6 @@ use qkv::{Error, KvKind, Pages, Params, Shape, Tensor};
 /// Page sizes below, at and above a block of keys (48), odd ones, and one key per page.
 const PAGE_LENS: [usize; 6] = [1, 5, 16, 48, 64, 100];
 
-fn paging(rng: &mut Rng, page_len: usize) -> Paging {
-    Paging {
-        page_len,
-        hnd: rng.coin(1, 2),
-        offset: if rng.coin(1, 3) {
-            rng.range(0, page_len - 1)
-        } else {
-            0
-        },
-    }
-}
-
 #[test]
 fn paged_cases_match_the_reference_at_every_level() {
     let mut rng = Rng(190);
@@ -44,7 +32,7 @@ fn paged_cases_match_the_reference_at_every_level() {
     for shape in shapes {
         for page_len in PAGE_LENS {
             let mut case = Case::dense(&mut rng, shape, 1.0);
-            case.paging = Some(paging(&mut rng, page_len));
+            case.paging = Some(Paging::random(&mut rng, page_len));
             case.mask = random_mask(&mut rng, &shape);
             check_all(&case);
         }
@@ -62,7 +50,7 @@ fn paged_random_cases_with_every_kv_type_and_variant() {
     let mut rng = Rng(191);
     for (n, mut case) in random_cases(192, budget((60, 90, 70), (2, 6, 32))).enumerate() {
         // Random cases draw masks, GQA, strides, bias, softcap, sinks and ALiBi.
-        case.paging = Some(paging(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
+        case.paging = Some(Paging::random(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
         let _ = case.store(kinds[n % kinds.len()]);
         check_all(&case);
     }
@@ -95,7 +83,7 @@ fn pages_of_whole_blocks_give_the_contiguous_bits() {
 fn paged_split_and_stream_match_the_reference() {
     let mut rng = Rng(194);
     for (n, mut case) in random_cases(195, budget((30, 120, 40), (1, 6, 16))).enumerate() {
-        case.paging = Some(paging(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
+        case.paging = Some(Paging::random(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
         let want = one_shot(&case, None);
         let call = case.call_inputs();
         let p = call.params(&case);
@@ -164,7 +152,7 @@ fn paged_split_and_stream_match_the_reference() {
 fn paged_plans_match_the_reference() {
     let mut rng = Rng(196);
     for (n, mut case) in random_cases(197, budget((20, 150, 40), (1, 6, 16))).enumerate() {
-        case.paging = Some(paging(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
+        case.paging = Some(Paging::random(&mut rng, PAGE_LENS[n % PAGE_LENS.len()]));
         let want = one_shot(&case, None);
         let call = case.call_inputs();
         let p = call.params(&case);

@@ -343,11 +343,7 @@ fn random_cases_as_batches_match_the_reference() {
         let _ = case.store(kinds[n % kinds.len()]);
         if n % 3 == 0 {
             let page_len = rng.pick(&[1, 5, 16, 48]);
-            case.paging = Some(Paging {
-                page_len,
-                hnd: rng.coin(1, 2),
-                offset: rng.range(0, page_len - 1),
-            });
+            case.paging = Some(Paging::random(&mut rng, page_len));
         }
         check_all(&case);
     }

@@ -330,7 +330,7 @@ pub(super) fn describe(case: &Case) -> String {
 }
 
 /// Which elements of `out` lie in an output row.
-pub(super) fn inside_rows(case: &Case, out_len: usize) -> Vec<bool> {
+fn inside_rows(case: &Case, out_len: usize) -> Vec<bool> {
     let s = case.shape;
     let l = case.layouts[3];
     let mut inside = vec![false; out_len];
@@ -416,24 +416,7 @@ pub fn check_in(case: &Case, want: &Expected, level: Level, workspace: Option<us
     }))
     .unwrap_or_else(|e| panic!("{level:?} refused a valid case: {e}\n{}", describe(case)));
     let level = format!("{level:?} in {workspace:?} floats");
-    let inside = inside_rows(case, case.out_len);
-    for (idx, (&x, &ins)) in got.iter().zip(&inside).enumerate() {
-        assert!(
-            (x.to_bits() == SENTINEL) != ins,
-            "{level:?}: out[{idx}] {} (inside an output row: {ins})\n{}",
-            if ins { "not written" } else { "written" },
-            describe(case)
-        );
-    }
-    for (idx, &x) in got_lse.iter().enumerate() {
-        let written = x.to_bits() != SENTINEL;
-        let should = case.lse && idx < lse_len;
-        assert!(
-            written == should,
-            "{level:?}: lse[{idx}] written: {written}, should be: {should}\n{}",
-            describe(case)
-        );
-    }
+    check_written(case, &level, &got, &got_lse);
     for h in 0..s.q_heads {
         for i in 0..s.q_len {
             let r = &want.rows[h * s.q_len + i];
@@ -449,6 +432,30 @@ pub fn check_in(case: &Case, want: &Expected, level: Level, workspace: Option<us
                 }
             }
         }
+    }
+}
+
+/// Exactly the output rows of `out` and `lse[..q_heads·q_len]` (when the case asks for it)
+/// were written by `who`: every other element still holds [`SENTINEL`].
+pub(super) fn check_written(case: &Case, who: &str, got: &[f32], got_lse: &[f32]) {
+    let inside = inside_rows(case, case.out_len);
+    for (idx, (&x, &ins)) in got.iter().zip(&inside).enumerate() {
+        assert!(
+            (x.to_bits() == SENTINEL) != ins,
+            "{who}: out[{idx}] {} (inside an output row: {ins})\n{}",
+            if ins { "not written" } else { "written" },
+            describe(case)
+        );
+    }
+    let lse_len = case.shape.q_heads * case.shape.q_len;
+    for (idx, &x) in got_lse.iter().enumerate() {
+        let written = x.to_bits() != SENTINEL;
+        let should = case.lse && idx < lse_len;
+        assert!(
+            written == should,
+            "{who}: lse[{idx}] written: {written}, should be: {should}\n{}",
+            describe(case)
+        );
     }
 }
 

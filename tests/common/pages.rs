@@ -20,6 +20,22 @@ pub struct Paging {
     pub offset: usize,
 }
 
+impl Paging {
+    /// Pages of `page_len` keys, either layout, key 0 at row 0 or (one time in three) at
+    /// any row of the first page.
+    pub fn random(rng: &mut super::Rng, page_len: usize) -> Paging {
+        Paging {
+            page_len,
+            hnd: rng.coin(1, 2),
+            offset: if rng.coin(1, 3) {
+                rng.range(0, page_len - 1)
+            } else {
+                0
+            },
+        }
+    }
+}
+
 /// K and V as a call reads them: the case's stored tensors, or pools of pages and their table.
 pub struct CallInputs {
     pub k: Stored,

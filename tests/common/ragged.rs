@@ -8,7 +8,7 @@ use qkv::Level;
 use qkv::ragged::{self, Batch};
 
 use super::case::Case;
-use super::compare::{Expected, SENTINEL, compare_row, describe, inside_rows};
+use super::compare::{Expected, SENTINEL, check_written, compare_row, describe};
 use super::kv::{Stored, with_stored};
 
 /// The sequences of a ragged case: sequence `b` owns query rows `cu_q[b]..cu_q[b + 1]` and
@@ -83,34 +83,10 @@ pub fn check_ragged(case: &Case, r: &Ragged) {
                 describe(case)
             )
         });
-        check_written(case, level, &got, &got_lse);
+        check_written(case, &format!("{level:?}, ragged"), &got, &got_lse);
         for (b, (sub, want)) in subs.iter().enumerate() {
             check_sequence(case, r, b, (sub, want), level, (&got, &got_lse));
         }
-    }
-}
-
-/// Exactly the output rows of the packed tensors, and `lse[..q_heads·q_len]` when asked for,
-/// were written.
-fn check_written(case: &Case, level: Level, got: &[f32], got_lse: &[f32]) {
-    let inside = inside_rows(case, case.out_len);
-    for (idx, (&x, &ins)) in got.iter().zip(&inside).enumerate() {
-        assert!(
-            (x.to_bits() == SENTINEL) != ins,
-            "{level:?}: out[{idx}] {} (inside an output row: {ins}), ragged\n{}",
-            if ins { "not written" } else { "written" },
-            describe(case)
-        );
-    }
-    let lse_len = case.shape.q_heads * case.shape.q_len;
-    for (idx, &x) in got_lse.iter().enumerate() {
-        let written = x.to_bits() != SENTINEL;
-        let should = case.lse && idx < lse_len;
-        assert!(
-            written == should,
-            "{level:?}: lse[{idx}] written: {written}, should be: {should}, ragged\n{}",
-            describe(case)
-        );
     }
 }
 
