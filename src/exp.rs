@@ -40,6 +40,28 @@ struct Reduced<V> {
     p: V,
 }
 
+/// `max(a, b)` lane by lane, for the kernel's clamps and running maxima, whose callers give
+/// the same results whichever operand a NaN yields (instruction sets differ there). On SIMD
+/// levels pulp's; on the one-lane level a compare and a select (`a` where `a > b`, else `b`),
+/// since `f32::max` is a call to `fmaxf` on targets without a max instruction (Cortex-M4F,
+/// `benches/NOTES.md` 23).
+#[inline(always)]
+pub(crate) fn max_f32s<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+    match S::F32_LANES {
+        1 => simd.select_f32s(simd.greater_than_f32s(a, b), a, b),
+        _ => simd.max_f32s(a, b),
+    }
+}
+
+/// `min(a, b)` lane by lane, as [`max_f32s`] (`a` where `a < b`, else `b`, on one lane).
+#[inline(always)]
+pub(crate) fn min_f32s<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+    match S::F32_LANES {
+        1 => simd.select_f32s(simd.less_than_f32s(a, b), a, b),
+        _ => simd.min_f32s(a, b),
+    }
+}
+
 /// Range reduction (Cody–Waite) and the degree-7 polynomial for `e^r`.
 #[inline(always)]
 fn reduce<S: Simd>(simd: S, clamped: S::f32s) -> Reduced<S::f32s> {
@@ -68,8 +90,9 @@ fn reduce<S: Simd>(simd: S, clamped: S::f32s) -> Reduced<S::f32s> {
 /// `e^x` lane by lane; see the module docs for accuracy and special values.
 #[inline(always)]
 pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    let clamped = simd.min_f32s(
-        simd.max_f32s(x, simd.splat_f32s(MIN_X)),
+    let clamped = min_f32s(
+        simd,
+        max_f32s(simd, x, simd.splat_f32s(MIN_X)),
         simd.splat_f32s(MAX_X),
     );
 
@@ -101,7 +124,7 @@ pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 pub(crate) fn exp_weight<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     // Below -88, n = -127 and 2^n is the zero bit pattern: the result flushes to 0.
-    let clamped = simd.max_f32s(x, simd.splat_f32s(-88.0));
+    let clamped = max_f32s(simd, x, simd.splat_f32s(-88.0));
     let Reduced { t, p, .. } = reduce(simd, clamped);
     // 2^n has the bits (n + 127) << 23, and n = bits(t) − bits(ROUND) (wrapping), in
     // [-127, 0]; n = -127 gives +0.

@@ -48,14 +48,29 @@ pub(crate) const MR: usize = 4;
 /// Query rows of the P·V register tile: `PV_ROWS × NV_WIDE` = 24 accumulators with 32
 /// registers, `PV_ROWS × NV_NARROW` = 12 with 16, plus the V loads and a broadcast.
 pub(crate) const PV_ROWS: usize = 6;
+/// Query rows of the P·V register tile on the scalar level: `4 × NV_WIDE` = 16 accumulators.
+/// With 6 rows LLVM's unrolling by two keys spilled a quarter of the tile's operands on
+/// Cortex-M4F (32 single-precision registers); with 4, none (`benches/NOTES.md` 23).
+pub(crate) const PV_ROWS_SCALAR: usize = 4;
+
+/// The query rows of level `S`'s P·V register tile.
+#[inline(always)]
+pub(crate) const fn pv_rows<S: Simd>() -> usize {
+    match S::F32_LANES {
+        1 => PV_ROWS_SCALAR,
+        _ => PV_ROWS,
+    }
+}
 /// Keys of the Q·Kᵀ register tile on levels with 32 vector registers (AVX-512, NEON):
 /// `KR_WIDE × QR_WIDE` = 24 accumulators, 3 row loads and a broadcast.
 pub(crate) const KR_WIDE: usize = 8;
 /// Vectors of query rows of the Q·Kᵀ register tile with 32 registers (48 rows on AVX-512).
 pub(crate) const QR_WIDE: usize = 3;
-/// The wide Q·Kᵀ tile of the scalar level (one lane): 6 keys × 4 rows = 24 accumulators,
-/// the rows side by side so LLVM can vectorise them where the target has SIMD.
-pub(crate) const KR_WIDE_SCALAR: usize = 6;
+/// The wide Q·Kᵀ tile of the scalar level (one lane): 4 keys × 4 rows = 16 accumulators,
+/// the rows side by side so LLVM can vectorise them where the target has SIMD. With 6 keys
+/// (24 accumulators) LLVM's unrolling by two columns spilled 17 values per step on
+/// Cortex-M4F (`benches/NOTES.md` 23).
+pub(crate) const KR_WIDE_SCALAR: usize = 4;
 /// Rows of the scalar level's Q·Kᵀ tile.
 pub(crate) const QR_WIDE_SCALAR: usize = 4;
 /// Keys of the Q·Kᵀ register tile with 16 registers (AVX2): `KR_NARROW × QR_NARROW`
@@ -114,6 +129,7 @@ const _: () = assert!(
         && BLOCK_Q.is_multiple_of(QR_WIDE_SCALAR)
         && BLOCK_Q.is_multiple_of(16 * 3)
         && BLOCK_Q.is_multiple_of(PV_ROWS)
+        && PV_ROWS_SCALAR <= PV_ROWS
         && V_PANEL.is_multiple_of(MAX_LANES)
         && BLOCK_K < u64::BITS as usize
         && MR <= BLOCK_Q

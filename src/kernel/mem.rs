@@ -17,6 +17,42 @@ pub(super) fn vectors_mut<S: Simd>(s: &mut [f32]) -> &mut [S::f32s] {
     S::as_mut_simd_f32s(s).0
 }
 
+/// Reads the `lanes` floats at `p` as a vector: unaligned on SIMD levels (vectors are wider
+/// than a float's alignment), an aligned load on the one-lane level, where an unaligned
+/// `f32` read costs a core-register load and a move to the FPU (Cortex-M4F: `ldr` + `vmov`
+/// instead of one `vldr`; `benches/NOTES.md` 23).
+///
+/// # Safety
+/// `lanes` floats at `p` are readable; `p` is aligned for `f32`.
+#[inline(always)]
+pub(crate) unsafe fn read_vector<S: Simd>(p: *const f32) -> S::f32s {
+    let p = p as *const S::f32s;
+    // SAFETY: the caller's guarantee; `p` is `f32`-aligned, enough when a vector's alignment
+    // is a float's, and `read_unaligned` needs none.
+    unsafe {
+        match core::mem::align_of::<S::f32s>() <= core::mem::align_of::<f32>() {
+            true => p.read(),
+            false => p.read_unaligned(),
+        }
+    }
+}
+
+/// Writes a vector to the `lanes` floats at `p`, aligned or not as [`read_vector`] reads.
+///
+/// # Safety
+/// `lanes` floats at `p` are writable; `p` is aligned for `f32`.
+#[inline(always)]
+pub(crate) unsafe fn write_vector<S: Simd>(p: *mut f32, x: S::f32s) {
+    let p = p as *mut S::f32s;
+    // SAFETY: as in `read_vector`.
+    unsafe {
+        match core::mem::align_of::<S::f32s>() <= core::mem::align_of::<f32>() {
+            true => p.write(x),
+            false => p.write_unaligned(x),
+        }
+    }
+}
+
 /// Loads `s[..lanes]`, or fewer with zeros after.
 #[inline(always)]
 pub(super) fn load<S: Simd>(simd: S, s: &[f32]) -> S::f32s {
@@ -77,13 +113,18 @@ impl RowsMut {
     }
 }
 
-/// `dst[i · stride] = src[i]`, one element at a time. Left to itself LLVM vectorises this
-/// into scatters, which are slow on AMD and which the Bochs AVX-512 emulator used in CI
-/// cannot execute (index in zmm16–31); the Q pack is done once per block of rows.
+/// `dst[i · stride] = src[i]`, one element at a time. Left to itself LLVM vectorises this on
+/// x86-64 into scatters, which are slow on AMD and which the Bochs AVX-512 emulator used in
+/// CI cannot execute (index in zmm16–31); the Q pack is done once per block of rows.
+/// Elsewhere (no scatters) the copy is left plain: `black_box` costs a store and a load
+/// through the stack per element.
 #[inline(always)]
 pub(super) fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
     for (d, &x) in dst.iter_mut().step_by(stride).zip(src) {
-        *d = core::hint::black_box(x);
+        *d = match cfg!(target_arch = "x86_64") {
+            true => core::hint::black_box(x),
+            false => x,
+        };
     }
 }
 

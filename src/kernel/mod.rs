@@ -64,7 +64,7 @@
 //! `pv_kernel`, `pv_row_masked` and the panel's last vector in `pv`).
 
 mod config;
-mod mem;
+pub(crate) mod mem;
 mod phases;
 mod pv;
 mod qk;

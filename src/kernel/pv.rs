@@ -5,7 +5,7 @@
 
 use pulp::Simd;
 
-use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS, wide};
+use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, pv_rows, wide};
 use super::mem::{
     F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
 };
@@ -78,28 +78,36 @@ impl Block {
         }
         let mut r = 0;
         while r < self.rows {
-            let row = scratch.row(r);
-            if row.whole {
-                let mut m = 1;
-                while m < PV_ROWS && r + m < self.rows && scratch.row(r + m).whole {
-                    m += 1;
-                }
-                with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, (0, cols), r, scratch));
-                r += m;
-            } else {
-                // A mask edge usually leaves one run of keys: the register tile takes it.
-                let first = row.keys.trailing_zeros();
-                let run = (row.keys >> first.min(63)).trailing_ones();
-                match row.keys {
-                    0 => {}
-                    bits if run == bits.count_ones() => {
-                        let run = (first as usize, (first + run) as usize);
-                        self.pv_rows::<S, 1>(simd, v, run, r, scratch);
-                    }
-                    bits => self.pv_row_masked(simd, v, r, bits, scratch),
+            let Some(first) = scratch.row(r).run(cols) else {
+                let keys = scratch.row(r).keys;
+                if keys != 0 {
+                    self.pv_row_masked(simd, v, r, keys, scratch);
                 }
                 r += 1;
+                continue;
+            };
+            // The rows that follow whose run of keys starts where this one's does share the
+            // tile over the keys all of them include: every key for whole rows, all but the
+            // last few along a causal diagonal. Each row's keys past those go key by key.
+            let (mut end, mut m) = (first.1, 1);
+            while m < pv_rows::<S>() && r + m < self.rows {
+                match scratch.row(r + m).run(cols) {
+                    Some((lo, hi)) if lo == first.0 => {
+                        end = end.min(hi);
+                        m += 1;
+                    }
+                    _ => break,
+                }
             }
+            with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, (first.0, end), r, scratch));
+            for i in r..r + m {
+                // (`cols` < 64: `BLOCK_K` is.)
+                let rest = scratch.row(i).keys & (u64::MAX << end) & ((1 << cols) - 1);
+                if rest != 0 {
+                    self.pv_row_masked(simd, v, i, rest, scratch);
+                }
+            }
+            r += m;
         }
     }
 

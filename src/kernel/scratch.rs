@@ -275,6 +275,21 @@ impl RowBlock {
         whole: false,
         keys: 0,
     };
+
+    /// The keys `lo..hi` of a block of `cols` keys, when the row includes exactly one
+    /// non-empty run of them (every key, or a mask edge's cut); `None` for none or several.
+    #[inline(always)]
+    pub fn run(self, cols: usize) -> Option<(usize, usize)> {
+        if self.whole {
+            return Some((0, cols));
+        }
+        let first = self.keys.trailing_zeros();
+        let run = (self.keys >> first.min(63)).trailing_ones();
+        match self.keys != 0 && run == self.keys.count_ones() {
+            true => Some((first as usize, (first + run) as usize)),
+            false => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +299,24 @@ mod tests {
 
     use super::*;
     use crate::{Level, Mask, Params};
+
+    /// A row's run of keys: every key when whole, one run when the mask cuts it, none for
+    /// no keys or several runs.
+    #[test]
+    fn a_rows_run_is_its_one_run_of_keys() {
+        let row = |keys: u64| RowBlock {
+            whole: keys == u64::MAX,
+            keys,
+        };
+        assert_eq!(row(u64::MAX).run(37), Some((0, 37)));
+        assert_eq!(row(0b1).run(37), Some((0, 1)));
+        assert_eq!(row(0b0111_1000).run(37), Some((3, 7)));
+        assert_eq!(row((1 << 37) - 1).run(37), Some((0, 37)));
+        assert_eq!(row(1 << 47).run(48), Some((47, 48)));
+        assert_eq!(row(0).run(37), None);
+        assert_eq!(row(0b1011).run(37), None);
+        assert_eq!(RowBlock::SKIP.run(37), None);
+    }
 
     /// Every entry of the tile table runs, alone (the workspace holds exactly its tiles), and
     /// gives the full-size result within rounding: smaller tiles only reorder sums.

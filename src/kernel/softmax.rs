@@ -19,7 +19,7 @@ use super::mem::{IOTA, load, vectors_mut};
 use super::scratch::{RowBlock, Scratch};
 use super::{Block, Inputs, Keys};
 use crate::Params;
-use crate::exp::{exp_weight, exp1, softcap, softcap1};
+use crate::exp::{exp_weight, exp1, max_f32s, min_f32s, softcap, softcap1};
 
 /// The keys of the block `keys` that query row `i` may see under the mask, as offsets
 /// `lo..hi` into the block (`lo == hi` when it sees none).
@@ -91,7 +91,7 @@ fn weight<S: Simd>(simd: S, d: S::f32s, shift: f32) -> S::f32s {
     // The first pass's weight is not 0 above about -87.68 (`exp_weight`); NaN is not kept.
     let nonzero_unshifted = simd.greater_than_f32s(d, simd.splat_f32s(-87.0));
     let tiny = simd.splat_f32s(f32::from_bits(1));
-    simd.select_f32s(nonzero_unshifted, simd.max_f32s(w, tiny), w)
+    simd.select_f32s(nonzero_unshifted, max_f32s(simd, w, tiny), w)
 }
 
 /// Moves a row's running `max` and `sum`, and its accumulator `acc`, to include a block whose
@@ -225,11 +225,12 @@ impl Block {
                         simd.less_than_f32s(jv, hi),
                     );
                     v = simd.select_f32s(visible, v, neg_inf);
-                    min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, v, pos_inf));
+                    min_visible =
+                        min_f32s(simd, min_visible, simd.select_f32s(visible, v, pos_inf));
                 } else {
-                    min_visible = simd.min_f32s(min_visible, v);
+                    min_visible = min_f32s(simd, min_visible, v);
                 }
-                max = simd.max_f32s(max, v);
+                max = max_f32s(simd, max, v);
                 *s = v;
             }
             vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
@@ -371,8 +372,8 @@ impl Block {
             // Every lane is a visible key: no masks to build.
             for (vi, s) in row.iter_mut().enumerate() {
                 let v = with_alibi(scaled(*s), vi);
-                min_visible = simd.min_f32s(min_visible, v);
-                max = simd.max_f32s(max, v);
+                min_visible = min_f32s(simd, min_visible, v);
+                max = max_f32s(simd, max, v);
                 *s = v;
             }
         } else {
@@ -390,8 +391,8 @@ impl Block {
                     simd.less_than_f32s(j, simd.splat_f32s(hi as f32)),
                 );
                 v = simd.select_f32s(visible, v, neg_inf);
-                min_visible = simd.min_f32s(min_visible, simd.select_f32s(visible, v, pos_inf));
-                max = simd.max_f32s(max, v);
+                min_visible = min_f32s(simd, min_visible, simd.select_f32s(visible, v, pos_inf));
+                max = max_f32s(simd, max, v);
                 *s = v;
             }
         }

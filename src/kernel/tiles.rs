@@ -5,28 +5,9 @@
 use pulp::Simd;
 
 use super::mem::{Rows, RowsMut, StreamHint, prefetch_at, prefetch_once};
+use super::mem::{read_vector as vec, write_vector as store};
 use super::widen::Widen;
 use crate::kv::{self, KvType};
-
-/// Reads `lanes` floats at `p` as a vector.
-///
-/// # Safety
-/// `lanes` floats at `p` are readable.
-#[inline(always)]
-unsafe fn vec<S: Simd>(p: *const f32) -> S::f32s {
-    // SAFETY: the caller's guarantee; `read_unaligned` needs no alignment.
-    unsafe { (p as *const S::f32s).read_unaligned() }
-}
-
-/// Writes a vector to the `lanes` floats at `p`.
-///
-/// # Safety
-/// `lanes` floats at `p` are writable.
-#[inline(always)]
-unsafe fn store<S: Simd>(p: *mut f32, x: S::f32s) {
-    // SAFETY: the caller's guarantee; `write_unaligned` needs no alignment.
-    unsafe { (p as *mut S::f32s).write_unaligned(x) }
-}
 
 /// The Q·Kᵀ register tile: `KR` keys × `N` vectors of packed query rows, over `dw` columns
 /// of `head_dim`: `s[x][..] (+)= Σ_d k[x][d] · q_pack[d][..]`, broadcasting K elements from
