@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Firmware test: qkv on an emulated Cortex-M4F (thumbv7em-none-eabihf), from C and from Rust.
 #
-# For each of the two profiles the README names (plain release, and its size recipe
-# opt-level z + LTO):
+# For each of the three profiles the README names (plain release; its size recipe,
+# opt-level s + LTO; and opt-level z + LTO, which the size limits are set at):
 # - builds qkv as a no_std static library (features panic-handler) and links it into the
 #   bare-metal C program tests/c/firmware.c with arm-none-eabi-gcc (no libc, no allocator, no
 #   Rust runtime), and builds the Rust program tests/firmware/src/bin/firmware.rs, which links
@@ -23,7 +23,8 @@
 # call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048; 0 reports only; plus
 # 1 KiB for the f16 and q8_0 calls without a workspace, whose stack workspace is 1 KiB
 # larger: qkv::kernel::STACK_BYTES_NARROW), or,
-# unless QKV_FIRMWARE_SIZE_LIMITS=report, the z+LTO code size exceeds the limits below.
+# unless QKV_FIRMWARE_SIZE_LIMITS=report, the code size at s + LTO or z + LTO exceeds the
+# limits below.
 #
 # Installs, as root, the Rust target and the Debian packages gcc-arm-none-eabi,
 # binutils-arm-none-eabi and qemu-system-arm when missing, unless QKV_FIRMWARE_NO_INSTALL=1:
@@ -38,10 +39,12 @@ target_dir=${QKV_FIRMWARE_TARGET_DIR:-target/firmware}
 no_install=${QKV_FIRMWARE_NO_INSTALL:-0}
 max_stack=${QKV_FIRMWARE_MAX_STACK:-2048}
 size_limits=${QKV_FIRMWARE_SIZE_LIMITS:-enforce}
-# The limits at opt-level z + LTO: attention alone, and every C entry point group.
-# The limits on the code qkv adds at z + LTO: attention alone, and every group.
+# The limits on the code qkv adds: attention alone, and every group up to the stream's.
+# The README's size recipe (s + LTO) is held to them; z + LTO to these values, the by
+# default (.ci/run passes today's, a guard against growth, until z + LTO meets them too).
 limit_attention=${QKV_FIRMWARE_LIMIT_ATTENTION:-25600}
 limit_all=${QKV_FIRMWARE_LIMIT_ALL:-40960}
+limits_s=("" 25600 "" 40960 "")
 start=$SECONDS
 
 case $size_limits in enforce | report) ;; *)
@@ -148,6 +151,7 @@ cargo build --manifest-path tests/firmware/Cargo.toml --release --bin check \
 	--target-dir "$target_dir/host"
 
 build_and_run release
+build_and_run s-lto CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=true
 build_and_run z-lto CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_LTO=true
 
 if [ $run_qemu = 1 ]; then
@@ -158,31 +162,37 @@ fi
 
 echo
 echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf): .text the library adds to the C program"
-printf '%-44s %12s %12s %16s\n' "C entry points called" "release" "z + LTO" "limit (z + LTO)"
+printf '%-44s %12s %12s %12s %16s\n' "C entry points called" "release" "s + LTO" "z + LTO" "limits (s, z)"
 groups=("" "qkv_attention_f32" "+ qkv_partial_f32, qkv_merge_f32" "+ qkv_stream_state_len/init/update/finish"
 	"+ the _ws variants, qkv_workspace_size")
-limits=("" "$limit_attention" "" "$limit_all" "")
+limits_z=("" "$limit_attention" "" "$limit_all" "")
 for g in 1 2 3 4; do
 	verdict=""
-	if [ -n "${limits[$g]}" ]; then
-		verdict="${limits[$g]}"
-		if [ "${size[z-lto/$g]}" -gt "${limits[$g]}" ]; then
-			verdict+=" EXCEEDED"
-			[ "$size_limits" = enforce ] &&
-				failed+=("code size of group $g at z+LTO: ${size[z-lto/$g]} B > ${limits[$g]} B")
-		fi
+	if [ -n "${limits_z[$g]}" ]; then
+		verdict="${limits_s[$g]}, ${limits_z[$g]}"
+		for p in s z; do
+			local_limit=${limits_s[$g]}
+			[ $p = z ] && local_limit=${limits_z[$g]}
+			if [ "${size[$p-lto/$g]}" -gt "$local_limit" ]; then
+				verdict+=" EXCEEDED ($p)"
+				[ "$size_limits" = enforce ] &&
+					failed+=("code size of group $g at $p+LTO: ${size[$p-lto/$g]} B > $local_limit B")
+			fi
+		done
 	fi
-	printf '%-44s %12s %12s %16s\n' "${groups[$g]}" "${size[release/$g]}" "${size[z-lto/$g]}" "$verdict"
+	printf '%-44s %12s %12s %12s %16s\n' "${groups[$g]}" "${size[release/$g]}" "${size[s-lto/$g]}" \
+		"${size[z-lto/$g]}" "$verdict"
 done
 echo
 echo "The K/V types: .text qkv adds to the program calling qkv_attention_f32 (f32 K/V) when the"
 echo "library is built with these features besides panic-handler"
-printf '%-44s %12s %12s\n' "features" "release" "z + LTO"
+printf '%-44s %12s %12s %12s\n' "features" "release" "s + LTO" "z + LTO"
 kvs=("" kv-f16 kv-q8_0 kv-f16,kv-bf16,kv-q8_0)
 names=("(none: f32 only)" "kv-f16" "kv-q8_0" "kv-f16, kv-bf16, kv-q8_0 (all)")
 for i in 0 1 2 3; do
 	key=${kvs[$i]:-1}
-	printf '%-44s %12s %12s\n' "${names[$i]}" "${size[release/$key]}" "${size[z-lto/$key]}"
+	printf '%-44s %12s %12s %12s\n' "${names[$i]}" "${size[release/$key]}" "${size[s-lto/$key]}" \
+		"${size[z-lto/$key]}"
 done
 [ "$size_limits" = enforce ] || echo "size limits: report only (QKV_FIRMWARE_SIZE_LIMITS=report)"
 echo "firmware.sh: $((SECONDS - start)) s"

@@ -150,6 +150,10 @@ fn prefetch<const HINT: i32, T>(p: *const T) {
     let _ = p;
 }
 
+/// Whether [`prefetch`] does anything on this target: where it does not, the tiles need no
+/// separate prefetching instance.
+pub(super) const PREFETCHES: bool = cfg!(target_arch = "x86_64");
+
 /// [`prefetch`] into every cache level.
 #[inline(always)]
 pub(super) fn prefetch_at<T>(p: *const T) {

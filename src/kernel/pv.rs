@@ -5,7 +5,9 @@
 
 use pulp::Simd;
 
-use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, pv_rows, wide};
+use super::config::{
+    NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS_SCALAR, pv_rows, wide,
+};
 use super::mem::{
     F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
 };
@@ -99,7 +101,16 @@ impl Block {
                     _ => break,
                 }
             }
-            with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, (first.0, end), r, scratch));
+            let run = (first.0, end);
+            match pv_rows::<S>() {
+                // (Only the counts this level's tile takes: fewer instances of the tile.)
+                PV_ROWS_SCALAR => {
+                    with_count!(m, [4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, run, r, scratch))
+                }
+                _ => {
+                    with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, run, r, scratch))
+                }
+            }
             for i in r..r + m {
                 // (`cols` < 64: `BLOCK_K` is.)
                 let rest = scratch.row(i).keys & (u64::MAX << end) & ((1 << cols) - 1);

@@ -4,7 +4,7 @@
 
 use pulp::Simd;
 
-use super::mem::{Rows, RowsMut, StreamHint, prefetch_at, prefetch_once};
+use super::mem::{PREFETCHES, Rows, RowsMut, StreamHint, prefetch_at, prefetch_once};
 use super::mem::{read_vector as vec, write_vector as store};
 use super::widen::Widen;
 use crate::kv::{self, KvType};
@@ -159,9 +159,9 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     // `ahead` and a stride in memory on AVX2 (4% more instructions in prefill).
     // SAFETY: the caller's guarantee, passed on.
     unsafe {
-        match ahead {
-            0 => pv_rows::<S, M, N, false>(simd, &mut a, v, w, col, cols, 0),
-            _ => pv_rows::<S, M, N, true>(simd, &mut a, v, w, col, cols, ahead),
+        match PREFETCHES && ahead != 0 {
+            false => pv_rows::<S, M, N, false>(simd, &mut a, v, w, col, cols, 0),
+            true => pv_rows::<S, M, N, true>(simd, &mut a, v, w, col, cols, ahead),
         }
     }
     for (m, a) in a.iter().enumerate() {
