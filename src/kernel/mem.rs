@@ -17,20 +17,27 @@ pub(super) fn vectors_mut<S: Simd>(s: &mut [f32]) -> &mut [S::f32s] {
     S::as_mut_simd_f32s(s).0
 }
 
-/// Reads the `lanes` floats at `p` as a vector: unaligned on SIMD levels (vectors are wider
-/// than a float's alignment), an aligned load on the one-lane level, where an unaligned
-/// `f32` read costs a core-register load and a move to the FPU (Cortex-M4F: `ldr` + `vmov`
+/// Whether an `f32`-aligned pointer is aligned for `S`'s vector: on the one-lane level, not
+/// on SIMD levels (vectors are wider than a float's alignment). [`read_vector`] and
+/// [`write_vector`] then access it aligned, since an unaligned `f32` access costs a
+/// core-register load or store and a move to or from the FPU (Cortex-M4F: `ldr` + `vmov`
 /// instead of one `vldr`; `benches/NOTES.md` 23).
+#[inline(always)]
+const fn float_aligned<S: Simd>() -> bool {
+    core::mem::align_of::<S::f32s>() <= core::mem::align_of::<f32>()
+}
+
+/// Reads the `lanes` floats at `p` as a vector (aligned where [`float_aligned`]).
 ///
 /// # Safety
 /// `lanes` floats at `p` are readable; `p` is aligned for `f32`.
 #[inline(always)]
 pub(crate) unsafe fn read_vector<S: Simd>(p: *const f32) -> S::f32s {
     let p = p as *const S::f32s;
-    // SAFETY: the caller's guarantee; `p` is `f32`-aligned, enough when a vector's alignment
-    // is a float's, and `read_unaligned` needs none.
+    // SAFETY: the caller's guarantee; `p` is `f32`-aligned, enough where `float_aligned`,
+    // and `read_unaligned` needs no alignment.
     unsafe {
-        match core::mem::align_of::<S::f32s>() <= core::mem::align_of::<f32>() {
+        match float_aligned::<S>() {
             true => p.read(),
             false => p.read_unaligned(),
         }
@@ -46,7 +53,7 @@ pub(crate) unsafe fn write_vector<S: Simd>(p: *mut f32, x: S::f32s) {
     let p = p as *mut S::f32s;
     // SAFETY: as in `read_vector`.
     unsafe {
-        match core::mem::align_of::<S::f32s>() <= core::mem::align_of::<f32>() {
+        match float_aligned::<S>() {
             true => p.write(x),
             false => p.write_unaligned(x),
         }

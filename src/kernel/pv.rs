@@ -5,9 +5,7 @@
 
 use pulp::Simd;
 
-use super::config::{
-    NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, PV_ROWS_SCALAR, pv_rows, wide,
-};
+use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, pv_rows, wide};
 use super::mem::{
     F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
 };
@@ -80,10 +78,10 @@ impl Block {
         }
         let mut r = 0;
         while r < self.rows {
-            let Some(first) = scratch.row(r).run(cols) else {
-                let keys = scratch.row(r).keys;
-                if keys != 0 {
-                    self.pv_row_masked(simd, v, r, keys, scratch);
+            let row = scratch.row(r);
+            let Some(first) = row.run(cols) else {
+                if row.keys != 0 {
+                    self.pv_row_masked(simd, v, r, row.keys, scratch);
                 }
                 r += 1;
                 continue;
@@ -102,15 +100,10 @@ impl Block {
                 }
             }
             let run = (first.0, end);
-            match pv_rows::<S>() {
-                // (Only the counts this level's tile takes: fewer instances of the tile.)
-                PV_ROWS_SCALAR => {
-                    with_count!(m, [4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, run, r, scratch))
-                }
-                _ => {
-                    with_count!(m, [6, 5, 4, 3, 2], 1, M => self.pv_rows::<S, M>(simd, v, run, r, scratch))
-                }
-            }
+            // Counts past the level's tile never come: their instances are left out.
+            with_count!(m, [6, 5, 4, 3, 2], 1, M => if M <= pv_rows::<S>() {
+                self.pv_rows::<S, M>(simd, v, run, r, scratch)
+            });
             for i in r..r + m {
                 // (`cols` < 64: `BLOCK_K` is.)
                 let rest = scratch.row(i).keys & (u64::MAX << end) & ((1 << cols) - 1);
