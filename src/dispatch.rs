@@ -367,9 +367,32 @@ fn on_stack<const N: usize, R>(used: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
     f(used)
 }
 
-/// Whether this is an Intel CPU (CPUID vendor `GenuineIntel`), read once and cached: the
-/// kernel's tuning differs by vendor (`kernel::config`). `false` off x86-64.
-pub(crate) fn cpu_is_intel() -> bool {
-    static INTEL: AtomicU8 = AtomicU8::new(u8::MAX);
-    arch::once(&INTEL, arch::is_intel)
+/// CPUs as the kernel's tuning tells them apart (`kernel::config` decides per kind, and
+/// `benches/NOTES.md` says which CPU each decision was measured on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Cpu {
+    /// Any CPU not named below, and every CPU that is not x86-64.
+    Other = 0,
+    /// Vendor `GenuineIntel`.
+    Intel = 1,
+    /// Vendor `AuthenticAMD`, family 0x19 (Zen 3, Zen 4) or earlier.
+    AmdBeforeZen5 = 2,
+    /// Vendor `AuthenticAMD`, family 0x1A (Zen 5) or later.
+    AmdZen5On = 3,
+}
+
+/// This [`Cpu`], read once and cached: CPUID in a virtual machine is an exit to the
+/// hypervisor.
+pub(crate) fn cpu() -> Cpu {
+    static CPU: AtomicU8 = AtomicU8::new(u8::MAX);
+    let kinds = [Cpu::Other, Cpu::Intel, Cpu::AmdBeforeZen5, Cpu::AmdZen5On];
+    match CPU.load(Ordering::Relaxed) {
+        u8::MAX => {
+            let found = arch::cpu();
+            CPU.store(found as u8, Ordering::Relaxed);
+            found
+        }
+        n => kinds.get(n as usize).copied().unwrap_or(Cpu::Other),
+    }
 }

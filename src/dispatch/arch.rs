@@ -2,7 +2,7 @@
 //! compiled in and usable; the `run_*` functions exist so the other architectures compile.
 
 #[allow(unused_imports)]
-use super::{KvType, Widen, kernel};
+use super::{Cpu, KvType, Widen, kernel};
 
 /// Runs `job` on a hardware instance (`kernel::run` for the levels compiled here).
 #[allow(dead_code)]
@@ -105,21 +105,39 @@ pub fn neon() -> Option<pulp::aarch64::Neon> {
         None
     }
 }
-/// CPUID leaf 0's vendor string is `GenuineIntel` (not under Miri, which has no CPUID).
+/// The CPU as the kernel's tuning tells CPUs apart, from CPUID leaf 0's vendor string and
+/// leaf 1's family (`Other` under Miri, which has no CPUID).
 #[cfg(target_arch = "x86_64")]
-pub fn is_intel() -> bool {
+pub fn cpu() -> Cpu {
     if cfg!(miri) {
-        return false;
+        return Cpu::Other;
     }
+    const INTEL: (u32, u32, u32) = (0x756e_6547, 0x4965_6e69, 0x6c65_746e); // "Genu" "ineI" "ntel"
+    const AMD: (u32, u32, u32) = (0x6874_7541, 0x6974_6e65, 0x444d_4163); // "Auth" "enti" "cAMD"
     #[allow(unused_unsafe)]
-    // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
-    let leaf0 = unsafe { core::arch::x86_64::__cpuid(0) };
-    // "Genu" "ineI" "ntel" in EBX, EDX, ECX.
-    (leaf0.ebx, leaf0.edx, leaf0.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    // SAFETY: CPUID leaves 0 and 1 exist on every x86-64 CPU.
+    let (leaf0, leaf1) = unsafe {
+        (
+            core::arch::x86_64::__cpuid(0),
+            core::arch::x86_64::__cpuid(1),
+        )
+    };
+    // The family: the base field, plus the extended field where the base is 0xF.
+    let base = (leaf1.eax >> 8) & 0xf;
+    let family = match base {
+        0xf => base + ((leaf1.eax >> 20) & 0xff),
+        _ => base,
+    };
+    match (leaf0.ebx, leaf0.edx, leaf0.ecx) {
+        INTEL => Cpu::Intel,
+        AMD if family >= 0x1a => Cpu::AmdZen5On,
+        AMD => Cpu::AmdBeforeZen5,
+        _ => Cpu::Other,
+    }
 }
 #[cfg(not(target_arch = "x86_64"))]
-pub fn is_intel() -> bool {
-    false
+pub fn cpu() -> Cpu {
+    Cpu::Other
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -138,23 +156,33 @@ pub fn v_absent() -> Option<pulp::Scalar> {
 #[cfg(all(test, target_os = "linux", target_arch = "x86_64", not(miri)))]
 mod tests {
     extern crate std;
+    use std::string::ToString;
 
-    /// The vendor the kernel tunes for is the one the OS reports. Not under a user-mode
+    use super::Cpu;
+
+    /// The CPU the kernel tunes for is the one the OS reports. Not under a user-mode
     /// emulator (CI's `qemu-x86_64 -cpu Nehalem` step), whose CPUID is its CPU model's
     /// (GenuineIntel) while /proc/cpuinfo is the host's.
     #[test]
-    fn cpu_vendor_matches_proc_cpuinfo() {
+    fn cpu_matches_proc_cpuinfo() {
         if std::env::var_os("QKV_UNDER_EMULATOR").is_some() {
             return;
         }
         let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let Some(vendor) = info.lines().find(|l| l.starts_with("vendor_id")) else {
-            return; // no vendor line (an emulator): nothing to compare
+        let field = |name: &str| {
+            let line = info.lines().find(|l| l.starts_with(name))?;
+            Some(line.split(':').nth(1)?.trim().to_string())
         };
-        assert_eq!(
-            crate::dispatch::cpu_is_intel(),
-            vendor.ends_with("GenuineIntel"),
-            "{vendor}"
-        );
+        let (Some(vendor), Some(family)) = (field("vendor_id"), field("cpu family")) else {
+            return; // no vendor or family line (an emulator): nothing to compare
+        };
+        let family: u32 = family.parse().expect("a decimal family");
+        let want = match vendor.as_str() {
+            "GenuineIntel" => Cpu::Intel,
+            "AuthenticAMD" if family >= 26 => Cpu::AmdZen5On,
+            "AuthenticAMD" => Cpu::AmdBeforeZen5,
+            _ => Cpu::Other,
+        };
+        assert_eq!(crate::dispatch::cpu(), want, "{vendor}, family {family}");
     }
 }

@@ -4,6 +4,7 @@
 use pulp::Simd;
 
 use super::mem::StreamHint;
+use crate::dispatch::Cpu;
 
 /// Query rows per block at full size: the lanes of the score tile, and the rows that share
 /// each K and V block read. A multiple of every lane count (1, 4, 8, 16).
@@ -100,17 +101,23 @@ pub(crate) const PV_KEYS_NARROW: usize = 2;
 /// 10–20% at 32 and 48 and 7% at 16; AVX2 was within noise from 16 to 48 and lost 10% at 8.
 pub(crate) const PREFETCH_KEYS: usize = 24;
 
-/// How decode asks for the K/V lines it streams from memory, per CPU vendor:
+/// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
 /// - **Intel** (measured on Emerald Rapids, family 6 model 207): `prefetcht0`. With
 ///   `prefetchnta` decode-32k ran at half the speed: AVX-512, f32, 32/8 heads, d 128, in one
-///   process alternating the two builds, 134–185 ms against 69–111 ms (benches/NOTES.md).
-/// - **Everything else** (measured on AMD Zen 4 and Zen 5): `prefetchnta`, which the
-///   [`PREFETCH_KEYS`] measurements above were taken with.
+///   process alternating the two builds, 134–185 ms against 69–111 ms (benches/NOTES.md 16).
+/// - **AMD Zen 5 and later** (measured on Zen 5, family 26 model 2): `prefetchnta`, which the
+///   [`PREFETCH_KEYS`] measurements above were taken with (75–86% of the streaming read).
+/// - **AMD before Zen 5, and every other CPU** (measured on Zen 4, family 25 model 17):
+///   `prefetcht1`, into L2. On Zen 4 decode-32k took 33–36 ms with `prefetchnta` or
+///   `prefetcht0` and 19–22 ms with `prefetcht1` or `prefetcht2`, alternating the builds
+///   (benches/NOTES.md 26). Unmeasured CPUs get it too: the L2 is where the hardware's own
+///   stream prefetchers put lines on the cores we know.
 #[inline(always)]
 pub(crate) fn stream_hint() -> StreamHint {
-    match crate::dispatch::cpu_is_intel() {
-        true => StreamHint::AllLevels,
-        false => StreamHint::NonTemporal,
+    match crate::dispatch::cpu() {
+        Cpu::Intel => StreamHint::AllLevels,
+        Cpu::AmdZen5On => StreamHint::NonTemporal,
+        Cpu::AmdBeforeZen5 | Cpu::Other => StreamHint::SecondLevel,
     }
 }
 

@@ -137,9 +137,11 @@ pub(super) fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
 
 // `_mm_prefetch`'s hints for `prefetch`; any value where there is no prefetch to take them.
 #[cfg(target_arch = "x86_64")]
-use core::arch::x86_64::{_MM_HINT_NTA as NTA, _MM_HINT_T0 as T0};
+use core::arch::x86_64::{_MM_HINT_NTA as NTA, _MM_HINT_T0 as T0, _MM_HINT_T1 as T1};
 #[cfg(not(target_arch = "x86_64"))]
 const T0: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+const T1: i32 = 0;
 #[cfg(not(target_arch = "x86_64"))]
 const NTA: i32 = 0;
 
@@ -175,6 +177,8 @@ pub(crate) enum StreamHint {
     NonTemporal,
     /// `prefetcht0`: into every level.
     AllLevels,
+    /// `prefetcht1`: into the second-level cache and outward, not L1.
+    SecondLevel,
 }
 
 /// [`prefetch`] for a line read once, with the CPU's [`StreamHint`].
@@ -183,6 +187,7 @@ pub(super) fn prefetch_once<T>(p: *const T, hint: StreamHint) {
     match hint {
         StreamHint::NonTemporal => prefetch::<NTA, T>(p),
         StreamHint::AllLevels => prefetch::<T0, T>(p),
+        StreamHint::SecondLevel => prefetch::<T1, T>(p),
     }
 }
 
