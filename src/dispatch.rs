@@ -13,7 +13,7 @@ use crate::kernel::{self, Tiles, Widen};
 use crate::kv::{BlockQ8_0, KvKind, KvType, Typed, bf16, f16};
 use crate::{Error, Params, Shape};
 
-mod arch;
+pub(crate) mod arch;
 
 /// An instruction set the kernel is compiled for.
 ///

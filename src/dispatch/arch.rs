@@ -59,6 +59,7 @@ mod x86 {
 /// asks which level it may run: CPUID and XGETBV in a virtual machine are exits to the
 /// hypervisor, microseconds each (4% of a 0.2 ms decode call on a KVM guest, AMD Zen 4),
 /// and pulp without `std` runs CPUID on every `try_new`.
+#[cfg(target_arch = "x86_64")]
 pub fn once(cell: &super::AtomicU8, detect: impl FnOnce() -> bool) -> bool {
     use super::Ordering::Relaxed;
     match cell.load(Relaxed) {

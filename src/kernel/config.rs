@@ -84,10 +84,22 @@ pub(crate) const NV_WIDE: usize = 4;
 /// The same with 16 registers.
 pub(crate) const NV_NARROW: usize = 2;
 
-/// Keys of the decode dot tile: `M ≤ MR` rows × 2 keys of accumulators (one key alone gets
-/// two chains per row). Three and four keys ran faster from cache but no faster from memory:
-/// rows read side by side interleave the K stream.
-pub(crate) const DOT_KEYS: usize = 2;
+/// Keys of the decode dot tile with 32 vector registers (AVX-512, NEON): `M ≤ MR` rows × 4
+/// keys of accumulators, reduced four at a time (`Widen::sum4`). On Zen 4 with 4 keys instead
+/// of 2 an f16 decode-32k took 9% less time, f32 2% (benches/NOTES.md 26).
+pub(crate) const DOT_KEYS_WIDE: usize = 4;
+/// The same with 16 registers (AVX2) and on the scalar level: `M` × 2 keys (one key alone
+/// gets two chains per row). With 4, AVX2 spilled and ran 4–6% slower (Zen 4).
+pub(crate) const DOT_KEYS_NARROW: usize = 2;
+
+/// The keys of level `S`'s decode dot tile.
+#[inline(always)]
+pub(crate) const fn dot_keys<S: Simd>() -> usize {
+    match S::REGISTER_COUNT >= 32 && S::F32_LANES > 1 {
+        true => DOT_KEYS_WIDE,
+        false => DOT_KEYS_NARROW,
+    }
+}
 /// Keys of the decode P·V tile with 32 vector registers: `M ≤ MR` rows × 4 keys of
 /// broadcast weights, the accumulators read and written once per 4 keys (2 and 8 keys were
 /// 20% and 8% slower from memory on AVX-512).

@@ -11,9 +11,9 @@
 //!    `head_dim`; wider heads are packed per panel), and a register tile of `KR_WIDE` keys
 //!    × `QR_WIDE` vectors of rows (32 registers; `KR_NARROW` × `QR_NARROW` with 16,
 //!    `KR_WIDE_SCALAR` × `QR_WIDE_SCALAR` on the scalar level) broadcasts K elements straight from the caller's K rows: K is never packed. Blocks of
-//!    at most `MR` rows (decode) dot each K row with the rows instead, `DOT_KEYS` rows
+//!    at most `MR` rows (decode) dot each K row with the rows instead, `dot_keys` rows
 //!    at a time, lanes along `head_dim`, streaming K from memory with a prefetch per line
-//!    read (`PREFETCH_KEYS` ahead).
+//!    read (`PREFETCH_KEYS` ahead), the scores reduced four at a time (`Widen::sum4`).
 //! 2. **Online softmax**: a pass over the block scales, biases and masks the scores (an
 //!    excluded key becomes `-inf`) and another turns them into weights `exp(s − max)` with
 //!    the vectorised [`exp`](crate::exp) (weights below `2^-126`, under the rounding of the

@@ -5,7 +5,8 @@
 use pulp::Simd;
 
 use super::config::{
-    DOT_KEYS, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, QR_NARROW, QR_WIDE, QR_WIDE_SCALAR, wide,
+    DOT_KEYS_NARROW, DOT_KEYS_WIDE, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, QR_NARROW, QR_WIDE,
+    QR_WIDE_SCALAR, dot_keys, wide,
 };
 use super::mem::{F32Rows, Rows, RowsMut, WidenRows, key_steps, strided_copy, with_count};
 use super::scratch::Scratch;
@@ -174,7 +175,7 @@ impl Block {
         // with the CPU's hint for lines read once. A prefetch past the tensor is harmless: it
         // never faults. (V's lines are asked for by P·V, a block ahead.)
         let ahead = (keys.k_ahead, x.stream_hint);
-        for (j, n) in key_steps(cols, DOT_KEYS) {
+        for (j, n) in key_steps(cols, dot_keys::<S>()) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
             // `out[m·key_stride + j + x]` is in `out` for m < M, j + x < cols ≤ key_stride.
@@ -187,9 +188,15 @@ impl Block {
                     ptr: out.as_mut_ptr().add(j),
                     stride: key_stride,
                 };
+                // Each level instantiates only its own tile (the guards are constant).
                 match n {
-                    DOT_KEYS => {
-                        dot_kernel::<S, K, M, DOT_KEYS, 1>(simd, k, q_rows, head_dim, ahead, s)
+                    DOT_KEYS_WIDE if dot_keys::<S>() == DOT_KEYS_WIDE => {
+                        dot_kernel::<S, K, M, DOT_KEYS_WIDE, 1>(simd, k, q_rows, head_dim, ahead, s)
+                    }
+                    DOT_KEYS_NARROW if dot_keys::<S>() == DOT_KEYS_NARROW => {
+                        dot_kernel::<S, K, M, DOT_KEYS_NARROW, 1>(
+                            simd, k, q_rows, head_dim, ahead, s,
+                        )
                     }
                     // One key: two chains per row keep 2·M multiply-adds in flight.
                     _ => dot_kernel::<S, K, M, 1, 2>(simd, k, q_rows, head_dim, ahead, s),

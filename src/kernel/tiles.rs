@@ -127,13 +127,41 @@ pub(super) unsafe fn dot_kernel<
             0,
         );
     }
-    for (m, acc) in acc.iter().enumerate() {
-        for (x, chains) in acc.iter().enumerate() {
-            let sum = chains[1..]
-                .iter()
-                .fold(chains[0], |a, &b| simd.add_f32s(a, b));
-            // SAFETY: writable by the caller's guarantee.
-            unsafe { *s.at(m, x) = simd.reduce_sum_f32s(sum) };
+    if S::F32_LANES == 1 {
+        // One lane: each chain's sum is its score (grouping them cost Cortex-M4F code).
+        for (m, acc) in acc.iter().enumerate() {
+            for (x, chains) in acc.iter().enumerate() {
+                let sum = chains[1..]
+                    .iter()
+                    .fold(chains[0], |a, &b| simd.add_f32s(a, b));
+                // SAFETY: writable by the caller's guarantee.
+                unsafe { *s.at(m, x) = simd.reduce_sum_f32s(sum) };
+            }
+        }
+        return;
+    }
+    // The M·X scores, reduced four at a time (row-major; zero vectors fill the last four).
+    // Plain loops: an `array::map` closure was left out of line without the level's target
+    // features, and its vector adds became calls.
+    let zero = simd.splat_f32s(0.0);
+    for first in (0..M * X).step_by(4) {
+        let mut group = [zero; 4];
+        for (k, g) in group.iter_mut().enumerate() {
+            let n = first + k;
+            if n < M * X {
+                let chains = &acc[n / X][n % X];
+                *g = chains[0];
+                for &c in &chains[1..] {
+                    *g = simd.add_f32s(*g, c);
+                }
+            }
+        }
+        for (k, score) in simd.sum4(group).into_iter().enumerate() {
+            let n = first + k;
+            if n < M * X {
+                // SAFETY: n / X < M and n % X < X: writable by the caller's guarantee.
+                unsafe { *s.at(n / X, n % X) = score };
+            }
         }
     }
 }
