@@ -133,6 +133,20 @@ pub(crate) fn stream_hint() -> StreamHint {
     }
 }
 
+/// Whether the P·V register tile (prefill, and decode blocks that mask keys) asks for each V
+/// row's lines a key block ahead, per [`Cpu`]:
+/// - **AMD Zen 5 and later** (measured on Zen 5): yes. AVX2 prefill-4k-d128 went from 70–72%
+///   to 78–79% of the FMA probe with it, AVX-512 within noise (benches/NOTES.md 11).
+/// - **Intel** (measured on Emerald Rapids): no. Without it AVX-512 prefill-4k-d128 went from
+///   58–63% to 67–69% of the probe (issue 15's measurement): the block's K, V and packed Q
+///   already overflow the 48 KiB L1, and the prefetched lines evict them.
+/// - **AMD before Zen 5, and every other CPU** (measured on Zen 4): no. Without it AVX2
+///   prefill d128 took 0.93–0.94× the time, AVX-512 0.985–0.994× (benches/NOTES.md 27).
+#[inline(always)]
+pub(crate) fn prefetch_values() -> bool {
+    matches!(crate::dispatch::cpu(), Cpu::AmdZen5On)
+}
+
 /// Whether the wide register tiles fit: levels with 32 vector registers, and the scalar
 /// level, whose targets have 32 floating-point registers (Cortex-M4F, RV32F; and on x86-64
 /// LLVM turns its rows of 4 into SSE2 vectors).

@@ -146,6 +146,8 @@ struct Inputs<'p, 'a> {
     scale: f32,
     /// How decode asks for the K/V lines it streams.
     stream_hint: mem::StreamHint,
+    /// Whether the P·V register tile asks for V's lines a key block ahead.
+    prefetch_values: bool,
 }
 
 /// One block of keys, `k0..k0 + cols`, and how far ahead of its K and V rows (in elements,
@@ -183,6 +185,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         q,
         scale: p.scale(),
         stream_hint: config::stream_hint(),
+        prefetch_values: config::prefetch_values(),
     };
     let group = shape.q_heads / shape.kv_heads;
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row

@@ -19,7 +19,8 @@ impl Block {
     /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes: on SIMD
     /// levels, decode blocks whose rows all include the whole block stream V as it is stored
     /// ([`Block::pv_keys`]); the others take the register tiles over V's rows as `f32`, the
-    /// caller's when V is `f32` (whose lines `keys.v_ahead` further on they prefetch) and
+    /// caller's when V is `f32` (whose lines `keys.v_ahead` further on they prefetch where
+    /// `config::prefetch_values` says so) and
     /// otherwise widened into `tile`.
     #[inline(always)]
     pub(super) fn weighted_values<S: Widen, V: KvType>(
@@ -37,7 +38,10 @@ impl Block {
             Some(v) => F32Rows {
                 data: &v[first..][..(keys.cols - 1) * stride + self.vw],
                 stride,
-                ahead: keys.v_ahead,
+                ahead: match x.prefetch_values {
+                    true => keys.v_ahead,
+                    false => 0,
+                },
             },
             None => {
                 let dst = &mut tile[..keys.cols * self.vw];
