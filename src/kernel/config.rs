@@ -85,8 +85,10 @@ pub(crate) const NV_WIDE: usize = 4;
 pub(crate) const NV_NARROW: usize = 2;
 
 /// Keys of the decode dot tile with 32 vector registers (AVX-512, NEON): `M ≤ MR` rows × 4
-/// keys of accumulators, reduced four at a time (`Widen::sum4`). On Zen 4 with 4 keys instead
-/// of 2 an f16 decode-32k took 9% less time, f32 2% (benches/NOTES.md 26).
+/// keys of accumulators, reduced four at a time (`Widen::sum4`). Measured on Zen 4 only
+/// (AVX-512): with 4 keys instead of 2 an f16 decode-32k took 8–9% less time, an f32 one at
+/// 4k keys 9% less, at 32k the same within noise (benches/NOTES.md 26). NEON follows the
+/// register count, unmeasured (no Arm machine; qemu is no timer).
 pub(crate) const DOT_KEYS_WIDE: usize = 4;
 /// The same with 16 registers (AVX2) and on the scalar level: `M` × 2 keys (one key alone
 /// gets two chains per row). With 4, AVX2 spilled and ran 4–6% slower (Zen 4).

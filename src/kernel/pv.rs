@@ -20,8 +20,7 @@ impl Block {
     /// levels, decode blocks whose rows all include the whole block stream V as it is stored
     /// ([`Block::pv_keys`]); the others take the register tiles over V's rows as `f32`, the
     /// caller's when V is `f32` (whose lines `keys.v_ahead` further on they prefetch where
-    /// `config::prefetch_values` says so) and
-    /// otherwise widened into `tile`.
+    /// `config::prefetch_values` says so) and otherwise widened into `tile`.
     #[inline(always)]
     pub(super) fn weighted_values<S: Widen, V: KvType>(
         self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch, tile: &mut [f32],
