@@ -137,6 +137,9 @@ ENVIRONMENT
     MMTEST_FEATURE=avx2,fma (or sse2) at build time limits the baseline's matrixmultiply
     kernel, e.g. to compare the avx2 (or scalar) level with a baseline of the same width:
       MMTEST_FEATURE=avx2,fma cargo run --release --example bench -- --level avx2
+    QKV_BENCH_COMMIT=NAME at run time: the commit the header and the CSV name, in place of
+    the checkout's (which is read when the bench runs, so a binary built at an older commit
+    and copied aside for an A/B run would otherwise be named after today's checkout)
 ";
 
 /// Who computes a row of the table.
@@ -1067,8 +1070,12 @@ fn command_line(program: &str, args: &[&str]) -> Option<String> {
 
 /// The source's commit (`git rev-parse --short HEAD` in this crate's directory), with
 /// `-dirty` when a tracked file differs from it (untracked files, such as CSV files written
-/// next to the sources, change no build); "unknown" outside a git checkout.
+/// next to the sources, change no build); "unknown" outside a git checkout. The checkout is
+/// read at run time, so `QKV_BENCH_COMMIT` names the build instead where they differ.
 fn commit() -> String {
+    if let Ok(name) = std::env::var("QKV_BENCH_COMMIT") {
+        return name;
+    }
     let dir = env!("CARGO_MANIFEST_DIR");
     let Some(head) = command_line("git", &["-C", dir, "rev-parse", "--short", "HEAD"]) else {
         return "unknown".to_string();
