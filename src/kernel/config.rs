@@ -102,12 +102,13 @@ pub(crate) const fn dot_keys<S: Simd>() -> usize {
         false => DOT_KEYS_NARROW,
     }
 }
-/// Keys of the decode P·V tile with 32 vector registers: `M ≤ MR` rows × 4 keys of
-/// broadcast weights, the accumulators read and written once per 4 keys (2 and 8 keys were
-/// 20% and 8% slower from memory on AVX-512).
-pub(crate) const PV_KEYS_WIDE: usize = 4;
-/// The same with 16 registers: `MR` × 2 broadcast weights, 2 V vectors and an accumulator.
-pub(crate) const PV_KEYS_NARROW: usize = 2;
+/// Keys of the decode P·V tile (key-major, on the SIMD levels): `M ≤ MR` rows × 4 keys of
+/// broadcast weights, the accumulators read and written once per 4 keys. On AVX-512, 2 and 8
+/// keys were 20% and 8% slower from memory (Zen 5). With 16 registers (AVX2) the 16 weights
+/// do not all stay in registers and are broadcast from memory as they are used, and 4 keys
+/// still beat 2 (measured on Zen 4, alternating builds, 7–9 rounds): decode-32k f16
+/// 0.84–0.87× the time, f32 0.92–0.93×, f32 at 4k keys 0.85× (benches/NOTES.md 29).
+pub(crate) const PV_KEYS: usize = 4;
 
 /// How far ahead, in keys, the decode path asks for K rows (V rows are asked for a block
 /// ahead, [`BLOCK_K`]). Without prefetches decode ran at about half the streaming bandwidth on

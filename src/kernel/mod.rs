@@ -29,8 +29,8 @@
 //!    keys through the same tile; scattered exclusions (`-inf` bias) go key by key, so the V
 //!    row of an excluded key is never read for that row and NaN there cannot leak. On SIMD
 //!    levels, decode blocks whose rows all see the whole key block read their `[row][key]`
-//!    weights in place and walk V in memory order instead, `PV_KEYS_WIDE` or
-//!    `PV_KEYS_NARROW` V rows at a time across the whole panel, prefetching a block ahead;
+//!    weights in place and walk V in memory order instead, `PV_KEYS` V rows at a time
+//!    across the whole panel, prefetching a block ahead;
 //!    the other decode blocks copy their weights into the `[key][row]` tile first.
 //!
 //! Working memory is the caller's (`scratch`): the tile sizes are chosen per call from the

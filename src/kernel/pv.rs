@@ -5,7 +5,7 @@
 
 use pulp::Simd;
 
-use super::config::{NV_NARROW, NV_WIDE, PV_KEYS_NARROW, PV_KEYS_WIDE, pv_rows, wide};
+use super::config::{NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
 use super::mem::{
     F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
 };
@@ -198,12 +198,7 @@ impl Block {
         let w = &scratch.dot_scores[..(M - 1) * ks + cols];
         let acc = &mut scratch.acc[..M * v_cols];
         let full = self.vw / lanes;
-        let x_max = if wide::<S>() {
-            PV_KEYS_WIDE
-        } else {
-            PV_KEYS_NARROW
-        };
-        for (j, n) in key_steps(cols, x_max) {
+        for (j, n) in key_steps(cols, PV_KEYS) {
             // SAFETY: keys j..j + n < cols are rows of `v` (at x·stride from row j, each with
             // the panel's values v0..v0 + vw, and full·lanes ≤ vw); `w[m·ks + j + x]` is in `w` for m < M; `acc` holds
             // rows m < M of v_cols ≥ vw floats.
@@ -222,12 +217,9 @@ impl Block {
                 };
                 let ahead = (keys.v_ahead, x.stream_hint);
                 match n {
-                    PV_KEYS_WIDE => {
-                        pv_keys_kernel::<S, V, M, PV_KEYS_WIDE>(simd, rows, v0, wp, ap, full, ahead)
+                    PV_KEYS => {
+                        pv_keys_kernel::<S, V, M, PV_KEYS>(simd, rows, v0, wp, ap, full, ahead)
                     }
-                    PV_KEYS_NARROW => pv_keys_kernel::<S, V, M, PV_KEYS_NARROW>(
-                        simd, rows, v0, wp, ap, full, ahead,
-                    ),
                     _ => pv_keys_kernel::<S, V, M, 1>(simd, rows, v0, wp, ap, full, ahead),
                 }
             }
