@@ -62,6 +62,20 @@ pub(crate) fn min_f32s<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
     }
 }
 
+/// The polynomial `c[0]·x^(n−1) + … + c[n−1]` by Horner's rule, lane by lane. A `while`
+/// loop over the coefficients: at opt-level z a `for` over an array stays an iterator, a
+/// call per coefficient and the array copied into the caller's frame.
+#[inline(always)]
+fn horner<S: Simd>(simd: S, x: S::f32s, c: &[f32]) -> S::f32s {
+    let mut p = simd.splat_f32s(c[0]);
+    let mut i = 1;
+    while i < c.len() {
+        p = simd.mul_add_e_f32s(p, x, simd.splat_f32s(c[i]));
+        i += 1;
+    }
+    p
+}
+
 /// Range reduction (Cody–Waite) and the degree-7 polynomial for `e^r`.
 #[inline(always)]
 fn reduce<S: Simd>(simd: S, clamped: S::f32s) -> Reduced<S::f32s> {
@@ -72,18 +86,20 @@ fn reduce<S: Simd>(simd: S, clamped: S::f32s) -> Reduced<S::f32s> {
     let r = simd.negate_mul_add_e_f32s(n, simd.splat_f32s(LN2_LO), r);
 
     // e^r = 1 + r + r²/2! + … + r⁷/7!, Horner.
-    let mut p = simd.splat_f32s(1.0 / 5040.0);
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(c));
-    }
+    let p = horner(
+        simd,
+        r,
+        &[
+            1.0 / 5040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ],
+    );
     Reduced { t, n, p }
 }
 
@@ -178,10 +194,17 @@ pub fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 /// series to `x¹¹`: `x²·(−1/3 + x²·(2/15 + x²·(−17/315 + x²·(62/2835 − x²·1382/155925))))`.
 #[inline(always)]
 fn tanh_poly<S: Simd>(simd: S, x2: S::f32s) -> S::f32s {
-    let mut p = simd.splat_f32s(-1382.0 / 155_925.0);
-    for c in [62.0 / 2835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0] {
-        p = simd.mul_add_e_f32s(p, x2, simd.splat_f32s(c));
-    }
+    let p = horner(
+        simd,
+        x2,
+        &[
+            -1382.0 / 155_925.0,
+            62.0 / 2835.0,
+            -17.0 / 315.0,
+            2.0 / 15.0,
+            -1.0 / 3.0,
+        ],
+    );
     simd.mul_f32s(p, x2)
 }
 

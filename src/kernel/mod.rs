@@ -174,8 +174,8 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         tiles: t,
         workspace,
     } = job;
-    let (scratch, tile) = Scratch::new(t, workspace);
-    let scratch = &mut { scratch };
+    let (mut scratch, tile) = Scratch::new(t, workspace);
+    let scratch = &mut scratch;
     let shape = p.shape;
     if shape.q_len == 0 {
         return; // nothing to write, however many heads
@@ -192,18 +192,23 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
     // is read once per block of heads instead of once per head.
     // (`Tiles` sizes blocks by the same rule.)
     let heads_per_block = (t.rows / shape.q_len.clamp(1, t.rows)).clamp(1, group);
+    // `while` loops rather than `step_by`: at opt-level z its iterators are calls and
+    // structs in this frame, which is under every phase's.
     for g in 0..shape.kv_heads {
         let group_end = (g + 1) * group;
-        for h0 in (g * group..group_end).step_by(heads_per_block) {
+        let mut h0 = g * group;
+        while h0 < group_end {
             let nh = heads_per_block.min(group_end - h0);
-            for q0 in (0..shape.q_len).step_by(t.rows) {
+            let mut q0 = 0;
+            while q0 < shape.q_len {
                 let qn = t.rows.min(shape.q_len - q0);
                 // Ends of the row ranges are monotonic: the union is first.lo .. last.hi.
                 let keys = (p.key_range(q0).0, p.key_range(q0 + qn - 1).1);
                 // And the keys every row sees: the intersection.
                 let inner = (p.key_range(q0 + qn - 1).0, p.key_range(q0).1);
-                for v0 in (0..shape.v_dim).step_by(t.v_cols) {
-                    let block = Block {
+                let mut v0 = 0;
+                while v0 < shape.v_dim {
+                    let mut block = Block {
                         h0,
                         g,
                         q0,
@@ -214,16 +219,19 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
                         vw: t.v_cols.min(shape.v_dim - v0),
                         shift: 0.0,
                     };
-                    for shift in [0.0, OVERFLOW_SHIFT] {
-                        let block = Block { shift, ..block };
+                    loop {
                         block.attend(simd, &x, (k, v), keys, scratch, tile);
                         let lse = if v0 == 0 { lse.as_deref_mut() } else { None };
                         if !block.write(p, out, lse.map(|l| (l, lse_stride)), scratch) {
                             break;
                         }
+                        block.shift = OVERFLOW_SHIFT;
                     }
+                    v0 += t.v_cols;
                 }
+                q0 += t.rows;
             }
+            h0 += heads_per_block;
         }
     }
 }
