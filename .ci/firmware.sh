@@ -44,7 +44,7 @@ size_limits=${QKV_FIRMWARE_SIZE_LIMITS:-enforce}
 # default (.ci/run passes today's, a guard against growth, until z + LTO meets them too).
 limit_attention=${QKV_FIRMWARE_LIMIT_ATTENTION:-25600}
 limit_all=${QKV_FIRMWARE_LIMIT_ALL:-40960}
-limits_s=("" 25600 "" 40960 "")
+limits_s=("" 25600 "" 40960 "" "")
 start=$SECONDS
 
 case $size_limits in enforce | report) ;; *)
@@ -101,10 +101,11 @@ build_and_run() {
 	cp "$dir/$target/release/firmware" "$out/rust.elf"
 
 	# Group g calls: 1 qkv_attention_f32; 2 also qkv_partial_f32 and qkv_merge_f32; 3 also
-	# qkv_stream_*; 4 also the _ws variants in a caller-owned workspace (the program that
-	# runs). The stubs build is the same program with empty qkv functions.
+	# qkv_stream_*; 4 also the _ws variants in a caller-owned workspace; 5 also qkv_plan_*
+	# and qkv_reference_f32 (the program that runs). The stubs build is the same program
+	# with empty qkv functions.
 	local g
-	for g in 1 2 3 4; do
+	for g in 1 2 3 4 5; do
 		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g tests/c/firmware.c "$lib" -lgcc \
 			-o "$out/c$g.elf"
 		arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=$g -DQKV_STUBS tests/c/firmware.c -lgcc \
@@ -129,13 +130,13 @@ build_and_run() {
 	arm-none-eabi-gcc "${cflags[@]}" -DQKV_GROUP=1 -DQKV_KV_TYPES tests/c/firmware.c \
 		"$out/libqkv-kv-f16,kv-bf16,kv-q8_0.a" -lgcc -o "$out/ckv.elf"
 	echo "== [$profile] largest symbols of the C program (every group)"
-	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c4.elf" |
+	arm-none-eabi-nm --print-size --size-sort --radix=d -C "$out/c5.elf" |
 		awk '$3 ~ /[tTwW]/' | tail -5
 
 	[ $run_qemu = 1 ] || return 0
 	local prog
-	for prog in c4 ckv rust; do
-		local label=${prog%4}/$profile
+	for prog in c5 ckv rust; do
+		local label=${prog%5}/$profile
 		echo "== [$profile] qemu-system-arm -M mps2-an386 -semihosting -icount shift=0 -kernel $prog.elf"
 		# Semihosting writes to stderr; qemu exits 0 only when the program says it succeeded.
 		if ! timeout 300 qemu-system-arm -M mps2-an386 -nographic -semihosting -icount shift=0 \
@@ -164,9 +165,9 @@ echo
 echo "qkv code size on Cortex-M4F (thumbv7em-none-eabihf): .text the library adds to the C program"
 printf '%-44s %12s %12s %12s %16s\n' "C entry points called" "release" "s + LTO" "z + LTO" "limits (s, z)"
 groups=("" "qkv_attention_f32" "+ qkv_partial_f32, qkv_merge_f32" "+ qkv_stream_state_len/init/update/finish"
-	"+ the _ws variants, qkv_workspace_size")
-limits_z=("" "$limit_attention" "" "$limit_all" "")
-for g in 1 2 3 4; do
+	"+ the _ws variants, qkv_workspace_size" "+ qkv_plan_make/run_task/finish, reference")
+limits_z=("" "$limit_attention" "" "$limit_all" "" "")
+for g in 1 2 3 4 5; do
 	verdict=""
 	if [ -n "${limits_z[$g]}" ]; then
 		verdict="${limits_s[$g]}, ${limits_z[$g]}"

@@ -194,9 +194,15 @@ pub fn run_task<K: KvType, V: KvType>(
     level: Level, plan: Plan, params: &Params, q: &[f32], k: &[K], v: &[V], task: usize,
     partial: &mut [f32],
 ) -> Result<(), Error> {
-    let (sub, part, (out, lse)) = prepare(plan, params, q, k, v, task, partial)?;
+    // Used where it lies: moved out of its `Result`, the sub-problem would take a second slot
+    // of this frame, under every frame of the kernel (firmware stacks are small).
+    let mut prepared = prepare(plan, params, q, k, v, task, partial);
+    let (sub, part, (out, lse)) = match &mut prepared {
+        Ok(p) => p,
+        Err(e) => return Err(*e),
+    };
     let (q, k, v) = part.inputs(params, q, k, v);
-    level.attention(&sub, q, k, v, out, Some(lse))
+    level.attention(sub, q, k, v, out, Some(lse))
 }
 
 /// [`run_task`] in the caller's working memory, sized as for
@@ -206,15 +212,20 @@ pub fn run_task_in<K: KvType, V: KvType>(
     level: Level, workspace: &mut [f32], plan: Plan, params: &Params, q: &[f32], k: &[K], v: &[V],
     task: usize, partial: &mut [f32],
 ) -> Result<(), Error> {
-    let (sub, part, (out, lse)) = prepare(plan, params, q, k, v, task, partial)?;
+    // As in `run_task`.
+    let mut prepared = prepare(plan, params, q, k, v, task, partial);
+    let (sub, part, (out, lse)) = match &mut prepared {
+        Ok(p) => p,
+        Err(e) => return Err(*e),
+    };
     let (q, k, v) = part.inputs(params, q, k, v);
-    level.attention_in(workspace, &sub, q, k, v, out, Some(lse))
+    level.attention_in(workspace, sub, q, k, v, out, Some(lse))
 }
 
 /// Validates a task and returns its sub-problem, its part and its partial split into out and
 /// lse.
 #[allow(clippy::type_complexity)]
-fn prepare<'a, 'p, K: KvType, V: KvType>(
+pub(crate) fn prepare<'a, 'p, K: KvType, V: KvType>(
     plan: Plan, params: &Params<'a>, q: &[f32], k: &[K], v: &[V], task: usize,
     partial: &'p mut [f32],
 ) -> Result<(Params<'a>, Part, (&'p mut [f32], &'p mut [f32])), Error> {

@@ -60,14 +60,21 @@ impl Part {
     pub fn inputs<'s, K, V>(
         &self, params: &Params, q: &'s [f32], k: &'s [K], v: &'s [V],
     ) -> (&'s [f32], &'s [K], &'s [V]) {
+        let [qa, ka, va] = self.offsets(params);
+        (from(q, qa), from(k, ka), from(v, va))
+    }
+
+    /// Where the part's `q`, `k` and `v` start in the problem's, in elements of each (blocks
+    /// for q8_0).
+    pub fn offsets(&self, params: &Params) -> [usize; 3] {
         let group = params.shape.q_heads / params.shape.kv_heads.max(1);
         let g = self.heads.start / group.max(1);
         let key = first_key(params, self.keys.start);
-        (
-            from(q, params.q.at(self.heads.start, self.rows.start)),
-            from(k, params.k.at(g, key)),
-            from(v, params.v.at(g, key)),
-        )
+        [
+            params.q.at(self.heads.start, self.rows.start),
+            params.k.at(g, key),
+            params.v.at(g, key),
+        ]
     }
 }
 

@@ -28,6 +28,9 @@ const COLS: usize = 32;
 /// Takes the same arguments and runs the same validation as [`attention`](crate::attention).
 /// It allocates nothing: it recomputes each score once per pass instead of storing the row.
 /// K and V values of any [`KvType`] are decoded exactly, then used in `f64`.
+// Not inlined: its frame (the `f64` accumulators of a pass) must not sit under the C
+// decoder's, which the caller (`qkv_reference_f32`) runs first.
+#[inline(never)]
 pub fn attention<K: KvType, V: KvType>(
     params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], mut lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {

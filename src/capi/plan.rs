@@ -5,6 +5,7 @@
 
 use core::ffi::c_void;
 
+use super::attention::{Call, run};
 use super::buf::{Buf, check_aliasing};
 use super::decode::{Desc, Extras, KeyRows};
 use super::types::with_kv;
@@ -126,36 +127,72 @@ pub unsafe extern "C" fn qkv_plan_run_task(
     plan: *const QkvPlan, desc: *const QkvDesc, q: *const f32, k: *const c_void, v: *const c_void,
     task: usize, partial: *mut f32, workspace_ptr: *mut f32, workspace_len: usize,
 ) -> QkvStatus {
+    let ws = (workspace_ptr, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let plan = read_plan(plan)?;
-        let d = Desc::read(desc)?;
-        let mask = d.mask()?;
-        let kinds = d.kv_kinds()?;
-        // The shape first: a plan over a shape without tasks would say QKV_ERR_TASK.
-        d.params(mask, Extras::default())
-            .validate_shape()
-            .map_err(error_status)?;
-        let qkv = d.qkv(q, [k, v], kinds, KeyRows::All)?;
-        let extras = d.extras()?;
-        let part = partial_buf(&plan, &d, partial)?;
-        let ws = workspace(workspace_ptr, workspace_len)?;
-        let inputs = super::buf::Inputs { qkv, extras };
-        check_aliasing(&[part, ws], &inputs.all())?;
-        let p = plan.plan();
-        let shape = d.shape();
-        let region = p.task_partial(&shape, task).ok_or(QKV_ERR_TASK)?;
-        let slices = inputs.slices()?;
-        let params = d.params(mask, slices.extras);
-        // This task's part only: other tasks may be writing the rest.
-        let part = part.part_mut(region);
-        let ws = ws.slice_mut();
-        let (level, q) = (Level::Detect, slices.q);
-        with_kv!(slices.kv, |k, v| match ws.is_empty() {
-            true => plan::run_task(level, p, &params, q, k, v, task, part),
-            false => plan::run_task_in(level, ws, p, &params, q, k, v, task, part),
+        let c = decode_task(plan, desc, (q, k, v), task, partial, ws);
+        run!(c, |p, q, k, v, out, lse, ws| match ws.is_empty() {
+            true => Level::Detect.attention(p, q, k, v, out, lse),
+            false => Level::Detect.attention_in(ws, p, q, k, v, out, lse),
         })
-        .map_err(error_status)
+    })
+}
+
+/// The task `task` of a C call of [`qkv_plan_run_task`] as a call of its own: its
+/// sub-problem ([`plan::prepare`]: its params, and its inputs from the part's first
+/// elements), its part of the partial buffer as `out` and `lse`, and the workspace.
+///
+/// Not inlined: the descriptor, the whole problem's params and the decoding live in this
+/// frame, which is gone before the kernel's frames start (firmware stacks are small); what
+/// [`plan::run_task`] would hold under the kernel, the whole problem's params besides the
+/// task's, is not held at all.
+///
+/// # Safety
+/// The contract of [`qkv_plan_run_task`].
+#[inline(never)]
+unsafe fn decode_task<'a>(
+    plan: *const QkvPlan, desc: *const QkvDesc,
+    (q, k, v): (*const f32, *const c_void, *const c_void), task: usize, partial: *mut f32,
+    (ws_ptr, ws_len): (*mut f32, usize),
+) -> Result<Call<'a>, QkvStatus> {
+    // SAFETY: the caller's contract for `plan` and `desc`.
+    let plan = unsafe { read_plan(plan) }?;
+    // SAFETY: as above.
+    let d = unsafe { Desc::read(desc) }?;
+    let mask = d.mask()?;
+    let kinds = d.kv_kinds()?;
+    // The shape first: a plan over a shape without tasks would say QKV_ERR_TASK.
+    d.params(mask, Extras::default())
+        .validate_shape()
+        .map_err(error_status)?;
+    // SAFETY: the caller's contract for the inputs.
+    let qkv = unsafe { d.qkv(q, [k, v], kinds, KeyRows::All) }?;
+    let extras = d.extras()?;
+    let part = partial_buf(&plan, &d, partial)?;
+    let ws = workspace(ws_ptr, ws_len)?;
+    let inputs = super::buf::Inputs { qkv, extras };
+    check_aliasing(&[part, ws], &inputs.all())?;
+    let p = plan.plan();
+    let region = p.task_partial(&d.shape(), task).ok_or(QKV_ERR_TASK)?;
+    // SAFETY: the caller's pointer contract, for the lengths the buffers were given.
+    let slices = unsafe { inputs.slices() }?;
+    let params = d.params(mask, slices.extras);
+    // SAFETY: as above; the partial buffer and the workspace were checked disjoint from each
+    // other and from every input. This task's part only: other tasks may be writing the rest.
+    let (part, ws) = unsafe { (part.part_mut(region), ws.slice_mut()) };
+    let (q, [k, v]) = (slices.q, slices.kv);
+    let (sub, part, (out, lse)) = with_kv!([k, v], |k, v| plan::prepare(
+        p, &params, q, k, v, task, part
+    ))
+    .map_err(error_status)?;
+    let [qa, ka, va] = part.offsets(&params);
+    Ok(Call {
+        params: sub,
+        q: crate::range::from(q, qa),
+        kv: [k.from(ka), v.from(va)],
+        out,
+        lse: Some(lse),
+        ws,
     })
 }
 

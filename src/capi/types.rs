@@ -71,6 +71,22 @@ pub(crate) enum KvSlice<'a> {
 /// `(k_type, v_type)`, used by every entry point that takes K and V. `body` is instantiated
 /// once per pair of types this build has (1, 4, 9 or 16), each a call of the generic Rust
 /// entry point; a firmware build without the `kv-*` features has only the `f32` one.
+impl<'a> KvSlice<'a> {
+    /// The slice from element `at` (block, for q8_0), as [`range::from`](crate::range::from).
+    pub(crate) fn from(self, at: usize) -> KvSlice<'a> {
+        use crate::range::from;
+        match self {
+            KvSlice::F32(x) => KvSlice::F32(from(x, at)),
+            #[cfg(feature = "kv-f16")]
+            KvSlice::F16(x) => KvSlice::F16(from(x, at)),
+            #[cfg(feature = "kv-bf16")]
+            KvSlice::Bf16(x) => KvSlice::Bf16(from(x, at)),
+            #[cfg(feature = "kv-q8_0")]
+            KvSlice::Q8_0(x) => KvSlice::Q8_0(from(x, at)),
+        }
+    }
+}
+
 macro_rules! with_kv {
     ($kv:expr, |$k:ident, $v:ident| $body:expr) => {{
         let [k_slice, v_slice]: [$crate::capi::types::KvSlice<'_>; 2] = $kv;

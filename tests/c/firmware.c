@@ -9,7 +9,9 @@
  *
  * QKV_GROUP selects which C entry points the program calls, so that .ci/firmware.sh can
  * measure the code each group adds: 1 qkv_attention_f32, 2 also qkv_partial_f32 and
- * qkv_merge_f32, 3 also qkv_stream_*, 4 (default) also the _ws variants. With -DQKV_STUBS the qkv functions are
+ * qkv_merge_f32, 3 also qkv_stream_*, 4 also the _ws variants, 5 (default) also qkv_plan_*
+ * (the tasks run one after another, as one thread would) and qkv_reference_f32. With
+ * -DQKV_STUBS the qkv functions are
  * replaced by empty ones, which gives the size of the same program without the library.
  * With -DQKV_KV_TYPES it also runs the GQA case with K and V stored as IEEE half and as
  * q8_0 blocks (a library built with the kv-f16 and kv-q8_0 features), with and without a
@@ -17,7 +19,7 @@
 #include "qkv.h"
 
 #ifndef QKV_GROUP
-#define QKV_GROUP 4
+#define QKV_GROUP 5
 #endif
 
 /* The largest case: 8 query heads, 2 kv heads, 5 queries, 37 keys, head_dim = v_dim = 64. */
@@ -39,6 +41,10 @@ static float lse_b[GQA_Q_HEADS * GQA_Q_LEN];
 #endif
 #if QKV_GROUP >= 3
 static float state[GQA_Q_HEADS * GQA_Q_LEN * (3 + 2 * GQA_DIM)];
+#endif
+#if QKV_GROUP >= 5
+/* The partials of a plan's tasks: room for two key splits (the GQA case has one). */
+static float partial[GQA_Q_HEADS * GQA_Q_LEN * (GQA_DIM + 1) * 2];
 #endif
 #if QKV_GROUP >= 4 || defined(QKV_KV_TYPES)
 /* The caller-owned workspace of the _ws calls: qkv_workspace_size() of the largest case
@@ -407,6 +413,36 @@ static void run_stream(void) {
 }
 #endif
 
+#if QKV_GROUP >= 5
+/* A plan for two threads, its tasks run here one after another (without and with a
+ * workspace), then qkv_reference_f32 on the same case. */
+static void run_plan(void) {
+    sample s;
+    qkv_plan plan = {0, 0, 0, 0};
+    size_t t;
+    qkv_desc d = gqa_desc();
+    fill_inputs(&d);
+    clear_outputs();
+    MEASURE_GQA(s, "plan_make", qkv_plan_make(&d, 2, &plan));
+    if (plan.partial_len > sizeof partial / sizeof partial[0]) plan.partial_len = 0; /* TOO_SHORT */
+    for (t = 0; t < plan.tasks; t++)
+        MEASURE_GQA(s, "plan_run_task",
+                    qkv_plan_run_task(&plan, &d, q, k, v, t, partial, (float *)0, 0));
+    MEASURE_GQA(s, "plan_finish", qkv_plan_finish(&plan, &d, partial, out, lse));
+    print_result("gqa-plan", &d);
+    clear_outputs();
+    for (t = 0; t < plan.tasks; t++)
+        MEASURE_GQA(s, "plan_run_task_ws",
+                    qkv_plan_run_task(&plan, &d, q, k, v, t, partial, workspace,
+                                      workspace_len(&d)));
+    MEASURE(s, qkv_plan_finish(&plan, &d, partial, out, lse));
+    print_result("gqa-ws-plan", &d);
+    clear_outputs();
+    MEASURE_GQA(s, "reference", qkv_reference_f32(&d, q, k, v, out, lse));
+    print_result("gqa-reference", &d);
+}
+#endif
+
 /* Writes one word 1024 bytes below the stack pointer it is called with and nothing else:
  * MEASURE must report 1024 bytes (the host checks), which checks the painting and the scan. */
 __attribute__((naked, noinline)) static qkv_status touch_1k(void) {
@@ -449,6 +485,9 @@ int main(void) {
 #endif
 #if QKV_GROUP >= 3
     run_stream();
+#endif
+#if QKV_GROUP >= 5
+    run_plan();
 #endif
 #ifdef QKV_KV_TYPES
     run_types();
@@ -524,6 +563,29 @@ qkv_status qkv_stream_update_ws(const qkv_desc *desc, float *state_, size_t stat
                                 size_t key_start, size_t key_end, float *ws, size_t ws_len) {
     (void)desc, (void)state_, (void)state_len, (void)q_, (void)k_, (void)v_, (void)key_start,
         (void)key_end, (void)ws, (void)ws_len;
+    return QKV_OK;
+}
+#endif
+#if QKV_GROUP >= 5
+qkv_status qkv_plan_make(const qkv_desc *desc, size_t threads, qkv_plan *plan) {
+    (void)desc, (void)threads, (void)plan;
+    return QKV_OK;
+}
+qkv_status qkv_plan_run_task(const qkv_plan *plan, const qkv_desc *desc, const float *q_,
+                             const void *k_, const void *v_, size_t task, float *partial_,
+                             float *ws, size_t ws_len) {
+    (void)plan, (void)desc, (void)q_, (void)k_, (void)v_, (void)task, (void)partial_, (void)ws,
+        (void)ws_len;
+    return QKV_OK;
+}
+qkv_status qkv_plan_finish(const qkv_plan *plan, const qkv_desc *desc, const float *partial_,
+                           float *out_, float *lse_) {
+    (void)plan, (void)desc, (void)partial_, (void)out_, (void)lse_;
+    return QKV_OK;
+}
+qkv_status qkv_reference_f32(const qkv_desc *desc, const float *q_, const void *k_,
+                             const void *v_, float *out_, float *lse_) {
+    (void)desc, (void)q_, (void)k_, (void)v_, (void)out_, (void)lse_;
     return QKV_OK;
 }
 #endif

@@ -139,7 +139,8 @@ fn compare(case: &str, out: &[Vec<f32>], lse: &[f32]) -> Vec<String> {
             let lse_abs = want_lse[r].abs() + 20.0;
             let (hd, n) = (s.head_dim, s.kv_len);
             let (ob, lb) = match variant {
-                "split" => (
+                // Partials merged: two by `merge`, or a plan's key splits by its finish.
+                "split" | "ws-split" | "plan" | "ws-plan" => (
                     merged_output_bound(score_abs, v_abs, hd, n, lse_abs, 1),
                     merged_lse_bound(score_abs, hd, n, lse_abs, 1),
                 ),
@@ -295,6 +296,23 @@ fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample
         let checked = results.iter().any(|r| r.0 == case) || untouched.iter().any(|c| c == case);
         if !ran || !checked {
             fail(format!("case {case} missing"));
+        }
+    }
+    // The C program (every group) and the Rust one run a plan's tasks, with and without a
+    // workspace, and print their results; the C program also calls the C reference.
+    let calls: &[(&str, &str)] = match label.split('/').next() {
+        Some("c") => &[
+            ("plan_run_task", "gqa-plan"),
+            ("plan_run_task_ws", "gqa-ws-plan"),
+            ("reference", "gqa-reference"),
+        ],
+        Some("rust") => &[("plan_run_task", "gqa-plan"), ("plan_run_task_ws", "gqa-ws-plan")],
+        _ => &[],
+    };
+    for &(call, case) in calls {
+        let ran = samples.iter().any(|s| s.call == format!("{call}/gqa"));
+        if !ran || !results.iter().any(|r| r.0 == case) {
+            fail(format!("{call} ({case}) missing"));
         }
     }
     if !samples.iter().any(|s| s.call == "selftest/stack") {

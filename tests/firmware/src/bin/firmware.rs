@@ -11,8 +11,9 @@ use core::hint::black_box;
 use core::ops::Range;
 use core::ptr;
 
+use qkv::plan::{self, Plan};
 use qkv::stream::Stream;
-use qkv::{Error, Params};
+use qkv::{Error, Level, Params};
 use qkv_firmware::{CALIBRATION_INSTRUCTIONS, GQA_SPLIT, SEEDS, SENTINEL, fill, lens, params};
 
 // ---- Semihosting (ARM DUI 0471): bkpt 0xAB with the operation in r0, its argument in r1.
@@ -196,6 +197,21 @@ type UpdateFn<'p, 's> =
 type FinishFn<'p, 's> =
     fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
 type MergeFn = fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error>;
+type RunTaskFn =
+    fn(Level, Plan, &Params, &[f32], &[f32], &[f32], usize, &mut [f32]) -> Result<(), Error>;
+type RunTaskInFn = fn(
+    Level,
+    &mut [f32],
+    Plan,
+    &Params,
+    &[f32],
+    &[f32],
+    &[f32],
+    usize,
+    &mut [f32],
+) -> Result<(), Error>;
+type PlanFinishFn =
+    fn(Plan, &Params, &[f32], &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
 type AttentionInFn = fn(
     &mut [f32],
     &Params,
@@ -210,6 +226,8 @@ const MAX_Q: usize = 8 * 5 * 64;
 const MAX_KV: usize = 2 * 37 * 64;
 const MAX_ROWS: usize = 8 * 5;
 const MAX_STATE: usize = MAX_ROWS * (3 + 2 * 64);
+/// Floats of a plan's partials: two key splits of the GQA case (it has one).
+const MAX_PARTIAL: usize = MAX_ROWS * (64 + 1) * 2;
 /// Floats of the caller-owned workspace: `qkv::workspace_len` of the largest case.
 const MAX_WORKSPACE: usize = 8192;
 
@@ -222,6 +240,7 @@ struct Buffers {
     out_b: [f32; MAX_Q],
     lse_b: [f32; MAX_ROWS],
     state: [f32; MAX_STATE],
+    partial: [f32; MAX_PARTIAL],
     workspace: [f32; MAX_WORKSPACE],
 }
 
@@ -234,6 +253,7 @@ static mut BUFFERS: Buffers = Buffers {
     out_b: [0.0; MAX_Q],
     lse_b: [0.0; MAX_ROWS],
     state: [0.0; MAX_STATE],
+    partial: [0.0; MAX_PARTIAL],
     workspace: [0.0; MAX_WORKSPACE],
 };
 
@@ -367,6 +387,52 @@ fn run_stream(line: &mut Line, b: &mut Buffers) -> bool {
     true
 }
 
+/// A plan for two threads on the GQA shape, its tasks run one after another (as one thread
+/// would), without and with a workspace, each time merged by `plan::finish`.
+fn run_plan(line: &mut Line, b: &mut Buffers) -> bool {
+    let Some(p) = params("gqa") else { return false };
+    let pl = Plan::auto(&p.shape, 2);
+    let partial_len = pl.partial_len(&p.shape);
+    if partial_len > MAX_PARTIAL {
+        return false;
+    }
+    let run_task = black_box(plan::run_task as RunTaskFn);
+    let run_task_in = black_box(plan::run_task_in as RunTaskInFn);
+    let finish = black_box(plan::finish as PlanFinishFn);
+    for (call, case) in [("plan_run_task", "gqa-plan"), ("plan_run_task_ws", "gqa-ws-plan")] {
+        b.prepare(&p);
+        let Buffers {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            workspace,
+            partial,
+            ..
+        } = b;
+        let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+        let partial = &mut partial[..partial_len];
+        for task in 0..pl.tasks(&p.shape) {
+            let Some(region) = pl.task_partial(&p.shape, task) else {
+                return false;
+            };
+            let part = &mut partial[region];
+            let sample = match call {
+                "plan_run_task" => {
+                    measure(|| run_task(Level::Detect, pl, &p, q, k, v, task, part))
+                }
+                _ => measure(|| run_task_in(Level::Detect, ws, pl, &p, q, k, v, task, part)),
+            };
+            report(line, call, "gqa", &sample);
+        }
+        let sample = measure(|| finish(pl, &p, partial, out, Some(lse)));
+        report(line, "plan_finish", "gqa", &sample);
+        b.print(line, case, &p);
+    }
+    true
+}
+
 /// Writes one word 1024 bytes below the stack pointer it is called with and nothing else:
 /// `measure` must report 1024 bytes (the host checks), which checks the painting and the scan.
 #[unsafe(naked)]
@@ -424,6 +490,7 @@ fn main() -> bool {
     }
     ok &= run_split(&mut line, b);
     ok &= run_stream(&mut line, b);
+    ok &= run_plan(&mut line, b);
     line.str("done").flush();
     ok
 }
