@@ -147,9 +147,11 @@ impl Block {
         };
         let mut c = 0;
         while c < full {
+            // One lane takes the columns past the last wide tile one at a time: an instance
+            // fewer per row count in firmware.
             let n = match full - c {
                 left if wide::<S>() && left >= NV_WIDE => NV_WIDE,
-                left if left >= NV_NARROW => NV_NARROW,
+                left if S::F32_LANES > 1 && left >= NV_NARROW => NV_NARROW,
                 _ => 1,
             };
             // SAFETY: `v` holds `cols` rows with `vw` floats from column `c·lanes`, and
@@ -160,7 +162,9 @@ impl Block {
                 let ahead = v.ahead;
                 match n {
                     NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, rows, wp, ap, col, cols, ahead),
-                    NV_NARROW => pv_kernel::<S, M, NV_NARROW>(simd, rows, wp, ap, col, cols, ahead),
+                    NV_NARROW if S::F32_LANES > 1 => {
+                        pv_kernel::<S, M, NV_NARROW>(simd, rows, wp, ap, col, cols, ahead)
+                    }
                     _ => pv_kernel::<S, M, 1>(simd, rows, wp, ap, col, cols, ahead),
                 }
             }

@@ -127,7 +127,12 @@ impl Block {
             });
             let mut c = 0;
             while c < row_vectors {
-                let n = QR.min(row_vectors - c);
+                // One lane takes the rows past the last whole tile one at a time: fewer
+                // instances in firmware.
+                let n = match QR.min(row_vectors - c) {
+                    n if S::F32_LANES == 1 && n < QR => 1,
+                    n => n,
+                };
                 let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * stride + n * lanes];
                 let s =
                     &mut scratch.scores[j0 * stride + c * lanes..][..(KR - 1) * stride + n * lanes];
@@ -144,7 +149,10 @@ impl Block {
                 // of `n` vectors at stride `stride`; `s` holds `KR` rows of `n` vectors
                 // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
                 unsafe {
-                    with_count!(n, [4, 3, 2], 1, N => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first))
+                    // Counts `n` never takes are left out.
+                    with_count!(n, [4, 3, 2], 1, N => if N <= QR && (S::F32_LANES > 1 || N == QR || N == 1) {
+                        qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first)
+                    })
                 }
                 c += n;
             }
