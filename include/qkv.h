@@ -69,7 +69,7 @@
  * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
  * targets; about 84 KiB when k or v is 16- or 8-bit), 256 bytes in one built without them
  * (firmware; 1,280 bytes when k or v is 16- or 8-bit; one query row at a time, so slower:
- * pass a workspace for speed), where each uses under 2.4 KiB of stack (3.3 KiB with 16- or
+ * pass a workspace for speed), where each uses under 2.3 KiB of stack (3.2 KiB with 16- or
  * 8-bit k or v). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the query functions
  * keep no workspace.
  *
