@@ -62,12 +62,43 @@ pub struct Stream<'p, 's> {
 
 /// The state split into its parts: `[rows]` max, `[rows]` sum, `[rows]` chunk lse,
 /// `[rows][v_dim]` accumulator, `[rows][v_dim]` chunk output.
-struct Parts<'s> {
-    max: &'s mut [f32],
-    sum: &'s mut [f32],
-    lse_c: &'s mut [f32],
-    acc: &'s mut [f32],
-    out_c: &'s mut [f32],
+pub(crate) struct Parts<'s> {
+    pub max: &'s mut [f32],
+    pub sum: &'s mut [f32],
+    pub lse_c: &'s mut [f32],
+    pub acc: &'s mut [f32],
+    pub out_c: &'s mut [f32],
+}
+
+impl Parts<'_> {
+    /// Folds the chunk in `lse_c` and `out_c` (rows of `v_dim` values) into the running
+    /// max, sum and accumulator. Out of line: its frame is not under the kernel's.
+    #[inline(never)]
+    pub fn fold(self, v_dim: usize) {
+        let p = self;
+        for (r, (&lc, oc)) in p.lse_c.iter().zip(p.out_c.chunks_exact(v_dim)).enumerate() {
+            if let (Some(m), Some(sum), Some(acc)) = (
+                p.max.get_mut(r),
+                p.sum.get_mut(r),
+                p.acc.get_mut(r * v_dim..(r + 1) * v_dim),
+            ) {
+                fold(m, sum, acc, lc, oc);
+            }
+        }
+    }
+}
+
+/// The chunk `keys` of a stream over `params` as a problem of its own: the keys checked,
+/// its sub-problem, whose output is the state's chunk rows (`[rows][v_dim]`).
+#[inline(always)]
+fn chunk_params<'p>(params: &Params<'p>, keys: Range<usize>) -> Result<Params<'p>, Error> {
+    check_keys(&keys, params.shape.kv_len)?;
+    let s = params.shape;
+    // Mapped, not moved out of its `Result` by `?`: one copy of the sub-problem, not two.
+    Part::keys(params, keys).params(params).map(|mut sub| {
+        sub.out = Layout::planar(s.q_len, s.v_dim);
+        sub
+    })
 }
 
 impl<'p, 's> Stream<'p, 's> {
@@ -163,21 +194,19 @@ impl<'p, 's> Stream<'p, 's> {
     }
 
     fn parts(&mut self) -> Option<Parts<'_>> {
-        let s = self.params.shape;
-        let rows = s.q_heads * s.q_len;
-        let wide = rows * s.v_dim;
-        let (max, rest) = self.state.split_at_mut_checked(rows)?;
-        let (sum, rest) = rest.split_at_mut_checked(rows)?;
-        let (lse_c, rest) = rest.split_at_mut_checked(rows)?;
-        let (acc, rest) = rest.split_at_mut_checked(wide)?;
-        let out_c = rest.get_mut(..wide)?;
-        Some(Parts {
-            max,
-            sum,
-            lse_c,
-            acc,
-            out_c,
-        })
+        parts(&self.params.shape, self.state)
+    }
+
+    /// Gives the stream up for its chunk `keys`, run elsewhere as a call of its own (the C
+    /// ABI runs it as a one-shot call, so that the stream's params are not held under the
+    /// kernel besides the chunk's): the chunk's sub-problem and the state's parts, whose
+    /// `out_c` and `lse_c` the chunk writes before [`Parts::fold`]. Errors as
+    /// [`update`](Stream::update)'s before its chunk runs.
+    #[inline(never)]
+    pub(crate) fn into_chunk(self, keys: Range<usize>) -> Result<(Params<'p>, Parts<'s>), Error> {
+        let sub = chunk_params(&self.params, keys)?;
+        let parts = parts(&self.params.shape, self.state).ok_or(Error::Overflow(Tensor::Out))?;
+        Ok((sub, parts))
     }
 
     /// Feeds the keys at absolute positions `keys`: `k` and `v` hold their rows (row 0 is key
@@ -219,31 +248,19 @@ impl<'p, 's> Stream<'p, 's> {
         &mut self, keys: Range<usize>,
         chunk: impl FnOnce(Level, &Params, &mut [f32], &mut [f32]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        check_keys(&keys, self.params.shape.kv_len)?;
-        let s = self.params.shape;
         // Used where it lies: moved out of its `Result`, the sub-problem would take a second
         // slot of this frame, under every frame of the kernel (firmware stacks are small).
-        let mut sub = Part::keys(&self.params, keys).params(&self.params);
+        let mut sub = chunk_params(&self.params, keys);
         let sub = match &mut sub {
             Ok(sub) => sub,
             Err(e) => return Err(*e),
         };
-        sub.out = Layout::planar(s.q_len, s.v_dim);
-        let level = self.level;
+        let (level, v_dim) = (self.level, self.params.shape.v_dim);
         let Some(p) = self.parts() else {
             return Err(Error::Overflow(Tensor::Out));
         };
         chunk(level, sub, p.out_c, p.lse_c)?;
-        let v_dim = s.v_dim;
-        for (r, (&lc, oc)) in p.lse_c.iter().zip(p.out_c.chunks_exact(v_dim)).enumerate() {
-            if let (Some(m), Some(sum), Some(acc)) = (
-                p.max.get_mut(r),
-                p.sum.get_mut(r),
-                p.acc.get_mut(r * v_dim..(r + 1) * v_dim),
-            ) {
-                fold(m, sum, acc, lc, oc);
-            }
-        }
+        p.fold(v_dim);
         Ok(())
     }
 
@@ -295,6 +312,24 @@ impl<'p, 's> Stream<'p, 's> {
         }
         Ok(())
     }
+}
+
+/// The parts of a stream's `state` for `shape` (`None` if it is too short).
+fn parts<'s>(shape: &Shape, state: &'s mut [f32]) -> Option<Parts<'s>> {
+    let rows = shape.q_heads * shape.q_len;
+    let wide = rows * shape.v_dim;
+    let (max, rest) = state.split_at_mut_checked(rows)?;
+    let (sum, rest) = rest.split_at_mut_checked(rows)?;
+    let (lse_c, rest) = rest.split_at_mut_checked(rows)?;
+    let (acc, rest) = rest.split_at_mut_checked(wide)?;
+    let out_c = rest.get_mut(..wide)?;
+    Some(Parts {
+        max,
+        sum,
+        lse_c,
+        acc,
+        out_c,
+    })
 }
 
 /// Folds one chunk's row `(oc, lc)` into the running `(max, sum, acc)`, where the result so

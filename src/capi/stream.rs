@@ -6,13 +6,14 @@
 use core::ffi::c_void;
 use core::ops::Range;
 
+use super::attention::Call;
 use super::buf::{Buf, Inputs, check_aliasing};
 use super::decode::{Desc, Extras, KeyRows};
-use super::types::{KvSlice, with_kv};
+use super::types::with_kv;
 use super::workspace::workspace;
 use super::{QKV_ERR_NULL_POINTER, QKV_ERR_OVERFLOW, QkvDesc, QkvStatus, error_status, guard};
-use crate::Error;
-use crate::stream::Stream;
+use crate::stream::{Parts, Stream};
+use crate::{Error, Level};
 
 /// `qkv_stream_state_len`: writes to `*len` the number of floats a stream state for `desc`
 /// needs ([`Stream::state_len`](crate::stream::Stream::state_len):
@@ -70,19 +71,21 @@ unsafe fn init(desc: *const QkvDesc, state: *mut f32, state_len: usize) -> Resul
         .map_err(error_status)
 }
 
-/// A stream update decoded and checked against the pointer contract: the params and the
-/// slices `Stream::update` takes, K and V as [`KvSlice`]s for [`with_kv!`].
+/// A stream update decoded and checked against the pointer contract: its chunk as a
+/// one-shot call (the chunk's sub-problem, its inputs, the state's chunk rows as `out` and
+/// `lse`, the workspace), and the state's running values the chunk is folded into.
 struct Update<'a> {
-    stream: Stream<'a, 'a>,
-    q: &'a [f32],
-    kv: [KvSlice<'a>; 2],
-    ws: &'a mut [f32],
+    chunk: Call<'a>,
+    max: &'a mut [f32],
+    sum: &'a mut [f32],
+    acc: &'a mut [f32],
 }
 
 impl<'a> Update<'a> {
     /// # Safety
     /// The contract of [`qkv_stream_update_ws`] for `'a` (a workspace `(NULL, 0)` for none).
-    // Not inlined: the descriptor's copy lives in this frame, gone before the kernel runs.
+    // Not inlined: the descriptor's copy, the stream's params and the decoding live in this
+    // frame, gone before the kernel runs, under which only the chunk's params stay.
     #[inline(never)]
     unsafe fn decode(
         desc: *const QkvDesc, (state, state_len): (*mut f32, usize),
@@ -114,14 +117,22 @@ impl<'a> Update<'a> {
         let inputs = unsafe { inputs.slices() }?;
         // SAFETY: as above.
         let (state, ws) = unsafe { (st.slice_mut(), ws.slice_mut()) };
-        // The stream is resumed here, so that the kernel's frames stack under one copy of
-        // the params (the stream's), not two.
         let stream = Stream::resume(&d.params(mask, inputs.extras), state);
+        let (params, parts) = stream
+            .and_then(|s| s.into_chunk(keys.clone()))
+            .map_err(error_status)?;
         Ok(Update {
-            stream: stream.map_err(error_status)?,
-            q: inputs.q,
-            kv: inputs.kv,
-            ws,
+            chunk: Call {
+                params,
+                q: inputs.q,
+                kv: inputs.kv,
+                out: parts.out_c,
+                lse: Some(parts.lse_c),
+                ws,
+            },
+            max: parts.max,
+            sum: parts.sum,
+            acc: parts.acc,
         })
     }
 }
@@ -134,18 +145,39 @@ unsafe fn update(
 ) -> Result<(), QkvStatus> {
     // SAFETY: the same contract, passed on.
     let mut decoded = unsafe { Update::decode(desc, state, qkv, &keys, ws) };
-    // Used where it lies: moved out of its `Result`, the update (and its stream) would take
-    // a second slot of this frame, under every frame of the kernel.
+    // Used where it lies: moved out of its `Result`, the update would take a second slot of
+    // this frame, under every frame of the kernel.
     let u = match &mut decoded {
         Ok(u) => u,
         Err(status) => return Err(*status),
     };
-    let (q, stream, ws) = (u.q, &mut u.stream, &mut *u.ws);
-    with_kv!(u.kv, |k, v| match ws.len() {
-        0 => stream.update(q, k, v, keys),
-        _ => stream.update_in(ws, q, k, v, keys),
+    // The chunk runs as `Stream::update` and `update_in` run it (the level a resumed stream
+    // has), then is folded in as they fold it.
+    let (c, level) = (&mut u.chunk, Level::Detect);
+    let (p, q, out, lse, ws) = (
+        &c.params,
+        c.q,
+        &mut *c.out,
+        c.lse.as_deref_mut(),
+        &mut *c.ws,
+    );
+    with_kv!(c.kv, |k, v| match ws.len() {
+        0 => level.attention(p, q, k, v, out, lse),
+        _ => level.attention_in(ws, p, q, k, v, out, lse),
     })
-    .map_err(error_status)
+    .map_err(error_status)?;
+    let v_dim = c.params.shape.v_dim;
+    let (out_c, lse_c) = (&mut *c.out, c.lse.as_deref_mut().unwrap_or(&mut []));
+    let (max, sum, acc) = (&mut *u.max, &mut *u.sum, &mut *u.acc);
+    Parts {
+        max,
+        sum,
+        lse_c,
+        acc,
+        out_c,
+    }
+    .fold(v_dim);
+    Ok(())
 }
 
 /// # Safety
