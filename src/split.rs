@@ -85,10 +85,11 @@ pub fn partial_at<K: KvType, V: KvType>(
     // Used where it lies: moved out of its `Result`, the sub-problem would take a second
     // slot of this frame, under every frame of the kernel (firmware stacks are small).
     let validated = validate_partial(params, (q, k, v), &keys, out, lse);
-    let (sub, (q, k, v)) = match &validated {
+    let (sub, part) = match &validated {
         Ok(v) => v,
         Err(e) => return Err(*e),
     };
+    let (q, k, v) = part.inputs(params, q, k, v);
     crate::dispatch::on_stack_workspace::<K, V, _>(&params.shape, |ws| {
         level.attention_in(ws, sub, q, k, v, out, Some(lse))
     })
@@ -105,28 +106,28 @@ pub fn partial_in<K: KvType, V: KvType>(
 ) -> Result<(), Error> {
     // Used where it lies, as in `partial_at`.
     let validated = validate_partial(params, (q, k, v), &keys, out, lse);
-    let (sub, (q, k, v)) = match &validated {
+    let (sub, part) = match &validated {
         Ok(v) => v,
         Err(e) => return Err(*e),
     };
+    let (q, k, v) = part.inputs(params, q, k, v);
     level.attention_in(workspace, sub, q, k, v, out, Some(lse))
 }
 
-/// The checks of a partial, in the documented order, its sub-problem and the inputs from
-/// the part's first element.
+/// The checks of a partial, in the documented order, its sub-problem and its part (whose
+/// inputs start at the part's first elements: `Part::inputs`, `Part::offsets`).
 ///
 /// Not inlined: the sub-problem is built in this frame, gone before the kernel's frames
 /// start (firmware stacks are small).
 #[inline(never)]
-#[allow(clippy::type_complexity)] // the sub-problem and the three inputs
-fn validate_partial<'a, 's, K: KvType, V: KvType>(
-    params: &Params<'a>, (q, k, v): (&'s [f32], &'s [K], &'s [V]), keys: &Range<usize>,
-    out: &[f32], lse: &[f32],
-) -> Result<(Params<'a>, (&'s [f32], &'s [K], &'s [V])), Error> {
+pub(crate) fn validate_partial<'a, K: KvType, V: KvType>(
+    params: &Params<'a>, (q, k, v): (&[f32], &[K], &[V]), keys: &Range<usize>, out: &[f32],
+    lse: &[f32],
+) -> Result<(Params<'a>, Part), Error> {
     params.validate(q, k, v, out, Some(lse))?;
     check_keys(keys, params.shape.kv_len)?;
     let part = Part::keys(params, keys.clone());
-    Ok((part.params(params)?, part.inputs(params, q, k, v)))
+    Ok((part.params(params)?, part))
 }
 
 /// Checks an output slice laid out as `params.out` and an lse slice of `[q_heads][q_len]`

@@ -202,6 +202,7 @@ impl<'p, 's> Stream<'p, 's> {
     /// kernel besides the chunk's): the chunk's sub-problem and the state's parts, whose
     /// `out_c` and `lse_c` the chunk writes before [`Parts::fold`]. Errors as
     /// [`update`](Stream::update)'s before its chunk runs.
+    #[cfg(feature = "capi")]
     #[inline(never)]
     pub(crate) fn into_chunk(self, keys: Range<usize>) -> Result<(Params<'p>, Parts<'s>), Error> {
         let sub = chunk_params(&self.params, keys)?;

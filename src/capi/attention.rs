@@ -87,7 +87,9 @@ impl<'a> Call<'a> {
 /// the entry point's frame (208 bytes on a Cortex-M), under every frame of the kernel.
 macro_rules! run {
     ($decoded:expr, |$p:ident, $q:ident, $k:ident, $v:ident, $out:ident, $lse:ident, $ws:pat_param| $call:expr) => {{
-        let mut decoded = $decoded;
+        // Borrowed where it lies: moved, a decoded call another function saw (a partial's)
+        // was copied, a second 208 bytes under the kernel.
+        let decoded = &mut $decoded;
         let Call {
             params,
             q,
@@ -95,7 +97,7 @@ macro_rules! run {
             out,
             lse,
             ws,
-        } = match &mut decoded {
+        } = match decoded {
             Ok(call) => call,
             Err(status) => return Err(*status),
         };
@@ -125,7 +127,7 @@ macro_rules! one_shot_entry {
             use $crate::capi::attention::{Call, Lse, NONE};
             // SAFETY: the entry point's contract (its `# Safety`), passed on.
             $crate::capi::guard(|| unsafe {
-                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
+                let mut c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
                 $crate::capi::attention::run!(c, |p, q, k, v, out, lse, _| {
                     $($run)+(p, q, k, v, out, lse)
                 })
@@ -179,7 +181,7 @@ pub unsafe extern "C" fn qkv_attention_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), ws);
+        let mut c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), ws);
         run!(c, |p, q, k, v, out, lse, ws| crate::attention_in(
             ws, p, q, k, v, out, lse
         ))
@@ -205,7 +207,7 @@ pub unsafe extern "C" fn qkv_attention_f32_isa(
     };
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
+        let mut c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
         run!(c, |p, q, k, v, out, lse, _| isa
             .attention(p, q, k, v, out, lse))
     })

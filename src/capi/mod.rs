@@ -229,7 +229,9 @@ const fn parse_u32(s: &str) -> u32 {
 }
 
 /// Runs one entry point: its result as a status, and a panic as [`QKV_ERR_INTERNAL`] where
-/// `std` can catch it.
+/// `std` can catch it. Inlined into the entry point: at opt-level z a frame of its own
+/// held the entry point's arguments a second time, under the kernel's frames.
+#[inline(always)]
 fn guard(f: impl FnOnce() -> Result<(), QkvStatus>) -> QkvStatus {
     let status = || match f() {
         Ok(()) => QKV_OK,

@@ -130,7 +130,7 @@ pub unsafe extern "C" fn qkv_plan_run_task(
     let ws = (workspace_ptr, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = decode_task(plan, desc, (q, k, v), task, partial, ws);
+        let mut c = decode_task(plan, desc, (q, k, v), task, partial, ws);
         run!(c, |p, q, k, v, out, lse, ws| match ws.is_empty() {
             true => Level::Detect.attention(p, q, k, v, out, lse),
             false => Level::Detect.attention_in(ws, p, q, k, v, out, lse),

@@ -57,7 +57,7 @@ macro_rules! ragged_entry {
         ) -> QkvStatus {
             // SAFETY: the entry point's contract (its `# Safety`), passed on.
             guard(|| unsafe {
-                let c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
+                let mut c = Call::decode(desc, (q, k, v), out, Lse::Optional(lse), NONE);
                 let batch = batch((cu_q, cu_k, offsets_len), &c)?;
                 run!(c, |p, q, k, v, out, lse, _| $run(p, &batch, q, k, v, out, lse))
             })

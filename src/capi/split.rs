@@ -8,6 +8,7 @@ use core::ops::Range;
 use super::attention::{Call, Lse, NONE, run};
 use super::buf::check_aliasing;
 use super::decode::{Desc, Extras};
+use super::types::with_kv;
 use super::{QkvDesc, QkvStatus, error_status, guard};
 use crate::{Level, Mask, split};
 
@@ -33,12 +34,48 @@ pub unsafe extern "C" fn qkv_partial_f32(
     let keys: Range<usize> = key_start..key_end;
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), NONE);
-        run!(c, |p, q, k, v, out, lse, _| {
-            // `Lse::Required` makes `lse` `Some`.
-            split::partial(p, q, k, v, keys, out, lse.unwrap_or_default())
-        })
+        let mut c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), NONE);
+        make_partial(&mut c, keys);
+        run!(c, |p, q, k, v, out, lse, _| Level::Detect
+            .attention(p, q, k, v, out, lse))
     })
+}
+
+/// A decoded C call (its `lse` required) made the partial of keys `keys`: the partial's
+/// checks and sub-problem ([`split::validate_partial`]) in place of the whole problem's,
+/// its inputs from the part's first elements. What `split::partial` and `partial_in` run
+/// is that call; the C partials run it as `qkv_attention_f32` and `_ws` run theirs.
+///
+/// Out of line, on the decoded call where it lies: the sub-problem is built in this frame,
+/// after the decoder's is gone and before the kernel's start (firmware stacks are small).
+#[inline(never)]
+fn make_partial(decoded: &mut Result<Call, QkvStatus>, keys: Range<usize>) {
+    if let Ok(c) = decoded
+        && let Err(status) = partial_of(c, keys)
+    {
+        *decoded = Err(status);
+    }
+}
+
+/// [`make_partial`] of a decoded call.
+#[inline(always)]
+fn partial_of(c: &mut Call, keys: Range<usize>) -> Result<(), QkvStatus> {
+    // `Lse::Required` made `lse` `Some`.
+    let lse = c.lse.as_deref().unwrap_or_default();
+    let [k, v] = c.kv;
+    let (sub, part) = with_kv!([k, v], |k, v| split::validate_partial(
+        &c.params,
+        (c.q, k, v),
+        &keys,
+        c.out,
+        lse
+    ))
+    .map_err(error_status)?;
+    let [qa, ka, va] = part.offsets(&c.params);
+    c.q = crate::range::from(c.q, qa);
+    c.kv = [k.from(ka), v.from(va)];
+    c.params = sub;
+    Ok(())
 }
 
 /// `qkv_partial_f32_ws`: [`qkv_partial_f32`] in the caller's working memory, as
@@ -58,12 +95,10 @@ pub unsafe extern "C" fn qkv_partial_f32_ws(
     let ws = (workspace, workspace_len);
     // SAFETY: the same contract, passed on.
     guard(|| unsafe {
-        let c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), ws);
-        run!(c, |p, q, k, v, out, lse, ws| {
-            // `Lse::Required` makes `lse` `Some`.
-            let lse = lse.unwrap_or_default();
-            split::partial_in(Level::Detect, ws, p, q, k, v, keys, out, lse)
-        })
+        let mut c = Call::decode(desc, (q, k, v), out, Lse::Required(lse), ws);
+        make_partial(&mut c, keys);
+        run!(c, |p, q, k, v, out, lse, ws| Level::Detect
+            .attention_in(ws, p, q, k, v, out, lse))
     })
 }
 

@@ -139,6 +139,8 @@ impl<'a> Update<'a> {
 
 /// # Safety
 /// The contract of [`qkv_stream_update_ws`] (a workspace `(NULL, 0)` for none).
+// Inlined into both entry points: a frame of its own held their arguments again.
+#[inline(always)]
 unsafe fn update(
     desc: *const QkvDesc, state: (*mut f32, usize),
     qkv: (*const f32, *const c_void, *const c_void), keys: Range<usize>, ws: (*mut f32, usize),
@@ -166,18 +168,29 @@ unsafe fn update(
         _ => level.attention_in(ws, p, q, k, v, out, lse),
     })
     .map_err(error_status)?;
-    let v_dim = c.params.shape.v_dim;
-    let (out_c, lse_c) = (&mut *c.out, c.lse.as_deref_mut().unwrap_or(&mut []));
-    let (max, sum, acc) = (&mut *u.max, &mut *u.sum, &mut *u.acc);
-    Parts {
-        max,
-        sum,
-        lse_c,
-        acc,
-        out_c,
-    }
-    .fold(v_dim);
+    u.fold();
     Ok(())
+}
+
+impl Update<'_> {
+    /// Folds the chunk the call wrote into the running values, as `Stream::update` does.
+    /// Out of line, and given the update by reference: the parts are gathered in this frame,
+    /// not in the caller's, which is under the kernel's.
+    #[inline(never)]
+    fn fold(&mut self) {
+        let c = &mut self.chunk;
+        let v_dim = c.params.shape.v_dim;
+        let (out_c, lse_c) = (&mut *c.out, c.lse.as_deref_mut().unwrap_or(&mut []));
+        let (max, sum, acc) = (&mut *self.max, &mut *self.sum, &mut *self.acc);
+        Parts {
+            max,
+            sum,
+            lse_c,
+            acc,
+            out_c,
+        }
+        .fold(v_dim);
+    }
 }
 
 /// # Safety

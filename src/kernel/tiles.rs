@@ -75,12 +75,18 @@ pub(super) unsafe fn dot_kernel<
     let lanes = S::F32_LANES;
     let line = kv::line_values(K::KIND);
     let mut acc = [[[simd.splat_f32s(0.0); C]; X]; M];
-    // Multiplies the K and Q vectors of one column block into chain `c`.
-    let mut fma = |kv: [S::f32s; X], qv: [S::f32s; M], c: usize| {
-        for (acc, qv) in acc.iter_mut().zip(qv) {
-            for (acc, kv) in acc.iter_mut().zip(kv) {
-                acc[c] = simd.mul_add_e_f32s(qv, kv, acc[c]);
+    // Multiplies the K and Q vectors of one column block into chain `c`. Index loops, not a
+    // closure over iterators: at opt-level z those stayed calls, the deepest frames of a
+    // firmware call (benches/NOTES.md 30).
+    let fma = |acc: &mut [[[S::f32s; C]; X]; M], kv: [S::f32s; X], qv: [S::f32s; M], c: usize| {
+        let mut m = 0;
+        while m < M {
+            let mut x = 0;
+            while x < X {
+                acc[m][x][c] = simd.mul_add_e_f32s(qv[m], kv[x], acc[m][x][c]);
+                x += 1;
             }
+            m += 1;
         }
     };
     let full = dim / lanes * lanes;
@@ -103,7 +109,7 @@ pub(super) unsafe fn dot_kernel<
             let kv = unsafe { k_loads.at(simd, at) };
             // SAFETY: the same columns of every q row.
             let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
-            fma(kv, qv, c);
+            fma(&mut acc, kv, qv, c);
         }
         d += C * lanes;
     }
@@ -122,6 +128,7 @@ pub(super) unsafe fn dot_kernel<
         // SAFETY: `dim - full` floats from `q[m] + full` are inside the row.
         let q_tail = |m: usize| unsafe { core::slice::from_raw_parts(q[m].add(full), dim - full) };
         fma(
+            &mut acc,
             core::array::from_fn(|x| kv::load_tail(simd, row(x), full, dim - full)),
             core::array::from_fn(|m| simd.partial_load_f32s(q_tail(m))),
             0,
