@@ -5,7 +5,9 @@
 //! the table (e.g. `c/release`). Fails (exit 1) after printing everything when an output is
 //! outside its tolerance, a status is not the expected one, an error call wrote its outputs, a
 //! required case is missing, or (unless MAX_STACK is 0) a call used more than MAX_STACK bytes
-//! of stack.
+//! of stack — a call without a workspace on 16- or 8-bit K/V, more than
+//! `QKV_FIRMWARE_MAX_STACK_NARROW` bytes if that is set, else MAX_STACK plus the 1 KiB its
+//! larger stack workspace takes.
 //!
 //! Tolerances: `qkv::tolerance::output_bound`/`lse_bound` per row for a plain call, the merged
 //! bounds (depth 1) for `-split` results, the stream bounds (2 chunks) for `-stream` results,
@@ -335,15 +337,16 @@ fn flops(p: &Params) -> u64 {
     pairs * s.q_heads as u64 * 2 * (s.head_dim + s.v_dim) as u64
 }
 
-/// Bytes of stack a call may use beyond MAX_STACK: a call without a workspace on 16- or
-/// 8-bit K/V keeps the larger stack workspace of such types
-/// (`qkv::kernel::STACK_BYTES_NARROW`, 1 KiB more than `STACK_BYTES` in this build).
-fn stack_allowance(call: &str) -> u64 {
+/// The stack limit of `call` given MAX_STACK: a call without a workspace on 16- or 8-bit
+/// K/V keeps the larger stack workspace of such types (`qkv::kernel::STACK_BYTES_NARROW`,
+/// 1 KiB more than `STACK_BYTES` in this build), so its limit is `narrow`, or MAX_STACK plus
+/// that difference.
+fn stack_limit(call: &str, max_stack: u64, narrow: Option<u64>) -> u64 {
     let (entry, case) = call.split_once('/').unwrap_or((call, ""));
     match kv_kind(case) {
-        KvKind::F32 => 0,
-        _ if entry.ends_with("_ws") => 0,
-        _ => (STACK_BYTES_NARROW - STACK_BYTES) as u64,
+        KvKind::F32 => max_stack,
+        _ if entry.ends_with("_ws") => max_stack,
+        _ => narrow.unwrap_or(max_stack + (STACK_BYTES_NARROW - STACK_BYTES) as u64),
     }
 }
 
@@ -353,6 +356,9 @@ fn main() -> ExitCode {
         eprintln!("usage: check MAX_STACK LABEL=FILE...");
         return ExitCode::FAILURE;
     };
+    let narrow = std::env::var("QKV_FIRMWARE_MAX_STACK_NARROW")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let mut failures = Vec::new();
     let mut samples = Vec::new();
     for arg in &args[1..] {
@@ -386,7 +392,7 @@ fn main() -> ExitCode {
             "{:<16} {:<28} {:>6} {:>10} {:>12} {:>10}",
             s.label, s.call, s.status, s.stack, s.instructions, per_flop
         );
-        let limit = max_stack + stack_allowance(&s.call);
+        let limit = stack_limit(&s.call, max_stack, narrow);
         if max_stack > 0 && s.stack > limit {
             failures.push(format!(
                 "{} {}: {} bytes of stack, limit {limit}",
