@@ -75,14 +75,18 @@ pub(super) unsafe fn dot_kernel<
     let lanes = S::F32_LANES;
     let line = kv::line_values(K::KIND);
     let mut acc = [[[simd.splat_f32s(0.0); C]; X]; M];
-    // Multiplies the K vectors of one column block by Q row `m`'s into chain `c`. Index
-    // loops, not closures over iterators or `array::from_fn`: at opt-level z those stayed
-    // calls, the deepest frames of a firmware call (benches/NOTES.md 30).
-    let fma = |acc: &mut [[[S::f32s; C]; X]; M], m: usize, qv: S::f32s, kv: &[S::f32s; X], c| {
-        let mut x = 0;
-        while x < X {
-            acc[m][x][c] = simd.mul_add_e_f32s(qv, kv[x], acc[m][x][c]);
-            x += 1;
+    // Multiplies the K and Q vectors of one column block into chain `c`. Index loops, not a
+    // closure over iterators: at opt-level z those stayed calls, the deepest frames of a
+    // firmware call (benches/NOTES.md 30).
+    let fma = |acc: &mut [[[S::f32s; C]; X]; M], kv: [S::f32s; X], qv: [S::f32s; M], c: usize| {
+        let mut m = 0;
+        while m < M {
+            let mut x = 0;
+            while x < X {
+                acc[m][x][c] = simd.mul_add_e_f32s(qv[m], kv[x], acc[m][x][c]);
+                x += 1;
+            }
+            m += 1;
         }
     };
     let full = dim / lanes * lanes;
@@ -103,12 +107,9 @@ pub(super) unsafe fn dot_kernel<
             }
             // SAFETY: at + lanes ≤ full ≤ dim: inside row x of `k`.
             let kv = unsafe { k_loads.at(simd, at) };
-            let mut m = 0;
-            while m < M {
-                // SAFETY: the same columns of every q row.
-                fma(&mut acc, m, unsafe { vec::<S>(q[m].add(at)) }, &kv, c);
-                m += 1;
-            }
+            // SAFETY: the same columns of every q row.
+            let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
+            fma(&mut acc, kv, qv, c);
         }
         d += C * lanes;
     }
@@ -126,17 +127,12 @@ pub(super) unsafe fn dot_kernel<
         let row = |x: usize| unsafe { core::slice::from_raw_parts(k.row(x), units) };
         // SAFETY: `dim - full` floats from `q[m] + full` are inside the row.
         let q_tail = |m: usize| unsafe { core::slice::from_raw_parts(q[m].add(full), dim - full) };
-        let mut kv = [simd.splat_f32s(0.0); X];
-        let mut x = 0;
-        while x < X {
-            kv[x] = kv::load_tail(simd, row(x), full, dim - full);
-            x += 1;
-        }
-        let mut m = 0;
-        while m < M {
-            fma(&mut acc, m, simd.partial_load_f32s(q_tail(m)), &kv, 0);
-            m += 1;
-        }
+        fma(
+            &mut acc,
+            core::array::from_fn(|x| kv::load_tail(simd, row(x), full, dim - full)),
+            core::array::from_fn(|m| simd.partial_load_f32s(q_tail(m))),
+            0,
+        );
     }
     if S::F32_LANES == 1 {
         // One lane: each chain's sum is its score (grouping them cost Cortex-M4F code).
