@@ -64,12 +64,12 @@
  * MEMORY. Nothing is allocated. The kernel works in a working memory ("workspace") of
  * floats: the _ws functions take it from the caller (qkv_workspace_size() floats for full
  * speed, at least qkv_workspace_min_size(); it needs no initialisation and holds nothing
- * between calls) and keep no tile on the stack: under 2.2 KiB of stack on a Cortex-M4F
+ * between calls) and keep no tile on the stack: at most 2 KiB of stack on a Cortex-M4F
  * (measured, README "Firmware"). The other functions keep their workspace on the stack:
  * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
  * targets; about 84 KiB when k or v is 16- or 8-bit), 256 bytes in one built without them
  * (firmware; 1,280 bytes when k or v is 16- or 8-bit; one query row at a time, so slower:
- * pass a workspace for speed), where each uses under 2.3 KiB of stack (3.2 KiB with 16- or
+ * pass a workspace for speed), where each uses at most 2 KiB of stack (3.1 KiB with 16- or
  * 8-bit k or v). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the query functions
  * keep no workspace.
  *

@@ -46,8 +46,8 @@
 //! [`min_workspace_len`], 58, for any shape), or, for [`attention`] and the other calls
 //! without one, a workspace on the stack: about 60 KiB ([`kernel::STACK_BYTES`]) with the
 //! default `stack-workspace` feature, 256 bytes without it. With a caller's workspace the
-//! stack holds only the kernel's frames: under 1.3 KiB on a Cortex-M4F (README
-//! "Firmware"). A `no_std` build needs `default-features = false`:
+//! stack holds only the kernel's frames: under 1.3 KiB on a Cortex-M4F, and with the
+//! 256-byte stack workspace every call takes at most 2 KiB (README "Firmware"). A `no_std` build needs `default-features = false`:
 //! `qkv = { version = "0.1", default-features = false }`.
 //!
 //! ## Accuracy
