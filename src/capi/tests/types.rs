@@ -1,5 +1,6 @@
 //! K and V stored as `f16`, `bf16` and `q8_0` through the C ABI: every pair of types through
-//! every entry point that takes K and V gives, bit for bit, what the generic Rust call gives;
+//! every entry point that takes K and V (plan tasks included) gives, bit for bit, what the
+//! generic Rust call gives;
 //! an unknown type is `QKV_ERR_TYPE` from each of them, with nothing written; a descriptor of
 //! the first version (no type fields) still means `f32`; pointers need only their type's
 //! alignment, and counts and strides are in the type's elements.
@@ -7,6 +8,7 @@
 use super::super::*;
 use super::data;
 use crate::capi_split::*;
+use crate::plan::{self, Plan};
 use crate::split;
 use crate::stream::Stream;
 use crate::{BlockQ8_0, KvKind, KvType, Level, Mask, Params, Shape, bf16, f16};
@@ -216,6 +218,60 @@ fn same_as_rust<K: KvType, V: KvType>() {
                 st.finish(o, Some(l)).unwrap();
             },
         );
+    }
+    // Plans: the automatic one for two threads (one task per kv head) and one of 2-row,
+    // 2-key tasks (row blocks and key splits merged by the finish), each task run without
+    // and with a workspace.
+    let auto = Plan::auto(&s, 2);
+    for pl in [
+        auto,
+        Plan {
+            q_block: 2,
+            kv_block: 2,
+        },
+    ] {
+        let c_plan = QkvPlan {
+            q_block: pl.q_block,
+            kv_block: pl.kv_block,
+            tasks: pl.tasks(&s),
+            partial_len: pl.partial_len(&s),
+        };
+        assert!(c_plan.tasks > 0, "{name:?}");
+        for with_ws in [false, true] {
+            check(
+                "plan",
+                &mut |o, l, w| {
+                    let mut partial = vec![0.0f32; c_plan.partial_len];
+                    let part = partial.as_mut_ptr();
+                    let (w, wl) = if with_ws {
+                        (w, ws_len)
+                    } else {
+                        (ptr::null_mut(), 0)
+                    };
+                    // SAFETY: as said above; `partial` holds the plan's `partial_len` floats.
+                    unsafe {
+                        for t in 0..c_plan.tasks {
+                            let status = qkv_plan_run_task(&c_plan, &d, qp, kp, vp, t, part, w, wl);
+                            assert_eq!(status, QKV_OK, "plan task {t} {name:?}");
+                        }
+                        qkv_plan_finish(&c_plan, &d, part, o, l)
+                    }
+                },
+                &mut |o, l, w| {
+                    let mut partial = vec![0.0f32; pl.partial_len(&s)];
+                    for t in 0..pl.tasks(&s) {
+                        let part = &mut partial[pl.task_partial(&s, t).unwrap()];
+                        let level = Level::Detect;
+                        match with_ws {
+                            false => plan::run_task(level, pl, &p, &q, &k, &v, t, part),
+                            true => plan::run_task_in(level, w, pl, &p, &q, &k, &v, t, part),
+                        }
+                        .unwrap();
+                    }
+                    plan::finish(pl, &p, &partial, o, Some(l)).unwrap();
+                },
+            );
+        }
     }
 }
 
