@@ -146,7 +146,7 @@ fn compare(case: &str, out: &[Vec<f32>], lse: &[f32]) -> Vec<String> {
                     merged_output_bound(score_abs, v_abs, hd, n, lse_abs, 1),
                     merged_lse_bound(score_abs, hd, n, lse_abs, 1),
                 ),
-                "stream" => (
+                "stream" | "ws-stream" => (
                     stream_output_bound(score_abs, v_abs, hd, n, lse_abs, 2),
                     stream_lse_bound(score_abs, hd, n, lse_abs, 2),
                 ),
@@ -301,14 +301,20 @@ fn check_file(label: &str, text: &str, failures: &mut Vec<String>) -> Vec<Sample
         }
     }
     // The C program (every group) and the Rust one run a plan's tasks, with and without a
-    // workspace, and print their results; the C program also calls the C reference.
+    // workspace, and print their results; the C program also calls the C reference, the
+    // Rust one its partials and stream chunks in a workspace too.
     let calls: &[(&str, &str)] = match label.split('/').next() {
         Some("c") => &[
             ("plan_run_task", "gqa-plan"),
             ("plan_run_task_ws", "gqa-ws-plan"),
             ("reference", "gqa-reference"),
         ],
-        Some("rust") => &[("plan_run_task", "gqa-plan"), ("plan_run_task_ws", "gqa-ws-plan")],
+        Some("rust") => &[
+            ("plan_run_task", "gqa-plan"),
+            ("plan_run_task_ws", "gqa-ws-plan"),
+            ("partial_in", "gqa-ws-split"),
+            ("stream_update_in", "gqa-ws-stream"),
+        ],
         _ => &[],
     };
     for &(call, case) in calls {

@@ -194,6 +194,25 @@ type PartialFn =
     fn(&Params, &[f32], &[f32], &[f32], Range<usize>, &mut [f32], &mut [f32]) -> Result<(), Error>;
 type UpdateFn<'p, 's> =
     fn(&mut Stream<'p, 's>, &[f32], &[f32], &[f32], Range<usize>) -> Result<(), Error>;
+type UpdateInFn<'p, 's> = fn(
+    &mut Stream<'p, 's>,
+    &mut [f32],
+    &[f32],
+    &[f32],
+    &[f32],
+    Range<usize>,
+) -> Result<(), Error>;
+type PartialInFn = fn(
+    Level,
+    &mut [f32],
+    &Params,
+    &[f32],
+    &[f32],
+    &[f32],
+    Range<usize>,
+    &mut [f32],
+    &mut [f32],
+) -> Result<(), Error>;
 type FinishFn<'p, 's> =
     fn(&mut Stream<'p, 's>, &mut [f32], Option<&mut [f32]>) -> Result<(), Error>;
 type MergeFn = fn(&Params, &mut [f32], &mut [f32], &[f32], &[f32]) -> Result<(), Error>;
@@ -351,6 +370,30 @@ fn run_split(line: &mut Line, b: &mut Buffers) -> bool {
     let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
     report(line, "merge", "gqa", &sample);
     b.print(line, "gqa-split", &p);
+
+    // The same partials in a caller-owned workspace.
+    b.prepare(&p);
+    let Buffers {
+        q,
+        k,
+        v,
+        out,
+        lse,
+        out_b,
+        lse_b,
+        workspace,
+        ..
+    } = b;
+    let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+    let partial_in = black_box(qkv::split::partial_in as PartialInFn);
+    let level = Level::Detect;
+    let sample = measure(|| partial_in(level, ws, &p, q, k, v, 0..GQA_SPLIT, out, lse));
+    report(line, "partial_in", "gqa", &sample);
+    let sample = measure(|| partial_in(level, ws, &p, q, k, v, GQA_SPLIT..n, out_b, lse_b));
+    report(line, "partial_in", "gqa", &sample);
+    let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
+    report(line, "merge", "gqa", &sample);
+    b.print(line, "gqa-ws-split", &p);
     true
 }
 
@@ -384,6 +427,37 @@ fn run_stream(line: &mut Line, b: &mut Buffers) -> bool {
     let sample = measure(|| finish(&mut stream, out, Some(lse)));
     report(line, "stream_finish", "gqa", &sample);
     b.print(line, "gqa-stream", &p);
+
+    // The same chunks in a caller-owned workspace.
+    b.prepare(&p);
+    let Buffers {
+        q,
+        k,
+        v,
+        out,
+        lse,
+        state,
+        workspace,
+        ..
+    } = b;
+    let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+    let Some(state) = state.get_mut(..Stream::state_len(&p.shape)) else {
+        return false;
+    };
+    let Ok(mut stream) = Stream::new(&p, state) else {
+        return false;
+    };
+    // Fresh pointers: the first ones' lifetimes are the first stream's.
+    let update_in = black_box(Stream::update_in as UpdateInFn<'_, '_>);
+    let finish = black_box(Stream::finish as FinishFn<'_, '_>);
+    let sample = measure(|| update_in(&mut stream, ws, q, k, v, 0..GQA_SPLIT));
+    report(line, "stream_update_in", "gqa", &sample);
+    let (k, v) = (&k[GQA_SPLIT * hd..], &v[GQA_SPLIT * vd..]);
+    let sample = measure(|| update_in(&mut stream, ws, q, k, v, GQA_SPLIT..n));
+    report(line, "stream_update_in", "gqa", &sample);
+    let sample = measure(|| finish(&mut stream, out, Some(lse)));
+    report(line, "stream_finish", "gqa", &sample);
+    b.print(line, "gqa-ws-stream", &p);
     true
 }
 
