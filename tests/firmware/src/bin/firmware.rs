@@ -346,118 +346,81 @@ fn run_attention(line: &mut Line, b: &mut Buffers, case: &str) -> bool {
     true
 }
 
-/// Split-KV on the GQA shape: two partials merged.
+/// Split-KV on the GQA shape: two partials merged, without and with a caller-owned
+/// workspace.
 fn run_split(line: &mut Line, b: &mut Buffers) -> bool {
     let Some(p) = params("gqa") else { return false };
     let n = p.shape.kv_len;
-    b.prepare(&p);
-    let Buffers {
-        q,
-        k,
-        v,
-        out,
-        lse,
-        out_b,
-        lse_b,
-        ..
-    } = b;
     let partial = black_box(qkv::split::partial as PartialFn);
-    let merge = black_box(qkv::split::merge as MergeFn);
-    let sample = measure(|| partial(&p, q, k, v, 0..GQA_SPLIT, out, lse));
-    report(line, "partial", "gqa", &sample);
-    let sample = measure(|| partial(&p, q, k, v, GQA_SPLIT..n, out_b, lse_b));
-    report(line, "partial", "gqa", &sample);
-    let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
-    report(line, "merge", "gqa", &sample);
-    b.print(line, "gqa-split", &p);
-
-    // The same partials in a caller-owned workspace.
-    b.prepare(&p);
-    let Buffers {
-        q,
-        k,
-        v,
-        out,
-        lse,
-        out_b,
-        lse_b,
-        workspace,
-        ..
-    } = b;
-    let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
     let partial_in = black_box(qkv::split::partial_in as PartialInFn);
-    let level = Level::Detect;
-    let sample = measure(|| partial_in(level, ws, &p, q, k, v, 0..GQA_SPLIT, out, lse));
-    report(line, "partial_in", "gqa", &sample);
-    let sample = measure(|| partial_in(level, ws, &p, q, k, v, GQA_SPLIT..n, out_b, lse_b));
-    report(line, "partial_in", "gqa", &sample);
-    let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
-    report(line, "merge", "gqa", &sample);
-    b.print(line, "gqa-ws-split", &p);
+    let merge = black_box(qkv::split::merge as MergeFn);
+    for (call, case) in [("partial", "gqa-split"), ("partial_in", "gqa-ws-split")] {
+        b.prepare(&p);
+        let Buffers {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            out_b,
+            lse_b,
+            workspace,
+            ..
+        } = b;
+        let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+        for (keys, out, lse) in [(0..GQA_SPLIT, &mut *out, &mut *lse), (GQA_SPLIT..n, out_b, lse_b)] {
+            let sample = match call {
+                "partial" => measure(|| partial(&p, q, k, v, keys, out, lse)),
+                _ => measure(|| partial_in(Level::Detect, ws, &p, q, k, v, keys, out, lse)),
+            };
+            report(line, call, "gqa", &sample);
+        }
+        let sample = measure(|| merge(&p, out, lse, out_b, lse_b));
+        report(line, "merge", "gqa", &sample);
+        b.print(line, case, &p);
+    }
     true
 }
 
-/// Streaming on the GQA shape: two chunks of keys.
+/// Streaming on the GQA shape: two chunks of keys, without and with a caller-owned
+/// workspace.
 fn run_stream(line: &mut Line, b: &mut Buffers) -> bool {
     let Some(p) = params("gqa") else { return false };
     let (n, hd, vd) = (p.shape.kv_len, p.shape.head_dim, p.shape.v_dim);
-    b.prepare(&p);
-    let Buffers {
-        q,
-        k,
-        v,
-        out,
-        lse,
-        state,
-        ..
-    } = b;
-    let Some(state) = state.get_mut(..Stream::state_len(&p.shape)) else {
-        return false;
-    };
-    let Ok(mut stream) = Stream::new(&p, state) else {
-        return false;
-    };
-    let update = black_box(Stream::update as UpdateFn<'_, '_>);
-    let finish = black_box(Stream::finish as FinishFn<'_, '_>);
-    let sample = measure(|| update(&mut stream, q, k, v, 0..GQA_SPLIT));
-    report(line, "stream_update", "gqa", &sample);
-    let (k, v) = (&k[GQA_SPLIT * hd..], &v[GQA_SPLIT * vd..]);
-    let sample = measure(|| update(&mut stream, q, k, v, GQA_SPLIT..n));
-    report(line, "stream_update", "gqa", &sample);
-    let sample = measure(|| finish(&mut stream, out, Some(lse)));
-    report(line, "stream_finish", "gqa", &sample);
-    b.print(line, "gqa-stream", &p);
-
-    // The same chunks in a caller-owned workspace.
-    b.prepare(&p);
-    let Buffers {
-        q,
-        k,
-        v,
-        out,
-        lse,
-        state,
-        workspace,
-        ..
-    } = b;
-    let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
-    let Some(state) = state.get_mut(..Stream::state_len(&p.shape)) else {
-        return false;
-    };
-    let Ok(mut stream) = Stream::new(&p, state) else {
-        return false;
-    };
-    // Fresh pointers: the first ones' lifetimes are the first stream's.
-    let update_in = black_box(Stream::update_in as UpdateInFn<'_, '_>);
-    let finish = black_box(Stream::finish as FinishFn<'_, '_>);
-    let sample = measure(|| update_in(&mut stream, ws, q, k, v, 0..GQA_SPLIT));
-    report(line, "stream_update_in", "gqa", &sample);
-    let (k, v) = (&k[GQA_SPLIT * hd..], &v[GQA_SPLIT * vd..]);
-    let sample = measure(|| update_in(&mut stream, ws, q, k, v, GQA_SPLIT..n));
-    report(line, "stream_update_in", "gqa", &sample);
-    let sample = measure(|| finish(&mut stream, out, Some(lse)));
-    report(line, "stream_finish", "gqa", &sample);
-    b.print(line, "gqa-ws-stream", &p);
+    for (call, case) in [("stream_update", "gqa-stream"), ("stream_update_in", "gqa-ws-stream")] {
+        b.prepare(&p);
+        let Buffers {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            state,
+            workspace,
+            ..
+        } = b;
+        let ws = &mut workspace[..qkv::workspace_len(&p).min(MAX_WORKSPACE)];
+        let Some(state) = state.get_mut(..Stream::state_len(&p.shape)) else {
+            return false;
+        };
+        let Ok(mut stream) = Stream::new(&p, state) else {
+            return false;
+        };
+        let update = black_box(Stream::update as UpdateFn<'_, '_>);
+        let update_in = black_box(Stream::update_in as UpdateInFn<'_, '_>);
+        let finish = black_box(Stream::finish as FinishFn<'_, '_>);
+        let (k2, v2) = (&k[GQA_SPLIT * hd..], &v[GQA_SPLIT * vd..]);
+        for (k, v, keys) in [(&k[..], &v[..], 0..GQA_SPLIT), (k2, v2, GQA_SPLIT..n)] {
+            let sample = match call {
+                "stream_update" => measure(|| update(&mut stream, q, k, v, keys)),
+                _ => measure(|| update_in(&mut stream, ws, q, k, v, keys)),
+            };
+            report(line, call, "gqa", &sample);
+        }
+        let sample = measure(|| finish(&mut stream, out, Some(lse)));
+        report(line, "stream_finish", "gqa", &sample);
+        b.print(line, case, &p);
+    }
     true
 }
 
