@@ -67,11 +67,10 @@
  * between calls) and keep no tile on the stack: at most 2 KiB of stack on a Cortex-M4F
  * (measured, README "Firmware"). The other functions keep their workspace on the stack:
  * about 60 KiB in a library built with the default features (`stack-workspace`, hosted
- * targets; about 84 KiB when k or v is 16- or 8-bit), 256 bytes in one built without them
- * (firmware; 1,280 bytes when k or v is 16- or 8-bit; one query row at a time, so slower:
- * pass a workspace for speed), where each uses at most 2 KiB of stack (3.1 KiB with 16- or
- * 8-bit k or v). qkv_merge_f32, qkv_stream_init, qkv_stream_finish and the query functions
- * keep no workspace.
+ * targets; about 84 KiB when k or v is 16- or 8-bit), 232 bytes in one built without them
+ * (firmware, any k and v types; one query row at a time, so slower: pass a workspace for
+ * speed), where each uses at most 2 KiB of stack. qkv_merge_f32, qkv_stream_init,
+ * qkv_stream_finish and the query functions keep no workspace.
  *
  * All functions are thread-safe and never abort, panic or unwind on any input.
  */
@@ -481,9 +480,9 @@ qkv_status qkv_attention_f32_ws(const qkv_desc *desc, const float *q, const void
  *  struct_size is not accepted or a type is unknown (QKV_ERR_TYPE). */
 size_t qkv_workspace_size(const qkv_desc *desc);
 
-/** The fewest floats of workspace the _ws functions run in for desc (a few dozen whatever
- *  the shape for float k and v, at most 352 when v is narrower; tiles of one row, 16 keys,
- *  16 value columns). 0 as qkv_workspace_size(). */
+/** The fewest floats of workspace the _ws functions run in for desc (58 whatever the shape
+ *  and types: tiles of one row, 16 keys, 16 value columns, k and v read as stored). 0 as
+ *  qkv_workspace_size(). */
 size_t qkv_workspace_min_size(const qkv_desc *desc);
 
 /**

@@ -321,21 +321,21 @@ typed_runs! {
 
 /// `f32`s of the working memory that calls without a workspace keep on the stack with `f32`
 /// K and V: the full-size tiles with the `stack-workspace` feature (hosted builds; about
-/// 60 KiB), and otherwise 64 (256 bytes: firmware stacks are small), where the tiles shrink
-/// to one row at a time (correct, slower; pass a workspace for speed).
+/// 60 KiB), and otherwise the least tiles (58, 232 bytes: firmware stacks are small), one
+/// row at a time (correct, slower; pass a workspace for speed).
 pub(crate) const STACK_WORKSPACE: usize = if cfg!(feature = "stack-workspace") {
     Tiles::FULL.len()
 } else {
-    64
+    Tiles::LEAST.len()
 };
 
 /// [`STACK_WORKSPACE`] when K or V is narrower than `f32`: the full-size tiles and the tile
-/// their values are widened into (about 84 KiB), or 320 floats (the least tiles of any
-/// shape, 16 keys of V widened among them).
+/// their values are widened into (about 84 KiB), or as for `f32` (the least tiles, which
+/// read K and V as stored, widen nothing).
 pub(crate) const STACK_WORKSPACE_NARROW: usize = if cfg!(feature = "stack-workspace") {
     Tiles::FULL_NARROW.len()
 } else {
-    320
+    STACK_WORKSPACE
 };
 
 /// Runs `f` on a stack workspace for K and V stored as `K` and `V` ([`STACK_WORKSPACE`] or

@@ -233,7 +233,7 @@ pub(crate) unsafe fn load<S: Widen, T: KvType>(simd: S, row: *const T, col: usiz
     // start at `at`; the scale of a q8_0 block is the two bytes before its first value.
     unsafe {
         match T::KIND {
-            KvKind::F32 => crate::kernel::mem::read_vector::<S>(at as *const f32),
+            KvKind::F32 => crate::kernel::mem::read_vector::<S>((row as *const f32).add(col)),
             KvKind::F16 => simd.widen_f16(at as *const u16),
             KvKind::Bf16 => simd.widen_bf16(at as *const u16),
             KvKind::Q8_0 => {

@@ -43,11 +43,12 @@
 //! ## Memory and stack
 //! Nothing is allocated. The kernel works in a working memory of `f32`s: the caller's, with
 //! [`attention_in`] ([`workspace_len`] floats for full speed, at least
-//! [`min_workspace_len`], 58, for any shape), or, for [`attention`] and the other calls
-//! without one, a workspace on the stack: about 60 KiB ([`kernel::STACK_BYTES`]) with the
-//! default `stack-workspace` feature, 256 bytes without it. With a caller's workspace the
-//! stack holds only the kernel's frames: under 1.3 KiB on a Cortex-M4F, and with the
-//! 256-byte stack workspace every call takes at most 2 KiB (README "Firmware"). A `no_std` build needs `default-features = false`:
+//! [`min_workspace_len`], 58, for any shape and K/V type), or, for [`attention`] and the
+//! other calls without one, a workspace on the stack: about 60 KiB ([`kernel::STACK_BYTES`])
+//! with the default `stack-workspace` feature, those 58 floats (232 bytes) without it. With a
+//! caller's workspace the stack holds only the kernel's frames: under 1.3 KiB in Rust on a
+//! Cortex-M4F, and with the stack workspace every call takes at most 2 KiB (README
+//! "Firmware"). A `no_std` build needs `default-features = false`:
 //! `qkv = { version = "0.1", default-features = false }`.
 //!
 //! ## Accuracy
@@ -148,8 +149,7 @@ pub fn workspace_len(params: &Params) -> usize {
 }
 
 /// The fewest `f32`s of working memory [`attention_in`] runs in for this shape with `f32` K
-/// and V (tiles of one query row, 16 keys and 16 value columns): at most 96, whatever the
-/// sizes.
+/// and V (tiles of one query row, 16 keys and 16 value columns): 58, whatever the sizes.
 pub fn min_workspace_len(params: &Params) -> usize {
     min_workspace_len_for(params, KvKind::F32, KvKind::F32)
 }
@@ -160,8 +160,8 @@ pub fn workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
     kernel::Tiles::best(&params.shape, (k, v)).len()
 }
 
-/// [`min_workspace_len`] for K and V stored as `k` and `v`: at most 314 when V is narrower
-/// than `f32` (16 keys × 16 columns of V widened), whatever the shape.
+/// [`min_workspace_len`] for K and V stored as `k` and `v`: the same for every type (the
+/// least tiles read K and V as they are stored, widening nothing), whatever the shape.
 pub fn min_workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
     kernel::Tiles::least(&params.shape, (k, v)).len()
 }

@@ -438,6 +438,14 @@ impl<'a> Params<'a> {
     ///
     /// Both ends are non-decreasing in `i`, which is what lets the kernel skip whole blocks.
     pub fn key_range(&self, i: usize) -> (usize, usize) {
+        self.key_range_inline(i)
+    }
+
+    /// [`Params::key_range`], always inlined: the online-softmax step's per-row window takes
+    /// it so (as a call it was the deepest frame of a firmware call at opt-level z,
+    /// `benches/NOTES.md` 31); other callers keep the call, and the code.
+    #[inline(always)]
+    pub(crate) fn key_range_inline(&self, i: usize) -> (usize, usize) {
         let kv_len = self.shape.kv_len as i128;
         let pos = self.query_offset() + i as i128;
         let lo = match self.mask.left {

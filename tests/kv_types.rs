@@ -91,6 +91,54 @@ fn typed_blocks_past_the_full_tiles() {
     }
 }
 
+/// Decode blocks (up to 4 rows) whose rows a mask edge or a −∞ bias cuts, and every block of
+/// the least tiles and of the one-lane level, read narrow V as stored through the register
+/// tiles: every level and width, in the least, a mid-size and the full working memory; V
+/// panels that start inside a q8_0 block (the least tiles' 16 columns) and f16/bf16 rows
+/// whose length is not a multiple of the lanes.
+#[test]
+fn decode_blocks_read_narrow_values_as_stored() {
+    let mut rng = Rng(0x7076);
+    let shapes = [
+        Shape::new(8, 5, 37, 64).gqa(8, 2).with_v_dim(96),
+        Shape::new(4, 3, 70, 32).gqa(4, 1).with_v_dim(40),
+        Shape::new(1, 2, 19, 16).with_v_dim(33),
+    ];
+    let masks = [Mask::causal(), Mask::sliding_window(9), Mask::NONE];
+    for (n, shape) in shapes.into_iter().enumerate().take(budget(3, 1)) {
+        for (m, &mask) in masks.iter().enumerate().take(budget(3, 1)) {
+            let mut case = Case::dense(&mut rng, shape, 1.0);
+            case.mask = mask;
+            if m == 2 {
+                // Scattered exclusions: a −∞ bias on one score in five.
+                let len = shape.q_heads * shape.q_len * shape.kv_len;
+                let mut data = rng.fill(len, 1.0);
+                for x in data.iter_mut().step_by(5) {
+                    *x = f32::NEG_INFINITY;
+                }
+                case.bias = Some((data, shape.q_len * shape.kv_len, shape.kv_len));
+            }
+            for v in [KvKind::F16, KvKind::Bf16, KvKind::Q8_0] {
+                let kinds = (if n == 0 { KvKind::Q8_0 } else { KvKind::F32 }, v);
+                let mut typed = case.clone();
+                if !typed.store(kinds) {
+                    continue;
+                }
+                let p = typed.params();
+                let least = qkv::min_workspace_len_for(&p, kinds.0, kinds.1);
+                let full = qkv::workspace_len_for(&p, kinds.0, kinds.1);
+                assert_eq!(least, qkv::min_workspace_len(&p), "{shape:?} {kinds:?}");
+                let want = Expected::new(&typed);
+                for level in levels() {
+                    for ws in [least, (least + full) / 2, full] {
+                        check_in(&typed, &want, level, Some(ws));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A case whose key 1 has `k1` and `v1` at column 0 (stored as `kinds`), the other values
 /// ordinary; query row 0 masks key 1 out, row 1 includes it.
 fn edge_case(kinds: (KvKind, KvKind), k1: f32, v1: f32) -> Case {
@@ -247,8 +295,9 @@ fn errors_of_the_types() {
     );
     let k = vec![BlockQ8_0::default(); 8];
     let mut out = vec![7.0f32; 64];
+    // Narrow types need no more working memory than `f32` at the least.
     let least = qkv::min_workspace_len_for(&p, KvKind::Q8_0, KvKind::F16);
-    assert!(least > qkv::min_workspace_len(&p));
+    assert_eq!(least, qkv::min_workspace_len(&p));
     let e = qkv::attention_in(&mut vec![0.0; least - 1], &p, &q, &k, &v, &mut out, None);
     assert_eq!(
         e,
@@ -342,8 +391,9 @@ fn split_stream_and_threads_take_the_types() {
     let _ = store;
 }
 
-/// The least working memory of any shape stays small with narrow K or V (the documented
-/// 314 floats), and the best never exceeds the full-size tiles with their widening tile.
+/// The least working memory of any shape is the same with narrow K or V as with `f32` (58
+/// floats: nothing is widened there), and the best never exceeds the full-size tiles with
+/// their widening tile.
 #[test]
 fn workspace_of_the_types_is_bounded() {
     let mut rng = Rng(19);
@@ -356,8 +406,9 @@ fn workspace_of_the_types_is_bounded() {
         };
         let p = Params::new(shape);
         for (k, v) in pairs() {
-            assert!(
-                qkv::min_workspace_len_for(&p, k, v) <= 314,
+            assert_eq!(
+                qkv::min_workspace_len_for(&p, k, v),
+                58,
                 "{shape:?} {k} {v}"
             );
             assert!(
@@ -372,7 +423,7 @@ fn workspace_of_the_types_is_bounded() {
         if cfg!(feature = "stack-workspace") {
             (15_279 + 6_144) * 4
         } else {
-            320 * 4
+            58 * 4
         }
     );
 }

@@ -25,9 +25,8 @@ pub unsafe extern "C" fn qkv_workspace_size(desc: *const QkvDesc) -> usize {
 }
 
 /// `qkv_workspace_min_size`: the fewest floats of workspace the `_ws` calls run in for
-/// `desc` ([`min_workspace_len_for`](crate::min_workspace_len_for); a few dozen for `float`
-/// K and V, at most 352 when V is narrower, whatever the shape); fewer is
-/// `QKV_ERR_WORKSPACE_TOO_SMALL`. 0 as for [`qkv_workspace_size`].
+/// `desc` ([`min_workspace_len_for`](crate::min_workspace_len_for): 58, whatever the shape and
+/// types); fewer is `QKV_ERR_WORKSPACE_TOO_SMALL`. 0 as for [`qkv_workspace_size`].
 ///
 /// # Safety
 /// `desc` as for [`qkv_attention_f32`](super::qkv_attention_f32).

@@ -4,7 +4,7 @@
 use pulp::Simd;
 
 use super::widen::{Phase, Widen};
-use crate::kv::{self, KvType};
+use crate::kv::{self, KvKind, KvType};
 
 /// Lane indices, to build masks of visible keys.
 pub(super) const IOTA: [f32; 16] = [
@@ -94,15 +94,36 @@ impl Rows {
     }
 }
 
-/// Rows of `f32` as a checked slice: row `j` is `data[j · stride..]`, and the slice ends with
-/// the last row's columns. They are the caller's K or V when those are `f32`, or the tile
-/// their values were widened into; `ahead` is how far past a row the P·V tiles may prefetch
-/// (0: not at all, as for the tile).
+/// Rows of K or V as a checked slice of `T`: row `j` is `data[j · stride..]`, and the slice
+/// ends with the last row's columns; the columns the tiles read start at `col0` of each row.
+/// They are the caller's K or V (`f32` from the panel's first column, `col0` = 0; a narrower
+/// type from each row's start, since a q8_0 panel may start inside a block), or the `f32`
+/// tile their values were widened into; `ahead` is how far past a row the P·V tiles may
+/// prefetch (0: not at all, as for the tile and narrow rows).
 #[derive(Clone, Copy)]
-pub(super) struct F32Rows<'a> {
-    pub data: &'a [f32],
+pub(super) struct KvRows<'a, T = f32> {
+    pub data: &'a [T],
     pub stride: usize,
+    pub col0: usize,
     pub ahead: usize,
+}
+
+impl<T: KvType> KvRows<'_, T> {
+    /// `col0`, known to be 0 for `f32` (whose rows start at the panel) where the tiles are
+    /// compiled, which keeps the offset out of their registers.
+    #[inline(always)]
+    pub fn first_col(&self) -> usize {
+        match T::KIND {
+            KvKind::F32 => 0,
+            _ => self.col0,
+        }
+    }
+
+    /// The elements of `T` from a row's start that hold its columns up to `col0 + width`.
+    #[inline(always)]
+    pub fn row_len(&self, width: usize) -> usize {
+        (self.first_col() + width).div_ceil(T::KIND.values())
+    }
 }
 
 /// Rows of a tile the tiles write: row `x` starts at `ptr + x·stride`.
@@ -231,6 +252,34 @@ impl<T: KvType> Phase for WidenRows<'_, T> {
             let row = self.src.get(j * self.stride..).unwrap_or(&[]);
             kv::widen_row(simd, row, self.col, dst);
         }
+    }
+}
+
+/// Widens columns `col..col + width` of the `rows` rows of `src` (row `j` at
+/// `src[j · stride..]`) into `tile` as a [`WidenRows`] phase, and returns them as rows of
+/// `tile`. Out of line, the phase's arguments built here: in `kernel::run`'s frame, which
+/// is under every phase's, they took the stack of a firmware call over 2 KiB at opt-level
+/// z (`benches/NOTES.md` 31).
+#[inline(never)]
+pub(super) fn widen<'t, S: Widen, T: KvType>(
+    simd: S, (src, stride): (&[T], usize), rows: usize, (col, width): (usize, usize),
+    tile: &'t mut [f32],
+) -> KvRows<'t> {
+    let len = rows * width;
+    let widen = WidenRows {
+        src,
+        stride,
+        rows,
+        col,
+        dst: &mut tile[..len],
+        width,
+    };
+    simd.enter(widen);
+    KvRows {
+        data: &tile[..len],
+        stride: width,
+        col0: 0,
+        ahead: 0,
     }
 }
 

@@ -37,11 +37,12 @@
 //! shape and the memory given, from full size down to one row (`config::TILE_TABLE`);
 //! `v_dim` wider than a panel is done in several passes (the scores are recomputed per pass).
 //!
-//! **K and V types** ([`crate::kv`]). The decode tiles (`dot_kernel`, `pv_keys_kernel`)
-//! stream K and V as they are stored and widen each vector in registers after the load. The
-//! other tiles read `f32` rows: the caller's when K or V is `f32`, otherwise a key block of
-//! the panel widened into a tile of the working memory (`mem::WidenRows`), read by every
-//! block of rows that shares it. So the tiles are written once, over `f32`.
+//! **K and V types** ([`crate::kv`]). The decode tiles (`dot_kernel`, `pv_keys_kernel`) and
+//! the P·V register tile (`pv_kernel`) read K and V as they are stored and widen each vector
+//! in registers after the load. For packed (prefill) blocks, whose rows share each value,
+//! narrow K and V are first widened a key block at a time into a tile of the working memory
+//! (`mem::widen`), which the `f32` tiles then read; decode blocks and the least tiles read
+//! them as stored, so the least working memory is the same for every type.
 //!
 //! **Phases.** Each step of a block (packing Q, the scores, the softmax step, the weighted
 //! values, widening a block) is a call (`phase`), entered with the level's target features
@@ -59,9 +60,9 @@
 //! - `mem`: loads, strided rows, the strided copy, widening a block, and cache hints;
 //! - `widen`: the per-level part: widening loads and how a phase is entered.
 //!
-//! K and V are read in three places only: `dot_kernel` and `pv_keys_kernel` (as stored),
-//! and `mem::WidenRows` or, for `f32`, the tiles that read `f32` rows (`qk_kernel`,
-//! `pv_kernel`, `pv_row_masked` and the panel's last vector in `pv`).
+//! K and V are read in these places only, all through `kv::load` and its kin: as stored by
+//! `dot_kernel`, `pv_keys_kernel`, `pv_kernel`, `pv_row_masked` and the panel's last vector
+//! in `pv`; by `mem::WidenRows`; and, for `f32` K, by `qk_kernel`.
 
 mod config;
 pub(crate) mod mem;
@@ -78,19 +79,20 @@ use pulp::Simd;
 use crate::Params;
 use crate::kv::KvType;
 pub use config::BLOCK_Q;
-use phases::{Op, Read, phase};
+use phases::{Op, Read};
 use scratch::Scratch;
 pub(crate) use scratch::Tiles;
 pub(crate) use widen::Widen;
 
 /// The bytes of the working memory that [`attention`](crate::attention) and the other calls
 /// without a workspace keep on the stack for `f32` K and V: about 60 KiB with the
-/// `stack-workspace` feature (on by default), 256 bytes without it. 16- and 8-bit K or V
-/// take [`STACK_BYTES_NARROW`].
+/// `stack-workspace` feature (on by default), 232 without it (the least tiles). 16- and 8-bit
+/// K or V take [`STACK_BYTES_NARROW`].
 pub const STACK_BYTES: usize = crate::dispatch::STACK_WORKSPACE * core::mem::size_of::<f32>();
 
 /// [`STACK_BYTES`] when K or V is stored in 16 or 8 bits: about 84 KiB with the
-/// `stack-workspace` feature (the tile their values are widened into), 1 KiB without it.
+/// `stack-workspace` feature (the tile their values are widened into), and without it the
+/// same as [`STACK_BYTES`] (the least tiles read K and V as stored).
 pub const STACK_BYTES_NARROW: usize =
     crate::dispatch::STACK_WORKSPACE_NARROW * core::mem::size_of::<f32>();
 
@@ -354,7 +356,7 @@ impl Block {
     /// value whose weight the shift flushed to 0, where the first pass had it right; and a
     /// finite sum whose mean rounds past `f32::MAX` is `±f32::MAX`.
     ///
-    /// Out of line: on the scalar level it is a frame of its own, like a [`phase`].
+    /// Out of line: on the scalar level it is a frame of its own, like a [`phase`](phases::phase).
     #[inline(never)]
     fn write(
         self, p: &Params, out: &mut [f32], mut lse: Option<(&mut [f32], usize)>, scratch: &Scratch,

@@ -40,12 +40,12 @@ pub(super) enum Op<'s> {
     Scores {
         d0: usize,
         dw: usize,
-        k: mem::F32Rows<'s>,
+        k: mem::KvRows<'s>,
     },
     /// The online-softmax step (`softmax`).
     Softmax,
     /// The weighted values of the block's panel, V's rows in `v` (`pv`).
-    Values(mem::F32Rows<'s>),
+    Values(mem::KvRows<'s>),
 }
 
 impl Phase for Step<'_, '_> {
@@ -101,7 +101,43 @@ impl<T: KvType> Phase for Stored<'_, '_, T> {
     }
 }
 
+/// The weighted values of a decode block through the register tiles, V read as stored
+/// (`T`, narrower than `f32`: `f32` V takes them as a [`Step`]); a phase of its own rather than
+/// a [`Stored`] one, whose frame would then hold both tiles'.
+struct StoredValues<'s, 'w, T> {
+    block: Block,
+    x: &'s Inputs<'s, 's>,
+    v: &'s [T],
+    keys: Keys,
+    scratch: &'s mut Scratch<'w>,
+}
+
+impl<T: KvType> Phase for StoredValues<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Widen>(self, simd: S) {
+        self.block
+            .values_stored(simd, self.x, self.v, self.keys, self.scratch)
+    }
+}
+
 impl Block {
+    /// Runs a [`StoredValues`] phase of the block over `v`.
+    #[inline(always)]
+    pub(super) fn stored_values_step<S: Widen, T: KvType>(
+        self, simd: S, x: &Inputs, (v, keys): (&[T], Keys), scratch: &mut Scratch,
+    ) {
+        let values = StoredValues {
+            block: self,
+            x,
+            v,
+            keys,
+            scratch,
+        };
+        phase(simd, values)
+    }
+
     /// Runs a [`Stored`] phase of the block over `data`, K or V as `read` says.
     #[inline(always)]
     pub(super) fn stored_step<S: Widen, T: KvType>(

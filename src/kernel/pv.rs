@@ -3,24 +3,25 @@
 //! mask edge takes its run of keys through the same tile; scattered exclusions go key by key,
 //! so the V row of an excluded key is never read for that row.
 
-use pulp::Simd;
-
 use super::config::{NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
 use super::mem::{
-    F32Rows, Rows, RowsMut, WidenRows, key_steps, load, strided_copy, vectors_mut, with_count,
+    KvRows, Rows, RowsMut, key_steps, load, strided_copy, vectors_mut, widen, with_count,
 };
 use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
 use super::widen::Widen;
-use super::{Block, Inputs, Keys, Op, Read, phase};
+use super::{Block, Inputs, Keys, Op, Read};
 use crate::kv::{self, KvType};
 
 impl Block {
     /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes: on SIMD
     /// levels, decode blocks whose rows all include the whole block stream V as it is stored
-    /// ([`Block::pv_keys`]); the others take the register tiles over V's rows as `f32`, the
-    /// caller's when V is `f32` (whose lines `keys.v_ahead` further on they prefetch where
-    /// `config::prefetch_values` says so) and otherwise widened into `tile`.
+    /// ([`Block::pv_keys`]); the others take the register tiles ([`Block::values_tiled`])
+    /// over V's rows: the caller's when V is `f32` (whose lines `keys.v_ahead` further on
+    /// they prefetch where `config::prefetch_values` says so), and otherwise, for a packed
+    /// block, widened into `tile`, which its rows share, or for a decode block read as stored
+    /// (each value is read once there as in the widening, and the least tiles, which the
+    /// smallest workspaces and firmware's stack take, need no tile).
     #[inline(always)]
     pub(super) fn weighted_values<S: Widen, V: KvType>(
         self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch, tile: &mut [f32],
@@ -31,44 +32,57 @@ impl Block {
         if S::F32_LANES > 1 && !self.packed() && all_whole {
             return self.stored_step(simd, x, (v, keys), scratch, Read::Values);
         }
-        let (stride, first) = (x.p.v.row_stride, x.p.v_at(self.g, keys.k0) + self.v0);
+        let (stride, first) = (x.p.v.row_stride, x.p.v_at(self.g, keys.k0));
         let rows = match kv::as_f32(v) {
             // Validation guarantees these rows are inside `v`; checked once per block.
-            Some(v) => F32Rows {
-                data: &v[first..][..(keys.cols - 1) * stride + self.vw],
+            Some(v) => KvRows {
+                data: &v[first + self.v0..][..(keys.cols - 1) * stride + self.vw],
                 stride,
+                col0: 0,
                 ahead: match x.prefetch_values {
                     true => keys.v_ahead,
                     false => 0,
                 },
             },
+            None if !self.packed() => {
+                return self.stored_values_step(simd, x, (v, keys), scratch);
+            }
             None => {
-                let dst = &mut tile[..keys.cols * self.vw];
-                let widen = WidenRows {
-                    src: v.get(x.p.v_at(self.g, keys.k0)..).unwrap_or(&[]),
-                    stride,
-                    rows: keys.cols,
-                    col: self.v0,
-                    dst,
-                    width: self.vw,
-                };
-                phase(simd, widen);
-                F32Rows {
-                    data: &tile[..keys.cols * self.vw],
-                    stride: self.vw,
-                    ahead: 0,
-                }
+                let src = (v.get(first..).unwrap_or(&[]), stride);
+                widen(simd, src, keys.cols, (self.v0, self.vw), tile)
             }
         };
         self.step(simd, x, keys, scratch, Op::Values(rows));
     }
 
-    /// The register-tile part of [`Block::weighted_values`]: `v` holds the panel of the key
-    /// block's V rows as `f32`. Rows that include the whole block share the tile; a row cut
-    /// by a mask edge takes its run of keys through it; scattered exclusions go key by key.
+    /// [`Block::values_tiled`] over the key block's rows of `v` as stored (a decode block's
+    /// rows with V narrower than `f32`).
     #[inline(always)]
-    pub(super) fn values_tiled<S: Widen>(
-        self, simd: S, keys: Keys, v: F32Rows, scratch: &mut Scratch,
+    pub(super) fn values_stored<S: Widen, V: KvType>(
+        self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch,
+    ) {
+        let stride = x.p.v.row_stride;
+        let rows = KvRows {
+            data: v,
+            stride,
+            col0: self.v0,
+            ahead: 0,
+        };
+        let len = (keys.cols - 1) * stride + rows.row_len(self.vw);
+        // Validation guarantees these rows are inside `v`; checked once per block.
+        let rows = KvRows {
+            data: &v[x.p.v_at(self.g, keys.k0)..][..len],
+            ..rows
+        };
+        self.values_tiled(simd, keys, rows, scratch);
+    }
+
+    /// The register-tile part of [`Block::weighted_values`]: `v` holds the panel of the key
+    /// block's V rows. Rows that include the whole block share the tile; a row cut by a mask
+    /// edge takes its run of keys through it; scattered exclusions go key by key.
+    #[inline(always)]
+    pub(super) fn values_tiled<S: Widen, T: KvType>(
+        self, simd: S, keys: Keys, v: KvRows<T>, scratch: &mut Scratch,
     ) {
         let cols = keys.cols;
         if !self.packed() {
@@ -105,7 +119,7 @@ impl Block {
             let run = (first.0, end);
             // Counts past the level's tile never come: their instances are left out.
             with_count!(m, [6, 5, 4, 3, 2], 1, M => if M <= pv_rows::<S>() {
-                self.pv_rows::<S, M>(simd, v, run, r, scratch)
+                self.pv_rows::<S, T, M>(simd, v, run, r, scratch)
             });
             for i in r..r + m {
                 // (`cols` < 64: `BLOCK_K` is.)
@@ -120,14 +134,14 @@ impl Block {
 
     /// `M` rows from `r0` that include exactly the keys `run.0..run.1` of the block.
     #[inline(always)]
-    fn pv_rows<S: Widen, const M: usize>(
-        self, simd: S, v: F32Rows, run: (usize, usize), r0: usize, scratch: &mut Scratch,
+    fn pv_rows<S: Widen, T: KvType, const M: usize>(
+        self, simd: S, v: KvRows<T>, run: (usize, usize), r0: usize, scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let cols = run.1 - run.0;
         let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
-        let v = F32Rows {
-            data: &v.data[run.0 * v.stride..][..(cols - 1) * v.stride + self.vw],
+        let v = KvRows {
+            data: &v.data[run.0 * v.stride..][..(cols - 1) * v.stride + v.row_len(self.vw)],
             ..v
         };
         let w = &scratch.scores[run.0 * stride + r0..][..(cols - 1) * stride + M];
@@ -154,31 +168,32 @@ impl Block {
                 left if S::F32_LANES > 1 && left >= NV_NARROW => NV_NARROW,
                 _ => 1,
             };
-            // SAFETY: `v` holds `cols` rows with `vw` floats from column `c·lanes`, and
+            // SAFETY: `v` holds `cols` rows with the panel's `vw` values from column `col0`
+            // (a multiple of the lanes: panels start at a multiple of `v_cols`), and
             // `(c + n)·lanes ≤ full·lanes ≤ vw`; `w` holds rows j < cols of M weights; `acc`
             // holds rows m < M of v_cols ≥ vw floats.
             unsafe {
-                let col = c * lanes;
-                let ahead = v.ahead;
+                let (col, ahead, v) = (c * lanes, v.ahead, (rows, v.first_col()));
                 match n {
-                    NV_WIDE => pv_kernel::<S, M, NV_WIDE>(simd, rows, wp, ap, col, cols, ahead),
+                    NV_WIDE => pv_kernel::<S, T, M, NV_WIDE>(simd, v, wp, ap, col, cols, ahead),
                     NV_NARROW if S::F32_LANES > 1 => {
-                        pv_kernel::<S, M, NV_NARROW>(simd, rows, wp, ap, col, cols, ahead)
+                        pv_kernel::<S, T, M, NV_NARROW>(simd, v, wp, ap, col, cols, ahead)
                     }
-                    _ => pv_kernel::<S, M, 1>(simd, rows, wp, ap, col, cols, ahead),
+                    _ => pv_kernel::<S, T, M, 1>(simd, v, wp, ap, col, cols, ahead),
                 }
             }
             c += n;
         }
-        let v = Rows {
-            ptr: v.data.as_ptr(),
-            stride: v.stride,
-        };
-        // SAFETY: `v` holds `cols` rows of `vw` floats (checked above).
+        // SAFETY: `rows` holds `cols` rows with the panel's values (checked above).
         unsafe {
-            self.pv_last_vector(simd, (v, 0), cols, (acc, v_cols), M, |m, j| {
-                w[j * stride + m]
-            })
+            self.pv_last_vector(
+                simd,
+                (rows, v.first_col()),
+                cols,
+                (acc, v_cols),
+                M,
+                |m, j| w[j * stride + m],
+            )
         };
     }
 
@@ -242,8 +257,8 @@ impl Block {
 
     /// One row, only the keys whose bit is set in `bits`.
     #[inline(always)]
-    fn pv_row_masked<S: Simd>(
-        self, simd: S, v: F32Rows, r: usize, mut bits: u64, scratch: &mut Scratch,
+    fn pv_row_masked<S: Widen, T: KvType>(
+        self, simd: S, v: KvRows<T>, r: usize, mut bits: u64, scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;
         let (stride, v_cols) = (scratch.t.row_stride, scratch.t.v_cols);
@@ -253,9 +268,17 @@ impl Block {
             let j = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let w = simd.splat_f32s(scratch.scores[j * stride + r]);
-            let v_row = &v.data[j * v.stride..][..self.vw];
+            let v_row = &v.data[j * v.stride..][..v.row_len(self.vw)];
             for (c, a) in acc.iter_mut().enumerate() {
-                *a = simd.mul_add_e_f32s(w, load(simd, &v_row[c * lanes..]), *a);
+                let (col, left) = (v.first_col() + c * lanes, self.vw - c * lanes);
+                let x = match kv::as_f32(v_row) {
+                    Some(row) => load(simd, &row[col..]),
+                    // SAFETY: columns col..col + lanes ≤ col0 + vw are in `v_row`, and `col`
+                    // is a multiple of the lanes (as `col0` is).
+                    None if left >= lanes => unsafe { kv::load::<S, T>(simd, v_row.as_ptr(), col) },
+                    None => kv::load_tail(simd, v_row, col, left),
+                };
+                *a = simd.mul_add_e_f32s(w, x, *a);
             }
         }
     }

@@ -8,11 +8,11 @@ use super::config::{
     DOT_KEYS_NARROW, DOT_KEYS_WIDE, KR_NARROW, KR_WIDE, KR_WIDE_SCALAR, QR_NARROW, QR_WIDE,
     QR_WIDE_SCALAR, dot_keys, wide,
 };
-use super::mem::{F32Rows, Rows, RowsMut, WidenRows, key_steps, strided_copy, with_count};
+use super::mem::{KvRows, Rows, RowsMut, key_steps, strided_copy, widen, with_count};
 use super::scratch::Scratch;
 use super::tiles::{dot_kernel, qk_kernel};
 use super::widen::Widen;
-use super::{Block, Inputs, Keys, Op, Read, phase};
+use super::{Block, Inputs, Keys, Op, Read};
 use crate::kv::{self, KvType};
 
 impl Block {
@@ -60,27 +60,15 @@ impl Block {
             let dw = q_cols.min(head_dim - d0);
             let rows = match kv::as_f32(k) {
                 // Validation guarantees these rows are inside `k`; checked once per panel.
-                Some(k) => F32Rows {
+                Some(k) => KvRows {
                     data: &k[first + d0..][..(keys.cols - 1) * ks + dw],
                     stride: ks,
+                    col0: 0,
                     ahead: 0,
                 },
                 None => {
-                    let dst = &mut tile[..keys.cols * dw];
-                    let widen = WidenRows {
-                        src: k.get(first..).unwrap_or(&[]),
-                        stride: ks,
-                        rows: keys.cols,
-                        col: d0,
-                        dst,
-                        width: dw,
-                    };
-                    phase(simd, widen);
-                    F32Rows {
-                        data: &tile[..keys.cols * dw],
-                        stride: dw,
-                        ahead: 0,
-                    }
+                    let src = (k.get(first..).unwrap_or(&[]), ks);
+                    widen(simd, src, keys.cols, (d0, dw), tile)
                 }
             };
             let op = Op::Scores { d0, dw, k: rows };
@@ -93,7 +81,7 @@ impl Block {
     /// block's rows of those columns.
     #[inline(always)]
     pub(super) fn scores_tiled<S: Simd>(
-        self, simd: S, x: &Inputs, keys: Keys, panel: (usize, usize), k: F32Rows,
+        self, simd: S, x: &Inputs, keys: Keys, panel: (usize, usize), k: KvRows,
         scratch: &mut Scratch,
     ) {
         if S::F32_LANES == 1 {
@@ -108,7 +96,7 @@ impl Block {
     /// [`Block::scores_tiled`] with tiles of `KR` keys × `QR` vectors of rows.
     #[inline(always)]
     fn scores_tile<S: Simd, const KR: usize, const QR: usize>(
-        self, simd: S, x: &Inputs, keys: Keys, (d0, dw): (usize, usize), k: F32Rows,
+        self, simd: S, x: &Inputs, keys: Keys, (d0, dw): (usize, usize), k: KvRows,
         scratch: &mut Scratch,
     ) {
         let lanes = S::F32_LANES;

@@ -64,6 +64,11 @@ impl Tiles {
         ..Tiles::FULL
     };
 
+    /// The least tiles, which every shape and K/V type can run with and which are the same
+    /// for all of them (one row, `TILE_TABLE`'s last keys and columns, nothing widened):
+    /// the smallest working memory, and what firmware keeps on the stack.
+    pub const LEAST: Tiles = Tiles::least(&Shape::new(1, 1, 1, 1), (KvKind::Q8_0, KvKind::Q8_0));
+
     /// The entry `(rows, keys, q_cols, v_cols)` of the tile table, cut to what `shape` can
     /// use, for K and V stored as `kinds`.
     const fn fitted(
@@ -97,15 +102,14 @@ impl Tiles {
             true => rows.div_ceil(MAX_LANES) * MAX_LANES,
             false => rows,
         };
-        // Narrow K is widened for the packed tiles only (decode streams it as it is);
-        // narrow V for the register tiles, which decode blocks cut by a mask and every
-        // block of the scalar level take too.
+        // Narrow K and V are widened for the packed tiles only, whose rows share what is
+        // widened; decode reads them as stored.
         let k_cols = match kinds.0 {
             KvKind::F32 => 0,
             _ => q_cols,
         };
-        let v_widened = match kinds.1 {
-            KvKind::F32 => 0,
+        let v_widened = match (kinds.1, packed) {
+            (KvKind::F32, _) | (_, false) => 0,
             _ => v_cols,
         };
         Tiles {

@@ -25,7 +25,7 @@ use crate::exp::{exp_weight, exp1, max_f32s, min_f32s, softcap, softcap1};
 /// `lo..hi` into the block (`lo == hi` when it sees none).
 #[inline(always)]
 fn window(p: &Params, i: usize, keys: Keys) -> (usize, usize) {
-    let (lo, hi) = p.key_range(i);
+    let (lo, hi) = p.key_range_inline(i);
     let lo = lo.saturating_sub(keys.k0).min(keys.cols);
     let hi = hi.saturating_sub(keys.k0).min(keys.cols);
     (lo, hi.max(lo))

@@ -7,7 +7,7 @@ use pulp::Simd;
 use super::mem::{PREFETCHES, Rows, RowsMut, StreamHint, prefetch_at, prefetch_once};
 use super::mem::{read_vector as vec, write_vector as store};
 use super::widen::Widen;
-use crate::kv::{self, KvType};
+use crate::kv::{self, KvKind, KvType};
 
 /// The Q·Kᵀ register tile: `KR` keys × `N` vectors of packed query rows, over `dw` columns
 /// of `head_dim`: `s[x][..] (+)= Σ_d k[x][d] · q_pack[d][..]`, broadcasting K elements from
@@ -113,7 +113,7 @@ pub(super) unsafe fn dot_kernel<
         }
         d += C * lanes;
     }
-    if full < dim {
+    if S::F32_LANES > 1 && full < dim {
         // The loop's prefetch again, written out: shared through a closure it measured 10
         // points slower on AVX-512 decode-32k (82% → 72% of the streaming read).
         if full.is_multiple_of(line) {
@@ -173,17 +173,19 @@ pub(super) unsafe fn dot_kernel<
     }
 }
 
-/// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[j][m] · v[j][col..]`
-/// for `m < M`, broadcasting weights (`[key][row]`) and streaming value rows; with `ahead` >
-/// 0, each row's lines `ahead` elements further on are prefetched (a hint: any address is
-/// allowed).
+/// The P·V register tile: `acc[m][col..col + N·lanes] += Σ_{j < cols} w[j][m] ·
+/// v[j][v_col + col..]` for `m < M`, broadcasting weights (`[key][row]`) and streaming value
+/// rows stored as `T`, widened in registers; with `ahead` > 0 (`f32` rows only), each row's
+/// lines `ahead` elements further on are prefetched (a hint: any address is allowed).
 ///
 /// # Safety
-/// For `m < M`, `j < cols`: `w.at(j, m)` is readable, the `N·lanes` floats of row `j` of `v`
-/// from `col` are readable, and those at `acc.at(m, col)` are readable and writable.
+/// For `m < M`, `j < cols`: `w.at(j, m)` is readable, the `N·lanes` values of row `j` of `v`
+/// from column `v_col + col` are readable (`v_col + col` a multiple of the lanes), and the
+/// floats at `acc.at(m, col)` are readable and writable.
 #[inline(always)]
-pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
-    simd: S, v: Rows, w: Rows, acc: RowsMut, col: usize, cols: usize, ahead: usize,
+pub(super) unsafe fn pv_kernel<S: Widen, T: KvType, const M: usize, const N: usize>(
+    simd: S, (v, v_col): (Rows<T>, usize), w: Rows, acc: RowsMut, col: usize, cols: usize,
+    ahead: usize,
 ) {
     let lanes = S::F32_LANES;
     let mut a: [[S::f32s; N]; M] = core::array::from_fn(|m| {
@@ -192,11 +194,12 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     });
     // The key loop twice, with and without the prefetch: testing `ahead` inside it kept
     // `ahead` and a stride in memory on AVX2 (4% more instructions in prefill).
+    let prefetch = PREFETCHES && ahead != 0 && T::KIND == KvKind::F32;
     // SAFETY: the caller's guarantee, passed on.
     unsafe {
-        match PREFETCHES && ahead != 0 {
-            false => pv_rows::<S, M, N, false>(simd, &mut a, v, w, col, cols, 0),
-            true => pv_rows::<S, M, N, true>(simd, &mut a, v, w, col, cols, ahead),
+        match prefetch {
+            false => pv_rows::<S, T, M, N, false>(simd, &mut a, (v, v_col + col), w, cols, 0),
+            true => pv_rows::<S, T, M, N, true>(simd, &mut a, (v, v_col + col), w, cols, ahead),
         }
     }
     for (m, a) in a.iter().enumerate() {
@@ -207,23 +210,34 @@ pub(super) unsafe fn pv_kernel<S: Simd, const M: usize, const N: usize>(
     }
 }
 
-/// [`pv_kernel`]'s key loop on its accumulators `a`, prefetching `ahead` further on when
-/// `PREFETCH`.
+/// [`pv_kernel`]'s key loop on its accumulators `a`, from column `col` of `v`'s rows,
+/// prefetching `ahead` further on when `PREFETCH`.
 ///
 /// # Safety
 /// As [`pv_kernel`]'s for `v` and `w`.
 #[inline(always)]
-unsafe fn pv_rows<S: Simd, const M: usize, const N: usize, const PREFETCH: bool>(
-    simd: S, a: &mut [[S::f32s; N]; M], v: Rows, w: Rows, col: usize, cols: usize, ahead: usize,
+unsafe fn pv_rows<S: Widen, T: KvType, const M: usize, const N: usize, const PREFETCH: bool>(
+    simd: S, a: &mut [[S::f32s; N]; M], (v, col): (Rows<T>, usize), w: Rows, cols: usize,
+    ahead: usize,
 ) {
     let lanes = S::F32_LANES;
     for j in 0..cols {
-        let row = v.at(j, col);
-        // SAFETY: j < cols, n < N.
-        let vv: [S::f32s; N] = core::array::from_fn(|n| unsafe { vec::<S>(row.add(n * lanes)) });
+        let row = v.row(j);
+        let vv: [S::f32s; N] = match T::KIND {
+            // A q8_0 block's scale once per row, not per vector (at opt-level z the
+            // `RowLoads` of other types stay a struct: not for them).
+            KvKind::Q8_0 => {
+                let mut loads = kv::RowLoads::<S, T, 1>::new(simd, [row]);
+                // SAFETY: j < cols, n < N: readable by the caller's guarantee.
+                core::array::from_fn(|n| unsafe { loads.at(simd, col + n * lanes)[0] })
+            }
+            // SAFETY: as above.
+            _ => core::array::from_fn(|n| unsafe { kv::load::<S, T>(simd, row, col + n * lanes) }),
+        };
         if PREFETCH {
-            for line in (0..N * lanes).step_by(16) {
-                prefetch_at(row.wrapping_add(ahead + line));
+            let at = kv::value_ptr(row, col + ahead);
+            for line in (0..N * lanes * size_of::<f32>()).step_by(64) {
+                prefetch_at(at.wrapping_add(line));
             }
         }
         for (m, a) in a.iter_mut().enumerate() {
