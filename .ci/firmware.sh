@@ -20,12 +20,9 @@
 # qkv::reference within qkv::tolerance and prints stack and instructions per call.
 #
 # Fails (after printing every number) when an output is wrong, a program does not finish, a
-# call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048; 0 reports only; the
-# f16 and q8_0 calls without a workspace, whose stack workspace is 1 KiB larger
-# (qkv::kernel::STACK_BYTES_NARROW), QKV_FIRMWARE_MAX_STACK_NARROW bytes, by default 1 KiB
-# more), or,
-# unless QKV_FIRMWARE_SIZE_LIMITS=report, the code size at s + LTO or z + LTO exceeds the
-# limits below.
+# call uses more stack than QKV_FIRMWARE_MAX_STACK bytes (default 2048, the limit,
+# for every call and K/V type; 0 reports only), or, unless QKV_FIRMWARE_SIZE_LIMITS=report,
+# the code size at s + LTO or z + LTO exceeds the limits below.
 #
 # Installs, as root, the Rust target and the Debian packages gcc-arm-none-eabi,
 # binutils-arm-none-eabi and qemu-system-arm when missing, unless QKV_FIRMWARE_NO_INSTALL=1:

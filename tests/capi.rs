@@ -225,10 +225,7 @@ fn firmware_links_for_cortex_m4() {
         .current_dir(ROOT)
         .arg(".ci/firmware.sh")
         .env("QKV_FIRMWARE_NO_INSTALL", "1")
-        // The limits `.ci/run` holds the firmware step to (README "Firmware").
-        .env("QKV_FIRMWARE_MAX_STACK", "2400")
-        .env("QKV_FIRMWARE_LIMIT_ATTENTION", "28928")
-        .env("QKV_FIRMWARE_LIMIT_ALL", "42368")
+        // (The limits are firmware.sh's defaults, the issue's, as in `.ci/run`.)
         .env("QKV_FIRMWARE_TARGET_DIR", work_dir().join("firmware")));
     let text = stdout(&out);
     assert!(text.contains("qkv code size on Cortex-M4F"), "{text}");

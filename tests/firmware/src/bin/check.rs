@@ -5,9 +5,7 @@
 //! the table (e.g. `c/release`). Fails (exit 1) after printing everything when an output is
 //! outside its tolerance, a status is not the expected one, an error call wrote its outputs, a
 //! required case is missing, or (unless MAX_STACK is 0) a call used more than MAX_STACK bytes
-//! of stack — a call without a workspace on 16- or 8-bit K/V, more than
-//! `QKV_FIRMWARE_MAX_STACK_NARROW` bytes if that is set, else MAX_STACK plus the 1 KiB its
-//! larger stack workspace takes.
+//! of stack.
 //!
 //! Tolerances: `qkv::tolerance::output_bound`/`lse_bound` per row for a plain call, the merged
 //! bounds (depth 1) for `-split` results, the stream bounds (2 chunks) for `-stream` results,
@@ -17,7 +15,6 @@
 //! (a known number of instructions) measured; exact to one tick.
 use std::process::ExitCode;
 
-use qkv::kernel::{STACK_BYTES, STACK_BYTES_NARROW};
 use qkv::tolerance::{
     lse_bound, merged_lse_bound, merged_output_bound, output_bound, stream_lse_bound,
     stream_output_bound,
@@ -343,28 +340,12 @@ fn flops(p: &Params) -> u64 {
     pairs * s.q_heads as u64 * 2 * (s.head_dim + s.v_dim) as u64
 }
 
-/// The stack limit of `call` given MAX_STACK: a call without a workspace on 16- or 8-bit
-/// K/V keeps the larger stack workspace of such types (`qkv::kernel::STACK_BYTES_NARROW`,
-/// 1 KiB more than `STACK_BYTES` in this build), so its limit is `narrow`, or MAX_STACK plus
-/// that difference.
-fn stack_limit(call: &str, max_stack: u64, narrow: Option<u64>) -> u64 {
-    let (entry, case) = call.split_once('/').unwrap_or((call, ""));
-    match kv_kind(case) {
-        KvKind::F32 => max_stack,
-        _ if entry.ends_with("_ws") => max_stack,
-        _ => narrow.unwrap_or(max_stack + (STACK_BYTES_NARROW - STACK_BYTES) as u64),
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(max_stack) = args.first().and_then(|a| a.parse::<u64>().ok()) else {
         eprintln!("usage: check MAX_STACK LABEL=FILE...");
         return ExitCode::FAILURE;
     };
-    let narrow = std::env::var("QKV_FIRMWARE_MAX_STACK_NARROW")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok());
     let mut failures = Vec::new();
     let mut samples = Vec::new();
     for arg in &args[1..] {
@@ -398,10 +379,9 @@ fn main() -> ExitCode {
             "{:<16} {:<28} {:>6} {:>10} {:>12} {:>10}",
             s.label, s.call, s.status, s.stack, s.instructions, per_flop
         );
-        let limit = stack_limit(&s.call, max_stack, narrow);
-        if max_stack > 0 && s.stack > limit {
+        if max_stack > 0 && s.stack > max_stack {
             failures.push(format!(
-                "{} {}: {} bytes of stack, limit {limit}",
+                "{} {}: {} bytes of stack, limit {max_stack}",
                 s.label, s.call, s.stack
             ));
         }
