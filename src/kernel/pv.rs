@@ -3,7 +3,9 @@
 //! mask edge takes its run of keys through the same tile; scattered exclusions go key by key,
 //! so the V row of an excluded key is never read for that row.
 
-use super::config::{NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
+use super::config::{MR, NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
+use pulp::Simd;
+
 use super::mem::{
     KvRows, Rows, RowsMut, key_steps, load, strided_copy, vectors_mut, widen, with_count,
 };
@@ -11,7 +13,20 @@ use super::scratch::Scratch;
 use super::tiles::{pv_kernel, pv_keys_kernel};
 use super::widen::Widen;
 use super::{Block, Inputs, Keys, Op, Read};
-use crate::kv::{self, KvType};
+use crate::kv::{self, KvKind, KvType};
+
+/// The most rows [`Block::values_tiled`] runs through one register tile: the level's tile
+/// for `f32` rows (the caller's V or the widened tile). V read as stored comes from decode
+/// blocks, at most `MR` rows, all of them at once on one lane; SIMD levels read it so only
+/// for blocks a mask cuts (whole rows stream V key-major, `pv_keys`), one row at a time,
+/// which spares them an instance per row count (compile time: `benches/NOTES.md` 31).
+const fn most<S: Simd, T: KvType>() -> usize {
+    match (T::KIND, S::F32_LANES) {
+        (KvKind::F32, _) => pv_rows::<S>(),
+        (_, 1) => MR,
+        _ => 1,
+    }
+}
 
 impl Block {
     /// `acc[r] += Σ_j weight[r][j] · v[g][k0 + j]` for every row the block includes: on SIMD
@@ -107,7 +122,7 @@ impl Block {
             // tile over the keys all of them include: every key for whole rows, all but the
             // last few along a causal diagonal. Each row's keys past those go key by key.
             let (mut end, mut m) = (first.1, 1);
-            while m < pv_rows::<S>() && r + m < self.rows {
+            while m < const { most::<S, T>() } && r + m < self.rows {
                 match scratch.row(r + m).run(cols) {
                     Some((lo, hi)) if lo == first.0 => {
                         end = end.min(hi);
@@ -117,8 +132,8 @@ impl Block {
                 }
             }
             let run = (first.0, end);
-            // Counts past the level's tile never come: their instances are left out.
-            with_count!(m, [6, 5, 4, 3, 2], 1, M => if M <= pv_rows::<S>() {
+            // Counts past `most` never come: their instances are left out.
+            with_count!(m, [6, 5, 4, 3, 2], 1, M => if const { M <= most::<S, T>() } {
                 self.pv_rows::<S, T, M>(simd, v, run, r, scratch)
             });
             for i in r..r + m {
