@@ -141,18 +141,31 @@ impl RowsMut {
     }
 }
 
-/// `dst[i · stride] = src[i]`, one element at a time. Left to itself LLVM vectorises this on
-/// x86-64 into scatters, which are slow on AMD and which the Bochs AVX-512 emulator used in
-/// CI cannot execute (index in zmm16–31); the Q pack is done once per block of rows.
-/// Elsewhere (no scatters) the copy is left plain: `black_box` costs a store and a load
-/// through the stack per element.
+/// `dst[i · stride] = src[i]` for the `src` elements whose place is inside `dst`, one
+/// element at a time. Left to itself LLVM vectorises this on x86-64 into scatters, which are
+/// slow on AMD and which the Bochs AVX-512 emulator used in CI cannot execute (index in
+/// zmm16–31): there each element is a volatile store, which LLVM leaves one store. An index
+/// loop, not `step_by` and `zip`, which checked each element's place on Cortex-M4F (7
+/// instructions an element; 3 now).
 #[inline(always)]
 pub(super) fn strided_copy(dst: &mut [f32], stride: usize, src: &[f32]) {
-    for (d, &x) in dst.iter_mut().step_by(stride).zip(src) {
-        *d = match cfg!(target_arch = "x86_64") {
-            true => core::hint::black_box(x),
-            false => x,
-        };
+    // Every element fits (the callers' case), or as many as do (no division otherwise).
+    let n = match src.len().checked_sub(1) {
+        Some(last) if last * stride < dst.len() => src.len(),
+        _ => src.len().min(dst.len().div_ceil(stride.max(1))),
+    };
+    let (dst, src) = (dst.as_mut_ptr(), src.as_ptr());
+    for i in 0..n {
+        // SAFETY: i < n ≤ src.len(); and i · stride < len for the destination's `len`:
+        // i · stride ≤ last · stride < len in the first case, ≤ (⌈len / stride⌉ − 1) · stride
+        // in the second (stride ≥ 1; a stride of 0 writes `dst[0]`, and then len > 0).
+        unsafe {
+            let (d, x) = (dst.add(i * stride), *src.add(i));
+            match cfg!(target_arch = "x86_64") {
+                true => d.write_volatile(x),
+                false => d.write(x),
+            }
+        }
     }
 }
 
