@@ -354,9 +354,10 @@ fn custom_case(spec: &str) -> Result<Case, String> {
     let floats = [qh * q_len * d, 2 * kvh * kv_len * d, qh * q_len * d]
         .iter()
         .try_fold(0usize, |acc, &n| acc.checked_add(n));
-    const MAX_BYTES: usize = 16 << 30;
+    // (u64: 16 GiB is past a 32-bit `usize`, where `checked_mul` refuses first.)
+    const MAX_BYTES: u64 = 16 << 30;
     match floats.and_then(|f| f.checked_mul(4)) {
-        Some(bytes) if bytes <= MAX_BYTES => {}
+        Some(bytes) if bytes as u64 <= MAX_BYTES => {}
         _ => {
             return Err(format!(
                 "custom shape {spec:?}: its tensors would take over {} GiB",

@@ -403,6 +403,14 @@ fn split_stream_and_threads_take_the_types() {
 /// their widening tile.
 #[test]
 fn workspace_of_the_types_is_bounded() {
+    // The full tiles and the widened tile, plus the floats skipped to align the tiles to 64
+    // bytes where the kernel does (x86-64, aarch64; none on 32-bit Arm).
+    let slack = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        15
+    } else {
+        0
+    };
+    let full_narrow = 15_264 + 6_144 + slack;
     let mut rng = Rng(19);
     for _ in 0..budget(300, 10) {
         let shape = Shape::new(rng.range(1, 4), rng.range(0, 200), rng.range(0, 200), 32)
@@ -419,7 +427,7 @@ fn workspace_of_the_types_is_bounded() {
                 "{shape:?} {k} {v}"
             );
             assert!(
-                qkv::workspace_len_for(&p, k, v) <= 15_279 + 6_144,
+                qkv::workspace_len_for(&p, k, v) <= full_narrow,
                 "{shape:?} {k} {v}"
             );
             assert!(qkv::workspace_len_for(&p, k, v) >= qkv::workspace_len(&p));
@@ -428,7 +436,7 @@ fn workspace_of_the_types_is_bounded() {
     assert_eq!(
         qkv::kernel::STACK_BYTES_NARROW,
         if cfg!(feature = "stack-workspace") {
-            (15_279 + 6_144) * 4
+            full_narrow * 4
         } else {
             58 * 4
         }

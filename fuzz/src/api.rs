@@ -16,7 +16,7 @@
 //! stride of 0 makes `kv_len = usize::MAX` valid, and `q_len = 0` makes any `q_heads` valid
 //! (the loops over heads still run, empty), and such calls are correct but would not finish.
 
-use crate::bytes::Bytes;
+use crate::bytes::{Bytes, huge};
 use crate::common::compare::SENTINEL;
 use crate::common::extent;
 use qkv::{Bias, Emulated, Error, Isa, Layout, Mask, Params, QueryPos};
@@ -35,13 +35,13 @@ fn size(b: &mut Bytes) -> usize {
             usize::MAX - 1,
             usize::MAX / 2,
             usize::MAX / 2 + 1,
-            1 << 32,
-            (1 << 32) + 1,
-            1 << 62,
+            huge(1 << 32),
+            huge((1 << 32) + 1),
+            huge(1 << 62),
             isize::MAX as usize,
         ]),
         13 => b.u64() as usize,
-        14 => 1usize << b.below(64),
+        14 => 1usize.checked_shl(b.below(64) as u32).unwrap_or(0),
         _ => b.range(0, 70),
     }
 }

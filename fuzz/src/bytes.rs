@@ -93,3 +93,9 @@ impl<'a> Bytes<'a> {
         }
     }
 }
+
+/// `x` as a `usize`, or `usize::MAX` where it does not fit (32-bit targets): the fuzz
+/// checks' huge sizes, the same on 64-bit targets as the literals they replace.
+pub fn huge(x: u64) -> usize {
+    usize::try_from(x).unwrap_or(usize::MAX)
+}

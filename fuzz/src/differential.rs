@@ -42,7 +42,7 @@
 //! and every row within the contract that module's docs state (bounds of `qkv::tolerance`,
 //! with the rules for values past `f32`'s range, infinite `v` and the bias's rounding).
 
-use crate::bytes::Bytes;
+use crate::bytes::{Bytes, huge};
 use crate::common::{Case, Paging, Ragged, check_all, extent, laid_out};
 use qkv::{KvKind, Layout, Mask, QueryPos, Shape};
 
@@ -150,7 +150,7 @@ fn tensor(b: &mut Bytes, l: Layout, dims: (usize, usize, usize), draw: Draw) -> 
 fn side(b: &mut Bytes, kv_len: usize) -> Option<usize> {
     match b.below(8) {
         0..=2 => None,
-        3 => Some(b.pick(&[usize::MAX, usize::MAX / 2, 1 << 40, u32::MAX as usize])),
+        3 => Some(b.pick(&[usize::MAX, usize::MAX / 2, huge(1 << 40), u32::MAX as usize])),
         _ => Some(b.range(0, kv_len + 3)),
     }
 }
