@@ -72,6 +72,8 @@ mod qk;
 mod scratch;
 mod softmax;
 mod tiles;
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod vfp;
 mod widen;
 
 use pulp::Simd;

@@ -21,6 +21,12 @@ use crate::kv::{self, KvKind, KvType};
 pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     simd: S, k: [*const f32; KR], q_pack: Rows, s: RowsMut, dw: usize, first: bool,
 ) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if S::F32_LANES == 1 && KR == 4 && N == 4 {
+        let k = core::array::from_fn(|x| k[x]);
+        // SAFETY: the caller's guarantee is `qk_4x4`'s (one lane: column `n·lanes` is `n`).
+        return unsafe { super::vfp::qk_4x4(k, q_pack, s, dw, first) };
+    }
     let lanes = S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); N]; KR];
     if !first {
@@ -187,6 +193,16 @@ pub(super) unsafe fn pv_kernel<S: Widen, T: KvType, const M: usize, const N: usi
     simd: S, (v, v_col): (Rows<T>, usize), w: Rows, acc: RowsMut, col: usize, cols: usize,
     ahead: usize,
 ) {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if S::F32_LANES == 1 && T::KIND == KvKind::F32 && M == 4 && N == 4 {
+        // `T` is `f32` (its kind); a prefetch is nothing on this target.
+        let v = Rows {
+            ptr: v.ptr.cast::<f32>(),
+            stride: v.stride,
+        };
+        // SAFETY: the caller's guarantee is `pv_4x4`'s (one lane: column `n·lanes` is `n`).
+        return unsafe { super::vfp::pv_4x4((v, v_col), w, acc, col, cols) };
+    }
     let lanes = S::F32_LANES;
     let mut a: [[S::f32s; N]; M] = core::array::from_fn(|m| {
         // SAFETY: m < M, n < N: readable by the caller's guarantee.

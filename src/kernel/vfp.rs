@@ -1,0 +1,437 @@
+//! The one-lane level's two 4 × 4 register tiles on 32-bit Arm with a hard-float VFP
+//! (Cortex-M4F/M7, armv7-a): the loops of the generic [`qk_kernel`] and [`pv_kernel`],
+//! written with `vldmia`, which loads 2 or 4 consecutive floats into consecutive registers
+//! in one instruction. LLVM loads each float of those tiles with a `vldr` of its own (16 per
+//! 32 multiply-adds: 0.9 instructions a flop on Cortex-M4F), and at opt-level s and z leaves
+//! their loops rolled, the accumulators in memory; here each loop is 42 instructions per 64
+//! flops at every opt-level.
+//!
+//! Each multiply-add is a `vmla.f32` (multiply, round, add, round), which is what the
+//! generic tiles' unfused `mul_add_e` compiles to on these cores, in the same order per
+//! accumulator: the results are the generic tiles', bit for bit (the tests below compare
+//! them).
+//!
+//! Each tile is one `asm!` block that names no floating-point register as an operand: on
+//! `thumbv7em-none-eabihf` (single-precision FPU) stable Rust refuses `sreg` operands, and
+//! `clobber_abi("C")` makes LLVM warn about `d16`–`d31`, which that FPU lacks. So the block
+//! saves and restores all of `s0`–`s31` itself (128 bytes of stack while it runs) and reads
+//! its operands from a `#[repr(C)]` record.
+//!
+//! [`qk_kernel`]: super::tiles::qk_kernel
+//! [`pv_kernel`]: super::tiles::pv_kernel
+
+use core::arch::asm;
+
+use super::mem::{Rows, RowsMut};
+
+/// `acc[i][j] += x[i] · y[j]` for the tile in `s0`–`s15` (`acc[i][j]` in `s(4i + j)`), with
+/// `x[i]` and `y[j]` in the registers named: 16 `vmla.f32`, row by row.
+macro_rules! outer_product {
+    ($x0:literal, $x1:literal, $x2:literal, $x3:literal; $y0:literal, $y1:literal, $y2:literal, $y3:literal) => {
+        concat!(
+            "vmla.f32 s0, ",
+            $x0,
+            ", ",
+            $y0,
+            "\n",
+            "vmla.f32 s1, ",
+            $x0,
+            ", ",
+            $y1,
+            "\n",
+            "vmla.f32 s2, ",
+            $x0,
+            ", ",
+            $y2,
+            "\n",
+            "vmla.f32 s3, ",
+            $x0,
+            ", ",
+            $y3,
+            "\n",
+            "vmla.f32 s4, ",
+            $x1,
+            ", ",
+            $y0,
+            "\n",
+            "vmla.f32 s5, ",
+            $x1,
+            ", ",
+            $y1,
+            "\n",
+            "vmla.f32 s6, ",
+            $x1,
+            ", ",
+            $y2,
+            "\n",
+            "vmla.f32 s7, ",
+            $x1,
+            ", ",
+            $y3,
+            "\n",
+            "vmla.f32 s8, ",
+            $x2,
+            ", ",
+            $y0,
+            "\n",
+            "vmla.f32 s9, ",
+            $x2,
+            ", ",
+            $y1,
+            "\n",
+            "vmla.f32 s10, ",
+            $x2,
+            ", ",
+            $y2,
+            "\n",
+            "vmla.f32 s11, ",
+            $x2,
+            ", ",
+            $y3,
+            "\n",
+            "vmla.f32 s12, ",
+            $x3,
+            ", ",
+            $y0,
+            "\n",
+            "vmla.f32 s13, ",
+            $x3,
+            ", ",
+            $y1,
+            "\n",
+            "vmla.f32 s14, ",
+            $x3,
+            ", ",
+            $y2,
+            "\n",
+            "vmla.f32 s15, ",
+            $x3,
+            ", ",
+            $y3,
+            "\n",
+        )
+    };
+}
+
+/// The tile's 16 accumulators: 4 rows of 4 floats at `acc + i · stride` bytes, read into
+/// `s0`–`s15` with `r12` (`r9` the stride), or set to 0 when `first`.
+macro_rules! read_tile {
+    () => {
+        concat!(
+            "ldr r12, [r0, #{first}]\n",
+            "cmp r12, #0\n",
+            "beq 1f\n",
+            "mov r12, #0\n",
+            "vmov s0, r12\n",
+            "vmov s1, r12\n",
+            "vmov s2, r12\n",
+            "vmov s3, r12\n",
+            "vmov s4, r12\n",
+            "vmov s5, r12\n",
+            "vmov s6, r12\n",
+            "vmov s7, r12\n",
+            "vmov s8, r12\n",
+            "vmov s9, r12\n",
+            "vmov s10, r12\n",
+            "vmov s11, r12\n",
+            "vmov s12, r12\n",
+            "vmov s13, r12\n",
+            "vmov s14, r12\n",
+            "vmov s15, r12\n",
+            "b 2f\n",
+            "1:\n",
+            "ldr r12, [r0, #{acc}]\n",
+            "ldr r9, [r0, #{acc_stride}]\n",
+            "vldmia r12, {{s0-s3}}\n",
+            "add r12, r9\n",
+            "vldmia r12, {{s4-s7}}\n",
+            "add r12, r9\n",
+            "vldmia r12, {{s8-s11}}\n",
+            "add r12, r9\n",
+            "vldmia r12, {{s12-s15}}\n",
+            "2:\n",
+        )
+    };
+}
+
+/// Writes `s0`–`s15` back where [`read_tile`] reads.
+macro_rules! write_tile {
+    () => {
+        concat!(
+            "ldr r12, [r0, #{acc}]\n",
+            "ldr r9, [r0, #{acc_stride}]\n",
+            "vstmia r12, {{s0-s3}}\n",
+            "add r12, r9\n",
+            "vstmia r12, {{s4-s7}}\n",
+            "add r12, r9\n",
+            "vstmia r12, {{s8-s11}}\n",
+            "add r12, r9\n",
+            "vstmia r12, {{s12-s15}}\n",
+        )
+    };
+}
+
+/// What [`qk_4x4`]'s block reads: K rows, packed Q (strides in bytes), the score tile.
+#[repr(C)]
+struct QkTile {
+    k: [*const f32; 4],
+    q: *const f32,
+    q_stride: usize,
+    acc: *mut f32,
+    acc_stride: usize,
+    dw: usize,
+    first: usize,
+}
+
+/// [`qk_kernel`](super::tiles::qk_kernel) for 4 keys × 4 query rows of one lane:
+/// `s[x][n] (+)= Σ_{d < dw} k[x][d] · q_pack[d][n]`, adding to `s` unless `first`.
+///
+/// # Safety
+/// For `x < 4`, `d < dw`, `n < 4`: `k[x] + d` and `q_pack.at(d, n)` are readable, and
+/// `s.at(x, n)` is readable and writable (all `f32`s, so aligned to 4 bytes).
+#[inline(always)]
+pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: usize, first: bool) {
+    let f = size_of::<f32>();
+    let tile = QkTile {
+        k,
+        q: q_pack.ptr,
+        q_stride: q_pack.stride * f,
+        acc: s.ptr,
+        acc_stride: s.stride * f,
+        dw,
+        first: first as usize,
+    };
+    // SAFETY: the block reads columns d < dw of each K row and rows d < dw of the packed Q
+    // (pairs in the loop, then the last one when dw is odd) and reads and writes the 4 × 4
+    // floats at `s`: what the caller guarantees. It restores every floating-point register
+    // it uses, and names every general-purpose one it changes.
+    unsafe {
+        asm!(
+            "vpush {{s0-s31}}",
+            read_tile!(),
+            "ldm r0, {{r1-r4}}",
+            "ldr r5, [r0, #{q}]",
+            "ldr r8, [r0, #{q_stride}]",
+            "ldr r10, [r0, #{dw}]",
+            "lsrs r10, r10, #1",
+            "beq 4f",
+            "3:",
+            "vldmia r5, {{s16-s19}}",
+            "add r5, r8",
+            "vldmia r5, {{s20-s23}}",
+            "add r5, r8",
+            "vldmia r1!, {{s24-s25}}",
+            "vldmia r2!, {{s26-s27}}",
+            "vldmia r3!, {{s28-s29}}",
+            "vldmia r4!, {{s30-s31}}",
+            outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
+            outer_product!("s25", "s27", "s29", "s31"; "s20", "s21", "s22", "s23"),
+            "subs r10, r10, #1",
+            "bne 3b",
+            "4:",
+            "ldr r10, [r0, #{dw}]",
+            "tst r10, #1",
+            "beq 5f",
+            "vldmia r5, {{s16-s19}}",
+            "vldr s24, [r1]",
+            "vldr s26, [r2]",
+            "vldr s28, [r3]",
+            "vldr s30, [r4]",
+            outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
+            "5:",
+            write_tile!(),
+            "vpop {{s0-s31}}",
+            q = const core::mem::offset_of!(QkTile, q),
+            q_stride = const core::mem::offset_of!(QkTile, q_stride),
+            acc = const core::mem::offset_of!(QkTile, acc),
+            acc_stride = const core::mem::offset_of!(QkTile, acc_stride),
+            dw = const core::mem::offset_of!(QkTile, dw),
+            first = const core::mem::offset_of!(QkTile, first),
+            in("r0") &tile,
+            out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r12") _,
+        );
+    }
+}
+
+/// What [`pv_4x4`]'s block reads: weight rows, value rows (strides in bytes), the
+/// accumulator tile.
+#[repr(C)]
+struct PvTile {
+    w: *const f32,
+    w_stride: usize,
+    v: *const f32,
+    v_stride: usize,
+    acc: *mut f32,
+    acc_stride: usize,
+    cols: usize,
+    first: usize,
+}
+
+/// [`pv_kernel`](super::tiles::pv_kernel) for 4 query rows × 4 columns of `f32` values on
+/// one lane: `acc[m][col..col + 4] += Σ_{j < cols} w[j][m] · v[j][v_col + col..][..4]`.
+///
+/// # Safety
+/// For `m < 4`, `j < cols`: `w.at(j, m)` is readable, the 4 floats of row `j` of `v` from
+/// column `v_col + col` are readable, and the 4 floats at `acc.at(m, col)` are readable and
+/// writable.
+#[inline(always)]
+pub(super) unsafe fn pv_4x4(
+    (v, v_col): (Rows, usize), w: Rows, acc: RowsMut, col: usize, cols: usize,
+) {
+    let f = size_of::<f32>();
+    let tile = PvTile {
+        w: w.ptr,
+        w_stride: w.stride * f,
+        v: v.ptr.wrapping_add(v_col + col),
+        v_stride: v.stride * f,
+        acc: acc.ptr.wrapping_add(col),
+        acc_stride: acc.stride * f,
+        cols,
+        first: 0,
+    };
+    // SAFETY: the block reads weight rows j < cols (4 floats each) and value rows j < cols
+    // from column `v_col + col` (pairs in the loop, then the last one when `cols` is odd)
+    // and reads and writes the 4 × 4 floats at `acc.at(0, col)`: what the caller
+    // guarantees. Registers as in `qk_4x4`.
+    unsafe {
+        asm!(
+            "vpush {{s0-s31}}",
+            read_tile!(),
+            "ldr r1, [r0, #{w}]",
+            "ldr r2, [r0, #{w_stride}]",
+            "ldr r3, [r0, #{v}]",
+            "ldr r4, [r0, #{v_stride}]",
+            "ldr r10, [r0, #{cols}]",
+            "lsrs r10, r10, #1",
+            "beq 4f",
+            "3:",
+            "vldmia r1, {{s16-s19}}",
+            "vldmia r3, {{s24-s27}}",
+            "add r1, r2",
+            "add r3, r4",
+            "vldmia r1, {{s20-s23}}",
+            "vldmia r3, {{s28-s31}}",
+            "add r1, r2",
+            "add r3, r4",
+            outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
+            outer_product!("s20", "s21", "s22", "s23"; "s28", "s29", "s30", "s31"),
+            "subs r10, r10, #1",
+            "bne 3b",
+            "4:",
+            "ldr r10, [r0, #{cols}]",
+            "tst r10, #1",
+            "beq 5f",
+            "vldmia r1, {{s16-s19}}",
+            "vldmia r3, {{s24-s27}}",
+            outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
+            "5:",
+            write_tile!(),
+            "vpop {{s0-s31}}",
+            w = const core::mem::offset_of!(PvTile, w),
+            w_stride = const core::mem::offset_of!(PvTile, w_stride),
+            v = const core::mem::offset_of!(PvTile, v),
+            v_stride = const core::mem::offset_of!(PvTile, v_stride),
+            acc = const core::mem::offset_of!(PvTile, acc),
+            acc_stride = const core::mem::offset_of!(PvTile, acc_stride),
+            cols = const core::mem::offset_of!(PvTile, cols),
+            first = const core::mem::offset_of!(PvTile, first),
+            in("r0") &tile,
+            out("r1") _, out("r2") _, out("r3") _, out("r4") _,
+            out("r9") _, out("r10") _, out("r12") _,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pulp::Scalar;
+
+    use super::super::tiles::{pv_kernel, qk_kernel};
+    use super::*;
+
+    /// Deterministic values in [-2, 2).
+    fn values(n: usize, seed: u32) -> std::vec::Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 22) as f32 - 2.0
+            })
+            .collect()
+    }
+
+    fn bits(x: &[f32]) -> std::vec::Vec<u32> {
+        x.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The assembly tiles against the generic ones, bit for bit, for every depth up to 9
+    /// (both loop parities, no loop at all) and both starts.
+    #[test]
+    fn vfp_tiles_are_the_generic_tiles() {
+        for dw in 0..10 {
+            for first in [true, false] {
+                // Q·Kᵀ: 4 K rows of stride 11, packed Q with row stride 6, scores stride 5.
+                let k = values(4 * 11, 1 + dw as u32);
+                let q = values(dw * 6 + 4, 2);
+                let mut s = [values(4 * 5, 3), values(4 * 5, 3)];
+                for (i, s) in s.iter_mut().enumerate() {
+                    let kr = core::array::from_fn(|x| k[x * 11..].as_ptr());
+                    let qp = Rows {
+                        ptr: q.as_ptr(),
+                        stride: 6,
+                    };
+                    let sp = RowsMut {
+                        ptr: s.as_mut_ptr(),
+                        stride: 5,
+                    };
+                    // SAFETY: every pointer stays inside its vector for these strides.
+                    unsafe {
+                        match i {
+                            0 => qk_4x4(kr, qp, sp, dw, first),
+                            _ => qk_kernel::<Scalar, 4, 4>(Scalar::new(), kr, qp, sp, dw, first),
+                        }
+                    }
+                }
+                assert_eq!(bits(&s[0]), bits(&s[1]), "qk dw {dw}");
+
+                // P·V: weights stride 7, values stride 9 from column 3, accumulators stride 8.
+                let w = values(dw * 7 + 4, 4);
+                let v = values(dw * 9 + 8, 5);
+                let mut acc = [values(4 * 8, 6), values(4 * 8, 6)];
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let (wp, vp) = (
+                        Rows {
+                            ptr: w.as_ptr(),
+                            stride: 7,
+                        },
+                        Rows {
+                            ptr: v.as_ptr(),
+                            stride: 9,
+                        },
+                    );
+                    let ap = RowsMut {
+                        ptr: acc.as_mut_ptr(),
+                        stride: 8,
+                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        match i {
+                            0 => pv_4x4((vp, 3), wp, ap, 0, dw),
+                            _ => pv_kernel::<Scalar, f32, 4, 4>(
+                                Scalar::new(),
+                                (vp, 3),
+                                wp,
+                                ap,
+                                0,
+                                dw,
+                                0,
+                            ),
+                        }
+                    }
+                }
+                assert_eq!(bits(&acc[0]), bits(&acc[1]), "pv cols {dw}");
+            }
+        }
+    }
+}
