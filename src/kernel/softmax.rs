@@ -15,7 +15,7 @@
 use pulp::Simd;
 
 use super::config::MAX_LANES;
-use super::mem::{IOTA, load, vectors_mut};
+use super::mem::{IOTA, column_mut, load, vectors_mut};
 use super::scratch::{RowBlock, Scratch};
 use super::{Block, Inputs, Keys};
 use crate::Params;
@@ -225,9 +225,8 @@ impl Block {
             let alibi = self.alibi_lanes(simd, p, keys, at);
             let mut max = neg_inf;
             let mut min_visible = pos_inf;
-            // Rows of the tile as whole slices: the range check of `at..at + lanes` is the
-            // same for every key and leaves the loop.
-            let mut tile = scratch.scores.chunks_exact_mut(stride).take(cols);
+            // The block's scores of these rows, key by key.
+            let mut tile = column_mut(scratch.scores, at, stride, lanes, cols);
             let plain = alibi.is_none() && (x.p.cap().is_none() || p.bias.is_some());
             if S::F32_LANES == 1 && masked && plain {
                 // One lane is one row: its window as three runs of keys, no mask per score
@@ -238,10 +237,10 @@ impl Block {
                     scratch.window_hi[at] as usize,
                 );
                 for row in tile.by_ref().take(lo) {
-                    row[at] = f32::NEG_INFINITY;
+                    row[0] = f32::NEG_INFINITY;
                 }
                 for row in tile.by_ref().take(hi.saturating_sub(lo)) {
-                    let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
+                    let s = &mut vectors_mut::<S>(row)[0];
                     let v = simd.mul_f32s(*s, scale);
                     min_visible = min_f32s(simd, min_visible, v);
                     max = max_f32s(simd, max, v);
@@ -249,7 +248,7 @@ impl Block {
                 }
                 let mut past = false;
                 for row in tile {
-                    row[at] = f32::NEG_INFINITY;
+                    row[0] = f32::NEG_INFINITY;
                     past = true;
                 }
                 if past {
@@ -261,7 +260,7 @@ impl Block {
                 continue;
             }
             for (j, row) in tile.enumerate() {
-                let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
+                let s = &mut vectors_mut::<S>(row)[0];
                 let mut v = simd.mul_f32s(*s, scale);
                 if let (Some(cap), None) = (x.p.cap(), p.bias) {
                     v = softcap(simd, v, cap);
@@ -320,8 +319,8 @@ impl Block {
             let at = c * lanes;
             let m = load(simd, &scratch.weight_max[at..]);
             let mut sum = simd.splat_f32s(0.0);
-            for row in scratch.scores.chunks_exact_mut(stride).take(cols) {
-                let s = &mut vectors_mut::<S>(&mut row[at..at + lanes])[0];
+            for row in column_mut(scratch.scores, at, stride, lanes, cols) {
+                let s = &mut vectors_mut::<S>(row)[0];
                 let w = weight(simd, simd.sub_f32s(*s, m), self.shift);
                 sum = simd.add_f32s(sum, w);
                 *s = w;
