@@ -139,16 +139,20 @@ pub fn exp<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 /// kernel calls it only on rows whose weights it then ignores).
 #[inline(always)]
 pub(crate) fn exp_weight<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    // Below -88, n = -127 and 2^n is the zero bit pattern: the result flushes to 0.
-    let clamped = max_f32s(simd, x, simd.splat_f32s(-88.0));
+    // Below -88, n = -127 and 2^n is the zero bit pattern: the result flushes to 0. A NaN
+    // compares false and passes through the clamp (a `max` may drop it on some levels), and
+    // then through the polynomial: `p` is NaN, and so is `p · 2^n` whatever bits the NaN
+    // gave `2^n`. (No select at the end to put it back: 4 instructions a weight on
+    // Cortex-M4F.)
+    let low = simd.splat_f32s(-88.0);
+    let clamped = simd.select_f32s(simd.less_than_f32s(x, low), low, x);
     let Reduced { t, p, .. } = reduce(simd, clamped);
     // 2^n has the bits (n + 127) << 23, and n = bits(t) − bits(ROUND) (wrapping), in
     // [-127, 0]; n = -127 gives +0.
     let bias = simd.splat_u32s(127u32.wrapping_sub(ROUND.to_bits()));
     let biased = simd.add_u32s(simd.transmute_u32s_f32s(t), bias);
     let pow2 = simd.transmute_f32s_u32s(simd.mul_u32s(biased, simd.splat_u32s(1 << 23)));
-    let y = simd.mul_f32s(p, pow2);
-    simd.select_f32s(simd.equal_f32s(x, x), y, x)
+    simd.mul_f32s(p, pow2)
 }
 
 /// Scalar `e^x` with the same algorithm, for per-row factors.
