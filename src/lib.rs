@@ -100,6 +100,14 @@ mod range;
 pub mod reference;
 pub mod split;
 pub mod stream;
+// Unit-test inputs, for the builds whose unit tests use them: the C ABI's, and the
+// assembly tiles' on hard-float Arm.
+#[cfg(all(
+    test,
+    feature = "std",
+    any(feature = "capi", all(target_arch = "arm", target_abi = "eabihf"))
+))]
+mod test_data;
 pub mod tolerance;
 mod validate;
 

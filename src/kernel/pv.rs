@@ -3,9 +3,9 @@
 //! mask edge takes its run of keys through the same tile; scattered exclusions go key by key,
 //! so the V row of an excluded key is never read for that row.
 
-use super::config::{MR, NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
 use pulp::Simd;
 
+use super::config::{MR, NV_NARROW, NV_WIDE, PV_KEYS, pv_rows, wide};
 use super::mem::{
     KvRows, Rows, RowsMut, key_steps, load, strided_copy, vectors_mut, widen, with_count,
 };

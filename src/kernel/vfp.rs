@@ -27,151 +27,99 @@ use super::mem::{Rows, RowsMut};
 /// `acc[i][j] += x[i] · y[j]` for the tile in `s0`–`s15` (`acc[i][j]` in `s(4i + j)`), with
 /// `x[i]` and `y[j]` in the registers named: 16 `vmla.f32`, row by row.
 macro_rules! outer_product {
-    ($x0:literal, $x1:literal, $x2:literal, $x3:literal; $y0:literal, $y1:literal, $y2:literal, $y3:literal) => {
+    ($x0:literal, $x1:literal, $x2:literal, $x3:literal; $($y:literal),+) => {
         concat!(
-            "vmla.f32 s0, ",
-            $x0,
-            ", ",
-            $y0,
-            "\n",
-            "vmla.f32 s1, ",
-            $x0,
-            ", ",
-            $y1,
-            "\n",
-            "vmla.f32 s2, ",
-            $x0,
-            ", ",
-            $y2,
-            "\n",
-            "vmla.f32 s3, ",
-            $x0,
-            ", ",
-            $y3,
-            "\n",
-            "vmla.f32 s4, ",
-            $x1,
-            ", ",
-            $y0,
-            "\n",
-            "vmla.f32 s5, ",
-            $x1,
-            ", ",
-            $y1,
-            "\n",
-            "vmla.f32 s6, ",
-            $x1,
-            ", ",
-            $y2,
-            "\n",
-            "vmla.f32 s7, ",
-            $x1,
-            ", ",
-            $y3,
-            "\n",
-            "vmla.f32 s8, ",
-            $x2,
-            ", ",
-            $y0,
-            "\n",
-            "vmla.f32 s9, ",
-            $x2,
-            ", ",
-            $y1,
-            "\n",
-            "vmla.f32 s10, ",
-            $x2,
-            ", ",
-            $y2,
-            "\n",
-            "vmla.f32 s11, ",
-            $x2,
-            ", ",
-            $y3,
-            "\n",
-            "vmla.f32 s12, ",
-            $x3,
-            ", ",
-            $y0,
-            "\n",
-            "vmla.f32 s13, ",
-            $x3,
-            ", ",
-            $y1,
-            "\n",
-            "vmla.f32 s14, ",
-            $x3,
-            ", ",
-            $y2,
-            "\n",
-            "vmla.f32 s15, ",
-            $x3,
-            ", ",
-            $y3,
-            "\n",
+            outer_row!("s0", "s1", "s2", "s3"; $x0; $($y),+),
+            outer_row!("s4", "s5", "s6", "s7"; $x1; $($y),+),
+            outer_row!("s8", "s9", "s10", "s11"; $x2; $($y),+),
+            outer_row!("s12", "s13", "s14", "s15"; $x3; $($y),+),
         )
     };
 }
 
-/// The tile's 16 accumulators: 4 rows of 4 floats at `acc + i · stride` bytes, read into
-/// `s0`–`s15` with `r12` (`r9` the stride), or set to 0 when `first`.
-macro_rules! read_tile {
-    () => {
-        concat!(
-            "ldr r12, [r0, #{first}]\n",
-            "cmp r12, #0\n",
-            "beq 1f\n",
-            "mov r12, #0\n",
-            "vmov s0, r12\n",
-            "vmov s1, r12\n",
-            "vmov s2, r12\n",
-            "vmov s3, r12\n",
-            "vmov s4, r12\n",
-            "vmov s5, r12\n",
-            "vmov s6, r12\n",
-            "vmov s7, r12\n",
-            "vmov s8, r12\n",
-            "vmov s9, r12\n",
-            "vmov s10, r12\n",
-            "vmov s11, r12\n",
-            "vmov s12, r12\n",
-            "vmov s13, r12\n",
-            "vmov s14, r12\n",
-            "vmov s15, r12\n",
-            "b 2f\n",
-            "1:\n",
-            "ldr r12, [r0, #{acc}]\n",
-            "ldr r9, [r0, #{acc_stride}]\n",
-            "vldmia r12, {{s0-s3}}\n",
-            "add r12, r9\n",
-            "vldmia r12, {{s4-s7}}\n",
-            "add r12, r9\n",
-            "vldmia r12, {{s8-s11}}\n",
-            "add r12, r9\n",
-            "vldmia r12, {{s12-s15}}\n",
-            "2:\n",
+/// One row of [`outer_product`]: `a[j] += x · y[j]`.
+macro_rules! outer_row {
+    ($($a:literal),+; $x:literal; $($y:literal),+) => {
+        concat!($("vmla.f32 ", $a, ", ", $x, ", ", $y, "\n"),+)
+    };
+}
+
+/// The `asm!` block of a tile, around its own parts: saves `s0`–`s31`; sets the 16
+/// accumulators to 0 when the record's `first` is set, or reads them from its `acc` rows
+/// (`acc_stride` bytes apart); runs `setup`, then `pair` `steps / 2` times and `single` once
+/// more when `steps` is odd; writes the accumulators back and restores `s0`–`s31`. `r0`
+/// holds the record (of type `$record`) throughout; `r9`, `r10` and `r12` are the frame's;
+/// the tile's own operands and registers follow.
+macro_rules! tile_asm {
+    (
+        $record:ident, $tile:expr,
+        setup: [$($setup:expr),* $(,)?],
+        pair: [$($pair:expr),* $(,)?],
+        single: [$($single:expr),* $(,)?],
+        fields: [$($field:ident),* $(,)?],
+        registers: [$($reg:tt),* $(,)?] $(,)?
+    ) => {
+        asm!(
+            "vpush {{s0-s31}}",
+            "ldr r12, [r0, #{first}]",
+            "cmp r12, #0",
+            "beq 1f",
+            "mov r12, #0",
+            "vmov s0, r12", "vmov s1, r12", "vmov s2, r12", "vmov s3, r12",
+            "vmov s4, r12", "vmov s5, r12", "vmov s6, r12", "vmov s7, r12",
+            "vmov s8, r12", "vmov s9, r12", "vmov s10, r12", "vmov s11, r12",
+            "vmov s12, r12", "vmov s13, r12", "vmov s14, r12", "vmov s15, r12",
+            "b 2f",
+            "1:",
+            "ldr r12, [r0, #{acc}]",
+            "ldr r9, [r0, #{acc_stride}]",
+            "vldmia r12, {{s0-s3}}",
+            "add r12, r9",
+            "vldmia r12, {{s4-s7}}",
+            "add r12, r9",
+            "vldmia r12, {{s8-s11}}",
+            "add r12, r9",
+            "vldmia r12, {{s12-s15}}",
+            "2:",
+            $($setup,)*
+            "ldr r10, [r0, #{steps}]",
+            "lsrs r10, r10, #1",
+            "beq 4f",
+            "3:",
+            $($pair,)*
+            "subs r10, r10, #1",
+            "bne 3b",
+            "4:",
+            "ldr r10, [r0, #{steps}]",
+            "tst r10, #1",
+            "beq 5f",
+            $($single,)*
+            "5:",
+            "ldr r12, [r0, #{acc}]",
+            "ldr r9, [r0, #{acc_stride}]",
+            "vstmia r12, {{s0-s3}}",
+            "add r12, r9",
+            "vstmia r12, {{s4-s7}}",
+            "add r12, r9",
+            "vstmia r12, {{s8-s11}}",
+            "add r12, r9",
+            "vstmia r12, {{s12-s15}}",
+            "vpop {{s0-s31}}",
+            $($field = const core::mem::offset_of!($record, $field),)*
+            first = const core::mem::offset_of!($record, first),
+            acc = const core::mem::offset_of!($record, acc),
+            acc_stride = const core::mem::offset_of!($record, acc_stride),
+            steps = const core::mem::offset_of!($record, steps),
+            in("r0") $tile,
+            $(out($reg) _,)*
+            out("r9") _, out("r10") _, out("r12") _,
         )
     };
 }
 
-/// Writes `s0`–`s15` back where [`read_tile`] reads.
-macro_rules! write_tile {
-    () => {
-        concat!(
-            "ldr r12, [r0, #{acc}]\n",
-            "ldr r9, [r0, #{acc_stride}]\n",
-            "vstmia r12, {{s0-s3}}\n",
-            "add r12, r9\n",
-            "vstmia r12, {{s4-s7}}\n",
-            "add r12, r9\n",
-            "vstmia r12, {{s8-s11}}\n",
-            "add r12, r9\n",
-            "vstmia r12, {{s12-s15}}\n",
-        )
-    };
-}
-
-/// What [`qk_4x4`]'s block reads: K rows, packed Q (strides in bytes), the score tile.
+/// What [`qk_4x4`]'s block reads: K rows (first: one `ldm` loads them), packed Q (strides
+/// in bytes), the score tile, the columns of `head_dim` (`steps`) and whether to start
+/// from 0.
 #[repr(C)]
 struct QkTile {
     k: [*const f32; 4],
@@ -179,9 +127,11 @@ struct QkTile {
     q_stride: usize,
     acc: *mut f32,
     acc_stride: usize,
-    dw: usize,
+    steps: usize,
     first: usize,
 }
+
+const _: () = assert!(core::mem::offset_of!(QkTile, k) == 0);
 
 /// [`qk_kernel`](super::tiles::qk_kernel) for 4 keys × 4 query rows of one lane:
 /// `s[x][n] (+)= Σ_{d < dw} k[x][d] · q_pack[d][n]`, adding to `s` unless `first`.
@@ -198,7 +148,7 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
         q_stride: q_pack.stride * f,
         acc: s.ptr,
         acc_stride: s.stride * f,
-        dw,
+        steps: dw,
         first: first as usize,
     };
     // SAFETY: the block reads columns d < dw of each K row and rows d < dw of the packed Q
@@ -206,56 +156,40 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
     // floats at `s`: what the caller guarantees. It restores every floating-point register
     // it uses, and names every general-purpose one it changes.
     unsafe {
-        asm!(
-            "vpush {{s0-s31}}",
-            read_tile!(),
-            "ldm r0, {{r1-r4}}",
-            "ldr r5, [r0, #{q}]",
-            "ldr r8, [r0, #{q_stride}]",
-            "ldr r10, [r0, #{dw}]",
-            "lsrs r10, r10, #1",
-            "beq 4f",
-            "3:",
-            "vldmia r5, {{s16-s19}}",
-            "add r5, r8",
-            "vldmia r5, {{s20-s23}}",
-            "add r5, r8",
-            "vldmia r1!, {{s24-s25}}",
-            "vldmia r2!, {{s26-s27}}",
-            "vldmia r3!, {{s28-s29}}",
-            "vldmia r4!, {{s30-s31}}",
-            outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
-            outer_product!("s25", "s27", "s29", "s31"; "s20", "s21", "s22", "s23"),
-            "subs r10, r10, #1",
-            "bne 3b",
-            "4:",
-            "ldr r10, [r0, #{dw}]",
-            "tst r10, #1",
-            "beq 5f",
-            "vldmia r5, {{s16-s19}}",
-            "vldr s24, [r1]",
-            "vldr s26, [r2]",
-            "vldr s28, [r3]",
-            "vldr s30, [r4]",
-            outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
-            "5:",
-            write_tile!(),
-            "vpop {{s0-s31}}",
-            q = const core::mem::offset_of!(QkTile, q),
-            q_stride = const core::mem::offset_of!(QkTile, q_stride),
-            acc = const core::mem::offset_of!(QkTile, acc),
-            acc_stride = const core::mem::offset_of!(QkTile, acc_stride),
-            dw = const core::mem::offset_of!(QkTile, dw),
-            first = const core::mem::offset_of!(QkTile, first),
-            in("r0") &tile,
-            out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-            out("r8") _, out("r9") _, out("r10") _, out("r12") _,
+        tile_asm!(QkTile, &tile,
+            setup: [
+                "ldm r0, {{r1-r4}}",
+                "ldr r5, [r0, #{q}]",
+                "ldr r8, [r0, #{q_stride}]",
+            ],
+            pair: [
+                "vldmia r5, {{s16-s19}}",
+                "add r5, r8",
+                "vldmia r5, {{s20-s23}}",
+                "add r5, r8",
+                "vldmia r1!, {{s24-s25}}",
+                "vldmia r2!, {{s26-s27}}",
+                "vldmia r3!, {{s28-s29}}",
+                "vldmia r4!, {{s30-s31}}",
+                outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
+                outer_product!("s25", "s27", "s29", "s31"; "s20", "s21", "s22", "s23"),
+            ],
+            single: [
+                "vldmia r5, {{s16-s19}}",
+                "vldr s24, [r1]",
+                "vldr s26, [r2]",
+                "vldr s28, [r3]",
+                "vldr s30, [r4]",
+                outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
+            ],
+            fields: [q, q_stride],
+            registers: ["r1", "r2", "r3", "r4", "r5", "r8"],
         );
     }
 }
 
 /// What [`pv_4x4`]'s block reads: weight rows, value rows (strides in bytes), the
-/// accumulator tile.
+/// accumulator tile, the keys (`steps`), and `first`, always 0: P·V adds to the tile.
 #[repr(C)]
 struct PvTile {
     w: *const f32,
@@ -264,7 +198,7 @@ struct PvTile {
     v_stride: usize,
     acc: *mut f32,
     acc_stride: usize,
-    cols: usize,
+    steps: usize,
     first: usize,
 }
 
@@ -287,7 +221,7 @@ pub(super) unsafe fn pv_4x4(
         v_stride: v.stride * f,
         acc: acc.ptr.wrapping_add(col),
         acc_stride: acc.stride * f,
-        cols,
+        steps: cols,
         first: 0,
     };
     // SAFETY: the block reads weight rows j < cols (4 floats each) and value rows j < cols
@@ -295,50 +229,32 @@ pub(super) unsafe fn pv_4x4(
     // and reads and writes the 4 × 4 floats at `acc.at(0, col)`: what the caller
     // guarantees. Registers as in `qk_4x4`.
     unsafe {
-        asm!(
-            "vpush {{s0-s31}}",
-            read_tile!(),
-            "ldr r1, [r0, #{w}]",
-            "ldr r2, [r0, #{w_stride}]",
-            "ldr r3, [r0, #{v}]",
-            "ldr r4, [r0, #{v_stride}]",
-            "ldr r10, [r0, #{cols}]",
-            "lsrs r10, r10, #1",
-            "beq 4f",
-            "3:",
-            "vldmia r1, {{s16-s19}}",
-            "vldmia r3, {{s24-s27}}",
-            "add r1, r2",
-            "add r3, r4",
-            "vldmia r1, {{s20-s23}}",
-            "vldmia r3, {{s28-s31}}",
-            "add r1, r2",
-            "add r3, r4",
-            outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
-            outer_product!("s20", "s21", "s22", "s23"; "s28", "s29", "s30", "s31"),
-            "subs r10, r10, #1",
-            "bne 3b",
-            "4:",
-            "ldr r10, [r0, #{cols}]",
-            "tst r10, #1",
-            "beq 5f",
-            "vldmia r1, {{s16-s19}}",
-            "vldmia r3, {{s24-s27}}",
-            outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
-            "5:",
-            write_tile!(),
-            "vpop {{s0-s31}}",
-            w = const core::mem::offset_of!(PvTile, w),
-            w_stride = const core::mem::offset_of!(PvTile, w_stride),
-            v = const core::mem::offset_of!(PvTile, v),
-            v_stride = const core::mem::offset_of!(PvTile, v_stride),
-            acc = const core::mem::offset_of!(PvTile, acc),
-            acc_stride = const core::mem::offset_of!(PvTile, acc_stride),
-            cols = const core::mem::offset_of!(PvTile, cols),
-            first = const core::mem::offset_of!(PvTile, first),
-            in("r0") &tile,
-            out("r1") _, out("r2") _, out("r3") _, out("r4") _,
-            out("r9") _, out("r10") _, out("r12") _,
+        tile_asm!(PvTile, &tile,
+            setup: [
+                "ldr r1, [r0, #{w}]",
+                "ldr r2, [r0, #{w_stride}]",
+                "ldr r3, [r0, #{v}]",
+                "ldr r4, [r0, #{v_stride}]",
+            ],
+            pair: [
+                "vldmia r1, {{s16-s19}}",
+                "vldmia r3, {{s24-s27}}",
+                "add r1, r2",
+                "add r3, r4",
+                "vldmia r1, {{s20-s23}}",
+                "vldmia r3, {{s28-s31}}",
+                "add r1, r2",
+                "add r3, r4",
+                outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
+                outer_product!("s20", "s21", "s22", "s23"; "s28", "s29", "s30", "s31"),
+            ],
+            single: [
+                "vldmia r1, {{s16-s19}}",
+                "vldmia r3, {{s24-s27}}",
+                outer_product!("s16", "s17", "s18", "s19"; "s24", "s25", "s26", "s27"),
+            ],
+            fields: [w, w_stride, v, v_stride],
+            registers: ["r1", "r2", "r3", "r4"],
         );
     }
 }
@@ -349,17 +265,7 @@ mod tests {
 
     use super::super::tiles::{pv_kernel, qk_kernel};
     use super::*;
-
-    /// Deterministic values in [-2, 2).
-    fn values(n: usize, seed: u32) -> std::vec::Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 22) as f32 - 2.0
-            })
-            .collect()
-    }
+    use crate::test_data::values;
 
     fn bits(x: &[f32]) -> std::vec::Vec<u32> {
         x.iter().map(|x| x.to_bits()).collect()

@@ -35,15 +35,8 @@ fn statuses_are_dense_and_described() {
     }
 }
 
-pub(super) fn data(n: usize, seed: u32) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1664525).wrapping_add(1013904223);
-            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+/// Deterministic inputs in `[-0.5, 0.5)`.
+pub(super) use crate::test_data::values as data;
 
 /// The planar 2×3×5×4 shape with an explicit scale (the default's `sqrtf` is inline
 /// assembly, which Miri cannot run).
