@@ -117,22 +117,21 @@ pub(crate) const PV_KEYS: usize = 4;
 pub(crate) const PREFETCH_KEYS: usize = 24;
 
 /// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
-/// - **Intel** (measured on Emerald Rapids, family 6 model 207): `prefetcht0`. With
-///   `prefetchnta` decode-32k ran at half the speed: AVX-512, f32, 32/8 heads, d 128, in one
-///   process alternating the two builds, 134–185 ms against 69–111 ms (benches/NOTES.md 16).
 /// - **AMD Zen 5 and later** (measured on Zen 5, family 26 model 2): `prefetchnta`, which the
 ///   [`PREFETCH_KEYS`] measurements above were taken with (75–86% of the streaming read).
-/// - **AMD before Zen 5, and every other CPU** (measured on Zen 4, family 25 model 17):
-///   `prefetcht1`, into L2. On Zen 4 decode-32k took 33–36 ms with `prefetchnta` or
-///   `prefetcht0` and 19–22 ms with `prefetcht1` or `prefetcht2`, alternating the builds
-///   (benches/NOTES.md 26). Unmeasured CPUs get it too: the L2 is where the hardware's own
-///   stream prefetchers put lines on the cores we know.
+/// - **Every other CPU**: `prefetcht1`, into L2, where the hardware's own stream prefetchers
+///   put lines on the cores we know. Measured on Zen 4 (family 25 model 17): decode-32k took
+///   33–36 ms with `prefetchnta` or `prefetcht0` and 19–22 ms with `prefetcht1` or
+///   `prefetcht2` (benches/NOTES.md 26). On an Intel Xeon with AMX and AVX512-FP16 (KVM
+///   reports family 6 model 167; 2 MiB L2, 480 MiB L3): 0.86× the time of `prefetcht0` with
+///   AVX-512 and 0.83× with AVX2, `prefetchnta` 2.1× (benches/NOTES.md 33). On Emerald Rapids
+///   (family 6 model 207) `prefetcht0` had run at twice the speed of `prefetchnta`
+///   (benches/NOTES.md 16); `prefetcht1` was not measured there.
 #[inline(always)]
 pub(crate) fn stream_hint() -> StreamHint {
     match crate::dispatch::cpu() {
-        Cpu::Intel => StreamHint::AllLevels,
         Cpu::AmdZen5On => StreamHint::NonTemporal,
-        Cpu::AmdBeforeZen5 | Cpu::Other => StreamHint::SecondLevel,
+        Cpu::Intel | Cpu::AmdBeforeZen5 | Cpu::Other => StreamHint::SecondLevel,
     }
 }
 

@@ -261,8 +261,6 @@ pub(super) fn prefetch_at<T>(p: *const T) {
 pub(crate) enum StreamHint {
     /// `prefetchnta`: into L1, bypassing what the outer caches keep.
     NonTemporal,
-    /// `prefetcht0`: into every level.
-    AllLevels,
     /// `prefetcht1`: into the second-level cache and outward, not L1.
     SecondLevel,
 }
@@ -272,7 +270,6 @@ pub(crate) enum StreamHint {
 pub(super) fn prefetch_once<T>(p: *const T, hint: StreamHint) {
     match hint {
         StreamHint::NonTemporal => prefetch::<NTA, T>(p),
-        StreamHint::AllLevels => prefetch::<T0, T>(p),
         StreamHint::SecondLevel => prefetch::<T1, T>(p),
     }
 }
