@@ -86,18 +86,40 @@ impl Plan {
     /// query blocks in multiples of the kernel's block ([`BLOCK_Q`](crate::kernel::BLOCK_Q))
     /// rows, and key splits of at least 512 keys only when heads × query blocks are too few
     /// (decode).
+    ///
+    /// Among the query blocks that give enough tasks, the one whose tasks the threads share
+    /// most evenly: the fewest kernel blocks on the busiest thread, `⌈tasks / threads⌉ ×
+    /// blocks per task`, then the fewest tasks. (Dividing 4096 rows into the target's 16 gave
+    /// 15 tasks of 288 rows and less, 8 of them on one of 2 threads: 1.6–1.8× one thread.)
     pub fn auto(shape: &Shape, threads: usize) -> Plan {
-        let target = 8 * threads.max(1);
+        let threads = threads.max(1);
+        let target = threads.saturating_mul(8);
         let groups = shape.kv_heads.max(1);
         let q_len = shape.q_len.max(1);
-        // Query blocks: enough of them for the target, each a whole number of kernel blocks.
-        let blocks_wanted = target.div_ceil(groups);
         let q_block = if q_len <= ROWS {
             q_len
         } else {
-            q_len.div_ceil(blocks_wanted).div_ceil(ROWS) * ROWS
+            let blocks = q_len.div_ceil(ROWS);
+            let busiest = |per: usize| {
+                let tasks = groups.saturating_mul(blocks.div_ceil(per));
+                tasks.div_ceil(threads).saturating_mul(per)
+            };
+            // The most kernel blocks per task that still give the target (or one block each):
+            // `⌈blocks / per⌉ ≥ want` while `per ≤ (blocks − 1) / (want − 1)`.
+            let want = target.div_ceil(groups);
+            let most = match want {
+                0 | 1 => blocks,
+                w => ((blocks - 1) / (w - 1)).max(1),
+            };
+            // (A bounded search: any shape may be asked about.)
+            let per = (1..=most)
+                .rev()
+                .take(4096)
+                .min_by_key(|&per| busiest(per))
+                .unwrap_or(1);
+            per.saturating_mul(ROWS)
         };
-        let tasks = groups * q_len.div_ceil(q_block);
+        let tasks = groups.saturating_mul(q_len.div_ceil(q_block));
         let kv_block = if tasks >= target {
             usize::MAX
         } else {

@@ -1,7 +1,8 @@
 //! `qkv::plan`: tasks run in any order (here backwards, with and without a workspace) and
 //! merged by `finish` match the reference and the one-shot call on random problems and random
 //! plans at every level and width, with K/V of every type; the task regions tile the partial
-//! buffer; errors write nothing; no rows or no keys mean no tasks.
+//! buffer; errors write nothing; no rows or no keys mean no tasks; the auto plan shares
+//! prefill evenly between threads.
 
 mod common;
 use common::kv::{Stored, with_stored};
@@ -197,4 +198,49 @@ fn assert_too_short(err: Result<(), Error>, tensor: Tensor) {
         matches!(err, Err(Error::TooShort { tensor: t, .. }) if t == tensor),
         "{err:?}"
     );
+}
+
+/// The auto plan shares the kernel blocks of a prefill evenly between the threads: no thread
+/// has more than its share of kernel blocks rounded up (4096 rows over 2 threads once gave 15
+/// tasks, 8 of them to one thread), and it still makes enough tasks for stealing.
+#[test]
+fn auto_plans_share_prefill_evenly() {
+    const ROWS: usize = 48; // the kernel's query block
+    for (heads, q_len) in [
+        (1, 4096),
+        (1, 1024),
+        (2, 4096),
+        (3, 1000),
+        (1, 100),
+        (8, 4096),
+    ] {
+        for threads in [1, 2, 3, 4, 8] {
+            let shape = Shape::new(heads, q_len, 64, 8);
+            let plan = Plan::auto(&shape, threads);
+            assert!(plan.q_block.is_multiple_of(ROWS), "{plan:?}");
+            let blocks = q_len.div_ceil(ROWS);
+            let per_task = plan.q_block / ROWS;
+            let tasks = heads * blocks.div_ceil(per_task);
+            assert_eq!(
+                plan.tasks(&shape),
+                tasks * 64usize.div_ceil(plan.kv_block.min(64))
+            );
+            let busiest = tasks.div_ceil(threads) * per_task;
+            let share = (heads * blocks).div_ceil(threads);
+            // At most one task's blocks over the share, and the share itself when a kernel
+            // block per task gives the target.
+            assert!(
+                busiest < share + per_task,
+                "{heads}x{q_len}, {threads}: {plan:?}"
+            );
+            if heads * blocks >= 8 * threads {
+                assert!(tasks >= 8 * threads, "{heads}x{q_len}, {threads}: {plan:?}");
+                assert_eq!(busiest, share, "{heads}x{q_len}, {threads}: {plan:?}");
+            }
+        }
+    }
+    // Any shape may be asked about: this one returns at once, without overflow.
+    let huge = Shape::new(1, usize::MAX, 1, 1);
+    let plan = Plan::auto(&huge, usize::MAX);
+    assert!(plan.q_block >= 1 && plan.kv_block >= 1);
 }
