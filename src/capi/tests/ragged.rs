@@ -208,8 +208,20 @@ fn offsets_statuses_write_nothing() {
             assert_eq!(s, QKV_ERR_TOO_SHORT, "{offsets:?}");
             assert!(untouched(&out, &lse), "{offsets:?}");
         }
-        // The shape is checked before the offsets describe it.
-        let odd = QkvDesc { kv_heads: 3, ..d };
+        // The shape is checked before the offsets describe it. (K and V laid out so that
+        // 3 heads stay inside their buffers, heads overlapping as inputs may: with 2 heads'
+        // strides they reached 8 floats past them, and `out` or `lse`, allocated next, could
+        // be found aliased.)
+        let three_heads = QkvLayout {
+            head_stride: DIM / 2,
+            row_stride: KV_HEADS * DIM,
+        };
+        let odd = QkvDesc {
+            kv_heads: 3,
+            k: three_heads,
+            v: three_heads,
+            ..d
+        };
         let (s, out, lse) = run(f, &x, &odd, (&short_q, &CU_K), true);
         assert_eq!(s, QKV_ERR_HEADS_NOT_DIVISIBLE);
         assert!(untouched(&out, &lse));
