@@ -623,8 +623,9 @@ typedef struct qkv_plan {
     size_t partial_len; /* floats of the partial buffer */
 } qkv_plan;
 
-/** Fills *plan for `threads` threads: at least 8 * threads tasks where the problem allows,
- *  over heads and query blocks, and over keys only when those are too few (decode).
+/** Fills *plan for `threads` threads: at least 8 * threads tasks where the query rows allow,
+ *  over heads and query blocks shared evenly, and over keys (for 2 * threads tasks) only
+ *  when those are fewer (decode) and threads > 1.
  *  Statuses as qkv_attention_f32() for desc's shape, mask and types; QKV_ERR_NULL_POINTER
  *  for a NULL plan. Nothing is written on error. */
 qkv_status qkv_plan_make(const qkv_desc *desc, size_t threads, qkv_plan *plan);

@@ -55,6 +55,13 @@ const ROWS: usize = crate::kernel::BLOCK_Q;
 /// The fewest keys a key split leaves to a task: smaller pieces cost more in overhead than
 /// they gain.
 const MIN_KEYS: usize = 512;
+/// Tasks per thread that query blocks aim at: enough that the unequal blocks of a causal
+/// prefill even out between the threads.
+const BLOCKS_PER_THREAD: usize = 8;
+/// Tasks per thread that key splits aim at, when query blocks are too few: each split is a
+/// call of its own and a merge, and its key ranges cost the same. With 2 threads, 32k keys
+/// of 8 query heads over 1 kv head ran ×1.76 one thread in 16 splits, ×2.07 in 4.
+const SPLITS_PER_THREAD: usize = 2;
 
 /// One task: kv head `g`, query rows `i0..i0 + rows`, keys `j0..j0 + keys`; its partial at
 /// `at` in the plan's buffer, `[group][rows][v_dim]` then the lse `[group][rows]`.
@@ -82,10 +89,10 @@ struct Counts {
 }
 
 impl Plan {
-    /// A plan for `threads` threads: at least `8·threads` tasks where the problem allows,
+    /// A plan for `threads` threads: at least `8·threads` tasks where the query rows allow,
     /// query blocks in multiples of the kernel's block ([`BLOCK_Q`](crate::kernel::BLOCK_Q))
-    /// rows, and key splits of at least 512 keys only when heads × query blocks are too few
-    /// (decode).
+    /// rows; key splits of at least 512 keys only when heads × query blocks are fewer than
+    /// `2·threads` (decode), for `2·threads` tasks; one thread, no key split.
     ///
     /// Among the query blocks that give enough tasks, the one whose tasks the threads share
     /// most evenly: the fewest kernel blocks on the busiest thread, `⌈tasks / threads⌉ ×
@@ -93,7 +100,7 @@ impl Plan {
     /// 15 tasks of 288 rows and less, 8 of them on one of 2 threads: 1.6–1.8× one thread.)
     pub fn auto(shape: &Shape, threads: usize) -> Plan {
         let threads = threads.max(1);
-        let target = threads.saturating_mul(8);
+        let target = threads.saturating_mul(BLOCKS_PER_THREAD);
         let groups = shape.kv_heads.max(1);
         let q_len = shape.q_len.max(1);
         let q_block = if q_len <= ROWS {
@@ -120,10 +127,11 @@ impl Plan {
             per.saturating_mul(ROWS)
         };
         let tasks = groups.saturating_mul(q_len.div_ceil(q_block));
-        let kv_block = if tasks >= target {
+        let split_target = threads.saturating_mul(SPLITS_PER_THREAD);
+        let kv_block = if threads == 1 || tasks >= split_target {
             usize::MAX
         } else {
-            let splits = target.div_ceil(tasks);
+            let splits = split_target.div_ceil(tasks);
             shape.kv_len.div_ceil(splits).max(MIN_KEYS)
         };
         Plan { q_block, kv_block }

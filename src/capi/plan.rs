@@ -65,9 +65,9 @@ fn partial_buf(plan: &QkvPlan, d: &Desc, ptr: *const f32) -> Result<Buf, QkvStat
 }
 
 /// `qkv_plan_make`: a plan for `threads` threads over the problem `desc` describes
-/// ([`Plan::auto`]): at least `8·threads` tasks where the problem allows, over heads and
-/// blocks of query rows, and over keys only when those are too few (decode). Writes
-/// `*plan`.
+/// ([`Plan::auto`]): at least `8·threads` tasks where the query rows allow, over heads and
+/// blocks of query rows shared evenly, and over keys (for `2·threads` tasks) only when those
+/// are fewer (decode) and `threads` > 1. Writes `*plan`.
 ///
 /// Returns [`QKV_OK`](super::QKV_OK), or the status the shape, mask, or types of `desc`
 /// would give `qkv_attention_f32`, or [`QKV_ERR_NULL_POINTER`] for a NULL `plan`; nothing is
