@@ -11,6 +11,8 @@ use crate::dispatch::Cpu;
 pub const BLOCK_Q: usize = 48;
 /// Keys per block at full size: a multiple of every key tile ([`KR_WIDE`], [`KR_NARROW`],
 /// [`KR_WIDE_SCALAR`]), and at most 64 so a row's included keys fit in a `u64` bit set.
+/// 24 ran prefill-4k-d128 1.06–1.08× slower on an Intel Xeon with AMX, and 56 (with a 4-key
+/// AVX2 tile) within noise there (benches/NOTES.md 33).
 pub(crate) const BLOCK_K: usize = 48;
 /// Columns of `head_dim` in the packed Q block at full size. Up to this, Q is packed once
 /// per block of rows and the scores of a key tile are summed in registers over the whole
@@ -114,6 +116,8 @@ pub(crate) const PV_KEYS: usize = 4;
 /// ahead, [`BLOCK_K`]). Without prefetches decode ran at about half the streaming bandwidth on
 /// Zen 5; with one request per line read, 24 measured best at 32k keys there: AVX-512 lost
 /// 10–20% at 32 and 48 and 7% at 16; AVX2 was within noise from 16 to 48 and lost 10% at 8.
+/// On an Intel Xeon with AMX (KVM family 6 model 167) 12, 24 and 48 were within noise with
+/// `prefetcht1` (benches/NOTES.md 33).
 pub(crate) const PREFETCH_KEYS: usize = 24;
 
 /// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
@@ -139,9 +143,11 @@ pub(crate) fn stream_hint() -> StreamHint {
 /// row's lines a key block ahead, per [`Cpu`]:
 /// - **AMD Zen 5 and later** (measured on Zen 5): yes. AVX2 prefill-4k-d128 went from 70–72%
 ///   to 78–79% of the FMA probe with it, AVX-512 within noise (benches/NOTES.md 11).
-/// - **Intel** (measured on Emerald Rapids): no. Without it AVX-512 prefill-4k-d128 went from
-///   58–63% to 67–69% of the probe (issue 15's measurement): the block's K, V and packed Q
-///   already overflow the 48 KiB L1, and the prefetched lines evict them.
+/// - **Intel** (measured on Emerald Rapids, and on a Xeon with AMX, KVM family 6 model 167):
+///   no. Without it AVX-512 prefill-4k-d128 went from 58–63% to 67–69% of the probe on
+///   Emerald Rapids (issue 15's measurement): the block's K, V and packed Q already overflow
+///   the 48 KiB L1, and the prefetched lines evict them. With it the later Xeon took
+///   1.03–1.08× the time (benches/NOTES.md 33).
 /// - **AMD before Zen 5, and every other CPU** (measured on Zen 4): no. Without it AVX2
 ///   prefill d128 took 0.93–0.94× the time, AVX-512 0.985–0.994× (benches/NOTES.md 27).
 #[inline(always)]
