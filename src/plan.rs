@@ -60,7 +60,8 @@ const MIN_KEYS: usize = 512;
 const BLOCKS_PER_THREAD: usize = 8;
 /// Tasks per thread that key splits aim at, when query blocks are too few: each split is a
 /// call of its own and a merge, and its key ranges cost the same. With 2 threads, 32k keys
-/// of 8 query heads over 1 kv head ran ×1.76 one thread in 16 splits, ×2.07 in 4.
+/// of 8 query heads over 1 kv head ran ×1.34–1.84 the one-thread call in 16 splits and
+/// ×1.76–1.94 in 4 (four alternating rounds on an Intel Xeon, benches/NOTES.md 33).
 const SPLITS_PER_THREAD: usize = 2;
 
 /// One task: kv head `g`, query rows `i0..i0 + rows`, keys `j0..j0 + keys`; its partial at
