@@ -104,30 +104,27 @@ impl Plan {
         let target = threads.saturating_mul(BLOCKS_PER_THREAD);
         let groups = shape.kv_heads.max(1);
         let q_len = shape.q_len.max(1);
-        let q_block = if q_len <= ROWS {
-            q_len
-        } else {
-            let blocks = q_len.div_ceil(ROWS);
-            let busiest = |per: usize| {
-                let tasks = groups.saturating_mul(blocks.div_ceil(per));
-                tasks.div_ceil(threads).saturating_mul(per)
-            };
-            // The most kernel blocks per task that still give the target (or one block each):
-            // `⌈blocks / per⌉ ≥ want` while `per ≤ (blocks − 1) / (want − 1)`.
-            let want = target.div_ceil(groups);
-            let most = match want {
-                0 | 1 => blocks,
-                w => ((blocks - 1) / (w - 1)).max(1),
-            };
-            // (A bounded search: any shape may be asked about.)
-            let per = (1..=most)
-                .rev()
-                .take(4096)
-                .min_by_key(|&per| busiest(per))
-                .unwrap_or(1);
-            per.saturating_mul(ROWS)
+        // Query blocks are `per` kernel blocks each (the whole query when it is one).
+        let blocks = q_len.div_ceil(ROWS);
+        let tasks_of = |per: usize| groups.saturating_mul(blocks.div_ceil(per));
+        let busiest = |per: usize| tasks_of(per).div_ceil(threads).saturating_mul(per);
+        // The most kernel blocks per task that still give the target (or one block each):
+        // `⌈blocks / per⌉ ≥ want` while `per ≤ (blocks − 1) / (want − 1)`.
+        let most = match target.div_ceil(groups) {
+            0 | 1 => blocks,
+            want => ((blocks - 1) / (want - 1)).max(1),
         };
-        let tasks = groups.saturating_mul(q_len.div_ceil(q_block));
+        // (A bounded search: any shape may be asked about.)
+        let per = (1..=most)
+            .rev()
+            .take(4096)
+            .min_by_key(|&per| busiest(per))
+            .unwrap_or(1);
+        let q_block = match q_len <= ROWS {
+            true => q_len,
+            false => per.saturating_mul(ROWS),
+        };
+        let tasks = tasks_of(per);
         let split_target = threads.saturating_mul(SPLITS_PER_THREAD);
         let kv_block = if threads == 1 || tasks >= split_target {
             usize::MAX
