@@ -2,9 +2,10 @@
 //! heads, d128) with K/V in `f32` and in `f16`, and a 4k² prefill, each with K and V in
 //! order and in pools of pages of 16, 64 and 256 keys (`[pages][kv_heads][page_len][dim]`,
 //! the pages in a shuffled order as a cache that has served many sequences holds them), and
-//! the in-order K and V read as pages of 16 (what the pages cost the kernel, without what
-//! scattered pages cost the memory system). The calls are interleaved one by one so that every layout sees the same machine; medians of
-//! the call times and of their ratio to the in-order call of the same round.
+//! the in-order K and V read as pages of each length in place (what the pages cost the
+//! kernel, without what scattered pages cost the memory system). The calls are interleaved
+//! one by one so that every layout sees the same machine; medians of the call times and of
+//! their ratio to the in-order call of the same round.
 //!
 //! ```text
 //! cargo run --release --example paged_cost [-- --level avx2|avx512|scalar|neon] [--seconds S]
@@ -93,13 +94,18 @@ fn run<T: KvType + Copy + Default>(
         };
         configs.push((format!("pages of {l}"), params, pk, pv));
     }
-    // The in-order K and V read as pages of 16 in order: the same addresses as in order, so
+    // The in-order K and V read as pages in order: the same addresses as in order, so
     // what remains is what pages cost the kernel (page arithmetic, blocks read page by page),
     // without what scattered pages cost the memory system.
-    let identity: Vec<u32> = (0..s.kv_len.div_ceil(16) as u32).collect();
-    let in_place = plain.with_pages(Pages::new(&identity, 16, 16 * s.head_dim, 16 * s.v_dim));
-    if s.kv_len.is_multiple_of(16) {
-        configs.push(("pages of 16 in place".to_string(), in_place, &k, &v));
+    let identities: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&l| (0..s.kv_len.div_ceil(l) as u32).collect())
+        .collect();
+    for (&l, identity) in lens.iter().zip(&identities) {
+        let in_place = plain.with_pages(Pages::new(identity, l, l * s.head_dim, l * s.v_dim));
+        if s.kv_len.is_multiple_of(l) {
+            configs.push((format!("pages of {l} in place"), in_place, &k, &v));
+        }
     }
     let mut times = vec![Vec::new(); configs.len()];
     let start = Instant::now();

@@ -120,6 +120,30 @@ pub(crate) const PV_KEYS: usize = 4;
 /// `prefetcht1` (benches/NOTES.md 33).
 pub(crate) const PREFETCH_KEYS: usize = 24;
 
+/// Keys per decode block through pages longer than a block of `keys`: the longest multiple
+/// of 4 (the tiles' key steps), from 16 to `keys`, that divides `page_len`, so that every
+/// block of a page has one length; `None` where there is none (then the page is cut into
+/// blocks of `keys` and a rest, as for prefill). Pages of 256 keys cut 48 × 4 + 32 × 2 ran
+/// decode-32k 1.06–1.07× the time of the same K/V in order (the pages in place, so only the
+/// cut differs), and in blocks of 32 1.00–1.02×; pages of 128 (48 + 40 + 40) 1.07–1.09×
+/// against 1.01×; pages of 64 cut 24 + 24 + 16 1.20–1.23× against 32 + 32's 1.02× (AVX-512,
+/// f32; f16 and AVX2 alike within their noise). Why a mix of lengths costs a stream that
+/// much is not known. Measured on an Intel Xeon with AMX only (KVM family 6 model 167,
+/// benches/NOTES.md 34).
+pub(crate) const fn paged_decode_keys(page_len: usize, keys: usize) -> Option<usize> {
+    if page_len <= keys {
+        return None;
+    }
+    let mut d = keys - keys % 4;
+    while d >= 16 {
+        if page_len.is_multiple_of(d) {
+            return Some(d);
+        }
+        d -= 4;
+    }
+    None
+}
+
 /// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
 /// - **AMD Zen 5 and later** (measured on Zen 5, family 26 model 2): `prefetchnta`, which the
 ///   [`PREFETCH_KEYS`] measurements above were taken with (75–86% of the streaming read).
@@ -201,4 +225,32 @@ const fn tile_table_is_valid() -> bool {
         n += 1;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long pages are cut into blocks of one length, the longest that divides them; pages a
+    /// block long or shorter, and those no multiple of 4 from 16 up divides, are not.
+    #[test]
+    fn paged_decode_blocks_divide_the_page() {
+        let cases = [
+            ((256, 48), Some(32)),
+            ((128, 48), Some(32)),
+            ((96, 48), Some(48)),
+            ((100, 48), Some(20)),
+            ((200, 48), Some(40)),
+            ((64, 48), Some(32)),
+            ((128, 16), Some(16)),
+            ((48, 48), None),
+            ((16, 48), None),
+            ((52, 48), None),
+            ((250, 48), None),
+            ((usize::MAX, 48), None),
+        ];
+        for ((page_len, keys), want) in cases {
+            assert_eq!(paged_decode_keys(page_len, keys), want, "{page_len} {keys}");
+        }
+    }
 }

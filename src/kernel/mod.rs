@@ -309,12 +309,27 @@ impl Block {
         };
         self.step(simd, x, no_keys, scratch, Op::PrepareQ);
         let paged = x.p.paged().is_some();
-        // A block never crosses a page end, where its rows stop being at one stride. The
-        // rest of a page between one and two blocks long is cut in halves of a multiple of 4
-        // keys (the tiles' key steps): a page of 64 keys is two blocks of 32, not 48 and 16.
+        // Decode cuts a long page into blocks of one length where it can.
+        let page_block = match (x.p.paged(), self.packed()) {
+            (Some(pages), false) => config::paged_decode_keys(pages.page_len, t.keys),
+            _ => None,
+        };
+        // A block never crosses a page end, where its rows stop being at one stride. Else
+        // the rest of a page between one and two blocks long is cut in halves of a multiple
+        // of 4 keys (the tiles' key steps): a page of 64 keys is two blocks of 32, not 48 and
+        // 16.
         let block_len = |k0: usize| {
             let left = keys.1 - k0;
             let run = x.p.run_end(k0) - k0;
+            if let Some(d) = page_block {
+                // Blocks end at multiples of `d` keys into the page (a range may start inside
+                // one).
+                return match run % d {
+                    0 => d,
+                    rest => rest,
+                }
+                .min(left);
+            }
             match paged && run <= left && run > t.keys && run < 2 * t.keys {
                 true => (run / 2).next_multiple_of(4).min(t.keys),
                 false => t.keys.min(left).min(run),
