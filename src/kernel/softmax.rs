@@ -101,12 +101,15 @@ fn weight<S: Simd>(simd: S, d: S::f32s, shift: f32) -> S::f32s {
 
 /// Moves a row's running `max` and `sum`, and its accumulator `acc`, to include a block whose
 /// weights were taken against `new_max` and sum to `block_sum`: the old sum and accumulator
-/// are rescaled by `e^(max − new_max)` only when the max moved.
+/// are rescaled by `e^(max − new_max)` only when the max moved from a value other than
+/// `-inf`: a row that has included nothing yet has a sum and an accumulator of 0, which the
+/// factor, 0, would leave as they are (a row's first block; every block of a decode row
+/// that sees one block).
 #[inline(always)]
 fn advance<S: Simd>(
     simd: S, max: &mut f32, sum: &mut f32, acc: &mut [f32], new_max: f32, block_sum: f32,
 ) {
-    if new_max != *max {
+    if new_max != *max && *max != f32::NEG_INFINITY {
         let alpha = exp1(*max - new_max);
         *sum *= alpha;
         let alpha = simd.splat_f32s(alpha);
