@@ -1,7 +1,9 @@
 //! Step 3, P·V: each row's accumulator gains the block's weights times the V rows of the keys
-//! it includes. Rows that include the whole block share the register tile; a row cut by a
-//! mask edge takes its run of keys through the same tile; scattered exclusions go key by key,
-//! so the V row of an excluded key is never read for that row.
+//! it includes. Rows that include the whole block share the register tile; rows cut by a
+//! mask edge take their runs of keys through the same tile, where a row's weight is 0 on the
+//! keys past its run that others include, but only over V rows whose values are finite;
+//! scattered exclusions go key by key. So a value that is infinite or NaN is never multiplied
+//! by the weight of a row that excludes its key.
 
 use pulp::Simd;
 
@@ -93,8 +95,8 @@ impl Block {
     }
 
     /// The register-tile part of [`Block::weighted_values`]: `v` holds the panel of the key
-    /// block's V rows. Rows that include the whole block share the tile; a row cut by a mask
-    /// edge takes its run of keys through it; scattered exclusions go key by key.
+    /// block's V rows. Rows that include the whole block share the tile; rows cut by a mask
+    /// edge take their runs of keys through it; scattered exclusions go key by key.
     #[inline(always)]
     pub(super) fn values_tiled<S: Widen, T: KvType>(
         self, simd: S, keys: Keys, v: KvRows<T>, scratch: &mut Scratch,
@@ -108,6 +110,8 @@ impl Block {
                 strided_copy(&mut scratch.scores[r..], stride, weights);
             }
         }
+        // Keys whose V rows (in this panel) are known to hold finite values.
+        let mut finite = (0, 0);
         let mut r = 0;
         while r < self.rows {
             let row = scratch.row(r);
@@ -119,17 +123,28 @@ impl Block {
                 continue;
             };
             // The rows that follow whose run of keys starts where this one's does share the
-            // tile over the keys all of them include: every key for whole rows, all but the
-            // last few along a causal diagonal. Each row's keys past those go key by key.
-            let (mut end, mut m) = (first.1, 1);
+            // tile: every key for whole rows; along a causal diagonal, where their runs end
+            // a key or a few apart, the keys of the longest run. A row's weight is exactly 0
+            // on the keys past its run (their scores are `-inf`), which adds nothing where
+            // those keys' values are finite (0 · ∞ is NaN): else the tile takes the keys all
+            // the rows include, and each row's keys past those go key by key.
+            let (mut end, mut longest, mut m) = (first.1, first.1, 1);
             while m < const { most::<S, T>() } && r + m < self.rows {
                 match scratch.row(r + m).run(cols) {
                     Some((lo, hi)) if lo == first.0 => {
                         end = end.min(hi);
+                        longest = longest.max(hi);
                         m += 1;
                     }
                     _ => break,
                 }
+            }
+            if longest > end
+                && ((finite.0 <= end && longest <= finite.1)
+                    || self.values_finite(simd, v, (end, longest)))
+            {
+                finite = (end, longest);
+                end = longest;
             }
             let run = (first.0, end);
             // Counts past `most` never come: their instances are left out.
@@ -270,6 +285,54 @@ impl Block {
         };
     }
 
+    /// Whether the panel's values of the V rows of keys `keys.0..keys.1` are all finite.
+    #[inline(always)]
+    fn values_finite<S: Widen, T: KvType>(
+        self, simd: S, v: KvRows<T>, keys: (usize, usize),
+    ) -> bool {
+        let zero = simd.splat_f32s(0.0);
+        // Stays 0 while every value is finite: ∞ · 0 and NaN · 0 are NaN.
+        let mut probe = zero;
+        for j in keys.0..keys.1 {
+            self.value_vectors(simd, v, j, |_, x| {
+                probe = simd.mul_add_e_f32s(x, zero, probe)
+            });
+        }
+        simd.reduce_sum_f32s(probe) == 0.0
+    }
+
+    /// Calls `f(c, x)` for each vector `c` of the panel's values of V row `j`, a partial last
+    /// one padded with 0.
+    #[inline(always)]
+    fn value_vectors<S: Widen, T: KvType>(
+        self, simd: S, v: KvRows<T>, j: usize, mut f: impl FnMut(usize, S::f32s),
+    ) {
+        let lanes = S::F32_LANES;
+        let v_row = &v.data[j * v.stride..][..v.row_len(self.vw)];
+        if let Some(row) = kv::as_f32(v_row) {
+            // Whole vectors, the tail apart: no bounds or length test per vector (on one
+            // lane such tests took 15 instructions per multiply-add).
+            let (whole, tail) = S::as_simd_f32s(row);
+            for (c, &x) in whole.iter().enumerate() {
+                f(c, x);
+            }
+            if !tail.is_empty() {
+                f(whole.len(), simd.partial_load_f32s(tail));
+            }
+            return;
+        }
+        for c in 0..self.vw.div_ceil(lanes) {
+            let (col, left) = (v.first_col() + c * lanes, self.vw - c * lanes);
+            let x = match left >= lanes {
+                // SAFETY: columns col..col + lanes ≤ col0 + vw are in `v_row`, and `col` is
+                // a multiple of the lanes (as `col0` is).
+                true => unsafe { kv::load::<S, T>(simd, v_row.as_ptr(), col) },
+                false => kv::load_tail(simd, v_row, col, left),
+            };
+            f(c, x);
+        }
+    }
+
     /// One row, only the keys whose bit is set in `bits`.
     #[inline(always)]
     fn pv_row_masked<S: Widen, T: KvType>(
@@ -283,29 +346,11 @@ impl Block {
             let j = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let w = simd.splat_f32s(scratch.scores[j * stride + r]);
-            let v_row = &v.data[j * v.stride..][..v.row_len(self.vw)];
-            if let Some(row) = kv::as_f32(v_row) {
-                // Whole vectors zipped, the tail apart: no bounds or length test per vector
-                // (on one lane such tests took 15 instructions per multiply-add).
-                let (whole, tail) = S::as_simd_f32s(row);
-                for (a, &x) in acc.iter_mut().zip(whole) {
+            self.value_vectors(simd, v, j, |c, x| {
+                if let Some(a) = acc.get_mut(c) {
                     *a = simd.mul_add_e_f32s(w, x, *a);
                 }
-                if let (false, Some(a)) = (tail.is_empty(), acc.get_mut(whole.len())) {
-                    *a = simd.mul_add_e_f32s(w, simd.partial_load_f32s(tail), *a);
-                }
-                continue;
-            }
-            for (c, a) in acc.iter_mut().enumerate() {
-                let (col, left) = (v.first_col() + c * lanes, self.vw - c * lanes);
-                let x = match left >= lanes {
-                    // SAFETY: columns col..col + lanes ≤ col0 + vw are in `v_row`, and `col`
-                    // is a multiple of the lanes (as `col0` is).
-                    true => unsafe { kv::load::<S, T>(simd, v_row.as_ptr(), col) },
-                    false => kv::load_tail(simd, v_row, col, left),
-                };
-                *a = simd.mul_add_e_f32s(w, x, *a);
-            }
+            });
         }
     }
 
