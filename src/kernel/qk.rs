@@ -26,15 +26,34 @@ impl Block {
         }
     }
 
-    /// Packs columns `d0..d0 + dw` of the block's Q rows as `q_pack[d][r]`, with zeros in
-    /// the padding rows of the last vector.
+    /// Where row `r` of a panel `dw` columns wide starts in `q_pack`, and the distance
+    /// between its columns. SIMD levels pack `q_pack[d][r]` (rows `row_stride` apart, a
+    /// vector of rows per load); one lane packs each tile of `QR_WIDE_SCALAR` rows apart,
+    /// `[d][r]` within it (the last, partial tile as narrow as its rows), so that a tile's
+    /// rows of consecutive columns are consecutive floats (one `vldmia` loads two columns
+    /// in `vfp::qk_4x4`).
+    #[inline(always)]
+    fn q_pack_at<S: Simd>(self, r: usize, dw: usize, row_stride: usize) -> (usize, usize) {
+        match S::F32_LANES {
+            1 => {
+                let first = r - r % QR_WIDE_SCALAR;
+                let width = QR_WIDE_SCALAR.min(self.rows - first);
+                (first * dw + r % QR_WIDE_SCALAR, width)
+            }
+            _ => (r, row_stride),
+        }
+    }
+
+    /// Packs columns `d0..d0 + dw` of the block's Q rows where [`Block::q_pack_at`] says,
+    /// with zeros in the padding rows of the last vector.
     #[inline(always)]
     fn pack_q<S: Simd>(self, x: &Inputs, d0: usize, dw: usize, scratch: &mut Scratch) {
         let stride = scratch.t.row_stride;
         let q_pack = &mut scratch.q_pack[..dw * stride];
         for r in 0..self.rows {
             let (h, i) = self.row(r);
-            strided_copy(&mut q_pack[r..], stride, &x.q[x.p.q.at(h, i) + d0..][..dw]);
+            let (at, step) = self.q_pack_at::<S>(r, dw, stride);
+            strided_copy(&mut q_pack[at..], step, &x.q[x.p.q.at(h, i) + d0..][..dw]);
         }
         for r in self.rows..self.row_vectors::<S>() * S::F32_LANES {
             for d in 0..dw {
@@ -121,12 +140,13 @@ impl Block {
                     n if S::F32_LANES == 1 && n < QR => 1,
                     n => n,
                 };
-                let packed = &scratch.q_pack[c * lanes..][..(dw - 1) * stride + n * lanes];
+                let (at, q_stride) = self.q_pack_at::<S>(c * lanes, dw, stride);
+                let packed = &scratch.q_pack[at..][..(dw - 1) * q_stride + n * lanes];
                 let s =
                     &mut scratch.scores[j0 * stride + c * lanes..][..(KR - 1) * stride + n * lanes];
                 let qp = Rows {
                     ptr: packed.as_ptr(),
-                    stride,
+                    stride: q_stride,
                 };
                 let sp = RowsMut {
                     ptr: s.as_mut_ptr(),
@@ -134,7 +154,7 @@ impl Block {
                 };
                 let first = d0 == 0;
                 // SAFETY: every `k_rows` pointer has `dw` floats; `packed` holds `dw` rows
-                // of `n` vectors at stride `stride`; `s` holds `KR` rows of `n` vectors
+                // of `n` vectors at stride `q_stride`; `s` holds `KR` rows of `n` vectors
                 // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
                 unsafe {
                     // Counts `n` never takes are left out.

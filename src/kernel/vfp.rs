@@ -4,7 +4,7 @@
 //! in one instruction. LLVM loads each float of those tiles with a `vldr` of its own (16 per
 //! 32 multiply-adds: 0.9 instructions a flop on Cortex-M4F), and at opt-level s and z leaves
 //! their loops rolled, the accumulators in memory; here each loop is 42 instructions per 64
-//! flops at every opt-level.
+//! flops at every opt-level (39 for Q·Kᵀ, whose packed Q is tile by tile).
 //!
 //! Each multiply-add is a `vmla.f32` (multiply, round, add, round), which is what the
 //! generic tiles' unfused `mul_add_e` compiles to on these cores, in the same order per
@@ -46,8 +46,9 @@ macro_rules! outer_row {
 
 /// The `asm!` block of a tile, around its own parts: saves `s0`–`s31`; sets the 16
 /// accumulators to 0 when the record's `first` is set, or reads them from its `acc` rows
-/// (`acc_stride` bytes apart); runs `setup`, then `pair` `steps / 2` times and `single` once
-/// more when `steps` is odd; writes the accumulators back and restores `s0`–`s31`. `r0`
+/// (`acc_stride` bytes apart); runs `setup`, then `pair` `steps / 2` times (two per turn of
+/// the loop, and one more when `steps / 2` is odd) and `single` once more when `steps` is
+/// odd; writes the accumulators back and restores `s0`–`s31`. `r0`
 /// holds the record (of type `$record`) throughout; `r9`, `r10` and `r12` are the frame's;
 /// the tile's own operands and registers follow.
 macro_rules! tile_asm {
@@ -83,14 +84,19 @@ macro_rules! tile_asm {
             "2:",
             $($setup,)*
             "ldr r10, [r0, #{steps}]",
-            "lsrs r10, r10, #1",
+            "lsrs r10, r10, #2",
             "beq 4f",
             "3:",
+            $($pair,)*
             $($pair,)*
             "subs r10, r10, #1",
             "bne 3b",
             "4:",
             "ldr r10, [r0, #{steps}]",
+            "tst r10, #2",
+            "beq 6f",
+            $($pair,)*
+            "6:",
             "tst r10, #1",
             "beq 5f",
             $($single,)*
@@ -117,14 +123,13 @@ macro_rules! tile_asm {
     };
 }
 
-/// What [`qk_4x4`]'s block reads: K rows (first: one `ldm` loads them), packed Q (strides
-/// in bytes), the score tile, the columns of `head_dim` (`steps`) and whether to start
-/// from 0.
+/// What [`qk_4x4`]'s block reads: K rows (first: one `ldm` loads them), packed Q (its 4
+/// rows of each column consecutive, columns consecutive), the score tile (stride in bytes),
+/// the columns of `head_dim` (`steps`) and whether to start from 0.
 #[repr(C)]
 struct QkTile {
     k: [*const f32; 4],
     q: *const f32,
-    q_stride: usize,
     acc: *mut f32,
     acc_stride: usize,
     steps: usize,
@@ -137,36 +142,34 @@ const _: () = assert!(core::mem::offset_of!(QkTile, k) == 0);
 /// `s[x][n] (+)= Σ_{d < dw} k[x][d] · q_pack[d][n]`, adding to `s` unless `first`.
 ///
 /// # Safety
-/// For `x < 4`, `d < dw`, `n < 4`: `k[x] + d` and `q_pack.at(d, n)` are readable, and
-/// `s.at(x, n)` is readable and writable (all `f32`s, so aligned to 4 bytes).
+/// `q_pack.stride` is 4: the packed rows of a column are followed by the next column's
+/// (two columns load as one `vldmia` of 8). For `x < 4`, `d < dw`, `n < 4`: `k[x] + d`
+/// and `q_pack.at(d, n)` are readable, and `s.at(x, n)` is readable and writable (all
+/// `f32`s, so aligned to 4 bytes).
 #[inline(always)]
 pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: usize, first: bool) {
+    debug_assert_eq!(q_pack.stride, 4);
     let f = size_of::<f32>();
     let tile = QkTile {
         k,
         q: q_pack.ptr,
-        q_stride: q_pack.stride * f,
         acc: s.ptr,
         acc_stride: s.stride * f,
         steps: dw,
         first: first as usize,
     };
-    // SAFETY: the block reads columns d < dw of each K row and rows d < dw of the packed Q
-    // (pairs in the loop, then the last one when dw is odd) and reads and writes the 4 × 4
-    // floats at `s`: what the caller guarantees. It restores every floating-point register
-    // it uses, and names every general-purpose one it changes.
+    // SAFETY: the block reads columns d < dw of each K row and the 4·dw floats of the
+    // packed Q (pairs of columns in the loop, then the last one when dw is odd) and reads
+    // and writes the 4 × 4 floats at `s`: what the caller guarantees. It restores every
+    // floating-point register it uses, and names every general-purpose one it changes.
     unsafe {
         tile_asm!(QkTile, &tile,
             setup: [
                 "ldm r0, {{r1-r4}}",
                 "ldr r5, [r0, #{q}]",
-                "ldr r8, [r0, #{q_stride}]",
             ],
             pair: [
-                "vldmia r5, {{s16-s19}}",
-                "add r5, r8",
-                "vldmia r5, {{s20-s23}}",
-                "add r5, r8",
+                "vldmia r5!, {{s16-s23}}",
                 "vldmia r1!, {{s24-s25}}",
                 "vldmia r2!, {{s26-s27}}",
                 "vldmia r3!, {{s28-s29}}",
@@ -182,8 +185,8 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
                 "vldr s30, [r4]",
                 outer_product!("s24", "s26", "s28", "s30"; "s16", "s17", "s18", "s19"),
             ],
-            fields: [q, q_stride],
-            registers: ["r1", "r2", "r3", "r4", "r5", "r8"],
+            fields: [q],
+            registers: ["r1", "r2", "r3", "r4", "r5"],
         );
     }
 }
@@ -277,15 +280,15 @@ mod tests {
     fn vfp_tiles_are_the_generic_tiles() {
         for dw in 0..10 {
             for first in [true, false] {
-                // Q·Kᵀ: 4 K rows of stride 11, packed Q with row stride 6, scores stride 5.
+                // Q·Kᵀ: 4 K rows of stride 11, packed Q (row stride 4), scores stride 5.
                 let k = values(4 * 11, 1 + dw as u32);
-                let q = values(dw * 6 + 4, 2);
+                let q = values(dw * 4 + 4, 2);
                 let mut s = [values(4 * 5, 3), values(4 * 5, 3)];
                 for (i, s) in s.iter_mut().enumerate() {
                     let kr = core::array::from_fn(|x| k[x * 11..].as_ptr());
                     let qp = Rows {
                         ptr: q.as_ptr(),
-                        stride: 6,
+                        stride: 4,
                     };
                     let sp = RowsMut {
                         ptr: s.as_mut_ptr(),
