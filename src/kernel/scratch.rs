@@ -8,7 +8,7 @@ use crate::kv::KvKind;
 use super::config::{MAX_LANES, MR, TILE_TABLE};
 
 /// Per-row `f32` arrays of [`Scratch`] (max, sum, window_lo, window_hi, block_max,
-/// min_visible, weight_max, block_sum), plus two `u32` words of included keys.
+/// visible_probe, weight_max, block_sum), plus two `u32` words of included keys.
 const PER_ROW: usize = 8 + 2;
 
 /// Packed tiles start on a 64-byte boundary of the working memory (a cache line, an
@@ -189,9 +189,9 @@ pub(super) struct Scratch<'w> {
     pub window_hi: &'w mut [f32],
     /// Per row: the largest of its masked scores in the current block.
     pub block_max: &'w mut [f32],
-    /// Per row: the smallest of its visible scores in the current block (`-inf` means some
-    /// visible key is excluded by its score).
-    pub min_visible: &'w mut [f32],
+    /// Per row: 0 when all its visible scores in the current block are finite, else NaN
+    /// (some visible key may be excluded by a score of `-inf`).
+    pub visible_probe: &'w mut [f32],
     /// Per row: the max the block's weights are taken against (the new running max).
     pub weight_max: &'w mut [f32],
     /// Per row: the sum of the block's weights.
@@ -219,7 +219,7 @@ impl<'w> Scratch<'w> {
         let (window_lo, ws) = ws.split_at_mut(rs);
         let (window_hi, ws) = ws.split_at_mut(rs);
         let (block_max, ws) = ws.split_at_mut(rs);
-        let (min_visible, ws) = ws.split_at_mut(rs);
+        let (visible_probe, ws) = ws.split_at_mut(rs);
         let (weight_max, ws) = ws.split_at_mut(rs);
         let (block_sum, ws) = ws.split_at_mut(rs);
         // f32 and u32 have the same size and alignment: the bits are only ever read as u32.
@@ -237,7 +237,7 @@ impl<'w> Scratch<'w> {
             window_lo,
             window_hi,
             block_max,
-            min_visible,
+            visible_probe,
             weight_max,
             block_sum,
             included,

@@ -19,7 +19,7 @@ use super::mem::{IOTA, column_mut, load, vectors_mut};
 use super::scratch::{RowBlock, Scratch};
 use super::{Block, Inputs, Keys};
 use crate::Params;
-use crate::exp::{exp_weight, exp1, max_f32s, min_f32s, softcap, softcap1};
+use crate::exp::{exp_weight, exp1, max_f32s, softcap, softcap1};
 
 /// The keys of the block `keys` that query row `i` may see under the mask, as offsets
 /// `lo..hi` into the block (`lo == hi` when it sees none).
@@ -39,8 +39,9 @@ struct RowScores<F> {
     cols: usize,
     /// The largest score (a NaN may be missed: `max` ignores NaN on some levels).
     max: f32,
-    /// The smallest visible score; `-inf` means a visible key is excluded by its score.
-    min_visible: f32,
+    /// Every visible score is finite. When not, some may be `-inf` (a key excluded by its
+    /// score), and the keys are decided score by score.
+    finite: bool,
     /// The row's score of key `j` of the block, `-inf` when excluded.
     score: F,
 }
@@ -65,7 +66,7 @@ fn decide(old_max: f32, s: RowScores<impl Fn(usize) -> f32>) -> Option<(f32, Row
         }
         new_max = f32::NAN;
     }
-    let all_visible_included = s.min_visible != f32::NEG_INFINITY;
+    let all_visible_included = s.finite;
     let whole = lo == 0 && hi == s.cols && all_visible_included;
     let keys = match (whole, all_visible_included) {
         (true, _) => u64::MAX,
@@ -218,23 +219,25 @@ impl Block {
         // A bias was added to scaled scores by `bias_row`.
         let scale = simd.splat_f32s(if p.bias.is_some() { 1.0 } else { x.scale });
         let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
-        let pos_inf = simd.splat_f32s(f32::INFINITY);
+        let zero = simd.splat_f32s(0.0);
 
-        // Scale and mask; per row, the block's max and the least visible score.
+        // Scale and mask; per row, the block's max and whether its visible scores are finite.
         for c in 0..row_vectors {
             let at = c * lanes;
             let lo = load(simd, &scratch.window_lo[at..]);
             let hi = load(simd, &scratch.window_hi[at..]);
             let alibi = self.alibi_lanes(simd, p, keys, at);
             let mut max = neg_inf;
-            let mut min_visible = pos_inf;
+            // 0 while every visible score is finite: ∞ · 0 and NaN · 0 are NaN. (A compare
+            // and a select per score on Cortex-M4F, where `min` took four instructions.)
+            let mut probe = zero;
             // The block's scores of these rows, key by key.
             let mut tile = column_mut(scratch.scores, at, stride, lanes, cols);
             let plain = alibi.is_none() && (x.p.cap().is_none() || p.bias.is_some());
             if S::F32_LANES == 1 && masked && plain {
                 // One lane is one row: its window as three runs of keys, no mask per score
                 // (43 instructions a score on Cortex-M4F). The same values bit for bit: a
-                // masked key's `max` and `min` with ∓∞ only turn a NaN into ∓∞, once.
+                // masked key's `max` with -∞ only turns a NaN into -∞, once.
                 let (lo, hi) = (
                     scratch.window_lo[at] as usize,
                     scratch.window_hi[at] as usize,
@@ -245,7 +248,7 @@ impl Block {
                 for row in tile.by_ref().take(hi.saturating_sub(lo)) {
                     let s = &mut vectors_mut::<S>(row)[0];
                     let v = simd.mul_f32s(*s, scale);
-                    min_visible = min_f32s(simd, min_visible, v);
+                    probe = simd.mul_add_e_f32s(v, zero, probe);
                     max = max_f32s(simd, max, v);
                     *s = v;
                 }
@@ -256,10 +259,9 @@ impl Block {
                 }
                 if past {
                     max = max_f32s(simd, max, neg_inf);
-                    min_visible = min_f32s(simd, min_visible, pos_inf);
                 }
                 vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
-                vectors_mut::<S>(&mut scratch.min_visible[at..][..lanes])[0] = min_visible;
+                vectors_mut::<S>(&mut scratch.visible_probe[at..][..lanes])[0] = probe;
                 continue;
             }
             for (j, row) in tile.enumerate() {
@@ -278,17 +280,17 @@ impl Block {
                         simd.greater_than_or_equal_f32s(jv, lo),
                         simd.less_than_f32s(jv, hi),
                     );
+                    let seen = simd.select_f32s(visible, v, zero);
+                    probe = simd.mul_add_e_f32s(seen, zero, probe);
                     v = simd.select_f32s(visible, v, neg_inf);
-                    min_visible =
-                        min_f32s(simd, min_visible, simd.select_f32s(visible, v, pos_inf));
                 } else {
-                    min_visible = min_f32s(simd, min_visible, v);
+                    probe = simd.mul_add_e_f32s(v, zero, probe);
                 }
                 max = max_f32s(simd, max, v);
                 *s = v;
             }
             vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
-            vectors_mut::<S>(&mut scratch.min_visible[at..][..lanes])[0] = min_visible;
+            vectors_mut::<S>(&mut scratch.visible_probe[at..][..lanes])[0] = probe;
         }
 
         // The step's decision, per row.
@@ -306,7 +308,7 @@ impl Block {
                         window,
                         cols,
                         max: scratch.block_max[r],
-                        min_visible: scratch.min_visible[r],
+                        finite: scratch.visible_probe[r] == 0.0,
                         score: |j: usize| scores[j * stride + r],
                     };
                     // A skipped row's weights are never read.
@@ -389,7 +391,7 @@ impl Block {
         }
         let scale = simd.splat_f32s(x.scale);
         let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
-        let pos_inf = simd.splat_f32s(f32::INFINITY);
+        let zero = simd.splat_f32s(0.0);
         let iota = load(simd, &IOTA[..lanes]);
         let bias =
             x.p.bias
@@ -398,9 +400,10 @@ impl Block {
         let (ks, v_cols) = (scratch.t.key_stride, scratch.t.v_cols);
         let row = &mut vectors_mut::<S>(&mut scratch.dot_scores[r * ks..][..ks])[..n_vec];
 
-        // Scale, bias and mask; the block's max and the least visible score.
+        // Scale, bias and mask; the block's max and whether its visible scores are finite
+        // (the probe stays 0 until one is not: ∞ · 0 and NaN · 0 are NaN).
         let mut max = neg_inf;
-        let mut min_visible = pos_inf;
+        let mut probe = zero;
         // The scaled score, softcapped.
         let scaled = |s: S::f32s| {
             let v = simd.mul_f32s(s, scale);
@@ -420,7 +423,7 @@ impl Block {
             // Every lane is a visible key: no masks to build.
             for (vi, s) in row.iter_mut().enumerate() {
                 let v = with_alibi(scaled(*s), vi);
-                min_visible = min_f32s(simd, min_visible, v);
+                probe = simd.mul_add_e_f32s(v, zero, probe);
                 max = max_f32s(simd, max, v);
                 *s = v;
             }
@@ -438,8 +441,9 @@ impl Block {
                     simd.greater_than_or_equal_f32s(j, simd.splat_f32s(lo as f32)),
                     simd.less_than_f32s(j, simd.splat_f32s(hi as f32)),
                 );
+                let seen = simd.select_f32s(visible, v, zero);
+                probe = simd.mul_add_e_f32s(seen, zero, probe);
                 v = simd.select_f32s(visible, v, neg_inf);
-                min_visible = min_f32s(simd, min_visible, simd.select_f32s(visible, v, pos_inf));
                 max = max_f32s(simd, max, v);
                 *s = v;
             }
@@ -450,7 +454,7 @@ impl Block {
             window: (lo, hi),
             cols,
             max: simd.reduce_max_f32s(max),
-            min_visible: simd.reduce_min_f32s(min_visible),
+            finite: simd.reduce_sum_f32s(probe) == 0.0,
             score: |j: usize| scores[j],
         };
         let Some((new_max, row_block)) = decide(scratch.max[r], summary) else {
