@@ -157,9 +157,14 @@ impl Block {
                 // of `n` vectors at stride `q_stride`; `s` holds `KR` rows of `n` vectors
                 // (`j0 + KR ≤ t.keys` as KR divides the keys of a packed block).
                 unsafe {
-                    // Counts `n` never takes are left out.
+                    // Counts `n` never takes are left out. One lane takes a last lone key
+                    // alone, not as a tile of `KR` whose other keys repeat it (the firmware
+                    // call's 37 keys are 9 tiles and one key).
                     with_count!(n, [4, 3, 2], 1, N => if N <= QR && (S::F32_LANES > 1 || N == QR || N == 1) {
-                        qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first)
+                        match S::F32_LANES == 1 && j0 + 1 == cols {
+                            true => qk_kernel::<S, 1, N>(simd, [k_rows[0]], qp, sp, dw, first),
+                            false => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first),
+                        }
                     })
                 }
                 c += n;
