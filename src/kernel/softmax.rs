@@ -231,40 +231,43 @@ impl Block {
             // 0 while every visible score is finite: ∞ · 0 and NaN · 0 are NaN. (A compare
             // and a select per score on Cortex-M4F, where `min` took four instructions.)
             let mut probe = zero;
-            // The block's scores of these rows, key by key.
-            let mut tile = column_mut(scratch.scores, at, stride, lanes, cols);
             let plain = alibi.is_none() && (x.p.cap().is_none() || p.bias.is_some());
             if S::F32_LANES == 1 && masked && plain {
                 // One lane is one row: its window as three runs of keys, no mask per score
-                // (43 instructions a score on Cortex-M4F). The same values bit for bit: a
-                // masked key's `max` with -∞ only turns a NaN into -∞, once.
+                // (43 instructions a score on Cortex-M4F), each its own column (one count
+                // per loop: a `take` of one column kept two). The same values bit for bit:
+                // a masked key's `max` with -∞ only turns a NaN into -∞, once.
                 let (lo, hi) = (
                     scratch.window_lo[at] as usize,
                     scratch.window_hi[at] as usize,
                 );
-                for row in tile.by_ref().take(lo) {
+                let hi = hi.max(lo);
+                let run = |from: usize, to: usize| (at + from * stride, to - from);
+                let (first, len) = run(0, lo);
+                for row in column_mut(scratch.scores, first, stride, lanes, len) {
                     row[0] = f32::NEG_INFINITY;
                 }
-                for row in tile.by_ref().take(hi.saturating_sub(lo)) {
+                let (first, len) = run(lo, hi);
+                for row in column_mut(scratch.scores, first, stride, lanes, len) {
                     let s = &mut vectors_mut::<S>(row)[0];
                     let v = simd.mul_f32s(*s, scale);
                     probe = simd.mul_add_e_f32s(v, zero, probe);
                     max = max_f32s(simd, max, v);
                     *s = v;
                 }
-                let mut past = false;
-                for row in tile {
+                let (first, len) = run(hi, cols.max(hi));
+                for row in column_mut(scratch.scores, first, stride, lanes, len) {
                     row[0] = f32::NEG_INFINITY;
-                    past = true;
                 }
-                if past {
+                if hi < cols {
                     max = max_f32s(simd, max, neg_inf);
                 }
                 vectors_mut::<S>(&mut scratch.block_max[at..][..lanes])[0] = max;
                 vectors_mut::<S>(&mut scratch.visible_probe[at..][..lanes])[0] = probe;
                 continue;
             }
-            for (j, row) in tile.enumerate() {
+            // The block's scores of these rows, key by key.
+            for (j, row) in column_mut(scratch.scores, at, stride, lanes, cols).enumerate() {
                 let s = &mut vectors_mut::<S>(row)[0];
                 let mut v = simd.mul_f32s(*s, scale);
                 if let (Some(cap), None) = (x.p.cap(), p.bias) {
