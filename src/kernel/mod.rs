@@ -395,7 +395,19 @@ impl Block {
                 // NaN·0 are NaN): a multiply-add per element, where `is_finite` took six
                 // instructions on Cortex-M4F.
                 let mut probe = 0.0f32;
-                for (o, &a) in dst.iter_mut().zip(&scratch.acc[r * scratch.t.v_cols..]) {
+                let acc = &scratch.acc[r * scratch.t.v_cols..][..dst.len()];
+                // Hard-float Arm takes whole groups of 4 in assembly, the same operations.
+                #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+                let (dst, acc) = match dst.len() / 4 {
+                    quads if quads > 0 && !redo => {
+                        // SAFETY: `dst` and `acc` hold `dst.len() ≥ 4·quads` floats.
+                        probe =
+                            unsafe { vfp::normalize(dst.as_mut_ptr(), acc.as_ptr(), quads, sum) };
+                        (&mut dst[quads * 4..], &acc[quads * 4..])
+                    }
+                    _ => (dst, acc),
+                };
+                for (o, &a) in dst.iter_mut().zip(acc) {
                     probe += a * 0.0;
                     let mut x = a / sum;
                     if redo {

@@ -22,10 +22,15 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     simd: S, k: [*const f32; KR], q_pack: Rows, s: RowsMut, dw: usize, first: bool,
 ) {
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    if S::F32_LANES == 1 && KR == 4 && N == 4 {
-        let k = core::array::from_fn(|x| k[x]);
-        // SAFETY: the caller's guarantee is `qk_4x4`'s (one lane: column `n·lanes` is `n`).
-        return unsafe { super::vfp::qk_4x4(k, q_pack, s, dw, first) };
+    if S::F32_LANES == 1 && N == 4 && (KR == 4 || KR == 1) {
+        // SAFETY: the caller's guarantee is `qk_4x4`'s, or `qk_1x4`'s for one key (one
+        // lane: column `n·lanes` is `n`).
+        return unsafe {
+            match KR {
+                1 => super::vfp::qk_1x4(k[0], q_pack, s, dw, first),
+                _ => super::vfp::qk_4x4(core::array::from_fn(|x| k[x]), q_pack, s, dw, first),
+            }
+        };
     }
     let lanes = S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); N]; KR];

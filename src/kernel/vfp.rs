@@ -51,9 +51,50 @@ macro_rules! outer_row {
 /// odd; writes the accumulators back and restores `s0`–`s31`. `r0`
 /// holds the record (of type `$record`) throughout; `r9`, `r10` and `r12` are the frame's;
 /// the tile's own operands and registers follow.
+/// The accumulator rows of a tile: 4 rows of 4 in `s0`–`s15`, or 1 row in `s0`–`s3`, as
+/// instructions that set them to 0, load them from `r12` (rows `r9` bytes apart) or store
+/// them there.
+macro_rules! acc_rows {
+    (zero, 4) => {
+        concat!(
+            acc_rows!(zero, 1),
+            "vmov s4, r12\n",
+            "vmov s5, r12\n",
+            "vmov s6, r12\n",
+            "vmov s7, r12\n",
+            "vmov s8, r12\n",
+            "vmov s9, r12\n",
+            "vmov s10, r12\n",
+            "vmov s11, r12\n",
+            "vmov s12, r12\n",
+            "vmov s13, r12\n",
+            "vmov s14, r12\n",
+            "vmov s15, r12\n",
+        )
+    };
+    (zero, 1) => {
+        "vmov s0, r12\nvmov s1, r12\nvmov s2, r12\nvmov s3, r12\n"
+    };
+    ($op:literal, 4) => {
+        concat!(
+            $op,
+            " r12, {{s0-s3}}\nadd r12, r9\n",
+            $op,
+            " r12, {{s4-s7}}\nadd r12, r9\n",
+            $op,
+            " r12, {{s8-s11}}\nadd r12, r9\n",
+            $op,
+            " r12, {{s12-s15}}\n",
+        )
+    };
+    ($op:literal, 1) => {
+        concat!($op, " r12, {{s0-s3}}\n")
+    };
+}
+
 macro_rules! tile_asm {
     (
-        $record:ident, $tile:expr,
+        $record:ident, $tile:expr, acc_rows: $rows:tt,
         setup: [$($setup:expr),* $(,)?],
         pair: [$($pair:expr),* $(,)?],
         single: [$($single:expr),* $(,)?],
@@ -66,21 +107,12 @@ macro_rules! tile_asm {
             "cmp r12, #0",
             "beq 1f",
             "mov r12, #0",
-            "vmov s0, r12", "vmov s1, r12", "vmov s2, r12", "vmov s3, r12",
-            "vmov s4, r12", "vmov s5, r12", "vmov s6, r12", "vmov s7, r12",
-            "vmov s8, r12", "vmov s9, r12", "vmov s10, r12", "vmov s11, r12",
-            "vmov s12, r12", "vmov s13, r12", "vmov s14, r12", "vmov s15, r12",
+            acc_rows!(zero, $rows),
             "b 2f",
             "1:",
             "ldr r12, [r0, #{acc}]",
             "ldr r9, [r0, #{acc_stride}]",
-            "vldmia r12, {{s0-s3}}",
-            "add r12, r9",
-            "vldmia r12, {{s4-s7}}",
-            "add r12, r9",
-            "vldmia r12, {{s8-s11}}",
-            "add r12, r9",
-            "vldmia r12, {{s12-s15}}",
+            acc_rows!("vldmia", $rows),
             "2:",
             $($setup,)*
             "ldr r10, [r0, #{steps}]",
@@ -103,13 +135,7 @@ macro_rules! tile_asm {
             "5:",
             "ldr r12, [r0, #{acc}]",
             "ldr r9, [r0, #{acc_stride}]",
-            "vstmia r12, {{s0-s3}}",
-            "add r12, r9",
-            "vstmia r12, {{s4-s7}}",
-            "add r12, r9",
-            "vstmia r12, {{s8-s11}}",
-            "add r12, r9",
-            "vstmia r12, {{s12-s15}}",
+            acc_rows!("vstmia", $rows),
             "vpop {{s0-s31}}",
             $($field = const core::mem::offset_of!($record, $field),)*
             first = const core::mem::offset_of!($record, first),
@@ -163,7 +189,7 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
     // and writes the 4 × 4 floats at `s`: what the caller guarantees. It restores every
     // floating-point register it uses, and names every general-purpose one it changes.
     unsafe {
-        tile_asm!(QkTile, &tile,
+        tile_asm!(QkTile, &tile, acc_rows: 4,
             setup: [
                 "ldm r0, {{r1-r4}}",
                 "ldr r5, [r0, #{q}]",
@@ -187,6 +213,48 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
             ],
             fields: [q],
             registers: ["r1", "r2", "r3", "r4", "r5"],
+        );
+    }
+}
+
+/// [`qk_kernel`](super::tiles::qk_kernel) for one key × 4 query rows of one lane: as
+/// [`qk_4x4`] with `k[0]` alone (a last lone key of a block), 12 instructions per 16 flops.
+///
+/// # Safety
+/// As [`qk_4x4`] for `x = 0`.
+#[inline(always)]
+pub(super) unsafe fn qk_1x4(k: *const f32, q_pack: Rows, s: RowsMut, dw: usize, first: bool) {
+    debug_assert_eq!(q_pack.stride, 4);
+    let tile = QkTile {
+        k: [k; 4],
+        q: q_pack.ptr,
+        acc: s.ptr,
+        acc_stride: s.stride * size_of::<f32>(),
+        steps: dw,
+        first: first as usize,
+    };
+    // SAFETY: the block reads columns d < dw of the K row and the 4·dw floats of the packed
+    // Q, and reads and writes the 4 floats at `s`: what the caller guarantees. Registers as
+    // in `qk_4x4`.
+    unsafe {
+        tile_asm!(QkTile, &tile, acc_rows: 1,
+            setup: [
+                "ldr r1, [r0]",
+                "ldr r5, [r0, #{q}]",
+            ],
+            pair: [
+                "vldmia r5!, {{s16-s23}}",
+                "vldmia r1!, {{s24-s25}}",
+                outer_row!("s0", "s1", "s2", "s3"; "s24"; "s16", "s17", "s18", "s19"),
+                outer_row!("s0", "s1", "s2", "s3"; "s25"; "s20", "s21", "s22", "s23"),
+            ],
+            single: [
+                "vldmia r5, {{s16-s19}}",
+                "vldr s24, [r1]",
+                outer_row!("s0", "s1", "s2", "s3"; "s24"; "s16", "s17", "s18", "s19"),
+            ],
+            fields: [q],
+            registers: ["r1", "r5"],
         );
     }
 }
@@ -232,7 +300,7 @@ pub(super) unsafe fn pv_4x4(
     // and reads and writes the 4 × 4 floats at `acc.at(0, col)`: what the caller
     // guarantees. Registers as in `qk_4x4`.
     unsafe {
-        tile_asm!(PvTile, &tile,
+        tile_asm!(PvTile, &tile, acc_rows: 4,
             setup: [
                 "ldr r1, [r0, #{w}]",
                 "ldr r2, [r0, #{w_stride}]",
@@ -262,6 +330,52 @@ pub(super) unsafe fn pv_4x4(
     }
 }
 
+/// The plain path of [`Block::write`](super::Block::write)'s normalisation for the first
+/// `4·quads` values: `dst[i] = acc[i] / sum`, with `vldmia`/`vstmia` of 4 (LLVM loads and
+/// stores each float alone: 22 instructions per 4 values, 12 here). Returns the probe, `+0`
+/// while every accumulator is finite, NaN after one that is not (`probe += acc[i] · 0`), as
+/// the generic loop computes it: the same `vmla` and `vdiv`, in the same order.
+///
+/// # Safety
+/// `quads ≥ 1`; `4·quads` floats at `acc` are readable and at `dst` writable.
+#[inline(always)]
+pub(super) unsafe fn normalize(dst: *mut f32, acc: *const f32, quads: usize, sum: f32) -> f32 {
+    let probe: u32;
+    // SAFETY: the block reads 4·quads floats from `acc` and writes as many at `dst`, what
+    // the caller guarantees; it restores `s0`–`s10`, the only floating-point registers it
+    // uses, and names every general-purpose one it changes.
+    unsafe {
+        asm!(
+            "vpush {{s0-s10}}",
+            "vmov s8, {sum}",
+            "mov {t}, #0",
+            "vmov s9, {t}",
+            "vmov s10, {t}",
+            "1:",
+            "vldmia {acc}!, {{s0-s3}}",
+            "vmla.f32 s9, s0, s10",
+            "vmla.f32 s9, s1, s10",
+            "vmla.f32 s9, s2, s10",
+            "vmla.f32 s9, s3, s10",
+            "vdiv.f32 s4, s0, s8",
+            "vdiv.f32 s5, s1, s8",
+            "vdiv.f32 s6, s2, s8",
+            "vdiv.f32 s7, s3, s8",
+            "vstmia {dst}!, {{s4-s7}}",
+            "subs {n}, {n}, #1",
+            "bne 1b",
+            "vmov {t}, s9",
+            "vpop {{s0-s10}}",
+            sum = in(reg) sum.to_bits(),
+            t = out(reg) probe,
+            acc = inout(reg) acc => _,
+            dst = inout(reg) dst => _,
+            n = inout(reg) quads => _,
+        )
+    }
+    f32::from_bits(probe)
+}
+
 #[cfg(test)]
 mod tests {
     use pulp::Scalar;
@@ -272,6 +386,33 @@ mod tests {
 
     fn bits(x: &[f32]) -> std::vec::Vec<u32> {
         x.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// `normalize` against the generic loop, bit for bit, with a NaN and an infinity in the
+    /// accumulators and without.
+    #[test]
+    fn vfp_normalize_is_the_generic_loop() {
+        for special in [false, true] {
+            let mut acc = values(12, 7);
+            if special {
+                acc[5] = f32::INFINITY;
+                acc[9] = f32::NAN;
+            }
+            let sum = 1.75f32;
+            let mut dst = [0.0f32; 12];
+            // SAFETY: 3 quads of 4 floats in both.
+            let probe = unsafe { normalize(dst.as_mut_ptr(), acc.as_ptr(), 3, sum) };
+            let mut want_probe = 0.0f32;
+            let want: std::vec::Vec<f32> = acc
+                .iter()
+                .map(|&a| {
+                    want_probe += a * 0.0;
+                    a / sum
+                })
+                .collect();
+            assert_eq!(bits(&dst), bits(&want));
+            assert_eq!(probe.to_bits(), want_probe.to_bits());
+        }
     }
 
     /// The assembly tiles against the generic ones, bit for bit, for every depth up to 9
@@ -303,6 +444,27 @@ mod tests {
                     }
                 }
                 assert_eq!(bits(&s[0]), bits(&s[1]), "qk dw {dw}");
+                // The one-key tile: K row 2 alone.
+                let mut s1 = [values(5, 8), values(5, 8)];
+                for (i, s1) in s1.iter_mut().enumerate() {
+                    let qp = Rows {
+                        ptr: q.as_ptr(),
+                        stride: 4,
+                    };
+                    let sp = RowsMut {
+                        ptr: s1.as_mut_ptr(),
+                        stride: 5,
+                    };
+                    let k2 = k[2 * 11..].as_ptr();
+                    // SAFETY: as above.
+                    unsafe {
+                        match i {
+                            0 => qk_1x4(k2, qp, sp, dw, first),
+                            _ => qk_kernel::<Scalar, 1, 4>(Scalar::new(), [k2], qp, sp, dw, first),
+                        }
+                    }
+                }
+                assert_eq!(bits(&s1[0]), bits(&s1[1]), "qk one key dw {dw}");
 
                 // P·V: weights stride 7, values stride 9 from column 3, accumulators stride 8.
                 let w = values(dw * 7 + 4, 4);
