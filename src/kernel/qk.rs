@@ -161,7 +161,7 @@ impl Block {
                     // alone, not as a tile of `KR` whose other keys repeat it (the firmware
                     // call's 37 keys are 9 tiles and one key).
                     with_count!(n, [4, 3, 2], 1, N => if N <= QR && (S::F32_LANES > 1 || N == QR || N == 1) {
-                        match S::F32_LANES == 1 && j0 + 1 == cols {
+                        match S::F32_LANES == 1 && N == QR && j0 + 1 == cols {
                             true => qk_kernel::<S, 1, N>(simd, [k_rows[0]], qp, sp, dw, first),
                             false => qk_kernel::<S, KR, N>(simd, k_rows, qp, sp, dw, first),
                         }

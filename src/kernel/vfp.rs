@@ -1,10 +1,13 @@
-//! The one-lane level's two 4 × 4 register tiles on 32-bit Arm with a hard-float VFP
-//! (Cortex-M4F/M7, armv7-a): the loops of the generic [`qk_kernel`] and [`pv_kernel`],
-//! written with `vldmia`, which loads 2 or 4 consecutive floats into consecutive registers
-//! in one instruction. LLVM loads each float of those tiles with a `vldr` of its own (16 per
-//! 32 multiply-adds: 0.9 instructions a flop on Cortex-M4F), and at opt-level s and z leaves
-//! their loops rolled, the accumulators in memory; here each loop is 42 instructions per 64
-//! flops at every opt-level (39 for Q·Kᵀ, whose packed Q is tile by tile).
+//! The one-lane level's register tiles on 32-bit Arm with a hard-float VFP (Cortex-M4F/M7,
+//! armv7-a): the loops of the generic [`qk_kernel`] (4 × 4, and one key × 4 rows) and
+//! [`pv_kernel`] (4 × 4), written with `vldmia`, which loads 2, 4 or 8 consecutive floats
+//! into consecutive registers in one instruction; and the normalisation of the output
+//! ([`normalize`]). LLVM loads each float of those tiles with a `vldr` of its own (16 per 32
+//! multiply-adds: 0.9 instructions a flop on Cortex-M4F), and at opt-level s and z leaves
+//! their loops rolled, the accumulators in memory; here the 4 × 4 loops take 38 (Q·Kᵀ,
+//! whose packed Q is tile by tile, two pairs of steps per turn) and 42 (P·V) instructions
+//! per 64 flops at every opt-level. (Two pairs per turn in P·V too saved 1% of the firmware
+//! call's instructions for 400 bytes of code at opt-level z.)
 //!
 //! Each multiply-add is a `vmla.f32` (multiply, round, add, round), which is what the
 //! generic tiles' unfused `mul_add_e` compiles to on these cores, in the same order per
@@ -44,13 +47,6 @@ macro_rules! outer_row {
     };
 }
 
-/// The `asm!` block of a tile, around its own parts: saves `s0`–`s31`; sets the 16
-/// accumulators to 0 when the record's `first` is set, or reads them from its `acc` rows
-/// (`acc_stride` bytes apart); runs `setup`, then `pair` `steps / 2` times (two per turn of
-/// the loop, and one more when `steps / 2` is odd) and `single` once more when `steps` is
-/// odd; writes the accumulators back and restores `s0`–`s31`. `r0`
-/// holds the record (of type `$record`) throughout; `r9`, `r10` and `r12` are the frame's;
-/// the tile's own operands and registers follow.
 /// The accumulator rows of a tile: 4 rows of 4 in `s0`–`s15`, or 1 row in `s0`–`s3`, as
 /// instructions that set them to 0, load them from `r12` (rows `r9` bytes apart) or store
 /// them there.
@@ -58,22 +54,17 @@ macro_rules! acc_rows {
     (zero, 4) => {
         concat!(
             acc_rows!(zero, 1),
-            "vmov s4, r12\n",
-            "vmov s5, r12\n",
-            "vmov s6, r12\n",
-            "vmov s7, r12\n",
-            "vmov s8, r12\n",
-            "vmov s9, r12\n",
-            "vmov s10, r12\n",
-            "vmov s11, r12\n",
-            "vmov s12, r12\n",
-            "vmov s13, r12\n",
-            "vmov s14, r12\n",
-            "vmov s15, r12\n",
+            "vmov s4, s5, r12, r12\n",
+            "vmov s6, s7, r12, r12\n",
+            "vmov s8, s9, r12, r12\n",
+            "vmov s10, s11, r12, r12\n",
+            "vmov s12, s13, r12, r12\n",
+            "vmov s14, s15, r12, r12\n",
         )
     };
+    // Two registers per `vmov` from a pair of core registers.
     (zero, 1) => {
-        "vmov s0, r12\nvmov s1, r12\nvmov s2, r12\nvmov s3, r12\n"
+        "vmov s0, s1, r12, r12\nvmov s2, s3, r12, r12\n"
     };
     ($op:literal, 4) => {
         concat!(
@@ -92,9 +83,35 @@ macro_rules! acc_rows {
     };
 }
 
+/// The loop over the pairs of steps, `r10` holding `steps`: `pair` once per turn, or twice
+/// (one `subs`/`bne` fewer per pair, and the odd pair after the loop).
+macro_rules! steps_loop {
+    (1, [$($pair:expr),*]) => {
+        concat!("lsrs r10, r10, #1\nbeq 4f\n3:\n", $($pair, "\n",)* "subs r10, r10, #1\nbne 3b\n4:\n")
+    };
+    (2, [$($pair:expr),*]) => {
+        concat!(
+            "lsrs r10, r10, #2\nbeq 4f\n3:\n",
+            $($pair, "\n",)*
+            $($pair, "\n",)*
+            "subs r10, r10, #1\nbne 3b\n4:\n",
+            "ldr r10, [r0, #{steps}]\ntst r10, #2\nbeq 6f\n",
+            $($pair, "\n",)*
+            "6:\n",
+        )
+    };
+}
+
+/// The `asm!` block of a tile, around its own parts: saves `s0`–`s31`; sets the
+/// accumulators (`acc_rows` rows of 4) to 0 when the record's `first` is set, or reads them
+/// from its `acc` rows (`acc_stride` bytes apart); runs `setup`, then `pair` `steps / 2`
+/// times ([`steps_loop`], `unroll` pairs per turn) and `single` once more when `steps` is
+/// odd; writes the accumulators back and restores `s0`–`s31`. `r0` holds the record (of
+/// type `$record`) throughout; `r9`, `r10` and `r12` are the frame's; the tile's own
+/// operands and registers follow.
 macro_rules! tile_asm {
     (
-        $record:ident, $tile:expr, acc_rows: $rows:tt,
+        $record:ident, $tile:expr, acc_rows: $rows:tt, unroll: $unroll:tt,
         setup: [$($setup:expr),* $(,)?],
         pair: [$($pair:expr),* $(,)?],
         single: [$($single:expr),* $(,)?],
@@ -116,19 +133,8 @@ macro_rules! tile_asm {
             "2:",
             $($setup,)*
             "ldr r10, [r0, #{steps}]",
-            "lsrs r10, r10, #2",
-            "beq 4f",
-            "3:",
-            $($pair,)*
-            $($pair,)*
-            "subs r10, r10, #1",
-            "bne 3b",
-            "4:",
+            steps_loop!($unroll, [$($pair),*]),
             "ldr r10, [r0, #{steps}]",
-            "tst r10, #2",
-            "beq 6f",
-            $($pair,)*
-            "6:",
             "tst r10, #1",
             "beq 5f",
             $($single,)*
@@ -189,7 +195,7 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
     // and writes the 4 × 4 floats at `s`: what the caller guarantees. It restores every
     // floating-point register it uses, and names every general-purpose one it changes.
     unsafe {
-        tile_asm!(QkTile, &tile, acc_rows: 4,
+        tile_asm!(QkTile, &tile, acc_rows: 4, unroll: 2,
             setup: [
                 "ldm r0, {{r1-r4}}",
                 "ldr r5, [r0, #{q}]",
@@ -237,7 +243,7 @@ pub(super) unsafe fn qk_1x4(k: *const f32, q_pack: Rows, s: RowsMut, dw: usize, 
     // Q, and reads and writes the 4 floats at `s`: what the caller guarantees. Registers as
     // in `qk_4x4`.
     unsafe {
-        tile_asm!(QkTile, &tile, acc_rows: 1,
+        tile_asm!(QkTile, &tile, acc_rows: 1, unroll: 1,
             setup: [
                 "ldr r1, [r0]",
                 "ldr r5, [r0, #{q}]",
@@ -300,7 +306,7 @@ pub(super) unsafe fn pv_4x4(
     // and reads and writes the 4 × 4 floats at `acc.at(0, col)`: what the caller
     // guarantees. Registers as in `qk_4x4`.
     unsafe {
-        tile_asm!(PvTile, &tile, acc_rows: 4,
+        tile_asm!(PvTile, &tile, acc_rows: 4, unroll: 1,
             setup: [
                 "ldr r1, [r0, #{w}]",
                 "ldr r2, [r0, #{w_stride}]",
