@@ -57,15 +57,17 @@
 //! - `softmax`: the online-softmax step (step 2), written once for every path;
 //! - `pv`: the P·V tile loops (step 3);
 //! - `tiles`: the unsafe register tiles those loops call, the only raw K/V reads;
-//! - `vfp`: two of those tiles (one lane, 4 × 4, `f32`) in assembly for 32-bit Arm with a
-//!   hard-float VFP, the same arithmetic bit for bit;
+//! - `vfp`: three of those tiles (one lane, `f32`: Q·Kᵀ 4 × 4 and one key × 4, P·V 4 × 4)
+//!   and the output's normalisation in assembly for 32-bit Arm with a hard-float VFP, the
+//!   same arithmetic bit for bit;
 //! - `mem`: loads, strided rows, the strided copy, widening a block, and cache hints;
 //! - `widen`: the per-level part: widening loads and how a phase is entered.
 //!
 //! K and V are read in these places only, all through `kv::load` and its kin: as stored by
-//! `dot_kernel`, `pv_keys_kernel`, `pv_kernel`, `pv_row_masked` and the panel's last vector
-//! in `pv`; by `mem::WidenRows`; and, for `f32` K, by `qk_kernel` (and `vfp::qk_4x4`, and
-//! `f32` V by `vfp::pv_4x4`, which those two tiles call on hard-float Arm).
+//! `dot_kernel`, `pv_keys_kernel`, `pv_kernel`, `value_vectors` (for `pv_row_masked` and
+//! `values_finite`) and the panel's last vector in `pv`; by `mem::WidenRows`; and, for `f32`
+//! K, by `qk_kernel` (and `vfp::qk_4x4` and `vfp::qk_1x4`, and `f32` V by `vfp::pv_4x4`,
+//! which those two tiles call on hard-float Arm).
 
 mod config;
 pub(crate) mod mem;
