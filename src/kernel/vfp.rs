@@ -83,11 +83,16 @@ macro_rules! acc_rows {
     };
 }
 
-/// The loop over the pairs of steps, `r10` holding `steps`: `pair` once per turn, or twice
+/// The loop over the pairs of steps, `r10` holding `steps` before and after: `pair` once per turn, or twice
 /// (one `subs`/`bne` fewer per pair, and the odd pair after the loop).
 macro_rules! steps_loop {
     (1, [$($pair:expr),*]) => {
-        concat!("lsrs r10, r10, #1\nbeq 4f\n3:\n", $($pair, "\n",)* "subs r10, r10, #1\nbne 3b\n4:\n")
+        concat!(
+            "lsrs r10, r10, #1\nbeq 4f\n3:\n",
+            $($pair, "\n",)*
+            "subs r10, r10, #1\nbne 3b\n4:\n",
+            "ldr r10, [r0, #{steps}]\n",
+        )
     };
     (2, [$($pair:expr),*]) => {
         concat!(
@@ -134,7 +139,6 @@ macro_rules! tile_asm {
             $($setup,)*
             "ldr r10, [r0, #{steps}]",
             steps_loop!($unroll, [$($pair),*]),
-            "ldr r10, [r0, #{steps}]",
             "tst r10, #1",
             "beq 5f",
             $($single,)*
@@ -170,6 +174,21 @@ struct QkTile {
 
 const _: () = assert!(core::mem::offset_of!(QkTile, k) == 0);
 
+impl QkTile {
+    /// The record of a Q·Kᵀ tile over `dw` columns (`first`: the scores start from 0).
+    fn new(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: usize, first: bool) -> Self {
+        debug_assert_eq!(q_pack.stride, 4);
+        QkTile {
+            k,
+            q: q_pack.ptr,
+            acc: s.ptr,
+            acc_stride: s.stride * size_of::<f32>(),
+            steps: dw,
+            first: first as usize,
+        }
+    }
+}
+
 /// [`qk_kernel`](super::tiles::qk_kernel) for 4 keys × 4 query rows of one lane:
 /// `s[x][n] (+)= Σ_{d < dw} k[x][d] · q_pack[d][n]`, adding to `s` unless `first`.
 ///
@@ -180,16 +199,7 @@ const _: () = assert!(core::mem::offset_of!(QkTile, k) == 0);
 /// `f32`s, so aligned to 4 bytes).
 #[inline(always)]
 pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: usize, first: bool) {
-    debug_assert_eq!(q_pack.stride, 4);
-    let f = size_of::<f32>();
-    let tile = QkTile {
-        k,
-        q: q_pack.ptr,
-        acc: s.ptr,
-        acc_stride: s.stride * f,
-        steps: dw,
-        first: first as usize,
-    };
+    let tile = QkTile::new(k, q_pack, s, dw, first);
     // SAFETY: the block reads columns d < dw of each K row and the 4·dw floats of the
     // packed Q (pairs of columns in the loop, then the last one when dw is odd) and reads
     // and writes the 4 × 4 floats at `s`: what the caller guarantees. It restores every
@@ -230,15 +240,7 @@ pub(super) unsafe fn qk_4x4(k: [*const f32; 4], q_pack: Rows, s: RowsMut, dw: us
 /// As [`qk_4x4`] for `x = 0`.
 #[inline(always)]
 pub(super) unsafe fn qk_1x4(k: *const f32, q_pack: Rows, s: RowsMut, dw: usize, first: bool) {
-    debug_assert_eq!(q_pack.stride, 4);
-    let tile = QkTile {
-        k: [k; 4],
-        q: q_pack.ptr,
-        acc: s.ptr,
-        acc_stride: s.stride * size_of::<f32>(),
-        steps: dw,
-        first: first as usize,
-    };
+    let tile = QkTile::new([k; 4], q_pack, s, dw, first);
     // SAFETY: the block reads columns d < dw of the K row and the 4·dw floats of the packed
     // Q, and reads and writes the 4 floats at `s`: what the caller guarantees. Registers as
     // in `qk_4x4`.
