@@ -317,20 +317,45 @@ impl<S: Widen, T: KvType, const X: usize> RowLoads<S, T, X> {
     /// As [`load`], for every row.
     #[inline(always)]
     pub unsafe fn at(&mut self, simd: S, col: usize) -> [S::f32s; X] {
+        if T::KIND == KvKind::Q8_0 && col / Q8_0_VALUES != self.block {
+            // SAFETY: the caller's guarantee covers the block holding `col`.
+            unsafe { self.line(simd, col) };
+        }
+        // SAFETY: the caller's guarantee; `col`'s block was entered just above.
+        unsafe { self.get(simd, col) }
+    }
+
+    /// Enters the line ([`line_values`]) holding column `col`: for q8_0, the block whose scale
+    /// [`RowLoads::get`] multiplies by; nothing for the other types.
+    ///
+    /// # Safety
+    /// For q8_0, the block holding column `col` of every row is readable.
+    #[inline(always)]
+    pub unsafe fn line(&mut self, simd: S, col: usize) {
+        if T::KIND != KvKind::Q8_0 {
+            return;
+        }
+        let block = col / Q8_0_VALUES;
+        self.block = block;
+        for x in 0..X {
+            let b = self.rows[x].wrapping_add(block) as *const BlockQ8_0;
+            // SAFETY: the block holding column `col` is readable (the caller's guarantee).
+            let d = unsafe { core::ptr::addr_of!((*b).d).read_unaligned() };
+            self.scales[x] = simd.splat_f16(d.to_bits());
+            self.values[x] = value_ptr(b, 0) as *const i8;
+        }
+    }
+
+    /// Columns `col..col + lanes` of every row, widened, `col` in the line last entered
+    /// ([`RowLoads::line`]; any column for types other than q8_0).
+    ///
+    /// # Safety
+    /// As [`load`], for every row; for q8_0, `col`'s block is the one last entered.
+    #[inline(always)]
+    pub unsafe fn get(&self, simd: S, col: usize) -> [S::f32s; X] {
         if T::KIND != KvKind::Q8_0 {
             // SAFETY: the caller's guarantee.
             return core::array::from_fn(|x| unsafe { load::<S, T>(simd, self.rows[x], col) });
-        }
-        let block = col / Q8_0_VALUES;
-        if block != self.block {
-            self.block = block;
-            for x in 0..X {
-                let b = self.rows[x].wrapping_add(block) as *const BlockQ8_0;
-                // SAFETY: the block holding column `col` is readable (the caller's guarantee).
-                let d = unsafe { core::ptr::addr_of!((*b).d).read_unaligned() };
-                self.scales[x] = simd.splat_f16(d.to_bits());
-                self.values[x] = value_ptr(b, 0) as *const i8;
-            }
         }
         core::array::from_fn(|x| {
             let qs = self.values[x].wrapping_add(col % Q8_0_VALUES);

@@ -102,7 +102,35 @@ pub(super) unsafe fn dot_kernel<
     };
     let full = dim / lanes * lanes;
     let mut k_loads = kv::RowLoads::<S, K, X>::new(simd, core::array::from_fn(|x| k.row(x)));
+    // q8_0 on SIMD levels steps whole blocks (and chain runs) at a time, the vectors of a
+    // step unrolled: one prefetch and one set of block scales per block, with no test per
+    // vector (the tests were nearly as many instructions as the arithmetic on AVX-512).
+    // The other types keep the loop below, which measured 1–4% faster for them on AVX2
+    // (Intel Xeon with AMX), as does one lane (firmware code size; benches/NOTES.md 35).
+    let step = line.max(C * lanes);
+    let stepped = match lanes > 1 && K::KIND == KvKind::Q8_0 {
+        true => dim / step * step,
+        false => 0,
+    };
     let mut d = 0;
+    while d < stepped {
+        for i in 0..step / lanes {
+            let at = d + i * lanes;
+            if (i * lanes).is_multiple_of(line) {
+                for x in 0..X {
+                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at), hint);
+                }
+                // SAFETY: at + line ≤ stepped ≤ dim: the line is inside every row of `k`.
+                unsafe { k_loads.line(simd, at) };
+            }
+            // SAFETY: at + lanes ≤ dim, in the line just entered.
+            let kv = unsafe { k_loads.get(simd, at) };
+            // SAFETY: the same columns of every q row.
+            let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
+            fma(&mut acc, kv, qv, i % C);
+        }
+        d += step;
+    }
     while d < full {
         // Chain c takes vector c of each run of C (a constant trip count keeps the chain
         // index constant and the accumulators in registers).
@@ -296,18 +324,18 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
         })
     });
     let mut v_loads = kv::RowLoads::<S, V, X>::new(simd, core::array::from_fn(|x| v.row(x)));
-    for c in 0..full {
-        let col = col0 + c * lanes;
-        if ahead != 0 && col.is_multiple_of(line) {
-            for x in 0..X {
-                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
-            }
-        }
-        // SAFETY: x < X and col + lanes ≤ col0 + full·lanes.
-        let vv: [S::f32s; X] = unsafe { v_loads.at(simd, col) };
+    /// `acc[m][c·lanes..] += Σ_x wb[m][x] · vv[x]` for `m < M` (a plain fn: a closure could
+    /// be left out of line without the level's target features).
+    ///
+    /// # Safety
+    /// For `m < M`, the `lanes` floats at `acc.at(m, c·lanes)` are readable and writable.
+    #[inline(always)]
+    unsafe fn add<S: Simd, const M: usize, const X: usize>(
+        simd: S, wb: &[[S::f32s; X]; M], vv: [S::f32s; X], acc: RowsMut, c: usize,
+    ) {
         for (m, wb) in wb.iter().enumerate() {
-            let at = acc.at(m, c * lanes);
-            // SAFETY: m < M, inside the first full·lanes floats of row m.
+            let at = acc.at(m, c * S::F32_LANES);
+            // SAFETY: readable by the caller's guarantee.
             let mut a = unsafe { vec::<S>(at) };
             for x in 0..X {
                 a = simd.mul_add_e_f32s(wb[x], vv[x], a);
@@ -315,5 +343,42 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
             // SAFETY: writable by the caller's guarantee.
             unsafe { store::<S>(at, a) };
         }
+    }
+    // q8_0 on SIMD levels steps whole blocks, as in `dot_kernel`: one prefetch and one set
+    // of block scales per block, its vectors unrolled.
+    let per_line = line / lanes;
+    let stepped = match lanes > 1 && V::KIND == KvKind::Q8_0 && col0.is_multiple_of(line) {
+        true => full / per_line * per_line,
+        false => 0,
+    };
+    let mut c = 0;
+    while c < stepped {
+        for i in 0..per_line {
+            let col = col0 + (c + i) * lanes;
+            if i == 0 {
+                if ahead != 0 {
+                    for x in 0..X {
+                        prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
+                    }
+                }
+                // SAFETY: the line's values are col..col + line ≤ col0 + full·lanes.
+                unsafe { v_loads.line(simd, col) };
+            }
+            // SAFETY: x < X and col + lanes ≤ col0 + full·lanes, in the line just entered;
+            // m < M and c + i < full: inside the first full·lanes floats of row m of `acc`.
+            unsafe { add(simd, &wb, v_loads.get(simd, col), acc, c + i) };
+        }
+        c += per_line;
+    }
+    while c < full {
+        let col = col0 + c * lanes;
+        if ahead != 0 && col.is_multiple_of(line) {
+            for x in 0..X {
+                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
+            }
+        }
+        // SAFETY: x < X and col + lanes ≤ col0 + full·lanes; c < full, as above.
+        unsafe { add(simd, &wb, v_loads.at(simd, col), acc, c) };
+        c += 1;
     }
 }
