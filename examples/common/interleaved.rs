@@ -13,23 +13,44 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses the command line of example `name`; panics with its usage on anything else.
+    /// Parses the command line of example `name`. `--help` prints the usage and exits 0;
+    /// anything else it does not take, or a level this CPU cannot run, prints what is wrong
+    /// and the usage, and exits 2.
     pub fn parse(name: &str) -> Args {
+        let usage = format!(
+            "usage: {name} [--level NAME] [--seconds S]\n  \
+             --level NAME  one of: {} (default: the detected level)\n  \
+             --seconds S   seconds of interleaved calls per problem (default 6)",
+            Isa::ALL.map(|i| i.name()).join(" ")
+        );
+        let fail = |what: String| -> ! {
+            eprintln!("{name}: {what}\n{usage}");
+            std::process::exit(2)
+        };
         let mut out = Args {
             level: Level::Detect,
             seconds: 6.0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
+            if a == "--help" || a == "-h" {
+                println!("{usage}");
+                std::process::exit(0);
+            }
             match (a.as_str(), args.next()) {
-                ("--level", Some(l)) => {
-                    let isa = Isa::ALL.into_iter().find(|i| i.name() == l);
-                    out.level = Level::Isa(isa.unwrap_or_else(|| panic!("unknown level {l}")));
+                ("--level", Some(l)) => match Isa::ALL.into_iter().find(|i| i.name() == l) {
+                    Some(isa) if isa.is_available() => out.level = Level::Isa(isa),
+                    Some(_) => fail(format!("this CPU (or build) cannot run level {l}")),
+                    None => fail(format!("unknown level {l}")),
+                },
+                ("--seconds", Some(s)) => match s.parse::<f64>() {
+                    Ok(x) if x.is_finite() && x > 0.0 => out.seconds = x,
+                    _ => fail(format!("--seconds takes a positive number, not {s}")),
+                },
+                (a, None) if a == "--level" || a == "--seconds" => {
+                    fail(format!("{a} needs a value"))
                 }
-                ("--seconds", Some(s)) => {
-                    out.seconds = s.parse().expect("--seconds takes a number")
-                }
-                _ => panic!("usage: {name} [--level NAME] [--seconds S]"),
+                (a, _) => fail(format!("unknown argument {a}")),
             }
         }
         out
