@@ -102,55 +102,48 @@ pub(super) unsafe fn dot_kernel<
     };
     let full = dim / lanes * lanes;
     let mut k_loads = kv::RowLoads::<S, K, X>::new(simd, core::array::from_fn(|x| k.row(x)));
-    // q8_0 on SIMD levels steps whole blocks (and chain runs) at a time, the vectors of a
-    // step unrolled: one prefetch and one set of block scales per block, with no test per
-    // vector (the tests were nearly as many instructions as the arithmetic on AVX-512).
-    // The other types keep the loop below, which measured 1–4% faster for them on AVX2
-    // (Intel Xeon with AMX), as does one lane (firmware code size; benches/NOTES.md 35).
-    let step = line.max(C * lanes);
-    let stepped = match lanes > 1 && K::KIND == KvKind::Q8_0 {
-        true => dim / step * step,
-        false => 0,
+    // Each turn takes a run of `C` vectors (the chains), or with q8_0 K on SIMD levels a
+    // whole block, unrolled: its scales are read once, as its first vector comes, with no
+    // test per vector (the per-vector test of `RowLoads::at` and the pointers it kept in
+    // memory were nearly as many instructions as the arithmetic on AVX-512). Stepping whole
+    // lines cost the other types 1–4% on AVX2, and one lane code size (benches/NOTES.md 35).
+    let step = match lanes > 1 && K::KIND == KvKind::Q8_0 {
+        true => line.max(C * lanes),
+        false => C * lanes,
     };
+    // A q8_0 row is whole blocks (validation), and a block at least `C` vectors: `step`
+    // divides it, so its turns need no end test.
+    debug_assert!(!(lanes > 1 && K::KIND == KvKind::Q8_0) || dim.is_multiple_of(step));
     let mut d = 0;
-    while d < stepped {
+    while d < full {
+        // Chain `i % C` takes vector `i` of the turn (a constant trip count keeps the chain
+        // index constant and the accumulators in registers).
         for i in 0..step / lanes {
             let at = d + i * lanes;
-            if (i * lanes).is_multiple_of(line) {
+            if !(lanes > 1 && K::KIND == KvKind::Q8_0) && at >= full {
+                break;
+            }
+            // `d` is a multiple of `step`: where that is a whole number of lines, `i` alone
+            // says whether `at` starts one.
+            let starts_line = match step.is_multiple_of(line) {
+                true => (i * lanes).is_multiple_of(line),
+                false => at.is_multiple_of(line),
+            };
+            if starts_line {
                 for x in 0..X {
                     prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at), hint);
                 }
-                // SAFETY: at + line ≤ stepped ≤ dim: the line is inside every row of `k`.
+                // SAFETY: at < full ≤ dim: the line holding `at` is inside every row of `k`.
                 unsafe { k_loads.line(simd, at) };
             }
-            // SAFETY: at + lanes ≤ dim, in the line just entered.
+            // SAFETY: at + lanes ≤ full ≤ dim: inside row x of `k`, in the line entered
+            // (lines start at column 0, and columns come in order).
             let kv = unsafe { k_loads.get(simd, at) };
             // SAFETY: the same columns of every q row.
             let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
             fma(&mut acc, kv, qv, i % C);
         }
         d += step;
-    }
-    while d < full {
-        // Chain c takes vector c of each run of C (a constant trip count keeps the chain
-        // index constant and the accumulators in registers).
-        for c in 0..C {
-            let at = d + c * lanes;
-            if at >= full {
-                break;
-            }
-            if at % line == 0 {
-                for x in 0..X {
-                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at), hint);
-                }
-            }
-            // SAFETY: at + lanes ≤ full ≤ dim: inside row x of `k`.
-            let kv = unsafe { k_loads.at(simd, at) };
-            // SAFETY: the same columns of every q row.
-            let qv = core::array::from_fn(|m| unsafe { vec::<S>(q[m].add(at)) });
-            fma(&mut acc, kv, qv, c);
-        }
-        d += C * lanes;
     }
     if S::F32_LANES > 1 && full < dim {
         // The loop's prefetch again, written out: shared through a closure it measured 10
@@ -345,7 +338,10 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
         }
     }
     // q8_0 on SIMD levels steps whole blocks, as in `dot_kernel`: one prefetch and one set
-    // of block scales per block, its vectors unrolled.
+    // of block scales per block, its vectors unrolled. Unlike K's rows, a panel may start
+    // inside a block (the least tiles' 16 columns), known only here: those panels, and the
+    // other types, take the loop after it, which tests each vector. (One loop choosing per
+    // vector measured 1.02× the time of a q8_0 decode in L2, benches/NOTES.md 35.)
     let per_line = line / lanes;
     let stepped = match lanes > 1 && V::KIND == KvKind::Q8_0 && col0.is_multiple_of(line) {
         true => full / per_line * per_line,

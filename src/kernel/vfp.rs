@@ -83,8 +83,8 @@ macro_rules! acc_rows {
     };
 }
 
-/// The loop over the pairs of steps, `r10` holding `steps` before and after: `pair` once per turn, or twice
-/// (one `subs`/`bne` fewer per pair, and the odd pair after the loop).
+/// The loop over the pairs of steps, `r10` holding `steps` before and after: `pair` once
+/// per turn, or twice (one `subs`/`bne` fewer per pair, and the odd pair after the loop).
 macro_rules! steps_loop {
     (1, [$($pair:expr),*]) => {
         concat!(
