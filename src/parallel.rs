@@ -8,6 +8,11 @@
 //! ([`crate::plan::finish`]). Prefill splits over heads × query blocks;
 //! decode, with few query rows, also over keys.
 //!
+//! The calling thread takes tasks beside `current_num_threads() − 1` jobs of the pool (the
+//! current one: the pool a call from inside `ThreadPool::install` runs on, else rayon's
+//! global pool), so no call waits for a sleeping worker to wake before its work starts: on
+//! a VM that can take a millisecond, longer than a short prefill (`benches/NOTES.md` 36).
+//!
 //! The result means the same as the single-threaded call: a task's rows are the rows of the
 //! full problem (masks keep absolute positions), and the merge is exact up to the rounding
 //! bounded by [`tolerance::merged_output_bound`](crate::tolerance::merged_output_bound) with
@@ -27,10 +32,12 @@
 //! # Ok::<(), qkv::Error>(())
 //! ```
 
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::boxed::Box;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::vec;
 use std::vec::Vec;
-
-use rayon::prelude::*;
 
 pub use crate::plan::Plan;
 use crate::range::from;
@@ -69,10 +76,139 @@ pub fn attention_planned<K: KvType, V: KvType>(
         parts.push((task, part));
         rest = tail;
     }
-    parts
-        .into_par_iter()
-        .try_for_each(|(task, part)| plan::run_task(level, plan, params, q, k, v, task, part))?;
+    // Each task runs once, so its part's lock is never contended.
+    let parts: Vec<_> = parts
+        .into_iter()
+        .map(|(_, part)| Mutex::new(part))
+        .collect();
+    for_each_task(tasks, |task| {
+        let mut part = parts[task].lock().unwrap_or_else(PoisonError::into_inner);
+        plan::run_task(level, plan, params, q, k, v, task, &mut part)
+    })?;
     plan::finish(plan, params, &partial, out, lse)
+}
+
+/// Runs `work(i)` for every `i < tasks`, on the calling thread and on up to
+/// `current_num_threads() − 1` jobs of the current rayon pool, each taking the next task
+/// left; returns the first error (no task starts after one).
+///
+/// The calling thread works instead of waiting: an idle worker can take from microseconds
+/// to milliseconds to wake (an idle vCPU of a VM halts), and a call handed whole to the
+/// pool waits that long before its first task (`benches/NOTES.md` 36). A helper that starts
+/// after the last task was taken returns without touching `work`, and the call returns once
+/// every task taken has ended, without waiting for such helpers.
+fn for_each_task<F>(tasks: usize, work: F) -> Result<(), Error>
+where
+    F: Fn(usize) -> Result<(), Error> + Sync,
+{
+    let helpers = rayon::current_num_threads().min(tasks).saturating_sub(1);
+    if helpers == 0 {
+        return (0..tasks).try_for_each(&work);
+    }
+    /// `work` behind a pointer without its type (or lifetime), for the helpers.
+    ///
+    /// # Safety
+    /// `work` points to a live `F`.
+    unsafe fn call<F: Fn(usize) -> Result<(), Error>>(
+        work: *const (), task: usize,
+    ) -> Result<(), Error> {
+        // SAFETY: the caller's promise.
+        unsafe { (*work.cast::<F>())(task) }
+    }
+    let shared = Arc::new(Tasks {
+        tasks,
+        next: AtomicUsize::new(0),
+        ended: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        outcome: Mutex::new(None),
+        work: (&raw const work).cast(),
+        call: call::<F>,
+    });
+    for _ in 0..helpers {
+        let shared = Arc::clone(&shared);
+        rayon::spawn(move || while shared.take() {});
+    }
+    while shared.take() {}
+    // Every task has been taken; wait for those still running on other threads. `work`
+    // lives until this returns: past this loop no helper calls it.
+    let mut spins = 0u32;
+    while shared.ended.load(Ordering::Acquire) < tasks {
+        spins += 1;
+        match spins < 64 {
+            true => core::hint::spin_loop(),
+            false => std::thread::yield_now(),
+        }
+    }
+    let outcome = shared
+        .outcome
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    match outcome {
+        None => Ok(()),
+        Some(Outcome::Failed(e)) => Err(e),
+        Some(Outcome::Panicked(payload)) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// The state [`for_each_task`] shares with its helpers.
+struct Tasks {
+    tasks: usize,
+    /// The next task to take (past `tasks` once all are taken).
+    next: AtomicUsize,
+    /// Tasks taken and ended, run or skipped.
+    ended: AtomicUsize,
+    /// Set by the first error or panic: the tasks taken after it are skipped.
+    stop: AtomicBool,
+    /// The first error or panic.
+    outcome: Mutex<Option<Outcome>>,
+    /// The closure, called as `call(work, task)`.
+    work: *const (),
+    call: unsafe fn(*const (), usize) -> Result<(), Error>,
+}
+
+/// How a task of [`for_each_task`] ended, if not well.
+enum Outcome {
+    Failed(Error),
+    Panicked(Box<dyn core::any::Any + Send>),
+}
+
+// SAFETY: `work` points to a `Sync` closure (`for_each_task`'s bound), which any thread may
+// call through `&`; `take` says when it is alive. Every other field is `Send` and `Sync`.
+unsafe impl Send for Tasks {}
+// SAFETY: as above.
+unsafe impl Sync for Tasks {}
+
+impl Tasks {
+    /// Takes the next task and runs it (skips it after an error or panic); `false` once none
+    /// is left.
+    fn take(&self) -> bool {
+        let task = self.next.fetch_add(1, Ordering::Relaxed);
+        if task >= self.tasks {
+            return false;
+        }
+        if !self.stop.load(Ordering::Relaxed) {
+            // SAFETY: `task < tasks` and `ended` does not count it yet, so `for_each_task` is
+            // still waiting and its `work` alive.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe {
+                (self.call)(self.work, task)
+            }));
+            let failed = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Outcome::Failed(e)),
+                Err(payload) => Some(Outcome::Panicked(payload)),
+            };
+            if let Some(failed) = failed {
+                self.stop.store(true, Ordering::Relaxed);
+                self.outcome
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(failed);
+            }
+        }
+        self.ended.fetch_add(1, Ordering::Release);
+        true
+    }
 }
 
 /// [`ragged::attention`](crate::ragged::attention) on the threads of rayon's pool: the
@@ -89,20 +225,21 @@ pub fn ragged<K: KvType, V: KvType>(
     batch.check(params)?;
     let s = params.shape;
     // Each sequence into dense rows of its own: `[q_heads][q_len][v_dim]` and its lse.
-    let results: Vec<(Vec<f32>, Vec<f32>)> = (0..batch.len())
-        .into_par_iter()
-        .map(|b| {
-            let (mut sub, [qa, ka, va, _, _]) = batch.sequence(params, b);
-            let n = sub.shape.q_heads * sub.shape.q_len;
-            sub.out = crate::Layout::planar(sub.shape.q_len, s.v_dim);
-            let (mut o, mut l) = (vec![0.0f32; n * s.v_dim], vec![0.0f32; n]);
-            let (q, k, v) = (from(q, qa), from(k, ka), from(v, va));
-            attention(&sub, q, k, v, &mut o, Some(&mut l))?;
-            Ok((o, l))
-        })
-        .collect::<Result<_, Error>>()?;
+    let results: Vec<Mutex<(Vec<f32>, Vec<f32>)>> =
+        (0..batch.len()).map(|_| Mutex::default()).collect();
+    for_each_task(batch.len(), |b| {
+        let (mut sub, [qa, ka, va, _, _]) = batch.sequence(params, b);
+        let n = sub.shape.q_heads * sub.shape.q_len;
+        sub.out = crate::Layout::planar(sub.shape.q_len, s.v_dim);
+        let (mut o, mut l) = (vec![0.0f32; n * s.v_dim], vec![0.0f32; n]);
+        let (q, k, v) = (from(q, qa), from(k, ka), from(v, va));
+        attention(&sub, q, k, v, &mut o, Some(&mut l))?;
+        *results[b].lock().unwrap_or_else(PoisonError::into_inner) = (o, l);
+        Ok(())
+    })?;
     let mut lse = lse;
-    for (b, (o, l)) in results.iter().enumerate() {
+    for (b, result) in results.into_iter().enumerate() {
+        let (o, l) = result.into_inner().unwrap_or_else(PoisonError::into_inner);
         let (q0, len) = (batch.cu_q[b], batch.cu_q[b + 1] - batch.cu_q[b]);
         for h in 0..s.q_heads {
             for i in 0..len {
@@ -115,4 +252,85 @@ pub fn ragged<K: KvType, V: KvType>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Runs `for_each_task` over `tasks` counting how often each task ran.
+    fn counts(tasks: usize, fail_at: Option<usize>) -> (Result<(), Error>, Vec<usize>) {
+        let ran: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+        let result = for_each_task(tasks, |t| {
+            ran[t].fetch_add(1, Ordering::Relaxed);
+            match Some(t) == fail_at {
+                true => Err(Error::TaskIndex { task: t, tasks }),
+                false => Ok(()),
+            }
+        });
+        (
+            result,
+            ran.iter().map(|r| r.load(Ordering::Relaxed)).collect(),
+        )
+    }
+
+    #[test]
+    fn every_task_runs_once_on_the_caller_and_the_pool() {
+        // From a thread outside the pool (the global pool) and from inside pools of 1–4.
+        for tasks in [0, 1, 2, 3, 7, 64, 257] {
+            let (result, ran) = counts(tasks, None);
+            assert_eq!((result, ran), (Ok(()), vec![1; tasks]), "{tasks} tasks");
+            for threads in 1..=4 {
+                let (result, ran) = pool(threads).install(|| counts(tasks, None));
+                assert_eq!(
+                    (result, ran),
+                    (Ok(()), vec![1; tasks]),
+                    "{tasks} on {threads}"
+                );
+            }
+        }
+        // Many short calls in a row: helpers that start after their call returned take
+        // nothing (this is what ThreadSanitizer watches in the CI's parallel tests too).
+        let pool = pool(3);
+        for tasks in 0..400 {
+            let (result, ran) = pool.install(|| counts(tasks % 5, None));
+            assert_eq!((result, ran), (Ok(()), vec![1; tasks % 5]));
+        }
+    }
+
+    #[test]
+    fn the_first_error_is_returned_and_no_task_runs_twice() {
+        for threads in [1, 2, 4] {
+            let (result, ran) = pool(threads).install(|| counts(40, Some(3)));
+            assert_eq!(result, Err(Error::TaskIndex { task: 3, tasks: 40 }));
+            assert!(ran.iter().all(|&n| n <= 1), "{ran:?}");
+            // Tasks 0..=3 were taken before the error was seen.
+            assert!(ran[..4].iter().all(|&n| n == 1), "{ran:?}");
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_task_reaches_the_caller() {
+        for threads in [1, 2, 4] {
+            let caught = pool(threads).install(|| {
+                std::panic::catch_unwind(|| {
+                    for_each_task(16, |t| match t {
+                        9 => panic!("task {t} panicked"),
+                        _ => Ok(()),
+                    })
+                })
+            });
+            let payload = caught.expect_err("the panic comes back");
+            let message = payload.downcast_ref::<String>().map(String::as_str);
+            assert_eq!(message, Some("task 9 panicked"));
+        }
+    }
 }

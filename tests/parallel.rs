@@ -71,6 +71,63 @@ fn auto_plans_for_prefill_and_decode() {
     }
 }
 
+/// The tasks run in any order on any thread, the caller's included: many small calls in a
+/// row (whose late helpers find nothing to take), from inside pools and from outside any,
+/// give exactly what the same plan's tasks give one after another.
+#[test]
+fn many_small_calls_match_the_tasks_run_in_order() {
+    let mut rng = Rng(73);
+    let shape = Shape::new(2, 5, 70, 8).gqa(4, 2);
+    let case = Case::dense(&mut rng, shape, 1.0);
+    let p = case.params().with_mask(Mask::causal());
+    for plan in [
+        Plan {
+            q_block: 1,
+            kv_block: 16,
+        },
+        Plan::auto(&shape, 3),
+    ] {
+        let mut partial = vec![0.0f32; plan.partial_len(&shape)];
+        for task in 0..plan.tasks(&shape) {
+            let region = plan.task_partial(&shape, task).unwrap();
+            let (q, k, v) = (&case.q, &case.k, &case.v);
+            qkv::plan::run_task(Level::Detect, plan, &p, q, k, v, task, &mut partial[region])
+                .unwrap();
+        }
+        let mut want = vec![f32::NAN; case.out_len];
+        qkv::plan::finish(plan, &p, &partial, &mut want, None).unwrap();
+        let pools: Vec<_> = (1..=4)
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for round in 0..100 {
+            let mut got = vec![f32::NAN; case.out_len];
+            let call = |out: &mut [f32]| {
+                parallel::attention_planned(
+                    Level::Detect,
+                    plan,
+                    &p,
+                    &case.q,
+                    &case.k,
+                    &case.v,
+                    out,
+                    None,
+                )
+            };
+            match round % 5 {
+                4 => call(&mut got),
+                n => pools[n].install(|| call(&mut got)),
+            }
+            .unwrap();
+            assert_eq!(got, want, "{plan:?}, round {round}");
+        }
+    }
+}
+
 #[test]
 fn errors_are_those_of_the_single_threaded_call() {
     let (p, q, k, mut out, mut lse) = error_fixture();
