@@ -84,8 +84,9 @@ COLUMNS
     vs f32  with f32 among the --kv types: the row's time over the f32 row's of the same
             shape and level, the median of the ratios of runs made in the same round
             (< 1: the type is faster)
-    runs    clean/timed; a clean run waited < 1% of its time on the run queue; the median
-            is over the clean runs (* on the time: fewer than 3 were clean)
+    runs    clean/timed; a clean run waited < 1% of its time on the run queue (threads: on
+            average, over the threads that ran a tenth of it); the median is over the clean
+            runs (* on the time: fewer than 3 were clean)
     err/tol max |out - qkv::reference| over the checked heads×rows; worst err over
             qkv::tolerance::output_bound (<= 1 passes)
 
@@ -116,9 +117,10 @@ OPTIONS
     --heads N         heads of the named prefill and window shapes (default 1; 8 with
                       --full). Decode shapes keep 32/8 heads; custom shapes give their own.
                         --heads 8
-    --threads N       run the level rows with qkv::parallel::attention on a pool of N
-                      threads (the level forced, Plan::auto), and their ceilings probed on
-                      N threads; the baseline stays on one thread. Needs the build feature:
+    --threads N       run the level rows with qkv::parallel::attention called from the main
+                      thread, as a program would, with rayon's global pool of N threads
+                      (the level forced, Plan::auto), and their ceilings probed on N
+                      threads; the baseline stays on one thread. Needs the build feature:
                         cargo run --release --features parallel --example bench -- --threads 2
     --quick           fewer, shorter runs (about 0.05 s a row, 1 to 3 runs): a smoke test
     --full            more runs (about 1 s a row, 5 to 31), also the slow levels, 8 heads
@@ -387,8 +389,10 @@ fn custom_case(spec: &str) -> Result<Case, String> {
 mod pool {
     use qkv::{Isa, KvType, Params};
 
+    /// rayon's global pool, sized once: the rows call `qkv::parallel` from the main thread as
+    /// a program would (the calling thread takes tasks beside the pool's workers).
     #[cfg(feature = "parallel")]
-    pub struct Pool(rayon::ThreadPool);
+    pub struct Pool(());
 
     #[cfg(not(feature = "parallel"))]
     pub enum Pool {}
@@ -398,7 +402,7 @@ mod pool {
         pub fn new(threads: usize) -> Result<Pool, String> {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
-                .build()
+                .build_global()
                 .map(Pool)
                 .map_err(|e| format!("cannot start {threads} threads: {e}"))
         }
@@ -412,7 +416,7 @@ mod pool {
             )
         }
 
-        /// `qkv::parallel::attention` on this pool, with the level forced to `isa`.
+        /// `qkv::parallel::attention` on the pool, with the level forced to `isa`.
         pub fn attention<K: KvType, V: KvType>(
             &self, isa: Isa, params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
         ) -> Result<(), qkv::Error> {
@@ -425,10 +429,8 @@ mod pool {
             {
                 use qkv::parallel::{Plan, attention_planned};
                 use qkv::split::Level;
-                let plan = Plan::auto(&params.shape, self.0.current_num_threads());
-                self.0.install(|| {
-                    attention_planned(Level::Isa(isa), plan, params, q, k, v, out, None)
-                })
+                let plan = Plan::auto(&params.shape, rayon::current_num_threads());
+                attention_planned(Level::Isa(isa), plan, params, q, k, v, out, None)
             }
         }
     }
@@ -460,7 +462,7 @@ type Run = (f64, Option<f64>);
 /// plain alternation probe, run, probe, run, ...
 ///
 /// On a shared machine another process may take the core in the middle of a run. Linux
-/// counts the time a thread waits on the run queue ([`waited_ns`], updated each time a
+/// counts the time a thread waits on the run queue ([`thread_times`], updated each time a
 /// thread gets the CPU back), so each run is classed as *clean* (the row's `threads` waited
 /// under 1% of its wall time each, on average) or not, and the median is taken over the
 /// clean runs when there are at least 3 (rounds are repeated, within 3× the budget, to get
@@ -469,14 +471,30 @@ type Run = (f64, Option<f64>);
 /// only sample (far past any cold-cache effect).
 fn measure(budget: &Budget, threads: usize, arms: &mut [Arm]) -> Vec<(Timing, Vec<Run>)> {
     let run = |f: &mut dyn FnMut()| -> Run {
-        let w0 = waited_ns(threads > 1);
+        let before = thread_times(threads > 1);
         let t = Instant::now();
         f();
         let dt = t.elapsed().as_secs_f64();
-        let waited = match (w0, waited_ns(threads > 1)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * 1e-9 / threads as f64),
-            _ => None,
-        };
+        let waited = before
+            .zip(thread_times(threads > 1))
+            .map(|(before, after)| {
+                let waited: u64 = after
+                    .iter()
+                    .map(|&(tid, ran, waited)| {
+                        let (ran0, waited0) = before
+                            .iter()
+                            .find(|b| b.0 == tid)
+                            .map_or((0, 0), |b| (b.1, b.2));
+                        // A pool thread that barely ran had no work: its waiting did not slow
+                        // the row.
+                        match ran.saturating_sub(ran0) as f64 * 1e-9 >= 0.1 * dt {
+                            true => waited.saturating_sub(waited0),
+                            false => 0,
+                        }
+                    })
+                    .sum();
+                waited as f64 * 1e-9 / threads as f64
+            });
         (dt, waited)
     };
     let slot = |probes: &mut [Prober]| {
@@ -601,31 +619,32 @@ impl Timing {
     }
 }
 
-/// Nanoseconds spent waiting for a CPU while runnable (Linux schedstat, second field) by
-/// this thread, or with `all` by every thread of this process (a threaded row's work runs on
-/// other threads, which may also be created and ended within a run); `None` elsewhere.
+/// Nanoseconds each thread has spent on a CPU and waiting for one while runnable (Linux
+/// schedstat), as `(thread id, ran, waited)`: this thread, or with `all` every thread of this
+/// process (a threaded row's work runs on other threads, which may also be created and ended
+/// within a run); `None` elsewhere.
 ///
 /// A one-thread row reads only its own thread: the idle threads of a `--threads` pool
 /// yield while they wait for work, and on a busy host a yielding thread waits on the run
-/// queue without the row being slowed.
-fn waited_ns(all: bool) -> Option<u64> {
-    let read = |path: std::path::PathBuf| -> Option<u64> {
-        std::fs::read_to_string(path)
-            .ok()?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+/// queue without the row being slowed. For the same reason a threaded row counts the waits
+/// of the threads that ran for at least a tenth of the run.
+fn thread_times(all: bool) -> Option<Vec<(u64, u64, u64)>> {
+    let read = |tid: u64, path: std::path::PathBuf| -> Option<(u64, u64, u64)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some((tid, fields.next()??, fields.next()??))
     };
     if !all {
-        return read("/proc/thread-self/schedstat".into());
+        return Some(vec![read(0, "/proc/thread-self/schedstat".into())?]);
     }
-    let mut total = 0;
+    let mut times = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let task = task.ok()?;
+        let tid = task.file_name().to_str()?.parse().ok()?;
         // A thread that ended between the listing and the read has nothing left to count.
-        total += read(task.ok()?.path().join("schedstat")).unwrap_or(0);
+        times.extend(read(tid, task.path().join("schedstat")));
     }
-    Some(total)
+    Some(times)
 }
 
 /// Runs `f(0)` on the calling thread and `f(1)`, …, `f(threads - 1)` on as many scoped
@@ -1581,9 +1600,9 @@ fn print_header(info: &RunInfo, o: &Options) {
         },
     );
     println!(
-        "runs: clean/timed, a clean run kept the CPU (waited < 1% on the run queue); the \
-         median is over the clean runs (* : fewer than 3 clean, median of all); cpu: share \
-         of the timed thread time on a CPU"
+        "runs: clean/timed, a clean run kept the CPU (waited < 1% on the run queue, on average \
+         over its working threads); the median is over the clean runs (* : fewer than 3 \
+         clean, median of all); cpu: share of the timed thread time on a CPU"
     );
     println!(
         "err: max |out - qkv::reference| over the checked heads×rows (each recomputed as a \
