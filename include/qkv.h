@@ -646,9 +646,11 @@ qkv_status qkv_plan_run_task(const qkv_plan *plan, const qkv_desc *desc, const f
 qkv_status qkv_plan_finish(const qkv_plan *plan, const qkv_desc *desc, const float *partial,
                            float *out, float *lse);
 
-/** qkv_attention_f32() on the threads of the library's own pool (rayon; the library built
- *  with the `parallel` feature, which needs std). Same arguments, statuses and results up
- *  to the merge's rounding. */
+/** qkv_attention_f32() on the calling thread and the threads of the library's own pool
+ *  (rayon's global pool, one thread per CPU; the library built with the `parallel`
+ *  feature, which needs std): the caller takes tasks too, so the call starts at once even
+ *  while the pool's threads sleep. Same arguments, statuses and results up to the merge's
+ *  rounding. */
 qkv_status qkv_attention_parallel_f32(const qkv_desc *desc, const float *q, const void *k,
                                       const void *v, float *out, float *lse);
 

@@ -242,7 +242,7 @@ pub unsafe extern "C" fn qkv_plan_finish(
 #[cfg(feature = "parallel")]
 super::attention::one_shot_entry! {
     /// `qkv_attention_parallel_f32`: [`qkv_attention_f32`](super::qkv_attention_f32) on the
-    /// threads of the `parallel` feature's pool (rayon's global pool;
+    /// calling thread and the `parallel` feature's pool (rayon's global pool;
     /// [`parallel::attention`](crate::parallel::attention)). Same arguments, statuses and
     /// results (key splits are merged exactly up to one rounding).
     ///
