@@ -1,6 +1,9 @@
 //! Single-threaded `qkv::attention` against `qkv::parallel::attention` on 1, 2, … threads, for
 //! prefill and for long-context decode (split-KV). Timings alternate between the variants in
-//! each round, and the median of the rounds is reported.
+//! each round, and the median of the rounds is reported. Each thread count has a pool of its
+//! own, entered with `ThreadPool::install`, which hands the call to a worker first: its
+//! times include that worker's wake-up (on a VM, up to a millisecond: `benches/NOTES.md`
+//! 36), which `bench --threads N`, calling from the main thread, does not.
 //!
 //! ```text
 //! cargo run --release --features parallel --example parallel [rounds]
