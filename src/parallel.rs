@@ -43,8 +43,9 @@ pub use crate::plan::Plan;
 use crate::range::from;
 use crate::{Error, KvType, Level, Params, plan};
 
-/// [`attention`](crate::attention) on the current rayon pool, with the best level and
-/// [`Plan::auto`]. Same arguments, errors and semantics.
+/// [`attention`](crate::attention) on the calling thread and the current rayon pool (see
+/// the module's doc), with the best level and [`Plan::auto`] for the pool's thread count.
+/// Same arguments, errors and semantics.
 pub fn attention<K: KvType, V: KvType>(
     params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
