@@ -67,21 +67,17 @@ pub fn attention_planned<K: KvType, V: KvType>(
     if tasks == 0 {
         return level.attention(params, q, k, v, out, lse);
     }
-    // The tasks' parts of the buffer follow each other in task order.
+    // The tasks' parts of the buffer follow each other in task order. Each task runs once,
+    // so its part's lock is never contended.
     let mut partial = vec![0.0f32; plan.partial_len(&s)];
     let mut parts = Vec::with_capacity(tasks);
     let mut rest = partial.as_mut_slice();
     for task in 0..tasks {
         let len = plan.task_partial(&s, task).map_or(0, |r| r.len());
         let (part, tail) = rest.split_at_mut(len.min(rest.len()));
-        parts.push((task, part));
+        parts.push(Mutex::new(part));
         rest = tail;
     }
-    // Each task runs once, so its part's lock is never contended.
-    let parts: Vec<_> = parts
-        .into_iter()
-        .map(|(_, part)| Mutex::new(part))
-        .collect();
     for_each_task(tasks, |task| {
         let mut part = parts[task].lock().unwrap_or_else(PoisonError::into_inner);
         plan::run_task(level, plan, params, q, k, v, task, &mut part)

@@ -63,6 +63,17 @@ pub(super) unsafe fn qk_kernel<S: Simd, const KR: usize, const N: usize>(
     }
 }
 
+/// Whether level `S`'s decode tiles step rows stored as `T` a whole line (a q8_0 block) at
+/// a time, its vectors unrolled with one prefetch and one set of block scales per line:
+/// q8_0 on the SIMD levels, where the per-vector test of `RowLoads::at` and the pointers it
+/// kept in memory were nearly as many instructions as the arithmetic (AVX-512). The other
+/// types test each vector (stepping their lines cost 1–4% on AVX2), and so does one lane
+/// (code size; benches/NOTES.md 35).
+#[inline(always)]
+const fn steps_lines<S: Simd, T: KvType>() -> bool {
+    S::F32_LANES > 1 && matches!(T::KIND, KvKind::Q8_0)
+}
+
 /// The decode dot tile: `s[m][x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
 /// and `X` consecutive keys stored as `K`, widened in registers, lanes along `head_dim`, `C`
 /// accumulator chains per score (`M × X × C` multiply-adds in flight) and one horizontal sum
@@ -102,25 +113,24 @@ pub(super) unsafe fn dot_kernel<
     };
     let full = dim / lanes * lanes;
     let mut k_loads = kv::RowLoads::<S, K, X>::new(simd, core::array::from_fn(|x| k.row(x)));
-    // Each turn takes a run of `C` vectors (the chains), or with q8_0 K on SIMD levels a
-    // whole block, unrolled: its scales are read once, as its first vector comes, with no
-    // test per vector (the per-vector test of `RowLoads::at` and the pointers it kept in
-    // memory were nearly as many instructions as the arithmetic on AVX-512). Stepping whole
-    // lines cost the other types 1–4% on AVX2, and one lane code size (benches/NOTES.md 35).
-    let step = match lanes > 1 && K::KIND == KvKind::Q8_0 {
+    // Each turn takes a run of `C` vectors (the chains), or a whole line where the level
+    // steps them ([`steps_lines`]), unrolled: its scales are read once, as its first vector
+    // comes, with no test per vector.
+    let by_lines = steps_lines::<S, K>();
+    let step = match by_lines {
         true => line.max(C * lanes),
         false => C * lanes,
     };
     // A q8_0 row is whole blocks (validation), and a block at least `C` vectors: `step`
     // divides it, so its turns need no end test.
-    debug_assert!(!(lanes > 1 && K::KIND == KvKind::Q8_0) || dim.is_multiple_of(step));
+    debug_assert!(!by_lines || dim.is_multiple_of(step));
     let mut d = 0;
     while d < full {
         // Chain `i % C` takes vector `i` of the turn (a constant trip count keeps the chain
         // index constant and the accumulators in registers).
         for i in 0..step / lanes {
             let at = d + i * lanes;
-            if !(lanes > 1 && K::KIND == KvKind::Q8_0) && at >= full {
+            if !by_lines && at >= full {
                 break;
             }
             // `d` is a multiple of `step`: where that is a whole number of lines, `i` alone
@@ -337,13 +347,14 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
             unsafe { store::<S>(at, a) };
         }
     }
-    // q8_0 on SIMD levels steps whole blocks, as in `dot_kernel`: one prefetch and one set
-    // of block scales per block, its vectors unrolled. Unlike K's rows, a panel may start
-    // inside a block (the least tiles' 16 columns), known only here: those panels, and the
-    // other types, take the loop after it, which tests each vector. (One loop choosing per
-    // vector measured 1.02× the time of a q8_0 decode in L2, benches/NOTES.md 35.)
+    // Whole lines where the level steps them ([`steps_lines`]), as in `dot_kernel`: one
+    // prefetch and one set of block scales per line, its vectors unrolled. Unlike K's rows,
+    // a panel may start inside a block (the least tiles' 16 columns), known only here: those
+    // panels, and the other types, take the loop after it, which tests each vector. (One
+    // loop choosing per vector measured 1.02× the time of a q8_0 decode in L2,
+    // benches/NOTES.md 35.)
     let per_line = line / lanes;
-    let stepped = match lanes > 1 && V::KIND == KvKind::Q8_0 && col0.is_multiple_of(line) {
+    let stepped = match steps_lines::<S, V>() && col0.is_multiple_of(line) {
         true => full / per_line * per_line,
         false => 0,
     };
