@@ -1,11 +1,13 @@
 //! What reading K and V through pages costs: decode over 32k keys (32 query heads over 8 kv
 //! heads, d128) with K/V in `f32` and in `f16`, and a 4k² prefill, each with K and V in
-//! order and in pools of pages of 16, 64 and 256 keys (`[pages][kv_heads][page_len][dim]`,
-//! the pages in a shuffled order as a cache that has served many sequences holds them), and
-//! the in-order K and V read as pages of each length in place (what the pages cost the
-//! kernel, without what scattered pages cost the memory system). The calls are interleaved
-//! one by one so that every layout sees the same machine; medians of the call times and of
-//! their ratio to the in-order call of the same round.
+//! order (planar) and in pools of pages of 16, 64 and 256 keys, laid out
+//! `[pages][kv_heads][page_len][dim]` ("HND") and `[pages][page_len][kv_heads][dim]`
+//! ("NHD", vLLM's), the pages in a shuffled order as a cache that has served many sequences
+//! holds them; K and V interleaved, `[kv_len][kv_heads][dim]`, not paged; and the in-order K
+//! and V read as pages of each length in place (what the pages cost the kernel, without
+//! what scattered pages cost the memory system). The calls are interleaved one by one so
+//! that every layout sees the same machine; medians of the call times and of their ratio to
+//! the in-order call of the same round.
 //!
 //! ```text
 //! cargo run --release --example paged_cost [-- --level avx2|avx512|scalar|neon] [--seconds S]
@@ -36,19 +38,40 @@ fn shuffled(pages: usize) -> Vec<u32> {
 }
 
 /// `x` (planar `[kv_heads][kv_len][dim]`) copied into a pool of pages of `page_len` keys,
-/// `[pages][kv_heads][page_len][dim]`, placed as `table` says.
+/// `[pages][kv_heads][page_len][dim]` (`hnd`) or `[pages][page_len][kv_heads][dim]`, placed
+/// as `table` says.
 fn paged<T: Copy + Default>(
-    x: &[T], kv_heads: usize, kv_len: usize, dim: usize, page_len: usize, table: &[u32],
+    x: &[T], (kv_heads, kv_len, dim): (usize, usize, usize), page_len: usize, table: &[u32],
+    hnd: bool,
 ) -> Vec<T> {
     let stride = kv_heads * page_len * dim;
     let mut pool = vec![T::default(); table.len() * stride];
     for g in 0..kv_heads {
         for j in 0..kv_len {
-            let at = table[j / page_len] as usize * stride + (g * page_len + j % page_len) * dim;
+            let (page, row) = (table[j / page_len] as usize, j % page_len);
+            let within = match hnd {
+                true => g * page_len + row,
+                false => row * kv_heads + g,
+            };
+            let at = page * stride + within * dim;
             pool[at..at + dim].copy_from_slice(&x[(g * kv_len + j) * dim..][..dim]);
         }
     }
     pool
+}
+
+/// `x` (planar) re-laid interleaved, `[kv_len][kv_heads][dim]`.
+fn interleaved<T: Copy + Default>(
+    x: &[T], (kv_heads, kv_len, dim): (usize, usize, usize),
+) -> Vec<T> {
+    let mut y = vec![T::default(); x.len()];
+    for g in 0..kv_heads {
+        for j in 0..kv_len {
+            y[(j * kv_heads + g) * dim..][..dim]
+                .copy_from_slice(&x[(g * kv_len + j) * dim..][..dim]);
+        }
+    }
+    y
 }
 
 /// Times `problem` with K and V as `T`, in order and through pages of each length.
@@ -62,37 +85,49 @@ fn run<T: KvType + Copy + Default>(
     let mut out = vec![0.0f32; problem.out_len()];
     let plain = problem.params();
     let lens = [16usize, 64, 256];
+    let (kd, vd) = (
+        (s.kv_heads, s.kv_len, s.head_dim),
+        (s.kv_heads, s.kv_len, s.v_dim),
+    );
     let tables: Vec<Vec<u32>> = lens
         .iter()
         .map(|&l| shuffled(s.kv_len.div_ceil(l)))
         .collect();
-    let pools: Vec<(Vec<T>, Vec<T>)> = lens
-        .iter()
-        .zip(&tables)
-        .map(|(&l, t)| {
-            (
-                paged(&k, s.kv_heads, s.kv_len, s.head_dim, l, t),
-                paged(&v, s.kv_heads, s.kv_len, s.v_dim, l, t),
-            )
-        })
-        .collect();
-    let pages: Vec<Pages> = lens
-        .iter()
-        .zip(&tables)
-        .map(|(&l, t)| {
-            let stride = s.kv_heads * l * s.head_dim;
-            Pages::new(t, l, stride, stride)
-        })
-        .collect();
-    let mut configs: Vec<(String, Params, &[T], &[T])> =
-        vec![("in order".to_string(), plain, &k, &v)];
-    for ((l, p), (pk, pv)) in lens.iter().zip(&pages).zip(&pools) {
-        let params = Params {
-            k: Layout::planar(*l, s.head_dim),
-            v: Layout::planar(*l, s.v_dim),
-            ..plain.with_pages(*p)
+    // Per layout (HND, NHD) and page length: the K and V pools.
+    let mut pools: Vec<(bool, usize, [Vec<T>; 2])> = Vec::new();
+    for hnd in [true, false] {
+        for (&l, t) in lens.iter().zip(&tables) {
+            pools.push((hnd, l, [paged(&k, kd, l, t, hnd), paged(&v, vd, l, t, hnd)]));
+        }
+    }
+    let (ik, iv) = (interleaved(&k, kd), interleaved(&v, vd));
+    let mut configs: Vec<(String, Params, &[T], &[T])> = vec![
+        ("in order".to_string(), plain, &k, &v),
+        (
+            "interleaved".to_string(),
+            Params {
+                k: Layout::interleaved(s.kv_heads, s.head_dim),
+                v: Layout::interleaved(s.kv_heads, s.v_dim),
+                ..plain
+            },
+            &ik,
+            &iv,
+        ),
+    ];
+    for ((hnd, l, [pk, pv]), n) in pools.iter().zip(0..) {
+        let table = &tables[n % lens.len()];
+        let stride = |dim: usize| s.kv_heads * l * dim;
+        let within = |dim: usize| match hnd {
+            true => Layout::planar(*l, dim),
+            false => Layout::interleaved(s.kv_heads, dim),
         };
-        configs.push((format!("pages of {l}"), params, pk, pv));
+        let params = Params {
+            k: within(s.head_dim),
+            v: within(s.v_dim),
+            ..plain.with_pages(Pages::new(table, *l, stride(s.head_dim), stride(s.v_dim)))
+        };
+        let name = format!("{} pages of {l}", if *hnd { "HND" } else { "NHD" });
+        configs.push((name, params, pk, pv));
     }
     // The in-order K and V read as pages in order: the same addresses as in order, so
     // what remains is what pages cost the kernel (page arithmetic, blocks read page by page),

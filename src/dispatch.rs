@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::kernel::{self, Tiles, Widen};
 use crate::kv::{BlockQ8_0, KvKind, KvType, Typed, bf16, f16};
-use crate::{Error, Params, Shape};
+use crate::{Error, Params};
 
 pub(crate) mod arch;
 
@@ -201,7 +201,7 @@ impl Level {
     ) -> Result<(), Error> {
         // Validated before the stack workspace exists (and again, cheaply, inside).
         params.validate(q, k, v, out, lse.as_deref())?;
-        on_stack_workspace::<K, V, _>(&params.shape, |ws| {
+        on_stack_workspace::<K, V, _>(params, |ws| {
             self.attention_in(ws, params, q, k, v, out, lse)
         })
     }
@@ -339,12 +339,12 @@ pub(crate) const STACK_WORKSPACE_NARROW: usize = if cfg!(feature = "stack-worksp
 };
 
 /// Runs `f` on a stack workspace for K and V stored as `K` and `V` ([`STACK_WORKSPACE`] or
-/// [`STACK_WORKSPACE_NARROW`] floats), of which only what `shape` can use is initialised.
+/// [`STACK_WORKSPACE_NARROW`] floats), of which only what `params` can use is initialised.
 pub(crate) fn on_stack_workspace<K: KvType, V: KvType, R>(
-    shape: &Shape, f: impl FnOnce(&mut [f32]) -> R,
+    params: &Params, f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
     let kinds = (K::KIND, V::KIND);
-    let used = Tiles::best(shape, kinds).len();
+    let used = kernel::workspace_len(params, kinds);
     match kinds {
         (KvKind::F32, KvKind::F32) => on_stack::<STACK_WORKSPACE, R>(used, f),
         _ => on_stack::<STACK_WORKSPACE_NARROW, R>(used, f),

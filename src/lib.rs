@@ -151,7 +151,9 @@ pub fn attention_in<K: KvType, V: KvType>(
 
 /// The `f32`s of working memory with which [`attention_in`] (and the split-KV and streaming
 /// calls on the same params) runs at full speed with `f32` K and V: at most about 15k
-/// (60 KiB), less for small heads, short queries (decode) and narrow `v_dim`.
+/// (60 KiB), less for small heads, short queries (decode) and narrow `v_dim`. Decode whose
+/// kv heads' rows lie side by side (interleaved K and V, most paged layouts) takes the tiles
+/// of up to 8 blocks, one per kv head it reads in turn: about 7.5k floats at d128.
 pub fn workspace_len(params: &Params) -> usize {
     workspace_len_for(params, KvKind::F32, KvKind::F32)
 }
@@ -165,7 +167,7 @@ pub fn min_workspace_len(params: &Params) -> usize {
 /// [`workspace_len`] for K and V stored as `k` and `v` (`K::KIND`, `V::KIND`): K or V
 /// narrower than `f32` adds a tile their values are widened into (at most 6,144 floats).
 pub fn workspace_len_for(params: &Params, k: KvKind, v: KvKind) -> usize {
-    kernel::Tiles::best(&params.shape, (k, v)).len()
+    kernel::workspace_len(params, (k, v))
 }
 
 /// [`min_workspace_len`] for K and V stored as `k` and `v`: the same for every type (the

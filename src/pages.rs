@@ -27,7 +27,10 @@ pub(crate) const PAGED: bool = cfg!(feature = "paged-kv");
 /// Strides count elements of the stored type, as the layouts do (`q8_0` blocks: see
 /// [`Params::with_kv_units`](crate::Params::with_kv_units), which divides these too).
 /// The kernel cuts its blocks of keys at page ends, so a page of at least 48 keys costs
-/// nothing; smaller pages make smaller blocks.
+/// nothing; smaller pages make smaller blocks. Decode reads the kv heads of a page in turn
+/// where their rows lie side by side (NHD, and HND pages of under 16 KiB per head), which
+/// takes up to 8 blocks' tiles of working memory
+/// ([`workspace_len`](crate::workspace_len) counts them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pages<'a> {
     /// The page of each `page_len` keys of the sequence, in order; it must hold at least

@@ -122,7 +122,7 @@ pub fn attention_at<K: KvType, V: KvType>(
         let lse = lse
             .as_deref_mut()
             .map(|l| l.get_mut(la..).unwrap_or(&mut []));
-        crate::dispatch::on_stack_workspace::<K, V, _>(&sub.shape, |ws| {
+        crate::dispatch::on_stack_workspace::<K, V, _>(&sub, |ws| {
             level.attention_rows(
                 ws,
                 &sub,

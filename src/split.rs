@@ -90,7 +90,7 @@ pub fn partial_at<K: KvType, V: KvType>(
         Err(e) => return Err(*e),
     };
     let (q, k, v) = part.inputs(params, q, k, v);
-    crate::dispatch::on_stack_workspace::<K, V, _>(&params.shape, |ws| {
+    crate::dispatch::on_stack_workspace::<K, V, _>(sub, |ws| {
         level.attention_in(ws, sub, q, k, v, out, Some(lse))
     })
 }

@@ -221,11 +221,10 @@ impl<'p, 's> Stream<'p, 's> {
     pub fn update<K: KvType, V: KvType>(
         &mut self, q: &[f32], k: &[K], v: &[V], keys: Range<usize>,
     ) -> Result<(), Error> {
-        let shape = self.params.shape;
         self.update_by(keys, |level, sub, out, lse| {
             // Validated before the stack workspace exists.
             sub.validate(q, k, v, out, Some(lse))?;
-            on_stack_workspace::<K, V, _>(&shape, |ws| {
+            on_stack_workspace::<K, V, _>(sub, |ws| {
                 level.attention_in(ws, sub, q, k, v, out, Some(lse))
             })
         })

@@ -144,6 +144,45 @@ pub(crate) const fn paged_decode_keys(page_len: usize, keys: usize) -> Option<us
     None
 }
 
+/// Decode blocks that read K and V together, a key block of each in turn
+/// (`kernel::run_together`), where the kv heads' rows lie side by side, when the working
+/// memory holds their tiles. 8 covers the kv heads of most models, and 8 heads' rows make
+/// runs long enough for the memory where there are more. Targets without a SIMD level
+/// (microcontrollers, mostly cacheless) take one: the code stays out.
+pub(crate) const BLOCKS_TOGETHER: usize =
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        8
+    } else {
+        1
+    };
+
+/// Side by side, for [`BLOCKS_TOGETHER`]: each kv head's rows start less than this after
+/// the previous head's. Read head by head, such rows are a short run per head and page (or
+/// row), each a restart of the memory's stream; rows further apart are long runs that read
+/// best one head at a time. Decode-32k (32/8 heads, d128), the blocks one at a time → together,
+/// time against planar K and V, on an Intel Xeon with AMX (KVM family 6 model 167),
+/// AVX-512, two rounds (benches/NOTES.md 37):
+///
+/// | K and V, f32 (f16) | heads apart | one at a time | together |
+/// | --- | --- | --- | --- |
+/// | interleaved | 512 B (256 B) | 1.84–1.92× (2.60–2.63×) | 1.11–1.12× (1.33–1.47×) |
+/// | pages of 16, `[page][key][head][dim]` | 512 B (256 B) | 1.99–2.11× (3.21–3.22×) | 0.99–1.00× (1.41–1.52×) |
+/// | pages of 256, `[page][key][head][dim]` | 512 B (256 B) | 1.91–1.93× (2.70–2.78×) | 1.07× (1.19–1.30×) |
+/// | pages of 16, `[page][head][key][dim]` | 8 KiB (4 KiB) | 1.28–1.35× (1.79–1.89×) | 1.20–1.22× (1.45–1.58×) |
+/// | pages of 64, `[page][head][key][dim]` | 32 KiB (16 KiB) | 1.08× (1.30–1.33×) | 1.13–1.14× (1.22–1.35×) |
+/// | pages of 256, `[page][head][key][dim]` | 128 KiB (64 KiB) | 1.02× (1.14–1.16×) | 1.08–1.10× (1.17–1.30×) |
+pub(crate) const HEADS_APART_BYTES: usize = 16 * 1024;
+
+/// How many blocks later, in the order [`BLOCKS_TOGETHER`] blocks read K and V, are the
+/// rows a block's tiles ask for while reading its own: decode-32k (32/8 heads, d128) with
+/// interleaved K and V, f16 / f32, AVX-512, on an Intel Xeon with AMX (KVM family 6 model 167),
+/// against the planar time: 1 block 1.65× / 0.92×, 2 blocks 1.35× / 0.92×, 4 blocks 1.38× /
+/// 0.93×, 8 (a head's own next key block) 1.78× / 1.10×; pages of 16 keys, `[page][key][head]
+/// [dim]` 1.67× / 0.87×, 1.39× / 0.84×, 1.32× / 0.84×, 1.31× / 0.91×, and
+/// `[page][head][key][dim]` 1.19× / 1.18×, 1.19× / 1.15×, 1.15× / 1.16×, 1.14× / 1.14×
+/// (benches/NOTES.md 37).
+pub(crate) const TOGETHER_AHEAD: usize = 4;
+
 /// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
 /// - **AMD Zen 5 and later** (measured on Zen 5, family 26 model 2): `prefetchnta`, which the
 ///   [`PREFETCH_KEYS`] measurements above were taken with (75–86% of the streaming read).

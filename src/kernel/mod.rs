@@ -37,6 +37,16 @@
 //! shape and the memory given, from full size down to one row (`config::TILE_TABLE`);
 //! `v_dim` wider than a panel is done in several passes (the scores are recomputed per pass).
 //!
+//! **Decode with the kv heads side by side** (`run_together`). Blocks take the kv heads one
+//! after another, each over all its keys: right for planar K and V, where a head's rows are
+//! one long run. Where each head's rows start within `config::HEADS_APART_BYTES` of the
+//! previous head's (interleaved K and V, pages of `[key][head][dim]` or short pages of
+//! `[head][key][dim]`), that order reads a short run per head and row or page, each a
+//! restart of the memory's stream; so decode blocks (one query block and one `v_dim` panel)
+//! take turns instead, up to `config::BLOCKS_TOGETHER` of them each in tiles of its own, a
+//! key block each, and read K and V in the order they lie. Each block does the same
+//! arithmetic in the same order either way: the results are the same bits.
+//!
 //! **K and V types** ([`crate::kv`]). The decode tiles (`dot_kernel`, `pv_keys_kernel`) and
 //! the P·V register tile (`pv_kernel`) read K and V as they are stored and widen each vector
 //! in registers after the load. For packed (prefill) blocks, whose rows share each value,
@@ -84,7 +94,7 @@ mod widen;
 use pulp::Simd;
 
 use crate::Params;
-use crate::kv::KvType;
+use crate::kv::{KvKind, KvType};
 pub use config::BLOCK_Q;
 use phases::{Op, Read};
 use scratch::Scratch;
@@ -170,6 +180,84 @@ struct Keys {
     v_ahead: usize,
 }
 
+/// How a block's keys are cut into key blocks of at most `most` keys: a block never crosses
+/// a page end, where its rows stop being at one stride.
+#[derive(Clone, Copy)]
+struct KeyBlocks {
+    keys: (usize, usize),
+    most: usize,
+    paged: bool,
+    /// Decode's one block length for pages longer than a block, where there is one.
+    page_block: Option<usize>,
+}
+
+impl KeyBlocks {
+    #[inline(always)]
+    fn new(x: &Inputs, keys: (usize, usize), most: usize, packed: bool) -> KeyBlocks {
+        KeyBlocks {
+            keys,
+            most,
+            paged: x.p.paged().is_some(),
+            page_block: match (x.p.paged(), packed) {
+                (Some(pages), false) => config::paged_decode_keys(pages.page_len, most),
+                _ => None,
+            },
+        }
+    }
+
+    /// The length of the key block from `k0` (0 past the keys).
+    #[inline(always)]
+    fn len(self, x: &Inputs, k0: usize) -> usize {
+        let left = self.keys.1.saturating_sub(k0);
+        let run = x.p.run_end(k0) - k0;
+        if let Some(d) = self.page_block {
+            // Blocks end at multiples of `d` keys into the page (a range may start inside
+            // one).
+            return match run % d {
+                0 => d,
+                rest => rest,
+            }
+            .min(left);
+        }
+        // The rest of a page between one and two blocks long is cut in halves of a multiple
+        // of 4 keys (the tiles' key steps): a page of 64 keys is two blocks of 32, not 48
+        // and 16.
+        match self.paged && run <= left && run > self.most && run < 2 * self.most {
+            true => (run / 2).next_multiple_of(4).min(self.most),
+            false => self.most.min(left).min(run),
+        }
+    }
+
+    /// The key block from `k0` of kv head `g`'s rows, and how far ahead its tiles ask for
+    /// lines. The distances do not depend on `g`: a row's place is affine in its head.
+    #[inline(always)]
+    fn at(self, x: &Inputs, g: usize, k0: usize) -> Keys {
+        let cols = self.len(x, k0);
+        let next = k0 + cols;
+        // While P·V reads a block's V lines it asks for the same lines of the next block
+        // (none past the keys): decode streams V from memory, prefill from L2 or L3. Decode
+        // asks for K `PREFETCH_KEYS` rows ahead, or with pages, where that may leave the
+        // page, the next block's. A next block of another length is asked for all the same,
+        // as far as this block's rows reach: the rows past a shorter one are the keys after
+        // it, and a prefetch never faults (without it, a page of 256 keys, cut 48 × 4 +
+        // 32 × 2, read a third of its blocks unrequested).
+        let p = x.p;
+        let has_next = self.len(x, next) > 0;
+        let ahead = |from: usize, to: usize| if has_next { to.wrapping_sub(from) } else { 0 };
+        Keys {
+            k0,
+            cols,
+            k_ahead: match self.paged {
+                false => config::PREFETCH_KEYS
+                    .checked_mul(p.k.row_stride)
+                    .unwrap_or(0),
+                true => ahead(p.k_at(g, k0), p.k_at(g, next)),
+            },
+            v_ahead: ahead(p.v_at(g, k0), p.v_at(g, next)),
+        }
+    }
+}
+
 /// Runs a job on the instance `simd`.
 pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V>) {
     let Job {
@@ -183,8 +271,6 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         tiles: t,
         workspace,
     } = job;
-    let (mut scratch, tile) = Scratch::new(t, workspace);
-    let scratch = &mut scratch;
     let shape = p.shape;
     if shape.q_len == 0 {
         return; // nothing to write, however many heads
@@ -196,6 +282,17 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
         stream_hint: config::stream_hint(),
         prefetch_values: config::prefetch_values(),
     };
+    // Targets without a SIMD level keep one block at a time (see `BLOCKS_TOGETHER`).
+    if config::BLOCKS_TOGETHER > 1 {
+        let together =
+            blocks_together(p, t, (K::KIND, V::KIND)).min(workspace.len() / t.len().max(1));
+        if together > 1 {
+            let lse = lse.map(|l| (l, lse_stride));
+            return run_together(simd, &x, (k, v), (out, lse), t, workspace, together);
+        }
+    }
+    let (mut scratch, tile) = Scratch::new(t, workspace);
+    let scratch = &mut scratch;
     let group = shape.q_heads / shape.kv_heads;
     // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
     // is read once per block of heads instead of once per head.
@@ -242,6 +339,122 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
             }
             h0 += heads_per_block;
         }
+    }
+}
+
+/// How many decode blocks [`run_together`] takes at a time, with K and V stored as `kinds`:
+/// every block of a call of one query block and one `v_dim` panel, up to
+/// [`config::BLOCKS_TOGETHER`], where each kv head's rows of K and of V start less than
+/// [`config::HEADS_APART_BYTES`] after the previous head's (K and V interleaved; pages that
+/// hold every head's rows, `[page][key][head][dim]`, or `[page][head][key][dim]` with short
+/// pages); else 1 (each block reads all its keys before the next starts).
+pub(crate) fn blocks_together(p: &Params, t: Tiles, kinds: (KvKind, KvKind)) -> usize {
+    let s = p.shape;
+    let (q_len, group) = (s.q_len.max(1), (s.q_heads / s.kv_heads.max(1)).max(1));
+    let near = |l: crate::Layout, kind: KvKind| {
+        l.head_stride.saturating_mul(kind.bytes()) < config::HEADS_APART_BYTES
+    };
+    let decode = t.rows <= config::MR && q_len <= t.rows && s.v_dim <= t.v_cols;
+    if !decode || !near(p.k, kinds.0) || !near(p.v, kinds.1) {
+        return 1;
+    }
+    let heads_per_block = (t.rows / q_len).clamp(1, group);
+    let blocks = s.kv_heads.saturating_mul(group.div_ceil(heads_per_block));
+    blocks.clamp(1, config::BLOCKS_TOGETHER)
+}
+
+/// The `f32`s of working memory with which a call on `p` runs at full speed with K and V
+/// stored as `kinds`: the best tiles, once for each block [`run_together`] takes at a time.
+pub(crate) fn workspace_len(p: &Params, kinds: (KvKind, KvKind)) -> usize {
+    let t = Tiles::best(&p.shape, kinds);
+    t.len() * blocks_together(p, t, kinds)
+}
+
+/// Decode with the kv heads' rows side by side, `together` blocks at a time (consecutive
+/// heads; each one query block and one `v_dim` panel, as [`blocks_together`] allows, with
+/// tiles of its own): each key block is read by every block in turn, so K and V are read in
+/// the order they lie. Head by head, each head's rows would be a run of their own per page
+/// (or per row, interleaved), every run a restart of the memory's stream.
+fn run_together<S: Widen, K: KvType, V: KvType>(
+    simd: S, x: &Inputs, kv: (&[K], &[V]),
+    (out, mut lse): (&mut [f32], Option<(&mut [f32], usize)>), t: Tiles, workspace: &mut [f32],
+    together: usize,
+) {
+    let (p, shape) = (x.p, x.p.shape);
+    let group = shape.q_heads / shape.kv_heads;
+    let heads_per_block = (t.rows / shape.q_len).clamp(1, group);
+    let per_group = group.div_ceil(heads_per_block);
+    // As in `run`'s block loop: the keys any row sees, and those every row sees.
+    let (first, last) = (p.key_range(0), p.key_range(shape.q_len - 1));
+    let (keys, inner) = ((first.0, last.1), (last.0, first.1));
+    // Block `b` of the call: the `b % per_group`th block of heads of kv head `b / per_group`.
+    let block = |b: usize| {
+        let g = b / per_group;
+        let h0 = g * group + (b % per_group) * heads_per_block;
+        Block {
+            h0,
+            g,
+            q0: 0,
+            qn: shape.q_len,
+            rows: heads_per_block.min((g + 1) * group - h0) * shape.q_len,
+            inner,
+            v0: 0,
+            vw: shape.v_dim,
+            shift: 0.0,
+        }
+    };
+    let mut tiles = workspace.chunks_exact_mut(t.len());
+    let mut states: [_; config::BLOCKS_TOGETHER] =
+        core::array::from_fn(|_| tiles.next().map(|ws| Scratch::new(t, ws)));
+    let cut = KeyBlocks::new(x, keys, t.keys, false);
+    let blocks = shape.kv_heads * per_group;
+    let mut b0 = 0;
+    while b0 < blocks {
+        let n = together.min(blocks - b0);
+        for (i, (scratch, _)) in states.iter_mut().flatten().take(n).enumerate() {
+            block(b0 + i).begin(simd, x, keys, scratch);
+        }
+        let first = block(b0).g;
+        let mut k0 = keys.0;
+        while k0 < keys.1 {
+            let cols = cut.len(x, k0);
+            let next = k0 + cols;
+            // From these keys' rows to the next key block's, of any one head: a row's place
+            // is affine in its head (so too `head_stride` from a head's rows to the next's).
+            let to_next = (
+                p.k_at(first, next).wrapping_sub(p.k_at(first, k0)),
+                p.v_at(first, next).wrapping_sub(p.v_at(first, k0)),
+            );
+            for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
+                let b = block(b0 + i);
+                // Each block asks for the rows read `config::TOGETHER_AHEAD` blocks later in
+                // this order (none past the keys, nor its own again).
+                let later = i + config::TOGETHER_AHEAD.min(n);
+                let (to, (k_to, v_to)) = match later < n {
+                    true => (block(b0 + later).g, (0, 0)),
+                    false if next < keys.1 => (block(b0 + later - n).g, to_next),
+                    false => (b.g, (0, 0)),
+                };
+                let heads = to.wrapping_sub(b.g);
+                let kb = Keys {
+                    k0,
+                    cols,
+                    k_ahead: k_to.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
+                    v_ahead: v_to.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
+                };
+                b.attend_keys(simd, x, kv, kb, scratch, tile);
+            }
+            k0 = next;
+        }
+        for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
+            let mut b = block(b0 + i);
+            // A block whose accumulator overflowed is redone alone, as `run` does.
+            while b.write(p, out, lse.as_mut().map(|(l, s)| (&mut **l, *s)), scratch) {
+                b.shift = OVERFLOW_SHIFT;
+                b.attend(simd, x, kv, keys, scratch, tile);
+            }
+        }
+        b0 += n;
     }
 }
 
@@ -301,7 +514,19 @@ impl Block {
         self, simd: S, x: &Inputs, kv: (&[K], &[V]), keys: (usize, usize), scratch: &mut Scratch,
         tile: &mut [f32],
     ) {
-        let t = scratch.t;
+        self.begin(simd, x, keys, scratch);
+        let cut = KeyBlocks::new(x, keys, scratch.t.keys, self.packed());
+        let mut k0 = keys.0;
+        while k0 < keys.1 {
+            let kb = cut.at(x, self.g, k0);
+            self.attend_keys(simd, x, kv, kb, scratch, tile);
+            k0 += kb.cols;
+        }
+    }
+
+    /// Starts the block's rows (no keys seen, an empty accumulator) and prepares its Q.
+    #[inline(always)]
+    fn begin<S: Widen>(self, simd: S, x: &Inputs, keys: (usize, usize), scratch: &mut Scratch) {
         self.start_rows(x, scratch);
         let no_keys = Keys {
             k0: keys.0,
@@ -310,63 +535,17 @@ impl Block {
             v_ahead: 0,
         };
         self.step(simd, x, no_keys, scratch, Op::PrepareQ);
-        let paged = x.p.paged().is_some();
-        // Decode cuts a long page into blocks of one length where it can.
-        let page_block = match (x.p.paged(), self.packed()) {
-            (Some(pages), false) => config::paged_decode_keys(pages.page_len, t.keys),
-            _ => None,
-        };
-        // A block never crosses a page end, where its rows stop being at one stride. Else
-        // the rest of a page between one and two blocks long is cut in halves of a multiple
-        // of 4 keys (the tiles' key steps): a page of 64 keys is two blocks of 32, not 48 and
-        // 16.
-        let block_len = |k0: usize| {
-            let left = keys.1 - k0;
-            let run = x.p.run_end(k0) - k0;
-            if let Some(d) = page_block {
-                // Blocks end at multiples of `d` keys into the page (a range may start inside
-                // one).
-                return match run % d {
-                    0 => d,
-                    rest => rest,
-                }
-                .min(left);
-            }
-            match paged && run <= left && run > t.keys && run < 2 * t.keys {
-                true => (run / 2).next_multiple_of(4).min(t.keys),
-                false => t.keys.min(left).min(run),
-            }
-        };
-        let mut k0 = keys.0;
-        while k0 < keys.1 {
-            let cols = block_len(k0);
-            let next = k0 + cols;
-            let next_cols = block_len(next);
-            // While P·V reads a block's V lines it asks for the same lines of the next block
-            // (none past the keys): decode streams V from memory, prefill from L2 or L3.
-            // Decode asks for K `PREFETCH_KEYS` rows ahead, or with pages, where that may
-            // leave the page, the next block's. A next block of another length is asked for
-            // all the same, as far as this block's rows reach: the rows past a shorter one
-            // are the keys after it, and a prefetch never faults (without it, a page of 256
-            // keys, cut 48 × 4 + 32 × 2, read a third of its blocks unrequested).
-            let (p, g, has_next) = (x.p, self.g, next_cols > 0);
-            let ahead = |from: usize, to: usize| if has_next { to.wrapping_sub(from) } else { 0 };
-            let kb = Keys {
-                k0,
-                cols,
-                k_ahead: match paged {
-                    false => config::PREFETCH_KEYS
-                        .checked_mul(p.k.row_stride)
-                        .unwrap_or(0),
-                    true => ahead(p.k_at(g, k0), p.k_at(g, next)),
-                },
-                v_ahead: ahead(p.v_at(g, k0), p.v_at(g, next)),
-            };
-            self.scores(simd, x, kv.0, kb, scratch, tile);
-            self.step(simd, x, kb, scratch, Op::Softmax);
-            self.weighted_values(simd, x, kv.1, kb, scratch, tile);
-            k0 = next;
-        }
+    }
+
+    /// One key block `kb` of `kv` through the online softmax into `scratch.acc`.
+    #[inline(always)]
+    fn attend_keys<S: Widen, K: KvType, V: KvType>(
+        self, simd: S, x: &Inputs, kv: (&[K], &[V]), kb: Keys, scratch: &mut Scratch,
+        tile: &mut [f32],
+    ) {
+        self.scores(simd, x, kv.0, kb, scratch, tile);
+        self.step(simd, x, kb, scratch, Op::Softmax);
+        self.weighted_values(simd, x, kv.1, kb, scratch, tile);
     }
 
     /// Normalises the accumulated rows into `out` (and `lse`).
