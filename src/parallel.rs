@@ -6,7 +6,10 @@
 //! keys, each a [split-KV partial](crate::split::partial) written into its own part of one
 //! buffer; the caller's thread then merges the key ranges of each block into `out`
 //! ([`crate::plan::finish`]). Prefill splits over heads × query blocks;
-//! decode, with few query rows, also over keys.
+//! decode, with few query rows, also over keys. Decode whose kv heads' rows lie side by
+//! side (interleaved K and V, most paged layouts), which the kernel reads a block of keys
+//! for every head in turn, splits over keys only: each task a range of keys of every head,
+//! merged in order on the caller's thread (see [`attention`]).
 //!
 //! The calling thread takes tasks beside `current_num_threads() − 1` jobs of the pool (the
 //! current one: the pool a call from inside `ThreadPool::install` runs on, else rayon's
@@ -41,16 +44,87 @@ use std::vec::Vec;
 
 pub use crate::plan::Plan;
 use crate::range::from;
-use crate::{Error, KvType, Level, Params, plan};
+use crate::{Error, KvKind, KvType, Layout, Level, Params, kernel, plan, split};
 
 /// [`attention`](crate::attention) on the calling thread and the current rayon pool (see
-/// the module's doc), with the best level and [`Plan::auto`] for the pool's thread count.
-/// Same arguments, errors and semantics.
+/// the module's doc), with the best level and [`Plan::auto`] for the pool's thread count;
+/// but decode whose kv heads' rows lie side by side (see [`heads_in_turn`]) splits its keys
+/// over every head instead. Same arguments, errors and semantics.
 pub fn attention<K: KvType, V: KvType>(
     params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
-    let plan = Plan::auto(&params.shape, rayon::current_num_threads());
+    let threads = rayon::current_num_threads();
+    if let Some(splits) = heads_in_turn(params, (K::KIND, V::KIND), threads) {
+        return key_splits(splits, params, q, k, v, out, lse);
+    }
+    let plan = Plan::auto(&params.shape, threads);
     attention_planned(Level::Detect, plan, params, q, k, v, out, lse)
+}
+
+/// The key splits [`attention`] takes for `threads` threads when the kernel reads the kv
+/// heads of a decode call in turn, a block of keys each (their rows lie side by side:
+/// interleaved K and V, most paged layouts; see [`workspace_len`](crate::workspace_len)):
+/// a [`Plan`]'s tasks are one kv head each, which would read those rows head by head again.
+/// `2·threads` splits of at least 512 keys, as [`Plan::auto`] splits decode; `None` where
+/// the heads are read one at a time, for one thread, or for too few keys.
+fn heads_in_turn(params: &Params, kinds: (KvKind, KvKind), threads: usize) -> Option<usize> {
+    let s = params.shape;
+    let tiles = kernel::Tiles::best(&s, kinds);
+    if threads < 2 || kernel::blocks_together(params, tiles, kinds) < 2 {
+        return None;
+    }
+    let splits = threads
+        .saturating_mul(plan::SPLITS_PER_THREAD)
+        .min(s.kv_len / plan::MIN_KEYS);
+    (splits >= 2).then_some(splits)
+}
+
+/// [`attention`] as `splits` key ranges over every head: each a [`split::partial`] (on a
+/// task of its own) into a buffer, merged in order on the calling thread, the sinks added
+/// once, then written into `out` and `lse`. Nothing is written on error.
+fn key_splits<K: KvType, V: KvType>(
+    splits: usize, params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32],
+    lse: Option<&mut [f32]>,
+) -> Result<(), Error> {
+    params.validate(q, k, v, out, lse.as_deref())?;
+    let s = params.shape;
+    if s.q_len == 0 {
+        return Ok(()); // nothing to write, however many heads
+    }
+    // The partials are dense, `[q_heads][q_len][v_dim]`, each followed by its lse.
+    let dense = Params {
+        out: Layout::planar(s.q_len, s.v_dim),
+        ..*params
+    };
+    let (rows, kv_len) = (s.q_heads * s.q_len, s.kv_len);
+    let part_len = rows * (s.v_dim + 1);
+    let mut partial = vec![0.0f32; splits * part_len];
+    let parts: Vec<Mutex<&mut [f32]>> = partial.chunks_mut(part_len).map(Mutex::new).collect();
+    for_each_task(splits, |i| {
+        let mut part = parts[i].lock().unwrap_or_else(PoisonError::into_inner);
+        let (part_out, part_lse) = part.split_at_mut(rows * s.v_dim);
+        let keys = i * kv_len / splits..(i + 1) * kv_len / splits;
+        split::partial(&dense, q, k, v, keys, part_out, part_lse)
+    })?;
+    drop(parts);
+    let (first, rest) = partial.split_at_mut(part_len);
+    let (merged, merged_lse) = first.split_at_mut(rows * s.v_dim);
+    for part in rest.chunks(part_len) {
+        let (part_out, part_lse) = part.split_at(rows * s.v_dim);
+        split::merge(&dense, merged, merged_lse, part_out, part_lse)?;
+    }
+    split::add_sinks(&dense, merged, merged_lse)?;
+    // Validated: every row and `lse[..rows]` lie inside `out` and `lse`.
+    for (r, row) in merged.chunks(s.v_dim).enumerate() {
+        let at = params.out.at(r / s.q_len, r % s.q_len);
+        if let Some(dst) = out.get_mut(at..at + s.v_dim) {
+            dst.copy_from_slice(row);
+        }
+    }
+    if let Some(dst) = lse.and_then(|l| l.get_mut(..rows)) {
+        dst.copy_from_slice(merged_lse);
+    }
+    Ok(())
 }
 
 /// [`attention`] with a chosen level and plan. Same errors as [`Level::attention`]; nothing

@@ -54,7 +54,7 @@ pub struct Plan {
 const ROWS: usize = crate::kernel::BLOCK_Q;
 /// The fewest keys a key split leaves to a task: smaller pieces cost more in overhead than
 /// they gain.
-const MIN_KEYS: usize = 512;
+pub(crate) const MIN_KEYS: usize = 512;
 /// Tasks per thread that query blocks aim at: enough that the unequal blocks of a causal
 /// prefill even out between the threads.
 const BLOCKS_PER_THREAD: usize = 8;
@@ -62,7 +62,7 @@ const BLOCKS_PER_THREAD: usize = 8;
 /// call of its own and a merge, and its key ranges cost the same. With 2 threads, 32k keys
 /// of 8 query heads over 1 kv head ran ×1.34–1.84 the one-thread call in 16 splits and
 /// ×1.76–1.94 in 4 (four alternating rounds on an Intel Xeon, benches/NOTES.md 33).
-const SPLITS_PER_THREAD: usize = 2;
+pub(crate) const SPLITS_PER_THREAD: usize = 2;
 
 /// One task: kv head `g`, query rows `i0..i0 + rows`, keys `j0..j0 + keys`; its partial at
 /// `at` in the plan's buffer, `[group][rows][v_dim]` then the lse `[group][rows]`.

@@ -3,8 +3,10 @@
 #![cfg(feature = "parallel")]
 
 mod common;
+use common::kv::{Stored, with_stored};
 use common::{
-    Case, Joined, Outputs, Rng, budget, compare_joined, error_fixture, one_shot, short_k_error,
+    Case, Joined, Outputs, Paging, Rng, budget, compare_joined, error_fixture, one_shot,
+    random_sinks, short_k_error,
 };
 use qkv::parallel::{self, Plan};
 use qkv::split::Level;
@@ -67,6 +69,65 @@ fn auto_plans_for_prefill_and_decode() {
                 out, got.0,
                 "attention is attention_planned with the auto plan"
             );
+        }
+    }
+}
+
+/// Decode whose kv heads' rows lie side by side (interleaved K and V, NHD pages) splits its
+/// keys over every head, which the kernel then reads in turn, rather than taking a plan's
+/// one-head tasks: the reference's results within the merge's bound for its splits, on
+/// pools of 2 and 3 threads, with masks, sinks and `lse`; nothing outside the rows written.
+#[test]
+fn side_by_side_decode_splits_its_keys_over_every_head() {
+    let mut rng = Rng(75);
+    let kv_len = budget(2100, 1030);
+    let shapes = [
+        Shape::new(1, 1, kv_len, 32).gqa(8, 4),
+        Shape::new(1, 2, kv_len, 16).gqa(6, 3),
+    ];
+    for (n, shape) in shapes.into_iter().enumerate() {
+        for paged in [false, true] {
+            let mut case = Case::dense(&mut rng, shape, 1.0);
+            case.mask = [Mask::causal(), Mask::sliding_window(700)][n];
+            case.sinks = paged.then(|| random_sinks(&mut rng, shape.q_heads));
+            match paged {
+                false => case.interleave_kv(),
+                true => {
+                    case.paging = Some(Paging {
+                        page_len: 16,
+                        hnd: false,
+                        offset: 5,
+                    })
+                }
+            }
+            let want = one_shot(&case, None);
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let s = case.shape;
+                let mut out = vec![f32::NAN; case.out_len];
+                let mut lse = vec![f32::NAN; s.q_heads * s.q_len];
+                let call = case.call_inputs();
+                let sp = call.params(&case);
+                pool.install(|| {
+                    with_stored!(&call.k, |k| with_stored!(&call.v, |v| {
+                        parallel::attention(&sp, &case.q, k, v, &mut out, Some(&mut lse))
+                    }))
+                })
+                .unwrap();
+                let splits = (2 * threads).min(s.kv_len / 512);
+                let who = format!("{threads} threads, paged {paged}, {shape:?}");
+                compare_joined(
+                    &case,
+                    &want,
+                    &(out, lse),
+                    Joined::Merged(splits - 1),
+                    1.0,
+                    &who,
+                );
+            }
         }
     }
 }

@@ -8,11 +8,11 @@
 mod common;
 use common::kv::{Stored, with_stored};
 use common::{
-    Case, Outputs, Paging, Rng, alibi_slopes, assert_same_bits, budget, check_all, laid_out,
-    levels, random_mask, random_sinks,
+    Case, Outputs, Paging, Rng, alibi_slopes, assert_same_bits, budget, check_all, levels,
+    random_mask, random_sinks,
 };
 use qkv::split::Level;
-use qkv::{KvKind, Layout, Params, Shape};
+use qkv::{KvKind, Params, Shape};
 
 /// Decode shapes around the ways blocks take turns: two blocks of one kv head (GQA 8), a
 /// group of 5 (blocks of 4 and 1 heads), more kv heads than the blocks taken at a time (8),
@@ -35,23 +35,6 @@ fn shapes() -> Vec<Shape> {
     )
 }
 
-/// K and V of `case` re-laid interleaved, `[kv_len][kv_heads][dim]`.
-fn interleave(case: &mut Case) {
-    let s = case.shape;
-    let [q, k, v, out] = case.layouts;
-    let (lk, lv) = (
-        Layout::interleaved(s.kv_heads, s.head_dim),
-        Layout::interleaved(s.kv_heads, s.v_dim),
-    );
-    case.k = laid_out(lk, (s.kv_heads, s.kv_len, s.head_dim), 0, |h, r, c| {
-        case.k[k.at(h, r) + c]
-    });
-    case.v = laid_out(lv, (s.kv_heads, s.kv_len, s.v_dim), 0, |h, r, c| {
-        case.v[v.at(h, r) + c]
-    });
-    case.layouts = [q, lk, lv, out];
-}
-
 /// The decode cases: each shape interleaved, and paged both ways (pages of 16 and 5 keys, the
 /// first page entered at a row), with a random mask and one of the softmax variants.
 fn cases(rng: &mut Rng) -> Vec<Case> {
@@ -61,7 +44,7 @@ fn cases(rng: &mut Rng) -> Vec<Case> {
             let mut case = Case::dense(rng, shape, 1.0);
             case.mask = random_mask(rng, &shape);
             match way {
-                0 => interleave(&mut case),
+                0 => case.interleave_kv(),
                 _ => {
                     case.paging = Some(Paging {
                         page_len: if way == 1 { 16 } else { 5 },
@@ -168,14 +151,14 @@ fn full_speed_working_memory_counts_the_blocks_taken_together() {
     });
     assert_eq!(full(&case), 8 * one, "pages holding every head");
     let mut case = Case::dense(&mut rng, shape, 1.0);
-    interleave(&mut case);
+    case.interleave_kv();
     assert_eq!(full(&case), 8 * one, "interleaved");
     let mut small = Case::dense(&mut rng, Shape::new(1, 1, 64, 16).gqa(6, 3), 1.0);
-    interleave(&mut small);
+    small.interleave_kv();
     assert_eq!(full(&small), 3 * one_block(&small), "three blocks");
     for shape in [Shape::new(1, 64, 64, 32).gqa(8, 8), shape.with_v_dim(200)] {
         let mut case = Case::dense(&mut rng, shape, 1.0);
-        interleave(&mut case);
+        case.interleave_kv();
         assert_eq!(full(&case), one_block(&case), "{shape:?}");
     }
 }
@@ -195,7 +178,7 @@ fn a_block_that_overflows_is_redone_beside_the_others() {
             }
         }
         match page_len {
-            None => interleave(&mut case),
+            None => case.interleave_kv(),
             Some(page_len) => {
                 case.paging = Some(Paging {
                     page_len,

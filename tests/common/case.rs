@@ -181,6 +181,23 @@ impl Case {
         case
     }
 
+    /// Re-lays K and V interleaved, `[kv_len][kv_heads][dim]`, copying the data.
+    pub fn interleave_kv(&mut self) {
+        let s = self.shape;
+        let [q, k, v, out] = self.layouts;
+        let (lk, lv) = (
+            Layout::interleaved(s.kv_heads, s.head_dim),
+            Layout::interleaved(s.kv_heads, s.v_dim),
+        );
+        self.k = laid_out(lk, (s.kv_heads, s.kv_len, s.head_dim), 0, |h, r, c| {
+            self.k[k.at(h, r) + c]
+        });
+        self.v = laid_out(lv, (s.kv_heads, s.kv_len, s.v_dim), 0, |h, r, c| {
+            self.v[v.at(h, r) + c]
+        });
+        self.layouts = [q, lk, lv, out];
+    }
+
     /// Re-lays q, k, v and out interleaved or with padded strides, copying the data.
     pub fn relayout(&mut self, rng: &mut Rng) {
         let s = self.shape;
