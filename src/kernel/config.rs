@@ -5,6 +5,7 @@ use pulp::Simd;
 
 use super::mem::StreamHint;
 use crate::dispatch::Cpu;
+use crate::kv::{KvKind, KvType};
 
 /// Query rows per block at full size: the lanes of the score tile, and the rows that share
 /// each K and V block read. A multiple of every lane count (1, 4, 8, 16).
@@ -86,20 +87,27 @@ pub(crate) const NV_WIDE: usize = 4;
 /// The same with 16 registers.
 pub(crate) const NV_NARROW: usize = 2;
 
-/// Keys of the decode dot tile with 32 vector registers (AVX-512, NEON): `M ≤ MR` rows × 4
-/// keys of accumulators, reduced four at a time (`Widen::sum4`). Measured on Zen 4 only
-/// (AVX-512): with 4 keys instead of 2 an f16 decode-32k took 8–9% less time, an f32 one at
-/// 4k keys 9% less, at 32k the same within noise (benches/NOTES.md 26). NEON follows the
-/// register count, unmeasured (no Arm machine; qemu is no timer).
+/// Keys of the decode dot tile with 32 vector registers (AVX-512, NEON) for K stored in 16
+/// or 8 bits: `M ≤ MR` rows × 4 keys of accumulators, reduced four at a time
+/// (`Widen::sum4`). On Zen 4 (AVX-512), with 4 keys instead of 2 an f16 decode-32k took 8–9%
+/// less time (benches/NOTES.md 26). On an Intel Xeon with AMX (KVM family 6 model 167),
+/// AVX-512, against 2 keys: q8_0 decode 0.90–1.01× the time at 512 to 32k keys (3 rounds
+/// each), f16 decode-32k 0.98–1.07× (5 rounds; benches/NOTES.md 37). NEON follows the register count, unmeasured (no Arm machine;
+/// qemu is no timer).
 pub(crate) const DOT_KEYS_WIDE: usize = 4;
-/// The same with 16 registers (AVX2) and on the scalar level: `M` × 2 keys (one key alone
-/// gets two chains per row). With 4, AVX2 spilled and ran 4–6% slower (Zen 4).
+/// The same with 16 registers (AVX2), on the scalar level, and for `f32` K on every level:
+/// `M` × 2 keys (one key alone gets two chains per row). With 4, AVX2 spilled and ran 4–6%
+/// slower (Zen 4). `f32` K with 32 registers (AVX-512) on the Intel Xeon above: 2 keys took
+/// 0.80–0.86× the time of 4 at 32k keys (decode, 32/8 heads, d128, 8 rounds), 0.86–0.98× at
+/// 4k, 0.81–0.89× at 512 (in L2; 3 rounds each). (On Zen 4 an earlier kernel had run f32 at 4k keys 9% faster
+/// with 4 and the same at 32k, benches/NOTES.md 26: not measured again.)
 pub(crate) const DOT_KEYS_NARROW: usize = 2;
 
-/// The keys of level `S`'s decode dot tile.
+/// The keys of level `S`'s decode dot tile for K stored as `T`.
 #[inline(always)]
-pub(crate) const fn dot_keys<S: Simd>() -> usize {
-    match S::REGISTER_COUNT >= 32 && S::F32_LANES > 1 {
+pub(crate) const fn dot_keys<S: Simd, T: KvType>() -> usize {
+    let narrow_k = !matches!(T::KIND, KvKind::F32);
+    match S::REGISTER_COUNT >= 32 && S::F32_LANES > 1 && narrow_k {
         true => DOT_KEYS_WIDE,
         false => DOT_KEYS_NARROW,
     }

@@ -196,7 +196,7 @@ impl Block {
         // with the CPU's hint for lines read once. A prefetch past the tensor is harmless: it
         // never faults. (V's lines are asked for by P·V, a block ahead.)
         let ahead = (keys.k_ahead, x.stream_hint);
-        for (j, n) in key_steps(cols, dot_keys::<S>()) {
+        for (j, n) in key_steps(cols, dot_keys::<S, K>()) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
             // `out[m·key_stride + j + x]` is in `out` for m < M, j + x < cols ≤ key_stride.
@@ -211,10 +211,10 @@ impl Block {
                 };
                 // Each level instantiates only its own tile (the guards are constant).
                 match n {
-                    DOT_KEYS_WIDE if dot_keys::<S>() == DOT_KEYS_WIDE => {
+                    DOT_KEYS_WIDE if dot_keys::<S, K>() == DOT_KEYS_WIDE => {
                         dot_kernel::<S, K, M, DOT_KEYS_WIDE, 1>(simd, k, q_rows, head_dim, ahead, s)
                     }
-                    DOT_KEYS_NARROW if dot_keys::<S>() == DOT_KEYS_NARROW => {
+                    DOT_KEYS_NARROW if dot_keys::<S, K>() == DOT_KEYS_NARROW => {
                         dot_kernel::<S, K, M, DOT_KEYS_NARROW, 1>(
                             simd, k, q_rows, head_dim, ahead, s,
                         )
