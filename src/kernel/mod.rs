@@ -293,11 +293,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
     }
     let (mut scratch, tile) = Scratch::new(t, workspace);
     let scratch = &mut scratch;
-    let group = shape.q_heads / shape.kv_heads;
-    // Short queries (decode) put several heads of a GQA group in one block, so each K/V row
-    // is read once per block of heads instead of once per head.
-    // (`Tiles` sizes blocks by the same rule.)
-    let heads_per_block = (t.rows / shape.q_len.clamp(1, t.rows)).clamp(1, group);
+    let (group, heads_per_block) = heads_per_block(&shape, t);
     // `while` loops rather than `step_by`: at opt-level z its iterators are calls and
     // structs in this frame, which is under every phase's.
     for g in 0..shape.kv_heads {
@@ -308,10 +304,7 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
             let mut q0 = 0;
             while q0 < shape.q_len {
                 let qn = t.rows.min(shape.q_len - q0);
-                // Ends of the row ranges are monotonic: the union is first.lo .. last.hi.
-                let keys = (p.key_range(q0).0, p.key_range(q0 + qn - 1).1);
-                // And the keys every row sees: the intersection.
-                let inner = (p.key_range(q0 + qn - 1).0, p.key_range(q0).1);
+                let (keys, inner) = row_keys(p, q0, qn);
                 let mut v0 = 0;
                 while v0 < shape.v_dim {
                     let mut block = Block {
@@ -342,6 +335,24 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
     }
 }
 
+/// The heads of a GQA group, and how many of them one block of tiles `t` takes: short
+/// queries (decode) put several heads of a group in one block, so each K/V row is read once
+/// per block of heads instead of once per head. (`Tiles` sizes blocks by the same rule.)
+#[inline(always)]
+fn heads_per_block(s: &crate::Shape, t: Tiles) -> (usize, usize) {
+    let group = (s.q_heads / s.kv_heads.max(1)).max(1);
+    (group, (t.rows / s.q_len.clamp(1, t.rows)).clamp(1, group))
+}
+
+/// The keys any of the query rows `q0..q0 + qn` (`qn ≥ 1`) sees, and those every one of
+/// them sees (empty if none): the ends of the rows' ranges are monotonic, so the union is
+/// the first row's start to the last row's end, the intersection the reverse.
+#[inline(always)]
+fn row_keys(p: &Params, q0: usize, qn: usize) -> ((usize, usize), (usize, usize)) {
+    let (first, last) = (p.key_range(q0), p.key_range(q0 + qn - 1));
+    ((first.0, last.1), (last.0, first.1))
+}
+
 /// How many decode blocks [`run_together`] takes at a time, with K and V stored as `kinds`:
 /// every block of a call of one query block and one `v_dim` panel, up to
 /// [`config::BLOCKS_TOGETHER`], where each kv head's rows of K and of V start less than
@@ -350,15 +361,14 @@ pub(crate) fn run<S: Widen, K: KvType, V: KvType>(simd: S, job: Job<'_, '_, K, V
 /// pages); else 1 (each block reads all its keys before the next starts).
 pub(crate) fn blocks_together(p: &Params, t: Tiles, kinds: (KvKind, KvKind)) -> usize {
     let s = p.shape;
-    let (q_len, group) = (s.q_len.max(1), (s.q_heads / s.kv_heads.max(1)).max(1));
     let near = |l: crate::Layout, kind: KvKind| {
         l.head_stride.saturating_mul(kind.bytes()) < config::HEADS_APART_BYTES
     };
-    let decode = t.rows <= config::MR && q_len <= t.rows && s.v_dim <= t.v_cols;
+    let decode = t.rows <= config::MR && s.q_len.max(1) <= t.rows && s.v_dim <= t.v_cols;
     if !decode || !near(p.k, kinds.0) || !near(p.v, kinds.1) {
         return 1;
     }
-    let heads_per_block = (t.rows / q_len).clamp(1, group);
+    let (group, heads_per_block) = heads_per_block(&s, t);
     let blocks = s.kv_heads.saturating_mul(group.div_ceil(heads_per_block));
     blocks.clamp(1, config::BLOCKS_TOGETHER)
 }
@@ -381,12 +391,9 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
     together: usize,
 ) {
     let (p, shape) = (x.p, x.p.shape);
-    let group = shape.q_heads / shape.kv_heads;
-    let heads_per_block = (t.rows / shape.q_len).clamp(1, group);
+    let (group, heads_per_block) = heads_per_block(&shape, t);
     let per_group = group.div_ceil(heads_per_block);
-    // As in `run`'s block loop: the keys any row sees, and those every row sees.
-    let (first, last) = (p.key_range(0), p.key_range(shape.q_len - 1));
-    let (keys, inner) = ((first.0, last.1), (last.0, first.1));
+    let (keys, inner) = row_keys(p, 0, shape.q_len);
     // Block `b` of the call: the `b % per_group`th block of heads of kv head `b / per_group`.
     let block = |b: usize| {
         let g = b / per_group;
