@@ -418,10 +418,13 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
     let mut b0 = 0;
     while b0 < blocks {
         let n = together.min(blocks - b0);
-        for (i, (scratch, _)) in states.iter_mut().flatten().take(n).enumerate() {
-            block(b0 + i).begin(simd, x, keys, scratch);
+        // This turn's blocks, worked out once, not once per key block.
+        let mut batch: [Block; config::BLOCKS_TOGETHER] =
+            core::array::from_fn(|i| block((b0 + i).min(blocks - 1)));
+        for (b, (scratch, _)) in batch.iter().zip(states.iter_mut().flatten()).take(n) {
+            b.begin(simd, x, keys, scratch);
         }
-        let first = block(b0).g;
+        let first = batch[0].g;
         let mut k0 = keys.0;
         while k0 < keys.1 {
             let cols = cut.len(x, k0);
@@ -433,13 +436,13 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
                 p.v_at(first, next).wrapping_sub(p.v_at(first, k0)),
             );
             for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
-                let b = block(b0 + i);
+                let b = batch[i];
                 // Each block asks for the rows read `config::TOGETHER_AHEAD` blocks later in
                 // this order (none past the keys, nor its own again).
                 let later = i + config::TOGETHER_AHEAD.min(n);
                 let (to, (k_to, v_to)) = match later < n {
-                    true => (block(b0 + later).g, (0, 0)),
-                    false if next < keys.1 => (block(b0 + later - n).g, to_next),
+                    true => (batch[later].g, (0, 0)),
+                    false if next < keys.1 => (batch[later - n].g, to_next),
                     false => (b.g, (0, 0)),
                 };
                 let heads = to.wrapping_sub(b.g);
@@ -453,8 +456,7 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
             }
             k0 = next;
         }
-        for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
-            let mut b = block(b0 + i);
+        for (b, (scratch, tile)) in batch.iter_mut().zip(states.iter_mut().flatten()).take(n) {
             // A block whose accumulator overflowed is redone alone, as `run` does.
             while b.write(p, out, lse.as_mut().map(|(l, s)| (&mut **l, *s)), scratch) {
                 b.shift = OVERFLOW_SHIFT;
