@@ -191,6 +191,28 @@ pub(crate) const HEADS_APART_BYTES: usize = 16 * 1024;
 /// (benches/NOTES.md 37).
 pub(crate) const TOGETHER_AHEAD: usize = 4;
 
+/// Whether the blocks of a turn ([`BLOCKS_TOGETHER`]) whose key block's rows of every head
+/// are one run (interleaved K and V, pages `[page][key][head][dim]`) ask for the next key
+/// block's rows in shares, block `i` the `i`th, so that the turn asks for the run in the
+/// order it lies, rather than each for the rows read [`TOGETHER_AHEAD`] blocks later: with
+/// pages longer than a key block, or none. Pages of one key block or less keep the blocks
+/// later in turn. Decode-32k (32/8 heads, d128), AVX-512, on an Intel Xeon with AMX (KVM
+/// family 6 model 167), builds alternated, three rounds, ms (benches/NOTES.md 38):
+///
+/// | K and V, f16 (f32) | blocks later | in shares |
+/// | --- | --- | --- |
+/// | interleaved | 14.3–14.6 (24.5–25.5) | 12.4–12.9 (22.7–25.3) |
+/// | pages of 256, `[page][key][head][dim]` | 12.8–13.2 (23.4–23.8) | 12.0–12.5 (22.4–24.0) |
+/// | pages of 64 | 13.2–13.4 (23.4–24.1) | 13.1–13.5 (22.6–24.2) |
+/// | pages of 16 (kept: blocks later) | 14.8–15.3 (22.3–22.6) | 15.3–15.4 (23.8–24.2) |
+#[inline(always)]
+pub(crate) const fn prefetch_in_shares(page_len: Option<usize>, block_keys: usize) -> bool {
+    match page_len {
+        Some(len) => len > block_keys,
+        None => true,
+    }
+}
+
 /// How decode asks for the K/V lines it streams from memory, per [`Cpu`]:
 /// - **AMD Zen 5 and later** (measured on Zen 5, family 26 model 2): `prefetchnta`, which the
 ///   [`PREFETCH_KEYS`] measurements above were taken with (75–86% of the streaming read).

@@ -169,15 +169,18 @@ struct Inputs<'p, 'a> {
     prefetch_values: bool,
 }
 
-/// One block of keys, `k0..k0 + cols`, and how far ahead of its K and V rows (in elements,
-/// wrapping: the next page may come before this one) decode's Q·Kᵀ and the P·V tiles ask
-/// for lines they will read next (0: not at all).
+/// One block of keys, `k0..k0 + cols`, and which lines decode's Q·Kᵀ and P·V tiles ask for
+/// while they read its K and V rows: while reading row `j`, the row `k_ahead + j · k_step`
+/// elements past the block's first row (wrapping: the next page may come before this one),
+/// and likewise for V (`v_ahead` 0: none).
 #[derive(Clone, Copy)]
 struct Keys {
     k0: usize,
     cols: usize,
     k_ahead: usize,
     v_ahead: usize,
+    k_step: usize,
+    v_step: usize,
 }
 
 /// How a block's keys are cut into key blocks of at most `most` keys: a block never crosses
@@ -254,6 +257,8 @@ impl KeyBlocks {
                 true => ahead(p.k_at(g, k0), p.k_at(g, next)),
             },
             v_ahead: ahead(p.v_at(g, k0), p.v_at(g, next)),
+            k_step: p.k.row_stride,
+            v_step: p.v.row_stride,
         }
     }
 }
@@ -384,7 +389,9 @@ pub(crate) fn workspace_len(p: &Params, kinds: (KvKind, KvKind)) -> usize {
 /// heads; each one query block and one `v_dim` panel, as [`blocks_together`] allows, with
 /// tiles of its own): each key block is read by every block in turn, so K and V are read in
 /// the order they lie. Head by head, each head's rows would be a run of their own per page
-/// (or per row, interleaved), every run a restart of the memory's stream.
+/// (or per row, interleaved), every run a restart of the memory's stream. Where a key
+/// block's rows of the turn's heads are one run, the blocks ask for the next one's in
+/// shares, in the order it lies; elsewhere each asks for the rows a few blocks later.
 fn run_together<S: Widen, K: KvType, V: KvType>(
     simd: S, x: &Inputs, kv: (&[K], &[V]),
     (out, mut lse): (&mut [f32], Option<(&mut [f32], usize)>), t: Tiles, workspace: &mut [f32],
@@ -425,6 +432,13 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
             b.begin(simd, x, keys, scratch);
         }
         let first = batch[0].g;
+        // Whether a key block's rows of the turn's heads are one run, each key's rows of
+        // every head after the previous key's (interleaved, or pages `[page][key][head][dim]`
+        // of all the heads), asked for in shares (`config::prefetch_in_shares`).
+        let one_run = per_group == 1
+            && p.k.row_stride == n * p.k.head_stride
+            && p.v.row_stride == n * p.v.head_stride
+            && config::prefetch_in_shares(p.paged().map(|pages| pages.page_len), t.keys);
         let mut k0 = keys.0;
         while k0 < keys.1 {
             let cols = cut.len(x, k0);
@@ -437,20 +451,51 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
             );
             for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
                 let b = batch[i];
-                // Each block asks for the rows read `config::TOGETHER_AHEAD` blocks later in
-                // this order (none past the keys, nor its own again).
-                let later = i + config::TOGETHER_AHEAD.min(n);
-                let (to, (k_to, v_to)) = match later < n {
-                    true => (batch[later].g, (0, 0)),
-                    false if next < keys.1 => (batch[later - n].g, to_next),
-                    false => (b.g, (0, 0)),
+                let (k_ahead, v_ahead, k_step, v_step) = match one_run && next < keys.1 {
+                    // Share `i` of the next key block's rows of the turn's heads, one run:
+                    // the shares, in turn order, ask for the run in the order it lies.
+                    true => {
+                        let share = i.wrapping_mul(cols);
+                        let (k_share, v_share) = (
+                            share.wrapping_mul(p.k.head_stride),
+                            share.wrapping_mul(p.v.head_stride),
+                        );
+                        (
+                            p.k_at(first, next)
+                                .wrapping_add(k_share)
+                                .wrapping_sub(p.k_at(b.g, k0)),
+                            p.v_at(first, next)
+                                .wrapping_add(v_share)
+                                .wrapping_sub(p.v_at(b.g, k0)),
+                            p.k.head_stride,
+                            p.v.head_stride,
+                        )
+                    }
+                    // The rows read `config::TOGETHER_AHEAD` blocks later in this order (none
+                    // past the keys, nor its own again).
+                    false => {
+                        let later = i + config::TOGETHER_AHEAD.min(n);
+                        let (to, (k_to, v_to)) = match later < n {
+                            true => (batch[later].g, (0, 0)),
+                            false if next < keys.1 => (batch[later - n].g, to_next),
+                            false => (b.g, (0, 0)),
+                        };
+                        let heads = to.wrapping_sub(b.g);
+                        (
+                            k_to.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
+                            v_to.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
+                            p.k.row_stride,
+                            p.v.row_stride,
+                        )
+                    }
                 };
-                let heads = to.wrapping_sub(b.g);
                 let kb = Keys {
                     k0,
                     cols,
-                    k_ahead: k_to.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
-                    v_ahead: v_to.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
+                    k_ahead,
+                    v_ahead,
+                    k_step,
+                    v_step,
                 };
                 b.attend_keys(simd, x, kv, kb, scratch, tile);
             }
@@ -542,6 +587,8 @@ impl Block {
             cols: 0,
             k_ahead: 0,
             v_ahead: 0,
+            k_step: 0,
+            v_step: 0,
         };
         self.step(simd, x, no_keys, scratch, Op::PrepareQ);
     }

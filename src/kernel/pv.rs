@@ -264,7 +264,15 @@ impl Block {
                     ptr: acc.as_mut_ptr(),
                     stride: v_cols,
                 };
-                let ahead = (keys.v_ahead, x.stream_hint);
+                // Addresses only: a prefetch never faults.
+                let ahead = (keys.v_ahead != 0).then(|| Rows {
+                    ptr: v
+                        .as_ptr()
+                        .wrapping_add(keys.v_ahead)
+                        .wrapping_add(j.wrapping_mul(keys.v_step)),
+                    stride: keys.v_step,
+                });
+                let ahead = (ahead, x.stream_hint);
                 match n {
                     PV_KEYS => {
                         pv_keys_kernel::<S, V, M, PV_KEYS>(simd, rows, v0, wp, ap, full, ahead)

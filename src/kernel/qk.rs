@@ -195,7 +195,7 @@ impl Block {
         // Decode streams K from memory once: ask for the rows `keys.k_ahead` elements on
         // with the CPU's hint for lines read once. A prefetch past the tensor is harmless: it
         // never faults. (V's lines are asked for by P·V, a block ahead.)
-        let ahead = (keys.k_ahead, x.stream_hint);
+        let k_step = keys.k_step;
         for (j, n) in key_steps(cols, dot_keys::<S, K>()) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
@@ -209,6 +209,17 @@ impl Block {
                     ptr: out.as_mut_ptr().add(j),
                     stride: key_stride,
                 };
+                // Addresses only: a prefetch never faults.
+                let ahead = (
+                    Rows {
+                        ptr: k_block
+                            .as_ptr()
+                            .wrapping_add(keys.k_ahead)
+                            .wrapping_add(j.wrapping_mul(k_step)),
+                        stride: k_step,
+                    },
+                    x.stream_hint,
+                );
                 // Each level instantiates only its own tile (the guards are constant).
                 match n {
                     DOT_KEYS_WIDE if dot_keys::<S, K>() == DOT_KEYS_WIDE => {

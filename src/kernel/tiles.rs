@@ -91,7 +91,7 @@ pub(super) unsafe fn dot_kernel<
     const X: usize,
     const C: usize,
 >(
-    simd: S, k: Rows<K>, q: [*const f32; M], dim: usize, (ahead, hint): (usize, StreamHint),
+    simd: S, k: Rows<K>, q: [*const f32; M], dim: usize, (ahead, hint): (Rows<K>, StreamHint),
     s: RowsMut,
 ) {
     let lanes = S::F32_LANES;
@@ -141,7 +141,7 @@ pub(super) unsafe fn dot_kernel<
             };
             if starts_line {
                 for x in 0..X {
-                    prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), at), hint);
+                    prefetch_once(kv::value_ptr(ahead.row(x), at), hint);
                 }
                 // SAFETY: at < full ≤ dim: the line holding `at` is inside every row of `k`.
                 unsafe { k_loads.line(simd, at) };
@@ -160,7 +160,7 @@ pub(super) unsafe fn dot_kernel<
         // points slower on AVX-512 decode-32k (82% → 72% of the streaming read).
         if full.is_multiple_of(line) {
             for x in 0..X {
-                prefetch_once(kv::value_ptr(k.row(x).wrapping_add(ahead), full), hint);
+                prefetch_once(kv::value_ptr(ahead.row(x), full), hint);
             }
         }
         // (A q8_0 row has no tail: its length is a multiple of 32, so of the lanes.)
@@ -316,7 +316,7 @@ unsafe fn pv_rows<S: Widen, T: KvType, const M: usize, const N: usize, const PRE
 #[inline(always)]
 pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X: usize>(
     simd: S, v: Rows<V>, col0: usize, w: Rows, acc: RowsMut, full: usize,
-    (ahead, hint): (usize, StreamHint),
+    (ahead, hint): (Option<Rows<V>>, StreamHint),
 ) {
     let lanes = S::F32_LANES;
     let line = kv::line_values(V::KIND);
@@ -363,9 +363,9 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
         for i in 0..per_line {
             let col = col0 + (c + i) * lanes;
             if i == 0 {
-                if ahead != 0 {
+                if let Some(ahead) = ahead {
                     for x in 0..X {
-                        prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
+                        prefetch_once(kv::value_ptr(ahead.row(x), col), hint);
                     }
                 }
                 // SAFETY: the line's values are col..col + line ≤ col0 + full·lanes.
@@ -379,9 +379,9 @@ pub(super) unsafe fn pv_keys_kernel<S: Widen, V: KvType, const M: usize, const X
     }
     while c < full {
         let col = col0 + c * lanes;
-        if ahead != 0 && col.is_multiple_of(line) {
+        if let Some(ahead) = ahead.filter(|_| col.is_multiple_of(line)) {
             for x in 0..X {
-                prefetch_once(kv::value_ptr(v.row(x).wrapping_add(ahead), col), hint);
+                prefetch_once(kv::value_ptr(ahead.row(x), col), hint);
             }
         }
         // SAFETY: x < X and col + lanes ≤ col0 + full·lanes; c < full, as above.
