@@ -229,8 +229,8 @@ impl Block {
 
     /// P·V for a block of `M ≤ MR` rows that all include every key of the block (decode): a
     /// few keys at a time across the whole panel, so V is read row after row in memory
-    /// order as it is stored, each line once, with the lines `keys.v_ahead` elements
-    /// further on prefetched.
+    /// order as it is stored, each line once, asking for the lines `Keys` names (row `j`'s
+    /// request `keys.v_ahead + j · keys.v_step` elements past the block's first row).
     #[inline(always)]
     pub(super) fn pv_keys<S: Widen, V: KvType, const M: usize>(
         self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch,

@@ -192,9 +192,10 @@ impl Block {
         let k_block = &k[x.p.k_at(self.g, keys.k0)..][..(cols - 1) * ks + units];
         let key_stride = scratch.t.key_stride;
         let out = &mut scratch.dot_scores[..M * key_stride];
-        // Decode streams K from memory once: ask for the rows `keys.k_ahead` elements on
-        // with the CPU's hint for lines read once. A prefetch past the tensor is harmless: it
-        // never faults. (V's lines are asked for by P·V, a block ahead.)
+        // Decode streams K from memory once: while reading key `j`, ask for the row
+        // `keys.k_ahead + j · keys.k_step` elements past the block's first, with the CPU's
+        // hint for lines read once. A prefetch past the tensor is harmless: it never faults.
+        // (V's lines are asked for by P·V, a block ahead.)
         let k_step = keys.k_step;
         for (j, n) in key_steps(cols, dot_keys::<S, K>()) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values

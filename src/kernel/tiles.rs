@@ -77,8 +77,8 @@ const fn steps_lines<S: Simd, T: KvType>() -> bool {
 /// The decode dot tile: `s[m][x] = Σ_d q[m][d] · k[x][d]` for `m < M` query rows
 /// and `X` consecutive keys stored as `K`, widened in registers, lanes along `head_dim`, `C`
 /// accumulator chains per score (`M × X × C` multiply-adds in flight) and one horizontal sum
-/// per score. Each 64 bytes of K read are paired with one prefetch (`hint`) of the same bytes
-/// `ahead` elements of `K` further on.
+/// per score. Each 64 bytes of K read are paired with one prefetch (`hint`) of the same
+/// columns of the same row of `ahead` (prefetch addresses only: they may lie anywhere).
 ///
 /// # Safety
 /// For `x < X`, the `dim` values of row `x` of `k` are readable; so are the `dim` floats at
@@ -305,8 +305,8 @@ unsafe fn pv_rows<S: Widen, T: KvType, const M: usize, const N: usize, const PRE
 /// The key-major P·V tile: `acc[m][c·lanes..] += Σ_{x < X} w[m][x] · v[x][col0 + c·lanes..]`
 /// for `m < M` and every whole vector `c < full` of the panel, `X` value rows stored as `V`
 /// read side by side in memory order and widened in registers (`[row][key]` weights); with
-/// `ahead` > 0, the lines `ahead` elements of `V` past each row are prefetched (`hint`), one
-/// request per line read.
+/// `ahead`, the same columns of its rows are prefetched (`hint`; addresses only, anywhere),
+/// one request per line read.
 ///
 /// # Safety
 /// For `x < X`, values `col0..col0 + full·lanes` of row `x` of `v` are readable, and `col0`
