@@ -1,6 +1,6 @@
 //! One call cut into independent tasks that any thread pool, OpenMP loop, RTOS or set of
 //! cores can run, in any order and at the same time; no allocation, no threads of its own,
-//! `no_std`. [`parallel`](crate::parallel) runs its plans on rayon through these functions,
+//! `no_std`. `qkv::parallel` (feature `parallel`) runs its plans on rayon through these functions,
 //! and the C ABI exposes them as `qkv_plan_*`.
 //!
 //! A [`Plan`] cuts the work into tasks of one kv head's group of query heads (so grouped-query
