@@ -48,8 +48,10 @@ use crate::{Error, KvKind, KvType, Layout, Level, Params, kernel, plan, split};
 
 /// [`attention`](crate::attention) on the calling thread and the current rayon pool (see
 /// the module's doc), with the best level and [`Plan::auto`] for the pool's thread count;
-/// but decode whose kv heads' rows lie side by side (see [`heads_in_turn`]) splits its keys
-/// over every head instead. Same arguments, errors and semantics.
+/// but decode whose kv heads' rows lie side by side (interleaved K and V, most pages), on
+/// two threads or more and at least 1,024 keys, splits its keys over every head instead
+/// (ranges of at least 512 keys, two per thread, merged in order). Same arguments, errors
+/// and semantics.
 pub fn attention<K: KvType, V: KvType>(
     params: &Params, q: &[f32], k: &[K], v: &[V], out: &mut [f32], lse: Option<&mut [f32]>,
 ) -> Result<(), Error> {
