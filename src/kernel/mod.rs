@@ -96,6 +96,7 @@ use pulp::Simd;
 use crate::Params;
 use crate::kv::{KvKind, KvType};
 pub use config::BLOCK_Q;
+use mem::Rows;
 use phases::{Op, Read};
 use scratch::Scratch;
 pub(crate) use scratch::Tiles;
@@ -169,18 +170,37 @@ struct Inputs<'p, 'a> {
     prefetch_values: bool,
 }
 
-/// One block of keys, `k0..k0 + cols`, and which lines decode's Q·Kᵀ and P·V tiles ask for
-/// while they read its K and V rows: while reading row `j`, the row `k_ahead + j · k_step`
-/// elements past the block's first row (wrapping: the next page may come before this one),
-/// and likewise for V (`v_ahead` 0: none).
+/// One block of keys, `k0..k0 + cols`, and which rows of K and of V decode's Q·Kᵀ and P·V
+/// tiles ask for while they read the block's (V: none where its offset is 0).
 #[derive(Clone, Copy)]
 struct Keys {
     k0: usize,
     cols: usize,
-    k_ahead: usize,
-    v_ahead: usize,
-    k_step: usize,
-    v_step: usize,
+    k_ahead: Ahead,
+    v_ahead: Ahead,
+}
+
+/// The rows a tile asks for while it reads a key block's rows: while reading row `j`, the
+/// row `offset + j · step` elements past the block's first (wrapping: the next page may come
+/// before this one).
+#[derive(Clone, Copy)]
+struct Ahead {
+    offset: usize,
+    step: usize,
+}
+
+impl Ahead {
+    /// The rows asked for while reading rows `j..` of the key block whose first row is at
+    /// `first`: addresses for prefetches only, which never fault, so they may lie anywhere.
+    #[inline(always)]
+    fn rows<T>(self, first: *const T, j: usize) -> Rows<T> {
+        Rows {
+            ptr: first
+                .wrapping_add(self.offset)
+                .wrapping_add(j.wrapping_mul(self.step)),
+            stride: self.step,
+        }
+    }
 }
 
 /// How a block's keys are cut into key blocks of at most `most` keys: a block never crosses
@@ -250,15 +270,19 @@ impl KeyBlocks {
         Keys {
             k0,
             cols,
-            k_ahead: match self.paged {
-                false => config::PREFETCH_KEYS
-                    .checked_mul(p.k.row_stride)
-                    .unwrap_or(0),
-                true => ahead(p.k_at(g, k0), p.k_at(g, next)),
+            k_ahead: Ahead {
+                offset: match self.paged {
+                    false => config::PREFETCH_KEYS
+                        .checked_mul(p.k.row_stride)
+                        .unwrap_or(0),
+                    true => ahead(p.k_at(g, k0), p.k_at(g, next)),
+                },
+                step: p.k.row_stride,
             },
-            v_ahead: ahead(p.v_at(g, k0), p.v_at(g, next)),
-            k_step: p.k.row_stride,
-            v_step: p.v.row_stride,
+            v_ahead: Ahead {
+                offset: ahead(p.v_at(g, k0), p.v_at(g, next)),
+                step: p.v.row_stride,
+            },
         }
     }
 }
@@ -451,24 +475,22 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
             );
             for (i, (scratch, tile)) in states.iter_mut().flatten().take(n).enumerate() {
                 let b = batch[i];
-                let (k_ahead, v_ahead, k_step, v_step) = match one_run && next < keys.1 {
+                let (k_ahead, v_ahead) = match one_run && next < keys.1 {
                     // Share `i` of the next key block's rows of the turn's heads, one run:
-                    // the shares, in turn order, ask for the run in the order it lies.
+                    // the shares, in turn order, ask for the run in the order it lies. Block
+                    // `i` reads head `first + i`, whose rows start `i` head strides after the
+                    // first head's: its share is `i · cols` head strides into the run.
                     true => {
-                        let share = i.wrapping_mul(cols);
-                        let (k_share, v_share) = (
-                            share.wrapping_mul(p.k.head_stride),
-                            share.wrapping_mul(p.v.head_stride),
-                        );
+                        let heads = i.wrapping_mul(cols.wrapping_sub(1));
                         (
-                            p.k_at(first, next)
-                                .wrapping_add(k_share)
-                                .wrapping_sub(p.k_at(b.g, k0)),
-                            p.v_at(first, next)
-                                .wrapping_add(v_share)
-                                .wrapping_sub(p.v_at(b.g, k0)),
-                            p.k.head_stride,
-                            p.v.head_stride,
+                            Ahead {
+                                offset: to_next.0.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
+                                step: p.k.head_stride,
+                            },
+                            Ahead {
+                                offset: to_next.1.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
+                                step: p.v.head_stride,
+                            },
                         )
                     }
                     // The rows read `config::TOGETHER_AHEAD` blocks later in this order (none
@@ -482,10 +504,14 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
                         };
                         let heads = to.wrapping_sub(b.g);
                         (
-                            k_to.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
-                            v_to.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
-                            p.k.row_stride,
-                            p.v.row_stride,
+                            Ahead {
+                                offset: k_to.wrapping_add(heads.wrapping_mul(p.k.head_stride)),
+                                step: p.k.row_stride,
+                            },
+                            Ahead {
+                                offset: v_to.wrapping_add(heads.wrapping_mul(p.v.head_stride)),
+                                step: p.v.row_stride,
+                            },
                         )
                     }
                 };
@@ -494,8 +520,6 @@ fn run_together<S: Widen, K: KvType, V: KvType>(
                     cols,
                     k_ahead,
                     v_ahead,
-                    k_step,
-                    v_step,
                 };
                 b.attend_keys(simd, x, kv, kb, scratch, tile);
             }
@@ -585,10 +609,8 @@ impl Block {
         let no_keys = Keys {
             k0: keys.0,
             cols: 0,
-            k_ahead: 0,
-            v_ahead: 0,
-            k_step: 0,
-            v_step: 0,
+            k_ahead: Ahead { offset: 0, step: 0 },
+            v_ahead: Ahead { offset: 0, step: 0 },
         };
         self.step(simd, x, no_keys, scratch, Op::PrepareQ);
     }

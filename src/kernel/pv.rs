@@ -56,8 +56,10 @@ impl Block {
                 data: &v[first + self.v0..][..(keys.cols - 1) * stride + self.vw],
                 stride,
                 col0: 0,
-                ahead: match x.prefetch_values {
-                    true => keys.v_ahead,
+                // The tile asks for the row `ahead` past each row read: only rows at V's
+                // own stride (not a turn's shares, `Ahead::step` = the head stride).
+                ahead: match x.prefetch_values && keys.v_ahead.step == stride {
+                    true => keys.v_ahead.offset,
                     false => 0,
                 },
             },
@@ -229,8 +231,7 @@ impl Block {
 
     /// P·V for a block of `M ≤ MR` rows that all include every key of the block (decode): a
     /// few keys at a time across the whole panel, so V is read row after row in memory
-    /// order as it is stored, each line once, asking for the lines `Keys` names (row `j`'s
-    /// request `keys.v_ahead + j · keys.v_step` elements past the block's first row).
+    /// order as it is stored, each line once, asking for the rows `keys.v_ahead` names.
     #[inline(always)]
     pub(super) fn pv_keys<S: Widen, V: KvType, const M: usize>(
         self, simd: S, x: &Inputs, v: &[V], keys: Keys, scratch: &mut Scratch,
@@ -264,14 +265,7 @@ impl Block {
                     ptr: acc.as_mut_ptr(),
                     stride: v_cols,
                 };
-                // Addresses only: a prefetch never faults.
-                let ahead = (keys.v_ahead != 0).then(|| Rows {
-                    ptr: v
-                        .as_ptr()
-                        .wrapping_add(keys.v_ahead)
-                        .wrapping_add(j.wrapping_mul(keys.v_step)),
-                    stride: keys.v_step,
-                });
+                let ahead = (keys.v_ahead.offset != 0).then(|| keys.v_ahead.rows(v.as_ptr(), j));
                 let ahead = (ahead, x.stream_hint);
                 match n {
                     PV_KEYS => {

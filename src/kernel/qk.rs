@@ -192,11 +192,8 @@ impl Block {
         let k_block = &k[x.p.k_at(self.g, keys.k0)..][..(cols - 1) * ks + units];
         let key_stride = scratch.t.key_stride;
         let out = &mut scratch.dot_scores[..M * key_stride];
-        // Decode streams K from memory once: while reading key `j`, ask for the row
-        // `keys.k_ahead + j · keys.k_step` elements past the block's first, with the CPU's
-        // hint for lines read once. A prefetch past the tensor is harmless: it never faults.
-        // (V's lines are asked for by P·V, a block ahead.)
-        let k_step = keys.k_step;
+        // Decode streams K from memory once: ask for the rows `keys.k_ahead` names with the
+        // CPU's hint for lines read once. (V's lines are asked for by P·V, a block ahead.)
         for (j, n) in key_steps(cols, dot_keys::<S, K>()) {
             // SAFETY: keys j..j + n < cols are rows of `k_block`, each `head_dim` values
             // (`units` elements) at stride `ks`; every `q_rows[m]` starts `head_dim` readable floats; and
@@ -210,17 +207,7 @@ impl Block {
                     ptr: out.as_mut_ptr().add(j),
                     stride: key_stride,
                 };
-                // Addresses only: a prefetch never faults.
-                let ahead = (
-                    Rows {
-                        ptr: k_block
-                            .as_ptr()
-                            .wrapping_add(keys.k_ahead)
-                            .wrapping_add(j.wrapping_mul(k_step)),
-                        stride: k_step,
-                    },
-                    x.stream_hint,
-                );
+                let ahead = (keys.k_ahead.rows(k_block.as_ptr(), j), x.stream_hint);
                 // Each level instantiates only its own tile (the guards are constant).
                 match n {
                     DOT_KEYS_WIDE if dot_keys::<S, K>() == DOT_KEYS_WIDE => {
